@@ -1,0 +1,60 @@
+"""fieldcrypt: field-level encryption for Kafka records, with keys you can shred.
+
+Public API (everything else is private and may change)::
+
+    fieldcrypt.Keyring                 where data keys live and what wraps them
+    fieldcrypt.create_local_kek        make a local key-encryption key file (explicitly)
+    fieldcrypt.avro.AvroSerializer     drop-in for confluent's, plus keyring=
+    fieldcrypt.avro.AvroDeserializer
+    fieldcrypt.errors                  the exception tree
+"""
+
+from __future__ import annotations
+
+from fieldcrypt._engine import Denied, Erased
+from fieldcrypt.clock import Clock, FakeClock, SystemClock
+from fieldcrypt.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    DecryptionError,
+    EncryptionError,
+    FieldcryptError,
+    KeyNotFoundError,
+    KeyShreddedError,
+    KeyStoreUnavailableError,
+    PolicyError,
+)
+from fieldcrypt.keyring import Keyring, RotationPolicy, ShredReport
+from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
+from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDeniedError",
+    "AuditEntry",
+    "Clock",
+    "ConfigurationError",
+    "DecryptionError",
+    "Denied",
+    "EncryptionError",
+    "Erased",
+    "FakeClock",
+    "FieldcryptError",
+    "Kek",
+    "KeyNotFoundError",
+    "KeyRecord",
+    "KeyShreddedError",
+    "KeyStore",
+    "KeyStoreUnavailableError",
+    "Keyring",
+    "PolicyError",
+    "RotationPolicy",
+    "ShredRecord",
+    "ShredReport",
+    "SystemClock",
+    "__version__",
+    "create_local_kek",
+    "open_kek",
+    "open_store",
+]
