@@ -1,0 +1,164 @@
+"""The byte layout of one encrypted value, and the associated data that binds it to its context.
+
+This is the only module that knows the layout. Format version 1::
+
+    offset  size   content
+    0       1      format version, 0x01
+    1       4      key id, unsigned big-endian: names the data key (DEK) in the key store
+    5       1..5   value index i in the record, unsigned LEB128 (0 for the record's first encrypted value)
+    ...     12     only when i == 0: the record nonce N, 96 random bits
+    ...     n      AES-256-GCM ciphertext of the value: UTF-8 for strings, raw for bytes
+    ...     16     AES-GCM tag
+
+    total: n + 34 bytes for the first encrypted value of a record, n + 22 for each later one (i < 128)
+
+The record's encrypted values are numbered 0, 1, 2, ... in schema order (arrays and maps in element order).
+Value i is encrypted with nonce ``N XOR i`` (i xor-ed into the last 4 bytes of N, big-endian). N is fresh
+random per record, so a (key, nonce) pair never repeats within the limits of random 96-bit nonces (the same
+bound as one random nonce per value), and no later value can be decrypted outside its own record: moving a
+ciphertext into another record gives it that record's N, and the GCM tag fails.
+
+An Avro/JSON ``bytes`` value holds these bytes as they are. A ``string`` value holds them as standard base64
+text without padding, so the record stays valid against the registered schema and readable without keys.
+The layout never depends on configuration: the header always names the key, whatever the key scope.
+
+Associated data (never transmitted; each side computes it from what it knows)::
+
+    b"fieldcrypt" 0x01 | key id (4) | lp(domain) | lp(person) | lp(value path)
+
+``lp(x)`` is a 4-byte big-endian length then the UTF-8 bytes; an absent person is the length 0xFFFFFFFF with no
+bytes. The value path is the concrete path of the value in the record (``bench.Event.items[2].email``, map
+keys JSON-quoted), so a ciphertext moved to another field, array slot or map entry fails. Domain and person are
+those the reader expects from its subject and from the record's data-subject field, so a ciphertext moved to
+another subject or person fails.
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+
+__all__ = [
+    "FORMAT_VERSION",
+    "NONCE_LEN",
+    "TAG_LEN",
+    "ad_prefix",
+    "decode_text",
+    "derive_nonce",
+    "encode_text",
+    "key_header",
+    "lp",
+    "parse",
+    "path_ad",
+    "varint",
+]
+
+FORMAT_VERSION = 1
+NONCE_LEN = 12
+TAG_LEN = 16
+MAX_INDEX = 0xFFFFFFFF
+
+_LEN = struct.Struct(">I")
+_pack_len = _LEN.pack
+_AD_MAGIC = b"fieldcrypt\x01"
+_NO_PERSON = b"\xff\xff\xff\xff"
+
+
+def lp(data: bytes) -> bytes:
+    """Length-prefixed bytes, as every variable part of the associated data is written."""
+    return _pack_len(len(data)) + data
+
+
+def _varint(i: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = i & 0x7F
+        i >>= 7
+        if i:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_VARINTS = [_varint(i) for i in range(1024)]
+
+
+def varint(i: int) -> bytes:
+    """Unsigned LEB128 of a value index."""
+    return _VARINTS[i] if i < 1024 else _varint(i)
+
+
+def key_header(key_id: int) -> bytes:
+    """The first 5 bytes of every value a key encrypts: version and key id."""
+    return bytes((FORMAT_VERSION,)) + _LEN.pack(key_id)
+
+
+def derive_nonce(record_nonce: bytes, index: int) -> bytes:
+    """The nonce of value ``index``: the record nonce with ``index`` xor-ed into its last 4 bytes."""
+    return record_nonce[:8] + _pack_len(_LEN.unpack_from(record_nonce, 8)[0] ^ index)
+
+
+_MIN_LEN = 6 + TAG_LEN
+_MIN_LEN_FIRST = _MIN_LEN + NONCE_LEN
+_unpack_key_id = struct.Struct(">I").unpack_from
+
+
+def parse(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
+    """Split a value ciphertext into (key id, value index, record nonce or None, GCM body).
+
+    The record nonce is present for index 0 only. Raises ``ValueError`` if ``blob`` is not a version-1 value.
+    """
+    if len(blob) < _MIN_LEN or blob[0] != FORMAT_VERSION:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    key_id: int = _unpack_key_id(blob, 1)[0]
+    index = blob[5]
+    if index == 0:
+        if len(blob) < _MIN_LEN_FIRST:
+            raise ValueError("not a fieldcrypt value ciphertext")
+        return key_id, 0, blob[6:18], blob[18:]
+    if index < 0x80:
+        return key_id, index, None, blob[6:]
+    pos, index, shift = 5, 0, 0
+    while True:
+        if pos >= len(blob) or shift > 28:
+            raise ValueError("not a fieldcrypt value ciphertext")
+        byte = blob[pos]
+        pos += 1
+        index |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    if index > MAX_INDEX or byte == 0 or len(blob) - pos < TAG_LEN:  # byte == 0: non-minimal encoding
+        raise ValueError("not a fieldcrypt value ciphertext")
+    return key_id, index, None, blob[pos:]
+
+
+def ad_prefix(key_id: int, domain: str, person: str | None) -> bytes:
+    """The part of the associated data shared by every value one key encrypts (all but the path)."""
+    who = _NO_PERSON if person is None else lp(person.encode("utf-8"))
+    return _AD_MAGIC + _LEN.pack(key_id) + lp(domain.encode("utf-8")) + who
+
+
+def path_ad(path: str) -> bytes:
+    """The last part of a value's associated data, ``lp(path)``; the whole is ``ad_prefix(...) + path_ad(path)``."""
+    raw = path.encode("utf-8")
+    return _pack_len(len(raw)) + raw
+
+
+def encode_text(blob: bytes) -> str:
+    """Text form of a value ciphertext for ``string`` fields: standard base64 without padding."""
+    return binascii.b2a_base64(blob, newline=False).rstrip(b"=").decode("ascii")
+
+
+_PAD = ("", "", "==", "=")
+
+
+def decode_text(text: str) -> bytes:
+    """Inverse of :func:`encode_text`. Raises ``ValueError`` on anything that is not strict unpadded base64."""
+    if len(text) % 4 == 1:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    try:
+        return binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError("not a fieldcrypt value ciphertext") from exc

@@ -1,0 +1,112 @@
+"""The exceptions fieldcrypt raises.
+
+Every error is a :class:`FieldcryptError`; catch the subclass you act on differently::
+
+    FieldcryptError
+    ├── ConfigurationError          bad constructor argument, conf key, URL, missing extra or KEK file
+    ├── PolicyError                 the schema's tags cannot be honoured (e.g. a tag on an int field)
+    ├── KeyStoreUnavailableError    the key store or the KEK could not be reached (retryable)
+    ├── EncryptionError             a tagged field could not be encrypted; nothing was produced
+    └── DecryptionError             a field ciphertext is malformed, tampered with or moved (opaque)
+        ├── AccessDeniedError       the key exists, but this process's KEK cannot unwrap it ("no access")
+        └── KeyNotFoundError        it names a key id the key store does not hold (corrupt, or another store)
+            └── KeyShreddedError    ... because that key was destroyed on purpose (crypto-shredding: "erased")
+
+``ConfigurationError`` and ``PolicyError`` are also ``ValueError``s, as confluent's own configuration errors are;
+``KeyNotFoundError`` is also a ``LookupError``. Catch ``KeyShreddedError`` before ``DecryptionError`` to tell
+"erased" from "tampered".
+
+Messages name the registry subject, the field path and the key id involved. They never contain a field
+value, plaintext, ciphertext or key material, so they are safe to log.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "ConfigurationError",
+    "DecryptionError",
+    "EncryptionError",
+    "FieldcryptError",
+    "KeyNotFoundError",
+    "KeyShreddedError",
+    "KeyStoreUnavailableError",
+    "PolicyError",
+]
+
+
+class FieldcryptError(Exception):
+    """Root of every error fieldcrypt raises.
+
+    ``subject``, ``field_path`` and ``key_id`` are set where known, so callers can act without parsing text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str | None = None,
+        field_path: str | None = None,
+        key_id: int | None = None,
+    ) -> None:
+        context = []
+        if subject is not None:
+            context.append(f"subject={subject!r}")
+        if field_path is not None:
+            context.append(f"field={field_path!r}")
+        if key_id is not None:
+            context.append(f"key_id={format_key_id(key_id)}")
+        super().__init__(f"{message}: {' '.join(context)}" if context else message)
+        self.reason = message
+        self.subject = subject
+        self.field_path = field_path
+        self.key_id = key_id
+
+    def with_context(self, *, subject: str | None = None, field_path: str | None = None) -> FieldcryptError:
+        """A copy of this error of the same class, with the subject and field path filled in where unknown."""
+        return type(self)(
+            self.reason,
+            subject=self.subject if self.subject is not None else subject,
+            field_path=self.field_path if self.field_path is not None else field_path,
+            key_id=self.key_id,
+        )
+
+
+class ConfigurationError(FieldcryptError, ValueError):
+    """A constructor argument, conf key, URL or local file is wrong. Fix the configuration; retrying will not help."""
+
+
+class PolicyError(FieldcryptError, ValueError):
+    """The schema asks for something fieldcrypt cannot do (a tag on an unsupported type, two data-subject fields...)."""
+
+
+class KeyStoreUnavailableError(FieldcryptError):
+    """The key store or the key-encryption key could not be reached. Retryable; the producer fails closed meanwhile."""
+
+
+class EncryptionError(FieldcryptError):
+    """A tagged field could not be encrypted. The record was not serialized, so nothing is produced."""
+
+
+class DecryptionError(FieldcryptError):
+    """A field ciphertext is malformed, was tampered with, or was moved to another field, record, person or subject.
+
+    Deliberately opaque, like Fernet's ``InvalidToken``: it does not say which check failed.
+    """
+
+
+class AccessDeniedError(DecryptionError):
+    """The data key exists, but this process's key-encryption key cannot unwrap it: this consumer has no access."""
+
+
+class KeyNotFoundError(DecryptionError, LookupError):
+    """The key store holds no data key with the id a ciphertext names (wrong key store, or never created)."""
+
+
+class KeyShreddedError(KeyNotFoundError):
+    """The data key was destroyed on purpose: the data it protected is erased."""
+
+
+def format_key_id(key_id: int) -> str:
+    """The printable form of a key id, as in errors, logs and the CLI: ``0x`` and eight hex digits."""
+    return f"0x{key_id:08x}"
