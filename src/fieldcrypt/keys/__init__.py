@@ -1,0 +1,1 @@
+"""Where wrapped data keys live (key stores) and who wraps them (key-encryption keys): two separate axes."""

@@ -1,0 +1,273 @@
+"""The SQL both built-in key stores share; SQLite and PostgreSQL differ only in connections, locking and DDL."""
+
+from __future__ import annotations
+
+import abc
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from fieldcrypt.errors import KeyStoreUnavailableError, format_key_id
+from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, WrapFn
+
+__all__ = ["Execute", "SqlKeyStore"]
+
+#: runs one statement inside the current transaction and returns its rows
+Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+_COLUMNS = "key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions"
+_BATCH = 500
+
+
+def _record(row: Sequence[Any]) -> KeyRecord:
+    key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions = row
+    return KeyRecord(
+        key_id=int(key_id),
+        domain=str(domain),
+        person=None if person == "" else str(person),
+        version=int(version),
+        kek_uri=str(kek_uri),
+        wrapped=bytes(wrapped),
+        created_at=float(created_at),
+        state=str(state),
+        encryptions=int(encryptions),
+    )
+
+
+def _shred(row: Sequence[Any]) -> ShredRecord:
+    key_id, domain, person, at = row
+    return ShredRecord(int(key_id), str(domain), None if person == "" else str(person), float(at))
+
+
+class SqlKeyStore(KeyStore):
+    """Implements the KeyStore contract in portable SQL (``?`` placeholders; dialects translate them)."""
+
+    @abc.abstractmethod
+    def _tx(self, lock: tuple[str, str] | None = None) -> AbstractContextManager[Execute]:
+        """A write transaction; with ``lock``, serialized against other writers of that (domain, person)."""
+
+    @abc.abstractmethod
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One read-only statement."""
+
+    _lock = threading.RLock()
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+    def get(self, key_id: int) -> KeyRecord | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE key_id = ?", (key_id,))
+        return _record(rows[0]) if rows else None
+
+    def active(self, domain: str, person: str | None) -> KeyRecord | None:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE domain = ? AND person = ? AND state = 'active'",
+            (domain, person or ""),
+        )
+        return _record(rows[0]) if rows else None
+
+    def keys(self, domain: str | None = None, person: str | None = None) -> Iterator[KeyRecord]:
+        where, args = [], []
+        if domain is not None:
+            where.append("domain = ?")
+            args.append(domain)
+        if person is not None:
+            where.append("person = ?")
+            args.append(person)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys{clause} ORDER BY domain, person, version", args)
+        return iter([_record(r) for r in rows])
+
+    def shredded(self, key_id: int) -> ShredRecord | None:
+        rows = self._read(
+            "SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded WHERE key_id = ?", (key_id,)
+        )
+        return _shred(rows[0]) if rows else None
+
+    def shred_log(self) -> Iterator[ShredRecord]:
+        rows = self._read("SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded ORDER BY shredded_at")
+        return iter([_shred(r) for r in rows])
+
+    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+        sql = "SELECT seq, at, actor, operation, domain, person, key_ids, reason, detail FROM fieldcrypt_audit"
+        if limit is not None:
+            rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (int(limit),))[::-1]
+        else:
+            rows = self._read(sql + " ORDER BY seq")
+        return [
+            AuditEntry(
+                seq=int(seq),
+                at=float(at),
+                actor=str(actor),
+                operation=str(op),
+                domain=domain,
+                person=None if person in (None, "") else str(person),
+                key_ids=tuple(int(k, 16) for k in str(ids).split(",") if k),
+                reason=str(reason),
+                detail=str(detail),
+            )
+            for seq, at, actor, op, domain, person, ids, reason, detail in rows
+        ]
+
+    # -- writes --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _audit(ex: Execute, entry: AuditEntry) -> None:
+        ex(
+            "INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.at,
+                entry.actor,
+                entry.operation,
+                entry.domain,
+                entry.person or "",
+                ",".join(format_key_id(k) for k in entry.key_ids),
+                entry.reason,
+                entry.detail,
+            ),
+        )
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        with self._tx() as ex:
+            self._audit(ex, entry)
+
+    def create(
+        self,
+        domain: str,
+        person: str | None,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        retire: int | None = None,
+    ) -> KeyRecord:
+        with self._tx((domain, person or "")) as ex:
+            rows = ex(
+                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE domain = ? AND person = ? AND state = 'active'",
+                (domain, person or ""),
+            )
+            current = _record(rows[0]) if rows else None
+            if current is not None and (retire is None or current.key_id != retire):
+                return current  # already there, or another process rotated it first
+            if current is not None:
+                ex("UPDATE fieldcrypt_keys SET state = 'retired' WHERE key_id = ?", (current.key_id,))
+            (last,) = ex(
+                "SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_keys WHERE domain = ? AND person = ?",
+                (domain, person or ""),
+            )[0]
+            key_id = self._unused_id(ex)
+            version = int(last) + 1
+            record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now)
+            ex(
+                f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', 0)",
+                (key_id, domain, person or "", version, kek_uri, record.wrapped, now),
+            )
+            ids = (key_id,) if current is None else (current.key_id, key_id)
+            self._audit(ex, _with(audit, key_ids=ids, domain=domain, person=person))
+            return record
+
+    @staticmethod
+    def _unused_id(ex: Execute) -> int:
+        while True:
+            key_id = secrets.randbits(32)
+            if key_id and not ex(
+                "SELECT 1 FROM fieldcrypt_keys WHERE key_id = ? UNION ALL SELECT 1 FROM fieldcrypt_shredded "
+                "WHERE key_id = ?",
+                (key_id, key_id),
+            ):
+                return key_id
+
+    def reserve(self, key_id: int, count: int) -> int:
+        with self._tx() as ex:
+            rows = ex(
+                "UPDATE fieldcrypt_keys SET encryptions = encryptions + ? WHERE key_id = ? RETURNING encryptions",
+                (count, key_id),
+            )
+        if not rows:
+            raise KeyStoreUnavailableError("the key to count encryptions for is gone", key_id=key_id)
+        return int(rows[0][0])
+
+    def shred(
+        self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
+    ) -> list[ShredRecord]:
+        destroyed: list[ShredRecord] = []
+        with self._tx() as ex:
+            if persons is None:
+                if domain is None:
+                    raise ValueError("shred needs a domain, persons, or both")
+                destroyed += self._delete(ex, "domain = ?", [domain], now)
+            else:
+                people = [p for p in dict.fromkeys(persons) if p]
+                for i in range(0, len(people), _BATCH):
+                    chunk = people[i : i + _BATCH]
+                    cond = f"person IN ({', '.join('?' * len(chunk))})"
+                    args: list[Any] = list(chunk)
+                    if domain is not None:
+                        cond += " AND domain = ?"
+                        args.append(domain)
+                    destroyed += self._delete(ex, cond, args, now)
+            ids = tuple(r.key_id for r in destroyed)
+            detail = f"{len(ids)} keys destroyed" + (f"; {audit.detail}" if audit.detail else "")
+            self._audit(ex, _with(audit, key_ids=ids, detail=detail))
+        return destroyed
+
+    def _delete(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
+        rows = ex(f"DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person", args)
+        out = [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
+        self._log_shreds(ex, out)
+        return out
+
+    @staticmethod
+    def _log_shreds(ex: Execute, records: Sequence[ShredRecord]) -> None:
+        for i in range(0, len(records), _BATCH):
+            chunk = records[i : i + _BATCH]
+            values = ", ".join("(?, ?, ?, ?)" for _ in chunk)
+            args: list[Any] = []
+            for r in chunk:
+                args += [r.key_id, r.domain, r.person or "", r.shredded_at]
+            ex(
+                f"INSERT INTO fieldcrypt_shredded (key_id, domain, person, shredded_at) VALUES {values} "
+                "ON CONFLICT (key_id) DO NOTHING",
+                args,
+            )
+
+    def apply_shred_log(self, entries: Iterable[ShredRecord], audit: AuditEntry) -> list[int]:
+        entries = list(entries)
+        destroyed: list[int] = []
+        with self._tx() as ex:
+            for i in range(0, len(entries), _BATCH):
+                chunk = entries[i : i + _BATCH]
+                marks = ", ".join("?" * len(chunk))
+                rows = ex(
+                    f"DELETE FROM fieldcrypt_keys WHERE key_id IN ({marks}) RETURNING key_id", [e.key_id for e in chunk]
+                )
+                destroyed += [int(r[0]) for r in rows]
+            self._log_shreds(ex, entries)
+            self._audit(
+                ex,
+                _with(
+                    audit,
+                    key_ids=tuple(destroyed),
+                    detail=f"{len(entries)} shred-log entries applied, {len(destroyed)} restored keys destroyed again",
+                ),
+            )
+        return destroyed
+
+    def update_wrapped(self, items: Iterable[tuple[int, str, bytes]], audit: AuditEntry) -> int:
+        done: list[int] = []
+        with self._tx() as ex:
+            for key_id, kek_uri, wrapped in items:
+                if ex(
+                    "UPDATE fieldcrypt_keys SET kek_uri = ?, wrapped = ? WHERE key_id = ? RETURNING key_id",
+                    (kek_uri, wrapped, key_id),
+                ):
+                    done.append(key_id)
+            self._audit(ex, _with(audit, key_ids=tuple(done), detail=f"{len(done)} keys rewrapped; {audit.detail}"))
+        return len(done)
+
+
+def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:
+    from dataclasses import replace
+
+    return replace(entry, **changes)

@@ -1,0 +1,77 @@
+"""A bounded cache whose entries expire a fixed time after they were loaded, not after last use.
+
+Expiry-after-load bounds how long a process can keep using a key after it was shredded elsewhere;
+the size bound keeps memory flat however many people or domains pass through.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from fieldcrypt.clock import Clock
+from fieldcrypt.errors import ConfigurationError
+
+__all__ = ["TtlCache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """Least-recently-used eviction beyond ``max_entries``; every entry dies ``ttl`` seconds after it was put."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Clock) -> None:
+        if not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError("cache size must be a positive integer")
+        if not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ConfigurationError("cache TTL must be a positive number of seconds")
+        self.max_entries = max_entries
+        self.ttl = float(ttl)
+        self._clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: K, *, count: bool = True) -> V | None:
+        """The live value, or None. ``count=False`` for a re-check that should not skew the hit rate."""
+        entry = self._data.get(key)
+        if entry is not None:
+            if entry[0] > self._clock.now():
+                self.hits += count
+                try:
+                    self._data.move_to_end(key)
+                except KeyError:  # evicted by another thread meanwhile
+                    pass
+                return entry[1]
+            with self._lock:
+                if self._data.get(key) is entry:
+                    del self._data[key]
+        self.misses += count
+        return None
+
+    def put(self, key: K, value: V, expires_at: float | None = None) -> None:
+        """Cache ``value`` until ``ttl`` seconds from now, or until ``expires_at`` if that is sooner."""
+        with self._lock:
+            until = self._clock.now() + self.ttl
+            self._data[key] = (until if expires_at is None else min(until, expires_at), value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"TtlCache(entries={len(self._data)}, max_entries={self.max_entries}, ttl={self.ttl})"

@@ -1,0 +1,145 @@
+"""SQLite key store: the embedded default for one machine (several processes on it may share the file).
+
+Deleted rows are overwritten on disk (``PRAGMA secure_delete``), and after a shred the write-ahead log is
+checkpointed and truncated so the destroyed wrapped keys do not linger in ``keys.db-wal``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.keys._sql import Execute, SqlKeyStore
+from fieldcrypt.keys.store import AuditEntry, ShredRecord
+
+__all__ = ["SqliteKeyStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fieldcrypt_keys (
+    key_id      INTEGER PRIMARY KEY,           -- 1 .. 2^32-1, random, never reused
+    domain      TEXT    NOT NULL,
+    person      TEXT    NOT NULL,              -- '' for a domain-wide key
+    version     INTEGER NOT NULL,
+    state       TEXT    NOT NULL,              -- 'active' | 'retired'
+    kek_uri     TEXT    NOT NULL,
+    wrapped     BLOB    NOT NULL,
+    created_at  REAL    NOT NULL,
+    encryptions INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (domain, person, version)
+);
+CREATE INDEX IF NOT EXISTS fieldcrypt_keys_person ON fieldcrypt_keys (person);
+CREATE UNIQUE INDEX IF NOT EXISTS fieldcrypt_keys_one_active ON fieldcrypt_keys (domain, person) WHERE state = 'active';
+CREATE TABLE IF NOT EXISTS fieldcrypt_shredded (
+    key_id      INTEGER PRIMARY KEY,
+    domain      TEXT    NOT NULL,
+    person      TEXT    NOT NULL,
+    shredded_at REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          REAL    NOT NULL,
+    actor       TEXT    NOT NULL,
+    operation   TEXT    NOT NULL,
+    domain      TEXT,
+    person      TEXT    NOT NULL DEFAULT '',
+    key_ids     TEXT    NOT NULL DEFAULT '',
+    reason      TEXT    NOT NULL DEFAULT '',
+    detail      TEXT    NOT NULL DEFAULT ''
+);
+CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_u BEFORE UPDATE ON fieldcrypt_audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_d BEFORE DELETE ON fieldcrypt_audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def _path_of(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise ConfigurationError(f"SQLite key store URL must start with sqlite:/// (got {url!r})")
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise ConfigurationError("SQLite key store URL names no file")
+    if path != ":memory:" and not Path(path).absolute().parent.is_dir():
+        raise ConfigurationError(f"directory for the SQLite key store {path!r} does not exist")
+    return path
+
+
+class SqliteKeyStore(SqlKeyStore):
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.url = url
+        self._path = _path_of(url)
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self._db = sqlite3.connect(self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA secure_delete = ON")
+            if self._path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+                # key-cache misses read one row by index: map the file and keep a larger page cache, so a store of
+                # millions of keys is read from memory instead of through a 2 MiB page cache
+                self._db.execute("PRAGMA mmap_size = 1073741824")
+                self._db.execute("PRAGMA cache_size = -65536")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
+
+    def _fail(self, exc: sqlite3.Error) -> KeyStoreUnavailableError:
+        return KeyStoreUnavailableError(f"SQLite key store {self._path!r} failed: {type(exc).__name__}")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._closed:
+                raise KeyStoreUnavailableError("the SQLite key store is closed")
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+
+    @contextmanager
+    def _tx(self, lock: tuple[str, str] | None = None) -> Iterator[Execute]:
+        with self._lock:
+            if self._closed:
+                raise KeyStoreUnavailableError("the SQLite key store is closed")
+            db = self._db
+
+            def ex(sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                return db.execute(sql, tuple(args)).fetchall()
+
+            try:
+                db.execute("BEGIN IMMEDIATE")  # one writer at a time across processes
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+            try:
+                yield ex
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise self._fail(exc) from exc
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _truncate_wal(self) -> None:
+        if self._path != ":memory:":
+            self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def shred(self, domain: str | None, persons: Any, now: float, audit: AuditEntry) -> list[ShredRecord]:
+        out = super().shred(domain, persons, now, audit)
+        self._truncate_wal()
+        return out
+
+    def apply_shred_log(self, entries: Any, audit: AuditEntry) -> list[int]:
+        out = super().apply_shred_log(entries, audit)
+        self._truncate_wal()
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()

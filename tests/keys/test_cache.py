@@ -1,0 +1,35 @@
+"""Key cache entries expire a fixed time after load (not after last use), and the cache is bounded."""
+
+from __future__ import annotations
+
+import pytest
+
+from fieldcrypt import ConfigurationError, FakeClock
+from fieldcrypt.keys.cache import TtlCache
+
+
+def test_expires_after_load_even_when_used() -> None:
+    clock = FakeClock()
+    cache: TtlCache[str, int] = TtlCache(10, 60, clock)
+    cache.put("k", 1)
+    for _ in range(5):
+        clock.advance(11)
+        assert cache.get("k") == 1  # used every 11 s: still dies at 60 s after load
+    clock.advance(5)
+    assert cache.get("k") is None
+
+
+def test_bounded_lru() -> None:
+    cache: TtlCache[int, int] = TtlCache(3, 60, FakeClock())
+    for i in range(3):
+        cache.put(i, i)
+    assert cache.get(0) == 0  # 0 is now most recently used
+    cache.put(3, 3)
+    assert cache.get(1) is None and cache.get(0) == 0 and len(cache) == 3
+
+
+def test_rejects_bad_bounds() -> None:
+    with pytest.raises(ConfigurationError):
+        TtlCache(0, 60, FakeClock())
+    with pytest.raises(ConfigurationError):
+        TtlCache(10, 0, FakeClock())

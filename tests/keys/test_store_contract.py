@@ -1,0 +1,172 @@
+"""The contract every key store implementation passes: SQLite and PostgreSQL (add new stores to STORES)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import pytest
+from pg import pg_schema_url
+
+from fieldcrypt import KeyStore, KeyStoreUnavailableError, open_store
+from fieldcrypt.keys.store import AuditEntry, ShredRecord
+
+STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'contract.db'}"),
+    "postgresql": lambda tmp: pg_schema_url(),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with STORES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[KeyStore]:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def wrap_with(tag: bytes) -> Callable[[int, int], bytes]:
+    return lambda key_id, version: tag + key_id.to_bytes(4, "big") + version.to_bytes(4, "big")
+
+
+def audit(op: str = "create") -> AuditEntry:
+    return AuditEntry(at=1.0, actor="tester", operation=op, reason="contract")
+
+
+def test_create_then_get_and_active(store: KeyStore) -> None:
+    assert store.active("d", None) is None
+    made = store.create("d", None, "local-kek:///k", wrap_with(b"w"), 100.0, audit())
+    assert 0 < made.key_id < 2**32 and made.version == 1 and made.state == "active"
+    assert made.wrapped == b"w" + made.key_id.to_bytes(4, "big") + (1).to_bytes(4, "big")
+    assert store.get(made.key_id) == made
+    assert store.active("d", None) == made
+    assert store.get(made.key_id ^ 1) is None
+
+
+def test_create_is_idempotent_per_domain_and_person(store: KeyStore) -> None:
+    a = store.create("d", "alice", "k", wrap_with(b"1"), 1.0, audit())
+    again = store.create("d", "alice", "k", wrap_with(b"2"), 2.0, audit())
+    assert again == a
+    b = store.create("d", "bob", "k", wrap_with(b"3"), 3.0, audit())
+    dom = store.create("d", None, "k", wrap_with(b"4"), 4.0, audit())
+    other = store.create("e", "alice", "k", wrap_with(b"5"), 5.0, audit())
+    assert len({a.key_id, b.key_id, dom.key_id, other.key_id}) == 4
+    assert store.active("d", "alice") == a and store.active("d", None) == dom
+    assert [k.key_id for k in store.keys("d")] == [dom.key_id, a.key_id, b.key_id]
+    assert [k.key_id for k in store.keys(person="alice")] == [a.key_id, other.key_id]
+    assert len(list(store.keys())) == 4
+    assert [e.operation for e in store.audit_log()] == ["create"] * 4
+
+
+def test_rotation_retires_and_is_raced_safely(store: KeyStore) -> None:
+    v1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+    v2 = store.create("d", "p", "k", wrap_with(b"2"), 2.0, audit("rotate"), retire=v1.key_id)
+    assert v2.version == 2 and v2.key_id != v1.key_id
+    assert store.get(v1.key_id).state == "retired"  # type: ignore[union-attr]
+    assert store.active("d", "p") == v2
+    # a second process asking to retire v1 again gets v2, not v3
+    assert store.create("d", "p", "k", wrap_with(b"3"), 3.0, audit("rotate"), retire=v1.key_id) == v2
+    assert store.audit_log()[-1].key_ids == (v1.key_id, v2.key_id)
+
+
+def test_reserve_counts(store: KeyStore) -> None:
+    k = store.create("d", None, "k", wrap_with(b"w"), 1.0, audit())
+    assert store.reserve(k.key_id, 10) == 10
+    assert store.reserve(k.key_id, 5) == 15
+    assert store.get(k.key_id).encryptions == 15  # type: ignore[union-attr]
+    with pytest.raises(KeyStoreUnavailableError):
+        store.reserve(k.key_id ^ 1, 1)
+
+
+def test_shred_person_domain_and_log(store: KeyStore) -> None:
+    a1 = store.create("d1", "alice", "k", wrap_with(b"w"), 1.0, audit())
+    a2 = store.create("d2", "alice", "k", wrap_with(b"w"), 1.0, audit())
+    b1 = store.create("d1", "bob", "k", wrap_with(b"w"), 1.0, audit())
+    c3 = store.create("d3", "carol", "k", wrap_with(b"w"), 1.0, audit())
+    gone = store.shred(None, ["alice"], 50.0, audit("shred"))
+    assert sorted(r.key_id for r in gone) == sorted([a1.key_id, a2.key_id])
+    assert store.get(a1.key_id) is None and store.get(b1.key_id) is not None
+    assert store.shredded(a1.key_id) == ShredRecord(a1.key_id, "d1", "alice", 50.0)
+    assert store.shred(None, ["alice"], 60.0, audit("shred")) == []  # twice: a no-op, not an error
+    assert store.shred(None, ["nobody"], 60.0, audit("shred")) == []
+    gone = store.shred("d3", None, 70.0, audit("shred"))
+    assert [r.key_id for r in gone] == [c3.key_id]
+    assert {r.key_id for r in store.shred_log()} == {a1.key_id, a2.key_id, c3.key_id}
+    assert [e.operation for e in store.audit_log()][-4:] == ["shred"] * 4
+    assert store.audit_log()[-1].key_ids == (c3.key_id,)
+
+
+def test_shred_many_persons_in_one_domain(store: KeyStore) -> None:
+    made = [store.create("d", f"p{i}", "k", wrap_with(b"w"), 1.0, audit()) for i in range(1200)]
+    other = store.create("e", "p1", "k", wrap_with(b"w"), 1.0, audit())
+    gone = store.shred("d", [f"p{i}" for i in range(0, 1200, 2)], 2.0, audit("shred"))
+    assert len(gone) == 600
+    assert store.get(made[0].key_id) is None and store.get(made[1].key_id) is not None
+    assert store.get(other.key_id) is not None
+
+
+def test_apply_shred_log_and_ids_never_reused(store: KeyStore) -> None:
+    k = store.create("d", "p", "k", wrap_with(b"w"), 1.0, audit())
+    other = store.create("d", "q", "k", wrap_with(b"w"), 1.0, audit())
+    # a shred log from elsewhere (e.g. exported before this store was restored from a backup) names both keys
+    log = [ShredRecord(k.key_id, "d", "p", 2.0), ShredRecord(other.key_id, "d", "q", 2.0)]
+    assert sorted(store.apply_shred_log(log, audit("restore"))) == sorted([k.key_id, other.key_id])
+    assert store.get(k.key_id) is None and store.shredded(k.key_id) is not None
+    assert store.apply_shred_log(log, audit("restore")) == []
+    assert store.audit_log()[-1].operation == "restore"
+    # ids in the shred log are never handed out again
+    for _ in range(50):
+        assert store.create("d", "p", "k", wrap_with(b"w"), 3.0, audit()).key_id != k.key_id
+        store.shred(None, ["p"], 4.0, audit("shred"))
+
+
+def test_update_wrapped(store: KeyStore) -> None:
+    k = store.create("d", None, "old-kek", wrap_with(b"w"), 1.0, audit())
+    assert store.update_wrapped([(k.key_id, "new-kek", b"rewrapped"), (12345, "new-kek", b"x")], audit("rewrap")) == 1
+    got = store.get(k.key_id)
+    assert got is not None and got.kek_uri == "new-kek" and got.wrapped == b"rewrapped"
+
+
+def test_wrap_failure_writes_nothing(store: KeyStore) -> None:
+    def boom(key_id: int, version: int) -> bytes:
+        raise RuntimeError("KEK down")
+
+    with pytest.raises(RuntimeError):
+        store.create("d", None, "k", boom, 1.0, audit())
+    assert store.active("d", None) is None and list(store.keys()) == [] and store.audit_log() == []
+
+
+def test_persons_are_opaque_text(store: KeyStore) -> None:
+    for person in ["42", "ünïcödé", "a'b\"c;--", "x" * 300]:
+        made = store.create("d", person, "k", wrap_with(b"w"), 1.0, audit())
+        assert store.active("d", person) == made and made.person == person
+
+
+def _create_in_process(url: str, barrier: object, out: object) -> None:
+    store = open_store(url)
+    barrier.wait()  # type: ignore[attr-defined]
+    made = store.create("shared", "p", "k", lambda i, v: b"w%d" % i, 1.0, audit())
+    out.put(made.key_id)  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_concurrent_first_use_in_many_processes_creates_one_key(store_url: str, store: KeyStore) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    n = 6
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_create_in_process, args=(store_url, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    ids = {out.get(timeout=60) for _ in procs}
+    for p in procs:
+        p.join(60)
+    assert len(ids) == 1
+    assert [k.key_id for k in store.keys("shared")] == list(ids)
+    assert len(store.audit_log()) == 1
