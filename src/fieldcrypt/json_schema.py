@@ -1,0 +1,283 @@
+"""JSON Schema serializer and deserializer: drop-in replacements for confluent-kafka's, plus ``keyring=``.
+
+    from fieldcrypt.json_schema import JSONSerializer, JSONDeserializer
+
+    serializer = JSONSerializer(schema_str, registry, keyring=keyring)
+    deserializer = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
+
+Same positional arguments and conf keys as confluent's (plus ``fieldcrypt.*``). The serializer validates the
+plaintext document against the schema, then encrypts the tagged string properties; the encrypted document is
+still valid against the registered schema, so confluent's plain ``JSONDeserializer`` (validation on) reads it.
+The deserializer validates what it receives, as confluent's does, then decrypts.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, prefix_schema_id_serializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _ConfluentJSONDeserializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer as _ConfluentJSONSerializer
+from confluent_kafka.schema_registry.serde import SchemaId
+from confluent_kafka.serialization import SerializationContext, SerializationError
+from jsonschema import ValidationError
+from referencing import Resource
+from referencing.jsonschema import DRAFT202012
+
+from fieldcrypt._engine import ReadStats
+from fieldcrypt._json_policy import compile_json
+from fieldcrypt._plan import FieldPlan, TagRules
+from fieldcrypt._serde import (
+    FIELDCRYPT_CONF,
+    READ_CONF,
+    PlanCache,
+    WriteEntries,
+    cached_subject,
+    call_confluent_init,
+    check_framing,
+    check_keyring,
+    is_latest_mode,
+    prefix_framed,
+    split_conf,
+)
+from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.keyring import Keyring
+
+__all__ = ["JSONDeserializer", "JSONSerializer"]
+
+_JSON = "JSON"
+
+
+_FAST_DRAFTS = (
+    None,
+    "http://json-schema.org/draft-04/schema#",
+    "http://json-schema.org/draft-06/schema#",
+    "http://json-schema.org/draft-07/schema#",
+)
+
+
+_NEWER_KEYWORDS = frozenset(
+    {
+        "prefixItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "$recursiveAnchor",
+        "minContains",
+        "maxContains",
+        "$anchor",
+    }
+)
+
+
+def _keywords(schema: Any) -> set[str]:
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found.update(k for k in node if isinstance(k, str))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _fast_validator(schema: Any, source: Schema) -> Callable[[Any], Any] | None:
+    """A compiled validator (fastjsonschema) for self-contained draft-04/06/07 schemas, else None.
+
+    jsonschema, which confluent uses, stays the authority: the compiled one only answers "valid" quickly, and
+    any "invalid" is re-checked by jsonschema (which also words the error). Formats are not checked, as jsonschema
+    does not check them by default either.
+    """
+    if source.references or not isinstance(schema, dict) or schema.get("$schema") not in _FAST_DRAFTS:
+        return None
+    if _NEWER_KEYWORDS & _keywords(schema):
+        return None  # jsonschema reads a schema without $schema as 2020-12: keep its meaning for these
+    try:
+        import fastjsonschema
+
+        compiled: Callable[[Any], Any] = fastjsonschema.compile(
+            schema, handlers={}, use_default=False, use_formats=False, detailed_exceptions=False
+        )
+        return compiled
+    except Exception:
+        return None
+
+
+class _Parsed:
+    """A registered JSON schema, parsed with confluent's reference resolution, and its validators."""
+
+    __slots__ = ("fast", "registry", "schema", "source", "validator")
+
+    def __init__(self, serde: Any, source: Schema) -> None:
+        bare = Schema(source.schema_str, source.schema_type or _JSON, source.references or [])
+        self.source = bare
+        self.schema, self.registry = serde._get_parsed_schema(bare)
+        self.validator = serde._get_validator(bare, self.schema, self.registry)
+        self.fast = _fast_validator(self.schema, bare)
+
+    def resolve(self, ref: str) -> Any:
+        root = Resource.from_contents(self.schema, default_specification=DRAFT202012)
+        return self.registry.resolver_with_root(root).lookup(ref).contents
+
+
+def _compile(parsed: _Parsed, rules: TagRules) -> FieldPlan:
+    return compile_json(parsed.schema, rules, parsed.resolve)
+
+
+def _validate(parsed: _Parsed, document: Any, subject: str | None) -> None:
+    """Validate like confluent does, but with an error that names where and which rule, never the value."""
+    if parsed.fast is not None:
+        try:
+            parsed.fast(document)
+            return
+        except Exception:
+            pass
+    try:
+        parsed.validator.validate(document)
+    except ValidationError as exc:
+        where = exc.json_path
+        raise SerializationError(
+            f"the document does not match the schema of subject {subject!r} at {where}: "
+            f"'{exc.validator}' constraint failed"
+        ) from None
+
+
+class JSONSerializer(_ConfluentJSONSerializer):
+    """confluent's ``JSONSerializer`` that encrypts tagged properties. Same arguments, plus ``keyring=``."""
+
+    def __init__(
+        self,
+        schema_str: str | Schema | None,
+        schema_registry_client: SchemaRegistryClient,
+        to_dict: Callable[[object, SerializationContext], dict[str, Any]] | None = None,
+        conf: dict[str, Any] | None = None,
+        rule_conf: dict[str, Any] | None = None,
+        rule_registry: Any = None,
+        json_encode: Callable[[Any], str | bytes] | None = None,
+        *,
+        keyring: Keyring,
+    ) -> None:
+        confluent_conf, self._opts = split_conf(conf)
+        valid = [*_ConfluentJSONSerializer._default_conf, *FIELDCRYPT_CONF]
+        call_confluent_init(
+            lambda: super(JSONSerializer, self).__init__(
+                schema_str, schema_registry_client, to_dict, confluent_conf, rule_conf, rule_registry, json_encode
+            ),
+            valid,
+        )
+        self._keyring = check_keyring(keyring)
+        self._plans = PlanCache(schema_registry_client, lambda s: _Parsed(self, s), _compile, self._opts.rules)
+        if self._schema is not None:
+            self._plans.compile(self._schema)  # reject bad tags when the serializer first sees the schema
+        self._entries = WriteEntries(self, self._plans, _JSON, None)
+        self._subjects: dict[tuple[str, str], str] = {}
+        self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
+
+    def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
+        if obj is None:
+            return None
+        subject = cached_subject(self, self._subjects, ctx, None)
+        if subject is None:
+            raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
+        assert ctx is not None  # a subject implies a context
+        cached, prefix, schema_id = self._entries.get(subject)
+        value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+        if self._validate:
+            _validate(cached.parsed, value, subject)  # the plaintext, before encryption
+        encrypted = cached.runner.encrypt(value, self._keyring, subject, self._opts.domain or subject)
+        encoded = self._json_encode(encrypted)
+        payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
+        if self._prefix_framing:
+            return prefix + payload
+        framed: bytes = self._schema_id_serializer(payload, ctx, schema_id)
+        return framed
+
+
+class JSONDeserializer(_ConfluentJSONDeserializer):
+    """confluent's ``JSONDeserializer`` that decrypts tagged properties. Same arguments, plus ``keyring=``."""
+
+    def __init__(
+        self,
+        schema_str: str | Schema | None,
+        from_dict: Callable[[dict[str, Any], SerializationContext], object] | None = None,
+        schema_registry_client: SchemaRegistryClient | None = None,
+        conf: dict[str, Any] | None = None,
+        rule_conf: dict[str, Any] | None = None,
+        rule_registry: Any = None,
+        json_decode: Callable[[Any], Any] | None = None,
+        *,
+        keyring: Keyring,
+    ) -> None:
+        confluent_conf, self._opts = split_conf(conf, reading=True)
+        valid = [*_ConfluentJSONDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
+        call_confluent_init(
+            lambda: super(JSONDeserializer, self).__init__(
+                schema_str, from_dict, schema_registry_client, confluent_conf, rule_conf, rule_registry, json_decode
+            ),
+            valid,
+        )
+        self._keyring = check_keyring(keyring)
+        self._plans = PlanCache(
+            schema_registry_client,  # type: ignore[arg-type]
+            lambda s: _Parsed(self, s),
+            _compile,
+            self._opts.rules,
+        )
+        self._subjects: dict[tuple[str, str], str] = {}
+        self._latest_mode = is_latest_mode(self)
+        self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
+        #: counts of records and values read, erased and denied (never values themselves)
+        self.stats = ReadStats()
+
+    def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        if data is None:
+            return None
+        check_framing(data)
+        subject = cached_subject(self, self._subjects, ctx, None)
+        if prefix_framed(data, ctx):
+            key: int | str = int.from_bytes(data[1:5], "big")
+            payload: Any = data[5:]
+            writer: Schema | None = None
+        else:
+            sid = SchemaId(_JSON)
+            raw = self._schema_id_deserializer(data, ctx, sid)
+            payload = raw.read() if isinstance(raw, io.BytesIO) else raw
+            key = sid.id if sid.id is not None else str(sid.guid)
+            writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
+        if self._registry is None:
+            if self._schema is None:
+                raise ConfigurationError("pass schema_str or a schema registry client")
+            key, writer = "local", self._schema
+        cached = self._plans.get(key) or self._plans.load(key, subject, writer)
+        document = self._json_decode(payload)
+        reader = self._reader_for(subject) or cached.parsed
+        if self._validate:
+            _validate(reader, document, subject)  # what arrived: ciphertext in tagged properties
+        if not cached.runner.plan.is_empty:
+            domain = self._opts.domain or subject
+            if domain is None:
+                raise ConfigurationError(
+                    "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
+                )
+            document = cached.runner.decrypt(document, self._keyring, subject, domain, self._opts.outcomes, self.stats)
+        if self._from_dict is not None:
+            return self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
+        return document
+
+    def _reader_for(self, subject: str | None) -> _Parsed | None:
+        if self._latest_mode and subject is not None:
+            latest = self._get_reader_schema(subject)
+            if latest is not None and latest.schema_id is not None:
+                parsed = self._readers.get(latest.schema_id)
+                if parsed is None:
+                    parsed = self._readers[latest.schema_id] = _Parsed(self, latest.schema)
+                return parsed
+        return None
