@@ -1,0 +1,175 @@
+"""The fieldcrypt CLI as key admins and scripts use it: tables, --json, exit codes, the same effects as the API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import SerializingProducer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from conftest import customer, load_schema, value_ctx
+
+from fieldcrypt import Keyring
+from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def verify(capsys, broker, http_registry, store_url: str, kek_uri: str, topic: str, *extra: str) -> tuple[int, str]:
+    """``fieldcrypt verify --json`` against the test broker and registry."""
+    code, out, _ = run(
+        capsys,
+        "verify",
+        "--topic",
+        topic,
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--schema-registry",
+        http_registry.url,
+        "--store",
+        store_url,
+        "--kek",
+        kek_uri,
+        "--json",
+        *extra,
+    )
+    return code, out
+
+
+def test_kek_create_and_refuse_overwrite(tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, "kek", "create", str(tmp_path / "k.json"))
+    assert code == 0 and out.strip() == f"local-kek://{tmp_path / 'k.json'}"
+    code, _, err = run(capsys, "kek", "create", str(tmp_path / "k.json"))
+    assert code == 3 and "already exists" in err
+
+
+def test_list_show_rotate_shred_audit(
+    registry, keyring: Keyring, store_url: str, kek_uri: str, tmp_path, capsys
+) -> None:
+    ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
+    for i in range(3):
+        ser(customer(i), value_ctx())
+    s = ["--store", store_url]
+    code, out, _ = run(capsys, "keys", "list", *s)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["KEY_ID", "DOMAIN", "DATA_SUBJECT"] and "cust-2" in out
+    code, out, _ = run(capsys, "keys", "list", *s, "--json", "--data-subject", "cust-1")
+    [row] = json.loads(out)
+    assert row["domain"] == "orders-value" and row["state"] == "active" and row["version"] == 1
+    code, out, _ = run(capsys, "keys", "show", row["key_id"], *s, "--json")
+    assert code == 0 and json.loads(out)[0]["key_id"] == row["key_id"]
+    code, out, _ = run(
+        capsys,
+        "keys",
+        "rotate",
+        "--domain",
+        "orders-value",
+        "--data-subject",
+        "cust-1",
+        *s,
+        "--kek",
+        kek_uri,
+        "--json",
+        "--reason",
+        "test",
+    )
+    assert code == 0 and json.loads(out)[0]["version"] == 2
+    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "cust-1", *s, "--json", "--reason", "ticket 42")
+    summary = json.loads(out)
+    assert code == 0 and summary["destroyed"] == 2 and not summary["noop"]
+    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "cust-1", *s)
+    assert code == 0 and "already shredded" in out
+    code, out, _ = run(capsys, "keys", "show", row["key_id"], *s, "--json")
+    assert json.loads(out)[0]["state"] == "shredded"
+    (tmp_path / "ids.txt").write_text("# erasure batch\ncust-0\n\ncust-2\nnobody\n")
+    code, out, _ = run(capsys, "keys", "shred", "--from-file", str(tmp_path / "ids.txt"), *s, "--json")
+    assert json.loads(out)["destroyed"] == 2
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json")
+    ops = [e["operation"] for e in json.loads(out)]
+    assert ops == ["create", "create", "create", "rotate", "shred", "shred", "shred"]
+    assert json.loads(out)[4]["reason"] == "ticket 42"
+    code, out, _ = run(capsys, "keys", "audit", *s)
+    assert code == 0 and "OPERATION" in out.splitlines()[0]
+
+
+def test_exit_codes(tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "keys", "list")
+    assert code == 3 and "--store" in err
+    code, _, err = run(capsys, "keys", "show", "0x1", "--store", f"sqlite:///{tmp_path / 'k.db'}")
+    assert code == 5 and "0x00000001" in err
+    code, _, _ = run(capsys, "keys", "list", "--store", "nosuch://x")
+    assert code == 3
+    with pytest.raises(SystemExit) as usage:
+        main(["keys", "frobnicate"])
+    assert usage.value.code == 2
+    code, _, err = run(capsys, "keys", "rewrap", "--store", f"sqlite:///{tmp_path / 'k.db'}")
+    assert code == 3 and "KEK" in err
+
+
+def test_shred_log_export_and_restore(registry, keyring: Keyring, store_url: str, tmp_path, capsys) -> None:
+    ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
+    ser(customer(1), value_ctx())
+    keyring.shred_person("cust-1")
+    code, out, _ = run(capsys, "keys", "shred-log", str(tmp_path / "log.jsonl"), "--store", store_url)
+    assert code == 0 and len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+    other = f"sqlite:///{tmp_path / 'restored.db'}"
+    Keyring(other, keyring.kek).encryption_key("x")  # a store to apply it to
+    code, out, _ = run(
+        capsys, "keys", "restore", "--shred-log", str(tmp_path / "log.jsonl"), "--store", other, "--json"
+    )
+    assert code == 0 and json.loads(out) == {"applied": 1, "destroyed_again": 0}
+
+
+@pytest.mark.broker
+def test_verify_counts_readable_erased_denied(
+    broker, http_registry, keyring: Keyring, store_url, kek_uri, capsys
+) -> None:
+    topic = f"verify-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    producer = SerializingProducer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "value.serializer": AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring),
+        }
+    )
+    for i in range(6):
+        producer.produce(topic, value=customer(i % 3))  # 3 people, 2 records each; ssn set for all
+    producer.flush(30)
+    keyring.shred_person("cust-1")
+    code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--by", "data-subject")
+    assert code == 0
+    rows = {r["data-subject"]: r for r in json.loads(out)}
+    assert rows["cust-1"] == {"data-subject": "cust-1", "records": 2, "readable": 0, "erased": 6, "denied": 0}
+    assert rows["cust-0"]["readable"] == 6 and rows["cust-0"]["erased"] == 0
+    assert sum(r["records"] for r in rows.values()) == 6
+
+
+@pytest.mark.broker
+def test_verify_json_topic_by_domain(broker, http_registry, keyring: Keyring, store_url, kek_uri, capsys) -> None:
+    from fieldcrypt.json_schema import JSONSerializer
+
+    topic = f"verify-json-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    producer = SerializingProducer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "value.serializer": JSONSerializer(load_schema("customer_event.schema.json"), registry, keyring=keyring),
+        }
+    )
+    for i in range(4):
+        rec = customer(i)
+        rec["purchaseAmount"] = float(rec["purchaseAmount"])
+        producer.produce(topic, value=rec)
+    producer.flush(30)
+    keyring.shred_person("cust-0")
+    code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--format", "json")
+    assert code == 0
+    assert json.loads(out) == [{"domain": f"{topic}-value", "records": 4, "readable": 9, "erased": 3, "denied": 0}]
