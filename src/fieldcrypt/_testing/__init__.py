@@ -1,0 +1,1 @@
+"""Support for fieldcrypt's own tests, demo and benchmarks. Not public API."""
