@@ -1,0 +1,255 @@
+"""Key lifecycle at scale: shredding in a store of 1,000,000 people, and per-person encryption throughput.
+
+    python bench/bench_lifecycle.py [--people 1000000] [--batch 10000] [--records 200000] [--stores sqlite,postgresql]
+
+1. Shred: fills each key store with --people persons (one key each in one domain; the rows are bulk-inserted with
+   random wrapped bytes, since shredding never unwraps), then times `fieldcrypt keys shred --data-subject ID`
+   (the CLI, in process, including opening the store) and `fieldcrypt keys shred --from-file` of --batch people.
+2. Per-person throughput: a store of --people persons where the keys the run touches are real Tink keys;
+   records are drawn so that ~95% of them hit a cached key (a hot set that fits the cache) and ~5% go to cold
+   people (load from the store + unwrap). Compared with per-domain keys on the same records; RSS is reported to
+   show memory bounded by the cache size.
+PostgreSQL: postgresql://root@127.0.0.1:5432/test (a scratch schema), skipped if unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fieldcrypt
+from fieldcrypt.cli import main as cli
+
+PG = os.environ.get("FIELDCRYPT_BENCH_PG", "postgresql://root@127.0.0.1:5432/test")
+DOMAIN = "bench-value"  # the subject of topic "bench": the serializer's default domain
+
+
+@contextlib.contextmanager
+def store_url(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / f'{uuid.uuid4().hex}.db'}"
+        return
+    import psycopg
+
+    schema = f"fcbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def person(i: int) -> str:
+    return f"person-{i:07d}"
+
+
+def fill(url: str, people: int, skip: set[int] | None = None) -> float:
+    """Bulk-insert one key per person (random wrapped bytes). Returns seconds."""
+    fieldcrypt.open_store(url).close()  # creates the tables
+    skip = skip or set()
+    rows = (
+        (random.getrandbits(32) | 1, DOMAIN, person(i), 1, "active", "bench", os.urandom(100), 0.0, 0)
+        for i in range(people)
+        if i not in skip
+    )
+    t0 = time.perf_counter()
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        db = sqlite3.connect(url[len("sqlite:///") :])
+        db.execute("PRAGMA journal_mode = WAL")
+        with db:
+            db.executemany("INSERT OR IGNORE INTO fieldcrypt_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            seen: set[int] = set()
+            with cur.copy("COPY fieldcrypt_keys FROM STDIN") as copy_:
+                for row in rows:
+                    if row[0] in seen:
+                        continue
+                    seen.add(row[0])
+                    copy_.write_row(row)
+            cur.execute("ANALYZE fieldcrypt_keys")
+    return time.perf_counter() - t0
+
+
+def timed_cli(*argv: str) -> float:
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        code = cli(list(argv))
+    assert code == 0, argv
+    return time.perf_counter() - t0
+
+
+def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]:
+    with store_url(kind, tmp) as url:
+        fill_s = fill(url, people)
+        one = timed_cli("keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench")
+        ids = tmp / "erasures.txt"
+        ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
+        many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench")
+        again = timed_cli("keys", "shred", "--data-subject", person(people // 2), "--store", url)
+        store = fieldcrypt.open_store(url)
+        left = sum(1 for _ in store.keys(DOMAIN))
+        store.close()
+    row = {
+        "bench": "shred",
+        "store": kind,
+        "people": people,
+        "fill_s": round(fill_s, 1),
+        "shred_one_s": round(one, 3),
+        f"shred_{batch}_from_file_s": round(many, 2),
+        "shred_again_noop_s": round(again, 3),
+        "keys_left": left,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "CustomerEvent",
+    "namespace": "bench",
+    "fields": [
+        {"name": "customerId", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        {"name": "email", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "ssn", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "fullName", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "purchaseAmount", "type": "double"},
+        {"name": "currency", "type": "string"},
+    ],
+}
+
+
+def bench_per_person(kind: str, tmp: Path, people: int, records: int, hot: int) -> dict[str, Any]:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+
+    rng = random.Random(7)
+    cold_n = records // 20
+    cache = hot * 13 // 10  # LRU over random picks: room for the hot set plus the cold churn
+    picks = [rng.randrange(hot) if rng.random() >= 0.05 else rng.randrange(hot, people) for _ in range(records)]
+    touched = set(picks)
+    kek = fieldcrypt.create_local_kek(tmp / f"kek-{uuid.uuid4().hex}.json")
+    with store_url(kind, tmp) as url:
+        t0 = time.perf_counter()
+        keyring = fieldcrypt.Keyring(url, kek, cache_size=cache)
+        for i in touched:  # real keys for everyone the run touches
+            keyring.encryption_key(DOMAIN, person(i))
+        real_s = time.perf_counter() - t0
+        fill_s = fill(url, people, skip=touched)
+        keyring.clear_cache()
+        recs = [
+            {
+                "customerId": person(i),
+                "email": f"{person(i)}@example.com",
+                "ssn": f"{i % 1000:03d}-45-6789",
+                "fullName": f"Person {i}",
+                "purchaseAmount": 1.5,
+                "currency": "EUR",
+            }
+            for i in picks
+        ]
+        registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+        ctx = SerializationContext("bench", MessageField.VALUE)
+        ser = AvroSerializer(registry, json.dumps(SCHEMA), keyring=keyring)
+        for i in range(hot):  # warm the hot set, as a running producer would have
+            keyring.encryption_key(DOMAIN, person(i))
+            keyring.decryption_key(keyring.encryption_key(DOMAIN, person(i)).key_id)
+        keyring._by_id.hits = keyring._active.hits = keyring._by_id.misses = keyring._active.misses = 0
+        t0 = time.perf_counter()
+        out = [ser(r, ctx) for r in recs]
+        person_rps = records / (time.perf_counter() - t0)
+        hit_rate = keyring._active.hits / max(1, keyring._active.hits + keyring._active.misses)
+        de = AvroDeserializer(registry, keyring=keyring)
+        keyring._by_id.hits = keyring._by_id.misses = 0
+        t0 = time.perf_counter()
+        back = [de(b, ctx) for b in out]
+        person_de = records / (time.perf_counter() - t0)
+        de_hit_rate = keyring._by_id.hits / max(1, keyring._by_id.hits + keyring._by_id.misses)
+        assert back[-1] == recs[-1]
+        domain_schema = copy.deepcopy(SCHEMA)
+        domain_schema["fields"][0].pop("confluent:tags")
+        dser = AvroSerializer(registry, json.dumps(domain_schema), keyring=keyring)
+        dctx = SerializationContext("bench-domain", MessageField.VALUE)
+        dser(recs[0], dctx)
+        t0 = time.perf_counter()
+        dout = [dser(r, dctx) for r in recs]
+        domain_rps = records / (time.perf_counter() - t0)
+        dde = AvroDeserializer(registry, keyring=keyring)
+        t0 = time.perf_counter()
+        for b in dout:
+            dde(b, dctx)
+        domain_de = records / (time.perf_counter() - t0)
+        cached = len(keyring._active) + len(keyring._by_id)
+        keyring.close()
+    row = {
+        "bench": "per-person",
+        "store": kind,
+        "people_in_store": people,
+        "records": records,
+        "cold_records": cold_n,
+        "cache_size": cache,
+        "hit_rate": round(hit_rate, 3),
+        "de_hit_rate": round(de_hit_rate, 3),
+        "per_person_ser_rps": round(person_rps),
+        "per_domain_ser_rps": round(domain_rps),
+        "ratio_ser": round(person_rps / domain_rps, 2),
+        "per_person_de_rps": round(person_de),
+        "per_domain_de_rps": round(domain_de),
+        "ratio_de": round(person_de / domain_de, 2),
+        "cached_entries": cached,
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "setup_real_keys_s": round(real_s, 1),
+        "setup_fill_s": round(fill_s, 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--people", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--hot", type=int, default=20_000)
+    ap.add_argument("--stores", default="sqlite,postgresql")
+    ap.add_argument("--skip-throughput", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fieldcrypt-bench-"))
+    print(f"# python {sys.version.split()[0]}; {args.people} people", flush=True)
+    for kind in args.stores.split(","):
+        if kind == "postgresql":
+            try:
+                import psycopg
+
+                psycopg.connect(PG, connect_timeout=3).close()
+            except Exception as exc:
+                print(f"# postgresql skipped: {type(exc).__name__}", flush=True)
+                continue
+        bench_shred(kind, tmp, args.people, args.batch)
+    if not args.skip_throughput:
+        bench_per_person("sqlite", tmp, args.people, args.records, args.hot)
+
+
+if __name__ == "__main__":
+    main()
