@@ -96,6 +96,8 @@ def test_list_show_rotate_shred_audit(
     assert json.loads(out)[4]["reason"] == "ticket 42"
     code, out, _ = run(capsys, "keys", "audit", *s)
     assert code == 0 and "OPERATION" in out.splitlines()[0]
+    code, out, _ = run(capsys, "keys", "shred", "--file", str(tmp_path / "ids.txt"), *s, "--json")  # alias, again
+    assert code == 0 and json.loads(out)["destroyed"] == 0 and json.loads(out)["noop"]
 
 
 def test_exit_codes(tmp_path: Path, capsys) -> None:

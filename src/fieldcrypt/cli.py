@@ -116,7 +116,7 @@ class _Progress:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=os.environ.get("FIELDCRYPT_STORE"), help="key store URL")
+    common.add_argument("--store", default=os.environ.get("FIELDCRYPT_STORE"), help="key store URL ($FIELDCRYPT_STORE)")
     common.add_argument("--kek", action="append", default=None, help="KEK URI ($FIELDCRYPT_KEK)")
     common.add_argument("--actor", default=None, help="who is acting, for the audit log (default user@host)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -146,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd = keys.add_parser("shred", parents=[common], help="destroy keys: their data is erased everywhere")
     cmd.add_argument("--domain", help="a whole domain, or with --data-subject/--from-file: only in this domain")
     cmd.add_argument("--data-subject", help="one person, in every domain")
-    cmd.add_argument("--from-file", help="a file of data-subject ids, one per line (# comments allowed)")
+    cmd.add_argument(
+        "--from-file", "--file", dest="from_file", help="a file of data-subject ids, one per line (# comments allowed)"
+    )
     cmd.add_argument("--reason", default="")
     cmd = keys.add_parser("audit", parents=[common], help="show the audit log")
     cmd.add_argument("--limit", type=int, default=None)
