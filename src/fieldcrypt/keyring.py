@@ -88,10 +88,14 @@ class ShredReport:
 
     def __str__(self) -> str:
         if self.destroyed:
-            return f"{self.target}: {len(self.destroyed)} keys destroyed"
+            return f"{self.target}: {_count(len(self.destroyed), 'key')} destroyed"
         if self.previously_shredded:
-            return f"{self.target}: nothing to do, already shredded ({self.previously_shredded} keys earlier)"
+            return f"{self.target}: nothing to do, already shredded ({_count(self.previously_shredded, 'key')} earlier)"
         return f"{self.target}: nothing to do, no key held"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _rewrap(record: KeyRecord, new: Kek, old: Kek) -> bytes:

@@ -208,7 +208,9 @@ class SqlKeyStore(KeyStore):
                         args.append(domain)
                     destroyed += self._delete(ex, cond, args, now)
             ids = tuple(r.key_id for r in destroyed)
-            detail = f"{len(ids)} keys destroyed" + (f"; {audit.detail}" if audit.detail else "")
+            detail = f"{len(ids)} {'key' if len(ids) == 1 else 'keys'} destroyed" + (
+                f"; {audit.detail}" if audit.detail else ""
+            )
             self._audit(ex, _with(audit, key_ids=ids, detail=detail))
         return destroyed
 
