@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,16 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import settings
 
 import fieldcrypt
 from fieldcrypt import Keyring
+
+# CI replays the same generated examples every run, so a red build always reproduces; elsewhere every run
+# draws new ones (and a failure prints the seed to replay it with --hypothesis-seed)
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
