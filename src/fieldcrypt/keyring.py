@@ -38,6 +38,7 @@ from fieldcrypt.errors import (
     KeyStoreUnavailableError,
     format_key_id,
 )
+from fieldcrypt.keys import _fork
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import Kek, open_kek
 from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, open_store, redact_url
@@ -155,13 +156,24 @@ class Keyring:
         self.actor = actor or _default_actor()
         self.cache_ttl = float(cache_ttl)
         self._retry = _Retry(max(1, retries + 1), backoff, sleep)
-        self._by_id: TtlCache[int, DataKey] = TtlCache(cache_size, cache_ttl, self.clock)
-        self._active: TtlCache[tuple[str, str | None], DataKey] = TtlCache(cache_size, cache_ttl, self.clock)
-        self._erased: TtlCache[int, ShredRecord] = TtlCache(cache_size, 86400.0 * 365, self.clock)
-        self._create_lock = threading.Lock()
+        self._cache_size = cache_size
+        self._new_caches()
         self._shred_log = Path(shred_log) if shred_log is not None else None
         if self._shred_log is not None and self._shred_log.exists():
             self.restore(reason="re-apply the shred log at startup", quiet=True)
+        _fork.track(self)
+
+    def _new_caches(self) -> None:
+        size, ttl = self._cache_size, self.cache_ttl
+        self._by_id: TtlCache[int, DataKey] = TtlCache(size, ttl, self.clock)
+        self._active: TtlCache[tuple[str, str | None], DataKey] = TtlCache(size, ttl, self.clock)
+        self._erased: TtlCache[int, ShredRecord] = TtlCache(size, 86400.0 * 365, self.clock)
+        self._create_lock = threading.Lock()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and empty caches. A cached key carries the parent's leased encryption
+        budget, which the child must not spend a second time; the child reloads keys and leases its own."""
+        self._new_caches()
 
     # -- hot path -------------------------------------------------------------------------------------------------
     def encryption_key(self, domain: str, person: str | None = None) -> DataKey:

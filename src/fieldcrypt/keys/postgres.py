@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.keys import _fork
 from fieldcrypt.keys._sql import Execute, SqlKeyStore
 from fieldcrypt.keys.store import redact_url
 
@@ -86,6 +87,18 @@ class PostgresKeyStore(SqlKeyStore):
             ex("SELECT pg_advisory_xact_lock(?)", (_lock_id("fieldcrypt", "schema"),))
             for statement in _SCHEMA:
                 ex(statement, ())
+        _fork.track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the connection's socket is the parent's; leave it to the parent, connect anew."""
+        self._lock = threading.RLock()
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            try:
+                fileno = conn.pgconn.socket
+            except Exception:
+                fileno = None
+            _fork.abandon_socket(conn, fileno)
 
     def _connection(self) -> Any:
         if self._closed:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.keys import _fork
 from fieldcrypt.keys._sql import Execute, SqlKeyStore
 from fieldcrypt.keys.store import AuditEntry, ShredRecord
 
@@ -73,39 +74,61 @@ class SqliteKeyStore(SqlKeyStore):
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.url = url
         self._path = _path_of(url)
+        self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._closed = False
+        self._db: sqlite3.Connection | None = self._open()
         try:
-            self._db = sqlite3.connect(self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA secure_delete = ON")
-            if self._path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-                # key-cache misses read one row by index: map the file and keep a larger page cache, so a store of
-                # millions of keys is read from memory instead of through a 2 MiB page cache
-                self._db.execute("PRAGMA mmap_size = 1073741824")
-                self._db.execute("PRAGMA cache_size = -65536")
-            self._db.executescript(_SCHEMA)
+            self._connection().executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
+        _fork.track(self)
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA secure_delete = ON")
+            if self._path != ":memory:":
+                db.execute("PRAGMA journal_mode = WAL")
+                # key-cache misses read one row by index: map the file and keep a larger page cache, so a store of
+                # millions of keys is read from memory instead of through a 2 MiB page cache
+                db.execute("PRAGMA mmap_size = 1073741824")
+                db.execute("PRAGMA cache_size = -65536")
+        except sqlite3.Error as exc:
+            raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
+        return db
+
+    def _after_fork(self) -> None:
+        """In a forked child: never touch the parent's connection (SQLite forbids it); open a new one on next use."""
+        self._lock = threading.RLock()
+        if self._db is not None:
+            _fork.abandon(self._db)
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise KeyStoreUnavailableError("the SQLite key store is closed")
+        if self._db is None:
+            if self._path == ":memory:":
+                raise KeyStoreUnavailableError("an in-memory SQLite key store cannot be used after fork()")
+            self._db = self._open()
+        return self._db
 
     def _fail(self, exc: sqlite3.Error) -> KeyStoreUnavailableError:
         return KeyStoreUnavailableError(f"SQLite key store {self._path!r} failed: {type(exc).__name__}")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            if self._closed:
-                raise KeyStoreUnavailableError("the SQLite key store is closed")
+            db = self._connection()
             try:
-                return self._db.execute(sql, tuple(args)).fetchall()
+                return db.execute(sql, tuple(args)).fetchall()
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
 
     @contextmanager
     def _tx(self, lock: tuple[str, str] | None = None) -> Iterator[Execute]:
         with self._lock:
-            if self._closed:
-                raise KeyStoreUnavailableError("the SQLite key store is closed")
-            db = self._db
+            db = self._connection()
 
             def ex(sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
                 return db.execute(sql, tuple(args)).fetchall()
@@ -142,4 +165,6 @@ class SqliteKeyStore(SqlKeyStore):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._db.close()
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
