@@ -125,7 +125,7 @@ def main() -> None:
             for rec in sent:
                 producer.produce(fmt_topic, key=rec["customerId"], value=rec)
             producer.flush(30)
-            del producer  # close the client before its broker goes away
+            producer.close()  # now: confluent-kafka 2.16 keeps the client alive as long as its serializers
             print(f"\n######## {name}: topic {fmt_topic}")
             show("producer sent", sent)
             authorized = consume(broker.bootstrap_servers, fmt_topic, deserializer, len(sent))
