@@ -348,11 +348,7 @@ class Keyring:
         self._append_shred_log(destroyed)
         previously = 0
         if not destroyed:
-            previously = sum(
-                1
-                for r in self.store.shred_log()
-                if (domain is None or r.domain == domain) and (persons is None or r.person in set(persons))
-            )
+            previously = self._call(lambda: self.store.count_shredded(domain, persons))
         report = ShredReport(target, tuple(destroyed), previously)
         log.info("shred %s", report)
         return report

@@ -84,6 +84,23 @@ class SqlKeyStore(KeyStore):
         )
         return _shred(rows[0]) if rows else None
 
+    def count_shredded(self, domain: str | None, persons: Sequence[str] | None) -> int:
+        if persons is None:
+            if domain is None:
+                return 0
+            return int(self._read("SELECT COUNT(*) FROM fieldcrypt_shredded WHERE domain = ?", (domain,))[0][0])
+        people = [p for p in dict.fromkeys(persons) if p]
+        total = 0
+        for i in range(0, len(people), _BATCH):
+            chunk = people[i : i + _BATCH]
+            sql = f"SELECT COUNT(*) FROM fieldcrypt_shredded WHERE person IN ({', '.join('?' * len(chunk))})"
+            args: list[Any] = list(chunk)
+            if domain is not None:
+                sql += " AND domain = ?"
+                args.append(domain)
+            total += int(self._read(sql, args)[0][0])
+        return total
+
     def shred_log(self) -> Iterator[ShredRecord]:
         rows = self._read("SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded ORDER BY shredded_at")
         return iter([_shred(r) for r in rows])

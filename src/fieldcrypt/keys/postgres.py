@@ -42,6 +42,8 @@ _SCHEMA = [
         domain      TEXT NOT NULL,
         person      TEXT NOT NULL,
         shredded_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS fieldcrypt_shredded_person ON fieldcrypt_shredded (person)",
+    "CREATE INDEX IF NOT EXISTS fieldcrypt_shredded_domain ON fieldcrypt_shredded (domain)",
     """CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
         seq         BIGSERIAL PRIMARY KEY,
         at          DOUBLE PRECISION NOT NULL,

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_shredded (
     person      TEXT    NOT NULL,
     shredded_at REAL    NOT NULL
 );
+CREATE INDEX IF NOT EXISTS fieldcrypt_shredded_person ON fieldcrypt_shredded (person);
+CREATE INDEX IF NOT EXISTS fieldcrypt_shredded_domain ON fieldcrypt_shredded (domain);
 CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     at          REAL    NOT NULL,

@@ -17,7 +17,7 @@ the audit log. It never sees plaintext keys or data. Every implementation passes
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -131,6 +131,16 @@ class KeyStore(abc.ABC):
     @abc.abstractmethod
     def shred_log(self) -> Iterator[ShredRecord]:
         """Every destroyed key, oldest first."""
+
+    def count_shredded(self, domain: str | None, persons: Sequence[str] | None) -> int:
+        """How many destroyed keys of ``domain`` (all persons) and/or ``persons`` the shred log holds: what a no-op
+        shred reports. This default reads the whole log; stores override it with an indexed query."""
+        wanted = None if persons is None else set(persons)
+        return sum(
+            1
+            for r in self.shred_log()
+            if (domain is None or r.domain == domain) and (wanted is None or r.person in wanted)
+        )
 
     @abc.abstractmethod
     def apply_shred_log(self, entries: Iterable[ShredRecord], audit: AuditEntry) -> list[int]:
