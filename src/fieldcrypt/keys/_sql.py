@@ -21,6 +21,23 @@ _COLUMNS = "key_id, domain, person, version, kek_uri, wrapped, created_at, state
 _BATCH = 500
 
 
+def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[tuple[str, list[Any]]]:
+    """WHERE clauses (with their arguments) selecting a domain's rows, or some persons' rows (in one domain, or in
+    all), in batches of at most ``_BATCH`` persons."""
+    if persons is None:
+        yield "domain = ?", [domain]
+        return
+    people = [p for p in dict.fromkeys(persons) if p]
+    for i in range(0, len(people), _BATCH):
+        chunk = people[i : i + _BATCH]
+        cond = f"person IN ({', '.join('?' * len(chunk))})"
+        args: list[Any] = list(chunk)
+        if domain is not None:
+            cond += " AND domain = ?"
+            args.append(domain)
+        yield cond, args
+
+
 def _record(row: Sequence[Any]) -> KeyRecord:
     key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions = row
     return KeyRecord(
@@ -85,21 +102,12 @@ class SqlKeyStore(KeyStore):
         return _shred(rows[0]) if rows else None
 
     def count_shredded(self, domain: str | None, persons: Sequence[str] | None) -> int:
-        if persons is None:
-            if domain is None:
-                return 0
-            return int(self._read("SELECT COUNT(*) FROM fieldcrypt_shredded WHERE domain = ?", (domain,))[0][0])
-        people = [p for p in dict.fromkeys(persons) if p]
-        total = 0
-        for i in range(0, len(people), _BATCH):
-            chunk = people[i : i + _BATCH]
-            sql = f"SELECT COUNT(*) FROM fieldcrypt_shredded WHERE person IN ({', '.join('?' * len(chunk))})"
-            args: list[Any] = list(chunk)
-            if domain is not None:
-                sql += " AND domain = ?"
-                args.append(domain)
-            total += int(self._read(sql, args)[0][0])
-        return total
+        if persons is None and domain is None:
+            return 0
+        return sum(
+            int(self._read(f"SELECT COUNT(*) FROM fieldcrypt_shredded WHERE {cond}", args)[0][0])
+            for cond, args in _conditions(domain, persons)
+        )
 
     def shred_log(self) -> Iterator[ShredRecord]:
         rows = self._read("SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded ORDER BY shredded_at")
@@ -210,20 +218,10 @@ class SqlKeyStore(KeyStore):
     ) -> list[ShredRecord]:
         destroyed: list[ShredRecord] = []
         with self._tx() as ex:
-            if persons is None:
-                if domain is None:
-                    raise ValueError("shred needs a domain, persons, or both")
-                destroyed += self._delete(ex, "domain = ?", [domain], now)
-            else:
-                people = [p for p in dict.fromkeys(persons) if p]
-                for i in range(0, len(people), _BATCH):
-                    chunk = people[i : i + _BATCH]
-                    cond = f"person IN ({', '.join('?' * len(chunk))})"
-                    args: list[Any] = list(chunk)
-                    if domain is not None:
-                        cond += " AND domain = ?"
-                        args.append(domain)
-                    destroyed += self._delete(ex, cond, args, now)
+            if persons is None and domain is None:
+                raise ValueError("shred needs a domain, persons, or both")
+            for cond, args in _conditions(domain, persons):
+                destroyed += self._delete(ex, cond, args, now)
             ids = tuple(r.key_id for r in destroyed)
             detail = f"{len(ids)} {'key' if len(ids) == 1 else 'keys'} destroyed" + (
                 f"; {audit.detail}" if audit.detail else ""
