@@ -2,11 +2,18 @@
 
 Public API (everything else is private and may change)::
 
-    fieldcrypt.Keyring                 where data keys live and what wraps them
+    fieldcrypt.Keyring                 where data keys live and what wraps them; rotate, rewrap, shred, audit
+    fieldcrypt.RotationPolicy          when data keys rotate (age, count)
     fieldcrypt.create_local_kek        make a local key-encryption key file (explicitly)
     fieldcrypt.avro.AvroSerializer     drop-in for confluent's, plus keyring=
     fieldcrypt.avro.AvroDeserializer
-    fieldcrypt.errors                  the exception tree
+    fieldcrypt.json_schema.JSONSerializer / JSONDeserializer   the same for JSON Schema
+    fieldcrypt.Erased, fieldcrypt.Denied   what an unreadable value reads as with fieldcrypt.on.*="marker"
+    fieldcrypt.open_store / KeyStore   key stores by URL (sqlite:///, postgresql://, plugins)
+    fieldcrypt.open_kek / Kek          key-encryption keys by URI (local-kek://, Tink KMS URIs, plugins)
+    fieldcrypt.FakeClock / Clock       injected time, for tests of rotation and cache expiry
+    fieldcrypt.errors                  the exception tree (also re-exported here)
+    the `fieldcrypt` command           key administration (fieldcrypt.cli)
 """
 
 from __future__ import annotations
