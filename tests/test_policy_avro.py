@@ -165,8 +165,7 @@ def test_metadata_list_hash_bug_is_worked_around() -> None:
     schema = avsc("customer_event.avsc")
     answer = {"id": 7, "schema": json.dumps(schema), "metadata": {"tags": {"**.country": ["PII"]}}}
     parsed = RegisteredSchema.from_dict(answer).schema
-    with pytest.raises(TypeError):
-        hash(parsed)  # the confluent-kafka 2.16 bug this guards against
+    # confluent-kafka 2.16.0 could not hash such a schema (list tag values); 2.16.1 can: tags are read either way
     from fieldcrypt._serde import PlanCache
 
     cache = PlanCache(None, lambda s: fastavro.parse_schema(json.loads(s.schema_str)), compile_avro, TagRules())  # type: ignore[arg-type]
