@@ -174,7 +174,10 @@ def test_other_tags_are_not_encrypted_unless_configured(registry, keyring: Keyri
     schema = avsc("customer_event.avsc")
     schema["fields"][5]["confluent:tags"] = ["FINANCE"]  # currency
     rec = {**customer(1), "currency": "EUR-finance-tagged"}  # long enough not to occur in ciphertext by chance
-    data = AvroSerializer(registry, json.dumps(schema), keyring=keyring)(rec, value_ctx())
+    with pytest.raises(PolicyError, match="FINANCE"):  # a tag nobody decided is refused, never ignored
+        AvroSerializer(registry, json.dumps(schema), keyring=keyring)
+    clear = {"fieldcrypt.plaintext.tags": ["FINANCE"]}
+    data = AvroSerializer(registry, json.dumps(schema), conf=clear, keyring=keyring)(rec, value_ctx())
     assert b"EUR-finance-tagged" in data
     conf = {"fieldcrypt.tags": ["PII", "FINANCE"]}
     data = AvroSerializer(registry, json.dumps(schema), conf=conf, keyring=keyring)(rec, value_ctx("t2"))

@@ -1,13 +1,31 @@
-"""Avro schema -> field plan.
+"""Avro schema -> field plan, by one walk over the whole schema as written.
 
-Tags come from ``"confluent:tags"`` on record fields at any depth and from the registered schema's
-``metadata.tags`` (see ``TagRules``). Only ``string`` and ``bytes`` fields (and unions of one of them with
-``null``) can be encrypted for now; a tag on any other type is a ``PolicyError`` naming the field.
+Every schema node is visited: each named type, each record field, array ``items``, map ``values`` and every
+union branch, at any depth. Tags come from ``"confluent:tags"`` on fields and on type schemas, and from the
+registered schema's ``metadata.tags`` (see ``TagRules``); every tag is checked by a ``TagCollector``. A field's
+tags apply to its type as confluent's CSFLE applies them: through array items, map values and union branches,
+down to the ``string``/``bytes`` values, but not into nested records (whose fields carry their own tags).
+
+Enforced (encrypted):
+- a tagged ``string`` or ``bytes`` field, nullable or not;
+- the ``string``/``bytes`` items of a tagged array field, the values of a tagged map field, or an items/values
+  schema tagged itself (``{"type": "string", "confluent:tags": ["PII"]}``), at any depth;
+- tagged fields inside records reached through unions of several types (several record types in one topic,
+  records with null): the branch is chosen exactly as fastavro's writer chooses it (tuple notation, ``-type``,
+  else validation) and written in tuple notation so the writer cannot choose another.
+
+Refused (``PolicyError`` naming the location), each because a ciphertext cannot be written there or a reader
+could not tell what was encrypted:
+- an encryption tag on a record type, or on a field whose type is a record (tag the record's fields);
+- on an ``enum``, a ``fixed``, a number or boolean (a ciphertext is neither), or on a string/bytes with a
+  ``logicalType`` (uuid, decimal: readers would fail to convert the ciphertext);
+- a union in which a tagged branch returns, on read, the same Python type as another branch (``["string",
+  "MyEnum"]`` with a tagged string; a map and a single record with tags): the decoded value cannot tell them apart;
+- the data-subject tag anywhere but one string/int/long field reached from the root through record fields only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from fieldcrypt._plan import (
@@ -21,29 +39,94 @@ from fieldcrypt._plan import (
     NullableNode,
     RecordNode,
     RefNode,
+    TagCollector,
     TagRules,
+    UnionBranch,
+    UnionNode,
 )
 from fieldcrypt.errors import PolicyError
 
-__all__ = ["compile_avro"]
+__all__ = ["compile_avro", "named_types"]
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-_SUBJECT_ID_TYPES = {"string", "int", "long"}
+_NAMED = ("record", "error", "enum", "fixed")
+_SUBJECT_TYPES = {"string": "string", "int": "int", "long": "int"}
+#: what fastavro's reader returns for a branch, as the engine names Python types (``_engine._FAMILY``)
+_FAMILIES = {
+    "null": "None",
+    "boolean": "bool",
+    "int": "int",
+    "long": "int",
+    "float": "float",
+    "double": "float",
+    "string": "str",
+    "bytes": "bytes",
+    "enum": "str",
+    "fixed": "bytes",
+    "array": "list",
+    "map": "dict",
+    "record": "dict",
+    "error": "dict",
+}
+_LOGICAL_FAMILIES = {
+    "decimal": "Decimal",
+    "uuid": "UUID",
+    "date": "date",
+    "time-millis": "time",
+    "time-micros": "time",
+    "timestamp-millis": "datetime",
+    "timestamp-micros": "datetime",
+    "local-timestamp-millis": "datetime",
+    "local-timestamp-micros": "datetime",
+}
+
+
+def named_types(schema: Any) -> dict[str, Any]:
+    """Every named type a parsed schema defines, by full name, wherever it is (a top-level union or array too)."""
+    found: dict[str, Any] = {}
+    stack = [schema]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, list):
+            stack.extend(t)
+        elif isinstance(t, dict):
+            kind = t.get("type")
+            if kind in _NAMED and isinstance(t.get("name"), str):
+                if t["name"] in found:
+                    continue
+                found[t["name"]] = t
+            if kind in ("record", "error"):
+                stack.extend(f.get("type") for f in t.get("fields", ()) if isinstance(f, dict))
+            elif kind == "array":
+                stack.append(t.get("items"))
+            elif kind == "map":
+                stack.append(t.get("values"))
+            elif isinstance(kind, (dict, list)):
+                stack.append(kind)
+    return found
 
 
 def compile_avro(schema: Any, rules: TagRules) -> FieldPlan:
     """Compile a fastavro-parsed schema (``fastavro.parse_schema``) into a :class:`FieldPlan`."""
-    named: Mapping[str, Any] = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
-    compiler = _Compiler(named, rules)
-    root = compiler.node(schema)
-    subject_path = compiler.find_data_subject(schema)
+    compiler = _Compiler(named_types(schema), rules.collector(), rules)
+    root = compiler.node(schema, _root_path(schema), frozenset())
+    subject = compiler.data_subject(schema)
+    compiler.tags.finish()
     return FieldPlan(
         root=root,
         named={k: v for k, v in compiler.records.items() if v is not None},
         leaves=tuple(compiler.leaves),
-        data_subject=tuple(subject_path[1]) if subject_path else None,
-        data_subject_path=subject_path[0] if subject_path else None,
+        data_subject=tuple(subject[1]) if subject else None,
+        data_subject_path=subject[0] if subject else None,
+        data_subject_kind=subject[2] if subject else "string",
+        avro_named=compiler.named,
+        named_read=compiler.named_read,
+        decisions=tuple(compiler.tags.decisions),
     )
+
+
+def _root_path(schema: Any) -> str:
+    return str(schema["name"]) if isinstance(schema, dict) and "name" in schema else ""
 
 
 def _type_name(t: Any) -> str:
@@ -58,45 +141,112 @@ def _type_name(t: Any) -> str:
 
 
 class _Compiler:
-    def __init__(self, named: Mapping[str, Any], rules: TagRules) -> None:
+    def __init__(self, named: dict[str, Any], tags: TagCollector, rules: TagRules) -> None:
         self.named = named
+        self.tags = tags
         self.rules = rules
         self.records: dict[str, RecordNode | None] = {}
         self._in_progress: set[str] = set()
         self._recursive: set[str] = set()
         self.leaves: list[Leaf] = []
+        self.field_tags: dict[str, frozenset[str]] = {}  # full field name -> its tags (every field visited)
+        self.type_subject: list[str] = []  # locations where a type (not a field) carries the data-subject tag
+        self.named_read = False
 
-    def _resolve(self, t: Any) -> Any:
+    def _resolve(self, t: Any, where: str) -> Any:
         if isinstance(t, str) and t not in _PRIMITIVES:
             if t not in self.named:
-                raise PolicyError(f"the schema refers to an unknown type {t!r}")
+                raise PolicyError(f"the schema refers to an unknown type {t!r}", field_path=where or None)
             return self.named[t]
         return t
 
-    def node(self, t: Any) -> Node | None:
-        t = self._resolve(t)
+    def node(self, t: Any, path: str, inherited: frozenset[str]) -> Node | None:
+        """The plan for a value of schema ``t`` at ``path``; ``inherited``: the tags of the enclosing field."""
+        t = self._resolve(t, path)
         if isinstance(t, list):
-            branches = [(b, self.node(b)) for b in t if b != "null"]
-            tagged = [n for _, n in branches if n is not None]
-            if not tagged:
+            return self._union(t, path, inherited)
+        own = self.tags.inline(t.get("confluent:tags", MISSING), path) if isinstance(t, dict) else frozenset()
+        if self.rules.data_subject in own:
+            self.type_subject.append(path)
+        tags = inherited | own
+        encrypt = tags & self.rules.encrypt
+        kind = t.get("type") if isinstance(t, dict) else t
+        if isinstance(kind, (dict, list)):  # {"type": {"type": ...}}: a schema wrapped once more
+            return self.node(kind, path, tags)
+        if kind in ("string", "bytes"):
+            if not encrypt:
                 return None
-            if len(branches) > 1:
-                names = ", ".join(_type_name(self._resolve(b)) for b, _ in branches)
+            if isinstance(t, dict) and "logicalType" in t:
                 raise PolicyError(
-                    f"a union of several types ({names}) contains tagged fields; this is not supported yet"
+                    f"the value is tagged for encryption but has type {_type_name(t)}; a reader would fail to "
+                    "convert its ciphertext: drop the logicalType or the tag",
+                    field_path=path,
                 )
-            return NullableNode(tagged[0]) if "null" in t else tagged[0]
-        if isinstance(t, dict):
-            kind = t.get("type")
-            if kind in ("record", "error"):
-                return self.record(t)
-            if kind == "array":
-                items = self.node(t["items"])
-                return ArrayNode(items) if items is not None else None
-            if kind == "map":
-                values = self.node(t["values"])
-                return MapNode(values) if values is not None else None
-        return None
+            leaf = Leaf(path=path, kind=kind, domain=self.rules.domain_for(tags, path), tags=tags)
+            self.leaves.append(leaf)
+            return leaf
+        if kind in ("record", "error"):
+            if encrypt:
+                raise PolicyError(
+                    f"a record ({t['name']}) is tagged for encryption; tag its string or bytes fields instead",
+                    field_path=path,
+                )
+            return self.record(t)
+        if kind == "array":
+            items = self.node(t["items"], f"{path}[]", tags)
+            return ArrayNode(items) if items is not None else None
+        if kind == "map":
+            values = self.node(t["values"], f"{path}[*]", tags)
+            return MapNode(values) if values is not None else None
+        if kind in _PRIMITIVES or kind in ("enum", "fixed"):
+            if encrypt:
+                raise PolicyError(
+                    f"the value is tagged for encryption but has type {_type_name(t)}; only string and bytes "
+                    "values (in records, arrays, maps and unions) can be encrypted",
+                    field_path=path,
+                )
+            return None
+        raise PolicyError(f"the schema has a type fieldcrypt does not know: {_type_name(t)}", field_path=path or None)
+
+    def _union(self, branches: list[Any], path: str, inherited: frozenset[str]) -> Node | None:
+        resolved_all = [(b, self._resolve(b, path)) for b in branches]
+        several = sum(1 for _, r in resolved_all if _kind(r) != "null") > 1
+        compiled = []
+        for b, resolved in resolved_all:
+            name = _branch_name(resolved)
+            where = f"{path}<{name}>" if several else path
+            node = None if name == "null" else self.node(b, where, inherited)
+            compiled.append((name, b, resolved, node))
+        if all(n is None for *_, n in compiled):
+            return None
+        non_null = [c for c in compiled if c[0] != "null"]
+        nullable = len(non_null) < len(compiled)
+        if len(non_null) == 1:
+            name, _, _, node = non_null[0]
+            assert node is not None
+            return NullableNode(node, name=name)
+        named = [c for c in non_null if _kind(c[2]) in _NAMED]
+        named_read = len(named) >= 2  # fastavro then returns (name, value) for those branches
+        families: dict[str, list[tuple[str, Node | None]]] = {}
+        for name, _, resolved, node in non_null:
+            if named_read and _kind(resolved) in _NAMED:
+                continue
+            families.setdefault(_family(resolved), []).append((name, node))
+        for family, members in families.items():
+            if len(members) > 1 and any(n is not None for _, n in members):
+                raise PolicyError(
+                    f"a union holds tagged values in a branch that a reader cannot tell apart from another "
+                    f"({', '.join(n for n, _ in members)} all read as {family})",
+                    field_path=path or None,
+                )
+        self.named_read = self.named_read or named_read
+        return UnionNode(
+            branches=tuple(
+                UnionBranch(name, b, _family(resolved), node) for name, b, resolved, node in compiled
+            ),
+            nullable=nullable,
+            named_read=named_read,
+        )
 
     def record(self, r: dict[str, Any]) -> Node | None:
         name = str(r["name"])
@@ -109,12 +259,14 @@ class _Compiler:
         steps = []
         for f in r["fields"]:
             full = f"{name}.{f['name']}"
-            tags = self.rules.tags_for(full, f.get("confluent:tags"))
-            wanted = tags & self.rules.encrypt
-            if wanted:
-                node: Node | None = self._leaf(f["type"], full, tags)
+            tags = self.tags.field(full, f.get("confluent:tags", MISSING))
+            self.field_tags[full] = tags
+            if self.rules.data_subject in tags:
+                if tags & self.rules.encrypt:
+                    raise PolicyError("the data-subject id field cannot itself be encrypted", field_path=full)
+                node = self.node(f["type"], full, tags - {self.rules.data_subject})
             else:
-                node = self.node(f["type"])
+                node = self.node(f["type"], full, tags)
             if node is not None:
                 steps.append(FieldStep(str(f["name"]), node, f.get("default", MISSING)))
         self._in_progress.discard(name)
@@ -125,92 +277,75 @@ class _Compiler:
         self.records[name] = result
         return result
 
-    def _leaf(self, t: Any, path: str, tags: frozenset[str]) -> Node:
-        domain = self.rules.domain_for(tags, path)
-        resolved = self._resolve(t)
-        nullable = False
-        if isinstance(resolved, list):
-            non_null = [b for b in resolved if b != "null"]
-            nullable = len(non_null) < len(resolved)
-            resolved = self._resolve(non_null[0]) if len(non_null) == 1 else resolved
-        if isinstance(resolved, dict) and "logicalType" not in resolved and resolved.get("type") in ("string", "bytes"):
-            resolved = resolved["type"]
-        if resolved not in ("string", "bytes"):
+    def data_subject(self, schema: Any) -> tuple[str, list[str], str] | None:
+        """The one field tagged as the data-subject id, reached from the root through record fields only."""
+        if self.type_subject:
             raise PolicyError(
-                f"the field is tagged for encryption but has type {_type_name(resolved)}; "
-                "only string and bytes fields (optionally nullable) can be encrypted for now",
-                field_path=path,
+                "the data-subject tag belongs on a record field, not on a type", field_path=self.type_subject[0]
             )
-        leaf = Leaf(path=path, kind=resolved, domain=domain, tags=tags)
-        self.leaves.append(leaf)
-        return NullableNode(leaf) if nullable else leaf
-
-    def find_data_subject(self, schema: Any) -> tuple[str, list[str]] | None:
-        """The one field tagged as the data-subject id, reached through record fields only."""
-        found: list[tuple[str, list[str]]] = []
+        found: list[tuple[str, list[str], str]] = []
         seen: set[str] = set()
 
         def walk(t: Any, names: list[str]) -> None:
-            t = self._resolve(t)
+            t = self._resolve(t, "")
             if not (isinstance(t, dict) and t.get("type") in ("record", "error")) or t["name"] in seen:
                 return
             seen.add(t["name"])
             for f in t["fields"]:
                 full = f"{t['name']}.{f['name']}"
-                tags = self.rules.tags_for(full, f.get("confluent:tags"))
-                if self.rules.data_subject in tags:
-                    if tags & self.rules.encrypt:
-                        raise PolicyError("the data-subject id field cannot itself be encrypted", field_path=full)
-                    ft = self._resolve(f["type"])
-                    if isinstance(ft, list):
-                        ft = next((self._resolve(b) for b in ft if b != "null"), "null")
-                    if isinstance(ft, dict) and "logicalType" not in ft:
-                        ft = ft.get("type")
-                    if ft not in _SUBJECT_ID_TYPES:
-                        raise PolicyError(
-                            f"the data-subject id field has type {_type_name(ft)}; it must be string, int or long",
-                            field_path=full,
-                        )
-                    found.append((full, [*names, str(f["name"])]))
+                if self.rules.data_subject in self.field_tags.get(full, frozenset()):
+                    found.append((full, [*names, str(f["name"])], self._subject_kind(f["type"], full)))
                 else:
                     walk(f["type"], [*names, str(f["name"])])
 
         walk(schema, [])
-        self._check_subject_not_repeated(schema)
+        everywhere = [full for full, tags in self.field_tags.items() if self.rules.data_subject in tags]
+        reached = {full for full, _, _ in found}
+        for full in everywhere:
+            if full not in reached:
+                raise PolicyError(
+                    "the data-subject id must be a plain field of the record (or of records nested in it), "
+                    "not inside an array, map or union of records",
+                    field_path=full,
+                )
         if len(found) > 1:
-            raise PolicyError("several fields are tagged as the data-subject id: " + ", ".join(p for p, _ in found))
+            raise PolicyError("several fields are tagged as the data-subject id: " + ", ".join(p for p, _, _ in found))
         return found[0] if found else None
 
-    def _check_subject_not_repeated(self, schema: Any) -> None:
-        """A data-subject tag inside an array, map or union would make the person ambiguous: reject it."""
-        seen: set[tuple[str, bool]] = set()
-
-        def walk(t: Any, repeated: bool) -> None:
-            t = self._resolve(t)
-            if isinstance(t, list):
-                for b in t:
-                    walk(b, True)
-            elif isinstance(t, dict):
-                kind = t.get("type")
-                if kind == "array":
-                    walk(t["items"], True)
-                elif kind == "map":
-                    walk(t["values"], True)
-                elif kind in ("record", "error") and (t["name"], repeated) not in seen:
-                    seen.add((t["name"], repeated))
-                    for f in t["fields"]:
-                        full = f"{t['name']}.{f['name']}"
-                        if repeated and self.rules.data_subject in self.rules.tags_for(full, f.get("confluent:tags")):
-                            raise PolicyError(
-                                "the data-subject id must be a plain field of the record, "
-                                "not inside an array, map or union of records",
-                                field_path=full,
-                            )
-                        ft = f["type"]
-                        walk(ft, repeated or (isinstance(ft, list) and not _is_nullable_scalar(ft)))
-
-        walk(schema, False)
+    def _subject_kind(self, t: Any, full: str) -> str:
+        t = self._resolve(t, full)
+        branches = t if isinstance(t, list) else [t]
+        kinds: set[str] = set()
+        for b in branches:
+            b = self._resolve(b, full)
+            kind = b.get("type") if isinstance(b, dict) and "logicalType" not in b else b
+            if kind == "null":
+                continue
+            if not isinstance(kind, str) or kind not in _SUBJECT_TYPES:
+                raise PolicyError(
+                    f"the data-subject id field has type {_type_name(b)}; it must be string, int or long "
+                    "(optionally nullable)",
+                    field_path=full,
+                )
+            kinds.add(_SUBJECT_TYPES[kind])
+        if not kinds:
+            raise PolicyError("the data-subject id field must be string, int or long", field_path=full)
+        return "|".join(sorted(kinds))
 
 
-def _is_nullable_scalar(t: list[Any]) -> bool:
-    return all(isinstance(b, str) and b in _PRIMITIVES for b in t)
+def _kind(t: Any) -> str:
+    return str(t.get("type")) if isinstance(t, dict) else str(t)
+
+
+def _branch_name(t: Any) -> str:
+    """fastavro's tuple-notation name of a union branch: the full name of a named type, else the type name."""
+    kind = _kind(t)
+    if kind in _NAMED and isinstance(t, dict):
+        return str(t["name"])
+    return kind
+
+
+def _family(t: Any) -> str:
+    if isinstance(t, dict) and "logicalType" in t and t["logicalType"] in _LOGICAL_FAMILIES:
+        return _LOGICAL_FAMILIES[t["logicalType"]]
+    return _FAMILIES.get(_kind(t), _kind(t))

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fieldcrypt import _wire
 from fieldcrypt._crypto import CIPHER_ERRORS, DataKey
-from fieldcrypt._plan import MISSING, ArrayNode, FieldPlan, Leaf, MapNode, Node, NullableNode, RecordNode, RefNode
+from fieldcrypt._plan import (
+    MISSING,
+    ArrayNode,
+    ChoiceNode,
+    FieldPlan,
+    Leaf,
+    MapNode,
+    Node,
+    NullableNode,
+    RecordNode,
+    RefNode,
+    UnionNode,
+)
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -175,7 +187,12 @@ class RecordState:
 
 
 class PlanRunner:
-    """Encrypts and decrypts records according to one :class:`FieldPlan`."""
+    """Encrypts and decrypts records according to one :class:`FieldPlan`.
+
+    Every walker step either handles the value shape its writer accepts (any ``Mapping`` as a record or map, any
+    iterable fastavro writes as an array, Avro union tuple notation and ``-type`` hints) or raises; none passes a
+    value it did not understand through to the writer.
+    """
 
     def __init__(self, plan: FieldPlan) -> None:
         self.plan = plan
@@ -191,18 +208,21 @@ class PlanRunner:
         self._enc_root = self._enc(root) if root is not None else None
         self._dec_root = self._dec(root) if root is not None else None
         self._subject_names = plan.data_subject
+        self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
 
     # -- public ------------------------------------------------------------------------------------------------
-    def person_of(self, record: Any) -> str | None:
+    def person_of(self, record: Any, error: type[FieldcryptError] = EncryptionError) -> str | None:
+        """The record's data-subject id in its one canonical form (``1`` and ``1.0`` are the same person), None
+        when the field is absent or null. A value of the wrong type raises ``error``."""
         names = self._subject_names
         if names is None:
             return None
         value = record
         for name in names:
-            value = value.get(name) if isinstance(value, dict) else None
-        if value is None or value == "" or isinstance(value, bool):
+            value = value.get(name) if isinstance(value, Mapping) else None
+        if value is None:
             return None
-        return value if isinstance(value, str) else str(value)
+        return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
     def encrypt(self, record: Any, keyring: Keyring, subject: str | None, default_domain: str) -> Any:
         """A copy of ``record`` with every tagged value encrypted. Raises, and returns nothing, on any failure."""
@@ -215,7 +235,10 @@ class PlanRunner:
                 subject=subject,
                 field_path=self.plan.data_subject_path,
             )
-        return self._enc_root(record, self._root_path, RecordState(keyring, subject, default_domain, person))
+        try:
+            return self._enc_root(record, self._root_path, RecordState(keyring, subject, default_domain, person))
+        except RecursionError:
+            raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
 
     def decrypt(
         self,
@@ -229,8 +252,11 @@ class PlanRunner:
         """Decrypt every tagged value of a freshly decoded record, in place; returns it. Counts into ``stats``."""
         if self._dec_root is None:
             return record
-        state = RecordState(keyring, subject, default_domain, self.person_of(record), outcomes)
-        out = self._dec_root(record, self._root_path, state)
+        state = RecordState(keyring, subject, default_domain, self.person_of(record, DecryptionError), outcomes)
+        try:
+            out = self._dec_root(record, self._root_path, state)
+        except RecursionError:
+            raise DecryptionError("the record is nested too deeply to decrypt", subject=subject) from None
         if stats is not None:
             stats.records += 1
             stats.erased += state.erased
@@ -243,26 +269,30 @@ class PlanRunner:
         if isinstance(node, Leaf):
             return _enc_leaf(node)
         if isinstance(node, NullableNode):
-            child = self._enc(node.child)
-            return lambda v, p, st: None if v is None else child(v, p, st)
+            return _nullable(self._enc(node.child), node.name, writing=True)
         if isinstance(node, ArrayNode):
-            items = self._enc(node.items)
-            return lambda v, p, st: (
-                [items(x, f"{p}[{i}]", st) for i, x in enumerate(v)] if isinstance(v, (list, tuple)) else v
-            )
+            return _array(node, self._enc, writing=True)
         if isinstance(node, MapNode):
             values = self._enc(node.values)
-            return lambda v, p, st: (
-                {k: values(x, f"{p}[{json.dumps(k)}]", st) for k, x in v.items()} if isinstance(v, dict) else v
-            )
+
+            def map_(v: Any, p: str, st: RecordState) -> Any:
+                if not isinstance(v, Mapping):
+                    raise _shape("a map", v, p, st, EncryptionError)
+                return {_key(k, p, st, EncryptionError): values(x, f"{p}[{json.dumps(k)}]", st) for k, x in v.items()}
+
+            return map_
         if isinstance(node, RefNode):
-            table, name = self._enc_named, node.name  # a recursive type with nothing tagged is not in the table
-            return lambda v, p, st: table[name](v, p, st) if name in table else v
+            return _ref(self._enc_named, node.name)
+        if isinstance(node, UnionNode):
+            return self._enc_union(node)
+        if isinstance(node, ChoiceNode):
+            return _choice(node, self._enc, writing=True)
         steps = [(s.name, "." + s.name, self._enc(s.node), s.default) for s in node.steps]
+        others = _other_keys(node, self._enc, EncryptionError)
 
         def record(v: Any, p: str, st: RecordState) -> Any:
-            if not isinstance(v, dict):
-                return v  # not a record: let the schema writer reject it
+            if not isinstance(v, Mapping):
+                raise _shape("a record", v, p, st, EncryptionError)
             out = dict(v)
             for name, suffix, fn, default in steps:
                 x = v.get(name, MISSING)
@@ -271,47 +301,322 @@ class PlanRunner:
                         continue
                     x = default
                 out[name] = fn(x, p + suffix, st)
+            if others is not None:
+                others(v, out, p, st)
             return out
 
         return record
+
+    def _enc_union(self, node: UnionNode) -> Step:
+        from fastavro.validation import _validate  # fastavro's own check, so the branch is the one it would write
+
+        named = self.plan.avro_named or {}
+        branches = [(b, self._enc(b.node) if b.node is not None else None) for b in node.branches]
+        by_name = {b.name: (b, fn) for b, fn in branches}
+
+        def choose(v: Any, p: str, st: RecordState) -> tuple[Any, Any, Any]:
+            if isinstance(v, tuple):  # tuple notation: ("ns.Name", value)
+                if len(v) != 2 or v[0] not in by_name:
+                    raise EncryptionError(
+                        "the union value in tuple notation names no type of the union",
+                        subject=st.subject,
+                        field_path=p,
+                    )
+                b, fn = by_name[v[0]]
+                return b, fn, v[1]
+            # fastavro's write_union, step for step: records by most fields in common, float gives way to double,
+            # any other type that validates wins at once
+            best: Any = None
+            most, could_be_float = -1, False
+            for b, fn in branches:
+                if could_be_float:
+                    if b.name == "double":
+                        best = (b, fn)
+                        break
+                    continue
+                if not _validate(v, b.schema, named, raise_errors=False, field="", options={}):
+                    continue
+                resolved = _resolved(b.schema, named)
+                if isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
+                    common = len({f["name"] for f in resolved["fields"]} & set(v))
+                    if common > most:
+                        best, most = (b, fn), common
+                elif b.name == "float":
+                    best, could_be_float = (b, fn), True
+                else:
+                    best = (b, fn)
+                    break
+            if best is None:
+                raise EncryptionError("the value matches no type of the union", subject=st.subject, field_path=p)
+            return best[0], best[1], v
+
+        def union(v: Any, p: str, st: RecordState) -> Any:
+            if v is None:
+                return None
+            b, fn, inner = choose(v, p, st)
+            if b.name == "null":
+                return None
+            return (b.name, inner if fn is None else fn(inner, f"{p}<{b.name}>", st))
+
+        return union
 
     # -- compilation: read side ---------------------------------------------------------------------------------
     def _dec(self, node: Node) -> Step:
         if isinstance(node, Leaf):
             return _dec_leaf(node)
         if isinstance(node, NullableNode):
-            child = self._dec(node.child)
-            return lambda v, p, st: None if v is None else child(v, p, st)
+            return _nullable(self._dec(node.child), node.name, writing=False)
         if isinstance(node, ArrayNode):
-            items = self._dec(node.items)
-
-            def array(v: Any, p: str, st: RecordState) -> Any:
-                for i, x in enumerate(v):
-                    v[i] = items(x, f"{p}[{i}]", st)
-                return v
-
-            return array
+            return _array(node, self._dec, writing=False)
         if isinstance(node, MapNode):
             values = self._dec(node.values)
 
             def map_(v: Any, p: str, st: RecordState) -> Any:
+                if not isinstance(v, dict):
+                    raise _shape("a map", v, p, st, DecryptionError)
                 for k, x in v.items():
                     v[k] = values(x, f"{p}[{json.dumps(k)}]", st)
                 return v
 
             return map_
         if isinstance(node, RefNode):
-            table, name = self._dec_named, node.name
-            return lambda v, p, st: table[name](v, p, st) if name in table else v
+            return _ref(self._dec_named, node.name)
+        if isinstance(node, UnionNode):
+            return self._dec_union(node)
+        if isinstance(node, ChoiceNode):
+            return _choice(node, self._dec, writing=False)
         steps = [(s.name, "." + s.name, self._dec(s.node)) for s in node.steps]
+        others = _other_keys(node, self._dec, DecryptionError)
 
         def record(v: Any, p: str, st: RecordState) -> Any:
+            if not isinstance(v, dict):
+                raise _shape("a record", v, p, st, DecryptionError)
             for name, suffix, fn in steps:
                 if name in v:
                     v[name] = fn(v[name], p + suffix, st)
+            if others is not None:
+                others(v, v, p, st)
             return v
 
         return record
+
+    def _dec_union(self, node: UnionNode) -> Step:
+        by_name = {b.name: (b, self._dec(b.node) if b.node is not None else None) for b in node.branches}
+        # what a reader returns without a name: one branch per Python type family (the compiler refused the rest)
+        by_family: dict[str, Any] = {}
+        for b in node.branches:
+            if node.named_read and b.name not in _UNNAMED:
+                continue  # arrives as (name, value)
+            by_family.setdefault(b.family, []).append(by_name[b.name])
+
+        def union(v: Any, p: str, st: RecordState) -> Any:
+            if v is None:
+                return None
+            if isinstance(v, tuple) and len(v) == 2 and v[0] in by_name:
+                b, fn = by_name[v[0]]
+                return v if fn is None else (v[0], fn(v[1], f"{p}<{b.name}>", st))
+            found = by_family.get(_FAMILY.get(type(v), type(v).__name__))
+            if not found:
+                raise _shape("a value of the union", v, p, st, DecryptionError)
+            tagged = [(b, fn) for b, fn in found if fn is not None]
+            if not tagged:
+                return v
+            b, fn = tagged[0]
+            return fn(v, f"{p}<{b.name}>", st)
+
+        return union
+
+
+_UNNAMED = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string", "array", "map"})
+#: the Python type a reader returns, by family name (UnionBranch.family uses the same names)
+_FAMILY: dict[type, str] = {
+    type(None): "None",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    bytes: "bytes",
+    list: "list",
+    dict: "dict",
+}
+
+
+def _resolved(schema: Any, named: Mapping[str, Any]) -> Any:
+    return named.get(schema, schema) if isinstance(schema, str) else schema
+
+
+def canonical_person(value: Any, kinds: frozenset[str], path: str | None, error: type[FieldcryptError]) -> str:
+    """One spelling per person: strings as they are; integers in decimal (a JSON ``1.0`` is ``1``). Anything else,
+    an empty or blank string, a bool, or a fractional number, is refused (``error``)."""
+    if isinstance(value, str):
+        if "string" in kinds:
+            if not value.strip():
+                raise error("the data-subject id is empty or blank", field_path=path)
+            return value
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if kinds & {"int", "integer"}:
+            return str(value)
+    elif isinstance(value, float) and "integer" in kinds and value.is_integer():
+        return str(int(value))
+    raise error(
+        f"the data-subject id must be {' or '.join(sorted(kinds))}, got {type(value).__name__}", field_path=path
+    )
+
+
+def _shape(what: str, v: Any, p: str, st: RecordState, error: type[FieldcryptError]) -> FieldcryptError:
+    return error(f"expected {what} here, got {type(v).__name__}", subject=st.subject, field_path=p)
+
+
+def _key(k: Any, p: str, st: RecordState, error: type[FieldcryptError]) -> str:
+    if not isinstance(k, str):
+        raise error(f"map and object keys holding tagged values must be strings, got {type(k).__name__}",
+                    subject=st.subject, field_path=p)
+    return k
+
+
+def _ref(table: dict[str, Step], name: str) -> Step:
+    def ref(v: Any, p: str, st: RecordState) -> Any:
+        return table[name](v, p, st)
+
+    return ref
+
+
+def _nullable(child: Step, name: str | None, *, writing: bool) -> Step:
+    if not writing:
+        return lambda v, p, st: None if v is None else child(v, p, st)
+
+    def nullable(v: Any, p: str, st: RecordState) -> Any:
+        if v is None:
+            return None
+        if name is not None and isinstance(v, tuple):  # Avro tuple notation selects a union branch
+            if len(v) == 2 and v[0] == name:
+                return child(v[1], p, st)
+            if v == ("null", None):
+                return None
+            raise EncryptionError("the union value in tuple notation names no type of the union",
+                                  subject=st.subject, field_path=p)
+        return child(v, p, st)
+
+    return nullable
+
+
+def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bool) -> Step:
+    items = compile_node(node.items) if node.items is not None else None
+    prefix = [compile_node(n) if n is not None else None for n in node.prefix]
+    error = EncryptionError if writing else DecryptionError
+    if not prefix and items is not None:
+        each: Step = items
+
+        def simple(v: Any, p: str, st: RecordState) -> Any:
+            if isinstance(v, list):
+                seq = v
+            elif writing and not isinstance(v, (str, bytes, bytearray, memoryview, Mapping)):
+                try:
+                    seq = list(v)  # a tuple, deque, set, generator...: what fastavro writes as an array
+                except TypeError:
+                    raise _shape("an array", v, p, st, error) from None
+            else:
+                raise _shape("an array", v, p, st, error)
+            out = seq if not writing else [None] * len(seq)
+            for i, x in enumerate(seq):
+                out[i] = each(x, f"{p}[{i}]", st)
+            return out
+
+        return simple
+    n_prefix = len(prefix)
+
+    def positional(v: Any, p: str, st: RecordState) -> Any:
+        if isinstance(v, list):
+            seq = v
+        elif writing and isinstance(v, tuple):
+            seq = list(v)
+        else:
+            raise _shape("an array", v, p, st, error)
+        out = seq if not writing else list(seq)
+        for i, x in enumerate(seq):
+            fn = prefix[i] if i < n_prefix else items
+            if fn is not None:
+                out[i] = fn(x, f"{p}[{i}]", st)
+        return out
+
+    return positional
+
+
+def _distinct(nodes: Any) -> list[Any]:
+    out: list[Any] = []
+    for n in nodes:
+        if not any(n == m for m in out):
+            out.append(n)
+    return out
+
+
+def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: bool) -> Step:
+    steps = [(m, n, compile_node(n) if n is not None else None) for m, n in node.branches]
+    error = EncryptionError if writing else DecryptionError
+
+    def matching(v: Any) -> list[Any]:
+        return _distinct((n, fn) for m, n, fn in steps if m(v))
+
+    def choice(v: Any, p: str, st: RecordState) -> Any:
+        found = matching(v)
+        if len(found) != 1:
+            raise error(
+                f"the value matches {'no' if not found else 'several differently tagged'} {node.keyword} branches, "
+                "so which properties are encrypted is ambiguous",
+                subject=st.subject,
+                field_path=p,
+            )
+        (n, fn), = found
+        out = v if fn is None else fn(v, p, st)
+        if writing and [m for m, _ in matching(out)] != [n]:
+            raise EncryptionError(
+                f"once encrypted, the value would match another {node.keyword} branch, so a reader could not tell "
+                "which properties are encrypted; add a discriminating property (e.g. a const)",
+                subject=st.subject,
+                field_path=p,
+            )
+        return out
+
+    return choice
+
+
+def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: type[FieldcryptError]) -> Any:
+    """JSON objects: the keys not declared in ``properties`` (patternProperties, additionalProperties)."""
+    if not node.patterns and node.extra is None:
+        return None
+    import re
+
+    declared = {s.name: s.node for s in node.steps}
+    patterns = [(re.compile(rx), n, compile_node(n)) for rx, n in node.patterns]
+    every = [re.compile(rx) for rx in node.all_patterns]
+    extra = (node.extra, compile_node(node.extra)) if node.extra is not None else None
+    names = node.declared
+
+    def others(v: Any, out: Any, p: str, st: RecordState) -> None:
+        for k in list(v):
+            key = _key(k, p, st, error)
+            found: list[tuple[Node, Step | None]] = [(n, fn) for rx, n, fn in patterns if rx.search(key)]
+            if extra is not None and key not in names and not any(rx.search(key) for rx in every):
+                found.append(extra)
+            if not found:
+                continue
+            if key in declared:
+                found.append((declared[key], None))
+            if len(_distinct(n for n, _ in found)) > 1:
+                raise error(
+                    f"several differently tagged schemas apply to key {json.dumps(key)}",
+                    subject=st.subject,
+                    field_path=p,
+                )
+            if key in declared:
+                continue  # the declared property's step already handled it
+            fn = found[0][1]
+            assert fn is not None
+            out[key] = fn(v[key], f"{p}[{json.dumps(key)}]", st)
+
+    return others
 
 
 def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:
@@ -334,19 +639,71 @@ def _renew(leaf: Leaf, st: RecordState, key: DataKey) -> DataKey:
     return renewed
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _plain_bytes(leaf: Leaf) -> Callable[[Any, RecordState], bytes]:
+    """The bytes a leaf encrypts: UTF-8 of a string, the bytes of a bytes value, the decoded bytes of base64 text.
+    Anything else raises (no other type is ever written in clear)."""
+    kind = leaf.kind
+
+    def wrong(v: Any, st: RecordState) -> EncryptionError:
+        return EncryptionError(
+            f"expected a {kind} value, got {type(v).__name__}", subject=st.subject, field_path=leaf.path
+        )
+
+    if kind == "string":
+
+        def text(v: Any, st: RecordState) -> bytes:
+            if not isinstance(v, str):
+                raise wrong(v, st)
+            try:
+                return v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise EncryptionError(
+                    "the text is not valid Unicode (lone surrogate)", subject=st.subject, field_path=leaf.path
+                ) from None
+
+        return text
+    if kind == "bytes":
+
+        def raw(v: Any, st: RecordState) -> bytes:
+            if not isinstance(v, _BYTES_LIKE):
+                raise wrong(v, st)
+            return bytes(v)
+
+        return raw
+
+    def b64(v: Any, st: RecordState) -> bytes:
+        if not isinstance(v, str):
+            raise wrong(v, st)
+        try:
+            return _wire.decode_base64(v)
+        except ValueError:
+            raise EncryptionError(
+                "the value is not valid base64, as its schema's contentEncoding says",
+                subject=st.subject,
+                field_path=leaf.path,
+            ) from None
+
+    return b64
+
+
 def _enc_leaf(leaf: Leaf) -> Step:
+    to_bytes = _plain_bytes(leaf)
     is_text = leaf.kind == "string"
-    expected = str if is_text else bytes
+    wraps: dict[str, Callable[[bytes], Any]] = {"string": _b2a, "bytes": bytes, "base64": _wire.encode_base64}
+    wrap = wraps[leaf.kind]
     fixed_domain = leaf.domain
     memo: dict[str, bytes] = {}
 
     def enc(v: Any, p: str, st: RecordState) -> Any:
         if v is None:
             return None  # the schema writer rejects None where the field is not nullable
-        if not isinstance(v, expected):
-            raise EncryptionError(
-                f"expected a {leaf.kind} value, got {type(v).__name__}", subject=st.subject, field_path=leaf.path
-            )
+        if is_text and type(v) is str and v.isascii():
+            data = v.encode("ascii")  # the common case, without a call
+        else:
+            data = to_bytes(v, st)
         key = st.keys.get(fixed_domain or st.default_domain) or _key_for_write(leaf, st)
         budget = key.budget
         if budget[0] <= 0:
@@ -363,18 +720,19 @@ def _enc_leaf(leaf: Leaf) -> Step:
             head = key.header + _varint(index)
         pad = memo.get(p) or _remember(memo, p)
         try:
-            ct = key.cipher.encrypt(nonce, v.encode("utf-8") if is_text else bytes(v), key.ad_prefix + pad)  # type: ignore[union-attr, arg-type]
+            ct = key.cipher.encrypt(nonce, data, key.ad_prefix + pad)
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted", subject=st.subject, field_path=leaf.path, key_id=key.key_id
             ) from None
-        return _b2a(head + ct) if is_text else head + ct
+        return wrap(head + ct)
 
     return enc
 
 
 def _dec_leaf(leaf: Leaf) -> Step:
-    is_text = leaf.kind == "string"
+    kind = leaf.kind
+    unwrap: Callable[[Any], bytes] = {"string": _a2b, "bytes": _as_bytes, "base64": _wire.decode_base64}[kind]
     fixed_domain = leaf.domain
     memo: dict[str, bytes] = {}
 
@@ -382,7 +740,7 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if v is None:
             return None
         try:
-            key_id, index, record_nonce, body = _parse(_a2b(v) if is_text else v)
+            key_id, index, record_nonce, body = _parse(unwrap(v))
         except (ValueError, TypeError, AttributeError):
             raise DecryptionError(
                 "the field does not hold a fieldcrypt ciphertext", subject=st.subject, field_path=leaf.path
@@ -409,11 +767,19 @@ def _dec_leaf(leaf: Leaf) -> Step:
         pad = memo.get(p) or _remember(memo, p)
         try:
             pt = key.cipher.decrypt(nonce, body, key.ad_prefix + pad)
-            return pt.decode("utf-8") if is_text else pt
+            if kind == "string":
+                return pt.decode("utf-8")
+            return pt if kind == "bytes" else _wire.encode_base64(pt)
         except _DEC_ERRORS:
             raise _moved(leaf, st, key_id) from None
 
     return dec
+
+
+def _as_bytes(v: Any) -> bytes:
+    if not isinstance(v, bytes):
+        raise TypeError("not bytes")
+    return v
 
 
 def _remember(memo: dict[str, bytes], path: str) -> bytes:

@@ -10,13 +10,13 @@ Avro and JSON Schema compile to the same nodes, so both serdes share one engine 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from confluent_kafka.schema_registry.wildcard_matcher import wildcard_match
 
-from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [
     "DEFAULT_DATA_SUBJECT_TAG",
@@ -30,7 +30,11 @@ __all__ = [
     "NullableNode",
     "RecordNode",
     "RefNode",
+    "ChoiceNode",
+    "TagCollector",
     "TagRules",
+    "UnionBranch",
+    "UnionNode",
 ]
 
 DEFAULT_TAGS: tuple[str, ...] = ("PII",)
@@ -47,10 +51,14 @@ MISSING: Any = _Missing()
 
 @dataclass(frozen=True)
 class Leaf:
-    """A tagged field to encrypt. ``domain`` None means the serde's default domain (the registry subject)."""
+    """A tagged value to encrypt. ``domain`` None means the serde's default domain (the registry subject).
+
+    ``kind``: ``string`` (UTF-8 text, ciphertext as unpadded base64 text), ``bytes`` (raw), or ``base64`` (a JSON
+    string with ``contentEncoding: base64``: the decoded bytes are encrypted, the ciphertext is padded base64).
+    """
 
     path: str  # schema path for messages, e.g. "bench.Event.items[].email"
-    kind: Literal["string", "bytes"]
+    kind: Literal["string", "bytes", "base64"]
     domain: str | None
     tags: frozenset[str]
 
@@ -64,13 +72,27 @@ class FieldStep:
 
 @dataclass(frozen=True)
 class RecordNode:
+    """A record (Avro) or object (JSON). ``steps``: the declared fields that lead to tagged values.
+
+    JSON objects only: ``declared`` names every declared property (tagged or not), ``patterns`` are
+    ``patternProperties`` whose schemas hold tags, ``extra`` is an ``additionalProperties`` schema holding tags
+    (for keys neither declared nor matched by any pattern of ``all_patterns``).
+    """
+
     name: str
     steps: tuple[FieldStep, ...]
+    declared: frozenset[str] = frozenset()
+    patterns: tuple[tuple[str, Node], ...] = ()
+    extra: Node | None = None
+    all_patterns: tuple[str, ...] = ()  # every patternProperties regex, tagged or not (they exclude keys from extra)
 
 
 @dataclass(frozen=True)
 class ArrayNode:
-    items: Node
+    """An array. ``items`` applies to every element past ``prefix`` (JSON ``prefixItems``: per-position nodes)."""
+
+    items: Node | None
+    prefix: tuple[Node | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +102,11 @@ class MapNode:
 
 @dataclass(frozen=True)
 class NullableNode:
+    """A value that may be null. ``name``: Avro only, the tuple-notation name of the non-null branch
+    (``("ns.Address", {...})`` selects it), so union hints fastavro accepts are understood, not skipped."""
+
     child: Node
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +116,45 @@ class RefNode:
     name: str
 
 
-Node = Leaf | RecordNode | ArrayNode | MapNode | NullableNode | RefNode
+@dataclass(frozen=True)
+class UnionBranch:
+    """One branch of an Avro union: its tuple-notation name (fullname of a named type, else the type name), its
+    parsed schema (for fastavro's own validation, which picks the branch exactly as fastavro's writer does), the
+    Python type family a reader returns for it, and its plan (None: nothing tagged in this branch)."""
+
+    name: str
+    schema: Any = field(compare=False, hash=False)
+    family: str
+    node: Node | None
+
+
+@dataclass(frozen=True)
+class UnionNode:
+    """An Avro union of several non-null types, at least one of which holds tagged values. On write the engine
+    chooses the branch as fastavro does (tuple notation, ``-type``, else validation) and emits tuple notation so
+    the writer cannot choose another; on read the value arrives as ``(name, value)`` when the union has several
+    named types (``named_read``), else its Python type tells the branch."""
+
+    branches: tuple[UnionBranch, ...]
+    nullable: bool
+    named_read: bool
+
+
+Matcher = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class ChoiceNode:
+    """JSON ``oneOf``/``anyOf``: the branches the instance validates against decide what is encrypted. Every
+    validating branch must call for the same plan (else the document is refused as ambiguous), on the plaintext
+    and again on the ciphertext, so a reader that only sees the ciphertext reaches the same plan."""
+
+    keyword: str  # "oneOf" or "anyOf", for messages
+    path: str
+    branches: tuple[tuple[Matcher, Node | None], ...] = field(hash=False)
+
+
+Node = Leaf | RecordNode | ArrayNode | MapNode | NullableNode | RefNode | UnionNode | ChoiceNode
 
 
 @dataclass(frozen=True)
@@ -102,6 +166,13 @@ class FieldPlan:
     leaves: tuple[Leaf, ...]
     data_subject: tuple[str, ...] | None  # field names from the root to the data-subject id, if any
     data_subject_path: str | None = None
+    #: "string", "integer" (JSON: 1 == 1.0), "int" (Avro int/long: ints only), or a union of them ("string|int")
+    data_subject_kind: str = "string"
+    #: Avro: fastavro's named schemas (for union branch validation); read with return_named_type when set
+    avro_named: Mapping[str, Any] | None = None
+    named_read: bool = False
+    #: every tag placement the compiler saw: (location, tag, decision), decision in encrypt/subject/plaintext
+    decisions: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -110,61 +181,153 @@ class FieldPlan:
 
 @dataclass(frozen=True)
 class TagRules:
-    """Which tags mean "encrypt", which marks the data-subject id, and which tags map to named key domains.
+    """What each tag means: encrypt (``fieldcrypt.tags``), the data-subject id (``fieldcrypt.data.subject.tag``),
+    or declared plaintext (``fieldcrypt.plaintext.tags``); and which tags map to named key domains.
+
+    Every tag a schema carries must be one of these (see :class:`TagCollector`): a tag nobody declared is a
+    ``PolicyError``, so a typo in the configuration fails when the schema is first seen, never silently.
 
     ``metadata_tags`` are the registered schema's ``metadata.tags`` (path pattern -> tags), matched with
     confluent's wildcard rules against the field's full name (``namespace.Record.field``) and, for convenience,
-    against the name without namespace (``Record.field``).
+    against the name without namespace (``Record.field``). Every pattern must match at least one field.
     """
 
     encrypt: frozenset[str] = frozenset(DEFAULT_TAGS)
     data_subject: str = DEFAULT_DATA_SUBJECT_TAG
     domains: Mapping[str, str] = field(default_factory=dict)
     metadata_tags: tuple[tuple[str, frozenset[str]], ...] = ()
+    plaintext: frozenset[str] = frozenset()
 
-    def with_metadata(self, tags: Mapping[str, Iterable[str]] | None) -> TagRules:
+    def with_metadata(self, tags: object) -> TagRules:
         if not tags:
             return self
-        pairs = tuple(sorted((str(k), frozenset(str(t) for t in v)) for k, v in tags.items()))
-        return TagRules(self.encrypt, self.data_subject, self.domains, pairs)
-
-    def tags_for(self, full_name: str, inline: Sequence[str] | None) -> frozenset[str]:
-        found = set(inline or ())
-        if self.metadata_tags:
-            short = full_name.rsplit(".", 2)
-            short_name = ".".join(short[-2:]) if len(short) >= 2 else full_name
-            for pattern, tags in self.metadata_tags:
-                if wildcard_match(full_name, pattern) or (
-                    short_name != full_name and wildcard_match(short_name, pattern)
-                ):
-                    found.update(tags)
-        return frozenset(found)
+        if not isinstance(tags, Mapping):
+            raise PolicyError("the schema's metadata.tags must map field path patterns to lists of tags")
+        pairs = []
+        for pattern, values in tags.items():
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise PolicyError("a metadata.tags path pattern must be a non-empty string")
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise PolicyError(f"metadata.tags[{pattern!r}] must be a list of tags, not a single value")
+            values = list(values)
+            if not values or not all(isinstance(t, str) and t for t in values):
+                raise PolicyError(f"metadata.tags[{pattern!r}] must be a non-empty list of tag names")
+            pairs.append((pattern, frozenset(values)))
+        return replace(self, metadata_tags=tuple(sorted(pairs)))
 
     def domain_for(self, tags: frozenset[str], path: str) -> str | None:
         named = {self.domains[t] for t in tags & self.encrypt if t in self.domains}
         if len(named) > 1:
-            from fieldcrypt.errors import PolicyError
-
             raise PolicyError(
                 f"tags map the field to several key domains ({', '.join(sorted(named))})", field_path=path
             )
         return next(iter(named)) if named else None
 
+    def collector(self) -> TagCollector:
+        return TagCollector(self)
+
     @staticmethod
     def from_conf(
-        tags: object = DEFAULT_TAGS, data_subject: object = DEFAULT_DATA_SUBJECT_TAG, domains: object = None
+        tags: object = DEFAULT_TAGS,
+        data_subject: object = DEFAULT_DATA_SUBJECT_TAG,
+        domains: object = None,
+        plaintext: object = (),
     ) -> TagRules:
-        if isinstance(tags, str):
-            tags = [t.strip() for t in tags.split(",") if t.strip()]
-        if not isinstance(tags, (list, tuple, set, frozenset)) or not tags or not all(isinstance(t, str) for t in tags):
-            raise ConfigurationError("fieldcrypt.tags must be a non-empty list of tag names")
-        if not isinstance(data_subject, str) or not data_subject:
-            raise ConfigurationError("fieldcrypt.data.subject.tag must be a non-empty string")
+        encrypt = _tag_list(tags, "fieldcrypt.tags", allow_empty=False)
+        clear = _tag_list(plaintext, "fieldcrypt.plaintext.tags", allow_empty=True)
+        if not isinstance(data_subject, str) or not data_subject.strip() or data_subject != data_subject.strip():
+            raise ConfigurationError("fieldcrypt.data.subject.tag must be a non-empty tag name")
         domains = {} if domains is None else domains
         if not isinstance(domains, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in domains.items()
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in domains.items()
         ):
             raise ConfigurationError("fieldcrypt.tag.domains must map tag names to non-empty domain names")
-        if data_subject in tags:
+        stray = sorted(set(domains) - encrypt)
+        if stray:
+            raise ConfigurationError(
+                f"fieldcrypt.tag.domains maps {', '.join(map(repr, stray))}, which fieldcrypt.tags does not list"
+            )
+        if data_subject in encrypt:
             raise ConfigurationError("the data-subject tag cannot also be an encryption tag")
-        return TagRules(frozenset(tags), data_subject, dict(domains))
+        if data_subject in clear:
+            raise ConfigurationError("the data-subject tag cannot also be a plaintext tag")
+        both = sorted(encrypt & clear)
+        if both:
+            raise ConfigurationError(f"tags {', '.join(map(repr, both))} are both encrypted and declared plaintext")
+        return TagRules(encrypt, data_subject, dict(domains), (), clear)
+
+
+def _tag_list(value: object, key: str, *, allow_empty: bool) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(t, str) and t.strip() and t == t.strip() for t in value
+    ):
+        raise ConfigurationError(f"{key} must be a list of tag names (or a comma-separated string)")
+    if not value and not allow_empty:
+        raise ConfigurationError(f"{key} must name at least one tag")
+    return frozenset(value)
+
+
+class TagCollector:
+    """Reads the tags of one schema, for one compilation: checks that every inline tag list is well formed, that
+    every tag is a decision of the :class:`TagRules`, and (``finish``) that every ``metadata.tags`` pattern matched
+    some field. Records every placement in ``decisions`` (location, tag, decision)."""
+
+    def __init__(self, rules: TagRules) -> None:
+        self.rules = rules
+        self._matched: set[str] = set()
+        self.decisions: list[tuple[str, str, str]] = []
+
+    def inline(self, raw: object, location: str) -> frozenset[str]:
+        """The tags of one ``"confluent:tags"`` value (``MISSING`` when absent), checked and decided."""
+        if raw is MISSING:
+            return frozenset()
+        if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip() for t in raw):
+            raise PolicyError('"confluent:tags" must be a list of tag names', field_path=location)
+        return self._decide(frozenset(raw), location)
+
+    def field(self, full_name: str, raw: object, location: str | None = None) -> frozenset[str]:
+        """Inline tags plus the ``metadata.tags`` patterns matching ``full_name``."""
+        where = location or full_name
+        found = set(self.inline(raw, where))
+        if self.rules.metadata_tags:
+            short = full_name.rsplit(".", 2)
+            short_name = ".".join(short[-2:]) if len(short) >= 2 else full_name
+            extra: set[str] = set()
+            for pattern, tags in self.rules.metadata_tags:
+                if wildcard_match(full_name, pattern) or (
+                    short_name != full_name and wildcard_match(short_name, pattern)
+                ):
+                    self._matched.add(pattern)
+                    extra.update(tags)
+            found.update(self._decide(frozenset(extra), where))
+        return frozenset(found)
+
+    def _decide(self, tags: frozenset[str], location: str) -> frozenset[str]:
+        rules = self.rules
+        for tag in sorted(tags):
+            if tag in rules.encrypt:
+                decision = "encrypt"
+            elif tag == rules.data_subject:
+                decision = "subject"
+            elif tag in rules.plaintext:
+                decision = "plaintext"
+            else:
+                raise PolicyError(
+                    f"the schema tags this with {tag!r}, which the configuration does not decide: list it in "
+                    "fieldcrypt.tags (encrypt) or fieldcrypt.plaintext.tags (leave in clear), or name it in "
+                    f"fieldcrypt.data.subject.tag (configured: tags {sorted(rules.encrypt)}, plaintext "
+                    f"{sorted(rules.plaintext)}, data subject {rules.data_subject!r})",
+                    field_path=location,
+                )
+            self.decisions.append((location, tag, decision))
+        return tags
+
+    def finish(self) -> None:
+        unmatched = [p for p, _ in self.rules.metadata_tags if p not in self._matched]
+        if unmatched:
+            raise PolicyError(
+                f"metadata.tags pattern(s) {', '.join(map(repr, unmatched))} match no field of the schema "
+                "(patterns are matched against Record.field / namespace.Record.field in Avro, $.a.b in JSON Schema)"
+            )

@@ -23,6 +23,8 @@ __all__ = ["FIELDCRYPT_CONF", "READ_CONF", "Options", "PlanCache", "call_conflue
 FIELDCRYPT_CONF: Mapping[str, str] = {
     "fieldcrypt.tags": "tags whose fields are encrypted (list or comma-separated string; default PII)",
     "fieldcrypt.data.subject.tag": f"tag marking the data-subject id field (default {DEFAULT_DATA_SUBJECT_TAG})",
+    "fieldcrypt.plaintext.tags": "tags the schema carries that mean 'leave in clear' (list; default none). Every "
+    "tag in a schema must be encrypted, the data-subject tag, or listed here",
     "fieldcrypt.tag.domains": "dict mapping a tag to a named key domain shared across subjects",
     "fieldcrypt.domain": "the default key domain (default: the registry subject)",
 }
@@ -58,6 +60,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         rest.pop("fieldcrypt.tags", DEFAULT_TAGS),
         rest.pop("fieldcrypt.data.subject.tag", DEFAULT_DATA_SUBJECT_TAG),
         rest.pop("fieldcrypt.tag.domains", None),
+        rest.pop("fieldcrypt.plaintext.tags", ()),
     )
     domain = rest.pop("fieldcrypt.domain", None)
     if domain is not None and (not isinstance(domain, str) or not domain):

@@ -43,8 +43,10 @@ __all__ = [
     "NONCE_LEN",
     "TAG_LEN",
     "ad_prefix",
+    "decode_base64",
     "decode_text",
     "derive_nonce",
+    "encode_base64",
     "encode_text",
     "key_header",
     "lp",
@@ -155,10 +157,32 @@ _PAD = ("", "", "==", "=")
 
 
 def decode_text(text: str) -> bytes:
-    """Inverse of :func:`encode_text`. Raises ``ValueError`` on anything that is not strict unpadded base64."""
-    if len(text) % 4 == 1:
+    """Inverse of :func:`encode_text`. Raises ``ValueError`` on anything but canonical unpadded base64: the one
+    spelling ``encode_text`` gives (unused low bits zero), so no altered character decodes to the same bytes."""
+    if not isinstance(text, str) or len(text) % 4 == 1:
         raise ValueError("not a fieldcrypt value ciphertext")
     try:
-        return binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii"), strict_mode=True)
+        blob = binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("not a fieldcrypt value ciphertext") from exc
+    if encode_text(blob) != text:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    return blob
+
+
+def encode_base64(blob: bytes) -> str:
+    """Standard padded base64 (RFC 4648), for JSON strings with ``contentEncoding: base64``."""
+    return binascii.b2a_base64(blob, newline=False).decode("ascii")
+
+
+def decode_base64(text: str) -> bytes:
+    """Inverse of :func:`encode_base64`; canonical padded base64 only, else ``ValueError``."""
+    if not isinstance(text, str):
+        raise ValueError("not base64 text")
+    try:
+        blob = binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError("not base64 text") from exc
+    if encode_base64(blob) != text:
+        raise ValueError("not canonical base64 text")
+    return blob
