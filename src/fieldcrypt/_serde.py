@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
 from fieldcrypt._engine import STRICT, Outcomes, PlanRunner
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._registry import fetch_schema
-from fieldcrypt.errors import ConfigurationError, FieldcryptError
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, PolicyError
 from fieldcrypt.keyring import Keyring
 
-__all__ = ["FIELDCRYPT_CONF", "READ_CONF", "Options", "PlanCache", "call_confluent_init", "split_conf"]
+__all__ = ["FIELDCRYPT_CONF", "READ_CONF", "WRITE_CONF", "PolicyCheck", "Options", "PlanCache", "call_confluent_init", "split_conf"]
 
 #: fieldcrypt's own conf keys, accepted next to confluent's in the same ``conf`` dict
 FIELDCRYPT_CONF: Mapping[str, str] = {
@@ -27,6 +30,11 @@ FIELDCRYPT_CONF: Mapping[str, str] = {
     "tag in a schema must be encrypted, the data-subject tag, or listed here",
     "fieldcrypt.tag.domains": "dict mapping a tag to a named key domain shared across subjects",
     "fieldcrypt.domain": "the default key domain (default: the registry subject)",
+}
+#: serializer-only keys
+WRITE_CONF: Mapping[str, str] = {
+    "fieldcrypt.allow.tag.removal": "True to write with a schema that encrypts fewer fields than the local "
+    "schema_str or the subject's latest version (default False: refused)",
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
@@ -42,9 +50,10 @@ class Options:
     rules: TagRules
     domain: str | None
     outcomes: Outcomes = STRICT
+    allow_tag_removal: bool = False
 
 
-def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tuple[dict[str, Any] | None, Options]:
+def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tuple[dict[str, Any] | None, Options]:  # noqa: C901
     """Separate fieldcrypt's keys from confluent's (the rest is left for confluent to check)."""
     if conf is not None and not isinstance(conf, Mapping):
         raise ConfigurationError("conf must be a dict")
@@ -63,9 +72,14 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         rest.pop("fieldcrypt.plaintext.tags", ()),
     )
     domain = rest.pop("fieldcrypt.domain", None)
-    if domain is not None and (not isinstance(domain, str) or not domain):
+    if domain is not None and (not isinstance(domain, str) or not domain.strip()):
         raise ConfigurationError("fieldcrypt.domain must be a non-empty string")
-    return (rest if conf is not None else None), Options(rules, domain, outcomes)
+    allow = False
+    if not reading:
+        allow = rest.pop("fieldcrypt.allow.tag.removal", False)
+        if not isinstance(allow, bool):
+            raise ConfigurationError("fieldcrypt.allow.tag.removal must be True or False")
+    return (rest if conf is not None else None), Options(rules, domain, outcomes, allow)
 
 
 def call_confluent_init(init: Callable[[], None], valid: list[str]) -> None:
@@ -101,6 +115,85 @@ class CachedPlan:
     schema_id: int | str  # a GUID for GUID-framed records
     parsed: Any
     runner: PlanRunner
+    fingerprint: str = ""  # of the schema as registered (text, references, metadata.tags): see PolicyCheck
+
+
+def schema_fingerprint(schema: Schema) -> str:
+    """sha256 of a registered schema in canonical form: parsed text (registries may re-serialize it), references
+    and metadata.tags. The same in every registry that holds the schema, whatever its id there."""
+    try:
+        text = json.dumps(json.loads(schema.schema_str or ""), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = str(schema.schema_str)
+    refs = sorted((str(r.name), str(r.subject), str(r.version)) for r in schema.references or [])
+    tags = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else {}
+    meta = sorted((str(k), sorted(map(str, v))) for k, v in (tags or {}).items())
+    blob = json.dumps([schema.schema_type or "AVRO", text, refs, meta], separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def policy_of(plan: FieldPlan, domain: str) -> str:
+    """What a plan encrypts, under which domains, and the data-subject field: the part of a producer's
+    configuration its consumers must share, as canonical JSON."""
+    fields = sorted({(leaf.path, leaf.domain or domain) for leaf in plan.leaves})
+    return json.dumps({"v": 1, "encrypt": fields, "subject": plan.data_subject_path}, separators=(",", ":"))
+
+
+def _describe(mine: str, theirs: str) -> str:
+    a, b = json.loads(mine), json.loads(theirs)
+    ours = {tuple(x) for x in a["encrypt"]}
+    others = {tuple(x) for x in b["encrypt"]}
+    parts = []
+    only_theirs = sorted(p for p, _ in others - ours if p not in {q for q, _ in ours})
+    only_ours = sorted(p for p, _ in ours - others if p not in {q for q, _ in others})
+    moved = sorted({p for p, _ in ours - others} & {p for p, _ in others - ours})
+    if only_theirs:
+        parts.append(f"producers encrypt {', '.join(only_theirs)}, which this configuration leaves in clear")
+    if only_ours:
+        parts.append(f"this configuration decrypts {', '.join(only_ours)}, which producers leave in clear")
+    if moved:
+        parts.append(f"{', '.join(moved)} use another key domain (fieldcrypt.domain / fieldcrypt.tag.domains)")
+    if a["subject"] != b["subject"]:
+        parts.append(f"the data-subject field is {b['subject']} for producers, {a['subject']} here")
+    return "; ".join(parts) or "the recorded policy differs"
+
+
+class PolicyCheck:
+    """Producers record, in the key store, what they encrypt for each (schema, key domain); consumers compare.
+
+    A consumer configured differently from its producers (other ``fieldcrypt.tags``, ``plaintext.tags``,
+    data-subject tag or domains) would either return ciphertext as a value or report plaintext as tampering; with
+    the policy in the shared key store it raises a ``ConfigurationError`` naming the difference instead. Checked
+    once per schema and domain per serde; schemas without any tag need no check (no configuration encrypts them).
+    """
+
+    def __init__(self, keyring: Keyring, *, writing: bool) -> None:
+        self._keyring = keyring
+        self._writing = writing
+        self._done: set[tuple[str, str]] = set()
+
+    def __call__(self, cached: CachedPlan, domain: str | None, subject: str | None) -> None:
+        if domain is None or (cached.fingerprint, domain) in self._done:
+            return
+        plan = cached.runner.plan
+        if plan.decisions and cached.fingerprint:
+            fp = hashlib.sha256(f"{cached.fingerprint}\0{domain}".encode()).hexdigest()
+            mine = policy_of(plan, domain)
+            keyring = self._keyring
+            try:
+                theirs = keyring.publish_policy(fp, mine) if self._writing else keyring.published_policy(fp)
+            except FieldcryptError as exc:
+                raise exc.with_context(subject=subject) from exc
+            if theirs is not None and theirs != mine:
+                who = "another producer of this schema" if self._writing else "the producers of this schema"
+                raise ConfigurationError(
+                    f"this fieldcrypt configuration disagrees with {who} (recorded in the key store): "
+                    f"{_describe(mine, theirs)}; align fieldcrypt.tags, fieldcrypt.plaintext.tags, "
+                    "fieldcrypt.data.subject.tag and fieldcrypt.tag.domains",
+                    subject=subject,
+                )
+        if len(self._done) < 10_000:
+            self._done.add((cached.fingerprint, domain))
 
 
 class PlanCache:
@@ -137,7 +230,7 @@ class PlanCache:
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
                 schema = fetch_schema(self._registry, schema_id, subject)
             plan = self.compile(schema)
-            cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan))
+            cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema))
             self._plans[schema_id] = cached
             return cached
 
@@ -191,9 +284,20 @@ class WriteEntries:
     """What a serializer writes with, per subject (or per schema id under use.latest.version): the field plan and
     parsed schema, the 5-byte Confluent prefix, and the ``SchemaId`` for other framings."""
 
-    def __init__(self, serde: Any, plans: PlanCache, schema_type: str, local_parsed: Any = None) -> None:
+    def __init__(
+        self,
+        serde: Any,
+        plans: PlanCache,
+        schema_type: str,
+        local_parsed: Any = None,
+        local_plan: FieldPlan | None = None,
+        allow_tag_removal: bool = False,
+    ) -> None:
         self._serde = serde
         self._plans = plans
+        self._local_plan = local_plan
+        self._allow_removal = allow_tag_removal
+        self._checked_previous: set[str] = set()
         self._type = schema_type
         self._local_parsed = local_parsed  # confluent writes with its own parsed schema when not in latest mode
         self.latest_mode = is_latest_mode(serde)
@@ -205,6 +309,8 @@ class WriteEntries:
         return entry if entry is not None else self._resolve(subject)
 
     def _resolve(self, subject: str) -> WriteEntry:
+        if not self.latest_mode and self._serde._auto_register and subject not in self._checked_previous:
+            self._check_previous_version(subject)
         registered = writer_schema(self._serde, subject)
         if registered.schema_id is None:
             raise ConfigurationError("the registry returned no schema id", subject=subject)
@@ -212,8 +318,10 @@ class WriteEntries:
         if known is not None:  # use.latest.version: the same schema as last time
             return known
         cached = self._plans.load(registered.schema_id, subject, registered.schema)
+        if self._local_plan is not None:
+            self._check_kept(self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id)
         if not self.latest_mode and self._local_parsed is not None:
-            cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner)
+            cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint)
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
         entry = (cached, prefix, SchemaId(self._type, registered.schema_id, registered.guid))
         if not self.latest_mode:
@@ -221,6 +329,45 @@ class WriteEntries:
         elif len(self._by_id) < 1000:
             self._by_id[registered.schema_id] = entry
         return entry
+
+
+    def _check_previous_version(self, subject: str) -> None:
+        """Before auto-registering a new version: it must not encrypt fewer fields than the subject's latest."""
+        if self._allow_removal or self._local_plan is None:
+            return
+        try:
+            previous = self._serde._registry.get_latest_version(subject)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                self._checked_previous.add(subject)
+                return  # a new subject: nothing to keep
+            raise
+        if previous.schema_id is not None:
+            prev = self._plans.load(previous.schema_id, subject, previous.schema).runner.plan
+            self._check_kept(prev, self._local_plan, subject, f"the subject's latest version ({previous.version})",
+                             previous.schema_id, written="the new version")
+        self._checked_previous.add(subject)
+
+    def _check_kept(
+        self, before: FieldPlan, after: FieldPlan, subject: str, source: str, schema_id: Any, written: str = ""
+    ) -> None:
+        if self._allow_removal:
+            return
+        lost = sorted(encrypted_paths(before) - encrypted_paths(after))
+        if before.data_subject_path is not None and before.data_subject_path != after.data_subject_path:
+            lost.append(f"{before.data_subject_path} (data-subject id)")
+        if lost:
+            raise PolicyError(
+                f"{written or f'the schema written (id {schema_id})'} drops tags that {source} carries, so these "
+                f"would be written in clear or under the shared key: {', '.join(lost)}; set "
+                "fieldcrypt.allow.tag.removal=True to accept that",
+                subject=subject,
+            )
+
+
+def encrypted_paths(plan: FieldPlan) -> set[str]:
+    """The schema paths a plan encrypts (namespace-free, so a re-registered schema compares equal)."""
+    return {leaf.path for leaf in plan.leaves}
 
 
 def check_framing(data: bytes) -> None:

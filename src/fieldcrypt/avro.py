@@ -35,7 +35,9 @@ from fieldcrypt._engine import ReadStats
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
+    WRITE_CONF,
     PlanCache,
+    PolicyCheck,
     WriteEntries,
     cached_subject,
     call_confluent_init,
@@ -56,6 +58,20 @@ _AVRO = "AVRO"
 
 def _is_bytes_schema(parsed: Any) -> bool:
     return parsed == "bytes" or (isinstance(parsed, dict) and parsed.get("type") == "bytes")
+
+
+def _untuple(value: Any) -> Any:
+    """Drop the (name, value) tuples a named-type read leaves in unions; a decoded Avro value holds no other."""
+    if isinstance(value, tuple):
+        return _untuple(value[1])
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (tuple, dict, list)):
+                value[k] = _untuple(v)
+        return value
+    if isinstance(value, list):
+        return [_untuple(v) if isinstance(v, (tuple, dict, list)) else v for v in value]
+    return value
 
 
 class _ParsedSchemas:
@@ -84,7 +100,7 @@ class AvroSerializer(_ConfluentAvroSerializer):
         keyring: Keyring,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
-        valid = [*_ConfluentAvroSerializer._default_conf, *FIELDCRYPT_CONF]
+        valid = [*_ConfluentAvroSerializer._default_conf, *FIELDCRYPT_CONF, *WRITE_CONF]
         call_confluent_init(
             lambda: super(AvroSerializer, self).__init__(
                 schema_registry_client, schema_str, to_dict, confluent_conf, rule_conf, rule_registry
@@ -94,11 +110,14 @@ class AvroSerializer(_ConfluentAvroSerializer):
         self._keyring = check_keyring(keyring)
         parse = _ParsedSchemas(self)
         self._plans = PlanCache(schema_registry_client, parse, compile_avro, self._opts.rules)
-        if self._schema is not None:
-            self._plans.compile(self._schema)  # reject bad tags when the serializer first sees the schema
-        self._entries = WriteEntries(self, self._plans, _AVRO, self._parsed_schema)
+        # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
+        local_plan = self._plans.compile(self._schema) if self._schema is not None else None
+        self._entries = WriteEntries(
+            self, self._plans, _AVRO, self._parsed_schema, local_plan, allow_tag_removal=self._opts.allow_tag_removal
+        )
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
         self._subjects: dict[tuple[str, str], str] = {}
+        self._policy = PolicyCheck(self._keyring, writing=True)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
@@ -110,7 +129,9 @@ class AvroSerializer(_ConfluentAvroSerializer):
         assert ctx is not None  # a subject implies a context
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        encrypted = cached.runner.encrypt(value, self._keyring, subject, self._opts.domain or subject)
+        domain = self._opts.domain or subject
+        self._policy(cached, domain, subject)
+        encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
         fo = io.BytesIO()
         if self._prefix_framing:
             fo.write(prefix)
@@ -160,6 +181,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         self._subjects: dict[tuple[str, str], str] = {}  # (topic, field) -> subject, for topic-based strategies
         #: counts of records and values read, erased and denied (never values themselves)
         self.stats = ReadStats()
+        self._policy = PolicyCheck(self._keyring, writing=False)
         self._latest_mode = is_latest_mode(self)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
@@ -183,8 +205,15 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             subject = subject_of(self, ctx, writer.get("name"))
         if _is_bytes_schema(writer):
             return payload.read()
-        record: Any = schemaless_reader(payload, writer, None, False)
-        if not cached.runner.plan.is_empty:
+        plan = cached.runner.plan
+        if plan.named_read:  # unions of several named types holding tags: the reader must say which branch
+            record: Any = schemaless_reader(
+                payload, writer, None, return_named_type=True, return_named_type_override=True
+            )
+        else:
+            record = schemaless_reader(payload, writer, None, False)
+        self._policy(cached, self._opts.domain or subject, subject)
+        if not plan.is_empty:
             domain = self._opts.domain or subject
             if domain is None:
                 raise ConfigurationError(
@@ -194,6 +223,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         reader = self._reader_for(subject, cached.schema_id)
         if reader is not None or self._return_record_name:
             record = self._project(record, writer, reader if reader is not None else writer)
+        elif plan.named_read:
+            record = _untuple(record)
         if self._from_dict is not None:
             return self._from_dict(record, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         return record

@@ -296,6 +296,13 @@ class Keyring:
         )
 
     # -- admin ---------------------------------------------------------------------------------------------------
+    def publish_policy(self, fingerprint: str, policy: str) -> str:
+        """Record what producers encrypt for a schema and domain (first writer wins); returns the recorded one."""
+        return self._call(lambda: self.store.publish_policy(fingerprint, policy, self.clock.now()))
+
+    def published_policy(self, fingerprint: str) -> str | None:
+        return self._call(lambda: self.store.published_policy(fingerprint))
+
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
         """The stored keys (metadata; wrapped material is never shown)."""
         return list(self.store.keys(domain, person))

@@ -71,6 +71,21 @@ class SqlKeyStore(KeyStore):
 
     _lock = threading.RLock()
 
+    # -- policies (what producers encrypt, per schema and domain: see fieldcrypt._serde.PolicyCheck) -----------------
+    def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
+        with self._tx() as ex:
+            ex(
+                "INSERT INTO fieldcrypt_policies (fingerprint, policy, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (fingerprint) DO NOTHING",
+                (fingerprint, policy, now),
+            )
+            rows = ex("SELECT policy FROM fieldcrypt_policies WHERE fingerprint = ?", (fingerprint,))
+        return str(rows[0][0])
+
+    def published_policy(self, fingerprint: str) -> str | None:
+        rows = self._read("SELECT policy FROM fieldcrypt_policies WHERE fingerprint = ?", (fingerprint,))
+        return str(rows[0][0]) if rows else None
+
     # -- reads ---------------------------------------------------------------------------------------------------
     def get(self, key_id: int) -> KeyRecord | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE key_id = ?", (key_id,))

@@ -54,6 +54,10 @@ _SCHEMA = [
         key_ids     TEXT NOT NULL DEFAULT '',
         reason      TEXT NOT NULL DEFAULT '',
         detail      TEXT NOT NULL DEFAULT '')""",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_policies (
+        fingerprint TEXT PRIMARY KEY,
+        policy      TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL)""",
     """CREATE OR REPLACE FUNCTION fieldcrypt_audit_append_only() RETURNS trigger AS $$
         BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS fieldcrypt_audit_append_only ON fieldcrypt_audit",

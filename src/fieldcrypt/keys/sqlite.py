@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
     reason      TEXT    NOT NULL DEFAULT '',
     detail      TEXT    NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS fieldcrypt_policies (
+    fingerprint TEXT    PRIMARY KEY,           -- sha256 of (schema as registered, key domain)
+    policy      TEXT    NOT NULL,              -- JSON: the fields producers encrypt, their domains, the data subject
+    created_at  REAL    NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_u BEFORE UPDATE ON fieldcrypt_audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_d BEFORE DELETE ON fieldcrypt_audit

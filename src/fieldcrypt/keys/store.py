@@ -159,6 +159,16 @@ class KeyStore(abc.ABC):
     def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
         """Audit entries, oldest first (the newest ``limit`` if given)."""
 
+    def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
+        """Record the encryption policy producers use for one schema and key domain (``fingerprint``), unless one
+        is recorded already; return the recorded one. Stores that keep no policies return ``policy``: producers and
+        consumers sharing them cannot have a configuration mismatch detected for them."""
+        return policy
+
+    def published_policy(self, fingerprint: str) -> str | None:
+        """The policy recorded for ``fingerprint``, or None."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook; a store without connections has nothing to release
         """Release connections. Idempotent."""
 
