@@ -241,9 +241,7 @@ class _Compiler:
                 )
         self.named_read = self.named_read or named_read
         return UnionNode(
-            branches=tuple(
-                UnionBranch(name, b, _family(resolved), node) for name, b, resolved, node in compiled
-            ),
+            branches=tuple(UnionBranch(name, b, _family(resolved), node) for name, b, resolved, node in compiled),
             nullable=nullable,
             named_read=named_read,
         )

@@ -471,8 +471,11 @@ def _shape(what: str, v: Any, p: str, st: RecordState, error: type[FieldcryptErr
 
 def _key(k: Any, p: str, st: RecordState, error: type[FieldcryptError]) -> str:
     if not isinstance(k, str):
-        raise error(f"map and object keys holding tagged values must be strings, got {type(k).__name__}",
-                    subject=st.subject, field_path=p)
+        raise error(
+            f"map and object keys holding tagged values must be strings, got {type(k).__name__}",
+            subject=st.subject,
+            field_path=p,
+        )
     return k
 
 
@@ -495,8 +498,9 @@ def _nullable(child: Step, name: str | None, *, writing: bool) -> Step:
                 return child(v[1], p, st)
             if v == ("null", None):
                 return None
-            raise EncryptionError("the union value in tuple notation names no type of the union",
-                                  subject=st.subject, field_path=p)
+            raise EncryptionError(
+                "the union value in tuple notation names no type of the union", subject=st.subject, field_path=p
+            )
         return child(v, p, st)
 
     return nullable
@@ -568,7 +572,7 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
                 subject=st.subject,
                 field_path=p,
             )
-        (n, fn), = found
+        ((n, fn),) = found
         out = v if fn is None else fn(v, p, st)
         if writing and [m for m, _ in matching(out)] != [n]:
             raise EncryptionError(

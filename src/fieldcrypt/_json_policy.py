@@ -1,208 +1,623 @@
 """JSON Schema -> field plan (the same plan nodes as Avro, run by the same engine).
 
-Tags come from ``"confluent:tags"`` on property schemas at any depth (nested objects, arrays of objects, maps
-via ``additionalProperties``, ``$ref``/``$defs``, ``oneOf``/``anyOf`` with ``null``, ``"type": [..., "null"]``)
-and from the registered schema's ``metadata.tags``, matched against confluent's JSON full names (``$.a.b``:
-properties joined by dots from ``$``, array items under their array's name).
+The compiler walks the whole schema as written. Every ``"confluent:tags"`` value and every registry
+``metadata.tags`` pattern (matched against confluent's JSON full names: ``$``, then ``.name`` per property; array
+items and ``allOf``/``oneOf``/``anyOf`` branches add no segment) is either enforced by the plan or refused with a
+``PolicyError`` naming the field and the schema location. A tag is never ignored; only tags the configuration
+declares plaintext (``fieldcrypt.plaintext.tags``) need no enforcement.
 
-Only string properties can be encrypted for now (typed fields come later). A string keyword the ciphertext
-cannot satisfy (``pattern``, ``maxLength``, ``enum``, ``const``, a large ``minLength``) is rejected too,
-since the encrypted document must stay valid against the registered schema.
+Enforced (a tag on a schema applies to the instance that schema validates):
+
+- ``properties`` at any depth; ``$ref`` at any depth (also to a tagged string definition), recursive ``$ref``
+  (``RefNode`` + ``FieldPlan.named``); ``$ref`` siblings are applied in every draft (never ignored).
+- A tagged string: ``Leaf`` kind ``string``; with ``contentEncoding: base64``: kind ``base64`` (the decoded bytes
+  are encrypted). Nullable through ``"type": [..., "null"]`` or ``oneOf``/``anyOf`` with one non-null branch.
+- A tagged array of strings: every element is encrypted; a tagged map (``additionalProperties`` of strings,
+  no declared or pattern properties): every value is encrypted.
+- ``items``, array-form ``items`` + ``additionalItems`` (drafts 4 to 2019-09), ``prefixItems`` + ``items``
+  (2020-12, and schemas without ``$schema``, which jsonschema reads as 2020-12).
+- ``additionalProperties`` (with or without ``properties``), ``patternProperties`` (``RecordNode`` declared,
+  patterns, extra; the engine refuses a key that two different tagged schemas claim).
+- ``allOf``: every branch and the parent's own keywords apply to one value; their plans are merged.
+- ``oneOf``/``anyOf`` of several non-null schemas: ``ChoiceNode``; the engine picks the branches the value
+  validates against. Keywords beside ``oneOf`` (``properties``...) are merged into every branch.
+- The data-subject id (``rules.data_subject``): one property, reached from the root through ``properties``
+  only (``$ref``, ``allOf`` and nullable wrappers allowed), typed string and/or integer, not also encrypted.
+
+Refused (``PolicyError``):
+
+- A tag for encryption on a number, boolean, object (other than a map of strings) or untyped value: only
+  text can be encrypted and stay valid against the schema.
+- ``pattern``, ``maxLength``, ``enum``, ``const``, ``minLength`` > 30, ``not``, ``if``/``then``/``else`` on any
+  schema constraining a tagged string (``allOf``, ``$ref``, ``oneOf``/``anyOf`` branches included): the
+  ciphertext could not satisfy them. ``contentEncoding`` other than base64: the encoding cannot be kept.
+  (``format`` and ``contentMediaType`` are annotations jsonschema does not assert: allowed.)
+- An encrypting or data-subject tag anywhere inside ``not``, ``if``/``then``/``else``, ``dependentSchemas``,
+  schema-valued ``dependencies``, ``contains``, ``propertyNames``, ``unevaluatedProperties``,
+  ``unevaluatedItems``, ``contentSchema``, the target of ``$dynamicRef``/``$recursiveRef``, a keyword the
+  draft ignores (``prefixItems`` before 2020-12, ``additionalItems`` in 2020-12 or beside a single ``items``) or
+  any unknown keyword: which values they apply to depends on the data, or on nothing.
+- Conflicting plans for one value (a string in one ``allOf`` branch, an object in another), two tagged
+  ``oneOf``/``anyOf`` on one value, a recursive ``$ref`` to a non-object schema, an invalid pattern regex.
+
+``default``, ``const``, ``enum`` and ``examples`` hold data, not schemas: not walked. ``$defs``/``definitions``
+apply only through ``$ref``: an unreferenced definition is scanned (malformed or undeclared tags still raise)
+but its tags apply to nothing, since no value is validated against it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fieldcrypt._plan import (
+    MISSING,
     ArrayNode,
+    ChoiceNode,
     FieldPlan,
     FieldStep,
     Leaf,
-    MapNode,
+    Matcher,
     Node,
     NullableNode,
     RecordNode,
     RefNode,
+    TagCollector,
     TagRules,
 )
 from fieldcrypt.errors import PolicyError
 
-__all__ = ["compile_json"]
+__all__ = ["compile_json", "merge"]
 
 Resolve = Callable[[str], Any]
-ROOT = "$"
+MatcherFor = Callable[[Any], Matcher]
+Member = tuple[dict[str, Any], str, tuple[str, ...]]  # a schema object, its location, the $refs followed to it
 #: shortest text a value ciphertext can be: base64 of 22 bytes (a later value of the record, empty plaintext)
 _MIN_CIPHERTEXT_CHARS = 30
-_BLOCKING = ("pattern", "maxLength", "enum", "const", "contentEncoding", "contentMediaType")
+_BLOCKING = ("pattern", "maxLength", "enum", "const", "not", "if", "then", "else")
+_DATA = frozenset({"default", "const", "enum", "examples"})
+_PLAIN = _DATA | {
+    *("$schema", "$id", "id", "$anchor", "$dynamicAnchor", "$recursiveAnchor", "$comment", "$vocabulary"),
+    *("title", "description", "type", "format", "contentMediaType", "contentEncoding", "readOnly", "writeOnly"),
+    *("deprecated", "required", "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum"),
+    *("exclusiveMaximum", "multipleOf", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties"),
+    *("dependentRequired", "minContains", "maxContains", "confluent:tags", "$ref", "allOf"),
+}
+_OBJECT = ("properties", "patternProperties", "additionalProperties")
+_ARRAY = ("items", "prefixItems", "additionalItems")
+_STRING, _ARRAY_T, _OBJECT_T, _NULL = (frozenset({t}) for t in ("string", "array", "object", "null"))
+_LEGACY_DRAFTS = ("draft-03", "draft-04", "draft-06", "draft-07", "2019-09")
 
 
-def compile_json(schema: Any, rules: TagRules, resolve: Resolve) -> FieldPlan:
-    """Compile a parsed JSON Schema (``resolve`` looks up ``$ref`` targets) into a :class:`FieldPlan`."""
-    compiler = _Compiler(rules, resolve)
-    root = compiler.node(schema, ROOT, (), names=[])
-    if isinstance(root, RecordNode) and root.name != ROOT:
-        root = RecordNode(ROOT, root.steps)
-    subject = compiler.subject_fields[0] if compiler.subject_fields else None
-    if len(compiler.subject_fields) > 1:
+def compile_json(schema: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor) -> FieldPlan:
+    """Compile a parsed JSON Schema into a :class:`FieldPlan`. ``resolve`` looks up ``$ref`` targets,
+    ``matcher(subschema)`` tells whether a value validates against a subschema (refs resolved from the root)."""
+    c = _Compiler(schema, rules, resolve, matcher)
+    root = c.walk(schema, _At("$", "$", (), "#"), ())
+    c.scan_unreferenced()
+    c.tags.finish()
+    root, named = c.prune(root)
+    if len(c.subjects) > 1:
         raise PolicyError(
-            "several properties are tagged as the data-subject id: " + ", ".join(p for p, _ in compiler.subject_fields)
+            "several properties are tagged as the data-subject id: " + ", ".join(s[0] for s in c.subjects)
         )
+    subject = c.subjects[0] if c.subjects else None
     return FieldPlan(
         root=root,
-        named=compiler.named,
-        leaves=tuple(compiler.leaves),
-        data_subject=tuple(subject[1]) if subject else None,
+        named=named,
+        leaves=tuple(c.leaves),
+        data_subject=subject[1] if subject else None,
         data_subject_path=subject[0] if subject else None,
+        data_subject_kind=subject[2] if subject else "string",
+        decisions=tuple(c.tags.decisions),
     )
 
 
-def _types(schema: Any) -> list[str]:
-    t = schema.get("type") if isinstance(schema, dict) else None
+@dataclass(frozen=True)
+class _At:
+    path: str  # the value's path for messages: $.a.b, $.list[], $.map[*]
+    full: str  # confluent's full name, for metadata.tags: $.a.b
+    names: tuple[str, ...] | None  # property names from the root, while reached through properties only
+    ptr: str  # schema location: #/properties/a/items
+
+    def prop(self, name: str) -> _At:
+        names = None if self.names is None else (*self.names, name)
+        return _At(f"{self.path}.{name}", f"{self.full}.{name}", names, f"{self.ptr}/properties/{_esc(name)}")
+
+    def under(self, keyword: str, suffix: str = "", keep: bool = False) -> _At:
+        return _At(self.path + suffix, self.full, self.names if keep else None, f"{self.ptr}/{keyword}")
+
+
+@dataclass(frozen=True)
+class _Inh:
+    """What the enclosing schemas of the same value pass down: tags (to a branch deciding for them), types."""
+
+    tags: frozenset[str] = frozenset()
+    types: frozenset[str] | None = None
+    outer: tuple[dict[str, Any], ...] = ()  # their schema objects, whose constraints a tagged string must meet
+
+
+_NONE = _Inh()
+
+
+def _esc(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _types(schema: dict[str, Any]) -> frozenset[str] | None:
+    t = schema.get("type")
     if isinstance(t, str):
-        return [t]
-    if isinstance(t, list):
-        return [x for x in t if isinstance(x, str)]
-    return []
+        return frozenset({t})
+    return frozenset(x for x in t if isinstance(x, str)) if isinstance(t, list) else None
+
+
+def _meet(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    """The types both allow (an integer is a number)."""
+    if a is None or b is None:
+        return a if b is None else b
+    both = a & b
+    return both | {"integer"} if ("integer" in a and "number" in b) or ("number" in a and "integer" in b) else both
+
+
+def _unwrap(node: Node) -> Node:
+    return node.child if isinstance(node, NullableNode) else node
+
+
+def merge(a: Node | None, b: Node | None, path: str) -> Node | None:
+    """One plan for a value two schemas apply to (``allOf`` branches, keywords beside ``$ref`` or ``oneOf``)."""
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, NullableNode) or isinstance(b, NullableNode):
+        inner = merge(_unwrap(a), _unwrap(b), path)
+        return None if inner is None else NullableNode(inner)
+    if isinstance(a, ChoiceNode) != isinstance(b, ChoiceNode):
+        choice, other = (a, b) if isinstance(a, ChoiceNode) else (b, a)
+        assert isinstance(choice, ChoiceNode)
+        branches = tuple((m, merge(n, other, path)) for m, n in choice.branches)
+        return ChoiceNode(choice.keyword, choice.path, branches)
+    if (
+        isinstance(a, Leaf)
+        and isinstance(b, Leaf)
+        and a.kind == b.kind
+        and (a.domain == b.domain or None in (a.domain, b.domain))
+    ):
+        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags)
+    if isinstance(a, RecordNode) and isinstance(b, RecordNode):
+        return _merge_records(a, b, path)
+    if isinstance(a, ArrayNode) and isinstance(b, ArrayNode):
+        width = max(len(a.prefix), len(b.prefix))
+        at = [a.prefix[i] if i < len(a.prefix) else a.items for i in range(width)]
+        bt = [b.prefix[i] if i < len(b.prefix) else b.items for i in range(width)]
+        return ArrayNode(merge(a.items, b.items, path), tuple(merge(x, y, path) for x, y in zip(at, bt, strict=True)))
+    raise PolicyError(
+        f"the schemas that apply to this value call for different treatments ({type(a).__name__} and "
+        f"{type(b).__name__}, e.g. a tagged string in one allOf branch and an object in another, or two tagged "
+        "oneOf/anyOf); make them agree",
+        field_path=path,
+    )
+
+
+def _merge_records(a: RecordNode, b: RecordNode, path: str) -> RecordNode:
+    steps = {s.name: s.node for s in a.steps}
+    for s in b.steps:
+        steps[s.name] = merge(steps.get(s.name), s.node, f"{path}.{s.name}")  # type: ignore[assignment]
+    patterns = dict(a.patterns)
+    for rx, node in b.patterns:
+        patterns[rx] = merge(patterns.get(rx), node, f"{path}[*]")  # type: ignore[assignment]
+    # declared / all_patterns only say which keys an ``extra`` schema covers: keep the ones of the side that has it
+    if (
+        a.extra is not None
+        and b.extra is not None
+        and (a.extra, a.declared, a.all_patterns)
+        != (
+            b.extra,
+            b.declared,
+            b.all_patterns,
+        )
+    ):
+        raise PolicyError(
+            "two schemas of this object have different tagged additionalProperties; use one", field_path=path
+        )
+    side = a if a.extra is not None else b if b.extra is not None else None
+    declared = side.declared if side else a.declared | b.declared
+    all_patterns = side.all_patterns if side else tuple(dict.fromkeys((*a.all_patterns, *b.all_patterns)))
+    return RecordNode(
+        a.name,
+        tuple(FieldStep(n, node) for n, node in steps.items()),
+        declared,
+        tuple(patterns.items()),
+        side.extra if side else None,
+        all_patterns,
+    )
 
 
 class _Compiler:
-    def __init__(self, rules: TagRules, resolve: Resolve) -> None:
-        self.rules = rules
-        self.resolve = resolve
+    def __init__(self, root: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor) -> None:
+        self.root, self.rules, self.resolve_ref, self.matcher = root, rules, resolve, matcher
+        self.tags: TagCollector = rules.collector()
+        self.decisive = rules.encrypt | {rules.data_subject}
+        draft = root.get("$schema") if isinstance(root, dict) else None
+        self.legacy = isinstance(draft, str) and any(d in draft for d in _LEGACY_DRAFTS)
         self.named: dict[str, RecordNode] = {}
+        self.recursive: set[str] = set()
+        self.nullable_refs: set[str] = set()
         self.leaves: list[Leaf] = []
-        self.subject_fields: list[tuple[str, list[str]]] = []
+        self.subjects: list[tuple[str, tuple[str, ...], str]] = []
+        self.visited: set[int] = set()
+        self.defs: list[tuple[Any, str]] = []
 
-    def _deref(self, schema: Any, stack: tuple[str, ...]) -> tuple[Any, tuple[str, ...], str | None]:
-        seen = 0
-        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
-            ref = schema["$ref"]
-            if ref in stack:
-                return None, stack, ref
-            stack = (*stack, ref)
-            schema = self.resolve(ref)
-            seen += 1
-            if seen > 64:
-                raise PolicyError(f"$ref chain too deep at {ref!r}")
-        return schema, stack, None
+    def resolve(self, ref: str, at: _At) -> Any:
+        try:
+            return self.resolve_ref(ref)
+        except Exception as exc:
+            raise PolicyError(f"cannot resolve $ref {ref!r} at {at.ptr}: {exc}", field_path=at.path) from None
 
-    def _nullable_branch(self, schema: dict[str, Any]) -> tuple[list[Any], bool]:
-        """For oneOf/anyOf: the non-null branches, and whether null is allowed."""
-        branches = schema.get("oneOf") or schema.get("anyOf") or []
-        non_null = [b for b in branches if not (isinstance(b, dict) and _types(b) == ["null"])]
-        return non_null, len(non_null) < len(branches)
+    # -- one value: the schema objects that apply to it (the schema, its $ref targets, allOf branches) ----------
+    def gather(
+        self, schema: Any, at: _At, stack: tuple[str, ...], also: tuple[Member, ...] = ()
+    ) -> tuple[list[Member], set[str], frozenset[str] | None]:
+        members: list[Member] = []
+        recursive: set[str] = set()
+        types: list[frozenset[str] | None] = [None]
 
-    def node(self, schema: Any, path: str, stack: tuple[str, ...], *, names: list[str] | None = None) -> Node | None:
-        outer = stack
-        schema, stack, recursive = self._deref(schema, stack)
-        if recursive is not None:
-            return RefNode(recursive) if recursive in self.named or recursive in stack else None
-        if not isinstance(schema, dict):
-            return None
-        if "oneOf" in schema or "anyOf" in schema:
-            branches, nullable = self._nullable_branch(schema)
-            nodes = [n for n in (self.node(b, path, stack, names=names) for b in branches) if n is not None]
-            if not nodes:
-                return None
-            if len(branches) > 1:
-                raise PolicyError(
-                    "a oneOf/anyOf of several non-null schemas contains tagged properties; this is not supported yet",
-                    field_path=path,
-                )
-            return NullableNode(nodes[0]) if nullable else nodes[0]
-        if "allOf" in schema and any(self.node(s, path, stack) is not None for s in schema["allOf"]):
-            raise PolicyError("tagged properties inside allOf are not supported yet", field_path=path)
-        types = _types(schema)
-        nullable = "null" in types
-        if "properties" in schema or "object" in types:
-            node = self._object(schema, path, stack, names)
-        elif "array" in types or "items" in schema:
-            items = schema.get("items")
-            child = self.node(items, path, stack) if isinstance(items, dict) else None
-            node = ArrayNode(child) if child is not None else None
-        else:
-            node = None
-        if node is None:
-            return None
-        if stack != outer and isinstance(node, RecordNode):
-            self.named.setdefault(stack[-1], node)  # recursive references to this $ref find it here
-        return NullableNode(node) if nullable else node
+        def visit(s: Any, ptr: str, stack: tuple[str, ...]) -> None:
+            if s is True:
+                return
+            if s is False:
+                types[0] = frozenset()  # nothing validates
+                return
+            if not isinstance(s, dict):
+                raise PolicyError(f"the schema at {ptr} is not an object or boolean", field_path=at.path)
+            members.append((s, ptr, stack))
+            types[0] = _meet(types[0], _types(s))
+            ref = s.get("$ref")
+            if isinstance(ref, str):
+                if ref in stack:
+                    recursive.add(ref)
+                else:
+                    visit(self.resolve(ref, at), ref, (*stack, ref))
+            branches = s.get("allOf")
+            for i, branch in enumerate(branches if isinstance(branches, list) else ()):
+                visit(branch, f"{ptr}/allOf/{i}", stack)
 
-    def _object(
-        self, schema: dict[str, Any], path: str, stack: tuple[str, ...], names: list[str] | None
+        visit(schema, at.ptr, stack)
+        for s, ptr, st in also:  # more schemas of the same value: the same property in several allOf branches
+            visit(s, ptr, st)
+        return members, recursive, types[0]
+
+    def walk(
+        self,
+        schema: Any,
+        at: _At,
+        stack: tuple[str, ...],
+        inh: _Inh = _NONE,
+        prop: bool = False,
+        also: tuple[Member, ...] = (),
     ) -> Node | None:
-        steps = []
-        props = schema.get("properties") or {}
-        for name, prop in props.items():
-            full = f"{path}.{name}"
-            tags = self.rules.tags_for(full, prop.get("confluent:tags") if isinstance(prop, dict) else None)
-            if self.rules.data_subject in tags:
-                self._subject(prop, full, tags, names, stack)
-            if tags & self.rules.encrypt:
-                steps.append(FieldStep(name, self._leaf(prop, full, tags, stack)))
-                continue
-            child = self.node(prop, full, stack, names=None if names is None else [*names, name])
-            if child is not None:
-                steps.append(FieldStep(name, child))
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            child = self.node(extra, path, stack)
-            if child is not None:
-                if props:
-                    raise PolicyError(
-                        "tagged additionalProperties next to declared properties are not supported yet", field_path=path
-                    )
-                return MapNode(child)
-        return RecordNode(path, tuple(steps)) if steps else None
+        members, recursive, own_types = self.gather(schema, at, stack, also)
+        self.recursive |= recursive
+        tags = set(inh.tags)
+        if prop:
+            first = members[0][0] if members and members[0][0] is schema else {}
+            tags |= self.tags.field(at.full, first.get("confluent:tags", MISSING), at.path)
+        for m, ptr, _ in members:
+            self.visited.add(id(m))
+            if not (prop and m is schema):
+                tags |= self.tags.inline(m.get("confluent:tags", MISSING), ptr)
+        types = _meet(own_types, inh.types)
+        encrypt, subject = tags & self.rules.encrypt, self.rules.data_subject in tags
+        choices = any("oneOf" in m or "anyOf" in m for m, _, _ in members)
+        delegate = (encrypt or subject) and types is None and choices  # the oneOf/anyOf branches say the type
+        kinds = None if types is None else types - {"null"}
+        here: list[Node | None] = [RefNode(r) for r in sorted(recursive)]
+        element: tuple[str, frozenset[str]] | None = None  # ("array"|"object", tags every element/value carries)
+        if subject and not delegate:
+            self.subject(at, frozenset(tags), kinds)
+        if encrypt and not delegate and kinds != frozenset():
+            if kinds == _STRING:
+                here.append(self.leaf(at, frozenset(tags), [m for m, _, _ in members], inh))
+            elif kinds == _ARRAY_T and any(k in m for m, _, _ in members for k in _ARRAY):
+                element = ("array", frozenset(tags))
+            elif kinds == _OBJECT_T and self.is_map(members):
+                element = ("object", frozenset(tags))
+            else:
+                shown = "/".join(sorted(kinds)) if kinds else "unspecified"
+                raise PolicyError(
+                    f"the value is tagged for encryption ({', '.join(sorted(encrypt))}) but has type {shown}; "
+                    "only strings (optionally nullable, or base64 contentEncoding), arrays of strings (with items) "
+                    "and maps of strings (additionalProperties) can be encrypted: tag the string properties inside",
+                    field_path=at.path,
+                )
+        down = _Inh(frozenset(tags) if delegate else frozenset(), types, (*inh.outer, *(m for m, _, _ in members)))
+        parts = [self.keywords(m, replace(at, ptr=ptr), st, element, down) for m, ptr, st in members]
+        parts = [merge(p, r, at.path) for p, r in zip(parts, self.records(members, at, element), strict=True)]
+        node: Node | None = None
+        for part in (*here, *parts):
+            node = merge(node, part, at.path)
+        for ref in {r for _, _, st in members for r in st[len(stack) :]} & self.recursive:
+            self.name(ref, [p for (_, _, st), p in zip(members, parts, strict=True) if ref in st], types, at)
+        if node is not None and types is not None and "null" in types and not isinstance(node, NullableNode):
+            node = NullableNode(node)
+        return node
 
-    def _subject(
-        self, prop: Any, full: str, tags: frozenset[str], names: list[str] | None, stack: tuple[str, ...]
-    ) -> None:
-        if names is None:
+    def name(self, ref: str, parts: list[Node | None], types: Any, at: _At) -> None:
+        """A recursive $ref target: its plan, by name, for the RefNodes that point back to it."""
+        node: Node | None = None
+        for part in parts:
+            node = merge(node, part, at.path)
+        if node is None or ref in self.named:
+            return
+        if not isinstance(node, RecordNode):
+            raise PolicyError(f"the recursive $ref {ref!r} must be an object schema to hold tags", field_path=at.path)
+        self.named[ref] = node
+        if types is not None and "null" in types:
+            self.nullable_refs.add(ref)
+
+    def is_map(self, members: list[Member]) -> bool:
+        if any(m.get("properties") or m.get("patternProperties") for m, _, _ in members):
+            return False
+        return any(isinstance(m.get("additionalProperties"), dict) for m, _, _ in members)
+
+    def leaf(self, at: _At, tags: frozenset[str], members: list[dict[str, Any]], inh: _Inh) -> Leaf:
+        found: set[str] = set()
+        encodings: set[Any] = set()
+        todo: list[Any] = [*members, *inh.outer]
+        seen: set[int] = set()
+        while todo:
+            s = todo.pop()
+            if not isinstance(s, dict) or id(s) in seen:
+                continue
+            seen.add(id(s))
+            found.update(k for k in _BLOCKING if k in s)
+            if isinstance(s.get("minLength"), int) and s["minLength"] > _MIN_CIPHERTEXT_CHARS:
+                found.add("minLength")
+            if "contentEncoding" in s:
+                encodings.add(s["contentEncoding"])
+            for k in ("allOf", "oneOf", "anyOf"):
+                todo.extend(s[k] if isinstance(s.get(k), list) else ())
+            if isinstance(s.get("$ref"), str):
+                todo.append(self.resolve(s["$ref"], at))
+        if encodings - {"base64"}:
             raise PolicyError(
-                "the data-subject id must be a property of the root object or of nested objects, "
-                "not inside an array or map",
-                field_path=full,
+                f"the value is tagged for encryption but has contentEncoding {sorted(map(str, encodings))}; only "
+                "base64 (the decoded bytes are encrypted) can be kept",
+                field_path=at.path,
+            )
+        if found:
+            raise PolicyError(
+                f"the value is tagged for encryption but its schema has {', '.join(sorted(found))}, which the "
+                "ciphertext cannot satisfy; move that check to the producer",
+                field_path=at.path,
+            )
+        leaf = Leaf(at.path, "base64" if encodings else "string", self.rules.domain_for(tags, at.path), tags)
+        self.leaves.append(leaf)
+        return leaf
+
+    def subject(self, at: _At, tags: frozenset[str], kinds: frozenset[str] | None) -> None:
+        if at.names is None or not at.names:
+            raise PolicyError(
+                "the data-subject id must be a property reached from the root through properties only (not inside "
+                "an array, map, patternProperties or a oneOf/anyOf choice)",
+                field_path=at.path,
             )
         if tags & self.rules.encrypt:
-            raise PolicyError("the data-subject id property cannot itself be encrypted", field_path=full)
-        resolved, _, _ = self._deref(prop, stack)
-        kinds = {t for t in _types(resolved) if t != "null"}
+            raise PolicyError("the data-subject id property cannot itself be encrypted", field_path=at.path)
         if not kinds or not kinds <= {"string", "integer"}:
-            raise PolicyError("the data-subject id property must be a string or an integer", field_path=full)
-        self.subject_fields.append((full, [*names, full.rsplit(".", 1)[1]]))
+            raise PolicyError("the data-subject id property must be a string or an integer", field_path=at.path)
+        kind = "|".join(k for k in ("string", "integer") if k in kinds)
+        self.subjects.append((at.path, at.names, kind))
 
-    def _leaf(self, prop: Any, full: str, tags: frozenset[str], stack: tuple[str, ...]) -> Node:
-        resolved, _, _ = self._deref(prop, stack)
-        if not isinstance(resolved, dict):
-            raise PolicyError("a tagged property needs a schema", field_path=full)
-        nullable = False
-        if "oneOf" in resolved or "anyOf" in resolved:
-            branches, nullable = self._nullable_branch(resolved)
-            if len(branches) != 1:
-                raise PolicyError("a tagged property must be a string (or a string or null)", field_path=full)
-            resolved, _, _ = self._deref(branches[0], stack)
-        types = _types(resolved)
-        nullable = nullable or "null" in types
-        kinds = [t for t in types if t != "null"]
-        if kinds != ["string"]:
-            shown = "/".join(kinds) or "unspecified"
-            raise PolicyError(
-                f"the property is tagged for encryption but has type {shown}; only string properties "
-                "(optionally nullable) can be encrypted for now",
-                field_path=full,
+    # -- the keywords of one schema object ------------------------------------------------------------------------
+    def keywords(
+        self, m: dict[str, Any], at: _At, stack: tuple[str, ...], element: tuple[str, frozenset[str]] | None, inh: _Inh
+    ) -> Node | None:
+        node: Node | None = None
+        for key, value in m.items():
+            if key in _PLAIN or key in _OBJECT or key in _ARRAY:
+                continue
+            if key in ("oneOf", "anyOf"):
+                node = merge(node, self.choice(key, value, at, stack, inh), at.path)
+            elif key in ("$defs", "definitions") and isinstance(value, dict):
+                self.defs.extend((v, f"{at.ptr}/{key}/{_esc(str(k))}") for k, v in value.items())
+            elif key in ("$dynamicRef", "$recursiveRef") and isinstance(value, str):
+                try:
+                    target = self.resolve_ref(value)
+                except Exception:
+                    target = self.root  # a dynamic target may be any schema
+                self.forbid(key, target, at)
+            elif key == "dependencies" and isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(v, dict):
+                        self.forbid(f"dependencies/{_esc(str(k))}", v, at)
+            else:  # not, if/then/else, contains, propertyNames, unevaluated*, dependentSchemas, unknown keywords
+                self.forbid(key, value, at, schema=key in _SCHEMA_VALUED)
+        return merge(node, self.array(m, at, stack, element), at.path)
+
+    def choice(self, key: str, branches: Any, at: _At, stack: tuple[str, ...], inh: _Inh) -> Node | None:
+        if not isinstance(branches, list):
+            raise PolicyError(f"{key} at {at.ptr} must be a list of schemas", field_path=at.path)
+        null = [self.gather(b, at.under(f"{key}/{i}"), stack)[2] == _NULL for i, b in enumerate(branches)]
+        real = [i for i, n in enumerate(null) if not n]
+        single = len(real) <= 1  # nullable, or one schema: the same value
+        nodes = [self.walk(b, at.under(f"{key}/{i}", keep=single), stack, inh) for i, b in enumerate(branches)]
+        if single:
+            node = nodes[real[0]] if real else None
+            return (
+                NullableNode(node)
+                if node is not None and len(branches) > 1 and not isinstance(node, NullableNode)
+                else node
             )
-        blocking = [k for k in _BLOCKING if k in resolved]
-        if resolved.get("minLength", 0) > _MIN_CIPHERTEXT_CHARS:
-            blocking.append("minLength")
-        if blocking:
-            raise PolicyError(
-                f"the property is tagged for encryption but its schema has {', '.join(blocking)}, which the "
-                "ciphertext cannot satisfy; move that check to the producer",
-                field_path=full,
+        if all(n is None for n in nodes):
+            return None
+        return ChoiceNode(key, at.path, tuple((self.matcher(b), n) for b, n in zip(branches, nodes, strict=True)))
+
+    def records(self, members: list[Member], at: _At, element: tuple[str, frozenset[str]] | None) -> list[Node | None]:
+        """Per schema object: its object keywords. A property declared by several of them is one value."""
+        by_name: dict[str, list[Member]] = {}
+        for m, ptr, st in members:
+            props = m.get("properties")
+            for name, sub in props.items() if isinstance(props, dict) else ():
+                by_name.setdefault(name, []).append((sub, f"{ptr}/properties/{_esc(name)}", st))
+        out: list[Node | None] = []
+        for m, _, st in members:
+            props, pats, extra_schema = (m.get(k) for k in _OBJECT)
+            steps = []
+            for name in props if isinstance(props, dict) else ():
+                group = by_name.pop(name, None)
+                if group:  # the first schema object declaring it walks them all
+                    first, *rest = group
+                    node = self.walk(first[0], replace(at.prop(name), ptr=first[1]), first[2], prop=True, also=(*rest,))
+                    steps.extend([FieldStep(name, node)] if node is not None else [])
+            patterns, all_patterns = [], []
+            for rx, sub in pats.items() if isinstance(pats, dict) else ():
+                try:
+                    re.compile(rx)
+                except re.error as exc:
+                    raise PolicyError(f"patternProperties regex {rx!r} is invalid: {exc}", field_path=at.path) from None
+                all_patterns.append(rx)
+                node = self.walk(sub, at.under(f"patternProperties/{_esc(rx)}", "[*]"), st)
+                patterns.extend([(rx, node)] if node is not None else [])
+            extra = None
+            if extra_schema is not None:
+                tags = element[1] if element and element[0] == "object" else frozenset()
+                extra = self.walk(extra_schema, at.under("additionalProperties", "[*]"), st, _Inh(tags))
+            declared = frozenset(props) if isinstance(props, dict) else frozenset()
+            useful = steps or patterns or extra is not None
+            out.append(
+                RecordNode(at.path, tuple(steps), declared, tuple(patterns), extra, tuple(all_patterns))
+                if useful
+                else None
             )
-        leaf = Leaf(path=full, kind="string", domain=self.rules.domain_for(tags, full), tags=tags)
-        self.leaves.append(leaf)
-        return NullableNode(leaf) if nullable else leaf
+        return out
+
+    def array(
+        self, m: dict[str, Any], at: _At, stack: tuple[str, ...], element: tuple[str, frozenset[str]] | None
+    ) -> Node | None:
+        items = m.get("items")
+        prefix: Any = []
+        ignored: tuple[str, ...]
+        if isinstance(items, list):  # draft 4 to 2019-09 tuple form
+            prefix, prefix_kw, rest, rest_kw, ignored = items, "items", m.get("additionalItems"), "additionalItems", ()
+        elif self.legacy:
+            prefix_kw, rest, rest_kw, ignored = "", items, "items", ("additionalItems",)
+        else:
+            prefix, prefix_kw, rest, rest_kw = m.get("prefixItems") or [], "prefixItems", items, "items"
+            ignored = ("additionalItems",)
+        for key in (*ignored, *(("prefixItems",) if self.legacy or prefix_kw == "items" else ())):
+            if key in m:
+                self.forbid(key, m[key], at, reason="this draft ignores it here, so it applies to no value")
+        inh = _Inh(element[1] if element and element[0] == "array" else frozenset())
+        nodes = tuple(self.walk(s, at.under(f"{prefix_kw}/{i}", "[]"), stack, inh) for i, s in enumerate(prefix))
+        last = self.walk(rest, at.under(rest_kw, "[]"), stack, inh) if rest is not None else None
+        if last is None and all(n is None for n in nodes):
+            return None
+        return ArrayNode(last, nodes)
+
+    # -- places tags cannot be enforced ---------------------------------------------------------------------------
+    def forbid(self, key: str, value: Any, at: _At, schema: bool = True, reason: str = "") -> None:
+        found = self.scan(value, f"{at.ptr}/{key}", at.full if schema else None, schema, set())
+        if found:
+            why = reason or "which values it applies to depends on the data, so fieldcrypt cannot enforce it"
+            raise PolicyError(
+                f"{key!r} at {at.ptr}/{key} holds schemas tagged {', '.join(sorted(found))}; {why}. Tag properties "
+                "reached through properties, items, additionalProperties, patternProperties, $ref, allOf, oneOf or "
+                "anyOf instead",
+                field_path=at.path,
+            )
+
+    def scan(self, v: Any, ptr: str, full: str | None, schema: bool, seen: set[str], prop: bool = False) -> set[str]:
+        """Every decisive tag in ``v`` (checking all tags found, and following $refs in schemas)."""
+        found: set[str] = set()
+        if isinstance(v, list):
+            for i, x in enumerate(v):
+                found |= self.scan(x, f"{ptr}/{i}", full, schema, seen)
+        if not isinstance(v, dict):
+            return found
+        raw = v.get("confluent:tags", MISSING)
+        found |= (self.tags.field(full, raw, ptr) if prop and full else self.tags.inline(raw, ptr)) & self.decisive
+        ref = v.get("$ref")
+        if schema and isinstance(ref, str) and ref not in seen:
+            seen.add(ref)
+            found |= self.scan(self.resolve(ref, _At(ptr, "", None, ptr)), ref, full, schema, seen)
+        for k, x in v.items():
+            if k == "confluent:tags" or (schema and k in _DATA):
+                continue
+            if schema and k == "properties" and isinstance(x, dict):
+                for name, sub in x.items():
+                    sub_full = None if full is None else f"{full}.{name}"
+                    found |= self.scan(sub, f"{ptr}/properties/{_esc(name)}", sub_full, schema, seen, prop=True)
+            else:
+                found |= self.scan(x, f"{ptr}/{_esc(str(k))}", full, schema, seen)
+        return found
+
+    def scan_unreferenced(self) -> None:
+        while self.defs:
+            schema, ptr = self.defs.pop()
+            if id(schema) not in self.visited:
+                self.visited.add(id(schema))
+                self.scan(schema, ptr, None, True, set())  # checked, applies to nothing
+
+    # -- drop RefNodes to recursive types with nothing tagged --------------------------------------------------
+    def prune(self, root: Node | None) -> tuple[Node | None, dict[str, RecordNode]]:
+        live: set[str] = set()
+        while True:
+            more = {n for n, r in self.named.items() if n not in live and _holds(r, live)}
+            if not more:
+                break
+            live |= more
+        named = {n: r for n, r in self.named.items() if n in live}
+        pruned = {n: _prune(r, live, self.nullable_refs) for n, r in named.items()}
+        return _prune(root, live, self.nullable_refs), {n: r for n, r in pruned.items() if isinstance(r, RecordNode)}
+
+
+_SCHEMA_VALUED = frozenset(
+    {"not", "if", "then", "else", "contains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
+    | {"dependentSchemas", "contentSchema"}
+)
+
+
+def _holds(node: Node | None, live: set[str]) -> bool:
+    """Whether ``node`` leads to a Leaf (through RefNodes to ``live`` names)."""
+    if node is None:
+        return False
+    if isinstance(node, Leaf):
+        return True
+    if isinstance(node, RefNode):
+        return node.name in live
+    if isinstance(node, NullableNode):
+        return _holds(node.child, live)
+    if isinstance(node, ArrayNode):
+        return _holds(node.items, live) or any(_holds(n, live) for n in node.prefix)
+    if isinstance(node, ChoiceNode):
+        return any(_holds(n, live) for _, n in node.branches)
+    if isinstance(node, RecordNode):
+        return any(_holds(n, live) for n in (*(s.node for s in node.steps), *(n for _, n in node.patterns), node.extra))
+    raise AssertionError(f"unexpected plan node {node!r}")
+
+
+def _prune(node: Node | None, live: set[str], nullable: set[str]) -> Node | None:
+    if node is None or not _holds(node, live):
+        return None
+    if isinstance(node, RefNode):
+        return NullableNode(node) if node.name in nullable else node
+    if isinstance(node, NullableNode):
+        child = _prune(node.child, live, nullable)
+        return NullableNode(_unwrap(child)) if child is not None else None
+    if isinstance(node, ArrayNode):
+        return ArrayNode(_prune(node.items, live, nullable), tuple(_prune(n, live, nullable) for n in node.prefix))
+    if isinstance(node, ChoiceNode):
+        return replace(node, branches=tuple((m, _prune(n, live, nullable)) for m, n in node.branches))
+    if isinstance(node, RecordNode):
+        steps = [(s.name, _prune(s.node, live, nullable)) for s in node.steps]
+        patterns = [(rx, _prune(n, live, nullable)) for rx, n in node.patterns]
+        return replace(
+            node,
+            steps=tuple(FieldStep(name, n) for name, n in steps if n is not None),
+            patterns=tuple((rx, n) for rx, n in patterns if n is not None),
+            extra=_prune(node.extra, live, nullable),
+        )
+    return node

@@ -10,7 +10,7 @@ Avro and JSON Schema compile to the same nodes, so both serdes share one engine 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_DATA_SUBJECT_TAG",
     "DEFAULT_TAGS",
     "ArrayNode",
+    "ChoiceNode",
     "FieldPlan",
     "FieldStep",
     "Leaf",
@@ -30,7 +31,6 @@ __all__ = [
     "NullableNode",
     "RecordNode",
     "RefNode",
-    "ChoiceNode",
     "TagCollector",
     "TagRules",
     "UnionBranch",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,20 @@ from confluent_kafka.serialization import SerializationContext, SerializationErr
 from fieldcrypt._engine import STRICT, Outcomes, PlanRunner
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._registry import fetch_schema
-from fieldcrypt.errors import ConfigurationError, FieldcryptError, PolicyError
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, MalformedRecordError, PolicyError
 from fieldcrypt.keyring import Keyring
 
-__all__ = ["FIELDCRYPT_CONF", "READ_CONF", "WRITE_CONF", "PolicyCheck", "Options", "PlanCache", "call_confluent_init", "split_conf"]
+__all__ = [
+    "FIELDCRYPT_CONF",
+    "READ_CONF",
+    "WRITE_CONF",
+    "Options",
+    "PlanCache",
+    "PolicyCheck",
+    "call_confluent_init",
+    "decoding",
+    "split_conf",
+]
 
 #: fieldcrypt's own conf keys, accepted next to confluent's in the same ``conf`` dict
 FIELDCRYPT_CONF: Mapping[str, str] = {
@@ -53,7 +64,7 @@ class Options:
     allow_tag_removal: bool = False
 
 
-def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tuple[dict[str, Any] | None, Options]:  # noqa: C901
+def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tuple[dict[str, Any] | None, Options]:
     """Separate fieldcrypt's keys from confluent's (the rest is left for confluent to check)."""
     if conf is not None and not isinstance(conf, Mapping):
         raise ConfigurationError("conf must be a dict")
@@ -319,7 +330,9 @@ class WriteEntries:
             return known
         cached = self._plans.load(registered.schema_id, subject, registered.schema)
         if self._local_plan is not None:
-            self._check_kept(self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id)
+            self._check_kept(
+                self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id
+            )
         if not self.latest_mode and self._local_parsed is not None:
             cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint)
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
@@ -329,7 +342,6 @@ class WriteEntries:
         elif len(self._by_id) < 1000:
             self._by_id[registered.schema_id] = entry
         return entry
-
 
     def _check_previous_version(self, subject: str) -> None:
         """Before auto-registering a new version: it must not encrypt fewer fields than the subject's latest."""
@@ -344,8 +356,14 @@ class WriteEntries:
             raise
         if previous.schema_id is not None:
             prev = self._plans.load(previous.schema_id, subject, previous.schema).runner.plan
-            self._check_kept(prev, self._local_plan, subject, f"the subject's latest version ({previous.version})",
-                             previous.schema_id, written="the new version")
+            self._check_kept(
+                prev,
+                self._local_plan,
+                subject,
+                f"the subject's latest version ({previous.version})",
+                previous.schema_id,
+                written="the new version",
+            )
         self._checked_previous.add(subject)
 
     def _check_kept(
@@ -370,10 +388,27 @@ def encrypted_paths(plan: FieldPlan) -> set[str]:
     return {leaf.path for leaf in plan.leaves}
 
 
+@contextmanager
+def decoding(subject: str | None) -> Iterator[None]:
+    """Any failure to decode a record's bytes or document becomes a ``MalformedRecordError`` (cause chained)."""
+    try:
+        yield
+    except FieldcryptError:
+        raise
+    except SerializationError as exc:  # confluent's framing errors: its message (it names no value), our class
+        raise MalformedRecordError(str(exc), subject=subject) from exc
+    except Exception as exc:
+        raise MalformedRecordError(
+            f"the record does not decode with its writer schema ({type(exc).__name__})", subject=subject
+        ) from exc
+
+
 def check_framing(data: bytes) -> None:
     """confluent's check, with confluent's error, for data too short to carry the Confluent framing."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedRecordError(f"expected bytes to deserialize, got {type(data).__name__}")
     if len(data) <= 5:
-        raise SerializationError(
+        raise MalformedRecordError(
             f"Expecting data framing of length 6 bytes or more but total data size is {len(data)} bytes. "
             "This message was not produced with a Confluent Schema Registry serializer"
         )

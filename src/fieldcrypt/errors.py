@@ -7,6 +7,8 @@ Every error is a :class:`FieldcryptError`; catch the subclass you act on differe
     ├── PolicyError                 the schema's tags cannot be honoured (e.g. a tag on an int field)
     ├── KeyStoreUnavailableError    the key store or the KEK could not be reached (retryable)
     ├── EncryptionError             a tagged field could not be encrypted; nothing was produced
+    ├── MalformedRecordError        the bytes or document are not a record of the writer's schema (also confluent's
+    │                               SerializationError, as confluent raises for the same input)
     └── DecryptionError             a field ciphertext is malformed, tampered with or moved (opaque)
         ├── AccessDeniedError       the key exists, but this process's KEK cannot unwrap it ("no access")
         └── KeyNotFoundError        it names a key id the key store does not hold (corrupt, or another store)
@@ -22,6 +24,8 @@ value, plaintext, ciphertext or key material, so they are safe to log.
 
 from __future__ import annotations
 
+from confluent_kafka.serialization import SerializationError
+
 __all__ = [
     "AccessDeniedError",
     "ConfigurationError",
@@ -31,6 +35,7 @@ __all__ = [
     "KeyNotFoundError",
     "KeyShreddedError",
     "KeyStoreUnavailableError",
+    "MalformedRecordError",
     "PolicyError",
 ]
 
@@ -86,6 +91,11 @@ class KeyStoreUnavailableError(FieldcryptError):
 
 class EncryptionError(FieldcryptError):
     """A tagged field could not be encrypted. The record was not serialized, so nothing is produced."""
+
+
+class MalformedRecordError(FieldcryptError, SerializationError):
+    """The bytes (or JSON document) are not a record of the writer's schema: truncated, corrupt, not produced by a
+    schema-registry serializer, or shaped otherwise than the schema says. The cause is chained."""
 
 
 class DecryptionError(FieldcryptError):

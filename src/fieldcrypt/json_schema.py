@@ -32,7 +32,9 @@ from fieldcrypt._plan import FieldPlan, TagRules
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
+    WRITE_CONF,
     PlanCache,
+    PolicyCheck,
     WriteEntries,
     cached_subject,
     call_confluent_init,
@@ -114,7 +116,7 @@ def _fast_validator(schema: Any, source: Schema) -> Callable[[Any], Any] | None:
 class _Parsed:
     """A registered JSON schema, parsed with confluent's reference resolution, and its validators."""
 
-    __slots__ = ("fast", "registry", "schema", "source", "validator")
+    __slots__ = ("_matchers", "fast", "registry", "schema", "source", "validator")
 
     def __init__(self, serde: Any, source: Schema) -> None:
         bare = Schema(source.schema_str, source.schema_type or _JSON, source.references or [])
@@ -122,14 +124,24 @@ class _Parsed:
         self.schema, self.registry = serde._get_parsed_schema(bare)
         self.validator = serde._get_validator(bare, self.schema, self.registry)
         self.fast = _fast_validator(self.schema, bare)
+        self._matchers: dict[int, tuple[Any, Callable[[Any], bool]]] = {}
 
     def resolve(self, ref: str) -> Any:
         root = Resource.from_contents(self.schema, default_specification=DRAFT202012)
         return self.registry.resolver_with_root(root).lookup(ref).contents
 
+    def matcher(self, subschema: Any) -> Callable[[Any], bool]:
+        """Whether a value validates against ``subschema`` (a part of this schema; its $refs resolve from the root,
+        since the evolved validator keeps the root's resolver). Cached per subschema object."""
+        found = self._matchers.get(id(subschema))
+        if found is None or found[0] is not subschema:
+            is_valid: Callable[[Any], bool] = self.validator.evolve(schema=subschema).is_valid
+            found = self._matchers[id(subschema)] = (subschema, is_valid)  # holding it keeps the id unique
+        return found[1]
+
 
 def _compile(parsed: _Parsed, rules: TagRules) -> FieldPlan:
-    return compile_json(parsed.schema, rules, parsed.resolve)
+    return compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher)
 
 
 def _validate(parsed: _Parsed, document: Any, subject: str | None) -> None:
@@ -166,7 +178,7 @@ class JSONSerializer(_ConfluentJSONSerializer):
         keyring: Keyring,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
-        valid = [*_ConfluentJSONSerializer._default_conf, *FIELDCRYPT_CONF]
+        valid = [*_ConfluentJSONSerializer._default_conf, *FIELDCRYPT_CONF, *WRITE_CONF]
         call_confluent_init(
             lambda: super(JSONSerializer, self).__init__(
                 schema_str, schema_registry_client, to_dict, confluent_conf, rule_conf, rule_registry, json_encode
@@ -175,10 +187,13 @@ class JSONSerializer(_ConfluentJSONSerializer):
         )
         self._keyring = check_keyring(keyring)
         self._plans = PlanCache(schema_registry_client, lambda s: _Parsed(self, s), _compile, self._opts.rules)
-        if self._schema is not None:
-            self._plans.compile(self._schema)  # reject bad tags when the serializer first sees the schema
-        self._entries = WriteEntries(self, self._plans, _JSON, None)
+        # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
+        local_plan = self._plans.compile(self._schema) if self._schema is not None else None
+        self._entries = WriteEntries(
+            self, self._plans, _JSON, None, local_plan, allow_tag_removal=self._opts.allow_tag_removal
+        )
         self._subjects: dict[tuple[str, str], str] = {}
+        self._policy = PolicyCheck(self._keyring, writing=True)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
@@ -192,7 +207,9 @@ class JSONSerializer(_ConfluentJSONSerializer):
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
         if self._validate:
             _validate(cached.parsed, value, subject)  # the plaintext, before encryption
-        encrypted = cached.runner.encrypt(value, self._keyring, subject, self._opts.domain or subject)
+        domain = self._opts.domain or subject
+        self._policy(cached, domain, subject)
+        encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
         encoded = self._json_encode(encrypted)
         payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
         if self._prefix_framing:
@@ -236,6 +253,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
         #: counts of records and values read, erased and denied (never values themselves)
         self.stats = ReadStats()
+        self._policy = PolicyCheck(self._keyring, writing=False)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
@@ -261,6 +279,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         reader = self._reader_for(subject) or cached.parsed
         if self._validate:
             _validate(reader, document, subject)  # what arrived: ciphertext in tagged properties
+        self._policy(cached, self._opts.domain or subject, subject)
         if not cached.runner.plan.is_empty:
             domain = self._opts.domain or subject
             if domain is None:

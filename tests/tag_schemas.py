@@ -1,0 +1,308 @@
+"""Random schemas with tags in random places, and a record for each, for the tag-coverage property tests.
+
+Every string/bytes value of a generated record is a unique marker, and the generator knows, independently of
+fieldcrypt's compiler, which markers are tagged ``PII`` (a field tag flows into the field's type through array
+items, map values and union branches, not into nested records; a tag on a type schema applies to that type) and
+whether the schema must be refused (a malformed tag, a tag nobody configured, a ``metadata.tags`` pattern that
+matches no field). The property: fieldcrypt refuses the schema, or no PII marker reaches the wire.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+#: conf every generated schema is compiled with: PII encrypted, PUBLIC declared plaintext
+CONF = {"fieldcrypt.tags": ["PII"], "fieldcrypt.plaintext.tags": ["PUBLIC"]}
+_TAGS: list[Any] = [None] * 5 + [["PII"]] * 4 + [["PUBLIC"]] * 2 + [["PII", "PUBLIC"], []]
+_BAD_TAGS: list[Any] = [
+    ["OTHER"],
+    "PII",
+    [1],
+]  # undeclared, a string, not strings, not JSON
+
+
+@dataclass
+class Generated:
+    schema: Any
+    record: Any
+    secret: list[bytes] = field(default_factory=list)  # markers tagged PII: must never be on the wire
+    clear: list[bytes] = field(default_factory=list)  # markers nobody tagged: must be on the wire
+    must_refuse: list[str] = field(default_factory=list)  # why the schema must be refused, if it must
+    metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    placements: int = 0  # tag placements carrying PII
+
+
+class _Avro:
+    def __init__(self, r: random.Random) -> None:
+        self.r = r
+        self.n = 0
+        self.g = Generated(None, None)
+        self.fields: list[str] = []  # Record.field names, for metadata patterns
+
+    def _name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def _tags(self) -> tuple[Any, set[str]]:
+        """A random "confluent:tags" value (None: absent) and the tags it contributes."""
+        raw = self.r.choice(_BAD_TAGS[:3]) if self.r.random() < 0.03 else self.r.choice(_TAGS)
+        if raw is None:
+            return None, set()
+        if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+            self.g.must_refuse.append(f"malformed tags {raw!r}")
+            return raw, set()
+        if "OTHER" in raw:
+            self.g.must_refuse.append("undeclared tag OTHER")
+        if "PII" in raw:
+            self.g.placements += 1
+        return raw, set(raw)
+
+    def _marker(self, kind: str, tagged: bool) -> Any:
+        text = f"plain{self.n:04d}-{''.join(self.r.choice('abcdefghijklmnop') for _ in range(14))}"
+        self.n += 1
+        (self.g.secret if tagged else self.g.clear).append(text.encode())
+        return text if kind == "string" else text.encode()
+
+    def type_(self, depth: int, inherited: set[str]) -> tuple[Any, Any]:
+        """(schema, value) for a random type; ``inherited``: the enclosing field's tags."""
+        r = self.r
+        choices = ["string", "string", "string", "bytes", "int", "enum", "fixed"]
+        if depth > 0:
+            choices += ["array", "map", "record", "nullable", "records_union", "array", "record"]
+        kind = r.choice(choices)
+        unions = kind in ("nullable", "records_union")  # a union is a JSON list: it has no place for tags
+        raw, own = self._tags() if not unions and r.random() < 0.25 else (None, set())
+        tags = inherited | own
+
+        def with_tags(schema: dict[str, Any]) -> dict[str, Any]:
+            if raw is not None:
+                schema["confluent:tags"] = raw
+            return schema
+
+        if kind in ("string", "bytes"):
+            schema: Any = with_tags({"type": kind}) if raw is not None or r.random() < 0.5 else kind
+            return schema, self._marker(kind, "PII" in tags)
+        if kind == "int":
+            return (with_tags({"type": "int"}) if raw is not None else "int"), r.randint(-5, 5)
+        if kind == "enum":
+            return with_tags({"type": "enum", "name": self._name("E"), "symbols": ["A", "B"]}), "A"
+        if kind == "fixed":
+            return with_tags({"type": "fixed", "name": self._name("F"), "size": 4}), b"\x00\x01\x02\x03"
+        if kind == "array":
+            items, first = self.type_(depth - 1, tags)
+            values = [first]
+            return with_tags({"type": "array", "items": items}), values
+        if kind == "map":
+            values, first = self.type_(depth - 1, tags)
+            return with_tags({"type": "map", "values": values}), {"k0": first}
+        if kind == "record":
+            return self.record(depth - 1, tagged_as_value="PII" in tags, raw=raw)
+        if kind == "nullable":
+            marks = len(self.g.secret), len(self.g.clear)
+            inner, value = self.type_(depth - 1, inherited)
+            if r.random() < 0.2:  # null: the markers generated for the value are not in the record
+                del self.g.secret[marks[0] :], self.g.clear[marks[1] :]
+                value = None
+            return ["null", inner], value
+        # a union of two record types (and null): the value follows one of them
+        before = len(self.g.secret), len(self.g.clear)
+        a, va = self.record(depth - 1)
+        middle = len(self.g.secret), len(self.g.clear)
+        b, vb = self.record(depth - 1)
+        if "PII" in inherited:
+            self.g.must_refuse.append("PII on a union of records")
+        if r.random() < 0.5:  # the value is an A: B's markers are not in the record
+            del self.g.secret[middle[0] :], self.g.clear[middle[1] :]
+            return ["null", a, b], va
+        a_secret = self.g.secret[before[0] : middle[0]]
+        a_clear = self.g.clear[before[1] : middle[1]]
+        self.g.secret = [m for m in self.g.secret if m not in a_secret]
+        self.g.clear = [m for m in self.g.clear if m not in a_clear]
+        return ["null", a, b], (f"gen.{b['name']}", vb) if r.random() < 0.5 else vb
+
+    def record(self, depth: int, *, tagged_as_value: bool = False, raw: Any = None) -> tuple[Any, Any]:
+        name = self._name("R")
+        if tagged_as_value:
+            self.g.must_refuse.append("PII on a record type")
+        fields, value = [], {}
+        for _ in range(self.r.randint(1, 3)):
+            fname = self._name("f")
+            f_raw, f_tags = self._tags()
+            ftype, fvalue = self.type_(depth, f_tags)
+            f: dict[str, Any] = {"name": fname, "type": ftype}
+            if f_raw is not None:
+                f["confluent:tags"] = f_raw
+            fields.append(f)
+            value[fname] = fvalue
+            self.fields.append(f"{name}.{fname}")
+        schema: dict[str, Any] = {"type": "record", "name": name, "fields": fields}
+        if raw is not None:
+            schema["confluent:tags"] = raw
+        return schema, value
+
+
+def avro(seed: int) -> Generated:
+    gen = _Avro(random.Random(seed))
+    schema, value = gen.record(gen.r.randint(1, 3))
+    schema["namespace"] = "gen"
+    gen.g.schema, gen.g.record = schema, value
+    if gen.r.random() < 0.2:
+        target = gen.r.choice(gen.fields)
+        if gen.r.random() < 0.7:
+            gen.g.metadata[target] = ("PUBLIC",)  # plaintext: changes nothing, but must match a field
+        else:
+            gen.g.metadata[target + "x"] = ("PUBLIC",)
+            gen.g.must_refuse.append("metadata.tags pattern that matches no field")
+    return gen.g
+
+
+# -- JSON Schema (draft 2020-12: no "$schema") ---------------------------------------------------------------------
+#: keywords whose subschemas apply depending on the data (or never): an encrypting tag inside must be refused
+_JSON_REFUSED_PLACES = ("not", "if", "then", "propertyNames", "x-custom")
+
+
+class _Json(_Avro):
+    """Schemas whose tags sit on properties, items, additionalProperties, $ref/$defs, allOf, oneOf, nullable types
+    and in refused places. A type builder returns ``(schema, make)``; ``make()`` returns a value valid against the
+    schema and records its markers as it goes, so only markers that are really in the document are recorded.
+
+    A PII tag (own, beside a ``$ref``, or from an enclosing array) on a string encrypts it; on an array of strings,
+    each item; on a map of strings (``additionalProperties`` only), each value; on any other object, an integer or
+    an array of objects it must be refused. PII anywhere inside ``not``/``if``/``then``/``contains``/
+    ``propertyNames``/an unknown keyword must be refused.
+    """
+
+    def __init__(self, r: random.Random) -> None:
+        super().__init__(r)
+        self.defs: dict[str, Any] = {}
+
+    def _tagged(self, schema: dict[str, Any], p: float = 0.3) -> tuple[dict[str, Any], set[str]]:
+        raw, own = self._tags() if self.r.random() < p else (None, set())
+        if raw is not None:
+            schema["confluent:tags"] = raw
+        return schema, own
+
+    def _refused_place(self, keyword: str) -> tuple[Any, str]:
+        """A subschema for ``keyword`` that never changes validity of the generated documents."""
+        if self.r.random() < 0.6:
+            raw, own = self._tags()
+        else:  # the interesting case, more often than _tags() would draw it
+            raw, own = ["PII"], {"PII"}
+            self.g.placements += 1
+        if "PII" in own:
+            self.g.must_refuse.append(f"PII inside {keyword}")
+        inner: dict[str, Any] = {"type": "string"}
+        if raw is not None:
+            inner["confluent:tags"] = raw
+        if keyword != "contains" and self.r.random() < 0.5:
+            # an object with a required property no document has: false for every generated object (and, for
+            # propertyNames, properties/required do not apply to the names, which are strings)
+            name = self._name("zz")
+            inner = {"properties": {name: inner}, "required": [name]}
+        return inner, keyword
+
+    def type_(self, depth: int, inherited: set[str], kinds: tuple[str, ...] | None = None) -> tuple[Any, Any]:  # type: ignore[override]
+        r = self.r
+        if kinds is None:
+            kinds = ("string", "string", "string", "integer", "nullable")
+            if depth > 0:
+                kinds += ("array", "array", "object", "object", "map", "ref", "ref", "allOf", "oneOf")
+        kind = r.choice(kinds)
+        if kind == "string":
+            schema, own = self._tagged({"type": "string"})
+            secret = "PII" in inherited | own
+            return schema, lambda: self._marker("string", secret)
+        if kind == "integer":
+            schema, own = self._tagged({"type": "integer"}, 0.15)
+            if "PII" in inherited | own:
+                self.g.must_refuse.append("PII on an integer")
+            return schema, lambda: r.randint(-5, 5)
+        if kind == "nullable":
+            schema, own = self._tagged({"type": ["string", "null"]})
+            secret = "PII" in inherited | own
+            return schema, lambda: None if r.random() < 0.2 else self._marker("string", secret)
+        if kind == "array":
+            holder, own = self._tagged({"type": "array"})
+            tags = inherited | own
+            items, make_item = self.type_(depth - 1, tags, ("string", "string", "object", "ref", "nullable"))
+            holder["items"] = items
+            is_strings = isinstance(items, dict) and items.get("type") == "string"
+            if is_strings and r.random() < 0.2:
+                holder["contains"], _ = self._refused_place("contains")
+            count = r.randint(1, 2)
+            return holder, lambda: [make_item() for _ in range(count)]
+        if kind == "map":
+            holder, own = self._tagged({"type": "object"})
+            tags = inherited | own
+            values, make_value = self.type_(depth - 1, tags, ("string", "string", "object"))
+            holder["additionalProperties"] = values
+            keys = [self._name("x") for _ in range(r.randint(1, 2))]
+            return holder, lambda: {k: make_value() for k in keys}
+        if kind == "ref":
+            name = self._name("D")
+            ref, own = self._tagged({"$ref": f"#/$defs/{name}"}, 0.2)  # a tag beside $ref applies to the target
+            target, make = self.type_(depth - 1, inherited | own, ("string", "string", "object", "nullable"))
+            self.defs[name] = target
+            return ref, make
+        if kind == "allOf":
+            holder, own = self._tagged({}, 0.15)
+            tags = inherited | own
+            if "PII" in tags:
+                self.g.must_refuse.append("PII on an allOf of objects")
+            a, make_a = self.object(depth - 1, set())
+            b, make_b = self.object(depth - 1, set())
+            holder["allOf"] = [a, b]
+            return holder, lambda: {**make_a(), **make_b()}
+        if kind == "oneOf":
+            holder, own = self._tagged({}, 0.15)
+            if "PII" in inherited | own:
+                self.g.must_refuse.append("PII on a oneOf of objects")
+            branches, makes = [], []
+            for const in ("a", "b"):
+                branch, make = self.object(depth - 1, set())
+                branch["properties"] = {"kind": {"const": const}, **branch["properties"]}
+                branch["required"] = ["kind"]
+                branches.append(branch)
+                makes.append((const, make))
+            holder["oneOf"] = branches
+            const, make = r.choice(makes)
+            return holder, lambda: {"kind": const, **make()}
+        return self.object(depth - 1, inherited)
+
+    def object(self, depth: int, inherited: set[str]) -> tuple[dict[str, Any], Any]:
+        """An object with 1-3 properties, maybe ``additionalProperties`` and a refused-place keyword."""
+        r = self.r
+        schema, own = self._tagged({"type": "object"}, 0.15)
+        if "PII" in inherited | own:
+            self.g.must_refuse.append("PII on an object with properties")
+        props: dict[str, Any] = {}
+        makes: list[tuple[str, Any]] = []
+        for _ in range(r.randint(1, 3)):
+            name = self._name("p")
+            props[name], make = self.type_(max(depth, 0), set())
+            makes.append((name, make))
+        schema["properties"] = props
+        extra: list[tuple[str, Any]] = []
+        if r.random() < 0.2:
+            values, make_value = self.type_(0, set(), ("string", "string", "nullable"))
+            schema["additionalProperties"] = values
+            extra = [(self._name("x"), make_value)]
+        if r.random() < 0.2:
+            keyword = r.choice(_JSON_REFUSED_PLACES)
+            inner, _ = self._refused_place(keyword)
+            if keyword == "then":
+                schema["if"] = {"type": "string"}  # false for an object: "then" never applies
+            schema[keyword] = inner
+        return schema, lambda: {name: make() for name, make in makes + extra}
+
+
+def json_schema(seed: int) -> Generated:
+    gen = _Json(random.Random(seed))
+    kind = gen.r.choice(["object", "object", "allOf", "oneOf"])
+    schema, make = gen.type_(gen.r.randint(1, 3), set(), (kind,))
+    if gen.defs:
+        schema["$defs"] = gen.defs
+    gen.g.schema, gen.g.record = schema, make()
+    return gen.g
