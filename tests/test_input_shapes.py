@@ -47,7 +47,13 @@ MAPPINGS: list[Callable[[dict[str, Any]], Any]] = [
     CustomMapping,
     collections.OrderedDict,
 ]
-SEQUENCES: list[Callable[[list[Any]], Any]] = [list, tuple, collections.deque, lambda v: iter(v), lambda v: (x for x in v)]
+SEQUENCES: list[Callable[[list[Any]], Any]] = [
+    list,
+    tuple,
+    collections.deque,
+    lambda v: iter(v),
+    lambda v: (x for x in v),
+]
 
 AVRO_BRANCH_A = {
     "type": "record",

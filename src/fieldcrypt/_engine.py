@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +188,37 @@ class RecordState:
         self.last_key: DataKey | None = None  # read side: the key of the previous value
 
 
+class _Deep:
+    """Recursive schemas (linked lists, trees) nest as deep as their data: while a runner walks one, the
+    interpreter's recursion limit is raised (pure-Python calls use no C stack since 3.11), so the walker goes at
+    least as deep as fastavro's compiled writer and confluent's JSON encoder do. Shared by threads: the first to
+    enter raises the limit, the last to leave restores it."""
+
+    LIMIT = 40_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getrecursionlimit()
+                if self._saved < self.LIMIT:
+                    sys.setrecursionlimit(self.LIMIT)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setrecursionlimit(self._saved)
+
+
+_DEEP = _Deep()
+
+
 class PlanRunner:
     """Encrypts and decrypts records according to one :class:`FieldPlan`.
 
@@ -208,6 +241,7 @@ class PlanRunner:
         self._enc_root = self._enc(root) if root is not None else None
         self._dec_root = self._dec(root) if root is not None else None
         self._subject_names = plan.data_subject
+        self._recursive = bool(plan.named)  # only recursive types are compiled by name
         self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
 
     # -- public ------------------------------------------------------------------------------------------------
@@ -236,7 +270,11 @@ class PlanRunner:
                 field_path=self.plan.data_subject_path,
             )
         try:
-            return self._enc_root(record, self._root_path, RecordState(keyring, subject, default_domain, person))
+            state = RecordState(keyring, subject, default_domain, person)
+            if not self._recursive:
+                return self._enc_root(record, self._root_path, state)
+            with _DEEP:
+                return self._enc_root(record, self._root_path, state)
         except RecursionError:
             raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
 
@@ -254,7 +292,11 @@ class PlanRunner:
             return record
         state = RecordState(keyring, subject, default_domain, self.person_of(record, DecryptionError), outcomes)
         try:
-            out = self._dec_root(record, self._root_path, state)
+            if not self._recursive:
+                out = self._dec_root(record, self._root_path, state)
+            else:
+                with _DEEP:
+                    out = self._dec_root(record, self._root_path, state)
         except RecursionError:
             raise DecryptionError("the record is nested too deeply to decrypt", subject=subject) from None
         if stats is not None:

@@ -240,8 +240,16 @@ class PlanCache:
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
                 schema = fetch_schema(self._registry, schema_id, subject)
-            plan = self.compile(schema)
-            cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema))
+            try:
+                plan = self.compile(schema)
+                cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema))
+            except (FieldcryptError, SchemaRegistryError):
+                raise
+            except Exception as exc:  # the writer's schema is not one this serde's format can parse
+                raise PolicyError(
+                    f"schema id {schema_id} cannot be read as this deserializer's format ({type(exc).__name__})",
+                    subject=subject,
+                ) from exc
             self._plans[schema_id] = cached
             return cached
 

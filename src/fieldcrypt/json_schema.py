@@ -40,11 +40,12 @@ from fieldcrypt._serde import (
     call_confluent_init,
     check_framing,
     check_keyring,
+    decoding,
     is_latest_mode,
     prefix_framed,
     split_conf,
 )
-from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError
 from fieldcrypt.keyring import Keyring
 
 __all__ = ["JSONDeserializer", "JSONSerializer"]
@@ -144,7 +145,7 @@ def _compile(parsed: _Parsed, rules: TagRules) -> FieldPlan:
     return compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher)
 
 
-def _validate(parsed: _Parsed, document: Any, subject: str | None) -> None:
+def _validate(parsed: _Parsed, document: Any, subject: str | None, error: type[Exception] = SerializationError) -> None:
     """Validate like confluent does, but with an error that names where and which rule, never the value."""
     if parsed.fast is not None:
         try:
@@ -156,7 +157,7 @@ def _validate(parsed: _Parsed, document: Any, subject: str | None) -> None:
         parsed.validator.validate(document)
     except ValidationError as exc:
         where = exc.json_path
-        raise SerializationError(
+        raise error(
             f"the document does not match the schema of subject {subject!r} at {where}: "
             f"'{exc.validator}' constraint failed"
         ) from None
@@ -206,7 +207,10 @@ class JSONSerializer(_ConfluentJSONSerializer):
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
         if self._validate:
-            _validate(cached.parsed, value, subject)  # the plaintext, before encryption
+            try:
+                _validate(cached.parsed, value, subject)  # the plaintext, before encryption
+            except RecursionError:
+                raise EncryptionError("the document is nested too deeply to validate", subject=subject) from None
         domain = self._opts.domain or subject
         self._policy(cached, domain, subject)
         encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
@@ -266,7 +270,8 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             writer: Schema | None = None
         else:
             sid = SchemaId(_JSON)
-            raw = self._schema_id_deserializer(data, ctx, sid)
+            with decoding(subject):
+                raw = self._schema_id_deserializer(data, ctx, sid)
             payload = raw.read() if isinstance(raw, io.BytesIO) else raw
             key = sid.id if sid.id is not None else str(sid.guid)
             writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
@@ -275,10 +280,12 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 raise ConfigurationError("pass schema_str or a schema registry client")
             key, writer = "local", self._schema
         cached = self._plans.get(key) or self._plans.load(key, subject, writer)
-        document = self._json_decode(payload)
+        with decoding(subject):
+            document = self._json_decode(payload)
         reader = self._reader_for(subject) or cached.parsed
         if self._validate:
-            _validate(reader, document, subject)  # what arrived: ciphertext in tagged properties
+            with decoding(subject):  # what arrived: ciphertext in tagged properties
+                _validate(reader, document, subject, MalformedRecordError)
         self._policy(cached, self._opts.domain or subject, subject)
         if not cached.runner.plan.is_empty:
             domain = self._opts.domain or subject
