@@ -177,14 +177,23 @@ class _Json(_Avro):
     def __init__(self, r: random.Random) -> None:
         super().__init__(r)
         self.defs: dict[str, Any] = {}
+        #: definitions a further $ref may use: (name, "string"|"nullable"|"object", the definition's tags, make)
+        self.reusable: list[tuple[str, str, set[str], Any]] = []
 
     def _tagged(self, schema: dict[str, Any], p: float = 0.3) -> tuple[dict[str, Any], set[str]]:
-        raw, own = self._tags() if self.r.random() < p else (None, set())
+        """Maybe tag ``schema`` (with probability ``p``; half of those ``["PII"]``); returns it and its tags."""
+        if self.r.random() >= p:
+            return schema, set()
+        if self.r.random() < 0.5:
+            raw, own = self._tags()
+        else:
+            raw, own = ["PII"], {"PII"}
+            self.g.placements += 1
         if raw is not None:
             schema["confluent:tags"] = raw
         return schema, own
 
-    def _refused_place(self, keyword: str) -> tuple[Any, str]:
+    def _refused_place(self, keyword: str) -> dict[str, Any]:
         """A subschema for ``keyword`` that never changes validity of the generated documents."""
         if self.r.random() < 0.6:
             raw, own = self._tags()
@@ -201,9 +210,11 @@ class _Json(_Avro):
             # propertyNames, properties/required do not apply to the names, which are strings)
             name = self._name("zz")
             inner = {"properties": {name: inner}, "required": [name]}
-        return inner, keyword
+        elif keyword == "x-custom" and raw is not None and self.r.random() < 0.5:
+            inner = {"confluent:tags": raw}  # no schema keyword at all: still a tag placement
+        return inner
 
-    def type_(self, depth: int, inherited: set[str], kinds: tuple[str, ...] | None = None) -> tuple[Any, Any]:  # type: ignore[override]
+    def type_(self, depth: int, inherited: set[str], kinds: tuple[str, ...] | None = None) -> tuple[Any, Any]:
         r = self.r
         if kinds is None:
             kinds = ("string", "string", "string", "integer", "nullable")
@@ -211,11 +222,11 @@ class _Json(_Avro):
                 kinds += ("array", "array", "object", "object", "map", "ref", "ref", "allOf", "oneOf")
         kind = r.choice(kinds)
         if kind == "string":
-            schema, own = self._tagged({"type": "string"})
+            schema, own = self._tagged({"type": "string"}, 0.4)
             secret = "PII" in inherited | own
             return schema, lambda: self._marker("string", secret)
         if kind == "integer":
-            schema, own = self._tagged({"type": "integer"}, 0.15)
+            schema, own = self._tagged({"type": "integer"}, 0.1)
             if "PII" in inherited | own:
                 self.g.must_refuse.append("PII on an integer")
             return schema, lambda: r.randint(-5, 5)
@@ -226,37 +237,66 @@ class _Json(_Avro):
         if kind == "array":
             holder, own = self._tagged({"type": "array"})
             tags = inherited | own
-            items, make_item = self.type_(depth - 1, tags, ("string", "string", "object", "ref", "nullable"))
+            item_kinds = ("string", "string", "object", "ref", "nullable", "oneOf", "allOf")
+            items, make_item = self.type_(depth - 1, tags, item_kinds)
             holder["items"] = items
             is_strings = isinstance(items, dict) and items.get("type") == "string"
-            if is_strings and r.random() < 0.2:
-                holder["contains"], _ = self._refused_place("contains")
+            if is_strings and r.random() < 0.4:
+                holder["contains"] = self._refused_place("contains")
             count = r.randint(1, 2)
             return holder, lambda: [make_item() for _ in range(count)]
         if kind == "map":
             holder, own = self._tagged({"type": "object"})
             tags = inherited | own
-            values, make_value = self.type_(depth - 1, tags, ("string", "string", "object"))
+            values, make_value = self.type_(depth - 1, tags, ("string", "string", "object", "ref", "nullable"))
             holder["additionalProperties"] = values
             keys = [self._name("x") for _ in range(r.randint(1, 2))]
             return holder, lambda: {k: make_value() for k in keys}
         if kind == "ref":
+            ref, own = self._tagged({}, 0.2)  # a tag beside $ref applies to the target
+            tags = inherited | own
+            if self.reusable and r.random() < 0.5:  # a second $ref to a definition
+                name, target_kind, def_tags, make = r.choice(self.reusable)
+                ref["$ref"] = f"#/$defs/{name}"
+                if target_kind == "object":
+                    if "PII" in tags:
+                        self.g.must_refuse.append("PII beside a $ref to an object")
+                    return ref, make
+                secret = "PII" in tags | def_tags
+                nullable = target_kind == "nullable"
+                return ref, lambda: None if nullable and r.random() < 0.2 else self._marker("string", secret)
             name = self._name("D")
-            ref, own = self._tagged({"$ref": f"#/$defs/{name}"}, 0.2)  # a tag beside $ref applies to the target
-            target, make = self.type_(depth - 1, inherited | own, ("string", "string", "object", "nullable"))
+            ref["$ref"] = f"#/$defs/{name}"
+            target, make = self.type_(depth - 1, tags, ("string", "string", "object", "nullable"))
             self.defs[name] = target
+            def_tags = target.get("confluent:tags")
+            if target.get("type") == "object":
+                if "PII" not in tags:
+                    self.reusable.append((name, "object", set(), make))
+            elif (isinstance(def_tags, list) and all(isinstance(t, str) for t in def_tags)) or def_tags is None:
+                target_kind = "string" if target["type"] == "string" else "nullable"
+                self.reusable.append((name, target_kind, set(def_tags or ()), None))
             return ref, make
         if kind == "allOf":
-            holder, own = self._tagged({}, 0.15)
+            holder, own = self._tagged({}, 0.08)
             tags = inherited | own
             if "PII" in tags:
                 self.g.must_refuse.append("PII on an allOf of objects")
-            a, make_a = self.object(depth - 1, set())
-            b, make_b = self.object(depth - 1, set())
+            # no additionalProperties in a branch: it would apply to the other branch's properties
+            a, make_a = self.object(depth - 1, set(), extra=False)
+            b, make_b = self.object(depth - 1, set(), extra=False)
+            shared = self._shared([a, b], untyped_second=True) if r.random() < 0.4 else None
+            if r.random() < 0.3:  # a branch through $ref
+                name = self._name("D")
+                self.defs[name], b = b, {"$ref": f"#/$defs/{name}"}
             holder["allOf"] = [a, b]
-            return holder, lambda: {**make_a(), **make_b()}
+            if shared is None:
+                return holder, lambda: {**make_a(), **make_b()}
+            name, tagged = shared
+            secret = any(tagged)  # both branches apply to the one value
+            return holder, lambda: {**make_a(), **make_b(), name: self._marker("string", secret)}
         if kind == "oneOf":
-            holder, own = self._tagged({}, 0.15)
+            holder, own = self._tagged({}, 0.08)
             if "PII" in inherited | own:
                 self.g.must_refuse.append("PII on a oneOf of objects")
             branches, makes = [], []
@@ -267,14 +307,29 @@ class _Json(_Avro):
                 branches.append(branch)
                 makes.append((const, make))
             holder["oneOf"] = branches
-            const, make = r.choice(makes)
+            chosen = r.randrange(2)
+            const, make = makes[chosen]
+            if r.random() < 0.4:  # a property in both branches, tagged in either, neither or both
+                name, tagged = self._shared(branches)
+                secret = tagged[chosen]  # only the branch the value validates against applies
+                return holder, lambda: {"kind": const, **make(), name: self._marker("string", secret)}
             return holder, lambda: {"kind": const, **make()}
         return self.object(depth - 1, inherited)
 
-    def object(self, depth: int, inherited: set[str]) -> tuple[dict[str, Any], Any]:
+    def _shared(self, branches: list[dict[str, Any]], untyped_second: bool = False) -> tuple[str, list[bool]]:
+        """Declare one more string property in every branch, each maybe tagged; which branches tag it PII."""
+        name, tagged = self._name("s"), []
+        for i, branch in enumerate(branches):
+            untyped = untyped_second and i == 1 and self.r.random() < 0.5  # only a tag: the type is in branch a
+            schema, own = self._tagged({} if untyped else {"type": "string"}, 0.5)
+            branch["properties"][name] = schema
+            tagged.append("PII" in own)
+        return name, tagged
+
+    def object(self, depth: int, inherited: set[str], *, extra: bool = True) -> tuple[dict[str, Any], Any]:
         """An object with 1-3 properties, maybe ``additionalProperties`` and a refused-place keyword."""
         r = self.r
-        schema, own = self._tagged({"type": "object"}, 0.15)
+        schema, own = self._tagged({"type": "object"}, 0.08)
         if "PII" in inherited | own:
             self.g.must_refuse.append("PII on an object with properties")
         props: dict[str, Any] = {}
@@ -284,18 +339,18 @@ class _Json(_Avro):
             props[name], make = self.type_(max(depth, 0), set())
             makes.append((name, make))
         schema["properties"] = props
-        extra: list[tuple[str, Any]] = []
-        if r.random() < 0.2:
-            values, make_value = self.type_(0, set(), ("string", "string", "nullable"))
+        more: list[tuple[str, Any]] = []
+        if extra and r.random() < 0.25:
+            values, make_value = self.type_(depth - 1, set(), ("string", "string", "nullable", "object", "ref"))
             schema["additionalProperties"] = values
-            extra = [(self._name("x"), make_value)]
-        if r.random() < 0.2:
+            more = [(self._name("x"), make_value)]
+        if r.random() < 0.12:
             keyword = r.choice(_JSON_REFUSED_PLACES)
-            inner, _ = self._refused_place(keyword)
+            inner = self._refused_place(keyword)
             if keyword == "then":
                 schema["if"] = {"type": "string"}  # false for an object: "then" never applies
             schema[keyword] = inner
-        return schema, lambda: {name: make() for name, make in makes + extra}
+        return schema, lambda: {name: make() for name, make in makes + more}
 
 
 def json_schema(seed: int) -> Generated:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from fieldcrypt import Keyring, PolicyError
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 
 def run_avro(seed: int, keyring: Keyring) -> tuple[str, int]:
@@ -66,6 +67,39 @@ def test_the_generator_exercises_both_outcomes(keyring: Keyring) -> None:
     assert outcomes.count("refused") >= 5 and outcomes.count("enforced") >= 20
 
 
+def run_json(seed: int, keyring: Keyring) -> tuple[str, int]:
+    """The same for a generated JSON Schema: ("refused"|"enforced", PII placements)."""
+    g = tag_schemas.json_schema(seed)
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    ctx = SerializationContext(f"t{seed}", MessageField.VALUE)
+    text = json.dumps(g.schema)
+    try:
+        ser = JSONSerializer(text, registry, conf=dict(tag_schemas.CONF), keyring=keyring)
+    except PolicyError:
+        return "refused", g.placements
+    assert not g.must_refuse, f"accepted a schema that must be refused: {g.must_refuse}: {text}"
+    data = ser(g.record, ctx)
+    assert data is not None
+    for marker in g.secret:
+        assert marker not in data, f"tagged value in clear: {marker!r} in {text}"
+    for marker in g.clear:
+        assert marker in data, f"untagged value missing: {marker!r} in {text}"
+    de = JSONDeserializer(None, schema_registry_client=registry, conf=dict(tag_schemas.CONF), keyring=keyring)
+    assert de(data, ctx) == g.record, text
+    return "enforced", g.placements
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_json_tags_in_random_places_are_refused_or_encrypted(seed: int, keyring: Keyring) -> None:
+    run_json(seed, keyring)
+
+
+def test_the_json_generator_exercises_both_outcomes(keyring: Keyring) -> None:
+    outcomes = [run_json(seed, keyring)[0] for seed in range(60)]
+    assert outcomes.count("refused") >= 5 and outcomes.count("enforced") >= 20
+
+
 def main(n: int) -> None:  # pragma: no cover - the measurement printed in the closing note
     import tempfile
 
@@ -74,17 +108,19 @@ def main(n: int) -> None:  # pragma: no cover - the measurement printed in the c
     with tempfile.TemporaryDirectory() as tmp:
         kek = fieldcrypt.create_local_kek(f"{tmp}/kek.json")
         with Keyring(f"sqlite:///{tmp}/keys.db", kek) as keyring:
-            counts = {"enforced": 0, "refused": 0}
-            schemas = {"enforced": 0, "refused": 0}
-            for seed in range(n):
-                outcome, placements = run_avro(seed, keyring)
-                counts[outcome] += placements
-                schemas[outcome] += 1
-    print(
-        f"Avro: {n} generated schemas; PII tag placements enforced {counts['enforced']} "
-        f"(in {schemas['enforced']} schemas), refused {counts['refused']} (in {schemas['refused']} schemas), "
-        "ignored 0 (every accepted schema was checked: no tagged value on the wire)"
-    )
+            for label, run in (("Avro", run_avro), ("JSON Schema", run_json)):
+                counts = {"enforced": 0, "refused": 0}
+                schemas = {"enforced": 0, "refused": 0}
+                for seed in range(n):
+                    outcome, placements = run(seed, keyring)
+                    counts[outcome] += placements
+                    schemas[outcome] += 1
+                print(
+                    f"{label}: {n} generated schemas; PII tag placements enforced {counts['enforced']} "
+                    f"(in {schemas['enforced']} schemas), refused {counts['refused']} "
+                    f"(in {schemas['refused']} schemas), "
+                    "ignored 0 (every accepted schema was checked: no tagged value on the wire)"
+                )
 
 
 if __name__ == "__main__":  # pragma: no cover
