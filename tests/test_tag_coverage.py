@@ -22,6 +22,17 @@ from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 
+def check_wire(g: tag_schemas.Generated, data: bytes | None, text: str) -> bytes:
+    """An accepted schema: it must not have been refusable, no tagged marker is on the wire, every other one is."""
+    assert not g.must_refuse, f"accepted a schema that must be refused: {g.must_refuse}: {text}"
+    assert data is not None
+    for marker in g.secret:
+        assert marker not in data, f"tagged value in clear: {marker!r} in {text}"
+    for marker in g.clear:
+        assert marker in data, f"untagged value missing: {marker!r} in {text}"
+    return data
+
+
 def run_avro(seed: int, keyring: Keyring) -> tuple[str, int]:
     """Serialize one generated schema's record; returns ("refused"|"enforced", PII placements)."""
     g = tag_schemas.avro(seed)
@@ -33,13 +44,7 @@ def run_avro(seed: int, keyring: Keyring) -> tuple[str, int]:
         ser = AvroSerializer(registry, schema, conf=dict(tag_schemas.CONF), keyring=keyring)
     except PolicyError:
         return "refused", g.placements
-    assert not g.must_refuse, f"accepted a schema that must be refused: {g.must_refuse}: {json.dumps(g.schema)}"
-    data = ser(g.record, ctx)
-    assert data is not None
-    for marker in g.secret:
-        assert marker not in data, f"tagged value in clear: {marker!r} in {json.dumps(g.schema)}"
-    for marker in g.clear:
-        assert marker in data, f"untagged value missing: {marker!r}"
+    data = check_wire(g, ser(g.record, ctx), json.dumps(g.schema))
     out = AvroDeserializer(registry, conf=dict(tag_schemas.CONF), keyring=keyring)(data, ctx)
     assert out == _plain(g.record)
     return "enforced", g.placements
@@ -77,13 +82,7 @@ def run_json(seed: int, keyring: Keyring) -> tuple[str, int]:
         ser = JSONSerializer(text, registry, conf=dict(tag_schemas.CONF), keyring=keyring)
     except PolicyError:
         return "refused", g.placements
-    assert not g.must_refuse, f"accepted a schema that must be refused: {g.must_refuse}: {text}"
-    data = ser(g.record, ctx)
-    assert data is not None
-    for marker in g.secret:
-        assert marker not in data, f"tagged value in clear: {marker!r} in {text}"
-    for marker in g.clear:
-        assert marker in data, f"untagged value missing: {marker!r} in {text}"
+    data = check_wire(g, ser(g.record, ctx), text)
     de = JSONDeserializer(None, schema_registry_client=registry, conf=dict(tag_schemas.CONF), keyring=keyring)
     assert de(data, ctx) == g.record, text
     return "enforced", g.placements
