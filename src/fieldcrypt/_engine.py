@@ -262,7 +262,10 @@ class PlanRunner:
         """A copy of ``record`` with every tagged value encrypted. Raises, and returns nothing, on any failure."""
         if self._enc_root is None:
             return record
-        person = self.person_of(record)
+        try:
+            person = self.person_of(record)
+        except FieldcryptError as exc:
+            raise exc.with_context(subject=subject) from None
         if person is None and self._subject_names is not None:
             raise EncryptionError(
                 "the record has no data-subject id, so its per-person key cannot be chosen",
@@ -290,7 +293,11 @@ class PlanRunner:
         """Decrypt every tagged value of a freshly decoded record, in place; returns it. Counts into ``stats``."""
         if self._dec_root is None:
             return record
-        state = RecordState(keyring, subject, default_domain, self.person_of(record, DecryptionError), outcomes)
+        try:
+            person = self.person_of(record, DecryptionError)
+        except FieldcryptError as exc:
+            raise exc.with_context(subject=subject) from None
+        state = RecordState(keyring, subject, default_domain, person, outcomes)
         try:
             if not self._recursive:
                 out = self._dec_root(record, self._root_path, state)
