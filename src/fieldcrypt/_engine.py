@@ -188,6 +188,29 @@ class RecordState:
         self.last_key: DataKey | None = None  # read side: the key of the previous value
 
 
+def _refers(node: Node | None) -> bool:
+    """Whether a plan node reaches a ``RefNode`` (a recursive type), following every child kind."""
+    if node is None or isinstance(node, Leaf):
+        return False
+    if isinstance(node, RefNode):
+        return True
+    if isinstance(node, RecordNode):
+        children: list[Node | None] = [*(s.node for s in node.steps), *(n for _, n in node.patterns), node.extra]
+    elif isinstance(node, ArrayNode):
+        children = [node.items, *node.prefix]
+    elif isinstance(node, MapNode):
+        children = [node.values]
+    elif isinstance(node, NullableNode):
+        children = [node.child]
+    elif isinstance(node, UnionNode):
+        children = [b.node for b in node.branches]
+    elif isinstance(node, ChoiceNode):
+        children = [n for _, n in node.branches]
+    else:
+        raise TypeError(f"unknown plan node {type(node).__name__}")
+    return any(_refers(c) for c in children)
+
+
 class _Deep:
     """Recursive schemas (linked lists, trees) nest as deep as their data: while a runner walks one, the
     interpreter's recursion limit is raised (pure-Python calls use no C stack since 3.11), so the walker goes at
@@ -241,8 +264,9 @@ class PlanRunner:
         self._enc_root = self._enc(root) if root is not None else None
         self._dec_root = self._dec(root) if root is not None else None
         self._subject_names = plan.data_subject
-        self._recursive = bool(plan.named)  # only recursive types are compiled by name
+        self._recursive = any(_refers(n) for n in (plan.root, *plan.named.values()))  # nests as deep as its data
         self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
+        self._string_ids = "string" in self._subject_kinds
 
     # -- public ------------------------------------------------------------------------------------------------
     def person_of(self, record: Any, error: type[FieldcryptError] = EncryptionError) -> str | None:
@@ -253,9 +277,11 @@ class PlanRunner:
             return None
         value = record
         for name in names:
-            value = value.get(name) if isinstance(value, Mapping) else None
+            value = value.get(name) if type(value) is dict or isinstance(value, Mapping) else None
         if value is None:
             return None
+        if type(value) is str and self._string_ids and value and not value.isspace():
+            return value  # the common case, without a call
         return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
     def encrypt(self, record: Any, keyring: Keyring, subject: str | None, default_domain: str) -> Any:
@@ -325,7 +351,7 @@ class PlanRunner:
             values = self._enc(node.values)
 
             def map_(v: Any, p: str, st: RecordState) -> Any:
-                if not isinstance(v, Mapping):
+                if type(v) is not dict and not isinstance(v, Mapping):
                     raise _shape("a map", v, p, st, EncryptionError)
                 return {_key(k, p, st, EncryptionError): values(x, f"{p}[{json.dumps(k)}]", st) for k, x in v.items()}
 
@@ -340,7 +366,7 @@ class PlanRunner:
         others = _other_keys(node, self._enc, EncryptionError)
 
         def record(v: Any, p: str, st: RecordState) -> Any:
-            if not isinstance(v, Mapping):
+            if type(v) is not dict and not isinstance(v, Mapping):
                 raise _shape("a record", v, p, st, EncryptionError)
             out = dict(v)
             for name, suffix, fn, default in steps:
@@ -786,6 +812,7 @@ def _enc_leaf(leaf: Leaf) -> Step:
 def _dec_leaf(leaf: Leaf) -> Step:
     kind = leaf.kind
     unwrap: Callable[[Any], bytes] = {"string": _a2b, "bytes": _as_bytes, "base64": _wire.decode_base64}[kind]
+    is_text = kind == "string"
     fixed_domain = leaf.domain
     memo: dict[str, bytes] = {}
 
@@ -820,7 +847,7 @@ def _dec_leaf(leaf: Leaf) -> Step:
         pad = memo.get(p) or _remember(memo, p)
         try:
             pt = key.cipher.decrypt(nonce, body, key.ad_prefix + pad)
-            if kind == "string":
+            if is_text:
                 return pt.decode("utf-8")
             return pt if kind == "bytes" else _wire.encode_base64(pt)
         except _DEC_ERRORS:

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -28,7 +28,7 @@ __all__ = [
     "PlanCache",
     "PolicyCheck",
     "call_confluent_init",
-    "decoding",
+    "malformed",
     "split_conf",
 ]
 
@@ -395,26 +395,17 @@ def encrypted_paths(plan: FieldPlan) -> set[str]:
     return {leaf.path for leaf in plan.leaves}
 
 
-class decoding:  # used as a function: ``with decoding(subject): ...``
-    """Any failure to decode a record's bytes or document becomes a ``MalformedRecordError`` (cause chained).
-    A class, not ``@contextmanager``: it runs on every record, and a generator costs a microsecond."""
-
-    __slots__ = ("subject",)
-
-    def __init__(self, subject: str | None) -> None:
-        self.subject = subject
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
-        if exc is None or isinstance(exc, FieldcryptError) or not isinstance(exc, Exception):
-            return False
-        if isinstance(exc, SerializationError):  # confluent's framing errors: its message (it names no value)
-            raise MalformedRecordError(str(exc), subject=self.subject) from exc
-        raise MalformedRecordError(
-            f"the record does not decode with its writer schema ({type(exc).__name__})", subject=self.subject
-        ) from exc
+def malformed(exc: Exception, subject: str | None) -> FieldcryptError:
+    """What a failure to decode a record's bytes or document is reported as: the error itself if it is
+    fieldcrypt's, else a ``MalformedRecordError`` (confluent's framing errors keep their message, which names no
+    value). Raise it ``from exc`` so the cause is chained."""
+    if isinstance(exc, FieldcryptError):
+        return exc
+    if isinstance(exc, SerializationError):
+        return MalformedRecordError(str(exc), subject=subject)
+    return MalformedRecordError(
+        f"the record does not decode with its writer schema ({type(exc).__name__})", subject=subject
+    )
 
 
 def check_framing(data: bytes) -> None:

@@ -165,14 +165,20 @@ def decode_text(text: str) -> bytes:
         blob = binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("not a fieldcrypt value ciphertext") from exc
-    rem = len(text) % 4
-    if rem and _B64_INDEX.get(text[-1], 0) & _UNUSED_BITS[rem]:  # unused low bits set: not encode_text's spelling
+    last = _CANONICAL_LAST[len(text) % 4]
+    if last is not None and text[-1] not in last:  # unused low bits set: not encode_text's spelling
         raise ValueError("not a fieldcrypt value ciphertext")
     return blob
 
 
-_B64_INDEX = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
-_UNUSED_BITS = (0, 0, 0x0F, 0x03)  # by len % 4: the bits of the last character that carry no data
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: by len % 4: the characters a canonical last character can be (the bits that carry no data are zero)
+_CANONICAL_LAST = (
+    None,
+    None,
+    frozenset(c for i, c in enumerate(_B64) if not i & 0x0F),
+    frozenset(c for i, c in enumerate(_B64) if not i & 0x03),
+)
 
 
 def encode_base64(blob: bytes) -> str:

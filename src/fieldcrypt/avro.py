@@ -43,8 +43,8 @@ from fieldcrypt._serde import (
     call_confluent_init,
     check_framing,
     check_keyring,
-    decoding,
     is_latest_mode,
+    malformed,
     prefix_framed,
     split_conf,
     subject_of,
@@ -197,8 +197,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             payload.seek(5)
         else:
             sid = SchemaId(_AVRO)
-            with decoding(subject):
+            try:
                 raw = self._schema_id_deserializer(data, ctx, sid)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
             payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
             key = sid.id if sid.id is not None else str(sid.guid)
             cached = self._plans.get(key) or self._plans.load(key, subject, self._get_writer_schema(sid, subject))
@@ -208,13 +210,15 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         if _is_bytes_schema(writer):
             return payload.read()
         plan = cached.runner.plan
-        with decoding(subject):
+        try:
             if plan.named_read:  # unions of several named types holding tags: the reader must say which branch
                 record: Any = schemaless_reader(
                     payload, writer, None, return_named_type=True, return_named_type_override=True
                 )
             else:
                 record = schemaless_reader(payload, writer, None, False)
+        except Exception as exc:
+            raise malformed(exc, subject) from exc
         self._policy(cached, self._opts.domain or subject, subject)
         if not plan.is_empty:
             domain = self._opts.domain or subject
@@ -225,8 +229,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             record = cached.runner.decrypt(record, self._keyring, subject, domain, self._opts.outcomes, self.stats)
         reader = self._reader_for(subject, cached.schema_id)
         if reader is not None or self._return_record_name:
-            with decoding(subject):
+            try:
                 record = self._project(record, writer, reader if reader is not None else writer)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
         elif plan.named_read:
             record = _untuple(record)
         if self._from_dict is not None:

@@ -40,8 +40,8 @@ from fieldcrypt._serde import (
     call_confluent_init,
     check_framing,
     check_keyring,
-    decoding,
     is_latest_mode,
+    malformed,
     prefix_framed,
     split_conf,
 )
@@ -270,8 +270,10 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             writer: Schema | None = None
         else:
             sid = SchemaId(_JSON)
-            with decoding(subject):
+            try:
                 raw = self._schema_id_deserializer(data, ctx, sid)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
             payload = raw.read() if isinstance(raw, io.BytesIO) else raw
             key = sid.id if sid.id is not None else str(sid.guid)
             writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
@@ -280,12 +282,16 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 raise ConfigurationError("pass schema_str or a schema registry client")
             key, writer = "local", self._schema
         cached = self._plans.get(key) or self._plans.load(key, subject, writer)
-        with decoding(subject):
+        try:
             document = self._json_decode(payload)
+        except Exception as exc:
+            raise malformed(exc, subject) from exc
         reader = self._reader_for(subject) or cached.parsed
         if self._validate:
-            with decoding(subject):  # what arrived: ciphertext in tagged properties
+            try:  # what arrived: ciphertext in tagged properties
                 _validate(reader, document, subject, MalformedRecordError)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
         self._policy(cached, self._opts.domain or subject, subject)
         if not cached.runner.plan.is_empty:
             domain = self._opts.domain or subject
