@@ -158,24 +158,22 @@ _PAD = ("", "", "==", "=")
 
 def decode_text(text: str) -> bytes:
     """Inverse of :func:`encode_text`. Raises ``ValueError`` on anything but canonical unpadded base64: the one
-    spelling ``encode_text`` gives (unused low bits zero), so no altered character decodes to the same bytes."""
-    if not isinstance(text, str) or len(text) % 4 == 1:
+    spelling ``encode_text`` gives (unused low bits zero), so no altered character decodes to the same bytes.
+    (A value that is not a ``str`` raises ``TypeError`` or ``ValueError``.)"""
+    n = len(text) % 4
+    if n == 1 or (n and text[-1] not in _CANONICAL_LAST[n]):  # unused low bits set: not encode_text's spelling
         raise ValueError("not a fieldcrypt value ciphertext")
     try:
-        blob = binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii"), strict_mode=True)
+        return binascii.a2b_base64((text + _PAD[n]).encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("not a fieldcrypt value ciphertext") from exc
-    last = _CANONICAL_LAST[len(text) % 4]
-    if last is not None and text[-1] not in last:  # unused low bits set: not encode_text's spelling
-        raise ValueError("not a fieldcrypt value ciphertext")
-    return blob
 
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 #: by len % 4: the characters a canonical last character can be (the bits that carry no data are zero)
-_CANONICAL_LAST = (
-    None,
-    None,
+_CANONICAL_LAST: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset(),
     frozenset(c for i, c in enumerate(_B64) if not i & 0x0F),
     frozenset(c for i, c in enumerate(_B64) if not i & 0x03),
 )
