@@ -388,6 +388,8 @@ class PlanRunner:
         named = self.plan.avro_named or {}
         branches = [(b, self._enc(b.node) if b.node is not None else None) for b in node.branches]
         by_name = {b.name: (b, fn) for b, fn in branches}
+        # the field names of each record branch, for fastavro's most-fields rule (None: not a record)
+        fields = [_record_fields(_resolved(b.schema, named)) for b, _ in branches]
 
         def choose(v: Any, p: str, st: RecordState) -> tuple[Any, Any, Any]:
             if isinstance(v, tuple):  # tuple notation: ("ns.Name", value)
@@ -403,7 +405,7 @@ class PlanRunner:
             # any other type that validates wins at once
             best: Any = None
             most, could_be_float = -1, False
-            for b, fn in branches:
+            for (b, fn), names in zip(branches, fields, strict=True):
                 if could_be_float:
                     if b.name == "double":
                         best = (b, fn)
@@ -411,9 +413,8 @@ class PlanRunner:
                     continue
                 if not _validate(v, b.schema, named, raise_errors=False, field="", options={}):
                     continue
-                resolved = _resolved(b.schema, named)
-                if isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
-                    common = len({f["name"] for f in resolved["fields"]} & set(v))
+                if names is not None:
+                    common = len(names.intersection(v))
                     if common > most:
                         best, most = (b, fn), common
                 elif b.name == "float":
@@ -518,6 +519,12 @@ _FAMILY: dict[type, str] = {
 
 def _resolved(schema: Any, named: Mapping[str, Any]) -> Any:
     return named.get(schema, schema) if isinstance(schema, str) else schema
+
+
+def _record_fields(schema: Any) -> frozenset[str] | None:
+    if isinstance(schema, dict) and schema.get("type") in ("record", "error"):
+        return frozenset(f["name"] for f in schema["fields"])
+    return None
 
 
 def canonical_person(value: Any, kinds: frozenset[str], path: str | None, error: type[FieldcryptError]) -> str:

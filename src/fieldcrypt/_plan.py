@@ -3,7 +3,8 @@
 A plan is a tree of frozen nodes that follows only the parts of a record that lead to a tagged field:
 
     RecordNode(name, steps=(FieldStep("email", Leaf(...)), FieldStep("address", NullableNode(RecordNode(...))))
-    ArrayNode(items) / MapNode(values) / NullableNode(child) / RefNode(name)  (RefNode: recursive named types)
+    ArrayNode(items, prefix) / MapNode(values) / NullableNode(child) / RefNode(name)  (RefNode: recursive types)
+    UnionNode(branches)  (Avro unions of several types)  /  ChoiceNode(branches)  (JSON oneOf/anyOf)
 
 Avro and JSON Schema compile to the same nodes, so both serdes share one engine (``_engine``).
 """
