@@ -59,7 +59,7 @@ def person(i: int) -> str:
 
 def fill(url: str, people: int, skip: set[int] | None = None) -> float:
     """Bulk-insert one key per person (random wrapped bytes). Returns seconds."""
-    fieldcrypt.open_store(url).close()  # creates the tables
+    fieldcrypt.create_key_store(url)  # creates the tables
     skip = skip or set()
     rows = (
         (random.getrandbits(32) | 1, DOMAIN, person(i), 1, "active", "bench", os.urandom(100), 0.0, 0)
@@ -101,12 +101,17 @@ def timed_cli(*argv: str) -> float:
 def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]:
     with store_url(kind, tmp) as url:
         fill_s = fill(url, people)
-        one = timed_cli("keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench")
+        one = timed_cli(
+            "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
+        )
         ids = tmp / "erasures.txt"
         ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
-        many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench")
-        again = timed_cli("keys", "shred", "--data-subject", person(people // 2), "--store", url)
-        file_again = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url)  # the batch re-run: no-op
+        many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
+        again = timed_cli(
+            "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
+        )
+        # the batch re-run: a no-op
+        file_again = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
         store = fieldcrypt.open_store(url)
         left = sum(1 for _ in store.keys(DOMAIN))
         store.close()

@@ -122,7 +122,9 @@ def main() -> None:
     text = json.dumps(SCHEMA)
     tmp = tempfile.mkdtemp(prefix="fieldcrypt-bench-")
     kek = fieldcrypt.create_local_kek(os.path.join(tmp, "kek.json"))
-    keyring = fieldcrypt.Keyring(f"sqlite:///{tmp}/keys.db", kek, cache_size=max(10_000, args.people + 10))
+    keyring = fieldcrypt.Keyring(
+        fieldcrypt.create_key_store(f"sqlite:///{tmp}/keys.db"), kek, cache_size=max(10_000, args.people + 10)
+    )
     client = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     print(f"# {args.records} records, best of {args.repeat}; python {sys.version.split()[0]}", flush=True)
     rows: dict[str, dict[str, Any]] = {}

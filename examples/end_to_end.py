@@ -89,7 +89,7 @@ def main() -> None:
     kek_file = state / "kek.json"
     # Creating a KEK is an explicit act: a Keyring never creates one behind your back.
     kek_uri = f"local-kek://{kek_file}" if kek_file.exists() else fieldcrypt.create_local_kek(kek_file)
-    keyring = fieldcrypt.Keyring(f"sqlite:///{state / 'keys.db'}", kek_uri)
+    keyring = fieldcrypt.Keyring(fieldcrypt.create_key_store(f"sqlite:///{state / 'keys.db'}"), kek_uri)
     registry = SchemaRegistryClient.new_client({"url": args.schema_registry or f"mock://demo-{uuid.uuid4().hex}"})
     topic = f"customer-events-{uuid.uuid4().hex[:6]}"
 

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="key store URL (default: SQLite in a temp dir)")
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="fieldcrypt-lifecycle-"))
-    store = args.store or f"sqlite:///{state / 'keys.db'}"
+    store = fieldcrypt.create_key_store(args.store or f"sqlite:///{state / 'keys.db'}")  # `fieldcrypt keys init`
     kek_v1 = fieldcrypt.create_local_kek(state / "kek-v1.json")
     keyring = fieldcrypt.Keyring(store, kek_v1, actor="example", shred_log=state / "shred-log.jsonl")
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})

@@ -38,7 +38,8 @@ def kek_uri(tmp_path: Path) -> str:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'keys.db'}"
+    """A new SQLite key store, created explicitly as users do (``fieldcrypt keys init``)."""
+    return fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from confluent_kafka import SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from conftest import customer, load_schema, value_ctx
 
-from fieldcrypt import Keyring
+from fieldcrypt import Keyring, create_key_store
 from fieldcrypt.avro import AvroSerializer
 from fieldcrypt.cli import main
 
@@ -80,37 +80,53 @@ def test_list_show_rotate_shred_audit(
         "test",
     )
     assert code == 0 and json.loads(out)[0]["version"] == 2
-    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "cust-1", *s, "--json", "--reason", "ticket 42")
+    shred = ["keys", "shred", "--reason", "ticket 42", "--yes"]
+    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["destroyed"] == 2 and not summary["noop"]
-    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "cust-1", *s)
-    assert code == 0 and "already shredded" in out
+    assert summary["data_subjects"] == [
+        {"data_subject": "cust-1", "outcome": "erased", "key_ids": summary["key_ids"], "previously_shredded": 0}
+    ]
+    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s)
+    assert code == 0 and "already shredded" in out and "already erased" in out
     code, out, _ = run(capsys, "keys", "show", row["key_id"], *s, "--json")
     assert json.loads(out)[0]["state"] == "shredded"
     (tmp_path / "ids.txt").write_text("# erasure batch\ncust-0\n\ncust-2\nnobody\n")
-    code, out, _ = run(capsys, "keys", "shred", "--from-file", str(tmp_path / "ids.txt"), *s, "--json")
-    assert json.loads(out)["destroyed"] == 2
+    code, out, _ = run(capsys, *shred, "--from-file", str(tmp_path / "ids.txt"), *s, "--json")
+    batch = json.loads(out)
+    assert batch["destroyed"] == 2
+    assert [(d["data_subject"], d["outcome"]) for d in batch["data_subjects"]] == [
+        ("cust-0", "erased"),
+        ("cust-2", "erased"),
+        ("nobody", "no key held"),
+    ]
     code, out, _ = run(capsys, "keys", "audit", *s, "--json")
-    ops = [e["operation"] for e in json.loads(out)]
-    assert ops == ["create", "create", "create", "rotate", "shred", "shred", "shred"]
-    assert json.loads(out)[4]["reason"] == "ticket 42"
+    entries = json.loads(out)
+    ops = [e["operation"] for e in entries]
+    # one shred entry per person of the batch: the evidence names everyone, even who had no key
+    assert ops == ["create", "create", "create", "rotate", "shred", "shred", "shred", "shred", "shred"]
+    assert entries[4]["reason"] == "ticket 42" and entries[4]["key_ids"] == summary["key_ids"]
+    assert [(e["data_subject"], e["detail"].split(";")[0]) for e in entries[-3:]] == [
+        ("cust-0", "1 key destroyed"),
+        ("cust-2", "1 key destroyed"),
+        ("nobody", "no key held"),
+    ]
     code, out, _ = run(capsys, "keys", "audit", *s)
     assert code == 0 and "OPERATION" in out.splitlines()[0]
-    code, out, _ = run(capsys, "keys", "shred", "--file", str(tmp_path / "ids.txt"), *s, "--json")  # alias, again
+    code, out, _ = run(capsys, *shred, "--file", str(tmp_path / "ids.txt"), *s, "--json")  # alias, again
     assert code == 0 and json.loads(out)["destroyed"] == 0 and json.loads(out)["noop"]
 
 
 def test_exit_codes(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "keys", "list")
     assert code == 3 and "--store" in err
-    code, _, err = run(capsys, "keys", "show", "0x1", "--store", f"sqlite:///{tmp_path / 'k.db'}")
+    store = create_key_store(f"sqlite:///{tmp_path / 'k.db'}")
+    code, _, err = run(capsys, "keys", "show", "0x1", "--store", store)
     assert code == 5 and "0x00000001" in err
     code, _, _ = run(capsys, "keys", "list", "--store", "nosuch://x")
     assert code == 3
-    with pytest.raises(SystemExit) as usage:
-        main(["keys", "frobnicate"])
-    assert usage.value.code == 2
-    code, _, err = run(capsys, "keys", "rewrap", "--store", f"sqlite:///{tmp_path / 'k.db'}")
+    assert main(["keys", "frobnicate"]) == 2
+    code, _, err = run(capsys, "keys", "rewrap", "--store", store)
     assert code == 3 and "KEK" in err
 
 
@@ -120,12 +136,12 @@ def test_shred_log_export_and_restore(registry, keyring: Keyring, store_url: str
     keyring.shred_person("cust-1")
     code, out, _ = run(capsys, "keys", "shred-log", str(tmp_path / "log.jsonl"), "--store", store_url)
     assert code == 0 and len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
-    other = f"sqlite:///{tmp_path / 'restored.db'}"
+    other = create_key_store(f"sqlite:///{tmp_path / 'restored.db'}")
     Keyring(other, keyring.kek).encryption_key("x")  # a store to apply it to
     code, out, _ = run(
         capsys, "keys", "restore", "--shred-log", str(tmp_path / "log.jsonl"), "--store", other, "--json"
     )
-    assert code == 0 and json.loads(out) == {"applied": 1, "destroyed_again": 0}
+    assert code == 0 and json.loads(out) == {"applied": 1, "destroyed_again": [], "pending": False}
 
 
 @pytest.mark.broker

@@ -29,6 +29,7 @@ from fieldcrypt import (
     KeyShreddedError,
     KeyStoreUnavailableError,
     PolicyError,
+    create_key_store,
 )
 from fieldcrypt import _wire as wire
 from fieldcrypt._testing.broker import CONSUMER_DEFAULTS
@@ -163,7 +164,7 @@ def test_fail_closed(registry, kek_uri: str, store_url: str, broker) -> None:
         producer.produce(topic, value=rec)
     assert producer.flush(10) == 0
     with pytest.raises(EncryptionError):
-        serde(registry, Keyring(f"sqlite:///{keyring.kek.uri.split('://')[1]}.db", kek_uri))[0](
+        serde(registry, Keyring(create_key_store(f"sqlite:///{keyring.kek.uri.split('://')[1]}.db"), kek_uri))[0](
             json_customer(1, customerId=""), value_ctx()
         )
 

@@ -20,6 +20,7 @@ from fieldcrypt import (
     KeyShreddedError,
     KeyStoreUnavailableError,
     RotationPolicy,
+    create_key_store,
 )
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 
@@ -131,7 +132,7 @@ def test_denied_is_distinct_from_erased(registry, keyring: Keyring, store_url: s
     _, strict = serde(registry, stranger)
     with pytest.raises(AccessDeniedError):
         strict(data, value_ctx())
-    empty = Keyring(f"sqlite:///{tmp_path / 'empty.db'}", keyring.kek)
+    empty = Keyring(create_key_store(f"sqlite:///{tmp_path / 'empty.db'}"), keyring.kek)
     _, de2 = serde(registry, empty, on_denied="placeholder", placeholder="[no access]")
     assert de2(data, value_ctx())["email"] == "[no access]"
 
@@ -179,7 +180,7 @@ def test_rotation_and_rewrap_keep_old_data_readable(registry, store_url: str, ke
 def test_restore_from_older_backup_cannot_resurrect(registry, tmp_path: Path, kek_uri: str) -> None:
     db = tmp_path / "keys.db"
     shred_log = tmp_path / "shred-log.jsonl"  # kept apart from the database and its backups
-    keyring = Keyring(f"sqlite:///{db}", kek_uri, shred_log=shred_log)
+    keyring = Keyring(create_key_store(f"sqlite:///{db}"), kek_uri, shred_log=shred_log)
     ser, _ = serde(registry, keyring)
     data = ser(customer(1), value_ctx())
     ser(customer(2), value_ctx())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import customer, load_schema, value_ctx
 
-from fieldcrypt import FieldcryptError, Keyring
+from fieldcrypt import FieldcryptError, Keyring, create_key_store
 from fieldcrypt import _wire as wire
 from fieldcrypt._crypto import _key_bytes
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
@@ -61,9 +61,9 @@ def test_canary_never_leaks(registry, keyring: Keyring, kek_uri: str, caplog, tm
         lambda: de(good, value_ctx("elsewhere")),
         lambda: ser(customer(1, email=CANARY.encode()), value_ctx()),
         lambda: ser(customer(1, ssn=12), value_ctx()),
-        lambda: AvroDeserializer(registry, keyring=Keyring(f"sqlite:///{tmp_path}/empty.db", kek_uri))(
-            good, value_ctx()
-        ),
+        lambda: AvroDeserializer(
+            registry, keyring=Keyring(create_key_store(f"sqlite:///{tmp_path}/empty.db"), kek_uri)
+        )(good, value_ctx()),
     ):
         with pytest.raises(FieldcryptError) as err:
             attempt()

@@ -139,7 +139,7 @@ def test_shred_mid_stream_across_processes(broker, http_registry, tmp_path: Path
         broker.create_topic(t)
     total = PRODUCERS * 2 * PER_PHASE
     with pg_schema_url() as store:
-        admin = fieldcrypt.Keyring(store, kek)
+        admin = fieldcrypt.Keyring(fieldcrypt.create_key_store(store), kek)
         phase_a_done, go_b, pass_2, out = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Queue()
         args = (broker.bootstrap_servers, http_registry.url, store, kek, topics)
         consumers = [ctx.Process(target=consumer_main, args=(n, *args, total, pass_2, out)) for n in range(CONSUMERS)]

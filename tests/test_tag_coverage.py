@@ -106,7 +106,7 @@ def main(n: int) -> None:  # pragma: no cover - the measurement printed in the c
 
     with tempfile.TemporaryDirectory() as tmp:
         kek = fieldcrypt.create_local_kek(f"{tmp}/kek.json")
-        with Keyring(f"sqlite:///{tmp}/keys.db", kek) as keyring:
+        with Keyring(fieldcrypt.create_key_store(f"sqlite:///{tmp}/keys.db"), kek) as keyring:
             for label, run in (("Avro", run_avro), ("JSON Schema", run_json)):
                 counts = {"enforced": 0, "refused": 0}
                 schemas = {"enforced": 0, "refused": 0}

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from conftest import value_ctx
 
+import fieldcrypt
 from fieldcrypt import Keyring, RotationPolicy
 from fieldcrypt import _wire as wire
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
@@ -27,7 +28,8 @@ def _record(raw: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def frozen(tmp_path: Path) -> tuple[Keyring, SchemaRegistryClient]:
     (tmp_path / "kek.json").write_text(json.dumps(VECTORS["kek_keyset"]))
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    (tmp_path / "kek.json").chmod(0o600)  # a KEK readable by others is refused
+    url = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
     # the frozen key was created at time 0: no age rotation, or the keyring would (rightly) replace it
     keyring = Keyring(url, f"local-kek://{tmp_path / 'kek.json'}", rotation=RotationPolicy(max_age=None))
     k = VECTORS["key"]

@@ -9,6 +9,7 @@ Public API (everything else is private and may change)::
     fieldcrypt.avro.AvroDeserializer
     fieldcrypt.json_schema.JSONSerializer / JSONDeserializer   the same for JSON Schema
     fieldcrypt.Erased, fieldcrypt.Denied   what an unreadable value reads as with fieldcrypt.on.*="marker"
+    fieldcrypt.create_key_store        make a key store (explicitly; opening a missing one is an error)
     fieldcrypt.open_store / KeyStore   key stores by URL (sqlite:///, postgresql://, plugins)
     fieldcrypt.open_kek / Kek          key-encryption keys by URI (local-kek://, Tink KMS URIs, plugins)
     fieldcrypt.FakeClock / Clock       injected time, for tests of rotation and cache expiry
@@ -26,6 +27,7 @@ from fieldcrypt.errors import (
     DecryptionError,
     EncryptionError,
     FieldcryptError,
+    KeyCorruptedError,
     KeyNotFoundError,
     KeyShreddedError,
     KeyStoreUnavailableError,
@@ -33,7 +35,7 @@ from fieldcrypt.errors import (
 )
 from fieldcrypt.keyring import Keyring, RotationPolicy, ShredReport
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, open_store
+from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, create_key_store, open_store
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "FakeClock",
     "FieldcryptError",
     "Kek",
+    "KeyCorruptedError",
     "KeyNotFoundError",
     "KeyRecord",
     "KeyShreddedError",
@@ -61,6 +64,7 @@ __all__ = [
     "ShredReport",
     "SystemClock",
     "__version__",
+    "create_key_store",
     "create_local_kek",
     "open_kek",
     "open_store",

@@ -25,7 +25,15 @@ from tink.proto import aes_gcm_pb2, tink_pb2
 from fieldcrypt import _wire
 from fieldcrypt.errors import format_key_id
 
-__all__ = ["CIPHER_ERRORS", "DataKey", "new_data_key", "rewrap_data_key", "unwrap_data_key", "wrap_ad"]
+__all__ = [
+    "CIPHER_ERRORS",
+    "DataKey",
+    "encrypted_keyset",
+    "new_data_key",
+    "rewrap_data_key",
+    "unwrap_data_key",
+    "wrap_ad",
+]
 
 _registered = False
 _register_lock = threading.Lock()
@@ -121,6 +129,16 @@ def rewrap_data_key(
     handle = tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
     rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(handle, new, ad)
     return rewrapped
+
+
+def encrypted_keyset(wrapped: bytes) -> bytes | None:
+    """The KEK ciphertext inside a stored wrapped DEK (Tink's ``EncryptedKeyset``), or None if the bytes are not
+    one: what a KEK failure is classified against (its Tink prefix names the KEK key that wrapped it)."""
+    try:
+        inner: bytes = tink_pb2.EncryptedKeyset.FromString(wrapped).encrypted_keyset
+    except DecodeError:
+        return None
+    return inner or None
 
 
 def unwrap_data_key(

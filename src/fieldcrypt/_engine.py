@@ -846,6 +846,8 @@ def _dec_leaf(leaf: Leaf) -> Step:
             try:
                 key = st.last_key = st.keyring.decryption_key(key_id)
             except (KeyNotFoundError, AccessDeniedError) as exc:
+                if exc.owner is not None and exc.owner != (fixed_domain or st.default_domain, st.person):
+                    raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased"
                 return st.outcomes.apply(exc, leaf, key_id, st)
             except FieldcryptError as exc:
                 raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc

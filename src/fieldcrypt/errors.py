@@ -5,12 +5,14 @@ Every error is a :class:`FieldcryptError`; catch the subclass you act on differe
     FieldcryptError
     ├── ConfigurationError          bad constructor argument, conf key, URL, missing extra or KEK file
     ├── PolicyError                 the schema's tags cannot be honoured (e.g. a tag on an int field)
-    ├── KeyStoreUnavailableError    the key store or the KEK could not be reached (retryable)
+    ├── KeyStoreUnavailableError    the key store or the KEK could not be reached, after retries (retryable later)
     ├── EncryptionError             a tagged field could not be encrypted; nothing was produced
     ├── MalformedRecordError        the bytes or document are not a record of the writer's schema (also confluent's
     │                               SerializationError, as confluent raises for the same input)
     └── DecryptionError             a field ciphertext is malformed, tampered with or moved (opaque)
         ├── AccessDeniedError       the key exists, but this process's KEK cannot unwrap it ("no access")
+        ├── KeyCorruptedError       the stored wrapped key fails authentication under the KEK that wrapped it
+        │                           (its key-store row is corrupt, or was tampered with or swapped: "tampered")
         └── KeyNotFoundError        it names a key id the key store does not hold (corrupt, or another store)
             └── KeyShreddedError    ... because that key was destroyed on purpose (crypto-shredding: "erased")
 
@@ -32,6 +34,7 @@ __all__ = [
     "DecryptionError",
     "EncryptionError",
     "FieldcryptError",
+    "KeyCorruptedError",
     "KeyNotFoundError",
     "KeyShreddedError",
     "KeyStoreUnavailableError",
@@ -104,9 +107,18 @@ class DecryptionError(FieldcryptError):
     Deliberately opaque, like Fernet's ``InvalidToken``: it does not say which check failed.
     """
 
+    #: (domain, data subject) of the key a ciphertext names, where the key store knows it (never in the message): a
+    #: reader compares it with the value's own context, so a header re-pointed at another person's key is tampering
+    owner: tuple[str, str | None] | None = None
+
 
 class AccessDeniedError(DecryptionError):
     """The data key exists, but this process's key-encryption key cannot unwrap it: this consumer has no access."""
+
+
+class KeyCorruptedError(DecryptionError):
+    """The key store's wrapped data key fails authentication under the KEK that wrapped it: the row is corrupt, or
+    was tampered with or swapped with another key's. Not "no access": this KEK is the right one. Always raised."""
 
 
 class KeyNotFoundError(DecryptionError, LookupError):

@@ -6,44 +6,69 @@ Serializers ask it for the active key of a (domain, person); deserializers for t
 admins rotate, rewrap, shred and audit through it (or the ``fieldcrypt`` CLI, which calls the same methods).
 
 Caching: unwrapped keys stay in memory, at most ``cache_size`` of them, each at most ``cache_ttl`` seconds after
-it was loaded (never extended by use), so a key shredded elsewhere stops working here within ``cache_ttl``.
+it was loaded (never extended by use). A background thread drops expired entries without waiting for a lookup, so
+a key shredded elsewhere leaves even an idle process's memory within ``cache_ttl`` (plus a sweep interval of at
+most 5 s). Key ids that are unknown or that this KEK cannot unwrap are cached too (negatively, same bounds), so a
+consumer without access does not call the KMS once per value.
+
 Rotation: an active key is replaced when it is older than ``rotation.max_age`` or has encrypted
-``rotation.max_encryptions`` values; a rotation that fails raises, it never falls back to the old key.
+``rotation.max_encryptions`` values; a rotation that fails raises, it never falls back to the old key. The count
+is kept in the key store and charged before use: a process takes a lease of ``rotation.lease`` encryptions
+(atomically, clipped at the cap) before it encrypts, so no number of processes, restarts or forks can encrypt more
+than ``max_encryptions`` values under one key. Unused parts of a lease are never handed back (the count errs high).
+
+Outcomes: a key-store or KMS failure that is transient (network, throttling, 5xx) is retried with exponential
+backoff, then raised as ``KeyStoreUnavailableError``; a KEK without access is ``AccessDeniedError``; a wrapped key
+that fails authentication under the KEK that wrapped it is ``KeyCorruptedError``; an error no driver classifies is
+``KeyStoreUnavailableError`` naming its type. Never a raw third-party exception.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import logging
 import os
 import socket
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tink
-
-from fieldcrypt._crypto import DataKey, new_data_key, rewrap_data_key, unwrap_data_key
+from fieldcrypt._crypto import DataKey, encrypted_keyset, new_data_key, rewrap_data_key, unwrap_data_key
 from fieldcrypt.clock import Clock, SystemClock
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
+    DecryptionError,
+    EncryptionError,
+    KeyCorruptedError,
     KeyNotFoundError,
     KeyShreddedError,
     KeyStoreUnavailableError,
     format_key_id,
 )
-from fieldcrypt.keys import _fork
+from fieldcrypt.keys import _fork, shredlog
 from fieldcrypt.keys.cache import TtlCache
-from fieldcrypt.keys.kek import Kek, open_kek
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, open_store, redact_url
+from fieldcrypt.keys.kek import Kek, classify_failure, open_kek
+from fieldcrypt.keys.report import PersonShred, ShredReport
+from fieldcrypt.keys.store import (
+    OPERATIONS,
+    AuditEntry,
+    KeyRecord,
+    KeyStore,
+    ShredRecord,
+    check_id,
+    check_shred_target,
+    open_store,
+    redact_url,
+)
 
-__all__ = ["Keyring", "RotationPolicy", "ShredReport"]
+__all__ = ["Keyring", "PersonShred", "RotationPolicy", "ShredReport"]
 
 log = logging.getLogger("fieldcrypt.keys")
 T = TypeVar("T")
@@ -58,41 +83,38 @@ HARD_MAX_ENCRYPTIONS = 2**31
 class RotationPolicy:
     """When an active data key is replaced by a new version (old versions keep decrypting).
 
-    ``max_age``: seconds after creation (None: never by age). ``max_encryptions``: values encrypted, counted in
-    the key store in leases of ``lease`` per process, so the count can overshoot by at most ``lease`` per process.
+    ``max_age``: seconds after creation (None: never by age). ``max_encryptions``: values (AES-GCM invocations,
+    the nonce budget) one key may encrypt, in every process together; never exceeded. ``lease``: how many a
+    process charges to the store's count at a time, before using them (default: ``max_encryptions // 32``, at
+    most 65,536). A process that stops returns nothing, so a key may rotate before ``max_encryptions`` values were
+    really encrypted, never after.
     """
 
     max_age: float | None = 90 * 86400.0
     max_encryptions: int = 2**30
-    lease: int = 65_536
+    lease: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_age is not None and self.max_age <= 0:
+        if self.max_age is not None and (
+            isinstance(self.max_age, bool) or not isinstance(self.max_age, (int, float)) or not self.max_age > 0
+        ):
             raise ConfigurationError("rotation max_age must be positive seconds, or None")
+        if isinstance(self.max_encryptions, bool) or not isinstance(self.max_encryptions, int):
+            raise ConfigurationError("rotation max_encryptions must be an int")
         if not 0 < self.max_encryptions <= HARD_MAX_ENCRYPTIONS:
             raise ConfigurationError(f"rotation max_encryptions must be between 1 and {HARD_MAX_ENCRYPTIONS}")
-        if not 0 < self.lease <= self.max_encryptions:
+        if self.lease is None:
+            object.__setattr__(self, "lease", max(1, min(65_536, self.max_encryptions // 32)))
+        elif isinstance(self.lease, bool) or not isinstance(self.lease, int):
+            raise ConfigurationError("rotation lease must be an int")
+        if not 0 < self.leased <= self.max_encryptions:
             raise ConfigurationError("rotation lease must be between 1 and max_encryptions")
 
-
-@dataclass(frozen=True)
-class ShredReport:
-    """What a shred did. ``destroyed`` empty means it was a no-op (nothing held, or already shredded)."""
-
-    target: str
-    destroyed: tuple[ShredRecord, ...]
-    previously_shredded: int = 0
-
     @property
-    def noop(self) -> bool:
-        return not self.destroyed
-
-    def __str__(self) -> str:
-        if self.destroyed:
-            return f"{self.target}: {_count(len(self.destroyed), 'key')} destroyed"
-        if self.previously_shredded:
-            return f"{self.target}: nothing to do, already shredded ({_count(self.previously_shredded, 'key')} earlier)"
-        return f"{self.target}: nothing to do, no key held"
+    def leased(self) -> int:
+        """The lease size in effect (``lease`` after its default is filled in)."""
+        assert self.lease is not None
+        return self.lease
 
 
 def _count(n: int, noun: str) -> str:
@@ -123,6 +145,8 @@ class _Retry:
 class Keyring:
     """Where data keys live (``store``: URL or :class:`KeyStore`) and what wraps them (``kek``: URI or :class:`Kek`,
     or a list whose first entry wraps new keys and whose others still unwrap keys they wrapped, for KEK rotation).
+
+    The store must exist (:func:`fieldcrypt.create_key_store`, ``fieldcrypt keys init``).
     """
 
     def __init__(
@@ -143,6 +167,8 @@ class Keyring:
         keks = [kek] if isinstance(kek, (str, Kek)) else list(kek)
         if not keks or not all(isinstance(k, (str, Kek)) for k in keks):
             raise ConfigurationError("kek must be a KEK URI such as local-kek:///path/kek.json, a Kek, or a list")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError("retries must be a non-negative int")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.keks = [open_kek(k) if isinstance(k, str) else k for k in keks]
         self.kek = self.keks[0]
@@ -155,29 +181,55 @@ class Keyring:
         self.rotation = rotation or RotationPolicy()
         self.actor = actor or _default_actor()
         self.cache_ttl = float(cache_ttl)
-        self._retry = _Retry(max(1, retries + 1), backoff, sleep)
+        self._retry = _Retry(retries + 1, backoff, sleep)
         self._cache_size = cache_size
         self._new_caches()
+        self._closed = False
         self._shred_log = Path(shred_log) if shred_log is not None else None
         if self._shred_log is not None and self._shred_log.exists():
             self.restore(reason="re-apply the shred log at startup", quiet=True)
         _fork.track(self)
+        self._start_sweeper()
 
     def _new_caches(self) -> None:
         size, ttl = self._cache_size, self.cache_ttl
         self._by_id: TtlCache[int, DataKey] = TtlCache(size, ttl, self.clock)
         self._active: TtlCache[tuple[str, str | None], DataKey] = TtlCache(size, ttl, self.clock)
         self._erased: TtlCache[int, ShredRecord] = TtlCache(size, 86400.0 * 365, self.clock)
+        #: key ids the store does not hold, or that no configured KEK may unwrap: the error to raise again
+        self._missing: TtlCache[int, Callable[[], DecryptionError]] = TtlCache(size, ttl, self.clock)
         self._create_lock = threading.Lock()
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks and empty caches. A cached key carries the parent's leased encryption
         budget, which the child must not spend a second time; the child reloads keys and leases its own."""
         self._new_caches()
+        if not self._closed:
+            self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
+        """A daemon thread that drops expired cache entries every ``min(cache_ttl / 4, 5 s)`` (real time)."""
+        interval = min(max(self.cache_ttl / 4, 0.05), 5.0)
+        ref = weakref.ref(self)
+        stop = self._stop_sweeper = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval):
+                keyring = ref()
+                if keyring is None:
+                    return
+                keyring.sweep()
+                del keyring
+
+        threading.Thread(target=run, name="fieldcrypt-key-cache-sweeper", daemon=True).start()
+
+    def sweep(self) -> int:
+        """Drop every expired cache entry now (the sweeper thread calls this); returns how many were dropped."""
+        return sum(cache.sweep() for cache in (self._by_id, self._active, self._erased, self._missing))
 
     # -- hot path -------------------------------------------------------------------------------------------------
     def encryption_key(self, domain: str, person: str | None = None) -> DataKey:
-        """The active data key of (domain, person): created on first use, rotated when due."""
+        """The active data key of (domain, person), with a leased budget: created on first use, rotated when due."""
         cached = self._active.get((domain, person))
         if cached is not None:
             return cached
@@ -187,49 +239,92 @@ class Keyring:
                 return cached
             record = self._call(lambda: self.store.active(domain, person))
             if record is None:
-                key = self._create(domain, person, None, "create", "first use")
+                key, created = self._create(domain, person, None, "create", "first use"), self.clock.now()
             elif self._expired(record):
-                key = self._create(domain, person, record.key_id, "rotate", "max_age reached")
+                key, created = self._create(domain, person, record.key_id, "rotate", "max_age reached"), None
             else:
-                key = self._unwrap(record)
-            return self._activate(key, record if record is not None and record.key_id == key.key_id else None)
+                key, created = self._unwrap(record), record.created_at
+            return self._lease_and_activate(key, created)
 
     def renew(self, key: DataKey) -> DataKey:
-        """Called by the engine when a key's local budget is spent: count it in the store, rotate at the cap."""
+        """Called by the engine when a key's leased budget is spent: lease more, or move to the next key (rotated
+        at the cap, or created anew when this one was shredded elsewhere)."""
         with self._create_lock:
             if key.budget[0] > 0:
                 return key
-            lease = self.rotation.lease
-            total = self._call(lambda: self.store.reserve(key.key_id, lease))
-            if total < self.rotation.max_encryptions:
-                key.budget[0] = lease
-                return key
-            new = self._create(key.domain, key.person, key.key_id, "rotate", "max_encryptions reached")
-            return self._activate(new, None)
+            self._active.discard((key.domain, key.person))
+            return self._lease_and_activate(key, None)
+
+    def _lease_and_activate(self, key: DataKey, created: float | None) -> DataKey:
+        """Charge a lease for ``key`` in the store and cache it as active; when its cap is reached, rotate; when it
+        is gone (shredded elsewhere), use or create the new active key. ``created`` None: look it up."""
+        lease, cap = self.rotation.leased, self.rotation.max_encryptions
+        for _ in range(4):
+            grant = self._call(lambda k=key: self.store.reserve(k.key_id, lease, cap))  # type: ignore[misc]
+            if grant is not None:
+                if grant > 0:
+                    key.budget[0] = grant
+                    return self._activate(key, created)
+                key = self._create(key.domain, key.person, key.key_id, "rotate", "max_encryptions reached")
+                created = self.clock.now()
+                continue
+            # shredded elsewhere: another process may already have made the next key; else make it
+            self._by_id.discard(key.key_id)
+            record = self._call(lambda k=key: self.store.active(k.domain, k.person))  # type: ignore[misc]
+            if record is not None and record.key_id != key.key_id:
+                key, created = self._unwrap(record), record.created_at
+            else:
+                key = self._create(key.domain, key.person, None, "create", "previous key shredded")
+                created = self.clock.now()
+        raise KeyStoreUnavailableError(
+            "could not lease an encryption budget: the active key keeps changing (shredded or rotated elsewhere)",
+            key_id=key.key_id,
+        )
 
     def decryption_key(self, key_id: int) -> DataKey:
         """The data key with this id. Raises ``KeyShreddedError`` if it was destroyed, ``KeyNotFoundError`` if the
-        store never held it, ``AccessDeniedError`` if this KEK cannot unwrap it."""
+        store never held it, ``AccessDeniedError`` if no configured KEK may unwrap it, ``KeyCorruptedError`` if its
+        wrapped form fails authentication. The first three carry ``owner`` (domain, person) where known, so a
+        reader can tell a header re-pointed at another person's key (tampering) from an erasure."""
         cached = self._by_id.get(key_id)
         if cached is not None:
             return cached
         erased = self._erased.get(key_id)
         if erased is not None:
-            raise KeyShreddedError("the data key was shredded: this data is erased", key_id=key_id)
+            raise _shredded(erased)
+        missing = self._missing.get(key_id)
+        if missing is not None:
+            raise missing()
         record = self._call(lambda: self.store.get(key_id))
         if record is None:
             gone = self._call(lambda: self.store.shredded(key_id))
             if gone is not None:
                 self._erased.put(key_id, gone)
-                raise KeyShreddedError("the data key was shredded: this data is erased", key_id=key_id)
-            raise KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
-        key = self._unwrap(record)
+                raise _shredded(gone)
+
+            def unknown() -> DecryptionError:
+                return KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
+
+            self._missing.put(key_id, unknown)
+            raise unknown()
+        try:
+            key = self._unwrap(record)
+        except AccessDeniedError as exc:
+            reason, owner = exc.reason, exc.owner
+
+            def denied() -> DecryptionError:
+                err = AccessDeniedError(reason, key_id=key_id)
+                err.owner = owner
+                return err
+
+            self._missing.put(key_id, denied)
+            raise
         self._by_id.put(key_id, key)
         return key
 
     # -- internals ---------------------------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run a key-store call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising."""
+        """Run a key-store or KEK call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising."""
         delay = self._retry.backoff
         for attempt in range(self._retry.attempts):
             try:
@@ -245,10 +340,11 @@ class Keyring:
         age = self.rotation.max_age
         return age is not None and record.created_at + age <= self.clock.now()
 
-    def _activate(self, key: DataKey, record: KeyRecord | None) -> DataKey:
-        created = record.created_at if record is not None else self.clock.now()
+    def _activate(self, key: DataKey, created: float | None) -> DataKey:
+        if created is None:
+            record = self._call(lambda: self.store.get(key.key_id))
+            created = record.created_at if record is not None else self.clock.now()
         until = None if self.rotation.max_age is None else created + self.rotation.max_age
-        key.budget[0] = self.rotation.lease  # counted in the store when spent (see renew)
         self._active.put((key.domain, key.person), key, until)
         self._by_id.put(key.key_id, key)
         return key
@@ -262,8 +358,8 @@ class Keyring:
         def wrap(key_id: int, version: int) -> bytes:
             try:
                 key, wrapped = new_data_key(key_id, domain, person, version, self.kek.aead)
-            except tink.TinkError as exc:
-                raise KeyStoreUnavailableError(f"KEK {self.kek.uri!r} could not wrap a new data key") from exc
+            except Exception as exc:  # tink.TinkError, or a KMS client's own exception that tink let through
+                raise _wrap_failure(self.kek, exc) from exc
             made.append(key)
             return wrapped
 
@@ -285,15 +381,43 @@ class Keyring:
         )
 
     def _with_kek(self, record: KeyRecord, use: Callable[[Kek], T]) -> T:
-        """``use(kek)`` with the first configured KEK that can unwrap ``record`` (the one that wrapped it first)."""
+        """``use(kek)`` with the first configured KEK that can unwrap ``record`` (the one that wrapped it first).
+
+        Each failure is classified (:func:`fieldcrypt.keys.kek.classify_failure`); transient ones are retried
+        with backoff (the whole attempt, through ``_call``)."""
+        inner = encrypted_keyset(record.wrapped)
+        if inner is None:
+            raise _corrupt(record)
+        return self._call(lambda: self._try_keks(record, use, inner))
+
+    def _try_keks(self, record: KeyRecord, use: Callable[[Kek], T], inner: bytes) -> T:
+        verdicts: list[tuple[Kek, str, str]] = []
         for kek in sorted(self.keks, key=lambda k: k.uri != record.kek_uri):
             try:
                 return use(kek)
-            except tink.TinkError:
-                continue
-        raise AccessDeniedError(
+            except Exception as exc:  # tink.TinkError, or a KMS client's own exception that tink let through
+                verdict = classify_failure(kek, exc, inner)
+                if verdict == "corrupt" and kek.uri != record.kek_uri and getattr(kek, "key_ids", None) is None:
+                    verdict = "denied"  # a KMS that is not the one that wrapped it cannot say "tampered"
+                verdicts.append((kek, verdict, type(exc).__name__))
+        kinds = {v for _, v, _ in verdicts}
+        if "corrupt" in kinds:
+            raise _corrupt(record)
+        for kek, verdict, name in verdicts:
+            if verdict == "unavailable":
+                raise KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable ({name})", key_id=record.key_id)
+        for kek, verdict, name in verdicts:
+            if verdict != "denied":
+                raise KeyStoreUnavailableError(
+                    f"KEK {kek.uri!r} failed with an error fieldcrypt does not recognise ({name}); "
+                    "it is not reported as no access",
+                    key_id=record.key_id,
+                )
+        err = AccessDeniedError(
             f"no configured KEK can unwrap this data key (it was wrapped by {record.kek_uri!r})", key_id=record.key_id
         )
+        err.owner = (record.domain, record.person)
+        raise err
 
     # -- admin ---------------------------------------------------------------------------------------------------
     def publish_policy(self, fingerprint: str, policy: str) -> str:
@@ -305,21 +429,28 @@ class Keyring:
 
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
         """The stored keys (metadata; wrapped material is never shown)."""
-        return list(self.store.keys(domain, person))
+        if domain is not None:
+            check_id(domain, "domain")
+        if person is not None:
+            check_id(person, "data-subject id")
+        return list(self._call(lambda: self.store.keys(domain, person)))
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """Replace the active key of (domain, person) by a new version now. Returns None if it has no key."""
-        current = self.store.active(domain, person)
+        check_id(domain, "domain")
+        if person is not None:
+            check_id(person, "data-subject id")
+        current = self._call(lambda: self.store.active(domain, person))
         if current is None:
             return None
         key = self._create(domain, person, current.key_id, "rotate", reason or "requested")
         self._active.discard((domain, person))
-        return self.store.get(key.key_id)
+        return self._call(lambda: self.store.get(key.key_id))
 
     def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
         """Re-wrap every stored data key under the primary KEK (``kek[0]``); no Kafka data is touched.
         Afterwards the other KEKs can be retired. Returns how many keys were rewrapped."""
-        records = list(self.store.keys())
+        records = list(self._call(lambda: self.store.keys()))
         items: list[tuple[int, str, bytes]] = []
         for i, record in enumerate(records):
             if record.kek_uri != self.kek.uri or len(self.keks) == 1:
@@ -328,83 +459,149 @@ class Keyring:
             if progress is not None:
                 progress(i + 1, len(records))
         audit = self._audit("rewrap", reason, detail=f"to {self.kek.uri}")
-        return self.store.update_wrapped(items, audit)
+        return self._call(lambda: self.store.update_wrapped(items, audit))
 
-    def shred_domain(self, domain: str, *, reason: str = "") -> ShredReport:
+    def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
         """Destroy every key of a domain (all persons, all versions): its data is erased everywhere."""
-        return self._shred(f"domain {domain!r}", domain, None, reason)
+        check_id(domain, "domain")
+        return self._shred(f"domain {domain!r}", domain, None, reason, dry_run)
 
-    def shred_person(self, person: str, *, domain: str | None = None, reason: str = "") -> ShredReport:
+    def shred_person(
+        self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False
+    ) -> ShredReport:
         """Destroy one person's keys in every domain (or one domain): their data is erased everywhere."""
-        return self._shred("data subject", domain, [person], reason, person=person)
+        check_id(person, "data-subject id")
+        return self._shred("data subject", domain, [person], reason, dry_run)
 
-    def shred_persons(self, persons: Iterable[str], *, domain: str | None = None, reason: str = "") -> ShredReport:
-        """Destroy the keys of many persons in one transaction (e.g. a file of erasure requests)."""
-        people = [p for p in dict.fromkeys(persons) if p]
-        return self._shred(f"{len(people)} data subjects", domain, people, reason)
+    def shred_persons(
+        self, persons: Iterable[str], *, domain: str | None = None, reason: str = "", dry_run: bool = False
+    ) -> ShredReport:
+        """Destroy the keys of many persons in one transaction (e.g. a file of erasure requests). Every id must be
+        a non-blank ``str`` and there must be at least one; otherwise ``ConfigurationError`` and nothing is
+        destroyed. The audit log gets one entry per person, naming the keys destroyed or "no key held"."""
+        people = check_shred_target(domain, persons)
+        assert people is not None
+        return self._shred(_count(len(people), "data subject"), domain, people, reason, dry_run)
 
     def _shred(
-        self, target: str, domain: str | None, persons: list[str] | None, reason: str, person: str | None = None
+        self, target: str, domain: str | None, persons: list[str] | None, reason: str, dry_run: bool
     ) -> ShredReport:
-        audit = self._audit("shred", reason, domain=domain, person=person)
-        destroyed = self._call(lambda: self.store.shred(domain, persons, self.clock.now(), audit))
+        people = check_shred_target(domain, persons)
+        if not isinstance(reason, str):
+            raise ConfigurationError("reason must be a str")
+        now = self.clock.now()
+        if dry_run:
+            held = self._held(domain, people)
+            destroyed = tuple(ShredRecord(r.key_id, r.domain, r.person, now) for r in held)
+            return self._report(target, domain, people, destroyed, dry_run=True, pending=False)
+        batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
+        audit = self._audit("shred", reason, domain=domain, detail=batch)
+        destroyed = tuple(self._call(lambda: self.store.shred(domain, people, now, audit)))
         for r in destroyed:
             self._by_id.discard(r.key_id)
             self._active.discard((r.domain, r.person))
             self._erased.put(r.key_id, r)
-        self._append_shred_log(destroyed)
-        previously = 0
-        if not destroyed:
-            previously = self._call(lambda: self.store.count_shredded(domain, persons))
-        report = ShredReport(target, tuple(destroyed), previously)
+        if self._shred_log is not None:
+            shredlog.append(self._shred_log, destroyed)
+        pending = not self.purge()
+        report = self._report(target, domain, people, destroyed, dry_run=False, pending=pending)
         log.info("shred %s", report)
         return report
 
-    def _append_shred_log(self, destroyed: Sequence[ShredRecord]) -> None:
-        if self._shred_log is None or not destroyed:
-            return
-        with open(self._shred_log, "a", encoding="utf-8") as f:
+    def _held(self, domain: str | None, people: list[str] | None) -> list[KeyRecord]:
+        if people is None:
+            return list(self._call(lambda: self.store.keys(domain)))
+        return [r for p in people for r in self._call(lambda p=p: self.store.keys(domain, p))]  # type: ignore[misc]
+
+    def _report(
+        self,
+        target: str,
+        domain: str | None,
+        people: list[str] | None,
+        destroyed: tuple[ShredRecord, ...],
+        *,
+        dry_run: bool,
+        pending: bool,
+    ) -> ShredReport:
+        previously = 0
+        persons: tuple[PersonShred, ...] = ()
+        if people is not None:
+            mine: dict[str, list[int]] = {p: [] for p in people}
             for r in destroyed:
-                f.write(json.dumps({"key_id": r.key_id, "domain": r.domain, "person": r.person, "at": r.shredded_at}))
-                f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+                mine.setdefault(r.person or "", []).append(r.key_id)
+            counts = self._call(lambda: self.store.shredded_counts(domain, people))
+            persons = tuple(
+                PersonShred(p, tuple(mine[p]), counts.get(p, 0) - (0 if dry_run else len(mine[p]))) for p in people
+            )
+            previously = sum(p.previously_shredded for p in persons)
+        elif not destroyed:
+            previously = self._call(lambda: self.store.count_shredded(domain, None))
+        return ShredReport(target, destroyed, previously, persons, dry_run=dry_run, pending=pending)
+
+    def purge(self) -> bool:
+        """Ask the store to drop every copy of destroyed rows from its files (SQLite: truncate the WAL), retrying
+        with backoff while a reader blocks it. False when still blocked: the last shred is "pending"."""
+        delay = self._retry.backoff
+        for attempt in range(self._retry.attempts + 2):
+            if self._call(self.store.purge):
+                return True
+            if attempt + 1 < self._retry.attempts + 2:
+                self._retry.sleep(delay)
+                delay *= 2
+        log.warning("shred pending: the key store's write-ahead log is held by a reader; re-run the shred")
+        return False
 
     def export_shred_log(self) -> list[ShredRecord]:
-        return list(self.store.shred_log())
+        return list(self._call(self.store.shred_log))
 
     def restore(
         self, entries: Iterable[ShredRecord] | None = None, *, reason: str = "", quiet: bool = False
     ) -> list[int]:
         """After restoring the key store from an older backup: re-apply the shred log (``entries``, or the
-        ``shred_log`` file this keyring keeps), so no shredded key comes back. Returns the ids destroyed again."""
+        ``shred_log`` file this keyring keeps), so no shredded key comes back. Returns the ids destroyed again.
+        A torn or corrupt line in the file is a ``ConfigurationError`` naming the line; nothing is applied."""
         if entries is None:
             if self._shred_log is None or not self._shred_log.exists():
                 raise ConfigurationError("no shred log to re-apply: pass entries or configure shred_log=PATH")
-            entries = [
-                ShredRecord(int(d["key_id"]), d["domain"], d["person"], float(d["at"]))
-                for d in map(json.loads, self._shred_log.read_text().splitlines())
-                if d
-            ]
+            entries = shredlog.read(self._shred_log)
         entries = list(entries)
-        known = {r.key_id for r in self.store.shred_log()}
+        known = {r.key_id for r in self._call(self.store.shred_log)}
         if quiet and all(e.key_id in known for e in entries):
             return []
-        destroyed = self.store.apply_shred_log(entries, self._audit("restore", reason or "re-apply shred log"))
+        audit = self._audit("restore", reason or "re-apply shred log")
+        destroyed = self._call(lambda: self.store.apply_shred_log(entries, audit))
         for key_id in destroyed:
             self._by_id.discard(key_id)
         self._active.clear()
+        self.purge()
         return destroyed
 
-    def audit(self, limit: int | None = None) -> list[AuditEntry]:
-        """The append-only audit log of key operations, oldest first."""
-        return self.store.audit_log(limit)
+    def audit(
+        self,
+        limit: int | None = None,
+        *,
+        person: str | None = None,
+        operation: str | None = None,
+        since: float | None = None,
+    ) -> list[AuditEntry]:
+        """The append-only audit log of key operations, oldest first; optionally only the newest ``limit``, those
+        naming one data subject, one operation (create, rotate, rewrap, shred, restore), or at/after ``since``."""
+        if person is not None:
+            check_id(person, "data-subject id")
+        if operation is not None and operation not in OPERATIONS:
+            raise ConfigurationError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigurationError("limit must be a non-negative int")
+        return self._call(lambda: self.store.audit_log(limit, person=person, operation=operation, since=since))
 
     def clear_cache(self) -> None:
         self._by_id.clear()
         self._active.clear()
+        self._missing.clear()
 
     def close(self) -> None:
+        self._closed = True
+        self._stop_sweeper.set()
         self.clear_cache()
         self.store.close()
 
@@ -416,3 +613,30 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
+
+
+def _shredded(gone: ShredRecord) -> KeyShreddedError:
+    err = KeyShreddedError("the data key was shredded: this data is erased", key_id=gone.key_id)
+    err.owner = (gone.domain, gone.person)
+    return err
+
+
+def _corrupt(record: KeyRecord) -> KeyCorruptedError:
+    err = KeyCorruptedError(
+        "the stored wrapped data key fails authentication under the KEK that wrapped it: its key-store row is "
+        "corrupt, or was tampered with or swapped",
+        key_id=record.key_id,
+    )
+    err.owner = (record.domain, record.person)
+    return err
+
+
+def _wrap_failure(kek: Kek, exc: BaseException) -> Exception:
+    verdict = classify_failure(kek, exc, b"")
+    if verdict == "unavailable":
+        return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap a new data key")
+    if verdict == "denied":
+        return EncryptionError(f"KEK {kek.uri!r} refused to wrap a new data key: this producer has no access to it")
+    return KeyStoreUnavailableError(
+        f"KEK {kek.uri!r} could not wrap a new data key: an error fieldcrypt does not recognise ({type(exc).__name__})"
+    )

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX
 @pytest.fixture(params=sorted(STORES))
 def keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Keyring]:
     with STORES[request.param](tmp_path) as url:
-        kr = Keyring(url, fieldcrypt.create_local_kek(tmp_path / "kek.json"))
+        kr = Keyring(fieldcrypt.create_key_store(url), fieldcrypt.create_local_kek(tmp_path / "kek.json"))
         yield kr
         kr.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pg import pg_schema_url
 
-from fieldcrypt import KeyStore, KeyStoreUnavailableError, open_store
+from fieldcrypt import KeyStore, open_store
 from fieldcrypt.keys.store import AuditEntry, ShredRecord
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
@@ -27,7 +27,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[KeyStore]:
-    s = open_store(store_url)
+    s = open_store(store_url, create=True)
     yield s
     s.close()
 
@@ -78,11 +78,14 @@ def test_rotation_retires_and_is_raced_safely(store: KeyStore) -> None:
 
 def test_reserve_counts(store: KeyStore) -> None:
     k = store.create("d", None, "k", wrap_with(b"w"), 1.0, audit())
-    assert store.reserve(k.key_id, 10) == 10
-    assert store.reserve(k.key_id, 5) == 15
+    assert store.reserve(k.key_id, 10, 32) == 10
+    assert store.reserve(k.key_id, 5, 32) == 5
     assert store.get(k.key_id).encryptions == 15  # type: ignore[union-attr]
-    with pytest.raises(KeyStoreUnavailableError):
-        store.reserve(k.key_id ^ 1, 1)
+    assert store.reserve(k.key_id, 10, 20) == 5  # clipped at the limit
+    assert store.get(k.key_id).encryptions == 20  # type: ignore[union-attr]
+    assert store.reserve(k.key_id, 10, 20) == 0
+    assert store.get(k.key_id).encryptions == 20  # type: ignore[union-attr]
+    assert store.reserve(k.key_id ^ 1, 1, 20) is None  # no such key (shredded)
 
 
 def test_shred_person_domain_and_log(store: KeyStore) -> None:

@@ -57,7 +57,7 @@ RECORDS = [
 def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     kek_uri = fieldcrypt.create_local_kek(tmp / "kek.json")
-    keyring = fieldcrypt.Keyring(f"sqlite:///{tmp / 'keys.db'}", kek_uri)
+    keyring = fieldcrypt.Keyring(fieldcrypt.create_key_store(f"sqlite:///{tmp / 'keys.db'}"), kek_uri)
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     ser = AvroSerializer(registry, json.dumps(SCHEMA), keyring=keyring)
     ctx = SerializationContext("vectors", MessageField.VALUE)

@@ -9,10 +9,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fieldcrypt.errors import KeyStoreUnavailableError, format_key_id
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, WrapFn
+from fieldcrypt.errors import format_key_id
+from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, WrapFn, check_shred_target
 
-__all__ = ["Execute", "SqlKeyStore"]
+__all__ = ["TABLES", "Execute", "SqlKeyStore"]
+
+#: the tables every built-in store holds; a store missing some of them must be initialized (or upgraded) first
+TABLES = ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit", "fieldcrypt_policies")
 
 #: runs one statement inside the current transaction and returns its rows
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -27,7 +30,7 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
     if persons is None:
         yield "domain = ?", [domain]
         return
-    people = [p for p in dict.fromkeys(persons) if p]
+    people = list(persons)
     for i in range(0, len(people), _BATCH):
         chunk = people[i : i + _BATCH]
         cond = f"person IN ({', '.join('?' * len(chunk))})"
@@ -116,6 +119,15 @@ class SqlKeyStore(KeyStore):
         )
         return _shred(rows[0]) if rows else None
 
+    def shredded_counts(self, domain: str | None, persons: Sequence[str]) -> dict[str, int]:
+        counts = dict.fromkeys(persons, 0)
+        for cond, args in _conditions(domain, persons):
+            for person, n in self._read(
+                f"SELECT person, COUNT(*) FROM fieldcrypt_shredded WHERE {cond} GROUP BY person", args
+            ):
+                counts[str(person)] = int(n)
+        return counts
+
     def count_shredded(self, domain: str | None, persons: Sequence[str] | None) -> int:
         if persons is None and domain is None:
             return 0
@@ -128,12 +140,27 @@ class SqlKeyStore(KeyStore):
         rows = self._read("SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded ORDER BY shredded_at")
         return iter([_shred(r) for r in rows])
 
-    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
+    def audit_log(
+        self,
+        limit: int | None = None,
+        *,
+        person: str | None = None,
+        operation: str | None = None,
+        since: float | None = None,
+    ) -> list[AuditEntry]:
         sql = "SELECT seq, at, actor, operation, domain, person, key_ids, reason, detail FROM fieldcrypt_audit"
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("person = ?", person), ("operation = ?", operation), ("at >= ?", since)):
+            if value is not None:
+                where.append(column)
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         if limit is not None:
-            rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (int(limit),))[::-1]
+            rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (*args, int(limit)))[::-1]
         else:
-            rows = self._read(sql + " ORDER BY seq")
+            rows = self._read(sql + " ORDER BY seq", args)
         return [
             AuditEntry(
                 seq=int(seq),
@@ -218,30 +245,56 @@ class SqlKeyStore(KeyStore):
             ):
                 return key_id
 
-    def reserve(self, key_id: int, count: int) -> int:
+    def reserve(self, key_id: int, count: int, limit: int) -> int | None:
         with self._tx() as ex:
+            # the UPDATE locks the row until commit (SQLite: the whole write transaction), so "before" is exact
             rows = ex(
                 "UPDATE fieldcrypt_keys SET encryptions = encryptions + ? WHERE key_id = ? RETURNING encryptions",
                 (count, key_id),
             )
-        if not rows:
-            raise KeyStoreUnavailableError("the key to count encryptions for is gone", key_id=key_id)
-        return int(rows[0][0])
+            if not rows:
+                return None
+            before = int(rows[0][0]) - count
+            granted = max(0, min(count, limit - before))
+            if before + count > limit:
+                ex(
+                    "UPDATE fieldcrypt_keys SET encryptions = ? WHERE key_id = ?",
+                    (max(before, limit), key_id),
+                )
+        return granted
 
     def shred(
         self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
     ) -> list[ShredRecord]:
+        people = check_shred_target(domain, persons)
         destroyed: list[ShredRecord] = []
         with self._tx() as ex:
-            if persons is None and domain is None:
-                raise ValueError("shred needs a domain, persons, or both")
-            for cond, args in _conditions(domain, persons):
+            earlier: dict[str, int] = {}
+            if people is not None:
+                for cond, args in _conditions(domain, people):
+                    for person, n in ex(
+                        f"SELECT person, COUNT(*) FROM fieldcrypt_shredded WHERE {cond} GROUP BY person", args
+                    ):
+                        earlier[str(person)] = int(n)
+            for cond, args in _conditions(domain, people):
                 destroyed += self._delete(ex, cond, args, now)
-            ids = tuple(r.key_id for r in destroyed)
-            detail = f"{len(ids)} {'key' if len(ids) == 1 else 'keys'} destroyed" + (
-                f"; {audit.detail}" if audit.detail else ""
-            )
-            self._audit(ex, _with(audit, key_ids=ids, detail=detail))
+            if people is None:
+                ids = tuple(r.key_id for r in destroyed)
+                self._audit(ex, _with(audit, key_ids=ids, person=None, detail=_detail(len(ids), 0, audit.detail)))
+            else:
+                mine: dict[str, list[int]] = {p: [] for p in people}
+                for r in destroyed:
+                    mine[r.person or ""].append(r.key_id)
+                batch = f"{audit.detail}, " if audit.detail else ""
+                for i, p in enumerate(people, 1):
+                    where = f"{batch}{i} of {len(people)}" if len(people) > 1 else audit.detail
+                    entry = _with(
+                        audit,
+                        person=p,
+                        key_ids=tuple(mine[p]),
+                        detail=_detail(len(mine[p]), earlier.get(p, 0), where),
+                    )
+                    self._audit(ex, entry)
         return destroyed
 
     def _delete(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
@@ -297,6 +350,17 @@ class SqlKeyStore(KeyStore):
                     done.append(key_id)
             self._audit(ex, _with(audit, key_ids=tuple(done), detail=f"{len(done)} keys rewrapped; {audit.detail}"))
         return len(done)
+
+
+def _detail(destroyed: int, earlier: int, where: str) -> str:
+    """What a shred did to one target, as the audit log's ``detail`` says it."""
+    if destroyed:
+        text = f"{destroyed} {'key' if destroyed == 1 else 'keys'} destroyed"
+    elif earlier:
+        text = f"no key held (already erased: {earlier} {'key' if earlier == 1 else 'keys'} shredded earlier)"
+    else:
+        text = "no key held"
+    return f"{text}; {where}" if where else text
 
 
 def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:

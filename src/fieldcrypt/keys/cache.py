@@ -62,6 +62,15 @@ class TtlCache(Generic[K, V]):
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
 
+    def sweep(self) -> int:
+        """Drop every expired entry now, without waiting for a lookup; returns how many were dropped."""
+        now = self._clock.now()
+        with self._lock:
+            dead = [k for k, (until, _) in self._data.items() if until <= now]
+            for k in dead:
+                del self._data[k]
+        return len(dead)
+
     def discard(self, key: K) -> None:
         with self._lock:
             self._data.pop(key, None)

@@ -17,8 +17,8 @@ from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
-from fieldcrypt.keys._sql import Execute, SqlKeyStore
-from fieldcrypt.keys.store import redact_url
+from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore
+from fieldcrypt.keys.store import missing_store_error, redact_url
 
 __all__ = ["PostgresKeyStore"]
 
@@ -76,7 +76,7 @@ def _sql(statement: str) -> str:
 
 
 class PostgresKeyStore(SqlKeyStore):
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, create: bool = False, connect_timeout: int = 10) -> None:
         try:
             import psycopg
         except ImportError as exc:
@@ -89,11 +89,32 @@ class PostgresKeyStore(SqlKeyStore):
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
+        if create:
+            self.initialize()
+        else:
+            self._check_tables()
+        _fork.track(self)
+
+    def initialize(self) -> None:
         with self._tx() as ex:
             ex("SELECT pg_advisory_xact_lock(?)", (_lock_id("fieldcrypt", "schema"),))
             for statement in _SCHEMA:
                 ex(statement, ())
-        _fork.track(self)
+
+    def _check_tables(self) -> None:
+        """The database (in its search_path) must hold fieldcrypt's tables: a mistyped database or schema is an
+        error, not a new store."""
+        rows = self._read(
+            "SELECT " + ", ".join("to_regclass(?) IS NOT NULL" for _ in TABLES),
+            TABLES,
+        )
+        present = {t for t, ok in zip(TABLES, rows[0], strict=True) if ok}
+        if not present:
+            raise missing_store_error(
+                self.url, "holds no fieldcrypt tables (wrong database or schema, or never initialized)"
+            )
+        if present != set(TABLES):
+            raise missing_store_error(self.url, "was created by an older fieldcrypt and needs its tables upgraded")
 
     def _after_fork(self) -> None:
         """In a forked child: the connection's socket is the parent's; leave it to the parent, connect anew."""

@@ -1,22 +1,30 @@
 """SQLite key store: the embedded default for one machine (several processes on it may share the file).
 
+Created explicitly (``create=True``: :func:`fieldcrypt.create_key_store`, ``fieldcrypt keys init``); a new file is
+mode 0600 (SQLite gives ``keys.db-wal`` and ``keys.db-shm`` the same mode). Opening a file that does not exist,
+or that holds no fieldcrypt tables, is a ``ConfigurationError``: a typo never starts an empty store.
+
 Deleted rows are overwritten on disk (``PRAGMA secure_delete``), and after a shred the write-ahead log is
-checkpointed and truncated so the destroyed wrapped keys do not linger in ``keys.db-wal``.
+checkpointed and truncated (:meth:`SqliteKeyStore.purge`) so the destroyed wrapped keys do not linger in
+``keys.db-wal``. A reader inside a long transaction blocks the truncation: ``purge`` then says so (the shred is
+reported "pending" and is retried), it never reports done.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
-from fieldcrypt.keys._sql import Execute, SqlKeyStore
-from fieldcrypt.keys.store import AuditEntry, ShredRecord
+from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore
+from fieldcrypt.keys.store import missing_store_error
 
 __all__ = ["SqliteKeyStore"]
 
@@ -77,23 +85,58 @@ def _path_of(url: str) -> str:
     return path
 
 
+def _new_private_file(path: str) -> None:
+    """Create an empty file readable and writable by its owner only (0600, whatever the umask allows)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the SQLite key store {path!r}: {exc.strerror}") from None
+    os.close(fd)
+
+
 class SqliteKeyStore(SqlKeyStore):
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, create: bool = False, busy_timeout: float = 30.0) -> None:
         self.url = url
         self._path = _path_of(url)
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._closed = False
+        if self._path == ":memory:" and not create:
+            raise missing_store_error(url, "is in memory, so it is new and empty: open it with create=True")
+        if self._path != ":memory:" and not Path(self._path).exists():
+            if not create:
+                raise missing_store_error(url, "does not exist")
+            _new_private_file(self._path)
         self._db: sqlite3.Connection | None = self._open()
+        if create:
+            self.initialize()
+        else:
+            self._check_tables()
+        _fork.track(self)
+
+    def initialize(self) -> None:
         try:
             self._connection().executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
-        _fork.track(self)
+            raise KeyStoreUnavailableError(f"cannot create the SQLite key store {self._path!r}") from exc
+
+    def _check_tables(self) -> None:
+        rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fieldcrypt%'")
+        present = {str(r[0]) for r in rows}
+        if not present:
+            raise missing_store_error(self.url, "holds no fieldcrypt tables (not a key store, or never initialized)")
+        if not set(TABLES) <= present:
+            raise missing_store_error(self.url, "was created by an older fieldcrypt and needs its tables upgraded")
 
     def _open(self) -> sqlite3.Connection:
+        # mode=rw: never create the file here (only create=True does, above); a file deleted meanwhile is an error
+        target = ":memory:" if self._path == ":memory:" else f"file:{quote(str(Path(self._path).absolute()))}?mode=rw"
         try:
-            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                target, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False, uri=True
+            )
             db.execute("PRAGMA secure_delete = ON")
             if self._path != ":memory:":
                 db.execute("PRAGMA journal_mode = WAL")
@@ -101,8 +144,10 @@ class SqliteKeyStore(SqlKeyStore):
                 # millions of keys is read from memory instead of through a 2 MiB page cache
                 db.execute("PRAGMA mmap_size = 1073741824")
                 db.execute("PRAGMA cache_size = -65536")
-        except sqlite3.Error as exc:
-            raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
+            raise missing_store_error(self.url, "is not an SQLite database") from exc
         return db
 
     def _after_fork(self) -> None:
@@ -154,19 +199,21 @@ class SqliteKeyStore(SqlKeyStore):
                 db.execute("ROLLBACK")
                 raise
 
-    def _truncate_wal(self) -> None:
-        if self._path != ":memory:":
-            self._read("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def shred(self, domain: str | None, persons: Any, now: float, audit: AuditEntry) -> list[ShredRecord]:
-        out = super().shred(domain, persons, now, audit)
-        self._truncate_wal()
-        return out
-
-    def apply_shred_log(self, entries: Any, audit: AuditEntry) -> list[int]:
-        out = super().apply_shred_log(entries, audit)
-        self._truncate_wal()
-        return out
+    def purge(self) -> bool:
+        """Checkpoint and truncate the WAL. False while a reader's open transaction blocks the truncation (the
+        destroyed wrapped keys may still be in ``keys.db-wal``); True once the log is empty."""
+        if self._path == ":memory:":
+            return True
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("PRAGMA busy_timeout = 1000")  # wait a little for readers; the caller retries
+                (busy, _log, _done) = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return int(busy) == 0
 
     def close(self) -> None:
         with self._lock:

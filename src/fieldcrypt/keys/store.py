@@ -12,18 +12,35 @@ any other scheme                a plugin in the ``fieldcrypt.keystore`` entry-po
 A store holds wrapped DEKs with their ids and metadata, the shred log (ids of destroyed keys, kept forever) and
 the audit log. It never sees plaintext keys or data. Every implementation passes the contract suite in
 ``tests/keys/test_store_contract.py``.
+
+A store is created explicitly, like a KEK: :func:`create_key_store` (``fieldcrypt keys init --store URL``).
+Opening one that does not exist (a mistyped SQLite path, a PostgreSQL database without fieldcrypt's tables) is a
+``ConfigurationError`` naming that command, never a new empty store that no consumer shares.
 """
 
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from fieldcrypt.errors import ConfigurationError, format_key_id
 
-__all__ = ["AuditEntry", "KeyRecord", "KeyStore", "ShredRecord", "open_store", "redact_url"]
+__all__ = [
+    "OPERATIONS",
+    "AuditEntry",
+    "KeyRecord",
+    "KeyStore",
+    "ShredRecord",
+    "check_id",
+    "check_shred_target",
+    "create_key_store",
+    "missing_store_error",
+    "open_store",
+    "redact_url",
+]
 
 #: called with (key_id, version) inside the store's transaction; returns the wrapped DEK for that id
 WrapFn = Callable[[int, int], bytes]
@@ -110,8 +127,11 @@ class KeyStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def reserve(self, key_id: int, count: int) -> int:
-        """Add ``count`` to the key's encryption count and return the new total (for count-based rotation)."""
+    def reserve(self, key_id: int, count: int, limit: int) -> int | None:
+        """Atomically charge up to ``count`` encryptions to the key, never taking its count beyond ``limit``, and
+        return how many were granted (0 when the key is at its limit), or None if the store no longer holds the key
+        (shredded). Callers charge a lease here before they use it, so concurrent processes never exceed ``limit``
+        together (see Keyring)."""
 
     @abc.abstractmethod
     def keys(self, domain: str | None = None, person: str | None = None) -> Iterator[KeyRecord]:
@@ -122,7 +142,11 @@ class KeyStore(abc.ABC):
         self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
     ) -> list[ShredRecord]:
         """Destroy every key of ``domain`` (all persons) or of ``persons`` (in ``domain``, or in every domain if
-        None). Destroyed ids go to the shred log. Returns what was destroyed; nothing to destroy is no error."""
+        None). Destroyed ids go to the shred log. Returns what was destroyed; nothing to destroy is no error.
+
+        The targets are checked first with :func:`check_shred_target` (an empty or blank id destroys nothing).
+        Evidence is written in the same transaction: for a domain, one audit entry; for persons, one entry per
+        person naming the keys destroyed, or "no key held" (and whether earlier shreds erased some)."""
 
     @abc.abstractmethod
     def shredded(self, key_id: int) -> ShredRecord | None:
@@ -131,6 +155,15 @@ class KeyStore(abc.ABC):
     @abc.abstractmethod
     def shred_log(self) -> Iterator[ShredRecord]:
         """Every destroyed key, oldest first."""
+
+    def shredded_counts(self, domain: str | None, persons: Sequence[str]) -> dict[str, int]:
+        """How many destroyed keys of each person (in ``domain``, or in any) the shred log holds."""
+        wanted = set(persons)
+        counts = dict.fromkeys(persons, 0)
+        for r in self.shred_log():
+            if r.person in wanted and (domain is None or r.domain == domain):
+                counts[r.person] += 1
+        return counts
 
     def count_shredded(self, domain: str | None, persons: Sequence[str] | None) -> int:
         """How many destroyed keys of ``domain`` (all persons) and/or ``persons`` the shred log holds: what a no-op
@@ -156,8 +189,16 @@ class KeyStore(abc.ABC):
         """Record an operation that changed nothing in the store (e.g. a shred that found no key)."""
 
     @abc.abstractmethod
-    def audit_log(self, limit: int | None = None) -> list[AuditEntry]:
-        """Audit entries, oldest first (the newest ``limit`` if given)."""
+    def audit_log(
+        self,
+        limit: int | None = None,
+        *,
+        person: str | None = None,
+        operation: str | None = None,
+        since: float | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first (the newest ``limit`` if given); only those of ``person``, of ``operation``
+        and at or after ``since`` (epoch seconds) when given."""
 
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         """Record the encryption policy producers use for one schema and key domain (``fingerprint``), unless one
@@ -169,6 +210,15 @@ class KeyStore(abc.ABC):
         """The policy recorded for ``fingerprint``, or None."""
         return None
 
+    def initialize(self) -> None:  # noqa: B027 - optional hook; a store without tables has nothing to create
+        """Create (or upgrade) what the store needs; called by :func:`create_key_store`. Idempotent."""
+
+    def purge(self) -> bool:
+        """After a shred: make sure no copy of the destroyed rows stays in files this store controls (SQLite: its
+        write-ahead log). True when done; False when something (a long reader) blocks it for now: the shred is
+        "pending" and the caller retries. Stores that cannot tell return True and document what remains."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook; a store without connections has nothing to release
         """Release connections. Idempotent."""
 
@@ -176,36 +226,119 @@ class KeyStore(abc.ABC):
         return f"{type(self).__name__}({redact_url(self.url)!r})"
 
 
+#: query parameters whose values are secrets (libpq's password and sslpassword, and the usual names elsewhere)
+_SECRET_PARAM = re.compile(r"pass|secret|token|credential|auth|key$", re.IGNORECASE)
+
+
+#: the operations the audit log records
+OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore")
+
+
+def check_id(value: object, what: str) -> str:
+    """A domain or data-subject id: a non-blank ``str``. Anything else is a ``ConfigurationError`` (an unset shell
+    variable must never widen a shred to "everything")."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError(f"{what} is empty or blank")
+    return value
+
+
+def check_shred_target(domain: object, persons: object) -> list[str] | None:
+    """Validate what a shred names: a domain, persons (in a domain or all), never nothing. Returns the persons,
+    deduplicated in order (None for a whole domain). A ``str`` where persons belong is refused: iterating it would
+    shred one-character ids ("12" would erase persons "1" and "2")."""
+    if domain is not None:
+        check_id(domain, "domain")
+    if persons is None:
+        if domain is None:
+            raise ConfigurationError("a shred needs a domain, data subjects, or both")
+        return None
+    if isinstance(persons, (str, bytes, bytearray)):
+        raise ConfigurationError(
+            "data subjects must be a list (or other iterable) of ids, not a single string; use shred_person(id)"
+        )
+    try:
+        people = list(persons)  # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigurationError(f"data subjects must be an iterable of ids, got {type(persons).__name__}") from None
+    if not people:
+        raise ConfigurationError("no data-subject ids given: nothing to shred")
+    for i, p in enumerate(people, 1):
+        check_id(p, f"data-subject id #{i}")
+    return list(dict.fromkeys(people))
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for repr and messages."""
-    if "://" not in url or "@" not in url:
-        return url
+    """The URL with every secret replaced by ``***``: the password of the userinfo and the value of any query
+    parameter that names one (``password``, ``sslpassword``, ``token``...). For repr, messages, logs and CLI output.
+    Text that is not a URL is not echoed at all (a libpq ``key=value`` string may hold a password)."""
+    if not isinstance(url, str):
+        return "<not a URL>"
+    if "://" not in url:
+        return "<not a URL>" if "=" in url or "@" in url else url
     scheme, rest = url.split("://", 1)
-    creds, _, host = rest.rpartition("@")
-    if ":" in creds:
+    rest, hash_, fragment = rest.partition("#")
+    rest, q, query = rest.partition("?")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
+    if q:
+        parts = []
+        for item in query.split("&"):
+            name, eq, _value = item.partition("=")
+            parts.append(f"{name}=***" if eq and _SECRET_PARAM.search(name) else item)
+        query = "&".join(parts)
+    return f"{scheme}://{creds}{at}{host}{q}{query}{hash_}{'***' if fragment else ''}"
 
 
-def open_store(url: str) -> KeyStore:
-    """Open the key store a URL names. Raises ``ConfigurationError`` for an unknown scheme."""
+def missing_store_error(url: str, what: str) -> ConfigurationError:
+    """The error for a store that was never created (or predates this version's tables)."""
+    return ConfigurationError(
+        f"key store {redact_url(url)!r} {what}; create it explicitly with "
+        f"`fieldcrypt keys init --store URL` or fieldcrypt.create_key_store(URL)"
+    )
+
+
+def _scheme(url: object) -> str:
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(f"key store {url!r} is not a URL; use sqlite:///PATH, postgresql://... or a plugin")
-    scheme = url.split("://", 1)[0].lower()
+        raise ConfigurationError(
+            f"key store {redact_url(url) if isinstance(url, str) else type(url).__name__!r} is not a URL; "
+            "use sqlite:///PATH, postgresql://... or a plugin's scheme"
+        )
+    return url.split("://", 1)[0].lower()
+
+
+def open_store(url: str, *, create: bool = False) -> KeyStore:
+    """Open the key store a URL names. It must exist (see :func:`create_key_store`) unless ``create=True``, which
+    creates it, or upgrades its tables to this version's, and is what ``fieldcrypt keys init`` calls.
+
+    Raises ``ConfigurationError`` for an unknown scheme and for a store that does not exist."""
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from fieldcrypt.keys.sqlite import SqliteKeyStore
 
-        return SqliteKeyStore(url)
+        return SqliteKeyStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
         from fieldcrypt.keys.postgres import PostgresKeyStore
 
-        return PostgresKeyStore(url)
+        return PostgresKeyStore(url, create=create)
     for ep in entry_points(group="fieldcrypt.keystore"):
         if ep.name == scheme:
             store = ep.load()(url)
             if not isinstance(store, KeyStore):
                 raise ConfigurationError(f"key store plugin {scheme!r} did not return a KeyStore")
+            if create:
+                store.initialize()
             return store
     raise ConfigurationError(
         f"no key store for scheme {scheme}://; known: sqlite://, postgresql://, and 'fieldcrypt.keystore' entry points"
     )
+
+
+def create_key_store(url: str) -> str:
+    """Create the key store a URL names (a new SQLite file is mode 0600), or bring an existing one's tables up to
+    this version; returns the URL. Idempotent: an existing store keeps every key. The API twin of
+    ``fieldcrypt keys init --store URL``."""
+    open_store(url, create=True).close()
+    return url
