@@ -89,7 +89,10 @@ def main() -> None:
     kek_file = state / "kek.json"
     # Creating a KEK is an explicit act: a Keyring never creates one behind your back.
     kek_uri = f"local-kek://{kek_file}" if kek_file.exists() else fieldcrypt.create_local_kek(kek_file)
-    keyring = fieldcrypt.Keyring(fieldcrypt.create_key_store(f"sqlite:///{state / 'keys.db'}"), kek_uri)
+    # So is creating the key store (`fieldcrypt keys init --store URL`): opening a missing store is an error, never a
+    # new empty one. create_key_store is idempotent: a --state directory from an earlier run keeps its keys.
+    store_url = fieldcrypt.create_key_store(f"sqlite:///{state / 'keys.db'}")
+    keyring = fieldcrypt.Keyring(store_url, kek_uri)
     registry = SchemaRegistryClient.new_client({"url": args.schema_registry or f"mock://demo-{uuid.uuid4().hex}"})
     topic = f"customer-events-{uuid.uuid4().hex[:6]}"
 

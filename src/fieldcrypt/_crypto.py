@@ -11,7 +11,9 @@ AESGCM on the same key bytes. A value with index 0 is exactly Tink's RAW AES-GCM
 
 from __future__ import annotations
 
+import operator
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +66,16 @@ class DataKey:
     cipher: Any = field(repr=False)  # AESGCM: encrypt(nonce, data, ad) / decrypt(nonce, data, ad)
     header: bytes = field(repr=False)  # _wire.key_header(key_id)
     ad_prefix: bytes = field(repr=False)  # _wire.ad_prefix(key_id, domain, person)
-    #: encryptions this process may still do with the key before counting them in the key store (write side)
-    budget: list[int] = field(default_factory=lambda: [0], repr=False)
+    #: the encryptions this process may still do with the key, leased from the key store (write side): an iterator
+    #: over a range, so that taking one (``next``) is a single atomic step even with many producer threads
+    budget: list[Iterator[int]] = field(default_factory=lambda: [iter(())], repr=False)
+
+    def lease(self, count: int) -> None:
+        """Allow ``count`` more encryptions (what the key store granted)."""
+        self.budget[0] = iter(range(count))
+
+    def remaining(self) -> int:
+        return operator.length_hint(self.budget[0])
 
     def __repr__(self) -> str:
         person = "" if self.person is None else ", person=<set>"

@@ -791,11 +791,8 @@ def _enc_leaf(leaf: Leaf) -> Step:
         else:
             data = to_bytes(v, st)
         key = st.keys.get(fixed_domain or st.default_domain) or _key_for_write(leaf, st)
-        budget = key.budget
-        if budget[0] <= 0:
+        while next(key.budget[0], None) is None:  # take one leased encryption, atomically; renew when spent
             key = _renew(leaf, st, key)
-            budget = key.budget
-        budget[0] -= 1
         index = st.count
         st.count = index + 1
         if index == 0:

@@ -239,18 +239,19 @@ class Keyring:
                 return cached
             record = self._call(lambda: self.store.active(domain, person))
             if record is None:
-                key, created = self._create(domain, person, None, "create", "first use"), self.clock.now()
+                key = self._create(domain, person, None, "create", "first use", lease=True)
             elif self._expired(record):
-                key, created = self._create(domain, person, record.key_id, "rotate", "max_age reached"), None
+                key = self._create(domain, person, record.key_id, "rotate", "max_age reached", lease=True)
             else:
-                key, created = self._unwrap(record), record.created_at
-            return self._lease_and_activate(key, created)
+                key = self._unwrap(record)
+                return self._lease_and_activate(key, record.created_at)
+            return key if key.remaining() > 0 else self._lease_and_activate(key, None)
 
     def renew(self, key: DataKey) -> DataKey:
         """Called by the engine when a key's leased budget is spent: lease more, or move to the next key (rotated
         at the cap, or created anew when this one was shredded elsewhere)."""
         with self._create_lock:
-            if key.budget[0] > 0:
+            if key.remaining() > 0:
                 return key
             self._active.discard((key.domain, key.person))
             return self._lease_and_activate(key, None)
@@ -263,10 +264,12 @@ class Keyring:
             grant = self._call(lambda k=key: self.store.reserve(k.key_id, lease, cap))  # type: ignore[misc]
             if grant is not None:
                 if grant > 0:
-                    key.budget[0] = grant
+                    key.lease(grant)
                     return self._activate(key, created)
-                key = self._create(key.domain, key.person, key.key_id, "rotate", "max_encryptions reached")
-                created = self.clock.now()
+                key = self._create(key.domain, key.person, key.key_id, "rotate", "max_encryptions reached", lease=True)
+                if key.remaining() > 0:
+                    return key
+                created = None
                 continue
             # shredded elsewhere: another process may already have made the next key; else make it
             self._by_id.discard(key.key_id)
@@ -274,8 +277,10 @@ class Keyring:
             if record is not None and record.key_id != key.key_id:
                 key, created = self._unwrap(record), record.created_at
             else:
-                key = self._create(key.domain, key.person, None, "create", "previous key shredded")
-                created = self.clock.now()
+                key = self._create(key.domain, key.person, None, "create", "previous key shredded", lease=True)
+                if key.remaining() > 0:
+                    return key
+                created = None
         raise KeyStoreUnavailableError(
             "could not lease an encryption budget: the active key keeps changing (shredded or rotated elsewhere)",
             key_id=key.key_id,
@@ -352,8 +357,13 @@ class Keyring:
     def _audit(self, operation: str, reason: str = "", **kw: Any) -> AuditEntry:
         return AuditEntry(at=self.clock.now(), actor=self.actor, operation=operation, reason=reason, **kw)
 
-    def _create(self, domain: str, person: str | None, retire: int | None, operation: str, reason: str) -> DataKey:
+    def _create(
+        self, domain: str, person: str | None, retire: int | None, operation: str, reason: str, *, lease: bool = False
+    ) -> DataKey:
+        """Create (or rotate to) the next key. With ``lease``, a key created here comes with its first lease charged
+        and is cached as active (budget > 0); a key another process created meanwhile comes back with budget 0."""
         made: list[DataKey] = []
+        charge = self.rotation.leased if lease else 0
 
         def wrap(key_id: int, version: int) -> bytes:
             try:
@@ -365,12 +375,20 @@ class Keyring:
 
         audit = self._audit(operation, reason, domain=domain, person=person)
         record = self._call(
-            lambda: self.store.create(domain, person, self.kek.uri, wrap, self.clock.now(), audit, retire=retire)
+            lambda: self.store.create(
+                domain, person, self.kek.uri, wrap, self.clock.now(), audit, retire=retire, charge=charge
+            )
         )
         if made and made[-1].key_id == record.key_id:
             log.info("%s data key %s in domain %r (%s)", operation, format_key_id(record.key_id), domain, reason)
-            return made[-1]
-        return self._unwrap(record)
+            key = made[-1]
+            if lease:
+                key.lease(charge)
+                return self._activate(key, record.created_at)
+            return key
+        key = self._unwrap(record)
+        key.lease(0)
+        return key
 
     def _unwrap(self, record: KeyRecord) -> DataKey:
         return self._with_kek(

@@ -208,6 +208,7 @@ class SqlKeyStore(KeyStore):
         audit: AuditEntry,
         *,
         retire: int | None = None,
+        charge: int = 0,
     ) -> KeyRecord:
         with self._tx((domain, person or "")) as ex:
             rows = ex(
@@ -225,10 +226,10 @@ class SqlKeyStore(KeyStore):
             )[0]
             key_id = self._unused_id(ex)
             version = int(last) + 1
-            record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now)
+            record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now, encryptions=charge)
             ex(
-                f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', 0)",
-                (key_id, domain, person or "", version, kek_uri, record.wrapped, now),
+                f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+                (key_id, domain, person or "", version, kek_uri, record.wrapped, now, charge),
             )
             ids = (key_id,) if current is None else (current.key_id, key_id)
             self._audit(ex, _with(audit, key_ids=ids, domain=domain, person=person))

@@ -117,8 +117,10 @@ class KeyStore(abc.ABC):
         audit: AuditEntry,
         *,
         retire: int | None = None,
+        charge: int = 0,
     ) -> KeyRecord:
-        """Atomically return the active key of (domain, person), creating it if there is none.
+        """Atomically return the active key of (domain, person), creating it if there is none. A key created here
+        starts with ``charge`` encryptions counted (the creator's first lease, saving a :meth:`reserve`).
 
         With ``retire=key_id``: if that key is still the active one, retire it and create the next version
         (rotation); if another process already rotated it, return the new active key. Concurrent callers in any
