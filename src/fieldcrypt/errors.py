@@ -72,12 +72,15 @@ class FieldcryptError(Exception):
 
     def with_context(self, *, subject: str | None = None, field_path: str | None = None) -> FieldcryptError:
         """A copy of this error of the same class, with the subject and field path filled in where unknown."""
-        return type(self)(
+        copy = type(self)(
             self.reason,
             subject=self.subject if self.subject is not None else subject,
             field_path=self.field_path if self.field_path is not None else field_path,
             key_id=self.key_id,
         )
+        if "owner" in self.__dict__:
+            copy.owner = self.__dict__["owner"]  # type: ignore[attr-defined]
+        return copy
 
 
 class ConfigurationError(FieldcryptError, ValueError):

@@ -415,8 +415,8 @@ class Keyring:
                 return use(kek)
             except Exception as exc:  # tink.TinkError, or a KMS client's own exception that tink let through
                 verdict = classify_failure(kek, exc, inner)
-                if verdict == "corrupt" and kek.uri != record.kek_uri and getattr(kek, "key_ids", None) is None:
-                    verdict = "denied"  # a KMS that is not the one that wrapped it cannot say "tampered"
+                if verdict == "corrupt" and kek.uri != record.kek_uri and not _names_own_key(kek, inner):
+                    verdict = "denied"  # a KEK that did not wrap it cannot say "tampered", unless the prefix is its own
                 verdicts.append((kek, verdict, type(exc).__name__))
         kinds = {v for _, v, _ in verdicts}
         if "corrupt" in kinds:
@@ -631,6 +631,12 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
+
+
+def _names_own_key(kek: Kek, inner: bytes) -> bool:
+    """Whether a wrapped key's Tink prefix names a key of this (local) KEK's keyset."""
+    ids = kek.key_ids
+    return ids is not None and len(inner) >= 5 and inner[0] == 1 and int.from_bytes(inner[1:5], "big") in ids
 
 
 def _shredded(gone: ShredRecord) -> KeyShreddedError:

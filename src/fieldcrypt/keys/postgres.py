@@ -18,7 +18,7 @@ from typing import Any
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore
-from fieldcrypt.keys.store import missing_store_error, redact_url
+from fieldcrypt.keys.store import missing_store_error, redact_url, scrub
 
 __all__ = ["PostgresKeyStore"]
 
@@ -134,7 +134,13 @@ class PostgresKeyStore(SqlKeyStore):
             try:
                 self._conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
             except self._psycopg.Error as exc:
-                raise KeyStoreUnavailableError(f"cannot reach PostgreSQL key store {redact_url(self.url)!r}") from exc
+                # not chained: a driver's message about a malformed URL may quote it, secrets included
+                reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self.url)
+                if isinstance(exc, self._psycopg.ProgrammingError):  # the URL itself is wrong: retrying cannot help
+                    raise ConfigurationError(f"PostgreSQL key store URL {redact_url(self.url)!r}: {reason}") from None
+                raise KeyStoreUnavailableError(
+                    f"cannot reach PostgreSQL key store {redact_url(self.url)!r}: {reason}"
+                ) from None
         return self._conn
 
     def _fail(self, exc: Exception) -> KeyStoreUnavailableError:

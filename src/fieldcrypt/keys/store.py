@@ -294,6 +294,31 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{creds}{at}{host}{q}{query}{hash_}{'***' if fragment else ''}"
 
 
+def secrets_of(url: str) -> list[str]:
+    """The secret values a URL carries (userinfo password, secret query parameters), raw and percent-decoded."""
+    from urllib.parse import unquote
+
+    found: list[str] = []
+    if "://" in url:
+        rest = url.split("://", 1)[1].partition("#")[0]
+        rest, _, query = rest.partition("?")
+        creds, at, _ = rest.rpartition("@")
+        if at and ":" in creds:
+            found.append(creds.split(":", 1)[1])
+        for item in query.split("&"):
+            name, eq, value = item.partition("=")
+            if eq and value and _SECRET_PARAM.search(name):
+                found.append(value)
+    return [v for s in found for v in {s, unquote(s)} if v]
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with every secret of ``url`` replaced by ``***``."""
+    for secret in sorted(secrets_of(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def missing_store_error(url: str, what: str) -> ConfigurationError:
     """The error for a store that was never created (or predates this version's tables)."""
     return ConfigurationError(
