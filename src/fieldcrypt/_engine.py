@@ -280,8 +280,8 @@ class PlanRunner:
             value = value.get(name) if type(value) is dict or isinstance(value, Mapping) else None
         if value is None:
             return None
-        if type(value) is str and self._string_ids and value and not value.isspace():
-            return value  # the common case, without a call
+        if type(value) is str and self._string_ids and value.isascii() and value.strip() and "\x00" not in value:
+            return value  # the common case, without a call (ASCII: no lone surrogate)
         return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
     def encrypt(self, record: Any, keyring: Keyring, subject: str | None, default_domain: str) -> Any:
@@ -534,6 +534,11 @@ def canonical_person(value: Any, kinds: frozenset[str], path: str | None, error:
         if "string" in kinds:
             if not value.strip():
                 raise error("the data-subject id is empty or blank", field_path=path)
+            if "\x00" in value or not _utf8(value):
+                raise error(
+                    "the data-subject id holds a NUL character or a lone surrogate, which key stores cannot hold",
+                    field_path=path,
+                )
             return value
     elif isinstance(value, bool):
         pass
@@ -545,6 +550,14 @@ def canonical_person(value: Any, kinds: frozenset[str], path: str | None, error:
     raise error(
         f"the data-subject id must be {' or '.join(sorted(kinds))}, got {type(value).__name__}", field_path=path
     )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shape(what: str, v: Any, p: str, st: RecordState, error: type[FieldcryptError]) -> FieldcryptError:

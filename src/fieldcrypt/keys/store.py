@@ -243,6 +243,8 @@ def check_id(value: object, what: str) -> str:
         raise ConfigurationError(f"{what} must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ConfigurationError(f"{what} is empty or blank")
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise ConfigurationError(f"{what} holds a NUL character or a lone surrogate: no key can be stored under it")
     return value
 
 

@@ -1,0 +1,662 @@
+"""Issue #8: erasure and key operations do exactly what was asked (API and CLI, SQLite and PostgreSQL).
+
+Stores are created explicitly and never by a typo; a shred refuses empty, blank or mistyped targets and destroys
+nothing then; it asks before destroying; it leaves per-person evidence; secrets in store URLs never show; forged
+ids cannot draw rows in tables; a torn shred-log line is a clear error with a recovery; a reader that holds the
+SQLite WAL makes a shred "pending", never silently done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sqlite3
+import stat
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import customer, load_schema, value_ctx
+from pg import pg_schema_url
+
+import fieldcrypt
+from fieldcrypt import ConfigurationError, FakeClock, Keyring, KeyStoreUnavailableError
+from fieldcrypt.cli import main
+from fieldcrypt.keys.store import redact_url
+
+STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'keys.db'}"),
+    "postgresql": lambda tmp: pg_schema_url(),
+}
+
+KEY_ID = re.compile(r"^0x[0-9a-f]{8}$")
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sqlite_path(url: str) -> Path | None:
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
+def pg_tables(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def drop_table(url: str, table: str) -> None:
+    path = sqlite_path(url)
+    if path is not None:
+        db = sqlite3.connect(path)
+        db.execute(f"DROP TABLE {table}")
+        db.commit()
+        db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {table}")
+
+
+def state(kr: Keyring) -> tuple[list[int], list[int]]:
+    """What a refused shred must leave as it was: every key id, and the shred log."""
+    return sorted(k.key_id for k in kr.keys()), sorted(r.key_id for r in kr.export_shred_log())
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_json_convention(value: Any) -> None:
+    """Key ids as 0x + 8 hex digits, times as ISO-8601 with an offset, lists as JSON arrays, everywhere."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "key_id":
+                assert isinstance(v, str) and KEY_ID.match(v), (k, v)
+            elif k in ("key_ids", "destroyed_again"):
+                assert isinstance(v, list), (k, v)
+                assert all(isinstance(x, str) and KEY_ID.match(x) for x in v), (k, v)
+            elif k == "at" or k.endswith("_at"):
+                assert isinstance(v, str), (k, v)
+                assert datetime.fromisoformat(v).tzinfo is not None, (k, v)
+            elif k == "data_subjects":
+                assert isinstance(v, list), (k, v)
+            check_json_convention(v)
+    elif isinstance(value, list):
+        for item in value:
+            check_json_convention(item)
+
+
+class FakeTty:
+    """A terminal on stdin that answers the confirmation prompt."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        self.asked += 1
+        return self.answer
+
+
+@contextmanager
+def umask(value: int) -> Iterator[None]:
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+# -- fixtures --------------------------------------------------------------------------------------------------------
+@pytest.fixture(params=sorted(STORES))
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL nobody has created yet (SQLite: no file; PostgreSQL: an empty schema)."""
+    with STORES[request.param](tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store_url(fresh_url: str) -> str:
+    """Overrides conftest's: the same tests on SQLite and PostgreSQL."""
+    return fieldcrypt.create_key_store(fresh_url)
+
+
+# -- 1. explicit creation --------------------------------------------------------------------------------------------
+def test_missing_store_is_refused_and_never_created(fresh_url: str, kek_uri: str, capsys) -> None:
+    with pytest.raises(ConfigurationError, match="fieldcrypt keys init"):
+        Keyring(fresh_url, kek_uri)
+    code, _, err = run(
+        capsys, "keys", "shred", "--data-subject", "cust-001", "--store", fresh_url, "--reason", "r", "--yes"
+    )
+    assert code == 3 and "keys init" in err
+    code, _, err = run(capsys, "keys", "list", "--store", fresh_url)
+    assert code == 3 and "keys init" in err
+    path = sqlite_path(fresh_url)
+    if path is not None:
+        assert not path.exists() and list(path.parent.iterdir()) == [path.parent / "kek.json"]
+    else:
+        assert pg_tables(fresh_url) == set()
+
+
+def test_mistyped_relative_sqlite_path_in_the_cli_creates_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(
+        capsys, "keys", "shred", "--data-subject", "cust-001", "--store", "sqlite:///typo.db", "--reason", "r", "--yes"
+    )
+    assert code == 3 and "fieldcrypt keys init" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_init_creates_is_private_and_idempotent(fresh_url: str, kek_uri: str, capsys) -> None:
+    with umask(0):  # the mode must not depend on the umask
+        code, out, _ = run(capsys, "keys", "init", "--store", fresh_url, "--json")
+        assert code == 0 and json.loads(out)["initialized"] is True
+        path = sqlite_path(fresh_url)
+        if path is not None:
+            assert mode(path) == 0o600
+        with Keyring(fresh_url, kek_uri) as kr:
+            made = kr.encryption_key("orders-value", "cust-1")
+            kr.keys()
+            if path is not None:  # while in use: the WAL and its index are no wider than the database
+                for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    assert side.exists() and mode(side) & 0o177 == 0, (side, oct(mode(side)))
+        code, _, _ = run(capsys, "keys", "init", "--store", fresh_url)
+    assert code == 0
+    with Keyring(fresh_url, kek_uri) as kr:
+        assert [k.key_id for k in kr.keys()] == [made.key_id]
+        assert kr.decryption_key(made.key_id).key_id == made.key_id
+        assert [e.operation for e in kr.audit()] == ["create"]
+
+
+def test_existing_non_sqlite_file_is_refused_and_left_alone(tmp_path: Path, capsys) -> None:
+    kek_file = tmp_path / "kek.json"
+    uri = fieldcrypt.create_local_kek(kek_file)
+    before = kek_file.read_bytes()
+    url = f"sqlite:///{kek_file}"
+    with pytest.raises(ConfigurationError):
+        Keyring(url, uri)
+    with pytest.raises(ConfigurationError):
+        fieldcrypt.create_key_store(url)
+    code, _, _ = run(capsys, "keys", "init", "--store", url)
+    assert code == 3
+    assert kek_file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kek.json"]
+    fieldcrypt.open_kek(uri)  # still a working KEK
+
+
+def test_store_missing_a_table_needs_an_upgrade_and_init_fixes_it(store_url: str, kek_uri: str, capsys) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        made = kr.encryption_key("orders-value", "cust-1")
+    drop_table(store_url, "fieldcrypt_policies")
+    with pytest.raises(ConfigurationError, match="upgrade") as caught:
+        Keyring(store_url, kek_uri)
+    assert "fieldcrypt keys init" in str(caught.value)
+    code, _, err = run(capsys, "keys", "list", "--store", store_url)
+    assert code == 3 and "upgrade" in err
+    code, _, _ = run(capsys, "keys", "init", "--store", store_url)
+    assert code == 0
+    with Keyring(store_url, kek_uri) as kr:
+        assert [k.key_id for k in kr.keys()] == [made.key_id]
+        assert kr.publish_policy("fp", "{}") == "{}"  # the upgraded table is there
+
+
+# -- 2. shred input validation ---------------------------------------------------------------------------------------
+@pytest.fixture
+def populated(keyring: Keyring) -> Keyring:
+    for person in ("1", "2", "x", "cust-1"):
+        keyring.encryption_key("orders-value", person)
+    keyring.encryption_key("orders-value")
+    keyring.encryption_key("D", "cust-1")
+    return keyring
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda kr: kr.shred_person(""), id="person-empty"),
+        pytest.param(lambda kr: kr.shred_person("  "), id="person-blank"),
+        pytest.param(lambda kr: kr.shred_person(None), id="person-None"),
+        pytest.param(lambda kr: kr.shred_persons("12"), id="persons-str"),
+        pytest.param(lambda kr: kr.shred_persons(b"12"), id="persons-bytes"),
+        pytest.param(lambda kr: kr.shred_persons([]), id="persons-empty-list"),
+        pytest.param(lambda kr: kr.shred_persons(iter([])), id="persons-empty-iterator"),
+        pytest.param(lambda kr: kr.shred_persons(["a", ""]), id="persons-one-empty"),
+        pytest.param(lambda kr: kr.shred_persons(["1", None]), id="persons-one-None"),
+        pytest.param(lambda kr: kr.shred_domain(""), id="domain-empty"),
+        pytest.param(lambda kr: kr.shred_domain(" \t"), id="domain-blank"),
+        pytest.param(lambda kr: kr.shred_domain(None), id="domain-None"),
+        pytest.param(lambda kr: kr.shred_person("x", domain=""), id="person-in-empty-domain"),
+        pytest.param(lambda kr: kr.shred_persons(["x"], domain=" "), id="persons-in-blank-domain"),
+        pytest.param(lambda kr: kr.shred_person("x", dry_run=False, reason=None), id="reason-None"),
+    ],
+)
+def test_api_refuses_shred_targets_and_destroys_nothing(populated: Keyring, call: Any) -> None:
+    before = state(populated)
+    audit_before = len(populated.audit())
+    with pytest.raises(ConfigurationError):
+        call(populated)
+    assert state(populated) == before and len(populated.audit()) == audit_before
+    # "12" was not read as persons "1" and "2": both still hold their key
+    assert len(populated.keys(person="1")) == 1 and len(populated.keys(person="2")) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--data-subject", ""], id="data-subject-empty"),
+        pytest.param(["--data-subject", "   "], id="data-subject-blank"),
+        pytest.param(["--domain", ""], id="domain-empty"),
+        pytest.param(["--domain", "  "], id="domain-blank"),
+        pytest.param(["--domain", "orders-value", "--data-subject", ""], id="domain-and-empty-subject"),
+        pytest.param(["--domain", "", "--data-subject", "cust-1"], id="empty-domain-and-subject"),
+        pytest.param(["--from-file", ""], id="from-file-empty-name"),
+        pytest.param(["--from-file", "{empty}"], id="from-file-empty"),
+        pytest.param(["--from-file", "{comments}"], id="from-file-comments-only"),
+        pytest.param(["--from-file", "{missing}"], id="from-file-missing"),
+        pytest.param(["--domain", "orders-value", "--from-file", "{comments}"], id="domain-and-comments-file"),
+        pytest.param([], id="no-target"),
+    ],
+)
+def test_cli_refuses_shred_targets_with_exit_2(
+    populated: Keyring, store_url: str, tmp_path: Path, argv: list[str], capsys
+) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "comments.txt").write_text("# erasure batch 12\n\n   \n  # nobody yet\n")
+    files = {
+        "{empty}": str(tmp_path / "empty.txt"),
+        "{comments}": str(tmp_path / "comments.txt"),
+        "{missing}": str(tmp_path / "nope.txt"),
+    }
+    before = state(populated)
+    argv = [files.get(a, a) for a in argv]
+    code, out, err = run(capsys, "keys", "shred", *argv, "--store", store_url, "--reason", "ticket 1", "--yes")
+    assert code == 2, (out, err)
+    assert state(populated) == before
+    code, out, _ = run(capsys, "keys", "list", "--store", store_url, "--json", "--domain", "orders-value")
+    assert code == 0 and len(json.loads(out)) == 5  # every key of the domain is still there
+
+
+@pytest.mark.parametrize(
+    "reason", [pytest.param(None, id="missing"), pytest.param("  ", id="blank"), pytest.param("", id="empty")]
+)
+def test_cli_shred_needs_a_reason(populated: Keyring, store_url: str, reason: str | None, capsys) -> None:
+    before = state(populated)
+    extra = [] if reason is None else ["--reason", reason]
+    code, _, err = run(capsys, "keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--yes", *extra)
+    assert code == 2 and "reason" in err
+    assert state(populated) == before
+
+
+# -- 3. confirmation -------------------------------------------------------------------------------------------------
+def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, monkeypatch, capsys) -> None:
+    ids = sorted(f"0x{k.key_id:08x}" for k in populated.keys(person="cust-1"))
+    assert len(ids) == 2
+    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    before = state(populated)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))  # piped "yes" is not a terminal
+    code, _, err = run(capsys, *shred)
+    assert code == 2 and "--yes" in err
+    assert state(populated) == before
+
+    code, out, _ = run(capsys, *shred, "--dry-run", "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["dry_run"] is True and sorted(plan["key_ids"]) == ids and plan["destroyed"] == 2
+    assert [(d["data_subject"], sorted(d["key_ids"])) for d in plan["data_subjects"]] == [("cust-1", ids)]
+    assert plan["data_subjects"][0]["outcome"] != "erased"
+    check_json_convention(plan)
+    assert state(populated) == before
+
+    refuse = FakeTty("no\n")
+    monkeypatch.setattr("sys.stdin", refuse)
+    code, _, err = run(capsys, *shred)
+    assert code == 1 and refuse.asked == 1 and "nothing destroyed" in err
+    assert state(populated) == before
+
+    accept = FakeTty("yes\n")
+    monkeypatch.setattr("sys.stdin", accept)
+    code, out, err = run(capsys, *shred, "--json")
+    assert code == 0 and accept.asked == 1 and "2 keys" in err  # the prompt says what will go
+    assert sorted(json.loads(out)["key_ids"]) == ids
+    assert populated.keys(person="cust-1") == []
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "2", "--store", store_url, "--reason", "t", "--yes")
+    assert code == 0 and populated.keys(person="2") == []
+    assert len(populated.keys(person="1")) == 1
+
+
+# -- 4. per-person evidence and the JSON convention ------------------------------------------------------------------
+def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path: Path, capsys) -> None:
+    clock = FakeClock(T0)
+    with Keyring(store_url, kek_uri, clock=clock) as kr:
+        a1 = kr.encryption_key("orders-value", "cust-a").key_id
+        a2 = kr.encryption_key("payments-value", "cust-a").key_id
+        c1 = kr.encryption_key("orders-value", "cust-c").key_id
+        other = kr.encryption_key("orders-value", "cust-z").key_id
+        clock.advance(10)
+        kr.shred_person("cust-c", reason="earlier request")
+    s = ["--store", store_url]
+    (tmp_path / "batch.txt").write_text("cust-a\ncust-b\n# comment\ncust-c\n")
+    code, out, _ = run(
+        capsys,
+        "keys",
+        "shred",
+        "--from-file",
+        str(tmp_path / "batch.txt"),
+        *s,
+        "--reason",
+        "ticket 7",
+        "--yes",
+        "--json",
+    )
+    summary = json.loads(out)
+    assert code == 0 and not summary["pending"] and summary["destroyed"] == 2
+    check_json_convention(summary)
+    got = [
+        (d["data_subject"], d["outcome"], sorted(d["key_ids"]), d["previously_shredded"])
+        for d in summary["data_subjects"]
+    ]
+    assert got == [
+        ("cust-a", "erased", sorted([f"0x{a1:08x}", f"0x{a2:08x}"]), 0),
+        ("cust-b", "no key held", [], 0),
+        ("cust-c", "already erased", [], 1),
+    ]
+    assert sorted(summary["key_ids"]) == sorted([f"0x{a1:08x}", f"0x{a2:08x}"])
+
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json")
+    everything = json.loads(out)
+    check_json_convention(everything)
+    batch = [e for e in everything if e["operation"] == "shred" and e["reason"] == "ticket 7"]
+    assert [(e["data_subject"], sorted(e["key_ids"])) for e in batch] == [
+        ("cust-a", sorted([f"0x{a1:08x}", f"0x{a2:08x}"])),
+        ("cust-b", []),
+        ("cust-c", []),
+    ]
+    assert "no key held" in batch[1]["detail"] and "already erased" in batch[2]["detail"]
+    for person in ("cust-a", "cust-b", "cust-c", "cust-z"):
+        code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", person)
+        mine = json.loads(out)
+        assert code == 0 and mine == [e for e in everything if e["data_subject"] == person] and mine
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", "cust-c")
+    assert [(e["operation"], e["key_ids"]) for e in json.loads(out)] == [
+        ("create", [f"0x{c1:08x}"]),
+        ("shred", [f"0x{c1:08x}"]),
+        ("shred", []),
+    ]
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--operation", "shred")
+    shreds = json.loads(out)
+    assert [e["data_subject"] for e in shreds] == ["cust-c", "cust-a", "cust-b", "cust-c"]
+    assert all(e["operation"] == "shred" for e in shreds)
+
+    later = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() + 120, timezone.utc).isoformat()
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--since", later)
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--since", "2023-11-14T22:13:25Z")
+    assert code == 0 and json.loads(out) == shreds  # the creates at T0 are before; every shred is after
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--since", "2023-11-14")
+    assert code == 0 and json.loads(out) == everything
+    for bad in ("yesterday", "2023-13-45", ""):
+        code, _, err = run(capsys, "keys", "audit", *s, "--since", bad)
+        assert code == 2 and "--since" in err, bad
+
+    # the JSON convention, command by command
+    code, out, _ = run(capsys, "keys", "list", *s, "--json")
+    listed = json.loads(out)
+    assert code == 0 and isinstance(listed, list) and [r["key_id"] for r in listed] == [f"0x{other:08x}"]
+    check_json_convention(listed)
+    for key_id in (f"0x{other:08x}", f"0x{a1:08x}"):  # held, and shredded
+        code, out, _ = run(capsys, "keys", "show", key_id, *s, "--json")
+        shown = json.loads(out)
+        assert code == 0 and isinstance(shown, list) and shown[0]["key_id"] == key_id
+        check_json_convention(shown)
+    assert shown[0]["state"] == "shredded"
+    log_file = tmp_path / "shreds.jsonl"
+    code, _, _ = run(capsys, "keys", "shred-log", str(log_file), *s)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert code == 0 and sorted(r["key_id"] for r in lines) == sorted(f"0x{k:08x}" for k in (a1, a2, c1))
+    check_json_convention(lines)
+    code, out, _ = run(capsys, "keys", "restore", "--shred-log", str(log_file), *s, "--json")
+    assert code == 0
+    check_json_convention(json.loads(out))
+
+
+# -- 5. secrets ------------------------------------------------------------------------------------------------------
+SECRETS = ("hunter2", "hunter3", "hunter4", "hunter5")
+
+
+def no_secret(text: str) -> bool:
+    return not any(s in text for s in SECRETS)
+
+
+def test_redact_url_hides_every_secret() -> None:
+    out = redact_url("postgresql://u:hunter2@h/db?password=hunter3&sslpassword=hunter4&sslmode=require")
+    assert no_secret(out), out
+    assert out.startswith("postgresql://u:") and "@h/db" in out and "sslmode=require" in out
+    assert no_secret(redact_url("postgresql://u:hunter2@h/db"))
+    assert no_secret(redact_url("postgresql://h/db?PASSWORD=hunter3"))
+    assert no_secret(redact_url("host=h port=5432 user=u password=hunter5 dbname=db"))
+    assert "hunter" not in redact_url("postgresql://u:hunter%32@h/db?password=hunter%33&sslpassword=hunter%34")
+
+
+def test_unreachable_postgres_never_shows_its_secrets(kek_uri: str, capsys) -> None:
+    pytest.importorskip("psycopg")
+    from fieldcrypt.keys.postgres import PostgresKeyStore
+
+    url = "postgresql://u:hunter2@127.0.0.1:1/db?password=hunter3&sslpassword=hunter4&connect_timeout=2"
+    for opener in (lambda: PostgresKeyStore(url), lambda: Keyring(url, kek_uri, retries=0)):
+        with pytest.raises(KeyStoreUnavailableError) as caught:
+            opener()
+        text = "".join(traceback.format_exception(caught.value))  # what a logger prints with exc_info
+        assert no_secret(str(caught.value)) and no_secret(repr(caught.value)) and no_secret(text), text
+        assert "127.0.0.1" in str(caught.value)
+    for argv in (
+        ["keys", "list"],
+        ["keys", "init"],
+        ["keys", "shred", "--data-subject", "p", "--reason", "r", "--yes"],
+    ):
+        code, out, err = run(capsys, *argv, "--store", url)
+        assert code == 4 and no_secret(out + err), err
+
+
+def test_malformed_postgres_url_never_shows_its_secrets(kek_uri: str, capsys) -> None:
+    pytest.importorskip("psycopg")
+    url = "postgresql://u:hunter2@[::1/db?password=hunter3"  # the driver's own message quotes such a URL
+    with pytest.raises(fieldcrypt.FieldcryptError) as caught:
+        Keyring(url, kek_uri, retries=0)
+    text = "".join(traceback.format_exception(caught.value))
+    assert no_secret(str(caught.value)) and no_secret(repr(caught.value)) and no_secret(text), text
+    code, out, err = run(capsys, "keys", "list", "--store", url)
+    assert code in (3, 4) and no_secret(out + err), err
+
+
+def test_libpq_key_value_string_is_not_echoed(kek_uri: str, capsys) -> None:
+    dsn = "host=127.0.0.1 port=1 user=u password=hunter5 dbname=db"
+    with pytest.raises(ConfigurationError) as caught:
+        Keyring(dsn, kek_uri)
+    assert no_secret(str(caught.value)) and no_secret(repr(caught.value))
+    code, out, err = run(capsys, "keys", "list", "--store", dsn)
+    assert code == 3 and no_secret(out + err), err
+
+
+def test_a_reachable_store_with_a_password_does_not_show_it(kek_uri: str, capsys) -> None:
+    with pg_schema_url() as base:
+        scheme, rest = base.split("://", 1)
+        user, host = rest.split("@", 1)
+        url = f"{scheme}://{user.split(':')[0]}:hunter2@{host}&password=hunter3&sslpassword=hunter4"
+        code, out, err = run(capsys, "keys", "init", "--store", url)
+        assert code == 0 and no_secret(out + err), out
+        with Keyring(url, kek_uri) as kr:
+            kr.encryption_key("orders-value", "cust-1")
+            assert no_secret(repr(kr)) and no_secret(repr(kr.store)), repr(kr)
+        code, out, err = run(capsys, "keys", "list", "--store", url, "--json")
+        assert code == 0 and no_secret(out + err)
+
+
+# -- 6. forged text from producers -----------------------------------------------------------------------------------
+FORGED = "evil\nFAKE  0xdeadbeef  orders-value  cust-9\x1b[2J\x1b[31m\u202eflip\rback\u2028sep\\"
+
+
+def printable_lines(text: str) -> list[str]:
+    lines = text.rstrip("\n").split("\n")
+    for line in lines:
+        assert line.isprintable(), repr(line)
+    return lines
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_forged_data_subject_cannot_draw_rows(registry, keyring: Keyring, store_url: str, fmt: str, capsys) -> None:
+    if fmt == "avro":
+        from fieldcrypt.avro import AvroSerializer
+
+        ser: Any = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
+    else:
+        from fieldcrypt.json_schema import JSONSerializer
+
+        ser = JSONSerializer(load_schema("customer_event.schema.json"), registry, keyring=keyring)
+    for rec in (customer(1, customerId=FORGED), customer(2)):
+        rec["purchaseAmount"] = float(rec["purchaseAmount"])
+        ser(rec, value_ctx())
+    assert {k.person for k in keyring.keys()} == {FORGED, "cust-2"}
+    s = ["--store", store_url]
+
+    code, out, _ = run(capsys, "keys", "list", *s)
+    assert code == 0 and len(printable_lines(out)) == 1 + 2
+    code, out, _ = run(capsys, "keys", "list", *s, "--json", "--data-subject", FORGED)
+    assert [r["data_subject"] for r in json.loads(out)] == [FORGED]
+
+    code, out, _ = run(capsys, "keys", "shred", "--data-subject", FORGED, *s, "--reason", "forged\x1b[2J", "--yes")
+    assert code == 0
+    printable_lines(out)
+    code, out, _ = run(capsys, "keys", "audit", *s)
+    assert code == 0 and len(printable_lines(out)) == 1 + len(keyring.audit())
+    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", FORGED)
+    entries = json.loads(out)
+    assert [e["operation"] for e in entries] == ["create", "shred"]
+    assert all(e["data_subject"] == FORGED for e in entries) and entries[1]["reason"] == "forged\x1b[2J"
+
+
+# -- 7. a torn shred log ---------------------------------------------------------------------------------------------
+def test_torn_shred_log_is_a_clear_error_with_a_recovery(store_url: str, kek_uri: str, tmp_path: Path, capsys) -> None:
+    log_file = tmp_path / "shred.jsonl"
+    with umask(0), Keyring(store_url, kek_uri, shred_log=log_file) as kr:
+        for p in ("cust-1", "cust-2", "cust-3"):
+            kr.encryption_key("orders-value", p)
+            kr.shred_person(p, reason="r")
+        kr.encryption_key("orders-value", "cust-4")
+        assert mode(log_file) == 0o600
+    lines = log_file.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    log_file.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # the last write was cut short
+
+    with pytest.raises(ConfigurationError) as caught:
+        Keyring(store_url, kek_uri, shred_log=log_file)
+    assert not isinstance(caught.value, json.JSONDecodeError)
+    assert "line 3" in str(caught.value) and "fieldcrypt keys shred-log" in str(caught.value)
+    code, _, err = run(capsys, "keys", "restore", "--shred-log", str(log_file), "--store", store_url)
+    assert code == 3 and "line 3" in err and "fieldcrypt keys shred-log" in err
+
+    with umask(0):
+        code, _, err = run(capsys, "keys", "shred-log", str(log_file), "--store", store_url)
+        assert code == 3 and "--force" in err  # never overwritten without asking
+        code, _, _ = run(capsys, "keys", "shred-log", str(log_file), "--store", store_url, "--force")
+        assert code == 0 and mode(log_file) == 0o600
+        code, _, _ = run(capsys, "keys", "shred-log", str(tmp_path / "new.jsonl"), "--store", store_url)
+        assert code == 0 and mode(tmp_path / "new.jsonl") == 0o600
+    assert len([json.loads(line) for line in log_file.read_text().splitlines()]) == 3
+    with Keyring(store_url, kek_uri, shred_log=log_file) as kr:
+        assert len(kr.keys(person="cust-4")) == 1  # started, and destroyed nothing more
+
+
+def test_old_format_shred_log_lines_are_still_read(store_url: str, kek_uri: str, tmp_path: Path) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        old = kr.encryption_key("orders-value", "cust-1").key_id
+        kept = kr.encryption_key("orders-value", "cust-2").key_id
+    log_file = tmp_path / "old.jsonl"
+    log_file.write_text(
+        json.dumps({"key_id": old, "domain": "orders-value", "person": "cust-1", "at": T0 + 0.5}) + "\n\n"
+    )
+    with Keyring(store_url, kek_uri, shred_log=log_file) as kr:  # re-applied at startup
+        assert [k.key_id for k in kr.keys()] == [kept]
+        [gone] = kr.export_shred_log()
+        assert (gone.key_id, gone.person, gone.shredded_at) == (old, "cust-1", T0 + 0.5)
+
+
+# -- 8. a reader holding the SQLite WAL ------------------------------------------------------------------------------
+def test_shred_is_pending_while_a_reader_holds_the_wal(kek_uri: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    db = tmp_path / "keys.db"
+    wal = Path(f"{db}-wal")
+    url = fieldcrypt.create_key_store(f"sqlite:///{db}")
+    kr = Keyring(url, kek_uri, sleep=lambda s: None, retries=0)
+    # each purge attempt waits up to 1 s for the reader: the CLI's keyring retries less, without sleeping in between
+    monkeypatch.setattr("fieldcrypt.cli.Keyring", partial(Keyring, sleep=lambda s: None, retries=0))
+    try:
+        kr.encryption_key("orders-value", "cust-1")
+        kr.encryption_key("orders-value", "cust-2")
+        kr.encryption_key("orders-value", "cust-3")
+        raw = sqlite3.connect(db)
+        wrapped = {str(p): bytes(w) for p, w in raw.execute("SELECT person, wrapped FROM fieldcrypt_keys").fetchall()}
+        raw.close()
+        assert wrapped["cust-1"] in wal.read_bytes()  # the test means something: the key is in the WAL now
+
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT * FROM fieldcrypt_keys").fetchall()  # an open read transaction
+        report = kr.shred_person("cust-1", reason="r")
+        assert report.pending is True and len(report.destroyed) == 1 and "PENDING" in str(report)
+        assert kr.keys(person="cust-1") == []
+        code, out, _ = run(
+            capsys, "keys", "shred", "--data-subject", "cust-2", "--store", url, "--reason", "r", "--yes"
+        )
+        assert code == 6 and "PENDING" in out
+        reader.execute("COMMIT")  # the reader ends (its connection stays open)
+
+        again = kr.shred_person("cust-1", reason="r")
+        assert again.pending is False and again.noop
+        assert wal.exists() and wal.stat().st_size == 0
+        code, out, _ = run(
+            capsys, "keys", "shred", "--data-subject", "cust-2", "--store", url, "--reason", "r", "--yes"
+        )
+        assert code == 0 and "PENDING" not in out
+        for person in ("cust-1", "cust-2"):
+            assert wrapped[person] not in wal.read_bytes()
+            assert wrapped[person] not in db.read_bytes()  # secure_delete: not in the database file either
+        assert wrapped["cust-3"] in db.read_bytes()  # (and the check finds what is there)
+        reader.close()
+    finally:
+        kr.close()
+
+
+@pytest.mark.parametrize("person", ["a\x00b", "a\ud800b"])
+def test_a_data_subject_id_no_store_can_hold_is_refused_before_any_key(registry, keyring: Keyring, person: str) -> None:
+    """A NUL (PostgreSQL TEXT cannot hold it) or a lone surrogate is the producer's error on every store, never
+    "store unavailable" on one and a stored key on another; the admin side refuses it the same way."""
+    from fieldcrypt.avro import AvroSerializer
+
+    ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
+    with pytest.raises(fieldcrypt.EncryptionError, match="NUL character or a lone surrogate"):
+        ser(customer(1, customerId=person), value_ctx())
+    assert keyring.keys() == []
+    with pytest.raises(ConfigurationError, match="NUL character or a lone surrogate"):
+        keyring.shred_person(person)
