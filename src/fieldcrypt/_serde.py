@@ -16,7 +16,6 @@ from confluent_kafka.serialization import SerializationContext, SerializationErr
 
 from fieldcrypt._engine import STRICT, Outcomes, PlanRunner
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
-from fieldcrypt._registry import fetch_schema
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, MalformedRecordError, PolicyError
 from fieldcrypt.keyring import Keyring
 
@@ -44,7 +43,7 @@ FIELDCRYPT_CONF: Mapping[str, str] = {
 #: serializer-only keys
 WRITE_CONF: Mapping[str, str] = {
     "fieldcrypt.allow.tag.removal": "True to write with a schema that encrypts fewer fields than the local "
-    "schema_str or the subject's latest version (default False: refused)",
+    "schema_str (use.latest.version / use.schema.id; default False: refused)",
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
@@ -235,10 +234,10 @@ class PlanCache:
             found = self._plans.get(schema_id)
             if found is not None:
                 return found
-            if schema is None or (schema.metadata is None and isinstance(schema_id, int)):
+            if schema is None:  # the lookup confluent's deserializer makes, through the client's cache
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
-                schema = fetch_schema(self._registry, schema_id, subject)
+                schema = self._registry.get_schema(schema_id, subject)
             try:
                 plan = self.compile(schema)
                 cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema))
@@ -258,16 +257,21 @@ class PlanCache:
 
 
 def cached_subject(
-    serde: Any, cache: dict[tuple[str, str], str], ctx: SerializationContext | None, record_name: str | None
+    serde: Any,
+    cache: dict[tuple[str, str, str | None], str],
+    ctx: SerializationContext | None,
+    record_name: str | None,
 ) -> str | None:
-    """The subject for (topic, field), through confluent's strategy once, then from ``cache``."""
+    """The subject for (topic, field, record name), through confluent's strategy once, then from ``cache``. The
+    record name is the Avro schema's full name or the JSON schema's ``title``, as confluent passes them."""
     if ctx is None:
         return None
-    subject = cache.get((ctx.topic, ctx.field))
+    key = (ctx.topic, ctx.field, record_name)
+    subject = cache.get(key)
     if subject is None:
         subject = subject_of(serde, ctx, record_name)
         if subject is not None and len(cache) < 10_000:
-            cache[(ctx.topic, ctx.field)] = subject
+            cache[key] = subject
     return subject
 
 
@@ -315,7 +319,6 @@ class WriteEntries:
         self._plans = plans
         self._local_plan = local_plan
         self._allow_removal = allow_tag_removal
-        self._checked_previous: set[str] = set()
         self._type = schema_type
         self._local_parsed = local_parsed  # confluent writes with its own parsed schema when not in latest mode
         self.latest_mode = is_latest_mode(serde)
@@ -327,15 +330,19 @@ class WriteEntries:
         return entry if entry is not None else self._resolve(subject)
 
     def _resolve(self, subject: str) -> WriteEntry:
-        if not self.latest_mode and self._serde._auto_register and subject not in self._checked_previous:
-            self._check_previous_version(subject)
+        ever = None
+        if not self.latest_mode and self._serde._auto_register and self._local_plan is not None:
+            ever = self._check_ever_encrypted(subject)
         registered = writer_schema(self._serde, subject)
         if registered.schema_id is None:
             raise ConfigurationError("the registry returned no schema id", subject=subject)
         known = self._by_id.get(registered.schema_id)
         if known is not None:  # use.latest.version: the same schema as last time
             return known
-        cached = self._plans.load(registered.schema_id, subject, registered.schema)
+        schema = registered.schema
+        if (schema is None or schema.schema_str is None) and not self.latest_mode:
+            schema = self._serde._schema  # a registry answering the registration with the id only: what was sent
+        cached = self._plans.load(registered.schema_id, subject, schema)
         if self._local_plan is not None:
             self._check_kept(
                 self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id
@@ -344,34 +351,45 @@ class WriteEntries:
             cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint)
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
         entry = (cached, prefix, SchemaId(self._type, registered.schema_id, registered.guid))
+        if ever is not None:
+            self._serde._keyring.merge_policy(ever, sorted(encrypted_paths(cached.runner.plan)))
         if not self.latest_mode:
             self._by_subject[subject] = entry
         elif len(self._by_id) < 1000:
             self._by_id[registered.schema_id] = entry
         return entry
 
-    def _check_previous_version(self, subject: str) -> None:
-        """Before auto-registering a new version: it must not encrypt fewer fields than the subject's latest."""
-        if self._allow_removal or self._local_plan is None:
-            return
+    def _check_ever_encrypted(self, subject: str) -> str:
+        """Before auto-registering: the new schema must encrypt every field this subject's producers encrypted
+        before. The record is kept in the key store (a registry lookup of the latest version would be a request
+        confluent's serializer never makes). Returns the record's name, to add this schema's fields after it."""
+        assert self._local_plan is not None
+        # per registry (its URLs as configured) and subject: a subject of another registry is another subject
+        urls = getattr(getattr(self._serde._registry, "_rest_client", None), "base_urls", None) or []
+        where = json.dumps(["encrypted-fields", sorted(map(str, urls)), subject])
+        name = "encrypted-fields:" + hashlib.sha256(where.encode("utf-8")).hexdigest()
+        mine = sorted(encrypted_paths(self._local_plan))
         try:
-            previous = self._serde._registry.get_latest_version(subject)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                self._checked_previous.add(subject)
-                return  # a new subject: nothing to keep
-            raise
-        if previous.schema_id is not None:
-            prev = self._plans.load(previous.schema_id, subject, previous.schema).runner.plan
-            self._check_kept(
-                prev,
-                self._local_plan,
-                subject,
-                f"the subject's latest version ({previous.version})",
-                previous.schema_id,
-                written="the new version",
+            before = self._serde._keyring.merge_policy(name, [])
+        except FieldcryptError as exc:
+            raise exc.with_context(subject=subject) from exc
+        lost = sorted(set(before) - set(mine))
+        if lost and not self._allow_removal:
+            declared_plain = {loc for loc, _, decision in self._local_plan.decisions if decision == "plaintext"}
+            if set(lost) <= declared_plain:  # the schema still tags them: this configuration leaves them in clear
+                raise ConfigurationError(
+                    "this fieldcrypt configuration disagrees with another producer of this subject (recorded in the "
+                    f"key store): producers encrypt {', '.join(lost)}, which this configuration leaves in clear; "
+                    "align fieldcrypt.tags and fieldcrypt.plaintext.tags",
+                    subject=subject,
+                )
+            raise PolicyError(
+                "the schema to register drops tags that earlier producers of this subject encrypted (recorded in "
+                f"the key store), so these would be written in clear: {', '.join(lost)}; set "
+                "fieldcrypt.allow.tag.removal=True to accept that",
+                subject=subject,
             )
-        self._checked_previous.add(subject)
+        return name
 
     def _check_kept(
         self, before: FieldPlan, after: FieldPlan, subject: str, source: str, schema_id: Any, written: str = ""

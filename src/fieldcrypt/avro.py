@@ -117,7 +117,7 @@ class AvroSerializer(_ConfluentAvroSerializer):
             self, self._plans, _AVRO, self._parsed_schema, local_plan, allow_tag_removal=self._opts.allow_tag_removal
         )
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
-        self._subjects: dict[tuple[str, str], str] = {}
+        self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
@@ -179,7 +179,9 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         )
         self._keyring = check_keyring(keyring)
         self._plans = PlanCache(schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules)
-        self._subjects: dict[tuple[str, str], str] = {}  # (topic, field) -> subject, for topic-based strategies
+        self._subjects: dict[
+            tuple[str, str, str | None], str
+        ] = {}  # (topic, field) -> subject, for topic-based strategies
         #: counts of records and values read, erased and denied (never values themselves)
         self.stats = ReadStats()
         self._policy = PolicyCheck(self._keyring, writing=False)

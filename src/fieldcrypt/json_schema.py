@@ -193,14 +193,14 @@ class JSONSerializer(_ConfluentJSONSerializer):
         self._entries = WriteEntries(
             self, self._plans, _JSON, None, local_plan, allow_tag_removal=self._opts.allow_tag_removal
         )
-        self._subjects: dict[tuple[str, str], str] = {}
+        self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
-        subject = cached_subject(self, self._subjects, ctx, None)
+        subject = cached_subject(self, self._subjects, ctx, self._schema_name)
         if subject is None:
             raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
         assert ctx is not None  # a subject implies a context
@@ -252,7 +252,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             _compile,
             self._opts.rules,
         )
-        self._subjects: dict[tuple[str, str], str] = {}
+        self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._latest_mode = is_latest_mode(self)
         self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
         #: counts of records and values read, erased and denied (never values themselves)
@@ -282,6 +282,8 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 raise ConfigurationError("pass schema_str or a schema registry client")
             key, writer = "local", self._schema
         cached = self._plans.get(key) or self._plans.load(key, subject, writer)
+        if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
+            subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
         try:
             document = self._json_decode(payload)
         except Exception as exc:

@@ -445,6 +445,10 @@ class Keyring:
     def published_policy(self, fingerprint: str) -> str | None:
         return self._call(lambda: self.store.published_policy(fingerprint))
 
+    def merge_policy(self, name: str, items: Sequence[str]) -> list[str]:
+        """Add ``items`` to the set recorded under ``name``; returns the set as it was (see KeyStore.merge_policy)."""
+        return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
+
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
         """The stored keys (metadata; wrapped material is never shown)."""
         if domain is not None:

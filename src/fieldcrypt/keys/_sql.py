@@ -85,6 +85,22 @@ class SqlKeyStore(KeyStore):
             rows = ex("SELECT policy FROM fieldcrypt_policies WHERE fingerprint = ?", (fingerprint,))
         return str(rows[0][0])
 
+    def merge_policy(self, name: str, items: Sequence[str], now: float) -> list[str]:
+        import json
+
+        with self._tx((name, "policy")) as ex:
+            rows = ex("SELECT policy FROM fieldcrypt_policies WHERE fingerprint = ?", (name,))
+            before = sorted(json.loads(rows[0][0])) if rows else []
+            after = json.dumps(sorted(set(before) | set(items)))
+            if not rows:
+                ex(
+                    "INSERT INTO fieldcrypt_policies (fingerprint, policy, created_at) VALUES (?, ?, ?)",
+                    (name, after, now),
+                )
+            elif set(items) - set(before):
+                ex("UPDATE fieldcrypt_policies SET policy = ? WHERE fingerprint = ?", (after, name))
+        return before
+
     def published_policy(self, fingerprint: str) -> str | None:
         rows = self._read("SELECT policy FROM fieldcrypt_policies WHERE fingerprint = ?", (fingerprint,))
         return str(rows[0][0]) if rows else None

@@ -212,6 +212,11 @@ class KeyStore(abc.ABC):
         """The policy recorded for ``fingerprint``, or None."""
         return None
 
+    def merge_policy(self, name: str, items: Sequence[str], now: float) -> list[str]:
+        """Add ``items`` to the set recorded under ``name`` (e.g. every field a subject's producers ever encrypted);
+        return the set as it was before, sorted. Stores that keep no policies return ``[]``."""
+        return []
+
     def initialize(self) -> None:  # noqa: B027 - optional hook; a store without tables has nothing to create
         """Create (or upgrade) what the store needs; called by :func:`create_key_store`. Idempotent."""
 
