@@ -125,6 +125,7 @@ class CachedPlan:
     parsed: Any
     runner: PlanRunner
     fingerprint: str = ""  # of the schema as registered (text, references, metadata.tags): see PolicyCheck
+    source: Schema | None = None  # the schema as registered (its ruleSet is run by fieldcrypt._rules)
 
 
 def schema_fingerprint(schema: Schema) -> str:
@@ -240,7 +241,9 @@ class PlanCache:
                 schema = self._registry.get_schema(schema_id, subject)
             try:
                 plan = self.compile(schema)
-                cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema))
+                cached = CachedPlan(
+                    schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
+                )
             except (FieldcryptError, SchemaRegistryError):
                 raise
             except Exception as exc:  # the writer's schema is not one this serde's format can parse
@@ -348,7 +351,7 @@ class WriteEntries:
                 self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id
             )
         if not self.latest_mode and self._local_parsed is not None:
-            cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint)
+            cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint, cached.source)
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
         entry = (cached, prefix, SchemaId(self._type, registered.schema_id, registered.guid))
         if ever is not None:

@@ -32,6 +32,7 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from fieldcrypt._avro_policy import compile_avro
 from fieldcrypt._engine import ReadStats
+from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
@@ -130,6 +131,10 @@ class AvroSerializer(_ConfluentAvroSerializer):
         assert ctx is not None  # a subject implies a context
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+        if self._entries.latest_mode:
+            latest = self._get_reader_schema(subject)  # confluent's cached lookup, as WriteEntries made it
+            if latest is not None:
+                value = write_rules_avro(self, ctx, subject, latest, value)  # WRITE rules see plaintext
         domain = self._opts.domain or subject
         self._policy(cached, domain, subject)
         encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
@@ -229,6 +234,13 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                     "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                 )
             record = cached.runner.decrypt(record, self._keyring, subject, domain, self._opts.outcomes, self.stats)
+        latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
+        if latest is not None and ctx is not None and subject is not None and cached.source is not None:
+            if plan.named_read:
+                record = _untuple(record)
+            record, migrated = migrate(self, ctx, subject, cached.source, latest, record)
+            if migrated:  # as confluent: the migration rules produce the reader's shape, no resolution follows
+                return self._read_rules(ctx, subject, latest.schema, _ParsedSchemas(self)(latest.schema), record)
         reader = self._reader_for(subject, cached.schema_id)
         if reader is not None or self._return_record_name:
             try:
@@ -237,6 +249,21 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 raise malformed(exc, subject) from exc
         elif plan.named_read:
             record = _untuple(record)
+        reader_raw: Schema | None
+        if latest is not None:
+            reader_raw, reader_parsed = latest.schema, reader if reader is not None else writer
+        elif self._reader_schema is not None:
+            reader_raw, reader_parsed = self._schema, self._reader_schema
+        else:
+            reader_raw, reader_parsed = cached.source, writer
+        return self._read_rules(ctx, subject, reader_raw, reader_parsed, record)
+
+    def _read_rules(
+        self, ctx: SerializationContext | None, subject: str | None, raw: Schema | None, parsed: Any, record: Any
+    ) -> Any:
+        """READ domain rules on the decrypted record (plaintext), then from_dict, as confluent orders them."""
+        if ctx is not None and subject is not None:
+            record = read_rules_avro(self, ctx, subject, raw, parsed, record)
         if self._from_dict is not None:
             return self._from_dict(record, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         return record

@@ -29,6 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from fieldcrypt._engine import ReadStats
 from fieldcrypt._json_policy import compile_json
 from fieldcrypt._plan import FieldPlan, TagRules
+from fieldcrypt._rules import has_migrations, migrate, read_rules_json, write_rules_json
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
@@ -45,7 +46,7 @@ from fieldcrypt._serde import (
     prefix_framed,
     split_conf,
 )
-from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError
+from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
 from fieldcrypt.keyring import Keyring
 
 __all__ = ["JSONDeserializer", "JSONSerializer"]
@@ -189,13 +190,26 @@ class JSONSerializer(_ConfluentJSONSerializer):
         self._keyring = check_keyring(keyring)
         self._plans = PlanCache(schema_registry_client, lambda s: _Parsed(self, s), _compile, self._opts.rules)
         # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
-        local_plan = self._plans.compile(self._schema) if self._schema is not None else None
+        local_plan = self._local_plan()
         self._entries = WriteEntries(
             self, self._plans, _JSON, None, local_plan, allow_tag_removal=self._opts.allow_tag_removal
         )
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
+
+    def _local_plan(self) -> FieldPlan | None:
+        """The plan of the local ``schema_str``. Under use.latest.version / use.schema.id confluent never resolves
+        that text's ``$ref``s (the registered schema carries the references), and neither does this: a local schema
+        whose references only the registry can resolve gives no local plan, and the written schema decides."""
+        if self._schema is None:
+            return None
+        try:
+            return self._plans.compile(self._schema)
+        except PolicyError as exc:
+            if is_latest_mode(self) and exc.reason.startswith("cannot resolve $ref"):
+                return None
+            raise
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
@@ -206,6 +220,10 @@ class JSONSerializer(_ConfluentJSONSerializer):
         assert ctx is not None  # a subject implies a context
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+        if self._entries.latest_mode:
+            latest = self._get_reader_schema(subject)  # confluent's cached lookup, as WriteEntries made it
+            if latest is not None:
+                value = write_rules_json(self, ctx, subject, latest, value)  # WRITE rules see plaintext
         if self._validate:
             try:
                 _validate(cached.parsed, value, subject)  # the plaintext, before encryption
@@ -288,7 +306,10 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             document = self._json_decode(payload)
         except Exception as exc:
             raise malformed(exc, subject) from exc
-        reader = self._reader_for(subject) or cached.parsed
+        latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
+        migrating = latest is not None and cached.source is not None and has_migrations(cached.source, latest.schema)
+        # with migration rules the document arrives in the writer's shape, and the rules make the reader's
+        reader = cached.parsed if migrating else (self._reader_for(subject) or cached.parsed)
         if self._validate:
             try:  # what arrived: ciphertext in tagged properties
                 _validate(reader, document, subject, MalformedRecordError)
@@ -302,6 +323,12 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                     "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                 )
             document = cached.runner.decrypt(document, self._keyring, subject, domain, self._opts.outcomes, self.stats)
+        if ctx is not None and subject is not None:
+            if migrating:
+                assert latest is not None and cached.source is not None
+                document, _ = migrate(self, ctx, subject, cached.source, latest, document)
+            reader_raw = latest.schema if latest is not None else (self._schema or cached.source)
+            document = read_rules_json(self, ctx, subject, reader_raw, document)
         if self._from_dict is not None:
             return self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         return document

@@ -1,0 +1,133 @@
+"""confluent's data-contract rules (``ruleSet``), executed through confluent's own rule machinery.
+
+fieldcrypt's serdes run the rules of the schema written or read exactly where confluent's classes run them, by
+calling confluent's ``_execute_rules`` / ``_get_migrations`` / ``_execute_migrations`` with confluent's own field
+transformers (``common.avro.transform``, ``common.json_schema.transform``) and the serde's rule registry:
+
+    write:  to_dict -> WRITE domain rules (CEL, CEL_FIELD, JSONata...) -> fieldcrypt encrypts -> encode
+    read:   decode -> fieldcrypt decrypts -> migration rules (UPGRADE/DOWNGRADE) -> READ domain rules -> from_dict
+
+So a CEL condition or a CEL_FIELD transform sees plaintext on both sides, never ciphertext it could corrupt, and
+fieldcrypt's encryption stands where confluent's ENCRYPT transform stands (the last domain rule on write, the
+first on read). ENCRYPT / ENCRYPT_PAYLOAD rules are not executed: fieldcrypt's encryption replaces them
+(docs/compatibility.md). As in confluent, domain rules run on write only when the schema written comes from the
+registry (``use.latest.version`` / ``use.schema.id`` / ``use.latest.with.metadata``), migrations only with a
+latest schema on read. The rules get a deep copy of the record: the caller's object is never changed.
+
+The private confluent methods and helpers used here are checked by ``tests/test_rules.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import attrs
+from confluent_kafka.schema_registry import RegisteredSchema, Schema
+from confluent_kafka.schema_registry.common import avro as _avro
+from confluent_kafka.schema_registry.common import json_schema as _json
+from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
+from confluent_kafka.serialization import SerializationContext
+from fastavro.schema import expand_schema
+from referencing import Resource
+
+__all__ = ["has_migrations", "migrate", "read_rules_avro", "read_rules_json", "write_rules_avro", "write_rules_json"]
+
+#: rule types fieldcrypt's own encryption replaces
+_REPLACED = frozenset({"ENCRYPT", "ENCRYPT_PAYLOAD"})
+
+
+def _domain_rules(schema: Schema | None) -> Schema | None:
+    """``schema`` without the rules fieldcrypt replaces, or None when no domain rule is left to run."""
+    rule_set = schema.rule_set if schema is not None else None
+    if schema is None or rule_set is None or not rule_set.domain_rules:
+        return None
+    kept = [r for r in rule_set.domain_rules if str(r.type).upper() not in _REPLACED]
+    if not kept:
+        return None
+    if len(kept) == len(rule_set.domain_rules):
+        return schema
+    rules: RuleSet = attrs.evolve(rule_set, domain_rules=kept, encoding_rules=None)
+    evolved: Schema = attrs.evolve(schema, rule_set=rules)
+    return evolved
+
+
+def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, latest: RegisteredSchema, value: Any) -> Any:
+    target = _domain_rules(latest.schema)
+    if target is None:
+        return value
+    parsed = serde._get_parsed_schema(latest.schema)
+    expanded = expand_schema(parsed)
+
+    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
+        return _avro.transform(rule_ctx, expanded, msg, field_transform)
+
+    return serde._execute_rules(
+        ctx,
+        subject,
+        RuleMode.WRITE,
+        None,
+        target,
+        copy.deepcopy(value),
+        _avro.get_inline_tags(parsed),
+        field_transformer,
+    )
+
+
+def read_rules_avro(
+    serde: Any, ctx: SerializationContext, subject: str, reader_raw: Schema | None, reader: Any, value: Any
+) -> Any:
+    target = _domain_rules(reader_raw)
+    if target is None:
+        return value
+    expanded = expand_schema(reader)
+
+    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
+        return _avro.transform(rule_ctx, expanded, msg, field_transform)
+
+    inline = _avro.get_inline_tags(reader) if reader is not None else None
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, field_transformer)
+
+
+def _json_transformer(serde: Any, schema: Schema) -> Any:
+    parsed, ref_registry = serde._get_parsed_schema(schema)
+    resolver = ref_registry.resolver_with_root(Resource.from_contents(parsed, default_specification=_json.DEFAULT_SPEC))
+
+    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
+        return _json.transform(rule_ctx, parsed, ref_registry, resolver, "$", msg, field_transform)
+
+    return field_transformer
+
+
+def write_rules_json(serde: Any, ctx: SerializationContext, subject: str, latest: RegisteredSchema, value: Any) -> Any:
+    target = _domain_rules(latest.schema)
+    if target is None:
+        return value
+    transformer = _json_transformer(serde, latest.schema)
+    return serde._execute_rules(ctx, subject, RuleMode.WRITE, None, target, copy.deepcopy(value), None, transformer)
+
+
+def read_rules_json(serde: Any, ctx: SerializationContext, subject: str, reader_raw: Schema | None, value: Any) -> Any:
+    target = _domain_rules(reader_raw)
+    if target is None or reader_raw is None:
+        return value
+    transformer = _json_transformer(serde, reader_raw)
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, None, transformer)
+
+
+def migrate(
+    serde: Any, ctx: SerializationContext, subject: str, writer_raw: Schema, latest: RegisteredSchema, value: Any
+) -> tuple[Any, bool]:
+    """Run the migration rules between the writer's schema and the latest one, as confluent's deserializer does.
+    Returns the record and whether any migration ran (then no schema resolution follows, as in confluent)."""
+    if not has_migrations(writer_raw, latest.schema):
+        return value, False  # no rule to run: skip the lookup confluent makes only to find them
+    migrations = serde._get_migrations(subject, writer_raw, latest, None)
+    if not migrations:
+        return value, False
+    return serde._execute_migrations(ctx, subject, migrations, value), True
+
+
+def has_migrations(*schemas: Schema | None) -> bool:
+    """Whether any of the schemas carries migration rules."""
+    return any(s is not None and s.rule_set is not None and bool(s.rule_set.migration_rules) for s in schemas)
