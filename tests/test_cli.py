@@ -164,7 +164,15 @@ def test_verify_counts_readable_erased_denied(
     code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--by", "data-subject")
     assert code == 0
     rows = {r["data-subject"]: r for r in json.loads(out)}
-    assert rows["cust-1"] == {"data-subject": "cust-1", "records": 2, "readable": 0, "erased": 6, "denied": 0}
+    assert rows["cust-1"] == {
+        "data-subject": "cust-1",
+        "records": 2,
+        "readable": 0,
+        "erased": 6,
+        "denied": 0,
+        "plaintext": 0,
+        "plaintext_fields": {},
+    }
     assert rows["cust-0"]["readable"] == 6 and rows["cust-0"]["erased"] == 0
     assert sum(r["records"] for r in rows.values()) == 6
 
@@ -190,4 +198,14 @@ def test_verify_json_topic_by_domain(broker, http_registry, keyring: Keyring, st
     keyring.shred_person("cust-0")
     code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--format", "json")
     assert code == 0
-    assert json.loads(out) == [{"domain": f"{topic}-value", "records": 4, "readable": 9, "erased": 3, "denied": 0}]
+    assert json.loads(out) == [
+        {
+            "domain": f"{topic}-value",
+            "records": 4,
+            "readable": 9,
+            "erased": 3,
+            "denied": 0,
+            "plaintext": 0,
+            "plaintext_fields": {},
+        }
+    ]

@@ -35,4 +35,4 @@ def test_key_lifecycle_example() -> None:
     out = result.stdout
     assert "bob    email=<erased>" in out and "alice  email=alice@example.com" in out
     assert "nothing to do, already shredded" in out
-    assert "ReadStats(records=7, values=14, erased=4, denied=0)" in out
+    assert "ReadStats(records=7, values=14, erased=4, denied=0, plaintext=0, plaintext_by_field={})" in out

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fieldcrypt import _wire
@@ -105,6 +105,10 @@ class ReadStats:
     values: int = 0
     erased: int = 0
     denied: int = 0
+    #: values read as plaintext from tagged fields (``fieldcrypt.on.plaintext=accept``: history from before
+    #: encryption began), in total and per field path
+    plaintext: int = 0
+    plaintext_by_field: dict[str, int] = field(default_factory=dict)
 
     @property
     def readable(self) -> int:
@@ -123,8 +127,13 @@ class Outcomes:
     on_erased: str = "null"
     on_denied: str = "raise"
     placeholder: str = "<erased>"
+    #: ``raise``: a tagged field holding plaintext is a DecryptionError; ``accept``: it is returned as it is (and
+    #: counted), unless another tagged value of the same record is a fieldcrypt ciphertext
+    on_plaintext: str = "raise"
 
     def __post_init__(self) -> None:
+        if self.on_plaintext not in ("raise", "accept"):
+            raise ConfigurationError("fieldcrypt.on.plaintext must be raise or accept")
         for name in ("on_erased", "on_denied"):
             if getattr(self, name) not in _MODES:
                 raise ConfigurationError(f"fieldcrypt.{name.replace('_', '.')} must be one of {', '.join(_MODES)}")
@@ -164,6 +173,7 @@ class RecordState:
         "nonce",
         "outcomes",
         "person",
+        "plain",
         "subject",
     )
 
@@ -186,6 +196,7 @@ class RecordState:
         self.count = 0  # encrypted values so far: the next value's index (see _wire)
         self.nonce: bytes | None = None  # the record nonce
         self.last_key: DataKey | None = None  # read side: the key of the previous value
+        self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
 
 
 def _refers(node: Node | None) -> bool:
@@ -332,11 +343,23 @@ class PlanRunner:
                     out = self._dec_root(record, self._root_path, state)
         except RecursionError:
             raise DecryptionError("the record is nested too deeply to decrypt", subject=subject) from None
+        plain = state.plain
+        if plain and state.count:
+            raise DecryptionError(
+                "the record mixes fieldcrypt ciphertext and plaintext in tagged fields: plaintext is accepted only "
+                "in records written before encryption began",
+                subject=subject,
+                field_path=plain[0],
+            )
         if stats is not None:
             stats.records += 1
             stats.erased += state.erased
             stats.denied += state.denied
             stats.values += state.count
+            if plain:
+                stats.plaintext += len(plain)
+                for p in plain:
+                    stats.plaintext_by_field[p] = stats.plaintext_by_field.get(p, 0) + 1
         return out
 
     # -- compilation: write side --------------------------------------------------------------------------------
@@ -839,6 +862,11 @@ def _dec_leaf(leaf: Leaf) -> Step:
         try:
             key_id, index, record_nonce, body = _parse(unwrap(v))
         except (ValueError, TypeError, AttributeError):
+            if st.outcomes.on_plaintext == "accept" and isinstance(v, bytes if kind == "bytes" else str):
+                if st.plain is None:
+                    st.plain = []
+                st.plain.append(leaf.path)  # history from before encryption: returned as it is, and counted
+                return v
             raise DecryptionError(
                 "the field does not hold a fieldcrypt ciphertext", subject=st.subject, field_path=leaf.path
             ) from None

@@ -51,6 +51,9 @@ READ_CONF: Mapping[str, str] = {
     "fieldcrypt.on.denied": "raise | null | placeholder | marker, for values this consumer has no key for "
     "(default raise)",
     "fieldcrypt.placeholder": "the text returned in 'placeholder' mode (default <erased>)",
+    "fieldcrypt.on.plaintext": "raise | accept, for tagged fields holding plaintext (records written before "
+    "encryption began; counted in stats.plaintext; never accepted in a record that also holds ciphertext; "
+    "default raise)",
 }
 
 
@@ -73,6 +76,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
             on_erased=rest.pop("fieldcrypt.on.erased", "null"),
             on_denied=rest.pop("fieldcrypt.on.denied", "raise"),
             placeholder=rest.pop("fieldcrypt.placeholder", "<erased>"),
+            on_plaintext=rest.pop("fieldcrypt.on.plaintext", "raise"),
         )
     rules = TagRules.from_conf(
         rest.pop("fieldcrypt.tags", DEFAULT_TAGS),

@@ -30,7 +30,8 @@ def verify_topic(
     keyring: Keyring, topic: str, bootstrap: str, registry_url: str, by: str, timeout: float, fmt: str = "avro"
 ) -> dict[str, dict[str, int]]:
     registry = SchemaRegistryClient.new_client({"url": registry_url})
-    conf = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker"}
+    # plaintext in tagged fields (history from before encryption began) is counted per field, not an error
+    conf = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker", "fieldcrypt.on.plaintext": "accept"}
     de: AvroDeserializer | JSONDeserializer
     if fmt == "json":
         de = JSONDeserializer(None, schema_registry_client=registry, conf=conf, keyring=keyring)
@@ -66,7 +67,7 @@ def verify_topic(
                 continue
             if offset + 1 >= ends.get(partition, 0):
                 ends.pop(partition, None)
-            before = ReadStats(**asdict(de.stats))
+            before = ReadStats(**{**asdict(de.stats), "plaintext_by_field": dict(de.stats.plaintext_by_field)})
             record: Any = de(data, ctx)
             after = de.stats
             if by == "domain":
@@ -79,9 +80,21 @@ def verify_topic(
             row.values += after.values - before.values
             row.erased += after.erased - before.erased
             row.denied += after.denied - before.denied
+            row.plaintext += after.plaintext - before.plaintext
+            for path, n in after.plaintext_by_field.items():
+                gained = n - before.plaintext_by_field.get(path, 0)
+                if gained:
+                    row.plaintext_by_field[path] = row.plaintext_by_field.get(path, 0) + gained
     finally:
         consumer.close()
     return {
-        k: {"records": s.records, "readable": s.readable, "erased": s.erased, "denied": s.denied}
+        k: {
+            "records": s.records,
+            "readable": s.readable,
+            "erased": s.erased,
+            "denied": s.denied,
+            "plaintext": s.plaintext,
+            "plaintext_fields": dict(sorted(s.plaintext_by_field.items())),
+        }
         for k, s in per.items()
     }
