@@ -28,7 +28,7 @@ IDLE = 2.0
 
 def verify_topic(
     keyring: Keyring, topic: str, bootstrap: str, registry_url: str, by: str, timeout: float, fmt: str = "avro"
-) -> dict[str, dict[str, int]]:
+) -> dict[str, dict[str, Any]]:
     registry = SchemaRegistryClient.new_client({"url": registry_url})
     # plaintext in tagged fields (history from before encryption began) is counted per field, not an error
     conf = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker", "fieldcrypt.on.plaintext": "accept"}

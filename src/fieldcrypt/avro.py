@@ -10,7 +10,9 @@
 They subclass confluent's classes, take the same positional arguments and conf keys (plus ``fieldcrypt.*``
 keys, see ``fieldcrypt._serde.FIELDCRYPT_CONF``), and write the same Confluent framing. Fields tagged ``PII``
 (inline ``"confluent:tags"`` or registry ``metadata.tags``) are encrypted; everything else is byte-for-byte what
-confluent's serializer writes. Confluent data-contract rules (CEL, CSFLE) are not executed.
+confluent's serializer writes. Confluent data-contract rules (CEL, CEL_FIELD, JSONata migrations) run through
+confluent's own executors, around encryption (``fieldcrypt._rules``); ENCRYPT rules are replaced by fieldcrypt's
+encryption. Differences from confluent's classes: docs/compatibility.md.
 """
 
 from __future__ import annotations

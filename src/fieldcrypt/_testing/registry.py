@@ -1,8 +1,11 @@
 """A small Confluent-compatible schema registry over HTTP, for tests and demos that span processes.
 
 It implements the REST calls confluent-kafka's SchemaRegistryClient makes for serdes (register, lookup,
-schema by id, versions, latest), keeps ``metadata`` as given, and answers with the schema text re-serialized
-compactly, as some registries do. It is a test fixture, not a product: no auth, no compatibility checks.
+schema by id, versions, latest, subjects of an id, deletes), answers with the status and error codes Confluent's
+API reference gives (40401 subject, 40402 version, 40403 schema not found; 42201 invalid schema, 42202 invalid
+version), keeps ``metadata`` and ``ruleSet`` as given (or drops them with ``keep_metadata=False``, as several
+open-source registries do), and answers with the schema text re-serialized compactly, as some registries do. It
+is a test fixture, not a product: no auth, no compatibility checks.
 
     with RegistryServer() as reg:
         client = SchemaRegistryClient({"url": reg.url})
@@ -23,26 +26,37 @@ from urllib.parse import unquote, urlparse
 __all__ = ["RegistryServer"]
 
 
+class _Invalid(Exception):
+    pass
+
+
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, keep_metadata: bool = True) -> None:
+        self.keep_metadata = keep_metadata
         self.lock = threading.Lock()
         self.schemas: list[dict[str, Any]] = []  # index = id - 1
         self.subjects: dict[str, list[int]] = {}  # subject -> schema ids by version
 
     def canonical(self, body: dict[str, Any]) -> dict[str, Any]:
-        text = body["schema"]
+        text = body.get("schema") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            raise _Invalid("the request has no schema")
+        kind = body.get("schemaType", "AVRO")
+        if kind not in ("AVRO", "JSON", "PROTOBUF"):
+            raise _Invalid(f"unknown schema type {kind!r}")
         try:
             text = json.dumps(json.loads(text), separators=(",", ":"), sort_keys=True)
         except ValueError:
-            pass
+            if kind != "PROTOBUF":
+                raise _Invalid("the schema is not valid JSON") from None
         out: dict[str, Any] = {
             "schema": text,
             "schemaType": body.get("schemaType", "AVRO"),
             "references": body.get("references") or [],
         }
-        if body.get("metadata"):
+        if body.get("metadata") and self.keep_metadata:
             out["metadata"] = body["metadata"]
-        if body.get("ruleSet"):
+        if body.get("ruleSet") and self.keep_metadata:
             out["ruleSet"] = body["ruleSet"]
         return out
 
@@ -89,9 +103,58 @@ class _Handler(BaseHTTPRequestHandler):
     def _missing(self, what: str, code: int = 40401) -> None:
         self._send(404, {"error_code": code, "message": f"{what} not found"})
 
+    def _invalid(self, message: str, code: int = 42201) -> None:
+        self._send(422, {"error_code": code, "message": message})
+
+    def _versions(self, subject: str, version: str) -> tuple[list[int], int] | None:
+        """The subject's schema ids and the 1-based index a version names; None after answering an error."""
+        versions = self.state.subjects.get(subject)
+        if not versions:
+            self._missing("subject")
+            return None
+        if version in ("latest", "-1"):
+            return versions, len(versions)
+        if not re.fullmatch(r"[0-9]+", version) or int(version) == 0:
+            self._invalid(f"invalid version {version!r}", 42202)
+            return None
+        if int(version) > len(versions):
+            self._missing("version", 40402)
+            return None
+        return versions, int(version)
+
+    def do_DELETE(self) -> None:
+        path = urlparse(self.path).path
+        st = self.state
+        if m := re.fullmatch(r"/subjects/([^/]+)", path):
+            subject = unquote(m.group(1))
+            if subject not in st.subjects:
+                return self._missing("subject")
+            with st.lock:
+                versions = st.subjects.pop(subject)
+            return self._send(200, list(range(1, len(versions) + 1)))
+        if m := re.fullmatch(r"/subjects/([^/]+)/versions/([^/]+)", path):
+            found = self._versions(unquote(m.group(1)), m.group(2))
+            if found is None:
+                return None
+            versions, index = found
+            return self._send(200, index)  # soft delete: the version stays readable by id
+        return self._missing("resource", 404)
+
     def do_GET(self) -> None:
         path = urlparse(self.path).path
         st = self.state
+        if path == "/schemas/types":
+            return self._send(200, ["AVRO", "JSON", "PROTOBUF"])
+        if m := re.fullmatch(r"/schemas/ids/(\d+)/versions", path):
+            schema_id = int(m.group(1))
+            if not 0 < schema_id <= len(st.schemas):
+                return self._missing("schema", 40403)
+            pairs = [
+                {"subject": s, "version": ids.index(schema_id) + 1}
+                for s, ids in sorted(st.subjects.items())
+                if schema_id in ids
+            ]
+            return self._send(200, pairs)
         if m := re.fullmatch(r"/schemas/ids/(\d+)(/schema)?", path):
             schema_id = int(m.group(1))
             if not 0 < schema_id <= len(st.schemas):
@@ -103,15 +166,14 @@ class _Handler(BaseHTTPRequestHandler):
         if m := re.fullmatch(r"/subjects/([^/]+)/versions", path):
             versions = st.subjects.get(unquote(m.group(1)))
             return self._send(200, list(range(1, len(versions) + 1))) if versions else self._missing("subject")
-        if m := re.fullmatch(r"/subjects/([^/]+)/versions/([^/]+)", path):
-            subject, version = unquote(m.group(1)), m.group(2)
-            versions = st.subjects.get(subject)
-            if not versions:
-                return self._missing("subject")
-            index = len(versions) if version in ("latest", "-1") else int(version)
-            if not 0 < index <= len(versions):
-                return self._missing("version", 40402)
-            return self._send(200, st.answer(versions[index - 1], subject))
+        if m := re.fullmatch(r"/subjects/([^/]+)/versions/([^/]+)(/schema)?", path):
+            subject = unquote(m.group(1))
+            found = self._versions(subject, m.group(2))
+            if found is None:
+                return None
+            versions, index = found
+            body = st.answer(versions[index - 1], subject)
+            return self._send(200, body["schema"] if m.group(3) else body)
         if path.startswith("/config") or path.startswith("/mode"):
             return self._send(200, {"compatibilityLevel": "NONE", "mode": "READWRITE"})
         return self._missing("resource", 404)
@@ -119,26 +181,34 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlparse(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return self._send(400, {"error_code": 400, "message": "the request body is not JSON"})
         st = self.state
-        if m := re.fullmatch(r"/subjects/([^/]+)/versions", path):
-            return self._send(200, {"id": st.register(unquote(m.group(1)), body)})
-        if m := re.fullmatch(r"/subjects/([^/]+)", path):
-            subject = unquote(m.group(1))
-            entry = st.canonical(body)
-            for schema_id in st.subjects.get(subject, []):
-                known = st.schemas[schema_id - 1]
-                if known["schema"] == entry["schema"] and known["schemaType"] == entry["schemaType"]:
-                    return self._send(200, st.answer(schema_id, subject))
-            return self._missing("schema", 40403)
+        try:
+            if m := re.fullmatch(r"/subjects/([^/]+)/versions", path):
+                return self._send(200, {"id": st.register(unquote(m.group(1)), body)})
+            if m := re.fullmatch(r"/subjects/([^/]+)", path):
+                subject = unquote(m.group(1))
+                entry = st.canonical(body)
+                if subject not in st.subjects:
+                    return self._missing("subject")
+                for schema_id in st.subjects[subject]:
+                    known = st.schemas[schema_id - 1]
+                    if all(known[k] == entry[k] for k in ("schema", "schemaType", "references")):
+                        return self._send(200, st.answer(schema_id, subject))
+                return self._missing("schema", 40403)
+        except _Invalid as exc:
+            return self._invalid(str(exc))
         return self._missing("resource", 404)
 
 
 class RegistryServer:
     """Runs the registry on 127.0.0.1 (a free port unless given) in a background thread."""
 
-    def __init__(self, port: int = 0) -> None:
-        handler = type("Handler", (_Handler,), {"state": _State()})
+    def __init__(self, port: int = 0, *, keep_metadata: bool = True) -> None:
+        handler = type("Handler", (_Handler,), {"state": _State(keep_metadata)})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
