@@ -14,7 +14,7 @@ first on read). ENCRYPT / ENCRYPT_PAYLOAD rules are not executed: fieldcrypt's e
 registry (``use.latest.version`` / ``use.schema.id`` / ``use.latest.with.metadata``), migrations only with a
 latest schema on read. The rules get a deep copy of the record: the caller's object is never changed.
 
-The private confluent methods and helpers used here are checked by ``tests/test_rules.py``.
+The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.
 """
 
 from __future__ import annotations
