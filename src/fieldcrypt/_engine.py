@@ -159,6 +159,10 @@ class Outcomes:
 STRICT = Outcomes(on_erased="raise", on_denied="raise")
 
 
+#: the reason of the DecryptionError for a tagged value that is no fieldcrypt ciphertext at all
+NOT_A_CIPHERTEXT = "the field does not hold a fieldcrypt ciphertext"
+
+
 class RecordState:
     """What one record's values share: subject, default domain, person, keys in use, record nonce and value count."""
 
@@ -678,8 +682,17 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
     steps = [(m, n, compile_node(n) if n is not None else None) for m, n in node.branches]
     error = EncryptionError if writing else DecryptionError
 
+    any_of = node.keyword == "anyOf"
+
     def matching(v: Any) -> list[Any]:
-        return _distinct((n, fn) for m, n, fn in steps if m(v))
+        found = _distinct((n, fn) for m, n, fn in steps if m(v))
+        if any_of and len(found) > 1:
+            # anyOf applies every validating branch (as confluent's CSFLE does): a branch that tags nothing adds
+            # nothing, so the tagged one decides, provided it is the only tagged one
+            tagged = [x for x in found if x[0] is not None]
+            if tagged:
+                return tagged
+        return found
 
     def choice(v: Any, p: str, st: RecordState) -> Any:
         found = matching(v)
@@ -867,9 +880,7 @@ def _dec_leaf(leaf: Leaf) -> Step:
                     st.plain = []
                 st.plain.append(leaf.path)  # history from before encryption: returned as it is, and counted
                 return v
-            raise DecryptionError(
-                "the field does not hold a fieldcrypt ciphertext", subject=st.subject, field_path=leaf.path
-            ) from None
+            raise DecryptionError(NOT_A_CIPHERTEXT, subject=st.subject, field_path=leaf.path) from None
         st.count += 1
         if record_nonce is not None:
             if st.nonce is not None:

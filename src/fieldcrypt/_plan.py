@@ -148,7 +148,8 @@ Matcher = Callable[[Any], bool]
 class ChoiceNode:
     """JSON ``oneOf``/``anyOf``: the branches the instance validates against decide what is encrypted. Every
     validating branch must call for the same plan (else the document is refused as ambiguous), on the plaintext
-    and again on the ciphertext, so a reader that only sees the ciphertext reaches the same plan."""
+    and again on the ciphertext, so a reader that only sees the ciphertext reaches the same plan. For ``anyOf``,
+    validating branches that tag nothing are left out (anyOf applies every branch; they add no encryption)."""
 
     keyword: str  # "oneOf" or "anyOf", for messages
     path: str

@@ -31,7 +31,16 @@ from confluent_kafka.serialization import SerializationContext
 from fastavro.schema import expand_schema
 from referencing import Resource
 
-__all__ = ["has_migrations", "migrate", "read_rules_avro", "read_rules_json", "write_rules_avro", "write_rules_json"]
+__all__ = [
+    "csfle_read",
+    "has_encrypt_rules",
+    "has_migrations",
+    "migrate",
+    "read_rules_avro",
+    "read_rules_json",
+    "write_rules_avro",
+    "write_rules_json",
+]
 
 #: rule types fieldcrypt's own encryption replaces
 _REPLACED = frozenset({"ENCRYPT", "ENCRYPT_PAYLOAD"})
@@ -50,6 +59,42 @@ def _domain_rules(schema: Schema | None) -> Schema | None:
     rules: RuleSet = attrs.evolve(rule_set, domain_rules=kept, encoding_rules=None)
     evolved: Schema = attrs.evolve(schema, rule_set=rules)
     return evolved
+
+
+def has_encrypt_rules(schema: Schema | None) -> bool:
+    """Whether a schema carries a Confluent CSFLE ENCRYPT rule (its history may hold CSFLE ciphertext)."""
+    rule_set = schema.rule_set if schema is not None else None
+    return bool(
+        rule_set and rule_set.domain_rules and any(str(r.type).upper() == "ENCRYPT" for r in rule_set.domain_rules)
+    )
+
+
+def _encrypt_rules_only(schema: Schema) -> Schema:
+    assert schema.rule_set is not None and schema.rule_set.domain_rules is not None
+    kept = [r for r in schema.rule_set.domain_rules if str(r.type).upper() == "ENCRYPT"]
+    evolved: Schema = attrs.evolve(
+        schema, rule_set=attrs.evolve(schema.rule_set, domain_rules=kept, migration_rules=None, encoding_rules=None)
+    )
+    return evolved
+
+
+def csfle_read(
+    serde: Any, ctx: SerializationContext, subject: str, writer_raw: Schema, parsed: Any, record: Any
+) -> Any:
+    """Decrypt a record Confluent CSFLE wrote (migration from CSFLE): the writer schema's ENCRYPT rules only, through
+    confluent's FieldEncryptionExecutor (registered by the application, with its DEK registry and ``rule_conf``).
+    ``parsed`` is the writer schema as this serde parses it (fastavro dict, or None for JSON)."""
+    target = _encrypt_rules_only(writer_raw)
+    if parsed is not None:
+        expanded = expand_schema(parsed)
+
+        def avro_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
+            return _avro.transform(rule_ctx, expanded, msg, field_transform)
+
+        inline = _avro.get_inline_tags(parsed)
+        return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, inline, avro_transformer)
+    transformer = _json_transformer(serde, writer_raw)
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, None, transformer)
 
 
 def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, latest: RegisteredSchema, value: Any) -> Any:

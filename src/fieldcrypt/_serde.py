@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -14,9 +15,19 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
-from fieldcrypt._engine import STRICT, Outcomes, PlanRunner
+from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
-from fieldcrypt.errors import ConfigurationError, FieldcryptError, MalformedRecordError, PolicyError
+from fieldcrypt._rules import csfle_read, has_encrypt_rules
+from fieldcrypt.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    DecryptionError,
+    FieldcryptError,
+    KeyNotFoundError,
+    KeyShreddedError,
+    MalformedRecordError,
+    PolicyError,
+)
 from fieldcrypt.keyring import Keyring
 
 __all__ = [
@@ -27,6 +38,7 @@ __all__ = [
     "PlanCache",
     "PolicyCheck",
     "call_confluent_init",
+    "decrypt_record",
     "malformed",
     "split_conf",
 ]
@@ -431,6 +443,40 @@ def malformed(exc: Exception, subject: str | None) -> FieldcryptError:
     return MalformedRecordError(
         f"the record does not decode with its writer schema ({type(exc).__name__})", subject=subject
     )
+
+
+def decrypt_record(
+    serde: Any,
+    cached: CachedPlan,
+    record: Any,
+    subject: str | None,
+    domain: str,
+    ctx: SerializationContext | None,
+    parsed_writer: Any,
+) -> Any:
+    """Decrypt a decoded record. When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from
+    CSFLE to fieldcrypt), a record none of whose tagged values is a fieldcrypt ciphertext is handed to confluent's
+    ENCRYPT executor instead (which authenticates it with CSFLE's own keys); if that fails too, fieldcrypt's
+    verdict stands. A fieldcrypt record is never read by the CSFLE path, nor the reverse."""
+    runner, outcomes, keyring, stats = cached.runner, serde._opts.outcomes, serde._keyring, serde.stats
+    if ctx is None or subject is None or not has_encrypt_rules(cached.source):
+        return runner.decrypt(record, keyring, subject, domain, outcomes, stats)
+    original = copy.deepcopy(record)
+    try:  # unknown key ids must raise here, to be told apart from CSFLE values
+        return runner.decrypt(record, keyring, subject, domain, replace(outcomes, on_denied="raise"), stats)
+    except DecryptionError as exc:
+        foreign = (type(exc) is DecryptionError and exc.reason == NOT_A_CIPHERTEXT) or (
+            type(exc) is KeyNotFoundError and exc.owner is None
+        )
+        if not foreign:
+            if isinstance(exc, (AccessDeniedError, KeyNotFoundError)) and not isinstance(exc, KeyShreddedError):
+                return runner.decrypt(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
+            raise
+    assert cached.source is not None
+    try:
+        return csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
+    except Exception:
+        return runner.decrypt(original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
 
 
 def check_framing(data: bytes) -> None:

@@ -46,6 +46,7 @@ from fieldcrypt._serde import (
     call_confluent_init,
     check_framing,
     check_keyring,
+    decrypt_record,
     is_latest_mode,
     malformed,
     prefix_framed,
@@ -235,7 +236,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 raise ConfigurationError(
                     "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                 )
-            record = cached.runner.decrypt(record, self._keyring, subject, domain, self._opts.outcomes, self.stats)
+            record = decrypt_record(self, cached, record, subject, domain, ctx, writer)
         latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
         if latest is not None and ctx is not None and subject is not None and cached.source is not None:
             if plan.named_read:

@@ -41,6 +41,7 @@ from fieldcrypt._serde import (
     call_confluent_init,
     check_framing,
     check_keyring,
+    decrypt_record,
     is_latest_mode,
     malformed,
     prefix_framed,
@@ -322,7 +323,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 raise ConfigurationError(
                     "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                 )
-            document = cached.runner.decrypt(document, self._keyring, subject, domain, self._opts.outcomes, self.stats)
+            document = decrypt_record(self, cached, document, subject, domain, ctx, None)
         if ctx is not None and subject is not None:
             if migrating:
                 assert latest is not None and cached.source is not None
