@@ -1,0 +1,139 @@
+"""A topic moving from Confluent CSFLE to fieldcrypt: one fieldcrypt consumer reads the CSFLE history (through
+confluent's ENCRYPT executor and its DEK registry) and the new fieldcrypt records; neither is read by the other's
+scheme, and a CSFLE value that does not authenticate is never returned."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentAvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer as ConfluentJSONSerializer
+from confluent_kafka.schema_registry.rules.encryption.encrypt_executor import FieldEncryptionExecutor
+from confluent_kafka.schema_registry.rules.encryption.localkms.local_driver import LocalKmsDriver
+from confluent_kafka.schema_registry.schema_registry_client import Rule, RuleKind, RuleMode, RuleParams, RuleSet
+from conftest import value_ctx
+
+from fieldcrypt import DecryptionError, Keyring
+from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+RULE_CONF = {"secret": "a-local-kms-secret"}
+AVRO = {
+    "type": "record",
+    "name": "Customer",
+    "fields": [
+        {"name": "email", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "country", "type": "string"},
+    ],
+}
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "confluent:tags": ["PII"]},
+        "country": {"type": "string"},
+    },
+}
+
+
+def _encrypt_rule() -> Rule:
+    params = RuleParams(
+        {
+            "encrypt.kek.name": f"kek-{uuid.uuid4().hex[:6]}",
+            "encrypt.kms.type": "local-kms",
+            "encrypt.kms.key.id": "mykey",
+        }
+    )
+    return Rule(
+        "encrypt-pii",
+        "",
+        RuleKind.TRANSFORM,
+        RuleMode.WRITEREAD,
+        "ENCRYPT",
+        ["PII"],
+        params,
+        None,
+        None,
+        "ERROR,ERROR",
+        False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def executors() -> None:
+    """A fresh ENCRYPT executor per test: it binds itself to the first registry client it is configured with."""
+    LocalKmsDriver.register()
+    FieldEncryptionExecutor.register()
+
+
+def _setup(fmt: str) -> tuple[SchemaRegistryClient, Any, Any, Any]:
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    text, kind = (json.dumps(AVRO), "AVRO") if fmt == "avro" else (json.dumps(JSON_SCHEMA), "JSON")
+    registry.register_schema("orders-value", Schema(text, kind, [], None, RuleSet(None, [_encrypt_rule()])))
+    conf = {"auto.register.schemas": False, "use.latest.version": True}
+    if fmt == "avro":
+        csfle = ConfluentAvroSerializer(registry, text, conf=conf, rule_conf=RULE_CONF)
+        return registry, csfle, AvroSerializer, AvroDeserializer
+    csfle = ConfluentJSONSerializer(text, registry, conf=conf, rule_conf=RULE_CONF)
+    return registry, csfle, JSONSerializer, JSONDeserializer
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_one_consumer_reads_csfle_history_and_fieldcrypt_records(fmt: str, keyring: Keyring) -> None:
+    registry, csfle, ser_cls, de_cls = _setup(fmt)
+    old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
+    assert b"old@example.com" not in old  # CSFLE encrypted it
+    conf = {"auto.register.schemas": False, "use.latest.version": True}
+    text = json.dumps(AVRO if fmt == "avro" else JSON_SCHEMA)
+    if fmt == "avro":
+        ours = ser_cls(registry, text, conf=conf, keyring=keyring)
+        de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, keyring=keyring)
+    else:
+        ours = ser_cls(text, registry, conf=conf, keyring=keyring)
+        de = de_cls(
+            None,
+            schema_registry_client=registry,
+            conf={"use.latest.version": True},
+            rule_conf=RULE_CONF,
+            keyring=keyring,
+        )
+    new = ours({"email": "new@example.com", "country": "FR"}, value_ctx())
+    assert b"new@example.com" not in new
+    assert de(old, value_ctx()) == {"email": "old@example.com", "country": "DE"}
+    assert de(new, value_ctx()) == {"email": "new@example.com", "country": "FR"}
+    assert keyring.keys() != []  # the new record's key is fieldcrypt's, in its store
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_a_csfle_value_that_does_not_authenticate_is_never_returned(fmt: str, keyring: Keyring) -> None:
+    registry, csfle, _, de_cls = _setup(fmt)
+    old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
+    if fmt == "avro":
+        de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, keyring=keyring)
+        # flip a byte inside the encrypted email (after the 5-byte prefix and the length varint)
+        tampered = old[:10] + bytes([old[10] ^ 1]) + old[11:]
+    else:
+        de = de_cls(None, schema_registry_client=registry, rule_conf=RULE_CONF, keyring=keyring)
+        doc = json.loads(old[5:])
+        doc["email"] = doc["email"][:-6] + ("A" if doc["email"][-6] != "A" else "B") + doc["email"][-5:]
+        tampered = old[:5] + json.dumps(doc).encode()
+    with pytest.raises(DecryptionError):
+        de(tampered, value_ctx())
+    with pytest.raises(DecryptionError):  # plaintext where CSFLE ciphertext belongs is not accepted either
+        de(old[:5] + _plain_payload(fmt, {"email": "in clear", "country": "DE"}), value_ctx())
+
+
+def _plain_payload(fmt: str, record: dict[str, Any]) -> bytes:
+    """What a producer that skipped the ENCRYPT rule would write after the same 5-byte prefix."""
+    if fmt == "json":
+        return json.dumps(record).encode()
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(AVRO), record)
+    return buf.getvalue()
