@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentAvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer as ConfluentJSONSerializer
+from confluent_kafka.schema_registry.rule_registry import RuleRegistry
 from confluent_kafka.schema_registry.rules.encryption.encrypt_executor import FieldEncryptionExecutor
 from confluent_kafka.schema_registry.rules.encryption.localkms.local_driver import LocalKmsDriver
 from confluent_kafka.schema_registry.schema_registry_client import Rule, RuleKind, RuleMode, RuleParams, RuleSet
@@ -62,35 +63,40 @@ def _encrypt_rule() -> Rule:
     )
 
 
-@pytest.fixture(autouse=True)
-def executors() -> None:
-    """A fresh ENCRYPT executor per test: it binds itself to the first registry client it is configured with."""
+def _rules() -> RuleRegistry:
+    """A private rule registry with a fresh ENCRYPT executor (it binds itself to the first registry client it is
+    configured with): never confluent's global one, which every later serde in the process would configure."""
     LocalKmsDriver.register()
-    FieldEncryptionExecutor.register()
+    rules = RuleRegistry()
+    rules.register_executor(FieldEncryptionExecutor())
+    return rules
 
 
-def _setup(fmt: str) -> tuple[SchemaRegistryClient, Any, Any, Any]:
+def _setup(fmt: str) -> tuple[SchemaRegistryClient, Any, Any, Any, RuleRegistry]:
+    rules = _rules()
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     text, kind = (json.dumps(AVRO), "AVRO") if fmt == "avro" else (json.dumps(JSON_SCHEMA), "JSON")
     registry.register_schema("orders-value", Schema(text, kind, [], None, RuleSet(None, [_encrypt_rule()])))
     conf = {"auto.register.schemas": False, "use.latest.version": True}
     if fmt == "avro":
-        csfle = ConfluentAvroSerializer(registry, text, conf=conf, rule_conf=RULE_CONF)
-        return registry, csfle, AvroSerializer, AvroDeserializer
-    csfle = ConfluentJSONSerializer(text, registry, conf=conf, rule_conf=RULE_CONF)
-    return registry, csfle, JSONSerializer, JSONDeserializer
+        csfle = ConfluentAvroSerializer(registry, text, conf=conf, rule_conf=RULE_CONF, rule_registry=rules)
+        return registry, csfle, AvroSerializer, AvroDeserializer, rules
+    csfle = ConfluentJSONSerializer(text, registry, conf=conf, rule_conf=RULE_CONF, rule_registry=rules)
+    return registry, csfle, JSONSerializer, JSONDeserializer, rules
 
 
 @pytest.mark.parametrize("fmt", ["avro", "json"])
 def test_one_consumer_reads_csfle_history_and_fieldcrypt_records(fmt: str, keyring: Keyring) -> None:
-    registry, csfle, ser_cls, de_cls = _setup(fmt)
+    registry, csfle, ser_cls, de_cls, rules = _setup(fmt)
     old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
     assert b"old@example.com" not in old  # CSFLE encrypted it
     conf = {"auto.register.schemas": False, "use.latest.version": True}
     text = json.dumps(AVRO if fmt == "avro" else JSON_SCHEMA)
     if fmt == "avro":
         ours = ser_cls(registry, text, conf=conf, keyring=keyring)
-        de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, keyring=keyring)
+        de = de_cls(
+            registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring
+        )
     else:
         ours = ser_cls(text, registry, conf=conf, keyring=keyring)
         de = de_cls(
@@ -98,6 +104,7 @@ def test_one_consumer_reads_csfle_history_and_fieldcrypt_records(fmt: str, keyri
             schema_registry_client=registry,
             conf={"use.latest.version": True},
             rule_conf=RULE_CONF,
+            rule_registry=rules,
             keyring=keyring,
         )
     new = ours({"email": "new@example.com", "country": "FR"}, value_ctx())
@@ -109,14 +116,16 @@ def test_one_consumer_reads_csfle_history_and_fieldcrypt_records(fmt: str, keyri
 
 @pytest.mark.parametrize("fmt", ["avro", "json"])
 def test_a_csfle_value_that_does_not_authenticate_is_never_returned(fmt: str, keyring: Keyring) -> None:
-    registry, csfle, _, de_cls = _setup(fmt)
+    registry, csfle, _, de_cls, rules = _setup(fmt)
     old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
     if fmt == "avro":
-        de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, keyring=keyring)
+        de = de_cls(
+            registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring
+        )
         # flip a byte inside the encrypted email (after the 5-byte prefix and the length varint)
         tampered = old[:10] + bytes([old[10] ^ 1]) + old[11:]
     else:
-        de = de_cls(None, schema_registry_client=registry, rule_conf=RULE_CONF, keyring=keyring)
+        de = de_cls(None, schema_registry_client=registry, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring)
         doc = json.loads(old[5:])
         doc["email"] = doc["email"][:-6] + ("A" if doc["email"][-6] != "A" else "B") + doc["email"][-5:]
         tampered = old[:5] + json.dumps(doc).encode()
