@@ -97,11 +97,11 @@ def csfle_read(
     return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, None, transformer)
 
 
-def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, latest: RegisteredSchema, value: Any) -> Any:
-    target = _domain_rules(latest.schema)
-    if target is None:
+def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any) -> Any:
+    target = _domain_rules(written)
+    if target is None or written is None:
         return value
-    parsed = serde._get_parsed_schema(latest.schema)
+    parsed = serde._get_parsed_schema(written)
     expanded = expand_schema(parsed)
 
     def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
@@ -144,11 +144,11 @@ def _json_transformer(serde: Any, schema: Schema) -> Any:
     return field_transformer
 
 
-def write_rules_json(serde: Any, ctx: SerializationContext, subject: str, latest: RegisteredSchema, value: Any) -> Any:
-    target = _domain_rules(latest.schema)
-    if target is None:
+def write_rules_json(serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any) -> Any:
+    target = _domain_rules(written)
+    if target is None or written is None:
         return value
-    transformer = _json_transformer(serde, latest.schema)
+    transformer = _json_transformer(serde, written)
     return serde._execute_rules(ctx, subject, RuleMode.WRITE, None, target, copy.deepcopy(value), None, transformer)
 
 

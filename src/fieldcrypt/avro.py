@@ -134,10 +134,8 @@ class AvroSerializer(_ConfluentAvroSerializer):
         assert ctx is not None  # a subject implies a context
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        if self._entries.latest_mode:
-            latest = self._get_reader_schema(subject)  # confluent's cached lookup, as WriteEntries made it
-            if latest is not None:
-                value = write_rules_avro(self, ctx, subject, latest, value)  # WRITE rules see plaintext
+        if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
+            value = write_rules_avro(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
         domain = self._opts.domain or subject
         self._policy(cached, domain, subject)
         encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
@@ -244,7 +242,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             record, migrated = migrate(self, ctx, subject, cached.source, latest, record)
             if migrated:  # as confluent: the migration rules produce the reader's shape, no resolution follows
                 return self._read_rules(ctx, subject, latest.schema, _ParsedSchemas(self)(latest.schema), record)
-        reader = self._reader_for(subject, cached.schema_id)
+        reader = self._reader_for(subject, cached.schema_id, latest)
         if reader is not None or self._return_record_name:
             try:
                 record = self._project(record, writer, reader if reader is not None else writer)
@@ -271,10 +269,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             return self._from_dict(record, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         return record
 
-    def _reader_for(self, subject: str | None, writer_id: int | str) -> Any:
-        """The reader schema to resolve to, or None when the record is already in it (no re-encoding)."""
+    def _reader_for(self, subject: str | None, writer_id: int | str, latest: Any) -> Any:
+        """The reader schema to resolve to, or None when the record is already in it (no re-encoding). ``latest``:
+        the latest schema this call already looked up (one lookup per record, as confluent makes)."""
         if self._latest_mode and subject is not None:
-            latest = self._get_reader_schema(subject)
             if latest is not None:
                 if latest.schema_id == writer_id:
                     return None

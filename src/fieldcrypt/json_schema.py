@@ -221,10 +221,8 @@ class JSONSerializer(_ConfluentJSONSerializer):
         assert ctx is not None  # a subject implies a context
         cached, prefix, schema_id = self._entries.get(subject)
         value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        if self._entries.latest_mode:
-            latest = self._get_reader_schema(subject)  # confluent's cached lookup, as WriteEntries made it
-            if latest is not None:
-                value = write_rules_json(self, ctx, subject, latest, value)  # WRITE rules see plaintext
+        if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
+            value = write_rules_json(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
         if self._validate:
             try:
                 _validate(cached.parsed, value, subject)  # the plaintext, before encryption
@@ -310,7 +308,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
         migrating = latest is not None and cached.source is not None and has_migrations(cached.source, latest.schema)
         # with migration rules the document arrives in the writer's shape, and the rules make the reader's
-        reader = cached.parsed if migrating else (self._reader_for(subject) or cached.parsed)
+        reader = cached.parsed if migrating else (self._reader_for(latest) or cached.parsed)
         if self._validate:
             try:  # what arrived: ciphertext in tagged properties
                 _validate(reader, document, subject, MalformedRecordError)
@@ -334,10 +332,10 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             return self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         return document
 
-    def _reader_for(self, subject: str | None) -> _Parsed | None:
-        if self._latest_mode and subject is not None:
-            latest = self._get_reader_schema(subject)
-            if latest is not None and latest.schema_id is not None:
+    def _reader_for(self, latest: Any) -> _Parsed | None:
+        """The parsed reader schema of ``latest`` (looked up once per record by the caller), or None."""
+        if latest is not None:
+            if latest.schema_id is not None:
                 parsed = self._readers.get(latest.schema_id)
                 if parsed is None:
                     parsed = self._readers[latest.schema_id] = _Parsed(self, latest.schema)
