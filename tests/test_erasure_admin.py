@@ -238,6 +238,7 @@ def populated(keyring: Keyring) -> Keyring:
         pytest.param(lambda kr: kr.shred_person("  "), id="person-blank"),
         pytest.param(lambda kr: kr.shred_person(None), id="person-None"),
         pytest.param(lambda kr: kr.shred_persons("12"), id="persons-str"),
+        pytest.param(lambda kr: kr.shred_persons({"1": "x", "2": "y"}), id="persons-mapping"),
         pytest.param(lambda kr: kr.shred_persons(b"12"), id="persons-bytes"),
         pytest.param(lambda kr: kr.shred_persons([]), id="persons-empty-list"),
         pytest.param(lambda kr: kr.shred_persons(iter([])), id="persons-empty-iterator"),
@@ -660,3 +661,11 @@ def test_a_data_subject_id_no_store_can_hold_is_refused_before_any_key(registry,
     assert keyring.keys() == []
     with pytest.raises(ConfigurationError, match="NUL character or a lone surrogate"):
         keyring.shred_person(person)
+
+
+def test_audit_since_must_be_epoch_seconds(keyring: Keyring) -> None:
+    """A string compared with the REAL column would silently select nothing (SQLite orders text after numbers)."""
+    keyring.encryption_key("d", "p")
+    with pytest.raises(ConfigurationError, match="epoch seconds"):
+        keyring.audit(since="2020-01-01")  # type: ignore[arg-type]
+    assert [e.operation for e in keyring.audit(since=0)] == ["create"]

@@ -614,6 +614,8 @@ class Keyring:
             raise ConfigurationError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise ConfigurationError("limit must be a non-negative int")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
+            raise ConfigurationError("since must be epoch seconds (int or float)")
         return self._call(lambda: self.store.audit_log(limit, person=person, operation=operation, since=since))
 
     def clear_cache(self) -> None:

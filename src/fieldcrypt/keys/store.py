@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -263,9 +263,10 @@ def check_shred_target(domain: object, persons: object) -> list[str] | None:
         if domain is None:
             raise ConfigurationError("a shred needs a domain, data subjects, or both")
         return None
-    if isinstance(persons, (str, bytes, bytearray)):
+    if isinstance(persons, (str, bytes, bytearray, Mapping)):
         raise ConfigurationError(
-            "data subjects must be a list (or other iterable) of ids, not a single string; use shred_person(id)"
+            "data subjects must be a list (or other iterable) of ids, not a single string or a mapping; "
+            "use shred_person(id) for one"
         )
     try:
         people = list(persons)  # type: ignore[call-overload]
