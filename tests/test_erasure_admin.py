@@ -611,7 +611,7 @@ def test_shred_is_pending_while_a_reader_holds_the_wal(kek_uri: str, tmp_path: P
     url = fieldcrypt.create_key_store(f"sqlite:///{db}")
     kr = Keyring(url, kek_uri, sleep=lambda s: None, retries=0)
     # each purge attempt waits up to 1 s for the reader: the CLI's keyring retries less, without sleeping in between
-    monkeypatch.setattr("fieldcrypt.cli.Keyring", partial(Keyring, sleep=lambda s: None, retries=0))
+    monkeypatch.setattr("fieldcrypt.cli.keys.Keyring", partial(Keyring, sleep=lambda s: None, retries=0))
     try:
         kr.encryption_key("orders-value", "cust-1")
         kr.encryption_key("orders-value", "cust-2")

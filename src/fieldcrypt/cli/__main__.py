@@ -1,0 +1,5 @@
+import sys
+
+from fieldcrypt.cli import main
+
+sys.exit(main())

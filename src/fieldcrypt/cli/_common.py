@@ -1,0 +1,202 @@
+"""What every ``fieldcrypt`` command shares: exit codes, usage errors, output (tables, ``--json``), progress.
+
+Tables and progress bars use rich (``pip install 'fieldcrypt[cli]'``) when the output is a terminal; without rich,
+or when the output is a pipe or a file, tables are plain aligned text (stable for scripts: one row per line, no
+borders, no wrapping) and progress is a single redrawn line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fieldcrypt.errors import FieldcryptError
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_FINDINGS",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_PENDING",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "ArgumentParser",
+    "NotFoundError",
+    "Progress",
+    "UnavailableError",
+    "UsageError",
+    "clean",
+    "emit",
+    "given",
+    "table",
+]
+
+#: exit codes, the same for every command (docs/cli.md lists them)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_NOT_FOUND, EXIT_PENDING = 0, 1, 2, 3, 4, 5, 6
+#: ``schema lint`` / ``scan`` / ``verify`` found what they look for (plaintext personal data, a refused tag...)
+EXIT_FINDINGS = 7
+
+
+class UsageError(Exception):
+    """A command line that cannot mean what was asked (exit 2); nothing was changed."""
+
+
+class NotFoundError(FieldcryptError):
+    """What a command was asked to read does not exist (a topic, a subject, a file): exit 5."""
+
+
+class UnavailableError(FieldcryptError):
+    """A broker or schema registry did not answer within the timeout: exit 4."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises :class:`UsageError` (so ``--json`` can word it as JSON, and every
+    usage error anywhere exits 2) instead of printing and exiting on its own."""
+
+    def error(self, message: str) -> Any:  # argparse's signature is NoReturn
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def clean(text: str) -> str:
+    """Text safe to print on a terminal: control and format characters (escape sequences, newlines, bidi
+    overrides) and backslashes are shown escaped, so a forged id cannot draw or hide rows."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        "\\\\" if c == "\\" else c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def given(value: str | None, flag: str) -> str | None:
+    """An option's value, refusing an empty or blank one (an unset shell variable must not widen a command)."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{flag} is empty or blank")
+    return value
+
+
+def _abbreviated(ids: list[str]) -> str:
+    return ",".join(ids[:4]) + (f",+{len(ids) - 4}" if len(ids) > 4 else "")
+
+
+def _cell(value: Any) -> str:
+    if value in (None, "", []):
+        return "-"
+    if isinstance(value, list):
+        return clean(_abbreviated([str(v) for v in value]))
+    if isinstance(value, dict):
+        return clean(", ".join(f"{k}={v}" for k, v in value.items()))
+    return clean(str(value))
+
+
+def _rich_console() -> Any:
+    if not sys.stdout.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console(highlight=False, soft_wrap=False)
+
+
+def table(rows: list[dict[str, Any]], *, title: str | None = None) -> str | None:
+    """Rows as a table: rich on a terminal (printed here; returns None), plain aligned text otherwise."""
+    if not rows:
+        return "(none)"
+    cols = list(rows[0])
+    cells = {c: [_cell(r.get(c)) for r in rows] for c in cols}
+    console = _rich_console()
+    if console is not None:
+        from rich import box
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+        for c in cols:
+            t.add_column(c.upper(), overflow="fold")
+        for i in range(len(rows)):
+            t.add_row(*(escape(cells[c][i]) for c in cols))
+        console.print(t)
+        return None
+    widths = {c: max(len(c), *(len(v) for v in cells[c])) for c in cols}
+    lines = [title] if title else []
+    lines.append("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
+    lines += ["  ".join(cells[c][i].ljust(widths[c]) for c in cols).rstrip() for i in range(len(rows))]
+    return "\n".join(lines)
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str | None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human text (``text`` may print itself and return None)."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        return
+    out = text()
+    if out is not None:
+        print(out)
+
+
+class Progress:
+    """Progress on stderr when it is a terminal (or ``--progress``); silent otherwise. Called as
+    ``progress(done, total)``; ``total`` 0 means unknown. Shows counts only, never values."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled = label, enabled
+        self._bar: Any = None
+        self._task: Any = None
+        self._plain_shown = False
+
+    @contextmanager
+    def running(self) -> Iterator[Progress]:
+        try:
+            yield self
+        finally:
+            self.close()
+
+    def __call__(self, done: int, total: int = 0) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None and self._task is None:
+            self._start(total)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total or None)
+            return
+        if total:
+            width = 30
+            filled = width * min(done, total) // total
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        else:
+            sys.stderr.write(f"\r{self.label}: {done}")
+        sys.stderr.flush()
+        self._plain_shown = True
+
+    def _start(self, total: int) -> None:
+        self._task = False  # started, plain unless rich is there
+        try:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        except ImportError:
+            return
+        from rich.console import Console
+
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.label, total=total or None)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        elif self._plain_shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._plain_shown = False

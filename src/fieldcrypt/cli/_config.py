@@ -1,0 +1,253 @@
+"""Where the ``fieldcrypt`` command finds its settings: a configuration file, then environment variables, then
+flags, each overriding the one before.
+
+The configuration file is TOML, at ``--config PATH``, else ``$FIELDCRYPT_CONFIG``, else
+``$XDG_CONFIG_HOME/fieldcrypt/config.toml`` (``~/.config/fieldcrypt/config.toml``). A file named by ``--config`` or
+``$FIELDCRYPT_CONFIG`` must exist; the default one may be absent. Every key is checked: a key fieldcrypt does not
+know is an error, never ignored::
+
+    store = "postgresql://fieldcrypt@db.internal/keys"
+    kek = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/..."   # or a list: [new, old, ...]
+    actor = "jane@example.com"
+
+    [kafka]                      # librdkafka properties, as in a kcat / Kafka CLI properties file
+    "bootstrap.servers" = "broker-1:9092"
+    "security.protocol" = "SASL_SSL"
+    "sasl.mechanisms" = "PLAIN"
+
+    [registry]                   # confluent-kafka SchemaRegistryClient settings
+    url = "https://registry.internal"
+    "basic.auth.user.info" = "user:password"
+
+Environment variables: ``FIELDCRYPT_STORE``, ``FIELDCRYPT_KEK`` (one URI, or several separated by commas),
+``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``, ``FIELDCRYPT_KAFKA_CONFIG`` (a properties file),
+``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL), ``FIELDCRYPT_REGISTRY_USER_INFO`` (``user:password`` for the
+registry's basic auth: keeps the secret out of the command line).
+
+Flags: ``--store``, ``--kek``, ``--actor``; ``-b/--bootstrap-servers``, ``-F/--kafka-config FILE``,
+``-X key=value`` (librdkafka); ``--schema-registry URL``, ``--registry-conf key=value``. For the Kafka settings
+the order is: ``[kafka]`` of the file < ``$FIELDCRYPT_KAFKA_CONFIG`` < ``$FIELDCRYPT_BOOTSTRAP_SERVERS`` <
+``-F`` < ``-b`` < ``-X``.
+
+Secrets (passwords, tokens) never appear in output or errors: messages name the setting, not its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fieldcrypt.cli._common import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+from fieldcrypt.errors import ConfigurationError
+
+__all__ = ["Settings", "config_path", "load", "parse_assignments", "read_properties", "scrub"]
+
+_TOP_KEYS = ("store", "kek", "actor", "kafka", "registry")
+
+
+@dataclass
+class Settings:
+    """The resolved settings of one command run."""
+
+    store: str | None = None
+    keks: list[str] = field(default_factory=list)
+    actor: str | None = None
+    kafka: dict[str, str] = field(default_factory=dict)
+    registry: dict[str, str] = field(default_factory=dict)
+    source: str | None = None  # the configuration file read, if any
+
+    def __repr__(self) -> str:  # settings hold secrets: never print them
+        return f"Settings(store={'set' if self.store else None}, source={self.source!r})"
+
+    def kafka_conf(self) -> dict[str, str]:
+        """librdkafka settings for a client; ``bootstrap.servers`` is required."""
+        if not self.kafka.get("bootstrap.servers", "").strip():
+            raise ConfigurationError(
+                "no Kafka cluster: pass -b/--bootstrap-servers, -X bootstrap.servers=..., a -F properties file, or set "
+                "FIELDCRYPT_BOOTSTRAP_SERVERS (or [kafka] in the configuration file)"
+            )
+        return dict(self.kafka)
+
+    def registry_conf(self) -> dict[str, str]:
+        """SchemaRegistryClient settings; ``url`` is required."""
+        if not self.registry.get("url", "").strip():
+            raise ConfigurationError(
+                "no schema registry: pass --schema-registry URL or set FIELDCRYPT_SCHEMA_REGISTRY "
+                "(or [registry] url in the configuration file)"
+            )
+        return dict(self.registry)
+
+    def secrets(self) -> list[str]:
+        return [v for v in (*self.kafka.values(), *self.registry.values()) if isinstance(v, str) and len(v) >= 3]
+
+
+def scrub(text: str, settings: Settings) -> str:
+    """``text`` with every configured value that could be a secret replaced by ``***`` (librdkafka and the
+    registry client quote values in some errors)."""
+    for secret in sorted(settings.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def config_path(flag: str | None) -> tuple[Path | None, bool]:
+    """The configuration file to read and whether it must exist."""
+    if flag is not None:
+        if not flag.strip():
+            raise UsageError("--config is empty or blank")
+        return Path(flag).expanduser(), True
+    env = os.environ.get("FIELDCRYPT_CONFIG")
+    if env is not None:
+        if not env.strip():
+            raise ConfigurationError("FIELDCRYPT_CONFIG is set but empty")
+        return Path(env).expanduser(), True
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "fieldcrypt" / "config.toml", False
+
+
+def _table_of_strings(value: Any, where: str, path: Path) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{path}: [{where}] must be a table of settings")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, int | float):
+            v = str(v)
+        if not isinstance(v, str):
+            raise ConfigurationError(f"{path}: [{where}] {k!r} must be a string, number or boolean")
+        out[k] = v
+    return out
+
+
+def load(path: Path, required: bool) -> dict[str, Any]:
+    """The configuration file's content, checked; ``{}`` if the default file is absent."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigurationError(f"configuration file {str(path)!r} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigurationError(f"configuration file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        # tomllib's message names the line and column, never the content
+        raise ConfigurationError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"configuration file {str(path)!r}: unknown setting(s) {unknown}; valid: {list(_TOP_KEYS)}"
+        )
+    for key in ("store", "actor"):
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
+            raise ConfigurationError(f"configuration file {str(path)!r}: {key} must be a non-empty string")
+    if "kek" in data:
+        kek = data["kek"]
+        keks = [kek] if isinstance(kek, str) else kek
+        if not isinstance(keks, list) or not keks or not all(isinstance(k, str) and k.strip() for k in keks):
+            raise ConfigurationError(f"configuration file {str(path)!r}: kek must be a URI or a list of URIs")
+        data["kek"] = keks
+    for key in ("kafka", "registry"):
+        if key in data:
+            data[key] = _table_of_strings(data[key], key, path)
+    return data
+
+
+def read_properties(path: str, what: str) -> dict[str, str]:
+    """A Java-style properties file (``key=value`` or ``key: value``; ``#`` and ``!`` comments; a trailing
+    backslash continues a line), as kcat ``-F`` and the Kafka CLI tools' ``--command-config`` read."""
+    if not path.strip():
+        raise UsageError(f"{what} is empty or blank")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{what} {path!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
+    props: dict[str, str] = {}
+    pending = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        line = pending + line.strip() if pending else line.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending = line[:-1]
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if cut <= 0:
+            raise ConfigurationError(f"{what} {path!r} line {number}: expected key=value")
+        props[line[:cut].strip()] = line[cut + 1 :].strip()
+    if pending:
+        raise ConfigurationError(f"{what} {path!r}: the last line ends with a continuation backslash")
+    return props
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``key=value`` items of a repeated flag (``-X``, ``--registry-conf``)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{flag} expects key=value, got an item without '=' or without a key")
+        out[key.strip()] = value
+    return out
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    """Settings for this run: file < environment < flags."""
+    path, required = config_path(getattr(args, "config", None))
+    data = load(path, required) if path is not None else {}
+    env = os.environ
+    s = Settings(source=str(path) if data else None)
+    s.store = data.get("store")
+    s.keks = list(data.get("kek", []))
+    s.actor = data.get("actor")
+    s.kafka = dict(data.get("kafka", {}))
+    s.registry = dict(data.get("registry", {}))
+    if env.get("FIELDCRYPT_STORE"):
+        s.store = env["FIELDCRYPT_STORE"]
+    if env.get("FIELDCRYPT_KEK"):
+        s.keks = [k.strip() for k in env["FIELDCRYPT_KEK"].split(",") if k.strip()]
+    if env.get("FIELDCRYPT_ACTOR"):
+        s.actor = env["FIELDCRYPT_ACTOR"]
+    if env.get("FIELDCRYPT_KAFKA_CONFIG"):
+        s.kafka.update(read_properties(env["FIELDCRYPT_KAFKA_CONFIG"], "FIELDCRYPT_KAFKA_CONFIG"))
+    if env.get("FIELDCRYPT_BOOTSTRAP_SERVERS"):
+        s.kafka["bootstrap.servers"] = env["FIELDCRYPT_BOOTSTRAP_SERVERS"]
+    if env.get("FIELDCRYPT_SCHEMA_REGISTRY"):
+        s.registry["url"] = env["FIELDCRYPT_SCHEMA_REGISTRY"]
+    if env.get("FIELDCRYPT_REGISTRY_USER_INFO"):
+        s.registry["basic.auth.credentials.source"] = "USER_INFO"
+        s.registry["basic.auth.user.info"] = env["FIELDCRYPT_REGISTRY_USER_INFO"]
+    # flags
+    if getattr(args, "store", None) is not None:
+        if not args.store.strip():
+            raise UsageError("--store is empty or blank")
+        s.store = args.store
+    if getattr(args, "kek", None):
+        if any(not k.strip() for k in args.kek):
+            raise UsageError("--kek is empty or blank")
+        s.keks = list(args.kek)
+    if getattr(args, "actor", None) is not None:
+        s.actor = args.actor
+    if getattr(args, "kafka_config", None) is not None:
+        s.kafka.update(read_properties(args.kafka_config, "--kafka-config"))
+    if getattr(args, "bootstrap_servers", None) is not None:
+        s.kafka["bootstrap.servers"] = args.bootstrap_servers
+    s.kafka.update(parse_assignments(getattr(args, "X", None), "-X"))
+    if getattr(args, "schema_registry", None) is not None:
+        s.registry["url"] = args.schema_registry
+    s.registry.update(parse_assignments(getattr(args, "registry_conf", None), "--registry-conf"))
+    return s

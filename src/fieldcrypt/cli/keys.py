@@ -1,0 +1,361 @@
+"""``fieldcrypt kek`` and ``fieldcrypt keys``: the key admin's commands. Every command is also a Keyring method
+(the Python API).
+
+JSON output (``--json``) follows one convention everywhere: key ids as ``0x`` and eight hex digits, times as
+ISO-8601 in UTC, lists as JSON arrays. Tables escape control characters (``\\x1b``, ``\\n``, bidi overrides...) in
+every cell, since domains and data-subject ids come from producers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from functools import partial
+from typing import Any
+
+from fieldcrypt.cli._common import EXIT_OK, EXIT_PENDING, Progress, UsageError, clean, emit, given, table
+from fieldcrypt.cli._config import Settings
+from fieldcrypt.errors import ConfigurationError, KeyNotFoundError, format_key_id
+from fieldcrypt.keyring import Keyring, ShredReport
+from fieldcrypt.keys import shredlog
+from fieldcrypt.keys.kek import Kek, create_local_kek
+from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, create_key_store, redact_url
+
+__all__ = ["keyring_of", "register"]
+
+
+class _NoKekAead:
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        raise ConfigurationError("this command needs the KEK: pass --kek URI or set FIELDCRYPT_KEK")
+
+    decrypt = encrypt
+
+
+_time = shredlog.iso_time
+
+
+def _key_row(r: KeyRecord) -> dict[str, Any]:
+    return {
+        "key_id": format_key_id(r.key_id),
+        "domain": r.domain,
+        "data_subject": r.person,
+        "version": r.version,
+        "state": r.state,
+        "encryptions": r.encryptions,
+        "kek": r.kek_uri,
+        "created_at": _time(r.created_at),
+    }
+
+
+def _audit_row(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": _time(e.at),
+        "actor": e.actor,
+        "operation": e.operation,
+        "domain": e.domain,
+        "data_subject": e.person,
+        "key_ids": [format_key_id(k) for k in e.key_ids],
+        "reason": e.reason,
+        "detail": e.detail,
+    }
+
+
+def _shred_summary(report: ShredReport, reason: str) -> dict[str, Any]:
+    return {
+        "target": report.target,
+        "dry_run": report.dry_run,
+        "pending": report.pending,
+        "noop": report.noop,
+        "destroyed": len(report.destroyed),
+        "key_ids": [format_key_id(r.key_id) for r in report.destroyed],
+        "previously_shredded": report.previously_shredded,
+        "reason": reason,
+        "data_subjects": [
+            {
+                "data_subject": p.person,
+                "outcome": "would be erased" if report.dry_run and p.key_ids else p.outcome,
+                "key_ids": [format_key_id(k) for k in p.key_ids],
+                "previously_shredded": p.previously_shredded,
+            }
+            for p in report.persons
+        ],
+    }
+
+
+def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
+    print(clean(str(report)))
+    if summary["data_subjects"]:
+        rows = [
+            {"data_subject": d["data_subject"], "outcome": d["outcome"], "keys": d["key_ids"]}
+            for d in summary["data_subjects"]
+        ]
+        return table(rows)
+    if report.destroyed:
+        return f"keys: {','.join(summary['key_ids'][:4])}" + (
+            f",+{len(summary['key_ids']) - 4}" if len(summary["key_ids"]) > 4 else ""
+        )
+    return None
+
+
+def register(sub: Any, common: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
+    """Add ``kek`` and ``keys`` to the top-level subcommands."""
+    kek = sub.add_parser("kek", help="key-encryption keys (local keysets)", description="Key-encryption keys.")
+    kek_sub = kek.add_subparsers(dest="action", metavar="ACTION")
+    create = kek_sub.add_parser(
+        "create",
+        parents=[common],
+        help="create a local KEK file (Tink AES-256-GCM keyset, mode 0600)",
+        description="Create a local KEK file and print its URI (local-kek:///PATH). Refuses to overwrite.",
+    )
+    create.add_argument("path", help="where to write the keyset file")
+    create.add_argument("--force", action="store_true", help="overwrite an existing file (loses its keys!)")
+    create.set_defaults(run=_run_kek)
+
+    keys = sub.add_parser("keys", help="data keys: list, rotate, rewrap, shred, audit", description="Data keys.")
+    ks = keys.add_subparsers(dest="action", metavar="ACTION")
+    parents = [common, store]
+
+    def cmd(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = ks.add_parser(name, parents=parents, help=help, description=description or help)
+        p.set_defaults(run=_run_keys)
+        return p
+
+    cmd("init", "create the key store at --store (or upgrade its tables); SQLite files: 0600")
+    c = cmd("list", "list stored data keys")
+    c.add_argument("--domain", help="only keys of this key domain")
+    c.add_argument("--data-subject", help="only keys of this data subject (person)")
+    c = cmd("show", "show one data key (also a shredded one)")
+    c.add_argument("key_id", help="the key id as tables print it, e.g. 0x1a2b3c4d (or decimal)")
+    c = cmd("rotate", "replace the active key of a domain (or of one person in it) now")
+    c.add_argument("--domain", required=True, help="the key domain (default domain: the registry subject)")
+    c.add_argument("--data-subject", help="rotate only this person's key in the domain")
+    c.add_argument("--reason", default="", help="why, for the audit log")
+    c = cmd("rewrap", "re-wrap every key under the new KEK (--kek); old KEKs with --old-kek")
+    c.add_argument("--old-kek", action="append", default=[], help="a KEK that wrapped existing keys (repeatable)")
+    c.add_argument("--reason", default="", help="why, for the audit log")
+    c = cmd(
+        "shred",
+        "destroy keys: their data is erased everywhere",
+        "Destroy keys: every copy of the data they encrypted becomes unreadable. Asks for confirmation on a "
+        "terminal; scripts pass --yes. Exit 6: destroyed, but a copy may remain in the SQLite write-ahead log "
+        "while a reader holds it; re-run the same command.",
+    )
+    c.add_argument("--domain", help="a whole domain, or with --data-subject/--from-file: only in this domain")
+    c.add_argument("--data-subject", help="one person, in every domain")
+    c.add_argument(
+        "--from-file", "--file", dest="from_file", help="a file of data-subject ids, one per line (# comments allowed)"
+    )
+    c.add_argument("--reason", required=True, help="why (e.g. the erasure request's ticket); kept in the audit log")
+    c.add_argument("--dry-run", action="store_true", help="list what would be destroyed; destroy nothing")
+    c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (needed without a terminal)")
+    c = cmd("audit", "show the audit log (append-only: who did what, when, why)")
+    c.add_argument("--limit", type=int, default=None, help="only the newest N entries")
+    c.add_argument("--data-subject", help="only entries naming this data subject")
+    c.add_argument("--operation", choices=OPERATIONS, help="only entries of this operation")
+    c.add_argument("--since", help="only entries at or after this ISO-8601 date or time (UTC unless given)")
+    c = cmd("shred-log", "export the shred log to a file (JSON lines; keep it apart from database backups)")
+    c.add_argument("file", help="the file to write (mode 0600)")
+    c.add_argument("--force", action="store_true", help="replace an existing file")
+    c = cmd("restore", "after restoring an older backup of the store: re-apply a shred log")
+    c.add_argument("--shred-log", required=True, help="the shred-log file exported with 'keys shred-log'")
+    c.add_argument("--reason", default="", help="why, for the audit log")
+
+
+def _run_kek(args: argparse.Namespace) -> int:
+    uri = create_local_kek(args.path, overwrite=args.force)
+    emit(args, {"kek": uri, "path": args.path}, lambda: uri)
+    return EXIT_OK
+
+
+def store_url(settings: Settings) -> str:
+    if not settings.store:
+        raise ConfigurationError(
+            "no key store: pass --store URL, set FIELDCRYPT_STORE, or set store in the configuration file"
+        )
+    return settings.store
+
+
+def keyring_of(args: argparse.Namespace, *, needs_kek: bool) -> Keyring:
+    """The Keyring the settings name (store and KEKs); without a KEK, one that can list, shred and audit."""
+    settings: Settings = args.settings
+    url = store_url(settings)
+    keks: list[str | Kek] = list(settings.keks)
+    keks += getattr(args, "old_kek", None) or []
+    if not keks:
+        if needs_kek:
+            raise ConfigurationError(
+                "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
+            )
+        keks = [Kek("(no KEK given)", _NoKekAead())]
+    return Keyring(url, keks, actor=settings.actor)
+
+
+def _persons_file(path: str) -> list[str]:
+    if not path.strip():
+        raise UsageError("--from-file is empty")
+    try:
+        with open(path, encoding="utf-8") as f:
+            people = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except UnicodeDecodeError:
+        raise UsageError(f"--from-file {path!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"--from-file {path!r} cannot be read: {exc.strerror}") from None
+    if not people:
+        raise UsageError(f"--from-file {path!r} names no data subject (only blank lines or comments)")
+    return people
+
+
+def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
+    domain = given(args.domain, "--domain")
+    person = given(args.data_subject, "--data-subject")
+    if not args.reason.strip():
+        raise UsageError("--reason is empty or blank; say why (e.g. the erasure request's reference)")
+    if person is not None and args.from_file is not None:
+        raise UsageError("give --data-subject or --from-file, not both")
+    if person is not None:
+        run = partial(kr.shred_person, person, domain=domain, reason=args.reason)
+    elif args.from_file is not None:
+        run = partial(kr.shred_persons, _persons_file(args.from_file), domain=domain, reason=args.reason)
+    elif domain is not None:
+        run = partial(kr.shred_domain, domain, reason=args.reason)
+    else:
+        raise UsageError("say what to shred: --domain, --data-subject or --from-file")
+    plan = run(dry_run=True)
+    if args.dry_run:
+        return plan, EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to shred without confirmation: not a terminal; pass --yes in scripts")
+        sys.stderr.write(f"{clean(str(plan))}.\nThis cannot be undone. Type 'yes' to destroy: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() != "yes":
+            sys.stderr.write("not confirmed; nothing destroyed\n")
+            raise NotConfirmed
+    report = run()
+    return report, EXIT_PENDING if report.pending else EXIT_OK
+
+
+class NotConfirmed(Exception):
+    pass
+
+
+def _key_id(text: str) -> int:
+    """A key id as the tables print it (``0x1a2b3c4d``), or in decimal. Eight hex digits without ``0x`` are
+    refused rather than guessed (``12345678`` could be either)."""
+    text = text.strip()
+    if re.fullmatch(r"0[xX][0-9a-fA-F]{1,8}", text):
+        key_id = int(text, 16)
+    elif re.fullmatch(r"[0-9a-fA-F]{8}", text):
+        raise UsageError(f"key id {clean(text)!r} is ambiguous: key ids are hexadecimal, write 0x{clean(text)}")
+    elif re.fullmatch(r"[0-9]{1,10}", text):
+        key_id = int(text)
+    else:
+        raise UsageError(f"key id {clean(text)!r} is not a key id such as 0x1a2b3c4d")
+    if not 0 < key_id < 2**32:
+        raise UsageError(f"key id {text!r} is out of range (1 to 0xffffffff)")
+    return key_id
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    target = store_url(args.settings)
+    create_key_store(target)
+    url = redact_url(target)
+    emit(args, {"store": url, "initialized": True}, lambda: f"key store {url} is ready")
+    return EXIT_OK
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    """Refuse a bad command line before anything is opened, so a usage error is exit 2 whatever the settings."""
+    if args.action == "show":
+        args.key_id_value = _key_id(args.key_id)
+    for flag in ("domain", "data_subject"):
+        if hasattr(args, flag):
+            given(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.action == "shred" and not args.reason.strip():
+        raise UsageError("--reason is empty or blank; say why (e.g. the erasure request's reference)")
+    if args.action == "audit":
+        if args.limit is not None and args.limit < 0:
+            raise UsageError("--limit must not be negative")
+        args.since_value = None
+        if args.since is not None:
+            try:
+                args.since_value = shredlog.parse_time(args.since)
+            except ValueError:
+                raise UsageError(f"--since {clean(args.since)!r} is not an ISO-8601 date or time") from None
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    _check_usage(args)
+    if args.action == "init":
+        return _run_init(args)
+    kr = keyring_of(args, needs_kek=args.action in ("rewrap", "rotate"))
+    progress = Progress(args.action, sys.stderr.isatty() if args.progress is None else args.progress)
+    code = EXIT_OK
+    try:
+        if args.action == "list":
+            rows = [
+                _key_row(r) for r in kr.keys(given(args.domain, "--domain"), given(args.data_subject, "--data-subject"))
+            ]
+            emit(args, rows, lambda: table(rows))
+        elif args.action == "show":
+            key_id = args.key_id_value
+            record = kr.store.get(key_id)
+            if record is None:
+                gone = kr.store.shredded(key_id)
+                if gone is not None:
+                    rows = [{**shredlog.row(gone), "state": "shredded"}]
+                    emit(args, rows, lambda: table(rows))
+                    return EXIT_OK
+                raise KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
+            rows = [_key_row(record)]
+            emit(args, rows, lambda: table(rows))
+        elif args.action == "rotate":
+            domain = given(args.domain, "--domain")
+            assert domain is not None
+            new = kr.rotate(domain, given(args.data_subject, "--data-subject"), reason=args.reason)
+            if new is None:
+                raise KeyNotFoundError(f"no active key for domain {args.domain!r} (and this data subject)")
+            rows = [_key_row(new)]
+            emit(args, rows, lambda: print("rotated; new active key:") or table(rows))
+        elif args.action == "rewrap":
+            count = kr.rewrap(reason=args.reason, progress=progress)
+            emit(args, {"rewrapped": count, "kek": kr.kek.uri}, lambda: f"{count} keys rewrapped under {kr.kek.uri}")
+        elif args.action == "shred":
+            report, code = _shred(args, kr)
+            summary = _shred_summary(report, args.reason)
+            emit(args, summary, lambda: _shred_text(summary, report))
+        elif args.action == "audit":
+            since = args.since_value
+            entries = kr.audit(
+                args.limit,
+                person=given(args.data_subject, "--data-subject"),
+                operation=args.operation,
+                since=since,
+            )
+            rows = [_audit_row(e) for e in entries]
+            emit(args, rows, lambda: table(rows))
+        elif args.action == "shred-log":
+            count = shredlog.write(args.file, kr.export_shred_log(), overwrite=args.force)
+            emit(
+                args,
+                {"exported": count, "file": args.file},
+                lambda: f"{count} shred-log entries written to {args.file}",
+            )
+        elif args.action == "restore":
+            applied = shredlog.read(args.shred_log)
+            destroyed = kr.restore(applied, reason=args.reason)
+            pending = bool(destroyed) and not kr.purge()
+            code = EXIT_PENDING if pending else EXIT_OK
+            emit(
+                args,
+                {"applied": len(applied), "destroyed_again": [format_key_id(k) for k in destroyed], "pending": pending},
+                lambda: (
+                    f"{len(applied)} shred-log entries applied; {len(destroyed)} restored keys destroyed again"
+                    + ("; PENDING: re-run while a reader holds the write-ahead log" if pending else "")
+                ),
+            )
+    finally:
+        kr.close()
+    return code
