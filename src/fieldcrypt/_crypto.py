@@ -11,6 +11,7 @@ AESGCM on the same key bytes. A value with index 0 is exactly Tink's RAW AES-GCM
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import threading
 from collections.abc import Iterator
@@ -83,11 +84,36 @@ class DataKey:
 
 
 def wrap_ad(key_id: int, domain: str, person: str | None, version: int) -> bytes:
-    """Associated data binding a wrapped DEK to its id, domain, person and version."""
+    """Associated data binding a wrapped DEK to its id, domain, person and version.
+
+    The KEK is given a SHA-256 digest of that context, never the context itself: it names the key domain and the
+    data subject, and a KEK outside this process logs what it is sent (AWS KMS passes associated data on as the
+    encryption context, which CloudTrail records in clear), where no shred can reach it. The digest binds the
+    wrapped key to exactly the same context."""
+    return b"fieldcrypt-dek\x02" + hashlib.sha256(_wrap_context(key_id, domain, person, version)).digest()
+
+
+def _wrap_context(key_id: int, domain: str, person: str | None, version: int) -> bytes:
     who = b"\xff\xff\xff\xff" if person is None else _wire.lp(person.encode())
-    return (
-        b"fieldcrypt-dek\x01" + key_id.to_bytes(4, "big") + _wire.lp(domain.encode()) + who + version.to_bytes(4, "big")
-    )
+    return key_id.to_bytes(4, "big") + _wire.lp(domain.encode()) + who + version.to_bytes(4, "big")
+
+
+def _legacy_wrap_ad(key_id: int, domain: str, person: str | None, version: int) -> bytes:
+    """The associated data of keys wrapped before the digest (``\\x01``: the context itself). Read, never written:
+    a rewrap moves such a key to the digest form."""
+    return b"fieldcrypt-dek\x01" + _wrap_context(key_id, domain, person, version)
+
+
+def _kek_decrypt(kek: aead.Aead, encrypted: bytes, key_id: int, domain: str, person: str | None, version: int) -> bytes:
+    try:
+        keyset: bytes = kek.decrypt(encrypted, wrap_ad(key_id, domain, person, version))
+        return keyset
+    except Exception as first:
+        try:
+            legacy: bytes = kek.decrypt(encrypted, _legacy_wrap_ad(key_id, domain, person, version))
+            return legacy
+        except Exception:
+            raise first from None
 
 
 def _key_bytes(serialized_keyset: bytes) -> bytes:
@@ -136,7 +162,15 @@ def rewrap_data_key(
     ``tink.TinkError`` if ``old`` cannot unwrap it. The key never leaves Tink's keyset handle."""
     ensure_tink()
     ad = wrap_ad(key_id, domain, person, version)
-    handle = tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
+    try:
+        handle = tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
+    except Exception as first:
+        try:
+            handle = tink.proto_keyset_format.parse_encrypted(
+                wrapped, old, _legacy_wrap_ad(key_id, domain, person, version)
+            )
+        except Exception:
+            raise first from None
     rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(handle, new, ad)
     return rewrapped
 
@@ -164,7 +198,7 @@ def unwrap_data_key(
         encrypted = tink_pb2.EncryptedKeyset.FromString(wrapped).encrypted_keyset
     except DecodeError as exc:
         raise TinkError("the wrapped data key is not an encrypted Tink keyset") from exc
-    keyset = kek.decrypt(encrypted, wrap_ad(key_id, domain, person, version))
+    keyset = _kek_decrypt(kek, encrypted, key_id, domain, person, version)
     try:
         return _from_keyset(keyset, key_id, domain, person, version)
     except (DecodeError, ValueError) as exc:

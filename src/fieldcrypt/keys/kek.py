@@ -260,6 +260,15 @@ def _open_tink_integration(scheme: str, uri: str) -> aead.Aead:
         ) from exc
     except tink.TinkError as exc:
         raise KeyStoreUnavailableError(f"cannot open KEK {uri!r}") from exc
+    except Exception as exc:
+        # google-auth's DefaultCredentialsError, botocore's NoRegionError...: raised while building the client,
+        # before any key is used; a setting is missing, nothing to retry
+        if type(exc).__name__ in ("DefaultCredentialsError", "NoRegionError", "NoCredentialsError"):
+            raise ConfigurationError(
+                f"KEK {uri!r}: the {scheme} client has no credentials or region ({type(exc).__name__}); see the "
+                "KMS setup page of the documentation"
+            ) from None
+        raise
 
 
 def open_kek(uri: str) -> Kek:
