@@ -254,3 +254,20 @@ def test_secrets_from_settings_never_appear_in_errors(tmp_path: Path, capsys) ->
     cfg = _write(tmp_path / "c.toml", '[kafka]\n"sasl.password" = "pw-0123456789"\n')
     code, out, err = run(capsys, "verify", "t", "--config", str(cfg), "--json")
     assert code == 3 and "pw-0123456789" not in out + err
+
+
+def test_shred_log_setting_is_appended_by_a_cli_shred(monkeypatch, tmp_path: Path, capsys) -> None:
+    from fieldcrypt import Keyring, create_local_kek
+
+    url = create_key_store(f"sqlite:///{tmp_path / 'k.db'}")
+    kek = create_local_kek(tmp_path / "kek.json")
+    with Keyring(url, kek) as kr:
+        kr.encryption_key("orders-value", "cust-9")
+    log = tmp_path / "shred.jsonl"
+    monkeypatch.setenv("FIELDCRYPT_SHRED_LOG", str(log))
+    code, out, _ = run(
+        capsys, "keys", "shred", "--data-subject", "cust-9", "--reason", "ticket-1", "--yes", "--store", url, "--json"
+    )
+    assert code == 0 and json.loads(out)["destroyed"] == 1
+    [line] = log.read_text().splitlines()
+    assert json.loads(line)["data_subject"] == "cust-9"

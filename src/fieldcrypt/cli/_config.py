@@ -9,6 +9,7 @@ know is an error, never ignored::
     store = "postgresql://fieldcrypt@db.internal/keys"
     kek = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/..."   # or a list: [new, old, ...]
     actor = "jane@example.com"
+    shred_log = "/mnt/shred-log/shred-log.jsonl"   # appended by every shred; re-applied when a keyring opens
 
     [kafka]                      # librdkafka properties, as in a kcat / Kafka CLI properties file
     "bootstrap.servers" = "broker-1:9092"
@@ -20,9 +21,9 @@ know is an error, never ignored::
     "basic.auth.user.info" = "user:password"
 
 Environment variables: ``FIELDCRYPT_STORE``, ``FIELDCRYPT_KEK`` (one URI, or several separated by commas),
-``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``, ``FIELDCRYPT_KAFKA_CONFIG`` (a properties file),
-``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL), ``FIELDCRYPT_REGISTRY_USER_INFO`` (``user:password`` for the
-registry's basic auth: keeps the secret out of the command line).
+``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_SHRED_LOG``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``, ``FIELDCRYPT_KAFKA_CONFIG``
+(a properties file), ``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL), ``FIELDCRYPT_REGISTRY_USER_INFO``
+(``user:password`` for the registry's basic auth: keeps the secret out of the command line).
 
 Flags: ``--store``, ``--kek``, ``--actor``; ``-b/--bootstrap-servers``, ``-F/--kafka-config FILE``,
 ``-X key=value`` (librdkafka); ``--schema-registry URL``, ``--registry-conf key=value``. For the Kafka settings
@@ -51,7 +52,7 @@ from fieldcrypt.errors import ConfigurationError
 
 __all__ = ["Settings", "config_path", "load", "parse_assignments", "read_properties", "scrub"]
 
-_TOP_KEYS = ("store", "kek", "actor", "kafka", "registry")
+_TOP_KEYS = ("store", "kek", "actor", "shred_log", "kafka", "registry")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Settings:
     store: str | None = None
     keks: list[str] = field(default_factory=list)
     actor: str | None = None
+    shred_log: str | None = None  # the keyring's shred_log file: appended by every shred, re-applied at startup
     kafka: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)
     source: str | None = None  # the configuration file read, if any
@@ -148,7 +150,7 @@ def load(path: Path, required: bool) -> dict[str, Any]:
         raise ConfigurationError(
             f"configuration file {str(path)!r}: unknown setting(s) {unknown}; valid: {list(_TOP_KEYS)}"
         )
-    for key in ("store", "actor"):
+    for key in ("store", "actor", "shred_log"):
         if key in data and (not isinstance(data[key], str) or not data[key].strip()):
             raise ConfigurationError(f"configuration file {str(path)!r}: {key} must be a non-empty string")
     if "kek" in data:
@@ -214,6 +216,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     s.store = data.get("store")
     s.keks = list(data.get("kek", []))
     s.actor = data.get("actor")
+    s.shred_log = data.get("shred_log")
     s.kafka = dict(data.get("kafka", {}))
     s.registry = dict(data.get("registry", {}))
     if env.get("FIELDCRYPT_STORE"):
@@ -222,6 +225,8 @@ def resolve(args: argparse.Namespace) -> Settings:
         s.keks = [k.strip() for k in env["FIELDCRYPT_KEK"].split(",") if k.strip()]
     if env.get("FIELDCRYPT_ACTOR"):
         s.actor = env["FIELDCRYPT_ACTOR"]
+    if env.get("FIELDCRYPT_SHRED_LOG"):
+        s.shred_log = env["FIELDCRYPT_SHRED_LOG"]
     if env.get("FIELDCRYPT_KAFKA_CONFIG"):
         s.kafka.update(read_properties(env["FIELDCRYPT_KAFKA_CONFIG"], "FIELDCRYPT_KAFKA_CONFIG"))
     if env.get("FIELDCRYPT_BOOTSTRAP_SERVERS"):

@@ -189,7 +189,7 @@ def keyring_of(args: argparse.Namespace, *, needs_kek: bool) -> Keyring:
                 "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
             )
         keks = [Kek("(no KEK given)", _NoKekAead())]
-    return Keyring(url, keks, actor=settings.actor)
+    return Keyring(url, keks, actor=settings.actor, shred_log=settings.shred_log)
 
 
 def _persons_file(path: str) -> list[str]:
