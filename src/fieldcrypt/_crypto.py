@@ -109,11 +109,21 @@ def _kek_decrypt(kek: aead.Aead, encrypted: bytes, key_id: int, domain: str, per
         keyset: bytes = kek.decrypt(encrypted, wrap_ad(key_id, domain, person, version))
         return keyset
     except Exception as first:
+        if not _may_be_legacy(first):
+            raise
         try:
             legacy: bytes = kek.decrypt(encrypted, _legacy_wrap_ad(key_id, domain, person, version))
             return legacy
         except Exception:
             raise first from None
+
+
+def _may_be_legacy(exc: BaseException) -> bool:
+    """Whether a failed unwrap may be a key wrapped with the legacy context: only an authentication failure can be.
+    A denied or unavailable KEK is not asked twice (one KMS call per attempt, as the retry budget promises)."""
+    from fieldcrypt.keys.kek import fails_authentication  # kek imports this module
+
+    return fails_authentication(exc)
 
 
 def _key_bytes(serialized_keyset: bytes) -> bytes:
@@ -165,6 +175,8 @@ def rewrap_data_key(
     try:
         handle = tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
     except Exception as first:
+        if not _may_be_legacy(first):
+            raise
         try:
             handle = tink.proto_keyset_format.parse_encrypted(
                 wrapped, old, _legacy_wrap_ad(key_id, domain, person, version)

@@ -416,6 +416,12 @@ def classify_failure(kek: Kek, exc: BaseException, wrapped_ciphertext: bytes) ->
     return "unknown"
 
 
+def fails_authentication(exc: BaseException) -> bool:
+    """Whether ``exc`` (from a KEK's decrypt) may be a failed authentication, i.e. not a denied, unavailable or
+    otherwise failing service: a local Tink error, or a KMS that says the ciphertext does not authenticate."""
+    return _classify_chain(exc, None) in (None, "corrupt")
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception in its chain) says the KEK's service is only unavailable for now."""
     return _classify_chain(exc, None) == "unavailable"
