@@ -9,6 +9,8 @@ Public API (everything else is private and may change)::
     fieldcrypt.avro.AvroDeserializer
     fieldcrypt.json_schema.JSONSerializer / JSONDeserializer   the same for JSON Schema
     fieldcrypt.Erased, fieldcrypt.Denied   what an unreadable value reads as with fieldcrypt.on.*="marker"
+    fieldcrypt.SerdeStats              the counters on serializer.stats / deserializer.stats (docs/observability.md)
+    fieldcrypt.metrics                 optional Prometheus export of those counters (pip install 'fieldcrypt[metrics]')
     fieldcrypt.create_key_store        make a key store (explicitly; opening a missing one is an error)
     fieldcrypt.open_store / KeyStore   key stores by URL (sqlite:///, postgresql://, plugins)
     fieldcrypt.open_kek / Kek          key-encryption keys by URI (local-kek://, Tink KMS URIs, plugins)
@@ -36,6 +38,7 @@ from fieldcrypt.errors import (
 from fieldcrypt.keyring import Keyring, RotationPolicy, ShredReport
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
 from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, create_key_store, open_store
+from fieldcrypt.stats import SerdeStats
 
 __version__ = "0.1.0"
 
@@ -60,6 +63,7 @@ __all__ = [
     "Keyring",
     "PolicyError",
     "RotationPolicy",
+    "SerdeStats",
     "ShredRecord",
     "ShredReport",
     "SystemClock",

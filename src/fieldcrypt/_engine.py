@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fieldcrypt import _wire
@@ -41,6 +41,7 @@ from fieldcrypt.errors import (
     format_key_id,
 )
 from fieldcrypt.keyring import Keyring
+from fieldcrypt.stats import SerdeStats
 
 __all__ = ["Denied", "Erased", "Outcomes", "PlanRunner", "ReadStats", "RecordState"]
 
@@ -96,23 +97,8 @@ class Denied(_Unreadable):
 _MODES = ("raise", "null", "placeholder", "marker")
 
 
-@dataclass
-class ReadStats:
-    """Counters a deserializer keeps (``deserializer.stats``): records with tagged values, encrypted values seen,
-    and how many of them were erased or denied. Counts only; never values."""
-
-    records: int = 0
-    values: int = 0
-    erased: int = 0
-    denied: int = 0
-    #: values read as plaintext from tagged fields (``fieldcrypt.on.plaintext=accept``: history from before
-    #: encryption began), in total and per field path
-    plaintext: int = 0
-    plaintext_by_field: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def readable(self) -> int:
-        return self.values - self.erased - self.denied
+#: the counters of a deserializer, before serializers kept the same ones (``fieldcrypt.SerdeStats``)
+ReadStats = SerdeStats
 
 
 @dataclass(frozen=True)
@@ -164,7 +150,9 @@ NOT_A_CIPHERTEXT = "the field does not hold a fieldcrypt ciphertext"
 
 
 class RecordState:
-    """What one record's values share: subject, default domain, person, keys in use, record nonce and value count."""
+    """What one record's values share: subject, default domain, person, keys in use, record nonce and value count;
+    and its counts (values, outcomes, key lookups), added to the serde's ``SerdeStats`` once the record is done.
+    It is the keyring's ``KeyMeter`` for the record's lookups."""
 
     __slots__ = (
         "count",
@@ -174,10 +162,13 @@ class RecordState:
         "keyring",
         "keys",
         "last_key",
+        "lookups",
+        "misses",
         "nonce",
         "outcomes",
         "person",
         "plain",
+        "stats",
         "subject",
     )
 
@@ -188,8 +179,12 @@ class RecordState:
         default_domain: str,
         person: str | None,
         outcomes: Outcomes = STRICT,
+        stats: SerdeStats | None = None,
     ) -> None:
         self.outcomes = outcomes
+        self.stats = stats
+        self.lookups = 0  # data-key lookups made of the keyring (one per key, not per value)
+        self.misses = 0  # of them, those that needed the key store
         self.erased = 0  # read side: values whose key was shredded
         self.denied = 0  # read side: values this consumer has no key for
         self.keyring = keyring
@@ -201,6 +196,19 @@ class RecordState:
         self.nonce: bytes | None = None  # the record nonce
         self.last_key: DataKey | None = None  # read side: the key of the previous value
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
+
+    # the keyring's KeyMeter protocol
+    def key_miss(self) -> None:
+        self.misses += 1
+
+    def key_store_call(self, seconds: float, failed: bool) -> None:
+        if self.stats is not None:
+            self.stats.key_store_call(seconds, failed)
+
+    def refused(self) -> None:
+        """The record raised: its lookups still count (its values do not)."""
+        if self.stats is not None and self.lookups:
+            self.stats._lookups(self)
 
 
 def _refers(node: Node | None) -> bool:
@@ -299,10 +307,23 @@ class PlanRunner:
             return value  # the common case, without a call (ASCII: no lone surrogate)
         return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
-    def encrypt(self, record: Any, keyring: Keyring, subject: str | None, default_domain: str) -> Any:
-        """A copy of ``record`` with every tagged value encrypted. Raises, and returns nothing, on any failure."""
+    def encrypt(
+        self, record: Any, keyring: Keyring, subject: str | None, default_domain: str, stats: SerdeStats | None = None
+    ) -> Any:
+        """A copy of ``record`` with every tagged value encrypted. Raises, and returns nothing, on any failure.
+        Counts the record into ``stats``."""
+        out, state = self.encrypt_counted(record, keyring, subject, default_domain, stats)
+        if stats is not None:
+            stats._record(state)
+        return out
+
+    def encrypt_counted(
+        self, record: Any, keyring: Keyring, subject: str | None, default_domain: str, stats: SerdeStats | None
+    ) -> tuple[Any, RecordState | None]:
+        """:meth:`encrypt`, and the record's state (None: the plan tags nothing) for the caller to count once the
+        whole record is done (``stats._record``). Lookups of a record that raises are counted into ``stats``."""
         if self._enc_root is None:
-            return record
+            return record, None
         try:
             person = self.person_of(record)
         except FieldcryptError as exc:
@@ -313,14 +334,18 @@ class PlanRunner:
                 subject=subject,
                 field_path=self.plan.data_subject_path,
             )
+        state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
         try:
-            state = RecordState(keyring, subject, default_domain, person)
             if not self._recursive:
-                return self._enc_root(record, self._root_path, state)
+                return self._enc_root(record, self._root_path, state), state
             with _DEEP:
-                return self._enc_root(record, self._root_path, state)
+                return self._enc_root(record, self._root_path, state), state
         except RecursionError:
+            state.refused()
             raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
+        except BaseException:
+            state.refused()
+            raise
 
     def decrypt(
         self,
@@ -329,16 +354,31 @@ class PlanRunner:
         subject: str | None,
         default_domain: str,
         outcomes: Outcomes = STRICT,
-        stats: ReadStats | None = None,
+        stats: SerdeStats | None = None,
     ) -> Any:
         """Decrypt every tagged value of a freshly decoded record, in place; returns it. Counts into ``stats``."""
+        out, state = self.decrypt_counted(record, keyring, subject, default_domain, outcomes, stats)
+        if stats is not None:
+            stats._record(state)
+        return out
+
+    def decrypt_counted(
+        self,
+        record: Any,
+        keyring: Keyring,
+        subject: str | None,
+        default_domain: str,
+        outcomes: Outcomes,
+        stats: SerdeStats | None,
+    ) -> tuple[Any, RecordState | None]:
+        """:meth:`decrypt`, and the record's state to count, as :meth:`encrypt_counted`."""
         if self._dec_root is None:
-            return record
+            return record, None
         try:
             person = self.person_of(record, DecryptionError)
         except FieldcryptError as exc:
             raise exc.with_context(subject=subject) from None
-        state = RecordState(keyring, subject, default_domain, person, outcomes)
+        state = RecordState(keyring, subject, default_domain, person, outcomes, stats)
         try:
             if not self._recursive:
                 out = self._dec_root(record, self._root_path, state)
@@ -346,25 +386,21 @@ class PlanRunner:
                 with _DEEP:
                     out = self._dec_root(record, self._root_path, state)
         except RecursionError:
+            state.refused()
             raise DecryptionError("the record is nested too deeply to decrypt", subject=subject) from None
+        except BaseException:
+            state.refused()
+            raise
         plain = state.plain
         if plain and state.count:
+            state.refused()
             raise DecryptionError(
                 "the record mixes fieldcrypt ciphertext and plaintext in tagged fields: plaintext is accepted only "
                 "in records written before encryption began",
                 subject=subject,
                 field_path=plain[0],
             )
-        if stats is not None:
-            stats.records += 1
-            stats.erased += state.erased
-            stats.denied += state.denied
-            stats.values += state.count
-            if plain:
-                stats.plaintext += len(plain)
-                for p in plain:
-                    stats.plaintext_by_field[p] = stats.plaintext_by_field.get(p, 0) + 1
-        return out
+        return out, state
 
     # -- compilation: write side --------------------------------------------------------------------------------
     def _enc(self, node: Node) -> Step:
@@ -757,8 +793,9 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
 def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:
     """The record's first value in this domain: ask the keyring (the caller found nothing in ``st.keys``)."""
     domain = leaf.domain or st.default_domain
+    st.lookups += 1
     try:
-        key = st.keyring.encryption_key(domain, st.person)
+        key = st.keyring.encryption_key(domain, st.person, st)
     except FieldcryptError as exc:
         raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
     st.keys[domain] = key
@@ -766,8 +803,9 @@ def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:
 
 
 def _renew(leaf: Leaf, st: RecordState, key: DataKey) -> DataKey:
+    st.lookups += 1
     try:
-        renewed = st.keyring.renew(key)
+        renewed = st.keyring.renew(key, st)
     except FieldcryptError as exc:
         raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
     st.keys[leaf.domain or st.default_domain] = renewed
@@ -892,8 +930,9 @@ def _dec_leaf(leaf: Leaf) -> Step:
             nonce = _derive(st.nonce, index)
         key = st.last_key
         if key is None or key.key_id != key_id:
+            st.lookups += 1
             try:
-                key = st.last_key = st.keyring.decryption_key(key_id)
+                key = st.last_key = st.keyring.decryption_key(key_id, st)
             except (KeyNotFoundError, AccessDeniedError) as exc:
                 if exc.owner is not None and exc.owner != (fixed_domain or st.default_domain, st.person):
                     raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased"

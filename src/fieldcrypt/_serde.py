@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
-from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner
+from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner, RecordState
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._rules import csfle_read, has_encrypt_rules
 from fieldcrypt.errors import (
@@ -23,12 +24,15 @@ from fieldcrypt.errors import (
     ConfigurationError,
     DecryptionError,
     FieldcryptError,
+    KeyCorruptedError,
     KeyNotFoundError,
     KeyShreddedError,
     MalformedRecordError,
     PolicyError,
+    format_key_id,
 )
 from fieldcrypt.keyring import Keyring
+from fieldcrypt.stats import SerdeStats
 
 __all__ = [
     "FIELDCRYPT_CONF",
@@ -40,6 +44,7 @@ __all__ = [
     "call_confluent_init",
     "decrypt_record",
     "malformed",
+    "refused",
     "split_conf",
 ]
 
@@ -193,9 +198,10 @@ class PolicyCheck:
     once per schema and domain per serde; schemas without any tag need no check (no configuration encrypts them).
     """
 
-    def __init__(self, keyring: Keyring, *, writing: bool) -> None:
+    def __init__(self, keyring: Keyring, *, writing: bool, stats: SerdeStats | None = None) -> None:
         self._keyring = keyring
         self._writing = writing
+        self._stats = stats  # the serde's: the key-store calls made here are its calls
         self._done: set[tuple[str, str]] = set()
 
     def __call__(self, cached: CachedPlan, domain: str | None, subject: str | None) -> None:
@@ -207,7 +213,8 @@ class PolicyCheck:
             mine = policy_of(plan, domain)
             keyring = self._keyring
             try:
-                theirs = keyring.publish_policy(fp, mine) if self._writing else keyring.published_policy(fp)
+                with keyring.metering(self._stats):
+                    theirs = keyring.publish_policy(fp, mine) if self._writing else keyring.published_policy(fp)
             except FieldcryptError as exc:
                 raise exc.with_context(subject=subject) from exc
             if theirs is not None and theirs != mine:
@@ -371,7 +378,8 @@ class WriteEntries:
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
         entry = (cached, prefix, SchemaId(self._type, registered.schema_id, registered.guid))
         if ever is not None:
-            self._serde._keyring.merge_policy(ever, sorted(encrypted_paths(cached.runner.plan)))
+            with self._serde._keyring.metering(self._serde.stats):
+                self._serde._keyring.merge_policy(ever, sorted(encrypted_paths(cached.runner.plan)))
         if not self.latest_mode:
             self._by_subject[subject] = entry
         elif len(self._by_id) < 1000:
@@ -389,7 +397,8 @@ class WriteEntries:
         name = "encrypted-fields:" + hashlib.sha256(where.encode("utf-8")).hexdigest()
         mine = sorted(encrypted_paths(self._local_plan))
         try:
-            before = self._serde._keyring.merge_policy(name, [])
+            with self._serde._keyring.metering(self._serde.stats):
+                before = self._serde._keyring.merge_policy(name, [])
         except FieldcryptError as exc:
             raise exc.with_context(subject=subject) from exc
         lost = sorted(set(before) - set(mine))
@@ -453,30 +462,70 @@ def decrypt_record(
     domain: str,
     ctx: SerializationContext | None,
     parsed_writer: Any,
-) -> Any:
-    """Decrypt a decoded record. When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from
-    CSFLE to fieldcrypt), a record none of whose tagged values is a fieldcrypt ciphertext is handed to confluent's
-    ENCRYPT executor instead (which authenticates it with CSFLE's own keys); if that fails too, fieldcrypt's
-    verdict stands. A fieldcrypt record is never read by the CSFLE path, nor the reverse."""
+) -> tuple[Any, RecordState | None]:
+    """Decrypt a decoded record; returns it and its counts (for ``SerdeStats._record``, once the record is done).
+    When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from CSFLE to fieldcrypt), a
+    record none of whose tagged values is a fieldcrypt ciphertext is handed to confluent's ENCRYPT executor instead
+    (which authenticates it with CSFLE's own keys); if that fails too, fieldcrypt's verdict stands. A fieldcrypt
+    record is never read by the CSFLE path, nor the reverse."""
     runner, outcomes, keyring, stats = cached.runner, serde._opts.outcomes, serde._keyring, serde.stats
     if ctx is None or subject is None or not has_encrypt_rules(cached.source):
-        return runner.decrypt(record, keyring, subject, domain, outcomes, stats)
+        return runner.decrypt_counted(record, keyring, subject, domain, outcomes, stats)
     original = copy.deepcopy(record)
     try:  # unknown key ids must raise here, to be told apart from CSFLE values
-        return runner.decrypt(record, keyring, subject, domain, replace(outcomes, on_denied="raise"), stats)
+        return runner.decrypt_counted(record, keyring, subject, domain, replace(outcomes, on_denied="raise"), stats)
     except DecryptionError as exc:
         foreign = (type(exc) is DecryptionError and exc.reason == NOT_A_CIPHERTEXT) or (
             type(exc) is KeyNotFoundError and exc.owner is None
         )
         if not foreign:
             if isinstance(exc, (AccessDeniedError, KeyNotFoundError)) and not isinstance(exc, KeyShreddedError):
-                return runner.decrypt(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
+                return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
             raise
     assert cached.source is not None
     try:
-        return csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
+        out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
+        return out, RecordState(keyring, subject, domain, None)  # CSFLE's values: not fieldcrypt's to count
     except Exception:
-        return runner.decrypt(original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
+        return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
+
+
+log = logging.getLogger("fieldcrypt.serde")  # the events are listed in docs/observability.md
+
+
+def refused(stats: SerdeStats, exc: Exception, subject: str | None = None) -> None:
+    """A record the serde refused (its call raises ``exc``): count it and log it, never with a value. Tampering
+    (a ``DecryptionError`` itself, or a ``KeyCorruptedError``) is a warning; anything else is the caller's to handle
+    and is logged at DEBUG (the keyring logs unavailable and denied keys itself)."""
+    stats._error(exc)
+    if not isinstance(exc, FieldcryptError):
+        if log.isEnabledFor(logging.DEBUG):  # another library's message may quote a value: the type only
+            log.debug(
+                "%s refused a record: %s",
+                stats.role,
+                type(exc).__name__,
+                extra={"event": "record.refused", "role": stats.role, "subject": subject, "error": type(exc).__name__},
+            )
+        return
+    tampered = type(exc) is DecryptionError or isinstance(exc, KeyCorruptedError)
+    level = logging.WARNING if tampered else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "%s refused a record%s: %s: %s",
+            stats.role,
+            " (tampered, moved or not a fieldcrypt ciphertext)" if tampered else "",
+            type(exc).__name__,
+            exc,
+            extra={
+                "event": "record.tampered" if tampered else "record.refused",
+                "role": stats.role,
+                "subject": exc.subject or subject,
+                "field_path": exc.field_path,
+                "key_id": format_key_id(exc.key_id) if exc.key_id is not None else None,
+                "error": type(exc).__name__,
+            },
+        )
 
 
 def check_framing(data: bytes) -> None:

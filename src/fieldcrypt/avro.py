@@ -33,7 +33,6 @@ from confluent_kafka.serialization import SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
 from fieldcrypt._avro_policy import compile_avro
-from fieldcrypt._engine import ReadStats
 from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
@@ -50,11 +49,13 @@ from fieldcrypt._serde import (
     is_latest_mode,
     malformed,
     prefix_framed,
+    refused,
     split_conf,
     subject_of,
 )
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keyring import Keyring
+from fieldcrypt.stats import SerdeStats
 
 __all__ = ["AvroDeserializer", "AvroSerializer"]
 
@@ -113,6 +114,8 @@ class AvroSerializer(_ConfluentAvroSerializer):
             valid,
         )
         self._keyring = check_keyring(keyring)
+        #: what this serializer has done: records, values encrypted, key lookups, errors (fieldcrypt.SerdeStats)
+        self.stats = SerdeStats("serializer")
         parse = _ParsedSchemas(self)
         self._plans = PlanCache(schema_registry_client, parse, compile_avro, self._opts.rules)
         # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
@@ -122,36 +125,42 @@ class AvroSerializer(_ConfluentAvroSerializer):
         )
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
         self._subjects: dict[tuple[str, str, str | None], str] = {}
-        self._policy = PolicyCheck(self._keyring, writing=True)
+        self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
-        subject = cached_subject(self, self._subjects, ctx, self._schema_name)
-        if subject is None:
-            raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
-        assert ctx is not None  # a subject implies a context
-        cached, prefix, schema_id = self._entries.get(subject)
-        value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
-            value = write_rules_avro(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
-        domain = self._opts.domain or subject
-        self._policy(cached, domain, subject)
-        encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
-        fo = io.BytesIO()
-        if self._prefix_framing:
-            fo.write(prefix)
-        if _is_bytes_schema(cached.parsed):
-            fo.write(encrypted if isinstance(encrypted, bytes) else str(encrypted).encode())
-        else:
-            schemaless_writer(
-                fo, cached.parsed, encrypted, strict=self._strict, strict_allow_default=self._strict_allow_default
-            )
-        if self._prefix_framing:
-            return fo.getvalue()
-        framed: bytes = self._schema_id_serializer(fo.getvalue(), ctx, schema_id)
-        return framed
+        try:  # one try for the whole record: a refused record is counted and logged (never with a value)
+            subject = cached_subject(self, self._subjects, ctx, self._schema_name)
+            if subject is None:
+                raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
+            assert ctx is not None  # a subject implies a context
+            cached, prefix, schema_id = self._entries.get(subject)
+            value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+            if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
+                value = write_rules_avro(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
+            domain = self._opts.domain or subject
+            self._policy(cached, domain, subject)
+            encrypted, state = cached.runner.encrypt_counted(value, self._keyring, subject, domain, self.stats)
+            fo = io.BytesIO()
+            if self._prefix_framing:
+                fo.write(prefix)
+            if _is_bytes_schema(cached.parsed):
+                fo.write(encrypted if isinstance(encrypted, bytes) else str(encrypted).encode())
+            else:
+                schemaless_writer(
+                    fo, cached.parsed, encrypted, strict=self._strict, strict_allow_default=self._strict_allow_default
+                )
+            if self._prefix_framing:
+                out = fo.getvalue()
+            else:
+                out = self._schema_id_serializer(fo.getvalue(), ctx, schema_id)
+        except Exception as exc:
+            refused(self.stats, exc)
+            raise
+        self.stats._wrote(state)  # counted once the record is done: one lock per record
+        return out
 
 
 class AvroDeserializer(_ConfluentAvroDeserializer):
@@ -188,53 +197,68 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         self._subjects: dict[
             tuple[str, str, str | None], str
         ] = {}  # (topic, field) -> subject, for topic-based strategies
-        #: counts of records and values read, erased and denied (never values themselves)
-        self.stats = ReadStats()
-        self._policy = PolicyCheck(self._keyring, writing=False)
+        #: what this deserializer has done: records, values read, erased, denied, key lookups, errors (never values)
+        self.stats = SerdeStats("deserializer")
+        self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
             return None
-        check_framing(data)
-        subject = cached_subject(self, self._subjects, ctx, None)
-        if prefix_framed(data, ctx):
-            schema_id = int.from_bytes(data[1:5], "big")
-            cached = self._plans.get(schema_id) or self._plans.load(schema_id, subject)
-            payload = io.BytesIO(data)
-            payload.seek(5)
-        else:
-            sid = SchemaId(_AVRO)
-            try:
-                raw = self._schema_id_deserializer(data, ctx, sid)
-            except Exception as exc:
-                raise malformed(exc, subject) from exc
-            payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
-            key = sid.id if sid.id is not None else str(sid.guid)
-            cached = self._plans.get(key) or self._plans.load(key, subject, self._get_writer_schema(sid, subject))
-        writer = cached.parsed
-        if subject is None and isinstance(writer, dict):
-            subject = subject_of(self, ctx, writer.get("name"))
-        if _is_bytes_schema(writer):
-            return payload.read()
-        plan = cached.runner.plan
-        try:
-            if plan.named_read:  # unions of several named types holding tags: the reader must say which branch
-                record: Any = schemaless_reader(
-                    payload, writer, None, return_named_type=True, return_named_type_override=True
-                )
+        try:  # one try for the whole record: a refused record is counted and logged (never with a value)
+            check_framing(data)
+            subject = cached_subject(self, self._subjects, ctx, None)
+            if prefix_framed(data, ctx):
+                schema_id = int.from_bytes(data[1:5], "big")
+                cached = self._plans.get(schema_id) or self._plans.load(schema_id, subject)
+                payload = io.BytesIO(data)
+                payload.seek(5)
             else:
-                record = schemaless_reader(payload, writer, None, False)
+                sid = SchemaId(_AVRO)
+                try:
+                    raw = self._schema_id_deserializer(data, ctx, sid)
+                except Exception as exc:
+                    raise malformed(exc, subject) from exc
+                payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
+                key = sid.id if sid.id is not None else str(sid.guid)
+                cached = self._plans.get(key) or self._plans.load(key, subject, self._get_writer_schema(sid, subject))
+            writer = cached.parsed
+            if subject is None and isinstance(writer, dict):
+                subject = subject_of(self, ctx, writer.get("name"))
+            state = None  # the record's counts, once its tagged values are decrypted
+            if _is_bytes_schema(writer):
+                out = payload.read()
+            else:
+                plan = cached.runner.plan
+                try:
+                    if plan.named_read:  # unions of several named types holding tags: the reader must say which
+                        record: Any = schemaless_reader(
+                            payload, writer, None, return_named_type=True, return_named_type_override=True
+                        )
+                    else:
+                        record = schemaless_reader(payload, writer, None, False)
+                except Exception as exc:
+                    raise malformed(exc, subject) from exc
+                self._policy(cached, self._opts.domain or subject, subject)
+                if not plan.is_empty:
+                    domain = self._opts.domain or subject
+                    if domain is None:
+                        raise ConfigurationError(
+                            "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
+                        )
+                    record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer)
+                out = self._resolve(record, cached, writer, subject, ctx)
         except Exception as exc:
-            raise malformed(exc, subject) from exc
-        self._policy(cached, self._opts.domain or subject, subject)
-        if not plan.is_empty:
-            domain = self._opts.domain or subject
-            if domain is None:
-                raise ConfigurationError(
-                    "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
-                )
-            record = decrypt_record(self, cached, record, subject, domain, ctx, writer)
+            refused(self.stats, exc)
+            raise
+        self.stats._record(state)  # counted once the record is done: one lock per record
+        return out
+
+    def _resolve(
+        self, record: Any, cached: Any, writer: Any, subject: str | None, ctx: SerializationContext | None
+    ) -> Any:
+        """The decrypted record in the reader's shape: migration rules or schema resolution, then READ rules."""
+        plan = cached.runner.plan
         latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
         if latest is not None and ctx is not None and subject is not None and cached.source is not None:
             if plan.named_read:

@@ -26,7 +26,6 @@ from jsonschema import ValidationError
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
-from fieldcrypt._engine import ReadStats
 from fieldcrypt._json_policy import compile_json
 from fieldcrypt._plan import FieldPlan, TagRules
 from fieldcrypt._rules import has_migrations, migrate, read_rules_json, write_rules_json
@@ -45,10 +44,12 @@ from fieldcrypt._serde import (
     is_latest_mode,
     malformed,
     prefix_framed,
+    refused,
     split_conf,
 )
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
 from fieldcrypt.keyring import Keyring
+from fieldcrypt.stats import SerdeStats
 
 __all__ = ["JSONDeserializer", "JSONSerializer"]
 
@@ -189,6 +190,8 @@ class JSONSerializer(_ConfluentJSONSerializer):
             valid,
         )
         self._keyring = check_keyring(keyring)
+        #: what this serializer has done: records, values encrypted, key lookups, errors (fieldcrypt.SerdeStats)
+        self.stats = SerdeStats("serializer")
         self._plans = PlanCache(schema_registry_client, lambda s: _Parsed(self, s), _compile, self._opts.rules)
         # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
         local_plan = self._local_plan()
@@ -196,7 +199,7 @@ class JSONSerializer(_ConfluentJSONSerializer):
             self, self._plans, _JSON, None, local_plan, allow_tag_removal=self._opts.allow_tag_removal
         )
         self._subjects: dict[tuple[str, str, str | None], str] = {}
-        self._policy = PolicyCheck(self._keyring, writing=True)
+        self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
         self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def _local_plan(self) -> FieldPlan | None:
@@ -215,28 +218,34 @@ class JSONSerializer(_ConfluentJSONSerializer):
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
-        subject = cached_subject(self, self._subjects, ctx, self._schema_name)
-        if subject is None:
-            raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
-        assert ctx is not None  # a subject implies a context
-        cached, prefix, schema_id = self._entries.get(subject)
-        value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
-            value = write_rules_json(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
-        if self._validate:
-            try:
-                _validate(cached.parsed, value, subject)  # the plaintext, before encryption
-            except RecursionError:
-                raise EncryptionError("the document is nested too deeply to validate", subject=subject) from None
-        domain = self._opts.domain or subject
-        self._policy(cached, domain, subject)
-        encrypted = cached.runner.encrypt(value, self._keyring, subject, domain)
-        encoded = self._json_encode(encrypted)
-        payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
-        if self._prefix_framing:
-            return prefix + payload
-        framed: bytes = self._schema_id_serializer(payload, ctx, schema_id)
-        return framed
+        try:  # one try for the whole record: a refused record is counted and logged (never with a value)
+            subject = cached_subject(self, self._subjects, ctx, self._schema_name)
+            if subject is None:
+                raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
+            assert ctx is not None  # a subject implies a context
+            cached, prefix, schema_id = self._entries.get(subject)
+            value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+            if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
+                value = write_rules_json(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
+            if self._validate:
+                try:
+                    _validate(cached.parsed, value, subject)  # the plaintext, before encryption
+                except RecursionError:
+                    raise EncryptionError("the document is nested too deeply to validate", subject=subject) from None
+            domain = self._opts.domain or subject
+            self._policy(cached, domain, subject)
+            encrypted, state = cached.runner.encrypt_counted(value, self._keyring, subject, domain, self.stats)
+            encoded = self._json_encode(encrypted)
+            payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
+            if self._prefix_framing:
+                out = prefix + payload
+            else:
+                out = self._schema_id_serializer(payload, ctx, schema_id)
+        except Exception as exc:
+            refused(self.stats, exc)
+            raise
+        self.stats._wrote(state)  # counted once the record is done: one lock per record
+        return out
 
 
 class JSONDeserializer(_ConfluentJSONDeserializer):
@@ -272,64 +281,72 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._latest_mode = is_latest_mode(self)
         self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
-        #: counts of records and values read, erased and denied (never values themselves)
-        self.stats = ReadStats()
-        self._policy = PolicyCheck(self._keyring, writing=False)
+        #: what this deserializer has done: records, values read, erased, denied, key lookups, errors (never values)
+        self.stats = SerdeStats("deserializer")
+        self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
             return None
-        check_framing(data)
-        subject = cached_subject(self, self._subjects, ctx, None)
-        if prefix_framed(data, ctx):
-            key: int | str = int.from_bytes(data[1:5], "big")
-            payload: Any = data[5:]
-            writer: Schema | None = None
-        else:
-            sid = SchemaId(_JSON)
+        try:  # one try for the whole record: a refused record is counted and logged (never with a value)
+            check_framing(data)
+            subject = cached_subject(self, self._subjects, ctx, None)
+            if prefix_framed(data, ctx):
+                key: int | str = int.from_bytes(data[1:5], "big")
+                payload: Any = data[5:]
+                writer: Schema | None = None
+            else:
+                sid = SchemaId(_JSON)
+                try:
+                    raw = self._schema_id_deserializer(data, ctx, sid)
+                except Exception as exc:
+                    raise malformed(exc, subject) from exc
+                payload = raw.read() if isinstance(raw, io.BytesIO) else raw
+                key = sid.id if sid.id is not None else str(sid.guid)
+                writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
+            if self._registry is None:
+                if self._schema is None:
+                    raise ConfigurationError("pass schema_str or a schema registry client")
+                key, writer = "local", self._schema
+            cached = self._plans.get(key) or self._plans.load(key, subject, writer)
+            if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
+                subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
             try:
-                raw = self._schema_id_deserializer(data, ctx, sid)
+                document = self._json_decode(payload)
             except Exception as exc:
                 raise malformed(exc, subject) from exc
-            payload = raw.read() if isinstance(raw, io.BytesIO) else raw
-            key = sid.id if sid.id is not None else str(sid.guid)
-            writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
-        if self._registry is None:
-            if self._schema is None:
-                raise ConfigurationError("pass schema_str or a schema registry client")
-            key, writer = "local", self._schema
-        cached = self._plans.get(key) or self._plans.load(key, subject, writer)
-        if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
-            subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
-        try:
-            document = self._json_decode(payload)
+            latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
+            migrating = (
+                latest is not None and cached.source is not None and has_migrations(cached.source, latest.schema)
+            )
+            # with migration rules the document arrives in the writer's shape, and the rules make the reader's
+            reader = cached.parsed if migrating else (self._reader_for(latest) or cached.parsed)
+            if self._validate:
+                try:  # what arrived: ciphertext in tagged properties
+                    _validate(reader, document, subject, MalformedRecordError)
+                except Exception as exc:
+                    raise malformed(exc, subject) from exc
+            self._policy(cached, self._opts.domain or subject, subject)
+            state = None
+            if not cached.runner.plan.is_empty:
+                domain = self._opts.domain or subject
+                if domain is None:
+                    raise ConfigurationError(
+                        "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
+                    )
+                document, state = decrypt_record(self, cached, document, subject, domain, ctx, None)
+            if ctx is not None and subject is not None:
+                if migrating:
+                    assert latest is not None and cached.source is not None
+                    document, _ = migrate(self, ctx, subject, cached.source, latest, document)
+                reader_raw = latest.schema if latest is not None else (self._schema or cached.source)
+                document = read_rules_json(self, ctx, subject, reader_raw, document)
+            if self._from_dict is not None:
+                document = self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         except Exception as exc:
-            raise malformed(exc, subject) from exc
-        latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
-        migrating = latest is not None and cached.source is not None and has_migrations(cached.source, latest.schema)
-        # with migration rules the document arrives in the writer's shape, and the rules make the reader's
-        reader = cached.parsed if migrating else (self._reader_for(latest) or cached.parsed)
-        if self._validate:
-            try:  # what arrived: ciphertext in tagged properties
-                _validate(reader, document, subject, MalformedRecordError)
-            except Exception as exc:
-                raise malformed(exc, subject) from exc
-        self._policy(cached, self._opts.domain or subject, subject)
-        if not cached.runner.plan.is_empty:
-            domain = self._opts.domain or subject
-            if domain is None:
-                raise ConfigurationError(
-                    "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
-                )
-            document = decrypt_record(self, cached, document, subject, domain, ctx, None)
-        if ctx is not None and subject is not None:
-            if migrating:
-                assert latest is not None and cached.source is not None
-                document, _ = migrate(self, ctx, subject, cached.source, latest, document)
-            reader_raw = latest.schema if latest is not None else (self._schema or cached.source)
-            document = read_rules_json(self, ctx, subject, reader_raw, document)
-        if self._from_dict is not None:
-            return self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
+            refused(self.stats, exc)
+            raise
+        self.stats._record(state)  # counted once the record is done: one lock per record
         return document
 
     def _reader_for(self, latest: Any) -> _Parsed | None:

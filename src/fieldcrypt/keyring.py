@@ -25,6 +25,7 @@ that fails authentication under the KEK that wrapped it is ``KeyCorruptedError``
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -33,11 +34,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fieldcrypt._crypto import DataKey, encrypted_keyset, new_data_key, rewrap_data_key, unwrap_data_key
 from fieldcrypt.clock import Clock, SystemClock
@@ -68,10 +69,24 @@ from fieldcrypt.keys.store import (
     redact_url,
 )
 
-__all__ = ["Keyring", "PersonShred", "RotationPolicy", "ShredReport"]
+__all__ = ["KeyMeter", "Keyring", "PersonShred", "RotationPolicy", "ShredReport"]
 
-log = logging.getLogger("fieldcrypt.keys")
+log = logging.getLogger("fieldcrypt.keys")  # the events are listed in docs/observability.md
 T = TypeVar("T")
+_perf = time.perf_counter
+#: the reasons the keyring itself gives for creating or rotating a key (logged; an admin's reason is not)
+_AUTOMATIC = frozenset({"first use", "max_age reached", "max_encryptions reached", "previous key shredded"})
+
+
+class KeyMeter(Protocol):
+    """Told about one caller's lookups and key-store calls (a serde's per-record state, or its ``SerdeStats``)."""
+
+    def key_miss(self) -> None:
+        """A lookup the cache could not answer: it goes to the key store."""
+
+    def key_store_call(self, seconds: float, failed: bool) -> None:
+        """One key-store or KEK call (one attempt) returned after ``seconds``; ``failed``: it was unavailable."""
+
 
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_TTL = 300.0
@@ -184,6 +199,7 @@ class Keyring:
         self._retry = _Retry(retries + 1, backoff, sleep)
         self._cache_size = cache_size
         self._new_caches()
+        self._meters = threading.local()  # the KeyMeter of the lookup this thread is in, if any (see metering)
         self._closed = False
         self._shred_log = Path(shred_log) if shred_log is not None else None
         if self._shred_log is not None and self._shred_log.exists():
@@ -228,15 +244,18 @@ class Keyring:
         return sum(cache.sweep() for cache in (self._by_id, self._active, self._erased, self._missing))
 
     # -- hot path -------------------------------------------------------------------------------------------------
-    def encryption_key(self, domain: str, person: str | None = None) -> DataKey:
-        """The active data key of (domain, person), with a leased budget: created on first use, rotated when due."""
+    def encryption_key(self, domain: str, person: str | None = None, meter: KeyMeter | None = None) -> DataKey:
+        """The active data key of (domain, person), with a leased budget: created on first use, rotated when due.
+        ``meter`` is told whether the lookup needed the key store, and how long each call took."""
         cached = self._active.get((domain, person))
         if cached is not None:
             return cached
-        with self._create_lock:
+        with self.metering(meter), self._create_lock:
             cached = self._active.get((domain, person), count=False)
             if cached is not None:
                 return cached
+            if meter is not None:
+                meter.key_miss()
             record = self._call(lambda: self.store.active(domain, person))
             if record is None:
                 key = self._create(domain, person, None, "create", "first use", lease=True)
@@ -247,12 +266,14 @@ class Keyring:
                 return self._lease_and_activate(key, record.created_at)
             return key if key.remaining() > 0 else self._lease_and_activate(key, None)
 
-    def renew(self, key: DataKey) -> DataKey:
+    def renew(self, key: DataKey, meter: KeyMeter | None = None) -> DataKey:
         """Called by the engine when a key's leased budget is spent: lease more, or move to the next key (rotated
         at the cap, or created anew when this one was shredded elsewhere)."""
-        with self._create_lock:
+        with self.metering(meter), self._create_lock:
             if key.remaining() > 0:
                 return key
+            if meter is not None:
+                meter.key_miss()
             self._active.discard((key.domain, key.person))
             return self._lease_and_activate(key, None)
 
@@ -286,11 +307,12 @@ class Keyring:
             key_id=key.key_id,
         )
 
-    def decryption_key(self, key_id: int) -> DataKey:
+    def decryption_key(self, key_id: int, meter: KeyMeter | None = None) -> DataKey:
         """The data key with this id. Raises ``KeyShreddedError`` if it was destroyed, ``KeyNotFoundError`` if the
         store never held it, ``AccessDeniedError`` if no configured KEK may unwrap it, ``KeyCorruptedError`` if its
         wrapped form fails authentication. The first three carry ``owner`` (domain, person) where known, so a
-        reader can tell a header re-pointed at another person's key (tampering) from an erasure."""
+        reader can tell a header re-pointed at another person's key (tampering) from an erasure. ``meter``: as for
+        :meth:`encryption_key`."""
         cached = self._by_id.get(key_id)
         if cached is not None:
             return cached
@@ -300,17 +322,32 @@ class Keyring:
         missing = self._missing.get(key_id)
         if missing is not None:
             raise missing()
+        if meter is None:
+            return self._load(key_id)
+        meter.key_miss()
+        with self.metering(meter):
+            return self._load(key_id)
+
+    def _load(self, key_id: int) -> DataKey:
+        """A key the caches do not answer for, from the store (and the KEK); the answer is cached, negative too."""
+        kid = format_key_id(key_id)
         record = self._call(lambda: self.store.get(key_id))
         if record is None:
             gone = self._call(lambda: self.store.shredded(key_id))
             if gone is not None:
                 self._erased.put(key_id, gone)
+                log.debug("data key %s was shredded: its values read as erased", kid, extra=_ev("key.erased", kid))
                 raise _shredded(gone)
 
             def unknown() -> DecryptionError:
                 return KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
 
             self._missing.put(key_id, unknown)
+            log.warning(
+                "data key %s is not in the key store (a value names a key this store never held)",
+                kid,
+                extra=_ev("key.not_found", kid),
+            )
             raise unknown()
         try:
             key = self._unwrap(record)
@@ -323,22 +360,80 @@ class Keyring:
                 return err
 
             self._missing.put(key_id, denied)
+            log.warning(
+                "no access to data key %s: no configured KEK can unwrap it (wrapped by %r)",
+                kid,
+                record.kek_uri,
+                extra=_ev("key.denied", kid, domain=record.domain, kek=record.kek_uri),
+            )
+            raise
+        except KeyCorruptedError:
+            log.error(
+                "data key %s fails authentication under the KEK that wrapped it: its key-store row is corrupt or "
+                "was tampered with",
+                kid,
+                extra=_ev("key.corrupted", kid, domain=record.domain),
+            )
             raise
         self._by_id.put(key_id, key)
+        log.debug("data key %s loaded from the key store", kid, extra=_ev("key.loaded", kid, domain=record.domain))
         return key
+
+    @contextlib.contextmanager
+    def metering(self, meter: KeyMeter | None) -> Iterator[None]:
+        """Within the block, this thread's key-store and KEK calls are reported to ``meter`` (None: to nobody new;
+        an enclosing block's meter keeps counting)."""
+        if meter is None:
+            yield
+            return
+        local = self._meters
+        outer = getattr(local, "meter", None)
+        local.meter = meter
+        try:
+            yield
+        finally:
+            local.meter = outer
 
     # -- internals ---------------------------------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run a key-store or KEK call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising."""
+        """Run a key-store or KEK call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising.
+        Each attempt is timed and reported to the thread's meter (see :meth:`metering`)."""
         delay = self._retry.backoff
-        for attempt in range(self._retry.attempts):
+        attempts = self._retry.attempts
+        meter: KeyMeter | None = getattr(self._meters, "meter", None)
+        for attempt in range(attempts):
+            start = _perf()
             try:
-                return fn()
-            except KeyStoreUnavailableError:
-                if attempt + 1 == self._retry.attempts:
+                result = fn()
+            except KeyStoreUnavailableError as exc:
+                if meter is not None:
+                    meter.key_store_call(_perf() - start, True)
+                if attempt + 1 == attempts:
+                    log.error(
+                        "key store or KEK unavailable after %d attempts: %s",
+                        attempts,
+                        exc.reason,
+                        extra=_ev("key_store.unavailable", exc.key_id, attempts=attempts, error=type(exc).__name__),
+                    )
                     raise
+                log.warning(
+                    "key store or KEK unavailable (attempt %d of %d), retrying in %.3f s: %s",
+                    attempt + 1,
+                    attempts,
+                    delay,
+                    exc.reason,
+                    extra=_ev("key_store.retry", exc.key_id, attempt=attempt + 1, attempts=attempts, delay=delay),
+                )
                 self._retry.sleep(delay)
                 delay *= 2
+            except BaseException:
+                if meter is not None:
+                    meter.key_store_call(_perf() - start, False)  # it answered (no access, corrupt, ...)
+                raise
+            else:
+                if meter is not None:
+                    meter.key_store_call(_perf() - start, False)
+                return result
         raise AssertionError("unreachable")
 
     def _expired(self, record: KeyRecord) -> bool:
@@ -380,7 +475,18 @@ class Keyring:
             )
         )
         if made and made[-1].key_id == record.key_id:
-            log.info("%s data key %s in domain %r (%s)", operation, format_key_id(record.key_id), domain, reason)
+            kid = format_key_id(record.key_id)
+            why = reason if reason in _AUTOMATIC else "requested"  # an admin's own words go to the audit log only
+            event = "key.created" if operation == "create" else "key.rotated"
+            log.info(
+                "new data key %s in domain %r%s (%s: %s)",
+                kid,
+                domain,
+                " for a data subject" if person is not None else "",
+                "created" if operation == "create" else "rotated",
+                why,
+                extra=_ev(event, kid, domain=domain, per_person=person is not None, reason=why),
+            )
             key = made[-1]
             if lease:
                 key.lease(charge)
@@ -481,7 +587,14 @@ class Keyring:
             if progress is not None:
                 progress(i + 1, len(records))
         audit = self._audit("rewrap", reason, detail=f"to {self.kek.uri}")
-        return self._call(lambda: self.store.update_wrapped(items, audit))
+        done = self._call(lambda: self.store.update_wrapped(items, audit))
+        log.info(
+            "%d data keys rewrapped under KEK %r",
+            done,
+            self.kek.uri,
+            extra=_ev("key.rewrapped", kek=self.kek.uri, keys=done),
+        )
+        return done
 
     def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
         """Destroy every key of a domain (all persons, all versions): its data is erased everywhere."""
@@ -527,7 +640,17 @@ class Keyring:
             shredlog.append(self._shred_log, destroyed)
         pending = not self.purge()
         report = self._report(target, domain, people, destroyed, dry_run=False, pending=pending)
-        log.info("shred %s", report)
+        log.info(
+            "shred %s",
+            str(report),  # the text names no person; the report object does (a handler may log args as they are)
+            extra=_ev(
+                "key.shredded",
+                domain=domain,
+                persons=len(people) if people is not None else None,
+                keys=len(destroyed),
+                pending=pending,
+            ),
+        )
         return report
 
     def _held(self, domain: str | None, people: list[str] | None) -> list[KeyRecord]:
@@ -570,7 +693,10 @@ class Keyring:
             if attempt + 1 < self._retry.attempts + 2:
                 self._retry.sleep(delay)
                 delay *= 2
-        log.warning("shred pending: the key store's write-ahead log is held by a reader; re-run the shred")
+        log.warning(
+            "shred pending: the key store's write-ahead log is held by a reader; re-run the shred",
+            extra=_ev("key.shred_pending"),
+        )
         return False
 
     def export_shred_log(self) -> list[ShredRecord]:
@@ -596,6 +722,11 @@ class Keyring:
             self._by_id.discard(key_id)
         self._active.clear()
         self.purge()
+        log.info(
+            "shred log re-applied: %d data keys destroyed again",
+            len(destroyed),
+            extra=_ev("key.restored", keys=len(destroyed)),
+        )
         return destroyed
 
     def audit(
@@ -637,6 +768,13 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
+
+
+def _ev(event: str, key_id: int | str | None = None, **fields: Any) -> dict[str, Any]:
+    """The ``extra`` of a log record: the event name and its fields (never a value, key material or person id)."""
+    if isinstance(key_id, int):
+        key_id = format_key_id(key_id)
+    return {"event": event, "key_id": key_id, **fields}
 
 
 def _names_own_key(kek: Kek, inner: bytes) -> bool:

@@ -66,7 +66,9 @@ class TtlCache(Generic[K, V]):
         """Drop every expired entry now, without waiting for a lookup; returns how many were dropped."""
         now = self._clock.now()
         with self._lock:
-            dead = [k for k, (until, _) in self._data.items() if until <= now]
+            # a copy taken in one C call: get() moves entries to the end without the lock, which would break a
+            # Python-level iteration ("OrderedDict mutated during iteration") and kill the sweeper thread
+            dead = [k for k, (until, _) in list(self._data.items()) if until <= now]
             for k in dead:
                 del self._data[k]
         return len(dead)
