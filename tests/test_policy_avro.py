@@ -85,6 +85,16 @@ def test_union_of_several_records_with_tags_is_enforced() -> None:
     assert leaves(schema) == ["A.s"]
 
 
+def test_a_union_directly_inside_a_union_is_refused() -> None:
+    inner = ["null", "string"]
+    # invalid Avro that fastavro parses and then writes or reads wrongly (found by test_tag_coverage, seed 544)
+    a = {"type": "record", "name": "A", "fields": [{"name": "s", "type": "string", "confluent:tags": ["PII"]}]}
+    schema = {"type": "record", "name": "R", "fields": [{"name": "u", "type": {"type": "map", "values": [inner, a]}}]}
+    with pytest.raises(PolicyError, match="union directly inside a union") as err:
+        leaves(schema)
+    assert err.value.field_path == "R.u[*]"
+
+
 def test_recursive_schema() -> None:
     schema = {
         "type": "record",

@@ -106,9 +106,10 @@ def named_types(schema: Any) -> dict[str, Any]:
     return found
 
 
-def compile_avro(schema: Any, rules: TagRules) -> FieldPlan:
-    """Compile a fastavro-parsed schema (``fastavro.parse_schema``) into a :class:`FieldPlan`."""
-    compiler = _Compiler(named_types(schema), rules.collector(), rules)
+def compile_avro(schema: Any, rules: TagRules, collector: TagCollector | None = None) -> FieldPlan:
+    """Compile a fastavro-parsed schema (``fastavro.parse_schema``) into a :class:`FieldPlan`. ``collector``: the
+    :class:`TagCollector` to read tags with (default: ``rules.collector()``)."""
+    compiler = _Compiler(named_types(schema), collector or rules.collector(), rules)
     root = compiler.node(schema, _root_path(schema), frozenset())
     subject = compiler.data_subject(schema)
     compiler.tags.finish()
@@ -166,9 +167,9 @@ class _Compiler:
         if isinstance(t, list):
             return self._union(t, path, inherited)
         own = self.tags.inline(t.get("confluent:tags", MISSING), path) if isinstance(t, dict) else frozenset()
-        if self.rules.data_subject in own:
+        tags = self.tags.applies(path, inherited | own, (t,))
+        if self.rules.data_subject in own & tags:
             self.type_subject.append(path)
-        tags = inherited | own
         encrypt = tags & self.rules.encrypt
         kind = t.get("type") if isinstance(t, dict) else t
         if isinstance(kind, (dict, list)):  # {"type": {"type": ...}}: a schema wrapped once more
@@ -210,6 +211,11 @@ class _Compiler:
 
     def _union(self, branches: list[Any], path: str, inherited: frozenset[str]) -> Node | None:
         resolved_all = [(b, self._resolve(b, path)) for b in branches]
+        for _, r in resolved_all:
+            if isinstance(r, list) or (isinstance(r, dict) and isinstance(r.get("type"), list)):
+                # Avro: "Unions may not immediately contain other unions" (a registry refuses the schema; fastavro
+                # parses it, then writes or reads the inner branches wrongly)
+                raise PolicyError("a union directly inside a union is not valid Avro", field_path=path or None)
         several = sum(1 for _, r in resolved_all if _kind(r) != "null") > 1
         compiled = []
         for b, resolved in resolved_all:
@@ -257,7 +263,7 @@ class _Compiler:
         steps = []
         for f in r["fields"]:
             full = f"{name}.{f['name']}"
-            tags = self.tags.field(full, f.get("confluent:tags", MISSING))
+            tags = self.tags.applies(full, self.tags.field(full, f.get("confluent:tags", MISSING)), ())
             self.field_tags[full] = tags
             if self.rules.data_subject in tags:
                 if tags & self.rules.encrypt:

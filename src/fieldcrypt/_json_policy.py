@@ -91,10 +91,13 @@ _STRING, _ARRAY_T, _OBJECT_T, _NULL = (frozenset({t}) for t in ("string", "array
 _LEGACY_DRAFTS = ("draft-03", "draft-04", "draft-06", "draft-07", "2019-09")
 
 
-def compile_json(schema: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor) -> FieldPlan:
+def compile_json(
+    schema: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor, collector: TagCollector | None = None
+) -> FieldPlan:
     """Compile a parsed JSON Schema into a :class:`FieldPlan`. ``resolve`` looks up ``$ref`` targets,
-    ``matcher(subschema)`` tells whether a value validates against a subschema (refs resolved from the root)."""
-    c = _Compiler(schema, rules, resolve, matcher)
+    ``matcher(subschema)`` tells whether a value validates against a subschema (refs resolved from the root);
+    ``collector``: the :class:`TagCollector` to read tags with (default: ``rules.collector()``)."""
+    c = _Compiler(schema, rules, resolve, matcher, collector)
     root = c.walk(schema, _At("$", "$", (), "#"), ())
     c.scan_unreferenced()
     c.tags.finish()
@@ -236,9 +239,11 @@ def _merge_records(a: RecordNode, b: RecordNode, path: str) -> RecordNode:
 
 
 class _Compiler:
-    def __init__(self, root: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor) -> None:
+    def __init__(
+        self, root: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor, collector: TagCollector | None = None
+    ) -> None:
         self.root, self.rules, self.resolve_ref, self.matcher = root, rules, resolve, matcher
-        self.tags: TagCollector = rules.collector()
+        self.tags: TagCollector = collector or rules.collector()
         self.decisive = rules.encrypt | {rules.data_subject}
         draft = root.get("$schema") if isinstance(root, dict) else None
         self.legacy = isinstance(draft, str) and any(d in draft for d in _LEGACY_DRAFTS)
@@ -308,6 +313,7 @@ class _Compiler:
             self.visited.add(id(m))
             if not (prop and m is schema):
                 tags |= self.tags.inline(m.get("confluent:tags", MISSING), ptr)
+        tags = set(self.tags.applies(at.path, frozenset(tags), tuple(m for m, _, _ in members)))
         types = _meet(own_types, inh.types)
         encrypt, subject = tags & self.rules.encrypt, self.rules.data_subject in tags
         choices = any("oneOf" in m or "anyOf" in m for m, _, _ in members)

@@ -326,6 +326,12 @@ class TagCollector:
             self.decisions.append((location, tag, decision))
         return tags
 
+    def applies(self, path: str, tags: frozenset[str], schemas: tuple[Any, ...]) -> frozenset[str]:
+        """The tags that apply to the value at ``path`` (``schemas``: its schema objects). The compilers pass every
+        value position they visit through here and use what it returns; this returns ``tags`` as they are (schema
+        lint's collector, ``fieldcrypt.lint``, records the positions)."""
+        return tags
+
     def finish(self) -> None:
         unmatched = [p for p, _ in self.rules.metadata_tags if p not in self._matched]
         if unmatched:

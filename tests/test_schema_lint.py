@@ -1,0 +1,861 @@
+"""``fieldcrypt schema lint``: per field path the serializer's own verdict (the same refusals with the same reasons,
+the same encrypted paths), hints for personal data in clear, tags removed against a previous version (file, git
+revision, registered version), exit codes for CI and pre-commit, the --json shape, and nothing of the schema's
+values in any output."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka.schema_registry import Metadata, MetadataTags, Schema, SchemaRegistryClient
+from conftest import ROOT, SCHEMAS, avsc
+from tag_schemas import CONF as GENERATED_CONF
+from tag_schemas import avro as generated_avro
+from tag_schemas import json_schema as generated_json
+
+from fieldcrypt import Keyring, PolicyError
+from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.cli import main
+from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.json_schema import JSONSerializer
+from fieldcrypt.lint import (
+    FORMAT_HINTS,
+    NAME_HINTS,
+    QUALIFIERS,
+    Hint,
+    hint_for,
+    lint_schema,
+    normalize_name,
+    removed_tags,
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("FIELDCRYPT_CONFIG", "FIELDCRYPT_SCHEMA_REGISTRY", "FIELDCRYPT_REGISTRY_USER_INFO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["schema", "lint", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def lint_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]]]:
+    code, out, _ = run(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+def write(tmp_path: Path, name: str, schema: Any) -> str:
+    path = tmp_path / name
+    path.write_text(schema if isinstance(schema, str) else json.dumps(schema), encoding="utf-8")
+    return str(path)
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, str]:
+    return {r["path"]: r["verdict"] for r in report["rows"]}
+
+
+def kinds(report: dict[str, Any]) -> list[str]:
+    return [f["kind"] for f in report["findings"]]
+
+
+ACCOUNT_AVRO = {
+    "type": "record",
+    "name": "Account",
+    "namespace": "acme",
+    "fields": [
+        {"name": "accountId", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        {"name": "email", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "nickname", "type": ["null", "string"], "default": None, "confluent:tags": ["PUBLIC"]},
+        {"name": "aliases", "type": {"type": "array", "items": "string"}, "confluent:tags": ["PII"]},
+        {"name": "notes", "type": {"type": "map", "values": {"type": "string", "confluent:tags": ["PII"]}}},
+        {
+            "name": "home",
+            "type": {
+                "type": "record",
+                "name": "Address",
+                "fields": [
+                    {"name": "street", "type": "string", "confluent:tags": ["PII"]},
+                    {"name": "city", "type": "string", "confluent:tags": ["PUBLIC"]},
+                ],
+            },
+        },
+        {
+            "name": "event",
+            "type": [
+                {
+                    "type": "record",
+                    "name": "Login",
+                    "fields": [{"name": "ip", "type": "string", "confluent:tags": ["PII"]}],
+                },
+                {"type": "record", "name": "Logout", "fields": [{"name": "reason", "type": "string"}]},
+            ],
+        },
+        {"name": "photo", "type": ["null", "bytes"], "default": None, "confluent:tags": ["PII"]},
+        {"name": "age", "type": "int"},
+    ],
+}
+
+ACCOUNT_JSON = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Account",
+    "type": "object",
+    "properties": {
+        "accountId": {"type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        "email": {"$ref": "#/$defs/Email"},
+        "phones": {"type": "array", "items": {"type": "string"}, "confluent:tags": ["PII"]},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}, "confluent:tags": ["PII"]},
+        "ssn": {"oneOf": [{"type": "null"}, {"type": "string"}], "confluent:tags": ["PII"]},
+        "both": {"allOf": [{"type": "string"}, {"confluent:tags": ["PII"]}]},
+        "extra": {"type": "object", "patternProperties": {"^x-": {"type": "string", "confluent:tags": ["PII"]}}},
+        "nickname": {"type": "string", "confluent:tags": ["PUBLIC"]},
+        "blob": {"type": "string", "contentEncoding": "base64", "confluent:tags": ["PII"]},
+        "age": {"type": "integer"},
+    },
+    "$defs": {"Email": {"type": "string", "format": "email", "confluent:tags": ["PII"]}},
+}
+
+
+# -- verdicts ------------------------------------------------------------------------------------------------------
+
+
+def test_avro_verdicts_per_path_nested_arrays_maps_unions(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "account.avsc", ACCOUNT_AVRO)
+    code, [report] = lint_json(capsys, path, "--plaintext-tag", "PUBLIC", "--tag-domain", "PII=customers")
+    assert code == 0 and report["schema_type"] == "AVRO" and report["findings"] == []
+    assert verdicts(report) == {
+        "acme.Account.accountId": "data-subject",
+        "acme.Account.email": "encrypted",
+        "acme.Account.nickname": "plaintext (declared)",
+        "acme.Account.aliases[]": "encrypted",
+        "acme.Account.notes[*]": "encrypted",
+        "acme.Address.street": "encrypted",
+        "acme.Address.city": "plaintext (declared)",
+        "acme.Login.ip": "encrypted",
+        "acme.Logout.reason": "clear",
+        "acme.Account.photo": "encrypted",
+        "acme.Account.age": "clear",
+    }
+    rows = {r["path"]: r for r in report["rows"]}
+    assert rows["acme.Account.email"]["domain"] == "customers" and rows["acme.Account.email"]["tags"] == ["PII"]
+    assert rows["acme.Account.photo"]["type"] == "bytes" and rows["acme.Account.age"]["type"] == "int"
+    # declared plaintext keeps its hint (shown), but is not a finding
+    assert rows["acme.Account.nickname"]["hint"] == "pii-hint:name" and rows["acme.Address.city"]["hint"]
+
+
+def test_json_schema_verdicts_ref_items_maps_oneof_allof_patterns(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "account.schema.json", ACCOUNT_JSON)
+    code, [report] = lint_json(capsys, path, "--plaintext-tag", "PUBLIC")
+    assert code == 0 and report["schema_type"] == "JSON" and report["findings"] == []
+    assert verdicts(report) == {
+        "$.accountId": "data-subject",
+        "$.email": "encrypted",
+        "$.phones[]": "encrypted",
+        "$.labels[*]": "encrypted",
+        "$.ssn": "encrypted",
+        "$.both": "encrypted",
+        "$.extra[*]": "encrypted",
+        "$.nickname": "plaintext (declared)",
+        "$.blob": "encrypted",
+        "$.age": "clear",
+    }
+    rows = {r["path"]: r for r in report["rows"]}
+    assert rows["$.email"]["type"] == "string (email)" and rows["$.ssn"]["type"] == "string|null"
+    assert rows["$.blob"]["type"] == "string (base64)" and rows["$.email"]["domain"] is None
+
+
+def test_every_refusal_in_one_run_the_first_being_the_serializers(registry, keyring: Keyring, tmp_path, capsys) -> None:
+    schema = {
+        "type": "record",
+        "name": "Bad",
+        "namespace": "t",
+        "fields": [
+            {"name": "age", "type": "int", "confluent:tags": ["PII"]},
+            {"name": "email", "type": "string", "confluent:tags": ["PII"]},
+            {"name": "note", "type": "string", "confluent:tags": ["INTERNAL"]},
+            {
+                "name": "addr",
+                "type": {"type": "record", "name": "Addr", "fields": [{"name": "line", "type": "string"}]},
+                "confluent:tags": ["PII"],
+            },
+            {"name": "id", "type": {"type": "string", "logicalType": "uuid"}, "confluent:tags": ["PII"]},
+            {"name": "scores", "type": {"type": "map", "values": "int"}, "confluent:tags": ["PII"]},
+            {"name": "either", "type": ["string", "int"], "confluent:tags": ["PII"]},
+            {"name": "who", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+            {"name": "who2", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        ],
+    }
+    with pytest.raises(PolicyError) as raised:
+        AvroSerializer(registry, json.dumps(schema), keyring=keyring)
+    code, [report] = lint_json(capsys, write(tmp_path, "bad.avsc", schema))
+    assert code == 7
+    refused = [f for f in report["findings"] if f["kind"] == "refused"]
+    assert (refused[0]["location"], refused[0]["reason"]) == (raised.value.field_path, raised.value.reason)
+    assert [f["path"] for f in refused] == [
+        "t.Bad.age",
+        "t.Bad.note",
+        "t.Bad.addr",
+        "t.Bad.id",
+        "t.Bad.scores[*]",
+        "t.Bad.either<int>",
+        "t.Bad.who",
+        "t.Bad.who2",
+    ]
+    assert "INTERNAL" in refused[1]["reason"] and "does not decide" in refused[1]["reason"]
+    v = verdicts(report)
+    assert v["t.Bad.email"] == "encrypted" and v["t.Bad.either<string>"] == "encrypted"
+    assert v["t.Bad.addr"] == "refused" and v["t.Addr.line"] == "clear"
+
+
+def test_json_refusals_under_keywords_and_on_definitions(registry, keyring: Keyring, tmp_path, capsys) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "not": {"confluent:tags": ["PII"]}},
+            "b": {"type": "integer", "confluent:tags": ["PII"]},
+            "c": {"$ref": "#/$defs/Other"},
+            "d": {"type": "string", "maxLength": 5, "confluent:tags": ["PII"]},
+            "e": {"type": "string", "confluent:tags": ["PII"]},
+        },
+        "$defs": {
+            "Other": {"type": "string", "confluent:tags": ["SECRET"]},
+            "Unused": {"type": "string", "confluent:tags": ["NOPE"]},
+        },
+    }
+    with pytest.raises(PolicyError) as raised:
+        JSONSerializer(json.dumps(schema), registry, keyring=keyring)
+    code, [report] = lint_json(capsys, write(tmp_path, "bad.schema.json", schema))
+    refused = [f for f in report["findings"] if f["kind"] == "refused"]
+    assert code == 7
+    assert (refused[0]["location"], refused[0]["reason"]) == (raised.value.field_path, raised.value.reason)
+    by_path = {f["path"]: f for f in refused}
+    assert set(by_path) == {"$.a", "$.b", "$.c", "$.d", "#/$defs/Unused"}
+    # a tag on a definition: reported at the values that use it, naming where the tag is
+    assert by_path["$.c"]["location"] == "#/$defs/Other" and "(tagged at #/$defs/Other)" in by_path["$.c"]["message"]
+    assert "maxLength" in by_path["$.d"]["reason"] and verdicts(report)["$.e"] == "encrypted"
+
+
+# -- lint's verdict is the serializer's ---------------------------------------------------------------------------
+
+
+def _serializer_verdict(kind: str, schema: Schema, conf: dict[str, Any], keyring: Keyring) -> Any:
+    """The real serializer's verdict: the PolicyError it raises (field_path, reason), or the paths it encrypts."""
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    try:
+        if kind == "AVRO":
+            ser: Any = AvroSerializer(registry, schema, conf=conf, keyring=keyring)
+        else:
+            ser = JSONSerializer(schema, registry, conf=conf, keyring=keyring)
+    except PolicyError as exc:
+        return (exc.field_path, exc.reason)
+    except Exception:  # cannot parse it: lint says invalid
+        return "invalid"
+    plan = ser._plans.compile(ser._schema)  # what its constructor compiled and checked
+    return {leaf.path for leaf in plan.leaves}
+
+
+def _assert_same(kind: str, schema: Schema, conf: dict[str, Any], keyring: Keyring) -> None:
+    expected = _serializer_verdict(kind, schema, conf, keyring)
+    report = lint_schema(schema, kind, conf)
+    refused = [f for f in report.findings if f.kind == "refused"]
+    if expected == "invalid":
+        assert [f.kind for f in report.findings] == ["invalid"] and report.rows == []
+    elif isinstance(expected, tuple):
+        assert refused, f"the serializer refuses ({expected}), lint does not"
+        assert (refused[0].location, refused[0].reason) == expected
+        assert report.refused
+    else:
+        assert refused == [] and not [f for f in report.findings if f.kind == "invalid"]
+        assert set(report.encrypted) == expected
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_generated_avro_schemas_lint_as_the_serializer_decides(seed: int, keyring: Keyring) -> None:
+    g = generated_avro(seed)
+    meta = _meta(dict(g.metadata)) if g.metadata else None
+    _assert_same("AVRO", Schema(json.dumps(g.schema), "AVRO", metadata=meta), GENERATED_CONF, keyring)
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_generated_json_schemas_lint_as_the_serializer_decides(seed: int, keyring: Keyring) -> None:
+    g = generated_json(seed)
+    _assert_same("JSON", Schema(json.dumps(g.schema), "JSON"), GENERATED_CONF, keyring)
+
+
+CASES: list[tuple[str, Any, dict[str, Any]]] = [
+    ("AVRO", {"type": "record", "name": "R", "fields": [{"name": "a", "type": "long", "confluent:tags": ["PII"]}]}, {}),
+    ("AVRO", {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "confluent:tags": "PII"}]}, {}),
+    ("AVRO", {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "confluent:tags": ["X"]}]}, {}),
+    (
+        "AVRO",
+        {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "confluent:tags": ["pii"]}]},
+        {"fieldcrypt.tags": ["PII"]},
+    ),
+    (
+        "AVRO",
+        {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string", "confluent:tags": ["SECRET"]}]},
+        {"fieldcrypt.tags": ["SECRET"], "fieldcrypt.tag.domains": {"SECRET": "vault"}},
+    ),
+    (
+        "AVRO",
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A"]}, "confluent:tags": ["PII"]}
+            ],
+        },
+        {},
+    ),
+    (
+        "AVRO",
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [{"name": "u", "type": ["string", {"type": "enum", "name": "E", "symbols": ["A"]}]}],
+            "confluent:tags": [],
+        },
+        {},
+    ),
+    ("AVRO", ["null", {"type": "string", "confluent:tags": ["PII"]}], {}),
+    ("AVRO", {"type": "string", "confluent:tags": ["PII"]}, {}),
+    (
+        "AVRO",
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [{"name": "k", "type": "int", "confluent:tags": ["DATA_SUBJECT_ID"]}],
+        },
+        {},
+    ),
+    ("JSON", {"type": "object", "properties": {"a": {"type": "boolean", "confluent:tags": ["PII"]}}}, {}),
+    ("JSON", {"type": "object", "properties": {"a": {"type": "string", "enum": ["x"], "confluent:tags": ["PII"]}}}, {}),
+    ("JSON", {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, {}),
+    ("JSON", {"type": "object", "properties": {"a": {"type": "string"}}, "x-tags": {"confluent:tags": ["PII"]}}, {}),
+    ("JSON", {"type": "object", "patternProperties": {"(": {"type": "string"}}}, {}),
+    ("JSON", {"type": "array", "items": {"type": "string", "confluent:tags": ["PII"]}}, {}),
+    (
+        "JSON",
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string", "contentEncoding": "base32", "confluent:tags": ["PII"]}},
+        },
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "schema", "conf"), CASES, ids=lambda v: json.dumps(v)[:60] if v else "{}")
+def test_handwritten_schemas_lint_as_the_serializer_decides(kind, schema, conf, keyring: Keyring) -> None:
+    _assert_same(kind, Schema(json.dumps(schema), kind), conf, keyring)
+
+
+def _meta(tags: dict[str, tuple[str, ...]]) -> Metadata:
+    return Metadata(tags=MetadataTags(tags), properties=None, sensitive=None)
+
+
+def test_metadata_tags_lint_as_registered(keyring: Keyring) -> None:
+    text = json.dumps(avsc("customer_event.avsc"))
+    schema = Schema(text, "AVRO", metadata=_meta({"**.country": ("PII",), "CustomerEvent.currency": ("PUBLIC",)}))
+    conf = {"fieldcrypt.plaintext.tags": ["PUBLIC"]}
+    _assert_same("AVRO", schema, conf, keyring)
+    v = {r.path: r.verdict for r in lint_schema(schema, conf=conf).rows}
+    assert v["example.shop.CustomerEvent.country"] == "encrypted"
+    assert v["example.shop.CustomerEvent.currency"] == "plaintext (declared)"
+    nowhere = Schema(text, "AVRO", metadata=_meta({"CustomerEvent.Email": ("PII",)}))
+    _assert_same("AVRO", nowhere, {}, keyring)
+    report = lint_schema(nowhere)
+    assert [f.path for f in report.findings] == [None] and "match no field" in report.findings[0].message
+    assert len(report.encrypted) == 3  # still compiled past the unmatched pattern
+
+
+# -- the registry ----------------------------------------------------------------------------------------------------
+
+
+def _register(http_registry: Any, subject: str, *schemas: Schema) -> None:
+    client = SchemaRegistryClient({"url": http_registry.url})
+    for s in schemas:
+        client.register_schema(subject, s)
+
+
+def test_a_subject_with_metadata_tags_against_its_previous_version(http_registry, capsys) -> None:
+    subject = f"lint-{uuid.uuid4().hex[:8]}-value"
+    v1 = avsc("customer_event.avsc")
+    v2 = json.loads(json.dumps(v1))
+    v2["fields"][1].pop("confluent:tags")  # email: PII removed
+    v2["fields"][3].pop("confluent:tags")  # fullName: now through metadata.tags
+    v2["fields"].pop(2)  # ssn: gone, which is no tag removal
+    meta = _meta({"CustomerEvent.fullName": ("PII",)})
+    _register(http_registry, subject, Schema(json.dumps(v1), "AVRO"), Schema(json.dumps(v2), "AVRO", metadata=meta))
+    reg = ["--schema-registry", http_registry.url]
+    code, [report] = lint_json(capsys, "--subject", subject, *reg)
+    assert code == 7 and report["version"] == 2 and report["subject"] == subject and report["schema_id"]
+    assert report["previous"] == f"{subject} version 1"
+    v = verdicts(report)
+    assert v["example.shop.CustomerEvent.fullName"] == "encrypted" and v["example.shop.CustomerEvent.email"] == "clear"
+    assert {r["path"]: r["domain"] for r in report["rows"]}["example.shop.CustomerEvent.fullName"] == subject
+    removed = [f for f in report["findings"] if f["kind"] == "removed"]
+    assert [f["path"] for f in removed] == ["example.shop.CustomerEvent.email"]
+    assert kinds(report) == ["hint", "removed"]
+    code, [report] = lint_json(capsys, "--subject", subject, "--version", "1", *reg)
+    assert code == 0 and report["previous"] is None and len(report["rows"]) == 9
+    code, [report] = lint_json(capsys, "--subject", subject, "--previous-version", "1", "--fail-on", "removed", *reg)
+    assert code == 7 and kinds(report) == ["hint", "removed"]
+    code, [report] = lint_json(capsys, "--subject", subject, "--fail-on", "refused", *reg)
+    assert code == 0
+
+
+def test_a_json_subject_and_registry_errors(http_registry, capsys) -> None:
+    subject = f"lint-{uuid.uuid4().hex[:8]}-value"
+    _register(http_registry, subject, Schema((SCHEMAS / "customer_event.schema.json").read_text(), "JSON"))
+    reg = ["--schema-registry", http_registry.url]
+    code, [report] = lint_json(capsys, "--subject", subject, *reg)
+    assert code == 0 and report["schema_type"] == "JSON" and verdicts(report)["$.email"] == "encrypted"
+    code, out, _ = run(capsys, "--subject", "no-such-subject", *reg, "--json")
+    assert code == 5 and json.loads(out)["error"]["exit_code"] == 5
+    code, _, err = run(capsys, "--subject", subject, "--version", "9", *reg)
+    assert code == 5 and "version 9" in err
+    code, _, err = run(capsys, "--subject", subject, "--previous-version", "9", *reg)
+    assert code == 5
+    closed = ["--schema-registry", "http://127.0.0.1:9", "--registry-conf", "max.retries=0", "--timeout", "2"]
+    code, _, err = run(capsys, "--subject", subject, *closed)
+    assert code == 4 and "did not answer" in err
+    code, _, err = run(capsys, "--subject", subject)
+    assert code == 3 and "no schema registry" in err
+
+
+# -- hints -----------------------------------------------------------------------------------------------------------
+
+HINTED = [
+    ("email", "", "email"),
+    ("customerEmail", "", "email"),
+    ("e_mail", "", "email"),
+    ("EMAIL_ADDRESS", "", "email"),
+    ("phoneNumber", "", "phone"),
+    ("mobile", "", "phone"),
+    ("msisdn", "", "phone"),
+    ("firstName", "", "name"),
+    ("last_name", "", "name"),
+    ("surname", "", "name"),
+    ("cardholderName", "", "name"),
+    ("name", "Customer", "name"),
+    ("name", "UserProfile", "name"),
+    ("streetAddress", "", "address"),
+    ("postalCode", "", "address"),
+    ("zip", "", "address"),
+    ("city", "", "address"),
+    ("addressLine2", "", "address"),
+    ("dateOfBirth", "", "birth_date"),
+    ("DOB", "", "birth_date"),
+    ("birthday", "", "birth_date"),
+    ("ssn", "", "national_id"),
+    ("socialSecurityNumber", "", "national_id"),
+    ("nino", "", "national_id"),
+    ("passportNo", "", "national_id"),
+    ("taxId", "", "national_id"),
+    ("national_id", "", "national_id"),
+    ("personnummer", "", "national_id"),
+    ("driversLicenseNumber", "", "national_id"),
+    ("IBAN", "", "bank_account"),
+    ("bankAccountNumber", "", "bank_account"),
+    ("creditCardNumber", "", "payment_card"),
+    ("pan", "", "payment_card"),
+    ("cvv2", "", "payment_card"),
+    ("ipAddress", "", "ip_address"),
+    ("clientIp", "", "ip_address"),
+    ("IPv6Address", "", "ip_address"),
+    ("remoteAddr", "", "ip_address"),
+]
+
+NOT_HINTED = [
+    ("hostname", ""),
+    ("fileName", ""),
+    ("username", ""),
+    ("user_name", ""),
+    ("productName", ""),
+    ("displayName", ""),
+    ("companyName", ""),
+    ("bankName", ""),
+    ("name", "Product"),
+    ("name", "CustomerSegment"),
+    ("name", "Topic"),
+    ("emailVerified", ""),
+    ("emailTemplateId", ""),
+    ("email_status", ""),
+    ("phoneType", ""),
+    ("phoneCountryCode", ""),
+    ("ip_version", ""),
+    ("addressId", ""),
+    ("macAddress", ""),
+    ("serverAddress", ""),
+    ("brokerAddress", ""),
+    ("cardType", ""),
+    ("cardLast4", ""),
+    ("mobileOs", ""),
+    ("customerId", ""),
+    ("country", ""),
+    ("currency", ""),
+    ("loyaltyTier", ""),
+    ("namespace", ""),
+]
+
+
+@pytest.mark.parametrize(("name", "context", "category"), HINTED)
+def test_names_that_look_like_personal_data(name: str, context: str, category: str) -> None:
+    assert hint_for(name, context) == category
+
+
+@pytest.mark.parametrize(("name", "context"), NOT_HINTED)
+def test_names_that_do_not(name: str, context: str) -> None:
+    assert hint_for(name, context) is None
+
+
+def test_name_normalization() -> None:
+    assert normalize_name("customerEmailAddress") == "customer email address"
+    words = "customer email address"
+    assert normalize_name("CUSTOMER-EMAIL_ADDRESS") == normalize_name("customer.email address") == words
+    assert normalize_name("IPv4Address") == "ipv 4 address" and normalize_name("HTTPServerName") == "http server name"
+    assert normalize_name("addressLine1") == "address line 1"
+
+
+def test_hints_in_schemas_only_where_a_tag_could_be_enforced(tmp_path: Path, capsys) -> None:
+    avro = {
+        "type": "record",
+        "name": "Customer",
+        "fields": [
+            {"name": "name", "type": "string"},
+            {"name": "email", "type": ["null", "string"], "default": None},
+            {"name": "emailVerified", "type": "boolean"},  # not data
+            {"name": "phone", "type": "long"},  # personal, but no tag could encrypt a long
+            {"name": "born", "type": {"type": "int", "logicalType": "date"}},
+            {
+                "name": "home",
+                "type": {"type": "record", "name": "Address", "fields": [{"name": "street", "type": "string"}]},
+            },
+        ],
+    }
+    code, [report] = lint_json(capsys, write(tmp_path, "c.avsc", avro))
+    hints = {r["path"]: r["hint"] for r in report["rows"] if r["hint"]}
+    assert code == 7 and hints == {
+        "Customer.name": "pii-hint:name",
+        "Customer.email": "pii-hint:email",
+        "Address.street": "pii-hint:address",
+    }
+    assert kinds(report) == ["hint"] * 3 and "tag it PII" in report["findings"][0]["message"]
+    js = {
+        "title": "Signup",
+        "type": "object",
+        "properties": {
+            "contact": {"type": "string", "format": "email"},  # by format
+            "origin": {"type": "string", "format": "ipv4"},
+            "startDate": {"type": "string", "format": "date"},  # a date is not personal by itself
+            "people": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+            "name": {"type": "string"},  # the name of a signup form, not of a person
+        },
+    }
+    code, [report] = lint_json(capsys, write(tmp_path, "s.schema.json", js))
+    assert {r["path"]: r["hint"] for r in report["rows"] if r["hint"]} == {
+        "$.contact": "pii-hint:email",
+        "$.origin": "pii-hint:ip_address",
+        "$.people[].name": "pii-hint:name",
+    }
+    assert FORMAT_HINTS["idn-email"] == "email" and "date" not in FORMAT_HINTS
+
+
+def test_hints_are_extensible(tmp_path: Path, capsys) -> None:
+    schema = {
+        "type": "record",
+        "name": "Staff",
+        "fields": [{"name": "employeeNumber", "type": "string"}, {"name": "city", "type": "string"}],
+    }
+    path = write(tmp_path, "staff.avsc", schema)
+    code, [report] = lint_json(capsys, path)
+    assert code == 7 and [r["hint"] for r in report["rows"]] == [None, "pii-hint:address"]
+    code, [report] = lint_json(capsys, path, "--hint", r"employee_id=\bemployee (id|no|number)\b")
+    assert [r["hint"] for r in report["rows"]] == ["pii-hint:employee_id", "pii-hint:address"]
+    hint_file = tmp_path / "hints.txt"
+    hint_file.write_text("# our own\n\nemployee_id = \\bemployee number\\b\n", encoding="utf-8")
+    code, [report] = lint_json(capsys, path, "--hint-names", str(hint_file), "--no-default-hints")
+    assert code == 7 and [r["hint"] for r in report["rows"]] == ["pii-hint:employee_id", None]
+    code, [report] = lint_json(capsys, path, "--ignore-hint", "**.city")
+    assert code == 0 and report["findings"] == []
+    code, [report] = lint_json(capsys, path, "--ignore-hint", "Staff.city", "--plaintext-tag", "PUBLIC")
+    assert code == 0
+    assert run(capsys, path, "--hint", "bad=(")[0] == 3
+    assert run(capsys, path, "--hint", "no-regex")[0] == 3
+    assert run(capsys, path, "--hint", "two words=x")[0] == 3
+    hint_file.write_text("employee_id\n", encoding="utf-8")
+    assert run(capsys, path, "--hint-names", str(hint_file))[0] == 3
+    assert run(capsys, path, "--hint-names", str(tmp_path / "missing.txt"))[0] == 3
+    assert run(capsys, path, "--no-default-hints")[0] == 2
+    # the Python API: own hints first, with a context
+    hints = (Hint("employee_id", r"\bemployee number\b"), Hint("name", r"^alias$", within=r"\bagent$"), *NAME_HINTS)
+    report_api = lint_schema(json.dumps(schema), "AVRO", hints=hints)
+    assert [r.hint for r in report_api.rows] == ["employee_id", "address"]
+    assert hint_for("alias", "SecretAgent", hints=hints) == "name" and hint_for("alias", "Product", hints=hints) is None
+    with pytest.raises(ConfigurationError):
+        Hint("x", "(")
+
+
+def test_declared_plaintext_is_the_way_to_keep_a_personal_field_in_clear(tmp_path: Path, capsys) -> None:
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "city", "type": "string", "confluent:tags": ["PUBLIC"]}],
+    }
+    path = write(tmp_path, "r.avsc", schema)
+    code, [report] = lint_json(capsys, path, "--plaintext-tag", "PUBLIC")
+    assert code == 0 and report["rows"][0]["verdict"] == "plaintext (declared)" and report["rows"][0]["hint"]
+    code, [report] = lint_json(capsys, path)  # PUBLIC not configured: the serializer refuses the schema too
+    assert code == 7 and kinds(report) == ["refused"]
+
+
+# -- tags removed ----------------------------------------------------------------------------------------------------
+
+
+def test_tags_removed_against_a_previous_file(tmp_path: Path, capsys) -> None:
+    before = avsc("customer_event.avsc")
+    after = json.loads(json.dumps(before))
+    fields = {f["name"]: f for f in after["fields"]}
+    fields["email"]["confluent:tags"] = ["PUBLIC"]  # encrypted -> declared plaintext: removed
+    fields["customerId"].pop("confluent:tags")  # the data-subject id -> clear: removed
+    after["fields"] = [f for f in after["fields"] if f["name"] != "ssn"]  # gone: not a removal
+    fields["country"]["confluent:tags"] = ["PII"]  # added: fine
+    old, new = write(tmp_path, "old.avsc", before), write(tmp_path, "new.avsc", after)
+    code, [report] = lint_json(capsys, new, "--previous", old, "--plaintext-tag", "PUBLIC")
+    removed = [f for f in report["findings"] if f["kind"] == "removed"]
+    assert code == 7 and report["previous"] == old
+    assert [f["path"] for f in removed] == ["example.shop.CustomerEvent.customerId", "example.shop.CustomerEvent.email"]
+    assert "the data-subject id" in removed[0]["message"] and "plaintext (declared)" in removed[1]["message"]
+    code, [report] = lint_json(capsys, new, "--previous", old, "--plaintext-tag", "PUBLIC", "--fail-on", "refused")
+    assert code == 0
+    code, [report] = lint_json(capsys, old, "--previous", old)
+    assert code == 0 and report["findings"] == []
+    # the API
+    assert [f.path for f in removed_tags(lint_schema(json.dumps(before)), lint_schema(json.dumps(before)))] == []
+    broken = write(tmp_path, "broken.avsc", "{")
+    code, [report] = lint_json(capsys, old, "--previous", broken)
+    assert code == 7 and kinds(report) == ["invalid"] and "previous version" in report["findings"][0]["message"]
+
+
+def _git(repo: Path, *argv: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t", *argv],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_tags_removed_against_a_git_revision(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "repo"
+    (repo / "schemas").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    schema = avsc("customer_event.avsc")
+    path = write(repo / "schemas", "customer.avsc", schema)
+    code, [report] = lint_json(capsys, path, "--previous-rev", "HEAD")  # no commit yet: nothing to compare
+    assert code == 0 and report["previous"] is None
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    schema["fields"][1].pop("confluent:tags")
+    write(repo / "schemas", "customer.avsc", schema)
+    new = write(repo / "schemas", "new.avsc", avsc("order.avsc"))
+    code, reports = lint_json(capsys, path, new, "--previous-rev", "HEAD", "--fail-on", "removed")
+    assert code == 7 and reports[0]["previous"] == f"{path}@HEAD" and reports[1]["previous"] is None
+    assert [f["path"] for f in reports[0]["findings"] if f["kind"] == "removed"] == ["example.shop.CustomerEvent.email"]
+    assert run(capsys, path, "--previous-rev", "no-such-branch")[0] == 5
+    assert run(capsys, path, "--previous-rev", "--help")[0] == 2
+    assert run(capsys, str(SCHEMAS / "order.avsc"), "--previous-rev", "HEAD", "--fail-on", "removed")[0] == 0
+
+
+# -- exit codes, inputs, output --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        ([], 2),
+        (["--fail-on", "hint"], 2),
+        (["FILE", "--fail-on", ""], 2),
+        (["FILE", "--version", "2"], 2),
+        (["FILE", "FILE", "--previous", "FILE"], 2),
+        (["FILE", "--previous", "FILE", "--previous-rev", "HEAD"], 2),
+        (["--subject", " "], 2),
+        (["--subject", "s", "--version", "0"], 2),
+        (["FILE", "--tag", "PII,"], 2),
+        (["FILE", "--tag-domain", "PII"], 2),
+        (["FILE", "--plaintext-tag", "PII"], 3),
+        (["FILE", "--tag-domain", "PUBLIC=x"], 3),
+        (["FILE", "--data-subject-tag", "PII"], 3),
+        (["MISSING"], 5),
+        (["FILE", "--previous", "MISSING"], 5),
+        (["FILE"], 0),
+        (["FILE", "--tag", "PII", "--tag", "SECRET"], 0),
+        (["FILE", "--tag", "pii"], 7),  # the schema's PII is then decided by nobody: refused, as by the serializer
+        (["FILE", "--tag", "pii", "--fail-on", "hints,removed"], 0),
+        (["FILE", "--tag", "pii", "--fail-on", "none"], 0),
+    ],
+)
+def test_exit_codes(tmp_path: Path, capsys, argv: list[str], code: int) -> None:
+    path = str(SCHEMAS / "customer_event.avsc")
+    argv = [path if a == "FILE" else str(tmp_path / "missing.avsc") if a == "MISSING" else a for a in argv]
+    got, out, err = run(capsys, *argv)
+    assert got == code, out + err
+
+
+def test_files_that_are_not_schemas_are_findings_and_the_rest_is_linted(tmp_path: Path, capsys) -> None:
+    files = [
+        write(tmp_path, "notjson.avsc", "{not json"),
+        write(tmp_path, "unknown.avsc", {"type": "record", "name": "R", "fields": [{"name": "a", "type": "Nope"}]}),
+        write(tmp_path, "badtype.schema.json", {"type": 5}),
+        write(tmp_path, "unclear.json", {"title": "what is this"}),
+        write(tmp_path, "schema.txt", {"type": "object"}),
+        str(SCHEMAS / "customer_event.avsc"),
+    ]
+    (tmp_path / "binary.avro").write_bytes(b"Obj\x01\xff\xfe\x00")
+    files.append(str(tmp_path / "binary.avro"))
+    code, reports = lint_json(capsys, *files)
+    assert code == 7 and [kinds(r) for r in reports] == [["invalid"]] * 5 + [[], ["invalid"]]
+    for path, report in zip(files, reports, strict=True):
+        for f in report["findings"]:
+            assert f["message"].startswith(path) and "\n" not in f["message"]
+    assert "Nope" in reports[1]["findings"][0]["message"] and "--type" in reports[4]["findings"][0]["message"]
+    code, [report] = lint_json(capsys, files[4], "--type", "json")
+    assert code == 0 and report["schema_type"] == "JSON"
+    code, [report] = lint_json(capsys, files[3], "--fail-on", "none")
+    assert code == 7  # a file that is not a schema always fails: fail closed
+    code, [report] = lint_json(capsys, write(tmp_path, "avro-in.json", avsc("customer_event.avsc")))
+    assert code == 0 and report["schema_type"] == "AVRO"
+    assert run(capsys, str(tmp_path))[0] == 5  # a directory is no schema file
+    ref_only = {"$ref": "#/$defs/A", "$defs": {"A": {"type": "object", "properties": {"email": {"type": "string"}}}}}
+    code, [report] = lint_json(capsys, write(tmp_path, "ref.json", ref_only))
+    assert report["schema_type"] == "JSON" and verdicts(report) == {"$.email": "clear"}
+
+
+def test_the_api_takes_a_producers_whole_conf() -> None:
+    conf = {"auto.register.schemas": False, "use.latest.version": True, "fieldcrypt.tags": "PII,SECRET"}
+    conf |= {"fieldcrypt.on.erased": "null", "fieldcrypt.allow.tag.removal": True, "fieldcrypt.domain": "crm"}
+    report = lint_schema((SCHEMAS / "customer_event.avsc").read_text(), "AVRO", conf)
+    assert {r.domain for r in report.rows if r.verdict == "encrypted"} == {"crm"}
+    with pytest.raises(ConfigurationError, match="unknown fieldcrypt conf key"):
+        lint_schema("{}", "JSON", {"fieldcrypt.tag.domain": {"PII": "x"}})
+    with pytest.raises(ConfigurationError):
+        lint_schema("{}", "JSON", {"fieldcrypt.tags": []})
+    report = lint_schema("{}", "PROTOBUF")
+    assert [f.kind for f in report.findings] == ["invalid"] and "PROTOBUF" in report.findings[0].message
+
+
+def test_json_output_shape(tmp_path: Path, capsys) -> None:
+    code, reports = lint_json(capsys, str(SCHEMAS / "order.avsc"), str(SCHEMAS / "customer_event.schema.json"))
+    assert code == 7 and isinstance(reports, list) and len(reports) == 2
+    for report in reports:
+        assert set(report) == {"source", "schema_type", "subject", "version", "schema_id", "previous"} | {
+            "rows",
+            "findings",
+        }
+        for row in report["rows"]:
+            assert set(row) == {"path", "type", "verdict", "tags", "domain", "reason", "hint"}
+            assert row["verdict"] in ("encrypted", "data-subject", "plaintext (declared)", "clear", "refused")
+        for f in report["findings"]:
+            assert set(f) >= {"kind", "path", "message"} and f["kind"] in ("refused", "removed", "hint", "invalid")
+    code, [report] = lint_json(capsys, write(tmp_path, "r.avsc", {"type": "record", "name": "R", "fields": []}))
+    assert code == 0 and report["rows"] == [] and report["findings"] == []
+
+
+def test_human_output_table_findings_and_summary(tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, str(SCHEMAS / "order.avsc"), str(SCHEMAS / "customer_event.avsc"))
+    lines = out.splitlines()
+    assert code == 7 and lines[0] == f"{SCHEMAS / 'order.avsc'} (AVRO)"
+    assert lines[1].split() == ["PATH", "TYPE", "VERDICT", "TAGS", "DOMAIN", "HINT"]
+    assert "  hint: example.shop.Address.city: looks like personal data (address)" in out
+    assert lines[-1] == (
+        "2 schemas: 9 encrypted, 1 data subject, 0 declared plaintext, 10 clear; 0 refused, 0 tag(s) removed, "
+        "1 hint(s) -- failing on hints"
+    )
+
+
+def test_values_in_the_schema_are_never_printed(tmp_path: Path, capsys) -> None:
+    secret = "Jane-Doe-1984-canary"
+    avro = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "email", "type": "string", "default": secret, "confluent:tags": ["PII"]},
+            {"name": "n", "type": "int", "default": secret},  # invalid: fastavro's error quotes the default
+        ],
+    }
+    js = {
+        "type": "object",
+        "examples": [{"email": secret}],
+        "properties": {
+            "email": {"type": "string", "default": secret, "examples": [secret], "confluent:tags": ["PII"]},
+            "kind": {"const": secret},
+            "tier": {"enum": [secret]},
+            "bad": {"type": "string", "minLength": secret},  # invalid: jsonschema's error quotes the subschema
+        },
+    }
+    files = [write(tmp_path, "r.avsc", avro), write(tmp_path, "r.schema.json", js)]
+    valid = {**js, "properties": {k: v for k, v in js["properties"].items() if k != "bad"}}
+    ok = write(tmp_path, "ok.schema.json", valid)
+    for argv in ([*files, ok], [*files, ok, "--json"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 7 and secret not in out + err
+
+
+def test_control_characters_in_names_are_escaped(tmp_path: Path, capsys) -> None:
+    js = {"type": "object", "properties": {"e\x1b[31mmail\nX": {"type": "string", "format": "email"}}}
+    code, out, _ = run(capsys, write(tmp_path, "x.schema.json", js))
+    assert code == 7 and "\x1b" not in out and "\\x1b" in out and "mail\\nX" in out
+
+
+# -- the repository: example schemas, pre-commit hook, documentation ------------------------------------------------
+
+
+def test_the_example_schemas_are_accepted_and_only_city_is_hinted(capsys) -> None:
+    """schemas/ holds the tagged examples: nothing refused. Their Address.city is untagged, and lint hints it
+    (city is in the address category): reported, not hidden by weakening the lint."""
+    files = sorted(str(p) for p in SCHEMAS.iterdir())
+    code, reports = lint_json(capsys, *files, "--fail-on", "refused,removed")
+    assert code == 0 and all(r["schema_type"] in ("AVRO", "JSON") for r in reports)
+    hinted = sorted(f["path"] for r in reports for f in r["findings"])
+    assert all(f["kind"] == "hint" for r in reports for f in r["findings"])
+    assert hinted == ["$.previousAddresses[].city", "$.shipTo.city", "example.shop.Address.city"]
+
+
+def test_pre_commit_hook_definition() -> None:
+    [hook] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "fieldcrypt-schema-lint" and hook["entry"] == "fieldcrypt schema lint"
+    assert hook["language"] == "python" and hook["args"] == ["--previous-rev", "HEAD"]
+    files = re.compile(hook["files"])
+    assert files.search("schemas/order.avsc") and files.search("a/customer_event.schema.json")
+    assert not files.search("package.json") and not files.search("schema.json.bak")
+    doc = (ROOT / "docs" / "schema-lint.md").read_text()
+    assert "id: fieldcrypt-schema-lint" in doc and "--previous-rev" in doc
+
+
+def test_the_documentation_lists_every_default_hint_and_flag() -> None:
+    doc = (ROOT / "docs" / "schema-lint.md").read_text()
+    for h in NAME_HINTS:
+        assert f"{h.category:<13}{h.pattern}" in doc, h
+        assert h.within is None or h.within in doc
+    qualifiers = doc.split("does not count", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    assert set(qualifiers.split()) == set(QUALIFIERS)
+    for fmt in FORMAT_HINTS:
+        assert f"`{fmt}`" in doc
+    from fieldcrypt.cli import build_parser
+
+    lint = build_parser()._subparsers._group_actions[0].choices["schema"]  # type: ignore[union-attr]
+    lint = lint._subparsers._group_actions[0].choices["lint"]
+    for action in lint._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help", "--config", "--json", "--schema-registry", "--registry-conf", "--timeout"):
+                assert f"`{flag}" in doc, flag
