@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import SerializingProducer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from conftest import customer, load_schema, value_ctx
 
 from fieldcrypt import Keyring, create_key_store
@@ -20,27 +17,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def verify(capsys, broker, http_registry, store_url: str, kek_uri: str, topic: str, *extra: str) -> tuple[int, str]:
-    """``fieldcrypt verify --json`` against the test broker and registry."""
-    code, out, _ = run(
-        capsys,
-        "verify",
-        "--topic",
-        topic,
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--schema-registry",
-        http_registry.url,
-        "--store",
-        store_url,
-        "--kek",
-        kek_uri,
-        "--json",
-        *extra,
-    )
-    return code, out
 
 
 def test_kek_create_and_refuse_overwrite(tmp_path: Path, capsys) -> None:
@@ -142,70 +118,3 @@ def test_shred_log_export_and_restore(registry, keyring: Keyring, store_url: str
         capsys, "keys", "restore", "--shred-log", str(tmp_path / "log.jsonl"), "--store", other, "--json"
     )
     assert code == 0 and json.loads(out) == {"applied": 1, "destroyed_again": [], "pending": False}
-
-
-@pytest.mark.broker
-def test_verify_counts_readable_erased_denied(
-    broker, http_registry, keyring: Keyring, store_url, kek_uri, capsys
-) -> None:
-    topic = f"verify-{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic)
-    registry = SchemaRegistryClient({"url": http_registry.url})
-    producer = SerializingProducer(
-        {
-            "bootstrap.servers": broker.bootstrap_servers,
-            "value.serializer": AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring),
-        }
-    )
-    for i in range(6):
-        producer.produce(topic, value=customer(i % 3))  # 3 people, 2 records each; ssn set for all
-    producer.flush(30)
-    keyring.shred_person("cust-1")
-    code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--by", "data-subject")
-    assert code == 0
-    rows = {r["data-subject"]: r for r in json.loads(out)}
-    assert rows["cust-1"] == {
-        "data-subject": "cust-1",
-        "records": 2,
-        "readable": 0,
-        "erased": 6,
-        "denied": 0,
-        "plaintext": 0,
-        "plaintext_fields": {},
-    }
-    assert rows["cust-0"]["readable"] == 6 and rows["cust-0"]["erased"] == 0
-    assert sum(r["records"] for r in rows.values()) == 6
-
-
-@pytest.mark.broker
-def test_verify_json_topic_by_domain(broker, http_registry, keyring: Keyring, store_url, kek_uri, capsys) -> None:
-    from fieldcrypt.json_schema import JSONSerializer
-
-    topic = f"verify-json-{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic)
-    registry = SchemaRegistryClient({"url": http_registry.url})
-    producer = SerializingProducer(
-        {
-            "bootstrap.servers": broker.bootstrap_servers,
-            "value.serializer": JSONSerializer(load_schema("customer_event.schema.json"), registry, keyring=keyring),
-        }
-    )
-    for i in range(4):
-        rec = customer(i)
-        rec["purchaseAmount"] = float(rec["purchaseAmount"])
-        producer.produce(topic, value=rec)
-    producer.flush(30)
-    keyring.shred_person("cust-0")
-    code, out = verify(capsys, broker, http_registry, store_url, kek_uri, topic, "--format", "json")
-    assert code == 0
-    assert json.loads(out) == [
-        {
-            "domain": f"{topic}-value",
-            "records": 4,
-            "readable": 9,
-            "erased": 3,
-            "denied": 0,
-            "plaintext": 0,
-            "plaintext_fields": {},
-        }
-    ]

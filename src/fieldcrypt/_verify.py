@@ -1,100 +1,251 @@
-"""``fieldcrypt verify``: re-read a topic from its start and count, per domain or data subject, how many encrypted
-values are readable, erased (key shredded) or denied (no key).
+"""``fieldcrypt verify``: re-read a topic (or a range of it) through the registry and the key store, and count, per
+key domain or data subject, how many encrypted values are readable, erased (key shredded) or denied (no key), and
+how many tagged fields hold plaintext.
 
-It reads every partition from offset 0 until it has passed the end offsets seen at the start and the topic has
-then been quiet for ``IDLE`` seconds (some brokers, Tansu among them, under-report the high watermark after a
-batched produce, so the watermark alone is not trusted), or until the timeout."""
+Each record's format comes from the registry (the schema type of its schema id: Avro or JSON Schema), so one topic
+may hold both; ``fmt`` only checks it. A record that cannot be verified is counted as a *bad record*, with its
+partition and offset, and the reading goes on:
+
+==========================  ===========================================================================
+``not-framed``              not Confluent-framed (no magic byte 0 and schema id)
+``schema-id-in-header``     the schema id is in a header (GUID framing), which is not read here
+``unknown-schema-id``       the registry does not hold its schema id
+``unsupported-schema-type`` a Protobuf (or other) schema: fieldcrypt reads Avro and JSON Schema
+``format-mismatch``         its schema type is not the one ``fmt`` names
+``schema-refused``          its schema cannot be honoured with this tag configuration (PolicyError)
+``undecodable``             its bytes are not a record of its schema (MalformedRecordError)
+``tampered``                a ciphertext is altered or moved, a stored key fails authentication, or the
+                            record mixes ciphertext and plaintext in tagged fields (DecryptionError)
+==========================  ===========================================================================
+
+Findings (what makes ``fieldcrypt verify`` exit 7): plaintext values in tagged fields, tampered records, and other
+bad records. Readable, erased and denied values, and tombstones (records without a value), are information.
+A key store or KMS that is unavailable, a broker or registry that does not answer, and a tag configuration that
+disagrees with the producers' end the run with an error instead.
+"""
 
 from __future__ import annotations
 
-import time
-import uuid
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fieldcrypt._engine import ReadStats
+from fieldcrypt._topic import (
+    BadRecord,
+    BadRecords,
+    NotFoundError,
+    Schemas,
+    Span,
+    TopicReader,
+    UnavailableError,
+    registry_errors,
+    schema_id_of,
+)
 from fieldcrypt.avro import AvroDeserializer
+from fieldcrypt.errors import (
+    ConfigurationError,
+    DecryptionError,
+    FieldcryptError,
+    KeyStoreUnavailableError,
+    MalformedRecordError,
+    PolicyError,
+    format_key_id,
+)
 from fieldcrypt.json_schema import JSONDeserializer
 from fieldcrypt.keyring import Keyring
 
-__all__ = ["verify_topic"]
+__all__ = ["Counts", "VerifyReport", "bad_record_of", "verify_topic"]
 
-IDLE = 2.0
+#: the deserializers' outcomes: every value is counted, none raises but tampering
+_READ_CONF = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker", "fieldcrypt.on.plaintext": "accept"}
+_FORMATS = {"avro": "AVRO", "json": "JSON"}
+
+
+@dataclass
+class Counts:
+    """One row: records, ciphertext values and their outcomes, plaintext values in tagged fields."""
+
+    records: int = 0
+    values: int = 0
+    erased: int = 0
+    denied: int = 0
+    plaintext: int = 0
+    plaintext_by_field: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> int:
+        return self.values - self.erased - self.denied
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "readable": self.readable,
+            "erased": self.erased,
+            "denied": self.denied,
+            "plaintext": self.plaintext,
+            "plaintext_fields": dict(sorted(self.plaintext_by_field.items())),
+        }
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify_topic`` found. ``rows``: per key domain or data subject; ``bad``: records not verified."""
+
+    topic: str
+    by: str
+    rows: dict[str, Counts] = field(default_factory=dict)
+    bad: BadRecords = field(default_factory=BadRecords)
+    spans: list[Span] = field(default_factory=list)
+    records: int = 0
+    tombstones: int = 0
+
+    def findings(self) -> dict[str, int]:
+        tampered = self.bad.by_reason.get("tampered", 0)
+        return {
+            "plaintext": sum(r.plaintext for r in self.rows.values()),
+            "tampered": tampered,
+            "bad_records": self.bad.count - tampered,
+        }
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.findings().values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "by": self.by,
+            "partitions": [s.as_dict() for s in self.spans],
+            "records": self.records,
+            "tombstones": self.tombstones,
+            "rows": [{self.by: k, **v.as_dict()} for k, v in sorted(self.rows.items())],
+            "bad_records": self.bad.as_dict(),
+            "findings": self.findings(),
+            "clean": self.clean,
+        }
+
+
+def bad_record_of(exc: Exception, schema_id: int) -> BadRecord:
+    """A deserializer's refusal as a bad record; what must end the run (key store down, configuration) is
+    re-raised."""
+    if isinstance(exc, BadRecord):
+        return exc
+    if isinstance(exc, (KeyStoreUnavailableError, ConfigurationError, UnavailableError, NotFoundError)):
+        raise exc
+    where: dict[str, Any] = {}
+    if isinstance(exc, FieldcryptError):
+        where = {"field": exc.field_path, "key_id": format_key_id(exc.key_id) if exc.key_id is not None else None}
+    if isinstance(exc, DecryptionError):
+        return BadRecord("tampered", str(exc), **where)
+    if isinstance(exc, PolicyError):
+        return BadRecord("schema-refused", f"schema id {schema_id}: {exc}", **where)
+    if isinstance(exc, MalformedRecordError):
+        return BadRecord("undecodable", str(exc), **where)
+    if isinstance(exc, FieldcryptError):
+        return BadRecord("unreadable", str(exc), **where)
+    if isinstance(exc, SchemaRegistryError):
+        return BadRecord("unknown-schema-id", f"schema id {schema_id}: {exc}")
+    # another library's message may quote a value: its type only
+    return BadRecord("undecodable", f"the record does not decode with schema id {schema_id} ({type(exc).__name__})")
 
 
 def verify_topic(
-    keyring: Keyring, topic: str, bootstrap: str, registry_url: str, by: str, timeout: float, fmt: str = "avro"
-) -> dict[str, dict[str, Any]]:
-    registry = SchemaRegistryClient.new_client({"url": registry_url})
-    # plaintext in tagged fields (history from before encryption began) is counted per field, not an error
-    conf = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker", "fieldcrypt.on.plaintext": "accept"}
-    de: AvroDeserializer | JSONDeserializer
-    if fmt == "json":
-        de = JSONDeserializer(None, schema_registry_client=registry, conf=conf, keyring=keyring)
-    else:
-        de = AvroDeserializer(registry, conf=conf, keyring=keyring)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"fieldcrypt-verify-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    per: dict[str, ReadStats] = {}
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        ctx = SerializationContext(topic, MessageField.VALUE)
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline and (ends or time.monotonic() - quiet_since < IDLE):
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            quiet_since = time.monotonic()
-            partition, offset, data = msg.partition(), msg.offset(), msg.value()
-            if partition is None or offset is None or data is None:
-                continue
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-            before = ReadStats(**{**asdict(de.stats), "plaintext_by_field": dict(de.stats.plaintext_by_field)})
-            record: Any = de(data, ctx)
-            after = de.stats
-            if by == "domain":
-                key = de._opts.domain or f"{topic}-value"
+    keyring: Keyring,
+    topic: str,
+    kafka_conf: Mapping[str, Any],
+    registry: SchemaRegistryClient,
+    *,
+    by: str = "domain",
+    timeout: float = 30.0,
+    fmt: str | None = None,
+    conf: Mapping[str, Any] | None = None,
+    partitions: list[int] | None = None,
+    from_offset: int | None = None,
+    to_offset: int | None = None,
+    max_records: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Read ``topic`` (all of it, or the range given) and count, per key domain (``by="domain"``) or data subject
+    (``by="data-subject"``), what its encrypted values read as. ``conf``: fieldcrypt conf keys for the deserializers
+    (``fieldcrypt.tags``, ``fieldcrypt.plaintext.tags``, ``fieldcrypt.tag.domains``, ``fieldcrypt.domain``);
+    ``fmt``: ``avro`` or ``json`` to check every record's schema type against."""
+    if by not in ("domain", "data-subject"):
+        raise ConfigurationError("by must be domain or data-subject")
+    if fmt is not None and fmt not in _FORMATS:
+        raise ConfigurationError("fmt must be avro or json")
+    read_conf = {**(conf or {}), **_READ_CONF}
+    domain = read_conf.get("fieldcrypt.domain") or f"{topic}-value"
+    serdes: dict[str, AvroDeserializer | JSONDeserializer] = {}
+
+    def deserializer(kind: str) -> AvroDeserializer | JSONDeserializer:
+        found = serdes.get(kind)
+        if found is None:
+            if kind == "AVRO":
+                found = AvroDeserializer(registry, conf=dict(read_conf), keyring=keyring)
             else:
-                plan = de._plans.get(int.from_bytes(data[1:5], "big"))
+                found = JSONDeserializer(None, schema_registry_client=registry, conf=dict(read_conf), keyring=keyring)
+            serdes[kind] = found
+        return found
+
+    schemas = Schemas(registry, topic)
+    report = VerifyReport(topic, by)
+    with TopicReader(
+        topic,
+        kafka_conf,
+        timeout=timeout,
+        purpose="verify",
+        partitions=partitions,
+        from_offset=from_offset,
+        to_offset=to_offset,
+        max_records=max_records,
+        progress=progress,
+    ) as reader:
+        report.spans = reader.spans
+        for msg in reader:
+            report.records += 1
+            data = msg.value()
+            if data is None:
+                report.tombstones += 1
+                continue
+            schema_id = -1
+            try:
+                schema_id = schema_id_of(data, msg.headers())
+                schema = schemas.get(schema_id)
+                if schema.schema_type not in ("AVRO", "JSON"):
+                    raise BadRecord(
+                        "unsupported-schema-type",
+                        f"schema id {schema_id} is a {schema.schema_type} schema; fieldcrypt reads Avro and JSON",
+                    )
+                if fmt is not None and schema.schema_type != _FORMATS[fmt]:
+                    raise BadRecord(
+                        "format-mismatch", f"schema id {schema_id} is a {schema.schema_type} schema, not {fmt}"
+                    )
+                de = deserializer(schema.schema_type)
+                stats = de.stats
+                before = (stats.values, stats.erased, stats.denied, stats.plaintext, dict(stats.plaintext_by_field))
+                ctx = SerializationContext(topic, MessageField.VALUE, msg.headers())
+                with registry_errors(f"schema id {schema_id}"):
+                    record: Any = de(data, ctx)
+            except Exception as exc:
+                report.bad.add(msg, bad_record_of(exc, schema_id))
+                continue
+            if by == "domain":
+                key = domain
+            else:
+                plan = de._plans.get(schema_id)
                 key = (plan.runner.person_of(record) if plan is not None else None) or "-"
-            row = per.setdefault(key, ReadStats())
+            row = report.rows.setdefault(key, Counts())
             row.records += 1
-            row.values += after.values - before.values
-            row.erased += after.erased - before.erased
-            row.denied += after.denied - before.denied
-            row.plaintext += after.plaintext - before.plaintext
-            for path, n in after.plaintext_by_field.items():
-                gained = n - before.plaintext_by_field.get(path, 0)
+            row.values += stats.values - before[0]
+            row.erased += stats.erased - before[1]
+            row.denied += stats.denied - before[2]
+            row.plaintext += stats.plaintext - before[3]
+            for path, n in stats.plaintext_by_field.items():
+                gained = n - before[4].get(path, 0)
                 if gained:
                     row.plaintext_by_field[path] = row.plaintext_by_field.get(path, 0) + gained
-    finally:
-        consumer.close()
-    return {
-        k: {
-            "records": s.records,
-            "readable": s.readable,
-            "erased": s.erased,
-            "denied": s.denied,
-            "plaintext": s.plaintext,
-            "plaintext_fields": dict(sorted(s.plaintext_by_field.items())),
-        }
-        for k, s in per.items()
-    }
+    return report

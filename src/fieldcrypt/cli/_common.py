@@ -30,9 +30,11 @@ __all__ = [
     "Progress",
     "UnavailableError",
     "UsageError",
+    "add_policy_options",
     "clean",
     "emit",
     "given",
+    "policy_conf",
     "table",
 ]
 
@@ -200,3 +202,62 @@ class Progress:
             sys.stderr.write("\n")
             sys.stderr.flush()
             self._plain_shown = False
+
+
+def add_policy_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tag configuration (the producers' fieldcrypt.* settings; default: PII is encrypted)")
+    g.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="a tag whose fields are encrypted (fieldcrypt.tags; repeatable or comma-separated; default PII)",
+    )
+    g.add_argument(
+        "--plaintext-tag",
+        action="append",
+        metavar="TAG",
+        help="a tag that means 'leave in clear' (fieldcrypt.plaintext.tags; repeatable or comma-separated)",
+    )
+    g.add_argument(
+        "--data-subject-tag",
+        metavar="TAG",
+        help="the tag of the field naming the person (fieldcrypt.data.subject.tag; default DATA_SUBJECT_ID)",
+    )
+    g.add_argument(
+        "--tag-domain",
+        action="append",
+        metavar="TAG=DOMAIN",
+        help="the key domain of a tag (fieldcrypt.tag.domains; repeatable)",
+    )
+    g.add_argument(
+        "--domain", metavar="DOMAIN", help="the default key domain (fieldcrypt.domain; default: the subject)"
+    )
+
+
+def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
+    """The fieldcrypt conf keys the tag options give."""
+    conf: dict[str, Any] = {}
+    if args.tag is not None:
+        conf["fieldcrypt.tags"] = _words(args.tag, "--tag")
+    if args.plaintext_tag is not None:
+        conf["fieldcrypt.plaintext.tags"] = _words(args.plaintext_tag, "--plaintext-tag")
+    if args.data_subject_tag is not None:
+        conf["fieldcrypt.data.subject.tag"] = given(args.data_subject_tag, "--data-subject-tag")
+    if args.tag_domain is not None:
+        domains: dict[str, str] = {}
+        for item in args.tag_domain:
+            tag, eq, domain = item.partition("=")
+            if not eq or not tag.strip() or not domain.strip():
+                raise UsageError("--tag-domain expects TAG=DOMAIN")
+            domains[tag.strip()] = domain.strip()
+        conf["fieldcrypt.tag.domains"] = domains
+    if args.domain is not None:
+        conf["fieldcrypt.domain"] = given(args.domain, "--domain")
+    return conf
+
+
+def _words(values: list[str], flag: str) -> list[str]:
+    out = [w.strip() for v in values for w in v.split(",")]
+    if not all(out):
+        raise UsageError(f"{flag} has an empty tag name")
+    return out

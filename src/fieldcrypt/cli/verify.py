@@ -1,32 +1,63 @@
 """``fieldcrypt verify TOPIC``: re-read a topic and count, per key domain or data subject, the encrypted values
-that are readable, erased (key shredded) or denied (no key), and the plaintext values in tagged fields."""
+that are readable, erased (key shredded) or denied (no key), the plaintext values in tagged fields, and the
+records that could not be verified (with their partitions and offsets).
+
+Exit codes: 0 no findings; 7 findings: plaintext values in tagged fields, tampered records, or other bad records
+(not Confluent-framed, unknown schema id, undecodable...); erased and denied values are information. 3, 4, 5: a
+configuration error, a broker/registry/key store that did not answer within ``--timeout``, a topic or partition
+that does not exist.
+
+Also here: the options ``verify`` and ``scan`` share (the topic, a range of it, the tag configuration).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from fieldcrypt.cli._common import EXIT_OK, UsageError, emit, table
+from fieldcrypt.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Progress,
+    UsageError,
+    add_policy_options,
+    clean,
+    emit,
+    policy_conf,
+    table,
+)
 from fieldcrypt.cli.keys import keyring_of
 
-__all__ = ["register"]
+__all__ = [
+    "add_range_options",
+    "add_topic_options",
+    "progress_of",
+    "quiet_record_logs",
+    "range_of",
+    "register",
+    "summary_lines",
+    "topic_of",
+]
 
 
-def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "verify",
-        parents=[parents["common"], parents["store"], parents["cluster"]],
-        help="re-read a topic: readable, erased, denied and plaintext values",
-        description="Re-read a topic from its start through the registry and the key store, and count per key "
-        "domain (or data subject) the values that are readable, erased, denied, or plaintext in tagged fields.",
-    )
+def add_topic_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("topic_arg", nargs="?", metavar="TOPIC", help="the topic to read")
     p.add_argument("--topic", help="the topic to read (the same as TOPIC)")
-    p.add_argument("--format", choices=["avro", "json"], default="avro", help="the topic's schema type")
-    p.add_argument(
-        "--by", choices=["domain", "data-subject"], default="domain", help="count per key domain or per data subject"
+    p.set_defaults(command_name=command)
+
+
+def add_range_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to read (default: every partition, from its start to its end when reading begins)")
+    g.add_argument("--partition", type=int, action="append", metavar="N", help="read only this partition (repeatable)")
+    g.add_argument("--from-offset", type=int, metavar="OFFSET", help="first offset to read in each partition")
+    g.add_argument(
+        "--to-offset", type=int, metavar="OFFSET", help="stop before this offset in each partition (exclusive)"
     )
-    p.set_defaults(run=run)
+    g.add_argument("--max-records", type=int, metavar="N", help="stop after reading this many records in all")
 
 
 def topic_of(args: argparse.Namespace) -> str:
@@ -34,23 +65,142 @@ def topic_of(args: argparse.Namespace) -> str:
         raise UsageError("two different topics given (TOPIC and --topic)")
     topic: str | None = args.topic_arg or args.topic
     if topic is None or not topic.strip():
-        raise UsageError("name the topic: fieldcrypt verify TOPIC")
+        raise UsageError(f"name the topic: fieldcrypt {getattr(args, 'command_name', 'verify')} TOPIC")
     return topic
 
 
+def range_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The reader's range arguments, checked."""
+    for flag in ("from_offset", "to_offset", "max_records"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must not be negative")
+    if args.partition is not None and any(p < 0 for p in args.partition):
+        raise UsageError("--partition must not be negative")
+    if args.from_offset is not None and args.to_offset is not None and args.to_offset < args.from_offset:
+        raise UsageError("--to-offset is before --from-offset")
+    if args.max_records == 0:
+        raise UsageError("--max-records 0 reads nothing")
+    return {
+        "partitions": args.partition,
+        "from_offset": args.from_offset,
+        "to_offset": args.to_offset,
+        "max_records": args.max_records,
+    }
+
+
+@contextmanager
+def quiet_record_logs() -> Iterator[None]:
+    """While a command reports every refused record itself: the serdes' own warnings about them ("refused a record
+    (tampered...)") are not printed a second time by logging's last-resort handler (when the application, here the
+    CLI, configured no logging). Configured handlers still receive them."""
+    logger = logging.getLogger("fieldcrypt.serde")
+    if logging.getLogger().handlers or logger.handlers:
+        yield
+        return
+    quiet = logging.NullHandler()
+    logger.addHandler(quiet)
+    try:
+        yield
+    finally:
+        logger.removeHandler(quiet)
+
+
+def progress_of(args: argparse.Namespace, label: str) -> Progress:
+    return Progress(label, sys.stderr.isatty() if args.progress is None else args.progress)
+
+
+def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "verify",
+        parents=[parents["common"], parents["store"], parents["cluster"]],
+        help="re-read a topic: readable, erased, denied and plaintext values; bad records",
+        description="Re-read a topic through the registry and the key store, and count per key domain (or data "
+        "subject) the values that are readable, erased, denied, or plaintext in tagged fields. Records that cannot "
+        "be verified are counted with their partitions and offsets, and the reading goes on. Exit 7 when tagged "
+        "fields hold plaintext or records are tampered or unreadable.",
+    )
+    add_topic_options(p, "verify")
+    p.add_argument(
+        "--format",
+        choices=["avro", "json"],
+        default=None,
+        help="check that every record has this schema type (default: each record's type from the registry)",
+    )
+    p.add_argument(
+        "--by", choices=["domain", "data-subject"], default="domain", help="count per key domain or per data subject"
+    )
+    add_range_options(p)
+    add_policy_options(p)
+    p.set_defaults(run=run)
+
+
+def summary_lines(report: Any, findings: dict[str, int], labels: dict[str, str]) -> list[str]:
+    """The lines after the table: what was read, the bad records, the findings."""
+    spans = report.spans
+    lines = [
+        f"read {report.records} record(s) of topic {clean(report.topic)!r} from {len(spans)} partition(s): "
+        + ", ".join(f"{s.partition} [{s.start}, {s.next})" for s in spans)
+        + (f"; {report.tombstones} tombstone(s)" if report.tombstones else "")
+    ]
+    bad = report.bad
+    if bad.count:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(bad.by_reason.items()))
+        lines.append(f"bad records: {bad.count} ({reasons})")
+        for entry in bad.first:
+            part = f" ({entry['part']})" if "part" in entry else ""
+            lines.append(
+                f"  partition {entry['partition']} offset {entry['offset']}{part}: {entry['reason']}: "
+                f"{clean(str(entry['detail']))}"
+            )
+        if bad.count > len(bad.first):
+            lines.append(f"  ... and {bad.count - len(bad.first)} more (the first {len(bad.first)} are listed)")
+    found = [f"{n} {labels[k]}" for k, n in findings.items() if n]
+    lines.append(f"findings: {', '.join(found)}" if found else "no findings")
+    return lines
+
+
+_LABELS = {
+    "plaintext": "plaintext value(s) in tagged fields",
+    "tampered": "tampered record(s)",
+    "bad_records": "other bad record(s)",
+}
+
+
 def run(args: argparse.Namespace) -> int:
+    from fieldcrypt._topic import registry_client
     from fieldcrypt._verify import verify_topic
 
     topic = topic_of(args)
+    where = range_of(args)
+    conf = policy_conf(args)
     kafka = args.settings.kafka_conf()
-    registry = args.settings.registry_conf()
+    registry = registry_client(args.settings.registry_conf(), args.timeout)
     kr = keyring_of(args, needs_kek=True)
     try:
-        counts = verify_topic(
-            kr, topic, kafka["bootstrap.servers"], registry["url"], args.by, args.timeout, args.format
-        )
+        with quiet_record_logs(), progress_of(args, f"verify {topic}").running() as progress:
+            report = verify_topic(
+                kr,
+                topic,
+                kafka,
+                registry,
+                by=args.by,
+                timeout=args.timeout,
+                fmt=args.format,
+                conf=conf,
+                progress=progress,
+                **where,
+            )
     finally:
         kr.close()
-    rows = [{args.by: k, **v} for k, v in sorted(counts.items())]
-    emit(args, rows, lambda: table(rows))
-    return EXIT_OK
+    data = report.as_dict()
+
+    def text() -> str | None:
+        shown = table(data["rows"])
+        if shown is not None:
+            print(shown)
+        print("\n".join(summary_lines(report, report.findings(), _LABELS)))
+        return None
+
+    emit(args, data, text)
+    return EXIT_OK if report.clean else EXIT_FINDINGS

@@ -1,0 +1,768 @@
+"""``fieldcrypt scan``: audit a topic (or a range of it) for personal data in clear, per subject and field path.
+
+Every record is decoded with its writer schema from the registry (Avro or JSON Schema, per schema id) and walked:
+
+* **tagged fields** (those the schema tags for encryption, with the producers' tag configuration): each value is a
+  fieldcrypt ciphertext (recognised by its format, ``fieldcrypt._wire``: no key is needed to see that a value is
+  not in clear), empty, or **plaintext** (a finding). With a key store and KEK, ciphertexts are also decrypted
+  and counted as readable, erased (key shredded), denied (no key) or tampered (a finding).
+* **untagged fields**: every text value (strings, UTF-8 bytes, map keys and undeclared object keys) is given to the
+  detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding.
+* records that are **not Confluent-framed** but are text (JSON or plain) are scanned as text, under the subject
+  ``(not Confluent-framed)``; those that cannot be read at all (binary without framing, unknown schema id, a
+  Protobuf schema, bytes that do not decode with their schema, a schema the tag configuration cannot honour) are
+  *records not examined* (a finding: the scan cannot vouch for them).
+
+Field paths are the data's shape, never its content: ``$`` the value, ``.name`` a record field or declared
+property, ``[]`` array items, ``[*]`` map values (and undeclared object keys), ``(keys)`` the keys of a map.
+Nothing found is ever kept: the report holds counts, field paths, detector names, partitions and offsets.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer as _PlainAvro
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _PlainJSON
+from fastavro import schemaless_reader
+
+from fieldcrypt import _wire
+from fieldcrypt._avro_policy import compile_avro, named_types
+from fieldcrypt._engine import Denied, Erased, Outcomes
+from fieldcrypt._plan import (
+    ArrayNode,
+    ChoiceNode,
+    FieldPlan,
+    Leaf,
+    MapNode,
+    Node,
+    NullableNode,
+    RecordNode,
+    RefNode,
+    UnionNode,
+)
+from fieldcrypt._serde import CachedPlan, PlanCache, PolicyCheck, split_conf
+from fieldcrypt._topic import (
+    BadRecord,
+    BadRecords,
+    RecordSchema,
+    Schemas,
+    Span,
+    TopicReader,
+    registry_errors,
+    schema_id_of,
+)
+from fieldcrypt.avro import _ParsedSchemas
+from fieldcrypt.detectors import Detector
+from fieldcrypt.errors import (
+    ConfigurationError,
+    DecryptionError,
+    FieldcryptError,
+    KeyStoreUnavailableError,
+    MalformedRecordError,
+    PolicyError,
+)
+from fieldcrypt.json_schema import _compile as _compile_json
+from fieldcrypt.json_schema import _Parsed, _validate
+from fieldcrypt.keyring import Keyring
+
+__all__ = ["RAW_SUBJECT", "FieldReport", "ScanReport", "SubjectReport", "scan_topic"]
+
+#: the subject records without Confluent framing are reported under
+RAW_SUBJECT = "(not Confluent-framed)"
+#: the longest text given to the detectors (the rest of a longer value is not scanned)
+MAX_TEXT = 100_000
+#: partitions and offsets kept per field (of the records where it had a finding)
+MAX_OFFSETS = 20
+_OUTCOMES = Outcomes(on_erased="marker", on_denied="marker", on_plaintext="accept")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+# -- the report -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldReport:
+    """One field path of one subject. Tagged fields count their values as ciphertext, empty or plaintext (and, when
+    decrypted, readable, erased, denied, tampered or unverified); untagged ones count the values scanned and, per
+    detector, the values it flagged. ``offsets``: the first records where the field had a finding."""
+
+    field: str
+    tagged: bool
+    schema_path: str | None = None
+    values: int = 0
+    empty: int = 0
+    ciphertext: int = 0
+    plaintext: int = 0
+    readable: int = 0
+    erased: int = 0
+    denied: int = 0
+    tampered: int = 0
+    unverified: int = 0
+    flagged: int = 0  # untagged values in which a detector found something
+    detections: dict[str, int] = dataclasses.field(default_factory=dict)
+    offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    more_offsets: int = 0
+
+    @property
+    def findings(self) -> int:
+        return self.plaintext + self.tampered + self.flagged
+
+    def found_at(self, partition: int, offset: int) -> None:
+        where = (partition, offset)
+        if where in self.offsets[-1:]:
+            return
+        if len(self.offsets) < MAX_OFFSETS:
+            self.offsets.append(where)
+        else:
+            self.more_offsets += 1
+
+    def as_dict(self, decrypted: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "tagged": self.tagged}
+        if self.tagged:
+            out.update(
+                schema_path=self.schema_path,
+                values=self.values,
+                empty=self.empty,
+                ciphertext=self.ciphertext,
+                plaintext=self.plaintext,
+            )
+            if decrypted:
+                out.update(
+                    readable=self.readable,
+                    erased=self.erased,
+                    denied=self.denied,
+                    tampered=self.tampered,
+                    unverified=self.unverified,
+                )
+        else:
+            out.update(values=self.values, flagged=self.flagged, detections=dict(sorted(self.detections.items())))
+        out["offsets"] = [{"partition": p, "offset": o} for p, o in self.offsets]
+        out["more_offsets"] = self.more_offsets
+        return out
+
+
+@dataclass
+class SubjectReport:
+    """The records of one subject (value or key part) and their fields."""
+
+    subject: str
+    part: str
+    schema_type: str
+    schema_ids: set[int] = field(default_factory=set)
+    records: int = 0
+    fields: dict[tuple[str, bool], FieldReport] = field(default_factory=dict)
+
+    def field_of(self, path: str, tagged: bool, schema_path: str | None = None) -> FieldReport:
+        found = self.fields.get((path, tagged))
+        if found is None:
+            found = self.fields[(path, tagged)] = FieldReport(path, tagged, schema_path)
+        return found
+
+    def as_dict(self, decrypted: bool) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "part": self.part,
+            "schema_type": self.schema_type,
+            "schema_ids": sorted(self.schema_ids),
+            "records": self.records,
+            "fields": [
+                f.as_dict(decrypted) for f in sorted(self.fields.values(), key=lambda f: (not f.tagged, f.field))
+            ],
+        }
+
+
+@dataclass
+class ScanReport:
+    """What :func:`scan_topic` found."""
+
+    topic: str
+    detectors: list[str]
+    keys_scanned: bool
+    decrypted: bool
+    spans: list[Span] = field(default_factory=list)
+    records: int = 0
+    tombstones: int = 0
+    subjects: dict[tuple[str, str], SubjectReport] = field(default_factory=dict)
+    bad: BadRecords = field(default_factory=BadRecords)
+
+    def subject_of(self, subject: str, part: str, schema_type: str) -> SubjectReport:
+        found = self.subjects.get((subject, part))
+        if found is None:
+            found = self.subjects[(subject, part)] = SubjectReport(subject, part, schema_type)
+        elif found.schema_type != schema_type and schema_type not in found.schema_type.split("+"):
+            found.schema_type = f"{found.schema_type}+{schema_type}"
+        return found
+
+    def fields(self) -> Iterator[tuple[SubjectReport, FieldReport]]:
+        for s in self.subjects.values():
+            for f in s.fields.values():
+                yield s, f
+
+    def findings(self) -> dict[str, int]:
+        return {
+            "plaintext_in_tagged_fields": sum(f.plaintext for _, f in self.fields()),
+            "personal_data_in_untagged_fields": sum(f.flagged for _, f in self.fields()),
+            "tampered": sum(f.tampered for _, f in self.fields()),
+            "records_not_examined": self.bad.count,
+        }
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.findings().values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partitions": [s.as_dict() for s in self.spans],
+            "records": self.records,
+            "tombstones": self.tombstones,
+            "keys_scanned": self.keys_scanned,
+            "decrypted": self.decrypted,
+            "detectors": self.detectors,
+            "subjects": [
+                s.as_dict(self.decrypted) for _, s in sorted(self.subjects.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            ],
+            "bad_records": self.bad.as_dict(),
+            "findings": self.findings(),
+            "clean": self.clean,
+        }
+
+
+# -- tagged values: the plan's leaves, where a record holds them ------------------------------------------------
+
+#: the Python type a decoded value has, by the family name plan branches use (as the engine reads unions)
+_FAMILY: dict[type, str] = {
+    type(None): "None",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    bytes: "bytes",
+    list: "list",
+    dict: "dict",
+}
+_UNNAMED = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string", "array", "map"})
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    at: tuple[Any, ...]  # the concrete position (record fields, array indexes, map keys): never printed
+    path: str  # the field path shown
+    leaf: Leaf
+    value: Any
+
+
+class _Mismatch(Exception):
+    """The record does not have the shape its plan describes."""
+
+
+def tagged_values(plan: FieldPlan, record: Any) -> list[_Tagged]:
+    """Every non-null value of ``record`` in a tagged field, found the way the engine's reader finds them."""
+    out: list[_Tagged] = []
+    seen: set[tuple[Any, ...]] = set()
+
+    def walk(node: Node, v: Any, path: str, at: tuple[Any, ...]) -> None:
+        if v is None:
+            return
+        if isinstance(node, Leaf):
+            if at not in seen:
+                seen.add(at)
+                out.append(_Tagged(at, path, node, v))
+        elif isinstance(node, NullableNode):
+            if isinstance(v, tuple) and len(v) == 2 and v[0] == node.name:
+                v = v[1]
+            walk(node.child, v, path, at)
+        elif isinstance(node, ArrayNode):
+            if not isinstance(v, list):
+                raise _Mismatch
+            for i, x in enumerate(v):
+                child = node.prefix[i] if i < len(node.prefix) else node.items
+                if child is not None:
+                    walk(child, x, f"{path}[]", (*at, i))
+        elif isinstance(node, MapNode):
+            if not isinstance(v, dict):
+                raise _Mismatch
+            for k, x in v.items():
+                walk(node.values, x, f"{path}[*]", (*at, k))
+        elif isinstance(node, RefNode):
+            walk(plan.named[node.name], v, path, at)
+        elif isinstance(node, UnionNode):
+            if isinstance(v, tuple) and len(v) == 2:
+                for b in node.branches:
+                    if b.name == v[0]:
+                        if b.node is not None:
+                            walk(b.node, v[1], path, at)
+                        return
+                raise _Mismatch
+            family = _FAMILY.get(type(v), type(v).__name__)
+            for b in node.branches:
+                if node.named_read and b.name not in _UNNAMED:
+                    continue
+                if b.family == family and b.node is not None:
+                    walk(b.node, v, path, at)
+                    return
+        elif isinstance(node, ChoiceNode):
+            for matches, child in node.branches:  # every validating branch's tags (the same value counts once)
+                if child is not None and matches(v):
+                    walk(child, v, path, at)
+        elif isinstance(node, RecordNode):
+            if not isinstance(v, dict):
+                raise _Mismatch
+            names = set()
+            for step in node.steps:
+                names.add(step.name)
+                if step.name in v:
+                    walk(step.node, v[step.name], f"{path}.{step.name}", (*at, step.name))
+            if node.patterns or node.extra is not None:
+                for k, x in v.items():
+                    if k in names or not isinstance(k, str):
+                        continue
+                    found = [n for rx, n in node.patterns if re.search(rx, k)]
+                    if (
+                        node.extra is not None
+                        and k not in node.declared
+                        and not any(re.search(rx, k) for rx in node.all_patterns)
+                    ):
+                        found.append(node.extra)
+                    for n in found:
+                        walk(n, x, f"{path}[*]", (*at, k))
+        else:  # a node kind this walker does not know: refuse rather than skip it
+            raise TypeError(f"unknown plan node {type(node).__name__}")
+
+    if plan.root is not None:
+        walk(plan.root, record, "$", ())
+    return out
+
+
+def _state(leaf: Leaf, v: Any) -> str:
+    """ciphertext, empty or plaintext: a fieldcrypt ciphertext is recognised by its layout, without a key."""
+    blob: bytes | None = None
+    try:
+        if leaf.kind == "bytes":
+            blob = v if isinstance(v, bytes) else None
+        elif leaf.kind == "base64":
+            blob = _wire.decode_base64(v)
+        elif isinstance(v, str):
+            blob = _wire.decode_text(v)
+        if blob is not None:
+            _wire.parse(blob)
+            return "ciphertext"
+    except (ValueError, TypeError):
+        pass
+    return "empty" if v in ("", b"") else "plaintext"
+
+
+def _pair(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
+
+
+def _at(record: Any, at: tuple[Any, ...]) -> Any:
+    """The value at a concrete position (through Avro's (name, value) union pairs)."""
+    v = record
+    for step in at:
+        while _pair(v):
+            v = v[1]
+        v = v[step]
+    while _pair(v):
+        v = v[1]
+    return v
+
+
+# -- untagged text: the record's shape, from its schema ---------------------------------------------------------
+
+Visit = Callable[[str, str, tuple[Any, ...] | None], None]  # text, field path, position (None: a key)
+
+
+def _avro_kind(t: Any) -> Any:
+    return t.get("type") if isinstance(t, dict) else t
+
+
+#: the Avro types a decoded Python value can come from
+_AVRO_KINDS: dict[type, tuple[str, ...]] = {
+    str: ("string", "enum"),
+    bytes: ("bytes", "fixed"),
+    list: ("array",),
+    dict: ("record", "error", "map"),
+}
+
+
+def _avro_branch(branches: list[Any], v: Any, named: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The union branch a decoded value came from (schema, value); (None, v) when none can hold it."""
+    resolved = [named.get(b, b) if isinstance(b, str) else b for b in branches]
+    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str):
+        for r in resolved:
+            if (r.get("name") if isinstance(r, dict) else r) == v[0]:
+                return r, v[1]
+        return None, v[1]
+    want = _AVRO_KINDS.get(type(v), ())
+    candidates = [r for r in resolved if _avro_kind(r) in want]
+    if isinstance(v, dict) and len(candidates) > 1:
+        for r in candidates:
+            if _avro_kind(r) in ("record", "error") and {f["name"] for f in r["fields"]} == set(v):
+                return r, v
+    return (candidates[0] if candidates else None), v
+
+
+def walk_avro(schema: Any, record: Any, visit: Visit) -> None:
+    """Every text of an Avro record (strings, UTF-8 bytes, map keys) with its field path."""
+    named = named_types(schema)
+
+    def walk(t: Any, v: Any, path: str, at: tuple[Any, ...]) -> None:
+        if v is None:
+            return
+        if isinstance(t, str) and t in named:
+            t = named[t]
+        if isinstance(t, list):
+            branch, inner = _avro_branch(t, v, named)
+            if branch is not None:
+                walk(branch, inner, path, at)
+            return
+        kind = _avro_kind(t)
+        if isinstance(kind, (dict, list)):
+            walk(kind, v, path, at)
+        elif kind in ("record", "error") and isinstance(v, dict):
+            for f in t["fields"]:
+                if f["name"] in v:
+                    walk(f["type"], v[f["name"]], f"{path}.{f['name']}", (*at, f["name"]))
+        elif kind == "array" and isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(t["items"], x, f"{path}[]", (*at, i))
+        elif kind == "map" and isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str):
+                    visit(k, f"{path}(keys)", None)
+                walk(t["values"], x, f"{path}[*]", (*at, k))
+        elif kind in ("string", "bytes"):
+            _text(v, path, at, visit)
+        # enum symbols, numbers, booleans, fixed and logical types (dates, UUIDs, decimals) are not scanned
+
+    walk(schema, record, "$", ())
+
+
+def walk_json(document: Any, visit: Visit, declared: frozenset[str] | None) -> None:
+    """Every text of a JSON document with its field path. Object keys are shown when the schema declares them
+    (``declared``; without a schema, when they look like identifiers), else as ``[*]`` and scanned as text."""
+
+    def walk(v: Any, path: str, at: tuple[Any, ...]) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                shown = k in declared if declared is not None else bool(_IDENTIFIER.fullmatch(k))
+                if not shown:
+                    visit(k, f"{path}(keys)", None)
+                walk(x, f"{path}.{k}" if shown else f"{path}[*]", (*at, k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{path}[]", (*at, i))
+        else:
+            _text(v, path, at, visit)
+
+    walk(document, "$", ())
+
+
+def _text(v: Any, path: str, at: tuple[Any, ...], visit: Visit) -> None:
+    if isinstance(v, str):
+        visit(v, path, at)
+    elif isinstance(v, (bytes, bytearray)):
+        try:
+            visit(bytes(v).decode("utf-8"), path, at)
+        except UnicodeDecodeError:
+            pass  # binary: not text to scan
+
+
+def declared_properties(schema: Any) -> frozenset[str]:
+    """Every property name a JSON schema declares anywhere (``properties`` keys): names, not data."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict):
+                found.update(k for k in props if isinstance(k, str))
+            stack.extend(v for k, v in node.items() if k not in ("default", "const", "enum", "examples"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return frozenset(found)
+
+
+# -- the scan ---------------------------------------------------------------------------------------------------
+
+
+class _Formats:
+    """Per schema type: the plan cache (schemas parsed with confluent's own reference resolution, compiled with the
+    tag configuration) and the decoder. No fieldcrypt deserializer is needed: decoding takes no key."""
+
+    def __init__(self, registry: SchemaRegistryClient, conf: Mapping[str, Any]) -> None:
+        rest, self.options = split_conf(dict(conf), reading=True)
+        if rest:
+            raise ConfigurationError(f"unknown conf keys for scan: {', '.join(sorted(rest))}")
+        self._registry = registry
+        self._plans: dict[str, PlanCache] = {}
+        self._refused: dict[int, BadRecord] = {}
+        self._declared: dict[int, frozenset[str]] = {}
+
+    def _cache(self, kind: str) -> PlanCache:
+        found = self._plans.get(kind)
+        if found is None:
+            rules = self.options.rules
+            if kind == "AVRO":
+                found = PlanCache(self._registry, _ParsedSchemas(_PlainAvro(self._registry)), compile_avro, rules)
+            else:
+                plain = _PlainJSON(None, schema_registry_client=self._registry)
+                found = PlanCache(self._registry, lambda s: _Parsed(plain, s), _compile_json, rules)
+            self._plans[kind] = found
+        return found
+
+    def plan(self, schema: RecordSchema) -> CachedPlan:
+        refused = self._refused.get(schema.schema_id)
+        if refused is not None:
+            raise refused
+        try:
+            with registry_errors(f"schema id {schema.schema_id}"):
+                return self._cache(schema.schema_type).load(schema.schema_id, schema.subject, schema.schema)
+        except (PolicyError, SchemaRegistryError) as exc:
+            bad = BadRecord("schema-refused", f"schema id {schema.schema_id}: {exc}")
+            self._refused[schema.schema_id] = bad
+            raise bad from None
+
+    def decode(self, schema: RecordSchema, cached: CachedPlan, payload: bytes) -> Any:
+        if schema.schema_type == "AVRO":
+            parsed = cached.parsed
+            if parsed == "bytes" or (isinstance(parsed, dict) and parsed.get("type") == "bytes"):
+                return payload
+            named = cached.runner.plan.named_read
+            try:
+                return schemaless_reader(
+                    io.BytesIO(payload), parsed, None, return_named_type=named, return_named_type_override=named
+                )
+            except Exception as exc:
+                raise BadRecord(
+                    "undecodable",
+                    f"the record does not decode with schema id {schema.schema_id} ({type(exc).__name__})",
+                ) from None
+        try:
+            document = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRecord("undecodable", f"the record is not JSON ({type(exc).__name__})") from None
+        try:
+            _validate(cached.parsed, document, schema.subject, MalformedRecordError)
+        except (MalformedRecordError, RecursionError) as exc:
+            raise BadRecord("undecodable", str(exc) or type(exc).__name__) from None
+        return document
+
+    def declared(self, schema: RecordSchema, cached: CachedPlan) -> frozenset[str]:
+        found = self._declared.get(schema.schema_id)
+        if found is None:
+            found = self._declared[schema.schema_id] = declared_properties(cached.parsed.schema)
+        return found
+
+
+class _Scanner:
+    def __init__(
+        self,
+        report: ScanReport,
+        detectors: list[Detector],
+        formats: _Formats,
+        schemas: Schemas,
+        keyring: Keyring | None,
+        topic: str,
+    ) -> None:
+        self.report = report
+        self.detectors = detectors
+        self.formats = formats
+        self.schemas = schemas
+        self.keyring = keyring
+        self.topic = topic
+        self._policy = PolicyCheck(keyring, writing=False) if keyring is not None else None
+
+    def detect(self, fieldr: FieldReport, text: str, partition: int, offset: int) -> None:
+        fieldr.values += 1
+        if len(text) > MAX_TEXT:
+            text = text[:MAX_TEXT]
+        hit = False
+        for d in self.detectors:
+            try:
+                found = d.find(text)
+            except Exception as exc:
+                raise ConfigurationError(f"detector {d.name!r} failed ({type(exc).__name__})") from None
+            if found:
+                fieldr.detections[d.name] = fieldr.detections.get(d.name, 0) + 1
+                hit = True
+        if hit:
+            fieldr.flagged += 1
+            fieldr.found_at(partition, offset)
+
+    def raw(self, data: bytes, part: str, partition: int, offset: int) -> None:
+        """A record without Confluent framing: scanned as text (JSON or not), else not examined."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRecord("not-framed", "not Confluent-framed, and not UTF-8 text") from None
+        subject = self.report.subject_of(RAW_SUBJECT, part, "raw")
+        subject.records += 1
+        try:
+            document: Any = json.loads(text)
+        except ValueError:
+            document = text
+
+        def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
+            self.detect(subject.field_of(path, False), value, partition, offset)
+
+        walk_json(document, visit, None)
+
+    def framed(self, data: bytes, headers: Any, part: str, partition: int, offset: int) -> None:
+        try:
+            schema_id = schema_id_of(data, headers, part)
+        except BadRecord as bad:
+            if bad.reason != "not-framed":
+                raise
+            self.raw(data, part, partition, offset)
+            return
+        schema = self.schemas.get(schema_id, part)
+        if schema.schema_type not in ("AVRO", "JSON"):
+            raise BadRecord(
+                "unsupported-schema-type",
+                f"schema id {schema_id} is a {schema.schema_type} schema; fieldcrypt reads Avro and JSON Schema",
+            )
+        cached = self.formats.plan(schema)
+        record = self.formats.decode(schema, cached, data[5:])
+        plan = cached.runner.plan
+        try:
+            tagged = tagged_values(plan, record)
+        except _Mismatch:
+            raise BadRecord("undecodable", f"the record does not have the shape of schema id {schema_id}") from None
+        subject = self.report.subject_of(schema.subject, part, schema.schema_type)
+        subject.schema_ids.add(schema_id)
+        subject.records += 1
+        reports: list[tuple[_Tagged, FieldReport, str]] = []
+        for t in tagged:
+            fr = subject.field_of(t.path, True, t.leaf.path)
+            state = _state(t.leaf, t.value)
+            fr.values += 1
+            if state == "ciphertext":
+                fr.ciphertext += 1
+            elif state == "empty":
+                fr.empty += 1
+            else:
+                fr.plaintext += 1
+                fr.found_at(partition, offset)
+            reports.append((t, fr, state))
+        if self.keyring is not None and any(s == "ciphertext" for _, _, s in reports):
+            self.decrypt(cached, record, reports, part, partition, offset)
+        skip = {t.at for t in tagged}
+
+        def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
+            if at is not None and at in skip:
+                return
+            self.detect(subject.field_of(path, False), value, partition, offset)
+
+        if schema.schema_type == "AVRO":
+            walk_avro(cached.parsed, record, visit)
+        else:
+            walk_json(record, visit, self.formats.declared(schema, cached))
+
+    def decrypt(
+        self,
+        cached: CachedPlan,
+        record: Any,
+        reports: list[tuple[_Tagged, FieldReport, str]],
+        part: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        assert self.keyring is not None
+        subject = f"{self.topic}-{part}"
+        domain = self.formats.options.domain or subject
+        ciphertexts = [(t, fr) for t, fr, s in reports if s == "ciphertext"]
+        mixed = any(s == "plaintext" for _, _, s in reports)
+        try:
+            if self._policy is not None:
+                self._policy(cached, domain, subject)
+            out, _ = cached.runner.decrypt_counted(
+                copy.deepcopy(record), self.keyring, subject, domain, _OUTCOMES, None
+            )
+        except (KeyStoreUnavailableError, ConfigurationError):
+            raise
+        except FieldcryptError as exc:
+            # a record mixing plaintext and ciphertext is refused as a whole: its plaintext is already counted
+            blamed = None
+            if isinstance(exc, DecryptionError) and not mixed:
+                blamed = next((fr for t, fr in ciphertexts if t.leaf.path == exc.field_path), ciphertexts[0][1])
+                blamed.tampered += 1
+                blamed.found_at(partition, offset)
+            for _, fr in ciphertexts:
+                if fr is not blamed:
+                    fr.unverified += 1
+            return
+        for t, fr in ciphertexts:
+            value = _at(out, t.at)
+            if isinstance(value, Erased):
+                fr.erased += 1
+            elif isinstance(value, Denied):
+                fr.denied += 1
+            else:
+                fr.readable += 1
+
+
+def scan_topic(
+    topic: str,
+    kafka_conf: Mapping[str, Any],
+    registry: SchemaRegistryClient,
+    *,
+    detectors: Iterable[Detector],
+    keyring: Keyring | None = None,
+    conf: Mapping[str, Any] | None = None,
+    keys: bool = False,
+    timeout: float = 30.0,
+    partitions: list[int] | None = None,
+    from_offset: int | None = None,
+    to_offset: int | None = None,
+    max_records: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Scan ``topic`` (all of it, or the range given) for personal data in clear: see the module docstring.
+    ``keyring``: also decrypt ciphertexts (readable, erased, denied, tampered); ``conf``: the producers' fieldcrypt
+    tag configuration (``fieldcrypt.tags``, ``fieldcrypt.plaintext.tags``, ``fieldcrypt.data.subject.tag``,
+    ``fieldcrypt.tag.domains``, ``fieldcrypt.domain``); ``keys``: scan record keys too."""
+    chosen = list(detectors)
+    formats = _Formats(registry, conf or {})
+    report = ScanReport(topic, [d.name for d in chosen], keys, keyring is not None)
+    scanner = _Scanner(report, chosen, formats, Schemas(registry, topic), keyring, topic)
+    with TopicReader(
+        topic,
+        kafka_conf,
+        timeout=timeout,
+        purpose="scan",
+        partitions=partitions,
+        from_offset=from_offset,
+        to_offset=to_offset,
+        max_records=max_records,
+        progress=progress,
+    ) as reader:
+        report.spans = reader.spans
+        for msg in reader:
+            report.records += 1
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            parts = [("value", msg.value())]
+            if keys:
+                parts.append(("key", msg.key()))
+            for part, data in parts:
+                if data is None:
+                    if part == "value":
+                        report.tombstones += 1
+                    continue
+                try:
+                    scanner.framed(data, msg.headers(), part, partition, offset)
+                except BadRecord as bad:
+                    report.bad.add(msg, bad, part)
+    return report

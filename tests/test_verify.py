@@ -1,0 +1,401 @@
+"""``fieldcrypt verify`` (and what it shares with ``scan``: the topic reader, the registry client, the settings) against
+a real broker and registry: exact counts, bad records with their offsets, exit codes; a missing topic, a broker or
+registry that does not answer, librdkafka properties and registry settings reaching the clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import SerializingProducer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from conftest import customer, load_schema
+from test_scan import MixedTopic, assert_nothing_planted, build_mixed_topic, run
+
+from fieldcrypt import Keyring
+from fieldcrypt.avro import AvroSerializer
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer's own settings may leak into these tests."""
+    for name in (
+        "FIELDCRYPT_CONFIG",
+        "FIELDCRYPT_STORE",
+        "FIELDCRYPT_KEK",
+        "FIELDCRYPT_BOOTSTRAP_SERVERS",
+        "FIELDCRYPT_KAFKA_CONFIG",
+        "FIELDCRYPT_SCHEMA_REGISTRY",
+        "FIELDCRYPT_REGISTRY_USER_INFO",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(scope="module")
+def mixed(broker: Any, http_registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MixedTopic]:
+    yield build_mixed_topic(broker, http_registry, tmp_path_factory.mktemp("mixed"))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# --- counts, bad records, exit codes ------------------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_verify_counts_and_lists_bad_records_and_goes_on(mixed: MixedTopic, capfd) -> None:
+    code, out, err = run(capfd, "verify", *mixed.args("--json", *mixed.keys()))
+    assert code == 7, err
+    report = json.loads(out)
+    assert report["records"] == 10 and report["tombstones"] == 1
+    assert report["partitions"] == [{"partition": 0, "from": 0, "to": 10, "read": 10}]
+    assert report["rows"] == [
+        {
+            "domain": f"{mixed.topic}-value",
+            "records": 5,  # offsets 0, 1, 2 (shredded), 3 (plaintext history), 6 (JSON Schema)
+            "readable": 8,
+            "erased": 2,
+            "denied": 0,
+            "plaintext": 3,
+            "plaintext_fields": {
+                "test.scan.Address.street": 1,
+                "test.scan.Signup.email": 1,
+                "test.scan.Signup.phone": 1,
+            },
+        }
+    ]
+    bad = report["bad_records"]
+    assert [(b["offset"], b["reason"]) for b in bad["first"]] == [
+        (4, "not-framed"),
+        (5, "unknown-schema-id"),
+        (7, "tampered"),
+        (8, "not-framed"),
+    ]
+    assert bad["first"][2]["field"] == "test.scan.Signup.email" and bad["first"][2]["key_id"].startswith("0x")
+    assert report["findings"] == {"plaintext": 3, "tampered": 1, "bad_records": 3} and report["clean"] is False
+    assert err == ""  # the tampered record is reported once, in the report: no log line on stderr
+    assert_nothing_planted(out, err)
+
+
+@pytest.mark.broker
+def test_verify_human_output_and_data_subjects(mixed: MixedTopic, capfd) -> None:
+    code, out, err = run(capfd, "verify", *mixed.args("--by", "data-subject", *mixed.keys()))
+    assert code == 7 and err == ""
+    assert "bad records: 4 (not-framed 2, tampered 1, unknown-schema-id 1)" in out
+    assert "partition 0 offset 7: tampered: the ciphertext is invalid" in out
+    assert "findings: 3 plaintext value(s) in tagged fields, 1 tampered record(s), 3 other bad record(s)" in out
+    assert_nothing_planted(out, err)
+    code, out, _ = run(capfd, "verify", *mixed.args("--by", "data-subject", "--json", *mixed.keys()))
+    rows = {r["data-subject"]: r for r in json.loads(out)["rows"]}
+    assert sorted(rows) == ["cust-0", "cust-1", "cust-2", "cust-3", "cust-6"]
+    assert (rows["cust-2"]["readable"], rows["cust-2"]["erased"]) == (0, 2)
+    assert (rows["cust-1"]["readable"], rows["cust-3"]["plaintext"]) == (3, 3)
+
+
+@pytest.mark.broker
+def test_verify_format_is_a_check_not_a_requirement(mixed: MixedTopic, capfd) -> None:
+    code, out, err = run(capfd, "verify", *mixed.args("--json", "--format", "json", *mixed.keys()))
+    assert code == 7 and "Traceback" not in out + err
+    report = json.loads(out)
+    assert report["bad_records"]["by_reason"]["format-mismatch"] == 5  # the Avro records: 0, 1, 2, 3, 7
+    assert report["rows"][0]["records"] == 1  # the JSON Schema record
+
+
+@pytest.mark.broker
+def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
+    broker, http_registry, keyring: Keyring, store_url: str, kek_uri: str, capfd
+) -> None:
+    topic = f"verify-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    producer = SerializingProducer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "value.serializer": AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring),
+        }
+    )
+    for i in range(6):
+        producer.produce(topic, value=customer(i % 3))  # one batch: Tansu then reports a high watermark of 1
+    producer.flush(30)
+    keyring.shred_person("cust-1")
+    argv = [topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--json"]
+    start = time.monotonic()
+    code, out, err = run(capfd, "verify", *argv, "--store", store_url, "--kek", kek_uri, "--by", "data-subject")
+    assert code == 0, err
+    assert time.monotonic() - start < 10  # no waiting for the topic to go quiet
+    report = json.loads(out)
+    rows = {r["data-subject"]: r for r in report["rows"]}
+    assert rows["cust-1"] == {
+        "data-subject": "cust-1",
+        "records": 2,
+        "readable": 0,
+        "erased": 6,
+        "denied": 0,
+        "plaintext": 0,
+        "plaintext_fields": {},
+    }
+    assert rows["cust-0"]["readable"] == 6 and report["records"] == 6 and report["clean"] is True
+    code, out, _ = run(capfd, "verify", *argv, "--store", store_url, "--kek", kek_uri, "--to-offset", "2")
+    assert code == 0 and json.loads(out)["rows"][0]["records"] == 2
+
+
+# --- what is around: topic, broker, registry ----------------------------------------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("command", ["verify", "scan"])
+def test_missing_topic_is_exit_5_naming_it(broker, http_registry, store_url, kek_uri, capfd, command: str) -> None:
+    name = f"mistyped-{uuid.uuid4().hex[:6]}"
+    argv = [command, name, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url]
+    code, out, err = run(capfd, *argv, "--store", store_url, "--kek", kek_uri)
+    assert code == 5 and out == "" and err == f"fieldcrypt: topic {name!r} does not exist\n"
+
+
+@pytest.mark.parametrize("command", ["verify", "scan"])
+def test_broker_down_is_exit_4_within_the_timeout_and_quiet(
+    store_url, kek_uri, capfd, command: str, http_registry
+) -> None:
+    argv = [command, "t", "-b", f"127.0.0.1:{closed_port()}", "--schema-registry", http_registry.url]
+    start = time.monotonic()
+    code, out, err = run(capfd, *argv, "--timeout", "2", "--store", store_url, "--kek", kek_uri)
+    took = time.monotonic() - start
+    assert code == 4 and out == "" and took < 5, (took, err)
+    assert len(err.splitlines()) == 1, err  # librdkafka's reconnection lines do not reach stderr
+    assert "no Kafka broker answered within 2s" in err and "Connection refused" in err
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("command", ["verify", "scan"])
+def test_registry_down_is_exit_4_in_one_line(mixed: MixedTopic, capfd, command: str) -> None:
+    argv = [command, mixed.topic, "-b", mixed.bootstrap, "--schema-registry", f"http://127.0.0.1:{closed_port()}"]
+    start = time.monotonic()
+    code, out, err = run(capfd, *argv, "--timeout", "3", *mixed.keys())
+    assert code == 4 and out == "" and time.monotonic() - start < 8
+    assert err.startswith("fieldcrypt: the schema registry did not answer schema id ") and len(err.splitlines()) == 1
+
+
+# --- librdkafka properties and registry settings reach the clients --------------------------------------------------
+
+
+class _Spy:
+    """Records the configuration each Consumer is made with, then makes the real one."""
+
+    def __init__(self) -> None:
+        self.confs: list[dict[str, Any]] = []
+
+    def __call__(self, conf: dict[str, Any]) -> Any:
+        from confluent_kafka import Consumer
+
+        self.confs.append(dict(conf))
+        return Consumer(conf)
+
+
+@pytest.mark.broker
+def test_kafka_properties_from_x_and_a_properties_file_reach_the_consumer(
+    mixed: MixedTopic, capfd, monkeypatch, tmp_path: Path
+) -> None:
+    import fieldcrypt._topic
+
+    spy = _Spy()
+    monkeypatch.setattr(fieldcrypt._topic, "Consumer", spy)
+    props = tmp_path / "client.properties"
+    props.write_text(f"# kcat -F style\nbootstrap.servers={mixed.bootstrap}\nclient.id=from-file\nfetch.min.bytes=1\n")
+    registry = ["--schema-registry", mixed.registry_url]
+    code, out, err = run(capfd, "scan", mixed.topic, "-F", str(props), "-X", "client.id=auditor-7", *registry, "--json")
+    assert code == 7, err
+    [conf] = spy.confs
+    assert conf["bootstrap.servers"] == mixed.bootstrap and conf["client.id"] == "auditor-7"  # -X wins over -F
+    assert conf["fetch.min.bytes"] == "1" and conf["group.id"].startswith("fieldcrypt-scan-")
+    assert conf["enable.auto.commit"] is False and conf["enable.partition.eof"] is True and conf["logger"] is not None
+    # a group.id given (ACLs often name the groups a principal may use) is kept
+    code, _, _ = run(
+        capfd, "scan", mixed.topic, "-X", f"bootstrap.servers={mixed.bootstrap}", "-X", "group.id=audit-1", *registry
+    )
+    assert spy.confs[-1]["group.id"] == "audit-1"
+    # the environment: FIELDCRYPT_KAFKA_CONFIG (a properties file) and FIELDCRYPT_BOOTSTRAP_SERVERS
+    monkeypatch.setenv("FIELDCRYPT_KAFKA_CONFIG", str(props))
+    monkeypatch.setenv("FIELDCRYPT_SCHEMA_REGISTRY", mixed.registry_url)
+    code, out, _ = run(capfd, "scan", mixed.topic, "--json")
+    assert code == 7 and spy.confs[-1]["client.id"] == "from-file" and json.loads(out)["records"] == 10
+
+
+def test_an_invalid_kafka_property_names_the_key_never_the_value(capfd, http_registry) -> None:
+    for prop, key in (
+        ("no.such.property=s3cret-value-1", "no.such.property"),
+        ("security.protocol=s3cret-proto", "security.protocol"),
+    ):
+        code, out, err = run(
+            capfd, "scan", "t", "-b", "127.0.0.1:9", "-X", prop, "--schema-registry", http_registry.url, "--json"
+        )
+        error = json.loads(out)["error"]
+        assert code == 3 and error["type"] == "ConfigurationError" and repr(key) in error["message"]
+        assert "s3cret" not in out + err
+
+
+class _AuthProxy:
+    """A registry that wants basic auth: checks the Authorization header, then forwards to the test registry."""
+
+    USER, PASSWORD = "auditor", "pw-4b1d-secret"
+
+    def __init__(self, upstream: str) -> None:
+        expected = "Basic " + base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
+        self.requests: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.requests.append(self.headers.get("Authorization") or "")
+                if self.headers.get("Authorization") != expected:
+                    body = json.dumps({"error_code": 401, "message": "Unauthorized"}).encode()
+                    self.send_response(401)
+                else:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    request = urllib.request.Request(
+                        upstream + self.path,
+                        data=self.rfile.read(length) if length else None,
+                        method=self.command,
+                        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+                    )
+                    try:
+                        with urllib.request.urlopen(request, timeout=10) as answer:
+                            body, status = answer.read(), answer.status
+                    except urllib.error.HTTPError as exc:
+                        body, status = exc.read(), exc.code
+                    self.send_response(status)
+                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.broker
+def test_registry_basic_auth_from_registry_conf_and_environment(mixed: MixedTopic, capfd, monkeypatch) -> None:
+    proxy = _AuthProxy(mixed.registry_url)
+    try:
+        argv = ["scan", mixed.topic, "-b", mixed.bootstrap, "--schema-registry", proxy.url, "--json"]
+        code, out, err = run(capfd, *argv)
+        error = json.loads(out)["error"]
+        assert code == 3 and "HTTP 401" in error["message"] and "basic.auth.user.info" in error["message"]
+        user_info = f"{_AuthProxy.USER}:{_AuthProxy.PASSWORD}"
+        code, out, err = run(capfd, *argv, "--registry-conf", f"basic.auth.user.info={user_info}")
+        assert code == 7 and json.loads(out)["records"] == 10 and _AuthProxy.PASSWORD not in out + err
+        monkeypatch.setenv("FIELDCRYPT_REGISTRY_USER_INFO", user_info)
+        code, out, err = run(capfd, "verify", *argv[1:], *mixed.keys())
+        assert code == 7, out
+        assert json.loads(out)["rows"][0]["records"] == 5
+        assert proxy.requests and proxy.requests[-1].startswith("Basic ")
+        # numbers given as text, as on a command line, reach the client as numbers
+        code, out, _ = run(
+            capfd,
+            *argv,
+            "--registry-conf",
+            f"basic.auth.user.info={user_info}",
+            "--registry-conf",
+            "max.retries=0",
+            "--registry-conf",
+            "timeout=5",
+        )
+        assert code == 7
+        code, out, _ = run(capfd, *argv, "--registry-conf", "max.retries=many")
+        assert code == 3 and "'max.retries' must be a number" in json.loads(out)["error"]["message"]
+        code, out, _ = run(capfd, *argv, "--registry-conf", "no.such.setting=1")
+        assert code == 3 and "no.such.setting" in json.loads(out)["error"]["message"]
+    finally:
+        proxy.close()
+
+
+# --- the reader's failure paths, with a stand-in consumer ------------------------------------------------------------
+
+
+class _FakeConsumer:
+    """A consumer whose cluster knows topic 't' (one partition, high watermark 5) but never delivers anything; or,
+    with ``refuse``, one that cannot connect and reports refused credentials."""
+
+    refuse = False
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf = conf
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        from types import SimpleNamespace
+
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self.refuse:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get metadata"))
+        return SimpleNamespace(topics={"t": SimpleNamespace(error=None, partitions={0: None})})
+
+    def poll(self, timeout: float) -> None:
+        from confluent_kafka import KafkaError
+
+        if self.refuse:
+            self.conf["error_cb"](
+                KafkaError(
+                    KafkaError._AUTHENTICATION, "b1:9092/bootstrap: SASL authentication error: Authentication failed"
+                )
+            )
+        time.sleep(min(timeout, 0.05))
+
+    def get_watermark_offsets(self, tp: Any, timeout: float = 0, cached: bool = False) -> tuple[int, int]:
+        return 0, 5
+
+    def assign(self, partitions: Any) -> None:
+        pass
+
+    def pause(self, partitions: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_brokers_that_stop_answering_while_reading_are_unavailable(monkeypatch) -> None:
+    import fieldcrypt._topic
+    from fieldcrypt._topic import TopicReader, UnavailableError
+
+    monkeypatch.setattr(fieldcrypt._topic, "Consumer", _FakeConsumer)
+    start = time.monotonic()
+    with TopicReader("t", {"bootstrap.servers": "b1:9092"}, timeout=0.5) as reader:
+        with pytest.raises(UnavailableError, match=r"stopped answering for 0.5s after 0 record\(s\)"):
+            list(reader)
+    assert time.monotonic() - start < 3
+
+
+def test_refused_credentials_end_at_once_as_a_configuration_error(monkeypatch) -> None:
+    import fieldcrypt._topic
+    from fieldcrypt._topic import TopicReader
+    from fieldcrypt.errors import ConfigurationError
+
+    monkeypatch.setattr(fieldcrypt._topic, "Consumer", _FakeConsumer)
+    monkeypatch.setattr(_FakeConsumer, "refuse", True)
+    with pytest.raises(ConfigurationError, match="refused the credentials: SASL authentication error"):
+        TopicReader("t", {"bootstrap.servers": "b1:9092"}, timeout=30)
