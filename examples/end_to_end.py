@@ -1,17 +1,35 @@
 """fieldcrypt end to end: a producer encrypts tagged fields, an authorized consumer decrypts them, and a consumer
-without keys sees ciphertext. Everything runs here: a real Kafka-protocol broker (Tansu) in its own process,
-confluent's in-process schema registry (or yours: --schema-registry URL), a SQLite key store and a local KEK.
+without keys sees ciphertext. By default everything runs here: a real Kafka-protocol broker (Tansu) in its own
+process, confluent's in-process schema registry, a SQLite key store and a local KEK in a temporary directory.
 
-    python examples/end_to_end.py [--records 5] [--schema-registry http://localhost:8081] [--state DIR]
+    python examples/end_to_end.py [--records 5] [--state DIR]
+
+Keep the stack up afterwards, to try the fieldcrypt command on the demo's topics (it prints the commands; Ctrl-C
+stops it):
+
+    python examples/end_to_end.py --keep
+
+Or run against a stack of your own, e.g. the one `fieldcrypt dev up --env-file .fieldcrypt-dev.env` starts in
+another terminal (docs/local-stack.md):
+
+    source .fieldcrypt-dev.env && python examples/end_to_end.py --from-env
+    python examples/end_to_end.py --bootstrap-servers 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081 \
+        --state DIR          # or --store URL --kek URI
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
+import signal
+import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +40,21 @@ from confluent_kafka.schema_registry.json_schema import JSONDeserializer as Plai
 from confluent_kafka.serialization import StringDeserializer, StringSerializer
 
 import fieldcrypt
-from fieldcrypt._testing.broker import CONSUMER_DEFAULTS, Broker
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.dev import CONSUMER_DEFAULTS, Broker, RegistryServer, create_topic
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA = (SCHEMAS / "customer_event.avsc").read_text()
 JSON_SCHEMA = (SCHEMAS / "customer_event.schema.json").read_text()
+
+#: what --from-env reads: the variables `fieldcrypt dev up` prints, which the fieldcrypt command reads too
+ENV = {
+    "bootstrap_servers": "FIELDCRYPT_BOOTSTRAP_SERVERS",
+    "schema_registry": "FIELDCRYPT_SCHEMA_REGISTRY",
+    "store": "FIELDCRYPT_STORE",
+    "kek": "FIELDCRYPT_KEK",
+}
 
 
 def event(i: int) -> dict[str, Any]:
@@ -77,14 +103,44 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=5)
-    ap.add_argument("--schema-registry", default=None, help="URL of a Confluent-compatible registry")
-    ap.add_argument("--state", default=None, help="directory for the KEK file and key store (default: a temp dir)")
+    ap.add_argument("--records", type=int, default=5, help="how many records to produce per format")
+    ap.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="a running broker (default: start one here)")
+    ap.add_argument("--schema-registry", metavar="URL", help="URL of a Confluent-compatible registry")
+    ap.add_argument("--state", metavar="DIR", help="directory for the KEK file and key store (default: a temp dir)")
+    ap.add_argument("--store", metavar="URL", help="an existing key store (with --kek; instead of --state)")
+    ap.add_argument("--kek", metavar="URI", help="the KEK of --store (several: separated by commas)")
+    ap.add_argument(
+        "--from-env",
+        action="store_true",
+        help="take the broker, registry, key store and KEK from " + ", ".join(ENV.values()) + " (flags win)",
+    )
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the run, keep the broker, registry, key store and KEK up and print the fieldcrypt commands to "
+        "try on the demo's topics; Ctrl-C stops them",
+    )
     args = ap.parse_args()
+    if args.from_env:
+        for dest, var in ENV.items():
+            if getattr(args, dest) is None and os.environ.get(var):
+                setattr(args, dest, os.environ[var])
+        missing = [var for dest, var in ENV.items() if getattr(args, dest) is None]
+        if missing:
+            ap.error(f"--from-env: {', '.join(missing)} not set (source the file of `fieldcrypt dev up --env-file`)")
+    if (args.store is None) != (args.kek is None):
+        ap.error("--store and --kek go together")
+    if args.store is not None and args.state is not None:
+        ap.error("give --state or --store/--kek, not both")
+    return args
 
-    state = Path(args.state or tempfile.mkdtemp(prefix="fieldcrypt-demo-"))
+
+def open_keyring(args: argparse.Namespace) -> fieldcrypt.Keyring:
+    if args.store is not None:  # someone else's key store and KEK (`fieldcrypt dev up` made them)
+        return fieldcrypt.Keyring(args.store, [k.strip() for k in args.kek.split(",") if k.strip()])
+    state = Path(args.state or tempfile.mkdtemp(prefix="fieldcrypt-demo-")).absolute()
     state.mkdir(parents=True, exist_ok=True)
     kek_file = state / "kek.json"
     # Creating a KEK is an explicit act: a Keyring never creates one behind your back.
@@ -92,35 +148,94 @@ def main() -> None:
     # So is creating the key store (`fieldcrypt keys init --store URL`): opening a missing store is an error, never a
     # new empty one. create_key_store is idempotent: a --state directory from an earlier run keeps its keys.
     store_url = fieldcrypt.create_key_store(f"sqlite:///{state / 'keys.db'}")
-    keyring = fieldcrypt.Keyring(store_url, kek_uri)
-    registry = SchemaRegistryClient.new_client({"url": args.schema_registry or f"mock://demo-{uuid.uuid4().hex}"})
-    topic = f"customer-events-{uuid.uuid4().hex[:6]}"
+    return fieldcrypt.Keyring(store_url, kek_uri)
 
-    print(f"key store: {keyring.store.url}\nKEK:       {kek_uri}\nregistry:  {args.schema_registry or 'in-process'}")
-    formats = [
-        (
-            "Avro",
-            AvroSerializer(registry, SCHEMA, keyring=keyring),
-            AvroDeserializer(registry, keyring=keyring),
-            PlainAvroDeserializer(registry),
-        ),
-        (
-            "JSON Schema",
-            JSONSerializer(JSON_SCHEMA, registry, keyring=keyring),
-            JSONDeserializer(None, schema_registry_client=registry, keyring=keyring),
-            PlainJSONDeserializer(None, schema_registry_client=registry),
-        ),
-    ]
-    ok = True
-    sent = [event(i) for i in range(args.records)]
-    with Broker() as broker:
-        print(f"broker:    Tansu at {broker.bootstrap_servers}")
+
+def fieldcrypt_command() -> str:
+    """How to run the fieldcrypt command from a shell here: the script beside this Python, unless it is on PATH."""
+    script = Path(sys.executable).with_name("fieldcrypt")
+    on_path = shutil.which("fieldcrypt")
+    if on_path and (not script.exists() or Path(on_path).resolve() == script.resolve()):
+        return "fieldcrypt"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m fieldcrypt.cli"
+    try:
+        return shlex.quote(os.path.join(".", script.absolute().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(script))
+
+
+def show_commands(env: dict[str, str], topics: dict[str, str]) -> None:
+    """The fieldcrypt commands to try on the demo's topics, exactly as a shell takes them."""
+    fc = fieldcrypt_command()
+    avro, json_topic = topics["Avro"], topics["JSON Schema"]
+    print("\n== Try the fieldcrypt command on these topics, in another shell:")
+    for var, value in env.items():
+        print(f"export {var}={shlex.quote(value)}")
+    print(f"{fc} verify {avro} --by data-subject")
+    print(f"{fc} verify {json_topic} --format json")
+    print(f"{fc} scan {avro}                  # options: docs/scan.md")
+    print(f"{fc} keys list")
+    print(f"{fc} keys shred --data-subject cust-001 --reason 'erasure request' --yes")
+    print(f"{fc} verify {avro} --by data-subject   # cust-001: erased")
+
+
+def wait_for_ctrl_c() -> None:
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the stack as Ctrl-C does, not leaving the broker behind
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the stopping
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("\nstopping", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    keyring = open_keyring(args)
+    with ExitStack() as stack:
+        registry_url = args.schema_registry
+        if registry_url is None and args.keep:
+            # the fieldcrypt command runs in another process: it needs a registry over HTTP, not the in-process one
+            registry_url = stack.enter_context(RegistryServer()).url
+        registry = SchemaRegistryClient.new_client({"url": registry_url or f"mock://demo-{uuid.uuid4().hex}"})
+        bootstrap = args.bootstrap_servers
+        broker_name = bootstrap
+        if bootstrap is None:
+            broker = stack.enter_context(Broker())
+            bootstrap, broker_name = broker.bootstrap_servers, f"Tansu at {broker.bootstrap_servers}"
+        topic = f"customer-events-{uuid.uuid4().hex[:6]}"
+
+        print(f"key store: {keyring.store.url}\nKEK:       {keyring.kek.uri}")
+        print(f"registry:  {registry_url or 'in-process'}\nbroker:    {broker_name}")
+        formats = [
+            (
+                "Avro",
+                AvroSerializer(registry, SCHEMA, keyring=keyring),
+                AvroDeserializer(registry, keyring=keyring),
+                PlainAvroDeserializer(registry),
+            ),
+            (
+                "JSON Schema",
+                JSONSerializer(JSON_SCHEMA, registry, keyring=keyring),
+                JSONDeserializer(None, schema_registry_client=registry, keyring=keyring),
+                PlainJSONDeserializer(None, schema_registry_client=registry),
+            ),
+        ]
+        ok = True
+        sent = [event(i) for i in range(args.records)]
+        topics: dict[str, str] = {}
         for name, serializer, deserializer, plain in formats:
-            fmt_topic = f"{topic}-{name.split()[0].lower()}"
-            broker.create_topic(fmt_topic)
+            fmt_topic = topics[name] = f"{topic}-{name.split()[0].lower()}"
+            create_topic(bootstrap, fmt_topic)  # one partition: Tansu would auto-create four
             producer = SerializingProducer(
                 {
-                    "bootstrap.servers": broker.bootstrap_servers,
+                    "bootstrap.servers": bootstrap,
                     "key.serializer": StringSerializer("utf_8"),
                     "value.serializer": serializer,
                 }
@@ -131,9 +246,9 @@ def main() -> None:
             producer.close()  # now: confluent-kafka 2.16 keeps the client alive as long as its serializers
             print(f"\n######## {name}: topic {fmt_topic}")
             show("producer sent", sent)
-            authorized = consume(broker.bootstrap_servers, fmt_topic, deserializer, len(sent))
+            authorized = consume(bootstrap, fmt_topic, deserializer, len(sent))
             show(f"authorized consumer read (fieldcrypt {type(deserializer).__name__} with the keyring)", authorized)
-            blind = consume(broker.bootstrap_servers, fmt_topic, plain, len(sent))
+            blind = consume(bootstrap, fmt_topic, plain, len(sent))
             show(f"consumer without keys read (confluent's plain {type(plain).__name__})", blind)
             good = (
                 authorized == sent
@@ -143,10 +258,21 @@ def main() -> None:
             print(f"{name}: {len(sent)} produced, {len(authorized)} decrypted, {len(blind)} read without keys")
             ok = ok and good
 
-    keys = keyring.keys()
-    print(f"\n{len(keys)} data keys (one per person and subject) in {keyring.store.url}")
-    print("OK" if ok else "MISMATCH")
-    keyring.close()
+        keys = keyring.keys()
+        print(f"\n{len(keys)} data keys (one per person and subject) in {keyring.store.url}")
+        print("OK" if ok else "MISMATCH", flush=True)
+        env = {
+            ENV["bootstrap_servers"]: bootstrap,
+            ENV["schema_registry"]: registry_url or "",
+            ENV["store"]: keyring.store.url,
+            ENV["kek"]: ",".join(k.uri for k in keyring.keks),
+        }
+        keyring.close()
+        if registry_url is not None and (args.keep or args.bootstrap_servers is not None):
+            show_commands(env, topics)
+        if args.keep:
+            print("\nThe broker, registry, key store and KEK stay up until Ctrl-C.", flush=True)
+            wait_for_ctrl_c()
     raise SystemExit(0 if ok else 1)
 
 

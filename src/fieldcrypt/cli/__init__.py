@@ -5,7 +5,7 @@
     fieldcrypt schema lint FILE... | --subject S       what fieldcrypt will encrypt, refuse or leave in clear
     fieldcrypt verify TOPIC                            re-read a topic: readable, erased, denied, plaintext values
     fieldcrypt scan TOPIC                              audit a topic for plaintext personal data
-    fieldcrypt dev broker|up                           a local broker (and registry) to try things
+    fieldcrypt dev up|broker|registry                  a local broker, registry and key store to try things
 
 Settings come from a configuration file, then environment variables, then flags (see
 :mod:`fieldcrypt.cli._config`). Exit codes, the same for every command: 0 done, 1 unexpected error (or a shred not
