@@ -123,7 +123,13 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         return p
 
     cmd("init", "create the key store at --store (or upgrade its tables); SQLite files: 0600")
-    c = cmd("list", "list stored data keys")
+    c = cmd(
+        "list",
+        "list stored data keys",
+        "List stored data keys. ENCRYPTIONS is what producers have charged to a key before using it (they take "
+        "leases of rotation.lease encryptions at a time, 65536 by default, and never hand unused parts back), so it "
+        "counts high: it is what rotation by count goes by, not the number of values written.",
+    )
     c.add_argument("--domain", help="only keys of this key domain")
     c.add_argument("--data-subject", help="only keys of this data subject (person)")
     c = cmd("show", "show one data key (also a shredded one)")
