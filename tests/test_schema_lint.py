@@ -528,7 +528,7 @@ def test_name_normalization() -> None:
     assert normalize_name("addressLine1") == "address line 1"
 
 
-def test_hints_in_schemas_only_where_a_tag_could_be_enforced(tmp_path: Path, capsys) -> None:
+def test_hints_in_schemas_by_name_and_format_on_every_scalar(tmp_path: Path, capsys) -> None:
     avro = {
         "type": "record",
         "name": "Customer",
@@ -536,7 +536,7 @@ def test_hints_in_schemas_only_where_a_tag_could_be_enforced(tmp_path: Path, cap
             {"name": "name", "type": "string"},
             {"name": "email", "type": ["null", "string"], "default": None},
             {"name": "emailVerified", "type": "boolean"},  # not data
-            {"name": "phone", "type": "long"},  # personal, but no tag could encrypt a long
+            {"name": "phone", "type": "long"},  # personal, and no tag could encrypt a long: the finding says so
             {"name": "born", "type": {"type": "int", "logicalType": "date"}},
             {
                 "name": "home",
@@ -550,8 +550,11 @@ def test_hints_in_schemas_only_where_a_tag_could_be_enforced(tmp_path: Path, cap
         "Customer.name": "pii-hint:name",
         "Customer.email": "pii-hint:email",
         "Address.street": "pii-hint:address",
+        "Customer.phone": "pii-hint:phone",
     }
-    assert kinds(report) == ["hint"] * 3 and "tag it PII" in report["findings"][0]["message"]
+    messages = {f["path"]: f["message"] for f in report["findings"]}
+    assert kinds(report) == ["hint"] * 4 and "tag it PII" in messages["Customer.name"]
+    assert "encrypts only strings and bytes, not long: store it as a string" in messages["Customer.phone"]
     js = {
         "title": "Signup",
         "type": "object",

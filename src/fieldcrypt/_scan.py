@@ -632,7 +632,7 @@ class _Scanner:
         if schema.schema_type not in ("AVRO", "JSON"):
             raise BadRecord(
                 "unsupported-schema-type",
-                f"schema id {schema_id} is a {schema.schema_type} schema; fieldcrypt reads Avro and JSON Schema",
+                f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads Avro and JSON Schema",
             )
         cached = self.formats.plan(schema)
         record = self.formats.decode(schema, cached, data[5:])

@@ -218,11 +218,11 @@ def verify_topic(
                 if schema.schema_type not in ("AVRO", "JSON"):
                     raise BadRecord(
                         "unsupported-schema-type",
-                        f"schema id {schema_id} is a {schema.schema_type} schema; fieldcrypt reads Avro and JSON",
+                        f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads Avro and JSON",
                     )
                 if fmt is not None and schema.schema_type != _FORMATS[fmt]:
                     raise BadRecord(
-                        "format-mismatch", f"schema id {schema_id} is a {schema.schema_type} schema, not {fmt}"
+                        "format-mismatch", f"schema id {schema_id} is of schema type {schema.schema_type}, not {fmt}"
                     )
                 de = deserializer(schema.schema_type)
                 stats = de.stats

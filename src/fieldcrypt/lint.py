@@ -24,9 +24,10 @@ Each value the compiler visits is a row (containers, records, arrays and maps, a
     unchecked             tagged, but lint could not compile past an earlier refusal to decide it
 
 **Hints**: a value in clear (not tagged) whose name or ``format`` looks like personal data gets ``hint`` (a
-category: ``email``, ``phone``...) and a finding. Only values fieldcrypt could encrypt are hinted (Avro ``string``
-/ ``bytes`` without a logicalType, JSON strings and untyped values): a hint is fixed by tagging the field (or by
-declaring it plaintext with a tag of ``fieldcrypt.plaintext.tags``, which keeps the hint but drops the finding).
+category: ``email``, ``phone``...) and a finding. Scalars of other types are hinted too (an Avro ``int`` date of
+birth is personal data): the finding says fieldcrypt encrypts only strings and bytes. A hint is fixed by tagging the
+field (or by declaring it plaintext with a tag of ``fieldcrypt.plaintext.tags``, which keeps the hint but drops the
+finding).
 Names are matched after :func:`normalize_name` (``customerEmailAddress`` -> ``customer email address``) against
 :data:`NAME_HINTS`, extensible with :class:`Hint`; docs/schema-lint.md lists them. Schema texts are not data, but
 ``default``, ``examples``, ``const`` and ``enum`` values may be: they are never printed, not even in errors.
@@ -221,6 +222,7 @@ class Row:
     domain: str | None = None  # encrypted values: the key domain, None for the default one (the subject)
     reason: str | None = None  # refused: why
     hint: str | None = None  # the personal-data category its name or format suggests (values not encrypted)
+    encryptable: bool = True  # a tag of fieldcrypt.tags here could be enforced (string or bytes)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -691,7 +693,8 @@ def _rows(
         if (shape.container or not any(value.calls)) and verdict not in ("refused", "encrypted", "data-subject"):
             continue
         hint = None
-        if verdict in ("clear", "plaintext (declared)") and shape.encryptable and not hinting.ignored(path):
+        hintable = shape.encryptable or (not shape.container and shape.type != "-")
+        if verdict in ("clear", "plaintext (declared)") and hintable and not hinting.ignored(path):
             names = _names(path, schema_type, root_title)
             if names is not None:
                 hint = hint_for(names[0], names[1], shape.fmt, hinting.hints, hinting.formats)
@@ -704,6 +707,7 @@ def _rows(
                 domain=(leaf.domain or domain) if leaf is not None else None,
                 reason=reason,
                 hint=hint,
+                encryptable=shape.encryptable,
             )
         )
     return rows
@@ -788,11 +792,17 @@ def lint_schema(
     tag = sorted(rules.encrypt)[0]
     for row in report.rows:
         if row.hint is not None and row.verdict == "clear":
+            fix = (
+                f"tag it {tag}"
+                if row.encryptable
+                else f"fieldcrypt encrypts only strings and bytes, not {row.type}: "
+                f"store it as a string and tag it {tag}"
+            )
             report.findings.append(
                 Finding(
                     "hint",
                     row.path,
-                    f"{row.path}: looks like personal data ({row.hint}) and is in clear: tag it {tag}, or declare it "
+                    f"{row.path}: looks like personal data ({row.hint}) and is in clear: {fix}, or declare it "
                     "plaintext with a tag of fieldcrypt.plaintext.tags",
                 )
             )

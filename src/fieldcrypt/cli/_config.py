@@ -41,6 +41,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fieldcrypt.cli._common import UsageError
 
@@ -89,7 +90,37 @@ class Settings:
         return dict(self.registry)
 
     def secrets(self) -> list[str]:
-        return [v for v in (*self.kafka.values(), *self.registry.values()) if isinstance(v, str) and len(v) >= 3]
+        """Every configured value that may be a secret: all but the settings known to name only where and how to
+        connect (an error that quotes a broker address or a CA file path keeps it); a URL's user info."""
+        out: list[str] = []
+        for name, value in (*self.kafka.items(), *self.registry.items()):
+            if not isinstance(value, str) or len(value) < 3:
+                continue
+            if name in _NOT_SECRET:
+                user_info = urlsplit(value).netloc.rpartition("@")[0] if name == "url" and "@" in value else ""
+                if len(user_info) >= 3:
+                    out.append(user_info)
+                continue
+            out.append(value)
+        return out
+
+
+#: settings whose values are addresses, protocol names or file paths, never credentials
+_NOT_SECRET = frozenset(
+    {
+        "bootstrap.servers",
+        "metadata.broker.list",
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "client.id",
+        "group.id",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.endpoint.identification.algorithm",
+        "url",
+    }
+)
 
 
 def scrub(text: str, settings: Settings) -> str:
