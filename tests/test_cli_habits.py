@@ -86,6 +86,10 @@ def test_version(capsys) -> None:
         ["keys", "list", "--domain", ""],
         ["verify", "-X", "no-equals-sign", "t"],
         ["kek", "create"],
+        ["scan", "t", "--timeout", "nan"],  # float('nan') compares false both ways: once reached librdkafka
+        ["verify", "t", "--timeout", "inf"],
+        ["verify", "t", "--timeout", "0"],
+        ["schema", "lint", "x.avsc", "--timeout", "-1"],
     ],
 )
 def test_usage_errors_exit_2_before_anything_is_opened(capsys, argv: list[str]) -> None:
@@ -128,6 +132,50 @@ def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout.strip() == "x" * 200
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_closed_pipe_keeps_a_findings_exit_code(tmp_path: Path) -> None:
+    # a CI step `fieldcrypt schema lint ... | head` must still fail on findings when head stops reading early
+    schema = {"type": "record", "name": "R", "fields": [{"name": f"email{i}", "type": "string"} for i in range(2000)]}
+    path = _write(tmp_path / "wide.avsc", json.dumps(schema))
+    proc = subprocess.run(
+        f"{sys.executable} -m fieldcrypt.cli schema lint {path} | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_server_that_is_not_a_registry_is_a_one_line_configuration_error(tmp_path: Path, capsys) -> None:
+    import http.server
+    import threading
+
+    class NotARegistry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # 200 with a body no registry sends
+            body = b"[1, 2, 3, 4]" if "versions" in self.path else b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotARegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = run(capsys, "schema", "lint", "--subject", "s-value", "--schema-registry", url, "--json")
+        assert code == 3, (out, err)
+        assert "is not a schema registry's" in json.loads(out)["error"]["message"]
+        code, out, err = run(capsys, "schema", "lint", "--subject", "s-value", "--schema-registry", url)
+        assert code == 3 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    finally:
+        server.shutdown()
 
 
 def _write(path: Path, text: str) -> Path:

@@ -339,6 +339,37 @@ def test_scan_of_a_missing_topic_is_not_found(broker, http_registry, capfd) -> N
     assert name not in AdminClient({"bootstrap.servers": broker.bootstrap_servers}).list_topics(timeout=10).topics
 
 
+@pytest.mark.broker
+def test_records_an_attacker_writes_are_scanned_or_counted_never_shown(broker, http_registry, capfd) -> None:
+    """Found by review: object keys of unframed JSON that are identifiers (an IBAN, a NIE) were printed as field
+    paths and never scanned; a bare card number was skipped as a JSON number; deep nesting ended the scan."""
+    topic = f"attacker-{uuid.uuid4().hex[:6]}"
+    broker.create_topic(topic)
+    iban, nie, card = "GB29NWBK60161331926819", "X1234567L", "4111111111111111"
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for value in (
+        json.dumps({iban: "x", nie: "y", "note": "fine"}).encode(),
+        card.encode(),  # a bare JSON number
+        b"[" * 200_000 + b"]" * 200_000,  # nested too deeply for any JSON parser
+        b"after the deep one, mail " + b"later@example.org",
+    ):
+        producer.produce(topic, value)
+    producer.flush(10)
+    code, out, err = run(
+        capfd, "scan", topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--json"
+    )
+    for secret in (iban, nie, card, "later@example.org"):
+        assert secret not in out + err
+    assert "Traceback" not in err and code == 7
+    report = json.loads(out)
+    raw = fields(report, "(not Confluent-framed)")
+    assert raw["$(keys) (untagged)"]["detections"] == {"iban": 1, "es_dni": 1}
+    assert raw["$.note (untagged)"]["values"] == 1  # a plain identifier key is still shown
+    assert raw["$ (untagged)"]["detections"] == {"payment_card": 1, "email": 1}
+    assert report["bad_records"]["by_reason"] == {"undecodable": 1}
+    assert report["records"] == 4
+
+
 # --- the walkers, without a broker --------------------------------------------------------------------------------
 
 

@@ -399,3 +399,15 @@ def test_refused_credentials_end_at_once_as_a_configuration_error(monkeypatch) -
     monkeypatch.setattr(_FakeConsumer, "refuse", True)
     with pytest.raises(ConfigurationError, match="refused the credentials: SASL authentication error"):
         TopicReader("t", {"bootstrap.servers": "b1:9092"}, timeout=30)
+
+
+def test_a_registry_answer_that_is_not_a_schema_is_a_configuration_error() -> None:
+    from fieldcrypt._topic import Schemas
+    from fieldcrypt.errors import ConfigurationError
+
+    class Garbled:
+        def get_schema(self, schema_id: int) -> Any:
+            raise json.JSONDecodeError("Expecting value", "<html>", 0)  # a 200 with an HTML page
+
+    with pytest.raises(ConfigurationError, match="is not a schema registry's"):
+        Schemas(Garbled(), "t").get(1)  # type: ignore[arg-type]

@@ -449,20 +449,29 @@ def walk_avro(schema: Any, record: Any, visit: Visit) -> None:
     walk(schema, record, "$", ())
 
 
-def walk_json(document: Any, visit: Visit, declared: frozenset[str] | None) -> None:
+def walk_json(
+    document: Any, visit: Visit, declared: frozenset[str] | None, plain_key: Callable[[str], bool] | None = None
+) -> None:
     """Every text of a JSON document with its field path. Object keys are shown when the schema declares them
-    (``declared``; without a schema, when they look like identifiers), else as ``[*]`` and scanned as text."""
+    (``declared``: schema text, not data), else as ``[*]`` and scanned as text. Without a schema (``declared`` None:
+    a record that is not Confluent-framed), a key is shown only if it looks like an identifier and ``plain_key``
+    says no detector finds anything in it; integers are then scanned as their digits (a bare card number)."""
 
     def walk(v: Any, path: str, at: tuple[Any, ...]) -> None:
         if isinstance(v, dict):
             for k, x in v.items():
-                shown = k in declared if declared is not None else bool(_IDENTIFIER.fullmatch(k))
+                if declared is not None:
+                    shown = k in declared
+                else:
+                    shown = bool(_IDENTIFIER.fullmatch(k)) and plain_key is not None and plain_key(k)
                 if not shown:
                     visit(k, f"{path}(keys)", None)
                 walk(x, f"{path}.{k}" if shown else f"{path}[*]", (*at, k))
         elif isinstance(v, list):
             for i, x in enumerate(v):
                 walk(x, f"{path}[]", (*at, i))
+        elif declared is None and isinstance(v, int) and not isinstance(v, bool):
+            visit(str(v), path, at)
         else:
             _text(v, path, at, visit)
 
@@ -608,17 +617,25 @@ class _Scanner:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRecord("not-framed", "not Confluent-framed, and not UTF-8 text") from None
-        subject = self.report.subject_of(RAW_SUBJECT, part, "raw")
-        subject.records += 1
         try:
             document: Any = json.loads(text)
+        except RecursionError:
+            raise BadRecord("undecodable", "not Confluent-framed, and JSON nested too deeply to scan") from None
         except ValueError:
             document = text
-
-        def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
+        found: list[tuple[str, str]] = []
+        try:
+            walk_json(document, lambda value, path, at: found.append((path, value)), None, self.plain)
+        except RecursionError:
+            raise BadRecord("undecodable", "not Confluent-framed, and JSON nested too deeply to scan") from None
+        subject = self.report.subject_of(RAW_SUBJECT, part, "raw")
+        subject.records += 1
+        for path, value in found:
             self.detect(subject.field_of(path, False), value, partition, offset)
 
-        walk_json(document, visit, None)
+    def plain(self, text: str) -> bool:
+        """Whether no detector finds anything in ``text`` (a key that may then be shown in a field path)."""
+        return not any(d.find(text) for d in self.detectors)
 
     def framed(self, data: bytes, headers: Any, part: str, partition: int, offset: int) -> None:
         try:
@@ -635,12 +652,25 @@ class _Scanner:
                 f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads Avro and JSON Schema",
             )
         cached = self.formats.plan(schema)
-        record = self.formats.decode(schema, cached, data[5:])
-        plan = cached.runner.plan
+        found: list[tuple[str, str]] = []  # (path, text) of the untagged texts, gathered before anything is counted
         try:
-            tagged = tagged_values(plan, record)
-        except _Mismatch:
-            raise BadRecord("undecodable", f"the record does not have the shape of schema id {schema_id}") from None
+            record = self.formats.decode(schema, cached, data[5:])
+            try:
+                tagged = tagged_values(cached.runner.plan, record)
+            except _Mismatch:
+                raise BadRecord("undecodable", f"the record does not have the shape of schema id {schema_id}") from None
+            skip = {t.at for t in tagged}
+
+            def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
+                if at is None or at not in skip:
+                    found.append((path, value))
+
+            if schema.schema_type == "AVRO":
+                walk_avro(cached.parsed, record, visit)
+            else:
+                walk_json(record, visit, self.formats.declared(schema, cached))
+        except RecursionError:
+            raise BadRecord("undecodable", f"schema id {schema_id}: the record is nested too deeply to scan") from None
         subject = self.report.subject_of(schema.subject, part, schema.schema_type)
         subject.schema_ids.add(schema_id)
         subject.records += 1
@@ -659,17 +689,8 @@ class _Scanner:
             reports.append((t, fr, state))
         if self.keyring is not None and any(s == "ciphertext" for _, _, s in reports):
             self.decrypt(cached, record, reports, part, partition, offset)
-        skip = {t.at for t in tagged}
-
-        def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
-            if at is not None and at in skip:
-                return
+        for path, value in found:
             self.detect(subject.field_of(path, False), value, partition, offset)
-
-        if schema.schema_type == "AVRO":
-            walk_avro(cached.parsed, record, visit)
-        else:
-            walk_json(record, visit, self.formats.declared(schema, cached))
 
     def decrypt(
         self,

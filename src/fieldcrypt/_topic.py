@@ -46,7 +46,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 # the CLI's errors (exit 5 and 4), raised here so that library callers and the CLI see the same ones
 from fieldcrypt.cli._common import NotFoundError, UnavailableError
-from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.errors import ConfigurationError, FieldcryptError
 
 __all__ = [
     "BadRecord",
@@ -446,6 +446,10 @@ def registry_client(conf: Mapping[str, Any], timeout: float) -> SchemaRegistryCl
                 settings[key] = kind(settings[key])
             except ValueError:
                 raise ConfigurationError(f"the schema registry setting {key!r} must be a number") from None
+    for key in ("max.retries", "retries.wait.ms", "retries.max.wait.ms", "timeout"):
+        value = settings.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+            raise ConfigurationError(f"the schema registry setting {key!r} must be a number, 0 or more")
     settings.setdefault("max.retries", 2)
     settings.setdefault("timeout", max(0.5, timeout / (int(settings["max.retries"]) + 1)))
     settings.setdefault("retries.wait.ms", 200)
@@ -470,6 +474,18 @@ def _http_errors() -> tuple[type[BaseException], ...]:
 
 _HTTP_ERRORS = _http_errors()
 _SUBJECT_LOOKUP_ERRORS: tuple[type[BaseException], ...] = (SchemaRegistryError, *_HTTP_ERRORS)
+
+
+#: what confluent's registry client raises when a server answers 200 with a body that is not a registry's (an HTML
+#: page, a JSON list...): only ever caught around a registry client call, never around decoding
+MALFORMED_ANSWER = (ValueError, TypeError, KeyError, AttributeError)
+
+
+def not_a_registry(what: str, exc: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"the schema registry's answer to {what} is not a schema registry's ({type(exc).__name__}): is the URL "
+        "the registry's?"
+    )
 
 
 @contextmanager
@@ -527,6 +543,12 @@ class Schemas:
         try:
             with registry_errors(f"schema id {schema_id}"):
                 schema = self.registry.get_schema(schema_id)
+            if not isinstance(schema.schema_str, str):
+                raise TypeError("schema_str")
+        except FieldcryptError:
+            raise  # registry_errors' verdict (ConfigurationError is a ValueError too)
+        except MALFORMED_ANSWER as exc:
+            raise not_a_registry(f"schema id {schema_id}", exc) from None
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return BadRecord("unknown-schema-id", f"schema id {schema_id} is not in the registry")

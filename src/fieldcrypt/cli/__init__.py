@@ -38,6 +38,7 @@ from fieldcrypt.cli._common import (
     UnavailableError,
     UsageError,
     clean,
+    seconds,
 )
 from fieldcrypt.cli._config import resolve
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, KeyStoreUnavailableError
@@ -107,7 +108,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     )
     cluster.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="give up on an unreachable broker or registry after this long (default: %(default)s)",
@@ -190,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # does not raise again
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        pending: int = getattr(args, "exit_code", EXIT_OK) if args is not None else EXIT_OK
+        return pending
     except KeyboardInterrupt:
         print("fieldcrypt: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -35,6 +35,7 @@ __all__ = [
     "emit",
     "given",
     "policy_conf",
+    "seconds",
     "table",
 ]
 
@@ -131,8 +132,11 @@ def table(rows: list[dict[str, Any]], *, title: str | None = None) -> str | None
     return "\n".join(lines)
 
 
-def emit(args: argparse.Namespace, data: Any, text: Callable[[], str | None]) -> None:
-    """Print ``data`` as JSON with ``--json``, else the human text (``text`` may print itself and return None)."""
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str | None], code: int = EXIT_OK) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human text (``text`` may print itself and return None).
+    ``code``: the exit code the command ends with, kept when the reader goes away mid-output (``| head``): a
+    findings exit must not turn into 0 because the output was cut short."""
+    args.exit_code = code
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         return
@@ -261,3 +265,19 @@ def _words(values: list[str], flag: str) -> list[str]:
     if not all(out):
         raise UsageError(f"{flag} has an empty tag name")
     return out
+
+
+#: the longest --timeout taken: a day (librdkafka and httpx take milliseconds as 32-bit ints, inf/nan as errors)
+MAX_TIMEOUT = 86_400.0
+
+
+def seconds(text: str) -> float:
+    """An argparse ``type`` for ``--timeout``: a number of seconds, more than 0 and at most a day (``nan``,
+    ``inf``, 0 and negative values are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds")
+    return value

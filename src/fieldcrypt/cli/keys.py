@@ -331,7 +331,7 @@ def _run_keys(args: argparse.Namespace) -> int:
         elif args.action == "shred":
             report, code = _shred(args, kr)
             summary = _shred_summary(report, args.reason)
-            emit(args, summary, lambda: _shred_text(summary, report))
+            emit(args, summary, lambda: _shred_text(summary, report), code)
         elif args.action == "audit":
             since = args.since_value
             entries = kr.audit(

@@ -180,5 +180,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join([lines[0], *notes, *lines[1:]]))
         return None
 
-    emit(args, data, text)
-    return EXIT_OK if report.clean else EXIT_FINDINGS
+    code = EXIT_OK if report.clean else EXIT_FINDINGS
+    emit(args, data, text, code)
+    return code

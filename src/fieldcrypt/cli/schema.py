@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from fieldcrypt._topic import MALFORMED_ANSWER, not_a_registry
 from fieldcrypt.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -25,6 +26,7 @@ from fieldcrypt.cli._common import (
     emit,
     given,
     policy_conf,
+    seconds,
     table,
 )
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
@@ -127,7 +129,7 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     )
     reg.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="give up on an unreachable registry after this long, per request (default: %(default)s)",
@@ -191,6 +193,8 @@ def classify(path: str, text: str, forced: str | None) -> str:
 
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
     except ValueError as exc:
         raise ValueError(f"not valid JSON: {getattr(exc, 'msg', exc)}") from None
     if isinstance(doc, dict):
@@ -298,11 +302,21 @@ class _Registry:
             raise FieldcryptError(f"{what}: the schema registry answered HTTP {status}: {exc.error_message}") from None
         except (httpx.TransportError, OSError) as exc:
             raise UnavailableError(f"{what}: the schema registry did not answer ({type(exc).__name__})") from None
+        except MALFORMED_ANSWER as exc:
+            raise not_a_registry(what, exc) from None
 
     def version(self, subject: str, version: int | None) -> Any:
+        what = f"subject {subject!r}" if version is None else f"subject {subject!r} version {version}"
         if version is None:
-            return self.call(f"subject {subject!r}", self.client.get_latest_version, subject)
-        return self.call(f"subject {subject!r} version {version}", self.client.get_version, subject, version)
+            found = self.call(what, self.client.get_latest_version, subject)
+        else:
+            found = self.call(what, self.client.get_version, subject, version)
+        schema = getattr(found, "schema", None)
+        if not isinstance(getattr(found, "version", None), int) or not isinstance(
+            getattr(schema, "schema_str", None), str
+        ):
+            raise not_a_registry(what, TypeError("RegisteredSchema"))
+        return found
 
     def before(self, subject: str, version: int) -> int | None:
         versions = self.call(f"subject {subject!r}", self.client.get_versions, subject)
@@ -383,8 +397,9 @@ def run(args: argparse.Namespace) -> int:
                 before = lint_registered(subject, registry.version(subject, older))
         reports.append(_compare(report, before))
 
-    emit(args, [r.as_dict() for r in reports], lambda: _human(reports, fail_on))
-    return EXIT_FINDINGS if _failing(reports, fail_on) else EXIT_OK
+    code = EXIT_FINDINGS if _failing(reports, fail_on) else EXIT_OK
+    emit(args, [r.as_dict() for r in reports], lambda: _human(reports, fail_on), code)
+    return code
 
 
 def _invalid(source: str, why: str) -> SchemaReport:

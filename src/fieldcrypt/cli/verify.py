@@ -202,5 +202,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(report, report.findings(), _LABELS)))
         return None
 
-    emit(args, data, text)
-    return EXIT_OK if report.clean else EXIT_FINDINGS
+    code = EXIT_OK if report.clean else EXIT_FINDINGS
+    emit(args, data, text, code)
+    return code
