@@ -455,7 +455,7 @@ def registry_client(conf: Mapping[str, Any], timeout: float) -> SchemaRegistryCl
     settings.setdefault("retries.wait.ms", 200)
     settings.setdefault("retries.max.wait.ms", max(200, int(timeout * 250)))
     try:
-        return SchemaRegistryClient(settings)
+        return SchemaRegistryClient.new_client(settings)  # mock:// too, as confluent's serdes take it
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"the schema registry settings are not valid: {exc}") from None
 

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fieldcrypt._topic import MALFORMED_ANSWER, not_a_registry
+from fieldcrypt._topic import MALFORMED_ANSWER, not_a_registry, registry_client
 from fieldcrypt.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -132,7 +132,7 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         type=seconds,
         default=30.0,
         metavar="SECONDS",
-        help="give up on an unreachable registry after this long, per request (default: %(default)s)",
+        help="give up on an unreachable registry after about this long, retries included (default: %(default)s)",
     )
     p.set_defaults(run=run)
 
@@ -252,36 +252,11 @@ def _git(cwd: Path, *argv: str) -> int:
     return subprocess.run(["git", "-C", str(cwd), *argv], capture_output=True, timeout=60).returncode
 
 
-#: SchemaRegistryClient settings it wants as numbers (settings from files, the environment and flags are text)
-_NUMERIC = (
-    "timeout",
-    "max.retries",
-    "retries.wait.ms",
-    "retries.max.wait.ms",
-    "cache.capacity",
-    "cache.latest.ttl.sec",
-)
-
-
 class _Registry:
     """The subjects' registry, through confluent's client; its errors as the CLI's exit codes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        conf: dict[str, Any] = args.settings.registry_conf()
-        conf.setdefault("timeout", args.timeout)
-        for key in _NUMERIC:
-            value = conf.get(key)
-            if isinstance(value, str):
-                try:
-                    conf[key] = float(value) if key == "timeout" else int(value)
-                except ValueError:
-                    raise ConfigurationError(f"schema registry setting {key} must be a number") from None
-        try:
-            self.client = SchemaRegistryClient.new_client(conf)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"schema registry settings: {exc}") from None
+        self.client = registry_client(args.settings.registry_conf(), args.timeout)
 
     def call(self, what: str, fn: Any, *params: Any) -> Any:
         from confluent_kafka.schema_registry.common._httpx_compat import httpx
