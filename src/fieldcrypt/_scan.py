@@ -36,6 +36,7 @@ from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _Pla
 from fastavro import schemaless_reader
 
 from fieldcrypt import _wire
+from fieldcrypt._avro_depth import check_depth
 from fieldcrypt._avro_policy import compile_avro, named_types
 from fieldcrypt._engine import Denied, Erased, Outcomes
 from fieldcrypt._plan import (
@@ -551,9 +552,12 @@ class _Formats:
                 return payload
             named = cached.runner.plan.named_read
             try:
+                check_depth(parsed, payload)  # a deep record of a recursive schema would crash fastavro's reader
                 return schemaless_reader(
                     io.BytesIO(payload), parsed, None, return_named_type=named, return_named_type_override=named
                 )
+            except MalformedRecordError as exc:
+                raise BadRecord("undecodable", f"schema id {schema.schema_id}: {exc.reason}") from None
             except Exception as exc:
                 raise BadRecord(
                     "undecodable",

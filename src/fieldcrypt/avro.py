@@ -32,6 +32,7 @@ from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
+from fieldcrypt._avro_depth import check_depth, is_recursive
 from fieldcrypt._avro_policy import compile_avro
 from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
 from fieldcrypt._serde import (
@@ -231,6 +232,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             else:
                 plan = cached.runner.plan
                 try:
+                    if is_recursive(writer):  # fastavro's C reader would crash the process on a deep record
+                        check_depth(writer, payload.getvalue()[payload.tell() :], subject)
                     if plan.named_read:  # unions of several named types holding tags: the reader must say which
                         record: Any = schemaless_reader(
                             payload, writer, None, return_named_type=True, return_named_type_override=True
