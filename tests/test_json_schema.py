@@ -360,3 +360,37 @@ def test_use_latest_version_on_both_sides(registry, keyring: Keyring) -> None:
     de = JSONDeserializer(None, schema_registry_client=registry, conf={"use.latest.version": True}, keyring=keyring)
     for i in range(3):
         assert de(ser(json_customer(i), value_ctx()), value_ctx()) == json_customer(i)
+
+
+def test_values_read_whatever_order_the_registry_or_a_mirror_gives_object_keys(keyring: Keyring) -> None:
+    """Found by review: values were numbered in the order of the schema text's properties, so a consumer whose
+    registry returned the schema re-serialized (some sort keys) failed every record with two tagged values, as
+    tampered. Now properties and other keys are visited in code-point order on both sides."""
+    props = {
+        "z_card": {"type": "string", "confluent:tags": ["PII"]},
+        "a_mail": {"type": "string", "confluent:tags": ["PII"]},
+        "id": {"type": "string"},
+    }
+    schema = {
+        "type": "object",
+        "properties": props,
+        "patternProperties": {"^x_": {"type": "string", "confluent:tags": ["PII"]}},
+        "additionalProperties": False,
+    }
+    reordered = {**schema, "properties": dict(reversed(list(props.items())))}
+    producer_registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    consumer_registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    # the consumer's registry holds the same schema under the same id, its keys in another order
+    consumer_registry.register_schema("o-value", Schema(json.dumps(reordered, sort_keys=True), "JSON"))
+    ser = JSONSerializer(json.dumps(schema), producer_registry, keyring=keyring)
+    doc = {"x_b": "second", "a_mail": "m@example.com", "id": "1", "x_a": "first", "z_card": "4111111111111111"}
+    data = ser(doc, value_ctx("o"))
+    de = JSONDeserializer(None, schema_registry_client=consumer_registry, keyring=keyring)
+    assert de(data, value_ctx("o")) == doc
+    # a mirror that re-encodes the document with sorted keys: the same values
+    body = json.loads(data[5:])
+    mirrored = data[:5] + json.dumps(body, sort_keys=True).encode()
+    assert de(mirrored, value_ctx("o")) == doc
+    assert (
+        JSONDeserializer(None, schema_registry_client=producer_registry, keyring=keyring)(data, value_ctx("o")) == doc
+    )

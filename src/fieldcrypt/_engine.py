@@ -766,8 +766,8 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
     names = node.declared
 
     def others(v: Any, out: Any, p: str, st: RecordState) -> None:
-        for k in list(v):
-            key = _key(k, p, st, error)
+        # in code-point order of the keys, not the document's: a copy re-encoded with sorted keys reads the same
+        for key, k in sorted(((_key(k, p, st, error), k) for k in list(v)), key=_first):
             found: list[tuple[Node, Step | None]] = [(n, fn) for rx, n, fn in patterns if rx.search(key)]
             if extra is not None and key not in names and not any(rx.search(key) for rx in every):
                 found.append(extra)
@@ -785,9 +785,13 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
                 continue  # the declared property's step already handled it
             fn = found[0][1]
             assert fn is not None
-            out[key] = fn(v[key], f"{p}[{json.dumps(key)}]", st)
+            out[k] = fn(v[k], f"{p}[{json.dumps(key)}]", st)
 
     return others
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:

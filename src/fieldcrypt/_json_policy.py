@@ -91,6 +91,13 @@ _STRING, _ARRAY_T, _OBJECT_T, _NULL = (frozenset({t}) for t in ("string", "array
 _LEGACY_DRAFTS = ("draft-03", "draft-04", "draft-06", "draft-07", "2019-09")
 
 
+def _by_name(step: FieldStep) -> str:
+    """Properties are visited, and their values numbered (docs/wire-format.md), in code-point order of their names:
+    the order of a JSON object's keys carries no meaning, and registries re-serialize schemas (some sort the keys),
+    so a consumer's copy of the schema may list them in another order than the producer's."""
+    return step.name
+
+
 def compile_json(
     schema: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor, collector: TagCollector | None = None
 ) -> FieldPlan:
@@ -230,7 +237,7 @@ def _merge_records(a: RecordNode, b: RecordNode, path: str) -> RecordNode:
     all_patterns = side.all_patterns if side else tuple(dict.fromkeys((*a.all_patterns, *b.all_patterns)))
     return RecordNode(
         a.name,
-        tuple(FieldStep(n, node) for n, node in steps.items()),
+        tuple(sorted((FieldStep(n, node) for n, node in steps.items()), key=_by_name)),
         declared,
         tuple(patterns.items()),
         side.extra if side else None,
@@ -494,7 +501,9 @@ class _Compiler:
             declared = frozenset(props) if isinstance(props, dict) else frozenset()
             useful = steps or patterns or extra is not None
             out.append(
-                RecordNode(at.path, tuple(steps), declared, tuple(patterns), extra, tuple(all_patterns))
+                RecordNode(
+                    at.path, tuple(sorted(steps, key=_by_name)), declared, tuple(patterns), extra, tuple(all_patterns)
+                )
                 if useful
                 else None
             )
