@@ -285,8 +285,21 @@ def test_properties_files(tmp_path: Path) -> None:
         "sasl.jaas.config": "x=y;",
         "empty": "",
     }
-    with pytest.raises(ConfigurationError, match="line 1: expected key=value"):
-        read_properties(str(_write(tmp_path / "b.properties", "justaword\n")), "-F")
+    # java.util.Properties: whitespace also ends a key (a password after it stays the value, never a key that
+    # librdkafka would quote in its refusal), escapes, a key alone has an empty value
+    java = _write(
+        tmp_path / "j.properties",
+        "sasl.password PropSECRET:tail\nclient.id=caf\\u00e9\nssl.key.password=a\\\\b\\=c\njustaword\n",
+    )
+    assert read_properties(str(java), "-F") == {
+        "sasl.password": "PropSECRET:tail",
+        "client.id": "caf\u00e9",
+        "ssl.key.password": "a\\b=c",
+        "justaword": "",
+    }
+    with pytest.raises(ConfigurationError, match="line 1: a malformed") as err:
+        read_properties(str(_write(tmp_path / "u.properties", "sasl.password=SECRET\\u12\n")), "-F")
+    assert "SECRET" not in str(err.value)
     with pytest.raises(ConfigurationError, match="cannot be read"):
         read_properties(str(tmp_path / "missing.properties"), "-F")
 

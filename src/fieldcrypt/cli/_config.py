@@ -208,23 +208,73 @@ def read_properties(path: str, what: str) -> dict[str, str]:
         raise ConfigurationError(f"{what} {path!r} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigurationError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
+    return _parse_properties(text, f"{what} {path!r}")
+
+
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def _parse_properties(text: str, where: str) -> dict[str, str]:
+    """``java.util.Properties.load``: a key ends at the first unescaped ``=``, ``:`` or whitespace; a line ending
+    in an odd number of backslashes continues on the next (its leading whitespace dropped); ``\\t \\n \\r \\f``,
+    ``\\uXXXX`` and ``\\`` before any other character are escapes. Errors name the line, never its content."""
     props: dict[str, str] = {}
-    pending = ""
-    for number, line in enumerate(text.splitlines(), 1):
-        line = pending + line.strip() if pending else line.strip()
-        pending = ""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        number = i + 1
+        line = lines[i].lstrip(" \t\f")
+        i += 1
         if not line or line[0] in "#!":
             continue
-        if line.endswith("\\") and not line.endswith("\\\\"):
-            pending = line[:-1]
-            continue
-        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-        if cut <= 0:
-            raise ConfigurationError(f"{what} {path!r} line {number}: expected key=value")
-        props[line[:cut].strip()] = line[cut + 1 :].strip()
-    if pending:
-        raise ConfigurationError(f"{what} {path!r}: the last line ends with a continuation backslash")
+        while _continues(line):
+            line = line[:-1] + (lines[i].lstrip(" \t\f") if i < len(lines) else "")
+            i += 1
+        key, value = _split_property(line, where, number)
+        props[key] = value
     return props
+
+
+def _continues(line: str) -> bool:
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
+
+
+def _split_property(line: str, where: str, number: int) -> tuple[str, str]:
+    pos = 0
+    while pos < len(line) and line[pos] not in "=: \t\f":
+        pos += 2 if line[pos] == "\\" else 1
+    key = line[:pos]
+    rest = line[pos:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    key = _unescape(key, where, number)
+    if not key:
+        raise ConfigurationError(f"{where} line {number}: a setting without a name")
+    return key, _unescape(rest, where, number)
+
+
+def _unescape(text: str, where: str, number: int) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    while pos < len(text):
+        c = text[pos]
+        if c != "\\" or pos + 1 >= len(text):
+            out.append(c)
+            pos += 1
+            continue
+        nxt = text[pos + 1]
+        if nxt == "u":
+            digits = text[pos + 2 : pos + 6]
+            if len(digits) != 4 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+                raise ConfigurationError(f"{where} line {number}: a malformed \\uXXXX escape")
+            out.append(chr(int(digits, 16)))
+            pos += 6
+        else:
+            out.append(_ESCAPES.get(nxt, nxt))
+            pos += 2
+    return "".join(out)
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
