@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka.schema_registry import Metadata, MetadataTags, Schema, SchemaRegistryClient
+from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import ROOT, SCHEMAS, avsc
 from tag_schemas import CONF as GENERATED_CONF
 from tag_schemas import avro as generated_avro
@@ -394,7 +395,7 @@ def test_a_subject_with_metadata_tags_against_its_previous_version(http_registry
     v2 = json.loads(json.dumps(v1))
     v2["fields"][1].pop("confluent:tags")  # email: PII removed
     v2["fields"][3].pop("confluent:tags")  # fullName: now through metadata.tags
-    v2["fields"].pop(2)  # ssn: gone, which is no tag removal
+    v2["fields"].pop(2)  # ssn: gone, which producers refuse as they refuse a tag removal
     meta = _meta({"CustomerEvent.fullName": ("PII",)})
     _register(http_registry, subject, Schema(json.dumps(v1), "AVRO"), Schema(json.dumps(v2), "AVRO", metadata=meta))
     reg = ["--schema-registry", http_registry.url]
@@ -405,12 +406,12 @@ def test_a_subject_with_metadata_tags_against_its_previous_version(http_registry
     assert v["example.shop.CustomerEvent.fullName"] == "encrypted" and v["example.shop.CustomerEvent.email"] == "clear"
     assert {r["path"]: r["domain"] for r in report["rows"]}["example.shop.CustomerEvent.fullName"] == subject
     removed = [f for f in report["findings"] if f["kind"] == "removed"]
-    assert [f["path"] for f in removed] == ["example.shop.CustomerEvent.email"]
-    assert kinds(report) == ["hint", "removed"]
+    assert [f["path"] for f in removed] == ["example.shop.CustomerEvent.email", "example.shop.CustomerEvent.ssn"]
+    assert kinds(report) == ["hint", "removed", "removed"]
     code, [report] = lint_json(capsys, "--subject", subject, "--version", "1", *reg)
     assert code == 0 and report["previous"] is None and len(report["rows"]) == 9
     code, [report] = lint_json(capsys, "--subject", subject, "--previous-version", "1", "--fail-on", "removed", *reg)
-    assert code == 7 and kinds(report) == ["hint", "removed"]
+    assert code == 7 and kinds(report) == ["hint", "removed", "removed"]
     code, [report] = lint_json(capsys, "--subject", subject, "--fail-on", "refused", *reg)
     assert code == 0
 
@@ -632,14 +633,21 @@ def test_tags_removed_against_a_previous_file(tmp_path: Path, capsys) -> None:
     fields = {f["name"]: f for f in after["fields"]}
     fields["email"]["confluent:tags"] = ["PUBLIC"]  # encrypted -> declared plaintext: removed
     fields["customerId"].pop("confluent:tags")  # the data-subject id -> clear: removed
-    after["fields"] = [f for f in after["fields"] if f["name"] != "ssn"]  # gone: not a removal
+    after["fields"] = [f for f in after["fields"] if f["name"] != "ssn"]  # gone: the serializer refuses it too
     fields["country"]["confluent:tags"] = ["PII"]  # added: fine
     old, new = write(tmp_path, "old.avsc", before), write(tmp_path, "new.avsc", after)
     code, [report] = lint_json(capsys, new, "--previous", old, "--plaintext-tag", "PUBLIC")
     removed = [f for f in report["findings"] if f["kind"] == "removed"]
     assert code == 7 and report["previous"] == old
-    assert [f["path"] for f in removed] == ["example.shop.CustomerEvent.customerId", "example.shop.CustomerEvent.email"]
-    assert "the data-subject id" in removed[0]["message"] and "plaintext (declared)" in removed[1]["message"]
+    by_path = {f["path"]: f["message"] for f in removed}
+    assert sorted(by_path) == [
+        "example.shop.CustomerEvent.customerId",
+        "example.shop.CustomerEvent.email",
+        "example.shop.CustomerEvent.ssn",
+    ]
+    assert "the data-subject id" in by_path["example.shop.CustomerEvent.customerId"]
+    assert "plaintext (declared)" in by_path["example.shop.CustomerEvent.email"]
+    assert "is not in this schema" in by_path["example.shop.CustomerEvent.ssn"]
     code, [report] = lint_json(capsys, new, "--previous", old, "--plaintext-tag", "PUBLIC", "--fail-on", "refused")
     assert code == 0
     code, [report] = lint_json(capsys, old, "--previous", old)
@@ -862,3 +870,60 @@ def test_the_documentation_lists_every_default_hint_and_flag() -> None:
         for flag in action.option_strings:
             if flag not in ("-h", "--help", "--config", "--json", "--schema-registry", "--registry-conf", "--timeout"):
                 assert f"`{flag}" in doc, flag
+
+
+_U = {"type": "array", "items": "string"}
+_B = {"type": "record", "name": "B", "fields": [{"name": "s", "type": "string", "confluent:tags": ["PII"]}]}
+_REMOVAL_PAIRS = {
+    # name: (fields before, fields after); every schema is record ex.A
+    "union narrowed": (
+        [{"name": "u", "type": ["null", "string", _U], "confluent:tags": ["PII"]}],
+        [{"name": "u", "type": ["null", "string"]}],
+    ),
+    "record renamed": ([{"name": "b", "type": _B}], [{"name": "b", "type": {**_B, "name": "B2"}}]),
+    "field renamed": (
+        [{"name": "mail", "type": "string", "confluent:tags": ["PII"]}],
+        [{"name": "email", "type": "string", "confluent:tags": ["PII"]}],
+    ),
+    "field removed": (
+        [{"name": "x", "type": "string"}, {"name": "mail", "type": "string", "confluent:tags": ["PII"]}],
+        [{"name": "x", "type": "string"}],
+    ),
+    "tag added": (
+        [{"name": "mail", "type": "string"}],
+        [{"name": "mail", "type": "string", "confluent:tags": ["PII"]}],
+    ),
+    "nothing changed": ([{"name": "b", "type": _B}], [{"name": "b", "type": _B}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_REMOVAL_PAIRS))
+def test_removed_tags_are_exactly_what_a_producer_refuses(case: str, keyring: Keyring) -> None:
+    """Found by review: lint compared rows by path and passed a narrowed union or a renamed record, which the
+    serializer refuses."""
+    before, after = (
+        json.dumps({"type": "record", "name": "A", "namespace": "ex", "fields": f}) for f in _REMOVAL_PAIRS[case]
+    )
+    lint_says = bool(removed_tags(lint_schema(before), lint_schema(after)))
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    ctx = SerializationContext("t", MessageField.VALUE)
+    AvroSerializer(registry, before, keyring=keyring)(_record(json.loads(before)), ctx)
+    try:
+        AvroSerializer(registry, after, keyring=keyring)(_record(json.loads(after)), ctx)
+        refused = False
+    except PolicyError:
+        refused = True
+    assert lint_says == refused
+
+
+def _record(schema: dict[str, Any]) -> dict[str, Any]:
+    def value(t: Any) -> Any:
+        if isinstance(t, list):
+            return None if "null" in t else value(t[0])
+        if isinstance(t, dict):
+            if t["type"] == "record":
+                return {f["name"]: value(f["type"]) for f in t["fields"]}
+            return ["v"]
+        return "v"
+
+    return value(schema)  # type: ignore[no-any-return]

@@ -810,23 +810,28 @@ def lint_schema(
 
 
 def removed_tags(previous: SchemaReport, current: SchemaReport) -> list[Finding]:
-    """Fields still in ``current`` whose encryption (or data-subject tag) ``previous`` enforced and ``current``
-    does not: a tag removal. A field that is gone, or renamed (Avro: its record too), is not one."""
-    before = {r.path: r for r in previous.rows}
+    """The values ``previous`` encrypted (or its data-subject id) that ``current`` does not: what a producer of the
+    subject refuses to write without ``fieldcrypt.allow.tag.removal``. The serializer compares the paths its plans
+    encrypt, so a tagged field that is gone counts too: removed, renamed (Avro: or its record), or moved to
+    another union branch."""
+    now = {r.path: r for r in current.rows}
     found = []
-    for row in current.rows:
-        old = before.get(row.path)
-        if old is None or row.verdict in ("refused", "unchecked"):
+    for old in previous.rows:
+        if old.verdict not in ("encrypted", "data-subject"):
             continue
-        lost = (old.verdict == "encrypted" and row.verdict != "encrypted") or (
-            old.verdict == "data-subject" and row.verdict != "data-subject"
+        row = now.get(old.path)
+        if row is not None and (row.verdict == old.verdict or row.verdict in ("refused", "unchecked")):
+            continue  # kept; or refused here already, a finding of its own
+        encrypted = old.verdict == "encrypted"
+        was = "encrypted" if encrypted else "the data-subject id"
+        is_now = (
+            f"is {row.verdict} now"
+            if row is not None
+            else "is not in this schema (a field removed or renamed, its record renamed, or its union changed)"
         )
-        if lost:
-            encrypted = old.verdict == "encrypted"
-            note = (
-                " (producers that encrypted it refuse this without fieldcrypt.allow.tag.removal)" if encrypted else ""
-            )
-            was = "encrypted" if encrypted else "the data-subject id"
-            message = f"{row.path}: was {was} ({', '.join(old.tags)}) in {previous.source}, is {row.verdict} now"
-            found.append(Finding("removed", row.path, message + note))
+        message = (
+            f"{old.path}: was {was} ({', '.join(old.tags)}) in {previous.source}, {is_now}"
+            " (producers that wrote the previous version refuse this without fieldcrypt.allow.tag.removal)"
+        )
+        found.append(Finding("removed", old.path, message))
     return found
