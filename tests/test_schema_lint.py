@@ -927,3 +927,39 @@ def _record(schema: dict[str, Any]) -> dict[str, Any]:
         return "v"
 
     return value(schema)  # type: ignore[no-any-return]
+
+
+def test_a_declared_property_a_tagged_pattern_matches_is_encrypted_as_the_serializer_does(keyring: Keyring) -> None:
+    # found by review: lint said clear; JSON Schema applies both subschemas, and the serializer encrypts it
+    schema = {
+        "type": "object",
+        "properties": {"px": {"type": "string"}, "q": {"type": "string"}},
+        "patternProperties": {"^p": {"type": "string", "confluent:tags": ["PII"]}},
+    }
+    report = lint_schema(json.dumps(schema), "JSON")
+    rows = {r.path: r for r in report.rows}
+    assert rows["$.px"].verdict == "encrypted" and "patternProperties '^p'" in (rows["$.px"].reason or "")
+    assert rows["$.q"].verdict == "clear"
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    data = JSONSerializer(json.dumps(schema), registry, keyring=keyring)(
+        {"px": "secret-px", "q": "open-q"}, SerializationContext("t", MessageField.VALUE)
+    )
+    assert b"secret-px" not in data and b"open-q" in data
+
+
+def test_a_value_only_some_oneof_branches_encrypt_says_so(tmp_path: Path, capsys) -> None:
+    # found by review: lint said "encrypted" unconditionally; the serializer leaves the value in clear in records
+    # of the branch that does not tag it
+    schema = {
+        "type": "object",
+        "oneOf": [
+            {"properties": {"kind": {"const": "p"}, "email": {"type": "string", "confluent:tags": ["PII"]}}},
+            {"properties": {"kind": {"const": "q"}, "email": {"type": "string"}}},
+        ],
+    }
+    path = write(tmp_path, "one.schema.json", schema)
+    code, [report] = lint_json(capsys, path)
+    [row] = [r for r in report["rows"] if r["path"] == "$.email"]
+    assert row["verdict"] == "encrypted" and "only in values that validate against a oneOf branch" in row["reason"]
+    assert code == 0 and main(["schema", "lint", path]) == 0
+    assert "note: $.email: encrypted only in values" in capsys.readouterr().out

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -649,6 +649,64 @@ def _located(outcome: _Outcome) -> list[tuple[str | None, str, str | None]]:
     return list(dict.fromkeys(out))
 
 
+def _conditional_leaves(plan: FieldPlan) -> dict[str, str]:
+    """JSON: leaves that only some branches of a ``oneOf``/``anyOf`` encrypt (the serializer encrypts them in the
+    values that validate against such a branch, and leaves the same path in clear in the others)."""
+    from fieldcrypt._plan import ChoiceNode, Leaf
+
+    out: dict[str, str] = {}
+    for node in _nodes(plan):
+        if isinstance(node, ChoiceNode):
+            per_branch = [
+                {n.path for n in _nodes(plan, b) if isinstance(n, Leaf)} if b else set() for _, b in node.branches
+            ]
+            everywhere = set.intersection(*per_branch) if per_branch else set()
+            for path in set().union(*per_branch) - everywhere:
+                out[path] = (
+                    f"only in values that validate against a {node.keyword} branch at {node.path} that tags it; the "
+                    "other branches leave it in clear"
+                )
+    return out
+
+
+def _nodes(plan: FieldPlan, *roots: Any) -> list[Any]:
+    """Every node under ``roots`` (default: the whole plan), each once, named types followed through references."""
+    from fieldcrypt._plan import RefNode
+
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack: list[Any] = list(roots) if roots else [plan.root, *plan.named.values()]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, RefNode):
+            node = plan.named.get(node.name)
+        if node is None or id(node) in seen or not hasattr(node, "__dataclass_fields__"):
+            continue
+        seen.add(id(node))
+        found.append(node)
+        for f in fields(node):
+            value = getattr(node, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                stack.extend(item if isinstance(item, tuple) else (item,))
+    return found
+
+
+def _pattern_leaves(plan: FieldPlan) -> dict[str, tuple[str, Any]]:
+    """JSON: the declared properties a tagged ``patternProperties`` regex also matches (JSON Schema applies both,
+    and so does the serializer, which encrypts them): their row paths, with the regex and its leaf."""
+    from fieldcrypt._plan import Leaf, RecordNode
+
+    found: dict[str, tuple[str, Any]] = {}
+    for node in _nodes(plan):
+        if isinstance(node, RecordNode):
+            for name in node.declared:
+                for rx, target in node.patterns:
+                    if isinstance(target, Leaf) and re.search(rx, name):
+                        for path in (f"{node.name}.{name}", f"{node.name}[{json.dumps(name)}]"):
+                            found.setdefault(path, (rx, target))
+    return found
+
+
 def _rows(
     outcome: _Outcome, rules: TagRules, schema_type: str, root_title: str, hinting: _HintConf, domain: str | None
 ) -> list[Row]:
@@ -660,6 +718,8 @@ def _rows(
         if path is not None:
             reasons.setdefault(path, []).append(why if where == path else f"{why} (tagged at {where})")
     decisive = rules.encrypt | {rules.data_subject}
+    by_pattern = _pattern_leaves(plan) if plan is not None and schema_type == "JSON" else {}
+    conditional = _conditional_leaves(plan) if plan is not None and schema_type == "JSON" else {}
     rows = []
     paths = list(dict.fromkeys([*visit.values, *reasons, *leaves]))
     for path in paths:
@@ -678,7 +738,11 @@ def _rows(
         if path in reasons:
             verdict, reason = "refused", "; ".join(dict.fromkeys(reasons[path]))
         elif leaf is not None:
-            verdict, reason = "encrypted", None
+            verdict, reason = "encrypted", conditional.get(path)
+        elif path in by_pattern:  # a declared property whose name a tagged patternProperties regex matches too
+            leaf = by_pattern[path][1]
+            tags |= leaf.tags
+            verdict, reason = "encrypted", f"through patternProperties {by_pattern[path][0]!r}"
         elif path == subject:
             verdict, reason = "data-subject", None
         elif tags & decisive and plan is None:

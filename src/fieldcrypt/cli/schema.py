@@ -431,6 +431,9 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
                 counts[r.verdict] += 1
         for f in report.findings:
             print(f"  {f.kind}: {clean(f.message)}")
+        for r in report.rows:
+            if r.verdict == "encrypted" and r.reason:
+                print(f"  note: {clean(r.path)}: encrypted {clean(r.reason)}")
         print()
     found = {k: sum(1 for r in reports for f in r.findings if f.kind == k) for k in ("refused", "removed", "hint")}
     invalid = sum(1 for r in reports for f in r.findings if f.kind == "invalid")
