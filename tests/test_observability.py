@@ -138,12 +138,14 @@ def test_erased_and_denied_values(fmt: str, registry, keyring: Keyring, store_ur
     assert out[0]["email"] is None and out[1] == record(1)
     s = de.stats
     assert (s.records, s.values, s.erased, s.denied, s.values_decrypted) == (3, 9, 6, 0, 3)
+    assert s.key_lookups == 3  # one per record and key, erased ones too (not one per value)
 
     stranger = Keyring(store_url, fieldcrypt.create_local_kek(tmp_path / "other-kek.json"))  # cannot unwrap any key
     _, blind = serde(fmt, registry, stranger, on_denied="null", on_erased="null")
     [blind(d, value_ctx()) for d in data]
     b = blind.stats
     assert (b.records, b.values, b.erased, b.denied, b.values_decrypted, b.errors) == (3, 9, 6, 3, 0, 0)
+    assert b.key_lookups == 3
     # one warning per key this consumer cannot unwrap, not one per value: the answer is cached
     denied = [r for r in caplog.records if getattr(r, "event", None) == "key.denied"]
     assert len(denied) == 1 and denied[0].levelno == logging.WARNING and denied[0].name == "fieldcrypt.keys"

@@ -162,6 +162,7 @@ class RecordState:
         "keyring",
         "keys",
         "last_key",
+        "last_missing",
         "lookups",
         "misses",
         "nonce",
@@ -195,6 +196,7 @@ class RecordState:
         self.count = 0  # encrypted values so far: the next value's index (see _wire)
         self.nonce: bytes | None = None  # the record nonce
         self.last_key: DataKey | None = None  # read side: the key of the previous value
+        self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
 
     # the keyring's KeyMeter protocol
@@ -934,10 +936,12 @@ def _dec_leaf(leaf: Leaf) -> Step:
             nonce = _derive(st.nonce, index)
         key = st.last_key
         if key is None or key.key_id != key_id:
-            st.lookups += 1
+            if st.last_missing != key_id:  # one lookup counted per key of the record, readable or not
+                st.lookups += 1
             try:
                 key = st.last_key = st.keyring.decryption_key(key_id, st)
             except (KeyNotFoundError, AccessDeniedError) as exc:
+                st.last_missing = key_id
                 if exc.owner is not None and exc.owner != (fixed_domain or st.default_domain, st.person):
                     raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased"
                 return st.outcomes.apply(exc, leaf, key_id, st)

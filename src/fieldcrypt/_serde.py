@@ -516,7 +516,7 @@ def refused(stats: SerdeStats, exc: Exception, subject: str | None = None) -> No
             stats.role,
             " (tampered, moved or not a fieldcrypt ciphertext)" if tampered else "",
             type(exc).__name__,
-            exc,
+            str(exc),  # the message only: the exception object chains others (a jsonschema error holds the document)
             extra={
                 "event": "record.tampered" if tampered else "record.refused",
                 "role": stats.role,
