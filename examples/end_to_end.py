@@ -137,10 +137,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def open_keyring(args: argparse.Namespace) -> fieldcrypt.Keyring:
+def open_keyring(args: argparse.Namespace) -> tuple[fieldcrypt.Keyring, Path | None]:
+    """The demo's keyring, and the temporary directory holding its key store and KEK (None: kept, --state)."""
     if args.store is not None:  # someone else's key store and KEK (`fieldcrypt dev up` made them)
-        return fieldcrypt.Keyring(args.store, [k.strip() for k in args.kek.split(",") if k.strip()])
-    state = Path(args.state or tempfile.mkdtemp(prefix="fieldcrypt-demo-")).absolute()
+        return fieldcrypt.Keyring(args.store, [k.strip() for k in args.kek.split(",") if k.strip()]), None
+    temporary = None if args.state else Path(tempfile.mkdtemp(prefix="fieldcrypt-demo-"))
+    state = Path(args.state or temporary).absolute()
     state.mkdir(parents=True, exist_ok=True)
     kek_file = state / "kek.json"
     # Creating a KEK is an explicit act: a Keyring never creates one behind your back.
@@ -148,7 +150,7 @@ def open_keyring(args: argparse.Namespace) -> fieldcrypt.Keyring:
     # So is creating the key store (`fieldcrypt keys init --store URL`): opening a missing store is an error, never a
     # new empty one. create_key_store is idempotent: a --state directory from an earlier run keeps its keys.
     store_url = fieldcrypt.create_key_store(f"sqlite:///{state / 'keys.db'}")
-    return fieldcrypt.Keyring(store_url, kek_uri)
+    return fieldcrypt.Keyring(store_url, kek_uri), temporary
 
 
 def fieldcrypt_command() -> str:
@@ -195,10 +197,20 @@ def wait_for_ctrl_c() -> None:
         print("\nstopping", flush=True)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill` mid-run unwinds as Ctrl-C does: the broker (its own session) is stopped
+
+
 def main() -> None:
     args = parse_args()
-    keyring = open_keyring(args)
+    signal.signal(signal.SIGTERM, _stop)
+    keyring, temporary = open_keyring(args)
     with ExitStack() as stack:
+        if temporary is not None and (args.keep or args.bootstrap_servers is None):
+            # the run's own key store and KEK go with its broker (--state keeps them; with an outside broker they
+            # stay, as the commands printed at the end use them)
+            stack.callback(shutil.rmtree, temporary, ignore_errors=True)
+        stack.callback(keyring.close)
         registry_url = args.schema_registry
         if registry_url is None and args.keep:
             # the fieldcrypt command runs in another process: it needs a registry over HTTP, not the in-process one
@@ -277,4 +289,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C or kill mid-run: everything started is stopped by now
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None

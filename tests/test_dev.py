@@ -314,6 +314,24 @@ def test_env_file_never_replaces_a_file_it_did_not_write(tmp_path: Path, capsys)
     assert precious.read_text() == "API_TOKEN=keep-me\n"
 
 
+def test_env_file_of_a_stack_still_running_is_refused(tmp_path: Path, capsys) -> None:
+    # found by review: a second stack replaced the first one's file, then removed it on exit
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        shared = tmp_path / "dev.env"
+        written = f"# fieldcrypt dev (pid {other.pid}): the local stack's settings\nexport FIELDCRYPT_STORE=x\n"
+        shared.write_text(written)
+        code, _, err = run(capsys, "dev", "registry", "--env-file", str(shared))
+        assert code == 2 and f"still running (pid {other.pid})" in err and shared.read_text() == written
+    finally:
+        other.kill()
+        other.wait()
+    # once that process is gone, its file is stale and may be replaced
+    from fieldcrypt.cli.dev import _env_file_target
+
+    assert _env_file_target(str(shared)) == shared
+
+
 def test_bare_dev_prints_its_commands(capsys) -> None:
     code, out, _ = run(capsys, "dev")
     assert code == 0 and out.startswith("usage: fieldcrypt dev") and all(a in out for a in ("up", "broker", "registry"))

@@ -174,7 +174,14 @@ def _run_registry(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # the first stop signal stops the stack; any later one is ignored from this moment (a second signal between
+    # here and the cleanup would skip it, leaving the env file and the broker behind)
+    for name in _STOP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = tuple(n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 @contextmanager
@@ -303,19 +310,48 @@ def _env_file_target(path: str | None) -> Path | None:
     target = Path(path)
     if not target.parent.is_dir():
         raise UsageError(f"--env-file: directory {clean(str(target.parent))!r} does not exist")
-    if target.exists() and not _ours(target):
-        raise UsageError(
-            f"--env-file {clean(path)!r} exists and was not written by fieldcrypt dev: remove it or choose another file"
-        )
+    if target.is_dir():
+        raise UsageError(f"--env-file {clean(path)!r} is a directory")
+    if not os.access(target.parent, os.W_OK):
+        raise UsageError(f"--env-file: directory {clean(str(target.parent))!r} is not writable")
+    if target.exists():
+        owner = _owner(target)
+        if owner is None:
+            raise UsageError(
+                f"--env-file {clean(path)!r} exists and was not written by fieldcrypt dev: remove it or choose "
+                "another file"
+            )
+        if owner != os.getpid() and _alive(owner):
+            raise UsageError(
+                f"--env-file {clean(path)!r} belongs to a fieldcrypt dev still running (pid {owner}): stop it or "
+                "choose another file"
+            )
     return target
 
 
-def _ours(path: Path) -> bool:
+def _owner(path: Path) -> int | None:
+    """The pid in the first line of an env file fieldcrypt dev wrote (0 if it names none), None if not one."""
     try:
         with open(path, encoding="utf-8") as f:
-            return f.readline().startswith(_ENV_FILE_MARK)
+            first = f.readline()
     except (OSError, UnicodeDecodeError):
+        return None
+    if not first.startswith(_ENV_FILE_MARK):
+        return None
+    found = re.search(r"\(pid (\d+)\)", first)
+    return int(found.group(1)) if found else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _write_env_file(path: Path, env: dict[str, str]) -> str:
