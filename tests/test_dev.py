@@ -332,6 +332,17 @@ def test_env_file_of_a_stack_still_running_is_refused(tmp_path: Path, capsys) ->
     assert _env_file_target(str(shared)) == shared
 
 
+def test_dev_up_checks_state_and_ports_before_starting(tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    for argv, message in (
+        (["--state", str(a_file)], "is not a directory"),
+        (["--port", "47010", "--registry-port", "47010"], "the same port"),
+    ):
+        code, _, err = run(capsys, "dev", "up", *argv)
+        assert code == 2 and message in err, err
+
+
 def test_bare_dev_prints_its_commands(capsys) -> None:
     code, out, _ = run(capsys, "dev")
     assert code == 0 and out.startswith("usage: fieldcrypt dev") and all(a in out for a in ("up", "broker", "registry"))

@@ -417,3 +417,16 @@ def test_stats_and_metrics_are_public() -> None:
 
     assert "SerdeStats" in fieldcrypt.__all__ and fieldcrypt.SerdeStats is SerdeStats
     assert "prometheus_client" not in vars(metrics)  # imported when a collector is made, not before
+
+
+def test_prometheus_export_refuses_what_it_cannot_use() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from fieldcrypt.metrics import register_prometheus
+
+    stats = SerdeStats()
+    for prefix in ("fïeld", "1fieldcrypt", "field-crypt", ""):  # exported names would be mangled or invalid
+        with pytest.raises(ConfigurationError, match="prefix"):
+            register_prometheus(stats, registry=CollectorRegistry(), prefix=prefix)
+    with pytest.raises(ConfigurationError, match="CollectorRegistry, got str"):
+        register_prometheus(stats, registry="default")  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ docs/observability.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ class StatsCollector:
     serdes to it later."""
 
     def __init__(self, prefix: str = "fieldcrypt") -> None:
-        if not isinstance(prefix, str) or not prefix.replace("_", "").isalnum() or prefix[0].isdigit():
+        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
             raise ConfigurationError("prefix must be a metric name prefix such as fieldcrypt (letters, digits, _)")
         self._core = _core()
         self.prefix = prefix
@@ -149,5 +150,9 @@ def register_prometheus(
         collector.add(source, name)
     if registry is None:
         registry = _core().REGISTRY
+    elif not isinstance(registry, _core().CollectorRegistry):
+        raise ConfigurationError(
+            f"registry must be a prometheus_client CollectorRegistry, got {type(registry).__name__}"
+        )
     registry.register(collector)  # a collector by protocol: collect(), describe()
     return collector

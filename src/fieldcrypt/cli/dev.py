@@ -140,6 +140,15 @@ def _run_up(args: argparse.Namespace) -> int:
     if args.no_keys and args.state is not None:
         raise UsageError("--state holds the key store and KEK: it cannot go with --no-keys")
     state = given(args.state, "--state")
+    if state is not None:
+        where = Path(state)
+        if where.exists() and not where.is_dir():
+            raise UsageError(f"--state {clean(state)!r} is not a directory")
+        parent = where if where.exists() else where.parent
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"--state {clean(state)!r}: {clean(str(parent))!r} is not writable")
+    if args.port is not None and args.port == args.registry_port:
+        raise UsageError("--port and --registry-port are the same port")
     topics = _topics(args)
     return _serve(
         args,
