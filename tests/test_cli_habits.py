@@ -90,6 +90,7 @@ def test_version(capsys) -> None:
         ["verify", "t", "--timeout", "inf"],
         ["verify", "t", "--timeout", "0"],
         ["schema", "lint", "x.avsc", "--timeout", "-1"],
+        ["schema", "lint", "x.avsc", "--tag-domain", "PII=a", "--tag-domain", "PII=b"],  # which one?
     ],
 )
 def test_usage_errors_exit_2_before_anything_is_opened(capsys, argv: list[str]) -> None:

@@ -253,6 +253,8 @@ def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
             tag, eq, domain = item.partition("=")
             if not eq or not tag.strip() or not domain.strip():
                 raise UsageError("--tag-domain expects TAG=DOMAIN")
+            if domains.get(tag.strip(), domain.strip()) != domain.strip():
+                raise UsageError("--tag-domain gives one tag two domains")
             domains[tag.strip()] = domain.strip()
         conf["fieldcrypt.tag.domains"] = domains
     if args.domain is not None:
