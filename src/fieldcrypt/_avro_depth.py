@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from fieldcrypt._avro_policy import named_types
 from fieldcrypt.errors import MalformedRecordError
 
 __all__ = ["MAX_DEPTH", "check_depth", "is_recursive"]
@@ -93,7 +94,7 @@ class _Stop(Exception):
 
 
 def _deeper_than(schema: Any, data: memoryview, limit: int) -> bool:
-    named = _named_types(schema)
+    named = named_types(schema)
     pos = 0
     end = len(data)
     budget = 16 * end + 1024  # steps: values of no bytes (null items of a huge array) cannot loop for ever
@@ -176,26 +177,3 @@ def _deeper_than(schema: Any, data: memoryview, limit: int) -> bool:
     except (_Stop, KeyError, TypeError, ValueError):
         return False
     return False
-
-
-def _named_types(schema: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    stack = [schema]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, list):
-            stack.extend(t)
-        elif isinstance(t, dict):
-            name = t.get("name")
-            if t.get("type") in ("record", "error", "enum", "fixed") and isinstance(name, str) and name not in found:
-                found[name] = t
-            kind = t.get("type")
-            if kind in ("record", "error"):
-                stack.extend(f.get("type") for f in t.get("fields", ()) if isinstance(f, dict))
-            elif kind == "array":
-                stack.append(t.get("items"))
-            elif kind == "map":
-                stack.append(t.get("values"))
-            elif isinstance(kind, (dict, list)):
-                stack.append(kind)
-    return found
