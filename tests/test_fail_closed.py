@@ -125,3 +125,28 @@ def test_open_kek_missing_file_is_a_configuration_error(tmp_path) -> None:
         open_kek(f"local-kek://{tmp_path}/typo.json")
     assert "fieldcrypt kek create" in str(err.value)
     assert not (tmp_path / "typo.json").exists()
+
+
+def test_a_value_fastavro_would_write_under_an_untagged_branch_that_a_tagged_one_fits_is_refused(
+    registry, keyring: Keyring
+) -> None:
+    """Found by review: bytes also validate as an array of ints, so with the array first fastavro wrote a tagged
+    bytes value as that array, in clear."""
+    import json
+
+    schema = {
+        "type": "record",
+        "name": "R",
+        "namespace": "ns",
+        "fields": [
+            {"name": "f", "type": [{"type": "array", "items": "long"}, {"type": "bytes", "confluent:tags": ["PII"]}]}
+        ],
+    }
+    ser = AvroSerializer(registry, json.dumps(schema), keyring=keyring)
+    with pytest.raises(EncryptionError, match="fits the tagged union branch bytes") as err:
+        ser({"f": b"SECRET-BYTES"}, value_ctx())
+    assert err.value.field_path == "ns.R.f" and "SECRET" not in str(err.value)
+    data = ser({"f": ("bytes", b"SECRET-BYTES")}, value_ctx())  # the writer says which branch: encrypted
+    assert b"SECRET-BYTES" not in data
+    assert AvroDeserializer(registry, keyring=keyring)(data, value_ctx()) == {"f": b"SECRET-BYTES"}
+    assert AvroDeserializer(registry, keyring=keyring)(ser({"f": [1, 2]}, value_ctx()), value_ctx()) == {"f": [1, 2]}

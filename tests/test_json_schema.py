@@ -394,3 +394,23 @@ def test_values_read_whatever_order_the_registry_or_a_mirror_gives_object_keys(k
     assert (
         JSONDeserializer(None, schema_registry_client=producer_registry, keyring=keyring)(data, value_ctx("o")) == doc
     )
+
+
+def test_a_property_and_a_pattern_that_both_tag_it_alike_encrypt_it_once(registry, keyring: Keyring) -> None:
+    # found by review: every record with the key was refused as "several differently tagged schemas apply"
+    schema = {
+        "type": "object",
+        "properties": {"xa": {"type": "string", "confluent:tags": ["PII"]}},
+        "patternProperties": {"^x": {"type": "string", "confluent:tags": ["PII"]}},
+    }
+    ser = JSONSerializer(json.dumps(schema), registry, keyring=keyring)
+    data = ser({"xa": "SECRET-A", "xb": "SECRET-B"}, value_ctx())
+    assert b"SECRET" not in data
+    de = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
+    assert de(data, value_ctx()) == {"xa": "SECRET-A", "xb": "SECRET-B"}
+    differently = {
+        **schema,
+        "patternProperties": {"^x": {"type": "string", "contentEncoding": "base64", "confluent:tags": ["PII"]}},
+    }
+    with pytest.raises(EncryptionError, match="several differently tagged schemas"):
+        JSONSerializer(json.dumps(differently), registry, keyring=keyring)({"xa": "aGk"}, value_ctx("other"))

@@ -889,6 +889,13 @@ _REMOVAL_PAIRS = {
         [{"name": "x", "type": "string"}, {"name": "mail", "type": "string", "confluent:tags": ["PII"]}],
         [{"name": "x", "type": "string"}],
     ),
+    "data-subject tag removed": (
+        [
+            {"name": "id", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+            {"name": "s", "type": "string", "confluent:tags": ["PII"]},
+        ],
+        [{"name": "id", "type": "string"}, {"name": "s", "type": "string", "confluent:tags": ["PII"]}],
+    ),
     "tag added": (
         [{"name": "mail", "type": "string"}],
         [{"name": "mail", "type": "string", "confluent:tags": ["PII"]}],
@@ -963,3 +970,36 @@ def test_a_value_only_some_oneof_branches_encrypt_says_so(tmp_path: Path, capsys
     assert row["verdict"] == "encrypted" and "only in values that validate against a oneOf branch" in row["reason"]
     assert code == 0 and main(["schema", "lint", path]) == 0
     assert "note: $.email: encrypted only in values" in capsys.readouterr().out
+
+
+def test_prefix_items_positions_have_rows_of_their_own(keyring: Keyring) -> None:
+    # found by review: one "$.p[]" row called every position encrypted; the serializer encrypts the tagged one
+    schema = {
+        "type": "object",
+        "properties": {
+            "p": {"type": "array", "prefixItems": [{"type": "string", "confluent:tags": ["PII"]}, {"type": "string"}]}
+        },
+    }
+    rows = {r.path: r.verdict for r in lint_schema(json.dumps(schema), "JSON").rows}
+    assert rows["$.p[0]"] == "encrypted" and rows.get("$.p[1]", "clear") == "clear"
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    data = JSONSerializer(json.dumps(schema), registry, keyring=keyring)(
+        {"p": ["SECRET-FIRST", "open-second"]}, SerializationContext("t", MessageField.VALUE)
+    )
+    assert b"SECRET-FIRST" not in data and b"open-second" in data
+    moved = {
+        "type": "object",
+        "properties": {
+            "p": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string", "confluent:tags": ["PII"]}]}
+        },
+    }
+    assert [
+        f.path for f in removed_tags(lint_schema(json.dumps(schema), "JSON"), lint_schema(json.dumps(moved), "JSON"))
+    ] == ["$.p[0]"]
+
+
+def test_a_property_a_tagged_pattern_still_covers_is_no_removal() -> None:
+    pattern = {"^x": {"type": "string", "confluent:tags": ["PII"]}}
+    before = {"type": "object", "properties": {"xa": {"type": "string"}}, "patternProperties": pattern}
+    after = {"type": "object", "patternProperties": pattern}
+    assert removed_tags(lint_schema(json.dumps(before), "JSON"), lint_schema(json.dumps(after), "JSON")) == []

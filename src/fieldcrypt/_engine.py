@@ -489,6 +489,18 @@ class PlanRunner:
                     break
             if best is None:
                 raise EncryptionError("the value matches no type of the union", subject=st.subject, field_path=p)
+            if best[0].node is None:
+                # fastavro would write it under an untagged branch, in clear; if a tagged branch fits it too (bytes
+                # also validate as an array of ints), the writer cannot be trusted to have meant the untagged one
+                for b, _ in branches:
+                    if b.node is not None and _validate(v, b.schema, named, raise_errors=False, field="", options={}):
+                        raise EncryptionError(
+                            f"the value fits the tagged union branch {b.name} but would be written, in clear, as "
+                            f"{best[0].name} (the branch fastavro picks first); write it in tuple notation, "
+                            f'("{b.name}", value), or order the union so that the tagged branch comes first',
+                            subject=st.subject,
+                            field_path=p,
+                        )
             return best[0], best[1], v
 
         def union(v: Any, p: str, st: RecordState) -> Any:
@@ -708,6 +720,12 @@ def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bo
     return positional
 
 
+def _policy_of(node: Node) -> Any:
+    """What a node does to a value, not where it was declared: two leaves that encrypt the same way under the same
+    domain (a property and a patternProperties regex that matches it, both tagged PII) are one policy."""
+    return (Leaf, node.kind, node.domain, node.tags) if isinstance(node, Leaf) else node
+
+
 def _distinct(nodes: Any) -> list[Any]:
     out: list[Any] = []
     for n in nodes:
@@ -777,7 +795,7 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
                 continue
             if key in declared:
                 found.append((declared[key], None))
-            if len(_distinct(n for n, _ in found)) > 1:
+            if len(_distinct(_policy_of(n) for n, _ in found)) > 1:
                 raise error(
                     f"several differently tagged schemas apply to key {json.dumps(key)}",
                     subject=st.subject,

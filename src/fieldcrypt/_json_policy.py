@@ -526,7 +526,7 @@ class _Compiler:
             if key in m:
                 self.forbid(key, m[key], at, reason="this draft ignores it here, so it applies to no value")
         inh = _Inh(element[1] if element and element[0] == "array" else frozenset())
-        nodes = tuple(self.walk(s, at.under(f"{prefix_kw}/{i}", "[]"), stack, inh) for i, s in enumerate(prefix))
+        nodes = tuple(self.walk(s, at.under(f"{prefix_kw}/{i}", f"[{i}]"), stack, inh) for i, s in enumerate(prefix))
         last = self.walk(rest, at.under(rest_kw, "[]"), stack, inh) if rest is not None else None
         if last is None and all(n is None for n in nodes):
             return None

@@ -425,8 +425,6 @@ class WriteEntries:
         if self._allow_removal:
             return
         lost = sorted(encrypted_paths(before) - encrypted_paths(after))
-        if before.data_subject_path is not None and before.data_subject_path != after.data_subject_path:
-            lost.append(f"{before.data_subject_path} (data-subject id)")
         if lost:
             raise PolicyError(
                 f"{written or f'the schema written (id {schema_id})'} drops tags that {source} carries, so these "
@@ -437,8 +435,13 @@ class WriteEntries:
 
 
 def encrypted_paths(plan: FieldPlan) -> set[str]:
-    """The schema paths a plan encrypts (namespace-free, so a re-registered schema compares equal)."""
-    return {leaf.path for leaf in plan.leaves}
+    """The schema paths a plan encrypts (namespace-free, so a re-registered schema compares equal), and its
+    data-subject id field: a schema that drops or moves that tag would write the person's values under the
+    domain's shared key, beyond the reach of a per-person shred, so it counts as a tag removal too."""
+    paths = {leaf.path for leaf in plan.leaves}
+    if plan.data_subject_path is not None:
+        paths.add(f"{plan.data_subject_path} (data-subject id)")
+    return paths
 
 
 def malformed(exc: Exception, subject: str | None) -> FieldcryptError:

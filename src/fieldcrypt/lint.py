@@ -881,8 +881,8 @@ def removed_tags(previous: SchemaReport, current: SchemaReport) -> list[Finding]
     now = {r.path: r for r in current.rows}
     found = []
     for old in previous.rows:
-        if old.verdict not in ("encrypted", "data-subject"):
-            continue
+        if old.verdict not in ("encrypted", "data-subject") or (old.reason or "").startswith("through "):
+            continue  # (a property a tagged pattern covers: the pattern's path is the one the plan encrypts)
         row = now.get(old.path)
         if row is not None and (row.verdict == old.verdict or row.verdict in ("refused", "unchecked")):
             continue  # kept; or refused here already, a finding of its own
