@@ -14,7 +14,6 @@ cannot read it stops and leaves the verdict to fastavro.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from fieldcrypt._avro_policy import named_types
@@ -30,20 +29,19 @@ _PRIMITIVE_SIZES = {"null": 0, "boolean": 1, "float": 4, "double": 8}
 _VARINTS = frozenset({"int", "long", "enum"})
 _LENGTHS = frozenset({"string", "bytes"})
 _recursive_cache: dict[int, tuple[Any, bool]] = {}
-_lock = threading.Lock()
 
 
 def is_recursive(schema: Any) -> bool:
-    """Whether a fastavro-parsed schema has a named type that holds itself (directly or through others)."""
-    with _lock:
-        hit = _recursive_cache.get(id(schema))
+    """Whether a fastavro-parsed schema has a named type that holds itself (directly or through others). Asked once
+    per record on the read path: a dict lookup, no lock (a dict's get and set are atomic; two threads that miss
+    together compute the same answer). The entry keeps the schema, so its id cannot be reused while cached."""
+    hit = _recursive_cache.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
     found = _find_recursion(schema)
-    with _lock:
-        if len(_recursive_cache) >= 1024:
-            _recursive_cache.clear()
-        _recursive_cache[id(schema)] = (schema, found)
+    if len(_recursive_cache) >= 1024:
+        _recursive_cache.clear()
+    _recursive_cache[id(schema)] = (schema, found)
     return found
 
 
