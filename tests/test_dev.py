@@ -338,6 +338,7 @@ def test_dev_up_checks_state_and_ports_before_starting(tmp_path: Path, capsys) -
     for argv, message in (
         (["--state", str(a_file)], "is not a directory"),
         (["--port", "47010", "--registry-port", "47010"], "the same port"),
+        (["--state", str(a_file / "below" / "it")], "is not writable"),  # under a file: nowhere to make it
     ):
         code, _, err = run(capsys, "dev", "up", *argv)
         assert code == 2 and message in err, err

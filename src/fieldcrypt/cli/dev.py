@@ -144,8 +144,10 @@ def _run_up(args: argparse.Namespace) -> int:
         where = Path(state)
         if where.exists() and not where.is_dir():
             raise UsageError(f"--state {clean(state)!r} is not a directory")
-        parent = where if where.exists() else where.parent
-        if not os.access(parent, os.W_OK):
+        parent = where
+        while not parent.exists() and parent != parent.parent:  # the directory it would be made in
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise UsageError(f"--state {clean(state)!r}: {clean(str(parent))!r} is not writable")
     if args.port is not None and args.port == args.registry_port:
         raise UsageError("--port and --registry-port are the same port")
