@@ -152,3 +152,37 @@ def test_array_slots_are_bound(registry, keyring: Keyring) -> None:
     moved = dict(rec, contacts={"work": contacts["home"], "home": contacts["work"]})
     with pytest.raises(DecryptionError):
         de(w.write(data, moved), value_ctx())
+
+
+def test_only_the_written_spelling_of_a_text_ciphertext_reads(setup) -> None:
+    """An attacker re-spells a string ciphertext: the last base64 character changed only in bits that carry no data,
+    `=` padding added (one or two), whitespace or a newline around it. Each spelling decodes to the same bytes
+    under a lenient base64 decoder; every one must be a DecryptionError, and the written text must still read."""
+    import binascii
+
+    ser, de, w = setup
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    tried = 0
+    for n in range(1, 7):  # several records: ciphertext lengths of every residue mod 3
+        data = ser(dict(customer(n), fullName="x" * n), value_ctx())
+        rec = w.read(data)
+        for field in TAGGED:
+            text = rec[field]
+            blob = binascii.a2b_base64(text + "=" * (-len(text) % 4))
+            spellings = {text + "=", text + "==", text + "===", text + "\n", " " + text, text + " "}
+            last = b64.index(text[-1])
+            spellings |= {text[:-1] + b64[(last & ~0x0F) | low] for low in range(16)}
+            spellings |= {text[:-1] + b64[(last & ~0x03) | low] for low in range(4)}
+            spellings.discard(text)
+            for alt in spellings:
+                try:
+                    same = binascii.a2b_base64(alt + "=" * (-len(alt.strip()) % 4)) == blob
+                except binascii.Error:
+                    same = False
+                if not same:
+                    continue  # a different byte string: covered by the bit-flip test
+                tried += 1
+                with pytest.raises(DecryptionError):
+                    de(w.write(data, dict(rec, **{field: alt})), value_ctx())
+            assert de(w.write(data, rec), value_ctx())[field] is not None
+    assert tried > 30  # the attack really produced same-bytes spellings

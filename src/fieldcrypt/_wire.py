@@ -161,7 +161,8 @@ def decode_text(text: str) -> bytes:
     spelling ``encode_text`` gives (unused low bits zero), so no altered character decodes to the same bytes.
     (A value that is not a ``str`` raises ``TypeError`` or ``ValueError``.)"""
     n = len(text) % 4
-    if n == 1 or (n and text[-1] not in _CANONICAL_LAST[n]):  # unused low bits set: not encode_text's spelling
+    # unused low bits set, or padding: not encode_text's spelling
+    if n == 1 or (n and text[-1] not in _CANONICAL_LAST[n]) or "=" in text:
         raise ValueError("not a fieldcrypt value ciphertext")
     try:
         return binascii.a2b_base64((text + _PAD[n]).encode("ascii"), strict_mode=True)
