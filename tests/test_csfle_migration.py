@@ -146,3 +146,150 @@ def _plain_payload(fmt: str, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     schemaless_writer(buf, parse_schema(AVRO), record)
     return buf.getvalue()
+
+
+# -- the record or the rule cannot steer the CSFLE read path (issue 15, item 1) -----------------------------------
+TWO_TAGGED = {
+    "type": "record",
+    "name": "Customer",
+    "fields": [
+        {"name": "email", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "phone", "type": "string", "confluent:tags": ["PII"]},
+        {"name": "country", "type": "string"},
+    ],
+}
+
+
+def _rule(on_failure: str = "ERROR,ERROR", disabled: bool = False, mode: RuleMode = RuleMode.WRITEREAD) -> Rule:
+    base = _encrypt_rule()
+    return Rule(
+        base.name, "", RuleKind.TRANSFORM, mode, "ENCRYPT", ["PII"], base.params, None, None, on_failure, disabled
+    )
+
+
+def _registry_with(schema: dict[str, Any], rule: Rule, enable_at: str | None = None) -> SchemaRegistryClient:
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    registry.register_schema(
+        "orders-value", Schema(json.dumps(schema), "AVRO", [], None, RuleSet(None, [rule], None, enable_at))
+    )
+    return registry
+
+
+def _avro(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(schema), record)
+    return buf.getvalue()
+
+
+def _consumer(registry: SchemaRegistryClient, keyring: Keyring, rules: RuleRegistry, **conf: Any) -> AvroDeserializer:
+    return AvroDeserializer(
+        registry, conf={"use.latest.version": True, **conf}, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring
+    )
+
+
+def _ctx_with(headers: list[tuple[str, bytes]]) -> Any:
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    return SerializationContext("orders", MessageField.VALUE, headers)
+
+
+FORGED = {"email": "forged@example.com", "country": "DE"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dlq-header", "on-failure-none", "disabled", "mode-write-only", "enable-at-cloud", "header-and-none"],
+)
+def test_forged_plaintext_is_never_read_as_decrypted(case: str, keyring: Keyring) -> None:
+    """A producer writes plaintext into the tagged field of a topic whose schema carries a CSFLE ENCRYPT rule, and
+    adds the DLQ header naming the rule, or the rule's settings make confluent skip it or swallow its failure."""
+    rules = _rules()
+    rule = _rule(
+        on_failure="ERROR,NONE" if case in ("on-failure-none", "header-and-none") else "ERROR,ERROR",
+        disabled=case == "disabled",
+        mode=RuleMode.WRITE if case == "mode-write-only" else RuleMode.WRITEREAD,
+    )
+    registry = _registry_with(AVRO, rule, "CLOUD" if case == "enable-at-cloud" else None)
+    sid = registry.get_latest_version("orders-value").schema_id
+    forged = b"\x00" + sid.to_bytes(4, "big") + _avro(AVRO, FORGED)
+    headers = [("__rule.name", rule.name.encode())] if "header" in case else []
+    de = _consumer(registry, keyring, rules)
+    with pytest.raises(DecryptionError):
+        de(forged, _ctx_with(headers))
+    assert de.stats.plaintext == 0
+    # under the explicit opt-in it is plaintext, and counted as such: never "decrypted"
+    accepting = _consumer(registry, keyring, rules, **{"fieldcrypt.on.plaintext": "accept"})
+    assert accepting(forged, _ctx_with(headers)) == FORGED
+    assert accepting.stats.plaintext == 1
+    # a real CSFLE record under the same rule still reads
+    csfle = ConfluentAvroSerializer(
+        registry,
+        json.dumps(AVRO),
+        conf={"auto.register.schemas": False, "use.latest.version": True},
+        rule_conf=RULE_CONF,
+        rule_registry=rules,
+    )
+    if case not in ("disabled", "mode-write-only", "enable-at-cloud"):  # confluent itself would not encrypt then
+        old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
+        assert b"old@example.com" not in old
+        assert de(old, _ctx_with(headers)) == {"email": "old@example.com", "country": "DE"}
+
+
+@pytest.mark.parametrize("on_failure", ["ERROR,ERROR", "ERROR,NONE"])
+def test_a_fieldcrypt_ciphertext_mixed_with_forged_plaintext_is_never_returned(
+    on_failure: str, keyring: Keyring
+) -> None:
+    """A record mixing a real fieldcrypt ciphertext (copied from a record fieldcrypt wrote) with forged plaintext in
+    another tagged field: neither the raw ciphertext nor the plaintext comes back as a value."""
+    rules = _rules()
+    registry = _registry_with(TWO_TAGGED, _rule(on_failure=on_failure))
+    ser = AvroSerializer(
+        registry,
+        json.dumps(TWO_TAGGED),
+        conf={"auto.register.schemas": False, "use.latest.version": True},
+        keyring=keyring,
+    )
+    real = ser({"email": "a@example.com", "phone": "+4915112345678", "country": "DE"}, value_ctx())
+    import io
+
+    from fastavro import parse_schema, schemaless_reader
+
+    seen = schemaless_reader(io.BytesIO(real[5:]), parse_schema(TWO_TAGGED), None)
+    sid = registry.get_latest_version("orders-value").schema_id
+    for accept in ("raise", "accept"):
+        de = _consumer(registry, keyring, rules, **{"fieldcrypt.on.plaintext": accept})
+        for headers in ([], [("__rule.name", b"encrypt-pii")]):
+            mixed = dict(seen, phone="+4915100000000")
+            with pytest.raises(DecryptionError):
+                de(b"\x00" + sid.to_bytes(4, "big") + _avro(TWO_TAGGED, mixed), _ctx_with(headers))
+        assert de(real, value_ctx())["email"] == "a@example.com"
+
+
+@pytest.mark.parametrize("case", ["dlq-header", "on-failure-none"])
+def test_forged_plaintext_in_a_json_document_is_never_read_as_decrypted(case: str, keyring: Keyring) -> None:
+    rules = _rules()
+    rule = _rule(on_failure="ERROR,NONE" if case == "on-failure-none" else "ERROR,ERROR")
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    registry.register_schema("orders-value", Schema(json.dumps(JSON_SCHEMA), "JSON", [], None, RuleSet(None, [rule])))
+    sid = registry.get_latest_version("orders-value").schema_id
+    forged = b"\x00" + sid.to_bytes(4, "big") + json.dumps(FORGED).encode()
+    headers = [("__rule.name", b"encrypt-pii")] if case == "dlq-header" else []
+    de = JSONDeserializer(
+        None, schema_registry_client=registry, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring
+    )
+    with pytest.raises(DecryptionError):
+        de(forged, _ctx_with(headers))
+    csfle = ConfluentJSONSerializer(
+        json.dumps(JSON_SCHEMA),
+        registry,
+        conf={"auto.register.schemas": False, "use.latest.version": True},
+        rule_conf=RULE_CONF,
+        rule_registry=rules,
+    )
+    assert de(csfle({"email": "old@example.com", "country": "DE"}, value_ctx()), _ctx_with(headers))["email"] == (
+        "old@example.com"
+    )

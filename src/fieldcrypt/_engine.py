@@ -169,6 +169,7 @@ class RecordState:
         "outcomes",
         "person",
         "plain",
+        "seen",
         "stats",
         "subject",
     )
@@ -198,6 +199,7 @@ class RecordState:
         self.last_key: DataKey | None = None  # read side: the key of the previous value
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
+        self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
 
     # the keyring's KeyMeter protocol
     def key_miss(self) -> None:
@@ -288,6 +290,7 @@ class PlanRunner:
         )
         self._enc_root = self._enc(root) if root is not None else None
         self._dec_root = self._dec(root) if root is not None else None
+        self._collect_root: Step | None = None  # compiled on first use (tagged_values)
         self._subject_names = plan.data_subject
         self._recursive = any(_refers(n) for n in (plan.root, *plan.named.values()))  # nests as deep as its data
         self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
@@ -515,46 +518,78 @@ class PlanRunner:
 
     # -- compilation: read side ---------------------------------------------------------------------------------
     def _dec(self, node: Node) -> Step:
-        if isinstance(node, Leaf):
-            return _dec_leaf(node)
-        if isinstance(node, NullableNode):
-            return _nullable(self._dec(node.child), node.name, writing=False)
-        if isinstance(node, ArrayNode):
-            return _array(node, self._dec, writing=False)
-        if isinstance(node, MapNode):
-            values = self._dec(node.values)
+        return self._reading(_dec_leaf, self._dec_named)(node)
 
-            def map_(v: Any, p: str, st: RecordState) -> Any:
+    def _reading(self, leaf_step: Callable[[Leaf], Step], table: dict[str, Step]) -> Callable[[Node], Step]:
+        """The read-side compiler: every container step as the reader walks it, with ``leaf_step`` at the leaves and
+        ``table`` for named (recursive) types. Decryption uses ``_dec_leaf``; :meth:`tagged_values` a collector."""
+
+        def compile_node(node: Node) -> Step:
+            if isinstance(node, Leaf):
+                return leaf_step(node)
+            if isinstance(node, NullableNode):
+                return _nullable(compile_node(node.child), node.name, writing=False)
+            if isinstance(node, ArrayNode):
+                return _array(node, compile_node, writing=False)
+            if isinstance(node, MapNode):
+                values = compile_node(node.values)
+
+                def map_(v: Any, p: str, st: RecordState) -> Any:
+                    if not isinstance(v, dict):
+                        raise _shape("a map", v, p, st, DecryptionError)
+                    for k, x in v.items():
+                        v[k] = values(x, f"{p}[{json.dumps(k)}]", st)
+                    return v
+
+                return map_
+            if isinstance(node, RefNode):
+                return _ref(table, node.name)
+            if isinstance(node, UnionNode):
+                return self._dec_union(node, compile_node)
+            if isinstance(node, ChoiceNode):
+                return _choice(node, compile_node, writing=False)
+            steps = [(s.name, "." + s.name, compile_node(s.node)) for s in node.steps]
+            others = _other_keys(node, compile_node, DecryptionError)
+
+            def record(v: Any, p: str, st: RecordState) -> Any:
                 if not isinstance(v, dict):
-                    raise _shape("a map", v, p, st, DecryptionError)
-                for k, x in v.items():
-                    v[k] = values(x, f"{p}[{json.dumps(k)}]", st)
+                    raise _shape("a record", v, p, st, DecryptionError)
+                for name, suffix, fn in steps:
+                    if name in v:
+                        v[name] = fn(v[name], p + suffix, st)
+                if others is not None:
+                    others(v, v, p, st)
                 return v
 
-            return map_
-        if isinstance(node, RefNode):
-            return _ref(self._dec_named, node.name)
-        if isinstance(node, UnionNode):
-            return self._dec_union(node)
-        if isinstance(node, ChoiceNode):
-            return _choice(node, self._dec, writing=False)
-        steps = [(s.name, "." + s.name, self._dec(s.node)) for s in node.steps]
-        others = _other_keys(node, self._dec, DecryptionError)
+            return record
 
-        def record(v: Any, p: str, st: RecordState) -> Any:
-            if not isinstance(v, dict):
-                raise _shape("a record", v, p, st, DecryptionError)
-            for name, suffix, fn in steps:
-                if name in v:
-                    v[name] = fn(v[name], p + suffix, st)
-            if others is not None:
-                others(v, v, p, st)
-            return v
+        return compile_node
 
-        return record
+    def tagged_values(self, record: Any, subject: str | None) -> list[tuple[str, Any]]:
+        """(path, value) of every tagged value of a decoded record, in the reader's walk order, as they are (nothing
+        decrypted; the record is not changed). Raises ``DecryptionError`` where its shape is not the schema's."""
+        if self._dec_root is None:
+            return []
+        collect = self._collect_root
+        if collect is None:
+            table: dict[str, Step] = {}
+            compile_node = self._reading(_collect_leaf, table)
+            for name, node in self.plan.named.items():
+                table[name] = compile_node(node)
+            assert self.plan.root is not None
+            collect = self._collect_root = compile_node(self.plan.root)
+        state = RecordState(None, subject, "", None)  # type: ignore[arg-type]  # no key is looked up
+        seen: list[tuple[str, Any]] = []
+        state.seen = seen
+        if not self._recursive:
+            collect(record, self._root_path, state)
+        else:
+            with _DEEP:
+                collect(record, self._root_path, state)
+        return seen
 
-    def _dec_union(self, node: UnionNode) -> Step:
-        by_name = {b.name: (b, self._dec(b.node) if b.node is not None else None) for b in node.branches}
+    def _dec_union(self, node: UnionNode, compile_node: Callable[[Node], Step]) -> Step:
+        by_name = {b.name: (b, compile_node(b.node) if b.node is not None else None) for b in node.branches}
         # what a reader returns without a name: one branch per Python type family (the compiler refused the rest)
         by_family: dict[str, Any] = {}
         for b in node.branches:
@@ -977,6 +1012,14 @@ def _dec_leaf(leaf: Leaf) -> Step:
             raise _moved(leaf, st, key_id) from None
 
     return dec
+
+
+def _collect_leaf(leaf: Leaf) -> Step:
+    def collect(v: Any, p: str, st: RecordState) -> Any:
+        st.seen.append((p or leaf.path, v))  # type: ignore[union-attr]  # set by tagged_values
+        return v
+
+    return collect
 
 
 def _as_bytes(v: Any) -> bytes:

@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry import RegisteredSchema, Schema
 from confluent_kafka.schema_registry.common import avro as _avro
 from confluent_kafka.schema_registry.common import json_schema as _json
 from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
+from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import SerializationContext
 from fastavro.schema import expand_schema
 from referencing import Resource
@@ -70,12 +71,34 @@ def has_encrypt_rules(schema: Schema | None) -> bool:
 
 
 def _encrypt_rules_only(schema: Schema) -> Schema:
+    """The writer schema with its ENCRYPT rules only, each set to run on read and to raise when it fails: a rule's
+    ``onFailure`` (``NONE`` swallows the executor's failure and returns the record as it came), ``disabled`` flag,
+    mode or the rule set's ``enableAt`` may change what confluent would do, never what fieldcrypt accepts."""
     assert schema.rule_set is not None and schema.rule_set.domain_rules is not None
-    kept = [r for r in schema.rule_set.domain_rules if str(r.type).upper() == "ENCRYPT"]
+    kept = [
+        attrs.evolve(r, mode=RuleMode.WRITEREAD, on_success="NONE", on_failure="ERROR", disabled=False)
+        for r in schema.rule_set.domain_rules
+        if str(r.type).upper() == "ENCRYPT"
+    ]
     evolved: Schema = attrs.evolve(
-        schema, rule_set=attrs.evolve(schema.rule_set, domain_rules=kept, migration_rules=None, encoding_rules=None)
+        schema,
+        rule_set=attrs.evolve(
+            schema.rule_set, domain_rules=kept, migration_rules=None, encoding_rules=None, enable_at=None
+        ),
     )
     return evolved
+
+
+def _without_replay_headers(ctx: SerializationContext) -> SerializationContext:
+    """``ctx`` without confluent's dead-letter-queue headers (``__rule.*``): a record carrying
+    ``__rule.name=<the ENCRYPT rule>`` would have confluent skip the rule as a DLQ replay. Any producer can set
+    headers, so they never decide whether a value is decrypted."""
+    headers = ctx.headers
+    if not headers:
+        return ctx
+    items = headers.items() if isinstance(headers, dict) else headers
+    kept = [(k, v) for k, v in items if not (isinstance(k, str) and k.startswith(DLQ_HEADER_PREFIX))]
+    return SerializationContext(ctx.topic, ctx.field, kept)
 
 
 def csfle_read(
@@ -85,6 +108,7 @@ def csfle_read(
     confluent's FieldEncryptionExecutor (registered by the application, with its DEK registry and ``rule_conf``).
     ``parsed`` is the writer schema as this serde parses it (fastavro dict, or None for JSON)."""
     target = _encrypt_rules_only(writer_raw)
+    ctx = _without_replay_headers(ctx)
     if parsed is not None:
         expanded = expand_schema(parsed)
 

@@ -488,9 +488,37 @@ def decrypt_record(
     assert cached.source is not None
     try:
         out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
-        return out, RecordState(keyring, subject, domain, None)  # CSFLE's values: not fieldcrypt's to count
+        undecrypted = _not_decrypted_by_csfle(runner, original, out, subject)
     except Exception:
         return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
+    if undecrypted is None:
+        return out, RecordState(keyring, subject, domain, None)  # CSFLE's values: not fieldcrypt's to count
+    if undecrypted:  # some values CSFLE decrypted, others it returned as they came: never a record to trust
+        raise DecryptionError(
+            "the record mixes values Confluent's ENCRYPT executor decrypted with tagged values it did not",
+            subject=subject,
+            field_path=undecrypted[0],
+        )
+    return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # CSFLE decrypted nothing
+
+
+def _not_decrypted_by_csfle(runner: PlanRunner, before: Any, after: Any, subject: str | None) -> list[str] | None:
+    """Which tagged values confluent's ENCRYPT executor returned as they came, judged per value after it ran (a rule
+    setting or a record header may have made it skip the record or swallow its failure): None when it decrypted
+    every non-null tagged value; the paths it left unchanged when it decrypted some; [] when it decrypted none."""
+    was = runner.tagged_values(before, subject)
+    now = runner.tagged_values(after, subject)
+    if [p for p, _ in was] != [p for p, _ in now]:
+        raise DecryptionError("the record's tagged values moved under Confluent's ENCRYPT executor", subject=subject)
+    same = [
+        p
+        for (p, old), (_, new) in zip(was, now, strict=True)
+        if old is not None and (new is None or (type(old) is type(new) and old == new))
+    ]
+    changed = sum(1 for _, old in was if old is not None) - len(same)
+    if not same:
+        return None if changed else []
+    return same if changed else []
 
 
 log = logging.getLogger("fieldcrypt.serde")  # the events are listed in docs/observability.md
