@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
+import math
 import os
 import socket
 import threading
@@ -90,6 +91,13 @@ class KeyMeter(Protocol):
 
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_TTL = 300.0
+#: the longest ``cache_ttl`` taken: a day. The TTL is the bound of the erasure promise (a shred reaches every process
+#: within it), so it must be a finite number an erasure runbook can state; beyond a day caching saves nothing
+#: measurable (one key-store read and one KMS call per key and process a day). See docs/key-lifecycle.md.
+MAX_CACHE_TTL = 86_400.0
+#: the most ``retries`` taken, and the longest first ``backoff`` (it doubles per retry)
+MAX_RETRIES = 20
+MAX_BACKOFF = 60.0
 #: AES-GCM with random 96-bit nonces: NIST SP 800-38D limits a key to 2^32 encryptions; stay far below
 HARD_MAX_ENCRYPTIONS = 2**31
 
@@ -111,9 +119,11 @@ class RotationPolicy:
 
     def __post_init__(self) -> None:
         if self.max_age is not None and (
-            isinstance(self.max_age, bool) or not isinstance(self.max_age, (int, float)) or not self.max_age > 0
+            isinstance(self.max_age, bool)
+            or not isinstance(self.max_age, (int, float))
+            or not 0 < self.max_age < math.inf  # also false for nan
         ):
-            raise ConfigurationError("rotation max_age must be positive seconds, or None")
+            raise ConfigurationError("rotation max_age must be positive, finite seconds, or None (never by age)")
         if isinstance(self.max_encryptions, bool) or not isinstance(self.max_encryptions, int):
             raise ConfigurationError("rotation max_encryptions must be an int")
         if not 0 < self.max_encryptions <= HARD_MAX_ENCRYPTIONS:
@@ -130,6 +140,17 @@ class RotationPolicy:
         """The lease size in effect (``lease`` after its default is filled in)."""
         assert self.lease is not None
         return self.lease
+
+
+def _seconds(value: object, what: str, maximum: float, *, zero: bool = False) -> float:
+    """A duration setting: an int or float, finite, more than 0 (or 0 too, with ``zero``) and at most ``maximum``
+    seconds. Anything else (``inf``, ``nan``, a negative number, a bool, a string) is a ``ConfigurationError``."""
+    low = "0 or more" if zero else "more than 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a number of seconds ({low}, at most {maximum:g})")
+    if not ((0 <= value if zero else 0 < value) and value <= maximum):  # also false for nan
+        raise ConfigurationError(f"{what} must be {low} and at most {maximum:g} seconds (a finite number)")
+    return float(value)
 
 
 def _count(n: int, noun: str) -> str:
@@ -182,8 +203,12 @@ class Keyring:
         keks = [kek] if isinstance(kek, (str, Kek)) else list(kek)
         if not keks or not all(isinstance(k, (str, Kek)) for k in keks):
             raise ConfigurationError("kek must be a KEK URI such as local-kek:///path/kek.json, a Kek, or a list")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError("retries must be a non-negative int")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise ConfigurationError(f"retries must be an int from 0 to {MAX_RETRIES}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise ConfigurationError("cache_size must be a positive int")
+        cache_ttl = _seconds(cache_ttl, "cache_ttl", MAX_CACHE_TTL)
+        backoff = _seconds(backoff, "backoff", MAX_BACKOFF, zero=True)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.keks = [open_kek(k) if isinstance(k, str) else k for k in keks]
         self.kek = self.keks[0]
@@ -195,7 +220,7 @@ class Keyring:
             raise ConfigurationError("store must be a key store URL such as sqlite:///keys.db, or a KeyStore")
         self.rotation = rotation or RotationPolicy()
         self.actor = actor or _default_actor()
-        self.cache_ttl = float(cache_ttl)
+        self.cache_ttl = cache_ttl
         self._retry = _Retry(retries + 1, backoff, sleep)
         self._cache_size = cache_size
         self._new_caches()

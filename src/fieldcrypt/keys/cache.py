@@ -6,6 +6,7 @@ the size bound keeps memory flat however many people or domains pass through.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -24,10 +25,10 @@ class TtlCache(Generic[K, V]):
     """Least-recently-used eviction beyond ``max_entries``; every entry dies ``ttl`` seconds after it was put."""
 
     def __init__(self, max_entries: int, ttl: float, clock: Clock) -> None:
-        if not isinstance(max_entries, int) or max_entries < 1:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError("cache size must be a positive integer")
-        if not isinstance(ttl, (int, float)) or ttl <= 0:
-            raise ConfigurationError("cache TTL must be a positive number of seconds")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:  # false for nan
+            raise ConfigurationError("cache TTL must be a positive, finite number of seconds")
         self.max_entries = max_entries
         self.ttl = float(ttl)
         self._clock = clock
