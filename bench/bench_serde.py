@@ -6,6 +6,7 @@ Cases (the same records, 3 of 9 fields tagged PII, as in shared/bench/anchor_csf
   plain          confluent AvroSerializer/AvroDeserializer, anchor conf (use.latest.version, no auto-register)
   csfle          confluent CSFLE: ENCRYPT rule on PII tags, local KMS, mock registry + mock DEK registry
   fieldcrypt     fieldcrypt's serde, same conf as plain, per-domain keys (SQLite key store, local KEK)
+  fieldcrypt-v1  the same, writing value format 1 (fieldcrypt.format.version=1): what format 2's bindings cost
   plain-default / fieldcrypt-default   both with confluent's default conf (auto.register.schemas)
   per-person     fieldcrypt with one key per person: --people distinct people, all keys cached (warm),
                  compared with per-domain on the same records; the cold pass (creating every key) is reported too
@@ -140,6 +141,15 @@ def main() -> None:
         AvroDeserializer(client, keyring=keyring),
         records,
         "fieldcrypt",
+        args.repeat,
+    )
+    client.register_schema("fieldcrypt-v1-value", Schema(text, "AVRO"))
+    rows["fieldcrypt-v1"] = measure(  # value format 1 (pinned), beside the default format 2: what binding costs
+        "fieldcrypt-v1",
+        AvroSerializer(client, text, conf={**LATEST, "fieldcrypt.format.version": 1}, keyring=keyring),
+        AvroDeserializer(client, keyring=keyring),
+        records,
+        "fieldcrypt-v1",
         args.repeat,
     )
     rows["plain-default"] = measure(
@@ -280,6 +290,7 @@ def main() -> None:
     for a, b in [
         ("fieldcrypt", "plain"),
         ("fieldcrypt", "csfle"),
+        ("fieldcrypt", "fieldcrypt-v1"),
         ("fieldcrypt-default", "plain-default"),
         ("json-fieldcrypt", "json-plain"),
         ("json-fieldcrypt", "json-csfle"),
