@@ -158,6 +158,7 @@ def bench_per_person(kind: str, tmp: Path, people: int, records: int, hot: int) 
     touched = set(picks)
     kek = fieldcrypt.create_local_kek(tmp / f"kek-{uuid.uuid4().hex}.json")
     with store_url(kind, tmp) as url:
+        fieldcrypt.create_key_store(url)  # a key store is never implicit
         t0 = time.perf_counter()
         keyring = fieldcrypt.Keyring(url, kek, cache_size=cache)
         for i in touched:  # real keys for everyone the run touches

@@ -1,0 +1,46 @@
+"""Every benchmark script runs here in a tiny smoke mode, so it cannot rot. The figures it prints are not
+asserted (they are measured in full runs, docs/benchmarks.md); that it runs, and prints its ratios, is."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=BENCH.parent, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_bench_serde_smoke() -> None:
+    out = _run("bench/bench_serde.py", "--records", "40", "--people", "20", "--repeat", "1")
+    assert "# ratios" in out
+    for pair in ("fieldcrypt vs plain", "fieldcrypt vs csfle", "fieldcrypt vs fieldcrypt-v1", "per-person vs"):
+        assert pair in out, pair
+
+
+@pytest.mark.slow
+def test_bench_lifecycle_smoke() -> None:
+    out = _run(
+        "bench/bench_lifecycle.py",
+        "--people",
+        "40",
+        "--batch",
+        "10",
+        "--records",
+        "40",
+        "--hot",
+        "10",
+        "--stores",
+        "sqlite",
+    )
+    assert "40 people" in out
