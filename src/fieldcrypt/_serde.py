@@ -327,10 +327,25 @@ def is_latest_mode(serde: Any) -> bool:
 
 WriteEntry = tuple[CachedPlan, bytes, SchemaId]
 
+#: a subject's latest registered version as a serializer first saw it: its schema id, the paths its plan encrypts
+#: and the schema as registered (metadata included); None for a subject without any version
+LatestVersion = tuple[int | None, frozenset[str], Schema] | None
+
+#: error codes of a 404 answer to "the latest version of this subject" that mean it has none: subject not found
+#: (40401), version not found (40402), and confluent's ``mock://`` registry's 40400. Any other answer is an error.
+_NO_LATEST = frozenset({40400, 40401, 40402})
+
 
 class WriteEntries:
-    """What a serializer writes with, per subject (or per schema id under use.latest.version): the field plan and
-    parsed schema, the 5-byte Confluent prefix, and the ``SchemaId`` for other framings."""
+    """What a serializer writes with, per subject (or per subject and schema id in latest mode): the field plan
+    and parsed schema, the 5-byte Confluent prefix, and the ``SchemaId`` for other framings.
+
+    It also keeps a writer from dropping a tag the subject carries, unless ``fieldcrypt.allow.tag.removal``: the
+    schema written must encrypt every path that the local ``schema_str`` encrypts, that the subject's producers
+    encrypted before (the key store's record, per registry and subject: read once per subject, in latest mode
+    once per subject and schema id) and, before auto-registering, that the subject's latest registered version
+    encrypts (one registry lookup per subject per serializer). Every writer adds what it encrypts to the record.
+    A refusal is kept (the record only grows), so a refused subject costs no lookup per record."""
 
     def __init__(
         self,
@@ -349,75 +364,217 @@ class WriteEntries:
         self._local_parsed = local_parsed  # confluent writes with its own parsed schema when not in latest mode
         self.latest_mode = is_latest_mode(serde)
         self._by_subject: dict[str, WriteEntry] = {}
-        self._by_id: dict[int, WriteEntry] = {}
+        self._by_id: dict[tuple[str, int], WriteEntry] = {}  # per subject too: subjects share ids, not records
+        self._refused: dict[tuple[str, int | None], FieldcryptError] = {}  # (subject, schema id or None): for good
+        self._latest: dict[str, LatestVersion] = {}
 
     def get(self, subject: str) -> WriteEntry:
         entry = None if self.latest_mode else self._by_subject.get(subject)
         return entry if entry is not None else self._resolve(subject)
 
     def _resolve(self, subject: str) -> WriteEntry:
-        ever = None
-        if not self.latest_mode and self._serde._auto_register and self._local_plan is not None:
-            ever = self._check_ever_encrypted(subject)
+        record: tuple[str, list[str]] | None = None  # the key store's record: its name and what it held
+        deferred: set[str] = set()  # paths only the latest version's metadata.tags could keep (see _check_local)
+        registering = not self.latest_mode and self._serde._auto_register and self._local_plan is not None
+        if registering:  # checked before the registration: a refused schema is not registered
+            assert self._local_plan is not None
+            record, deferred = self._check_local(subject, self._local_plan)
         registered = writer_schema(self._serde, subject)
         if registered.schema_id is None:
             raise ConfigurationError("the registry returned no schema id", subject=subject)
-        known = self._by_id.get(registered.schema_id)
+        key = (subject, registered.schema_id)
+        known = self._by_id.get(key)
         if known is not None:  # use.latest.version: the same schema as last time
             return known
+        if key in self._refused:  # this schema id was refused for this subject, and stays refused
+            raise self._refused[key].with_context(subject=subject)
         schema = registered.schema
         if (schema is None or schema.schema_str is None) and not self.latest_mode:
             schema = self._serde._schema  # a registry answering the registration with the id only: what was sent
+        if not registering and not self.latest_mode:
+            # auto.register.schemas=False: confluent's client answers a lookup with the schema it was given, not the
+            # one registered; when the version found is the subject's latest, plan from it (its metadata.tags)
+            latest = self._latest_version(subject)
+            if latest is not None and latest[0] == registered.schema_id:
+                schema = latest[2]
         cached = self._plans.load(registered.schema_id, subject, schema)
+        plan = cached.runner.plan
         if self._local_plan is not None:
-            self._check_kept(
-                self._local_plan, cached.runner.plan, subject, "the local schema_str", registered.schema_id
-            )
+            self._check_kept(self._local_plan, plan, subject, "the local schema_str", registered.schema_id)
+        written = encrypted_paths(plan)
+        if not registering:  # latest mode, or a schema looked up: nothing registered, the schema written is checked
+            record = self._check_recorded(subject, key, plan, written)
+        elif deferred - written:
+            assert record is not None and self._local_plan is not None
+            lost = sorted(deferred - written)
+            self._refuse_uninherited(subject, record[0], lost, self._local_plan, registered.schema_id)
         if not self.latest_mode and self._local_parsed is not None:
             cached = CachedPlan(cached.schema_id, self._local_parsed, cached.runner, cached.fingerprint, cached.source)
         prefix = b"\x00" + registered.schema_id.to_bytes(4, "big")
         entry = (cached, prefix, SchemaId(self._type, registered.schema_id, registered.guid))
-        if ever is not None:
-            with self._serde._keyring.metering(self._serde.stats):
-                self._serde._keyring.merge_policy(ever, sorted(encrypted_paths(cached.runner.plan)))
+        if record is not None and written - set(record[1]):
+            self._merge(record[0], sorted(written), subject)
         if not self.latest_mode:
             self._by_subject[subject] = entry
         elif len(self._by_id) < 1000:
-            self._by_id[registered.schema_id] = entry
+            self._by_id[key] = entry
         return entry
 
-    def _check_ever_encrypted(self, subject: str) -> str:
-        """Before auto-registering: the new schema must encrypt every field this subject's producers encrypted
-        before. The record is kept in the key store (a registry lookup of the latest version would be a request
-        confluent's serializer never makes). Returns the record's name, to add this schema's fields after it."""
-        assert self._local_plan is not None
-        # per registry (its URLs as configured) and subject: a subject of another registry is another subject
+    def _record_name(self, subject: str) -> str:
+        """The key-store record of the paths a subject's producers encrypted: per registry (its URLs as
+        configured) and subject, since a subject of another registry is another subject."""
         urls = getattr(getattr(self._serde._registry, "_rest_client", None), "base_urls", None) or []
         where = json.dumps(["encrypted-fields", sorted(map(str, urls)), subject])
-        name = "encrypted-fields:" + hashlib.sha256(where.encode("utf-8")).hexdigest()
-        mine = sorted(encrypted_paths(self._local_plan))
+        return "encrypted-fields:" + hashlib.sha256(where.encode("utf-8")).hexdigest()
+
+    def _merge(self, name: str, paths: list[str], subject: str) -> list[str]:
+        """Add ``paths`` to the record (none: just read it); returns what it held before."""
+        keyring: Keyring = self._serde._keyring
         try:
-            with self._serde._keyring.metering(self._serde.stats):
-                before = self._serde._keyring.merge_policy(name, [])
+            with keyring.metering(self._serde.stats):
+                return keyring.merge_policy(name, paths)
         except FieldcryptError as exc:
             raise exc.with_context(subject=subject) from exc
-        lost = sorted(set(before) - set(mine))
+
+    def _check_local(self, subject: str, local: FieldPlan) -> tuple[tuple[str, list[str]], set[str]]:
+        """Before auto-registering the local schema: it must encrypt every path the subject's producers encrypted
+        before (the key store's record) and every path the subject's latest registered version encrypts, since the
+        new version becomes the latest. Returns the record (name, paths)
+        and the lost paths that the latest version's ``metadata.tags`` could still keep: a registry that inherits
+        metadata into a version registered without any (Confluent's does; others drop it) keeps them, so those
+        are checked in the version the registry answers with (``_refuse_uninherited``)."""
+        if (subject, None) in self._refused:
+            raise self._refused[(subject, None)].with_context(subject=subject)
+        name = self._record_name(subject)
+        before = self._merge(name, [], subject)
+        latest = None if self._allow_removal else self._latest_version(subject)
+        from_latest = set(latest[1]) if latest is not None else set()
+        lost = (set(before) | from_latest) - encrypted_paths(local)
+        if not lost or self._allow_removal:
+            return (name, before), set()
+        if latest is not None and lost <= self._inherited(latest[2].metadata):
+            return (name, before), lost
+        sources = []
+        if lost & set(before):
+            sources.append(
+                f"{', '.join(sorted(lost & set(before)))} (encrypted by earlier producers of this subject, recorded "
+                "in the key store)"
+            )
+        if latest is not None and lost - set(before):
+            sources.append(
+                f"{', '.join(sorted(lost - set(before)))} (encrypted by the subject's latest registered version, id "
+                f"{latest[0]})"
+            )
+        raise self._refusal((subject, None), sorted(lost), local, subject, "the schema to register", "; ".join(sources))
+
+    def _check_recorded(
+        self, subject: str, key: tuple[str, int], plan: FieldPlan, written: set[str]
+    ) -> tuple[str, list[str]]:
+        """Latest mode (use.latest.version, use.latest.with.metadata, use.schema.id) and a looked-up schema
+        (auto.register.schemas=False), once per subject and schema id: the schema written must encrypt every path
+        the subject's producers encrypted before."""
+        name = self._record_name(subject)
+        before = self._merge(name, [], subject)
+        lost = sorted(set(before) - written)
         if lost and not self._allow_removal:
-            declared_plain = {loc for loc, _, decision in self._local_plan.decisions if decision == "plaintext"}
-            if set(lost) <= declared_plain:  # the schema still tags them: this configuration leaves them in clear
-                raise ConfigurationError(
-                    "this fieldcrypt configuration disagrees with another producer of this subject (recorded in the "
-                    f"key store): producers encrypt {', '.join(lost)}, which this configuration leaves in clear; "
-                    "align fieldcrypt.tags and fieldcrypt.plaintext.tags",
-                    subject=subject,
-                )
-            raise PolicyError(
-                "the schema to register drops tags that earlier producers of this subject encrypted (recorded in "
-                f"the key store), so these would be written in clear: {', '.join(lost)}; set "
+            raise self._refusal(
+                key,
+                lost,
+                plan,
+                subject,
+                f"the schema written (id {key[1]})",
+                f"{', '.join(lost)} (encrypted by earlier producers of this subject, recorded in the key store)",
+            )
+        return name, before
+
+    def _refusal(
+        self, key: tuple[str, int | None], lost: list[str], plan: FieldPlan, subject: str, what: str, sources: str
+    ) -> FieldcryptError:
+        """The error refusing to write without ``lost`` (kept under ``key``): a ConfigurationError when the schema
+        still tags them all and this configuration declares them plaintext, else a PolicyError."""
+        declared_plain = {loc for loc, _, decision in plan.decisions if decision == "plaintext"}
+        exc: FieldcryptError
+        if set(lost) <= declared_plain:  # the schema still tags them: this configuration leaves them in clear
+            exc = ConfigurationError(
+                "this fieldcrypt configuration disagrees with another producer of this subject (recorded in the "
+                f"key store): producers encrypt {', '.join(lost)}, which this configuration leaves in clear; "
+                "align fieldcrypt.tags and fieldcrypt.plaintext.tags",
+                subject=subject,
+            )
+        else:
+            exc = PolicyError(
+                f"{what} drops tags the subject carries, so these would be written in clear: {sources}; set "
                 "fieldcrypt.allow.tag.removal=True to accept that",
                 subject=subject,
             )
-        return name
+        if len(self._refused) < 10_000:
+            self._refused[key] = exc
+        return exc
+
+    def _latest_version(self, subject: str) -> LatestVersion:
+        """The subject's latest registered version and what it encrypts, before auto-registering or after looking
+        the local schema up: one registry request per subject per serializer. ``get_version(subject, "latest")``
+        leaves the client's latest-version cache (which use.latest.version serdes sharing the client read) as it
+        was. A subject without versions has none."""
+        if subject in self._latest:
+            return self._latest[subject]
+        if (subject, None) in self._refused:  # its plan failed: kept, like any refusal
+            raise self._refused[(subject, None)].with_context(subject=subject)
+        try:
+            got = self._serde._registry.get_version(subject, "latest")
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
+                raise  # unreachable, unauthorized...: not "no version", so nothing is registered or written
+            got = None
+        found: LatestVersion = None
+        if got is not None and got.schema is not None and got.schema.schema_str is not None:
+            try:
+                latest_plan = self._plans.compile(got.schema)
+            except Exception as exc:  # what it encrypts is unknown: refuse rather than guess
+                reason = exc.reason if isinstance(exc, FieldcryptError) else f"not this format ({type(exc).__name__})"
+                err = PolicyError(
+                    f"the subject's latest registered version (id {got.schema_id}) cannot be planned with this "
+                    f"configuration, so what it encrypts is unknown: {reason}; set fieldcrypt.allow.tag.removal=True "
+                    "to register without comparing",
+                    subject=subject,
+                )
+                if len(self._refused) < 10_000:
+                    self._refused[(subject, None)] = err
+                raise err from exc
+            found = (got.schema_id, frozenset(encrypted_paths(latest_plan)), got.schema)
+        if len(self._latest) < 10_000:
+            self._latest[subject] = found
+        return found
+
+    def _inherited(self, metadata: Any) -> set[str]:
+        """What the local schema encrypts in a registry that inherits the latest version's ``metadata`` into a
+        version registered without any. Nothing when the local schema has metadata of its own, or when those tags
+        do not fit it (then no registry could keep them)."""
+        local = self._serde._schema
+        tags = metadata.tags.tags if metadata is not None and metadata.tags is not None else None
+        if not tags or local is None or local.metadata is not None:
+            return set()
+        try:
+            plan = self._plans.compile(Schema(local.schema_str, local.schema_type, local.references, metadata))
+        except Exception:
+            return set()
+        return encrypted_paths(plan)
+
+    def _refuse_uninherited(self, subject: str, name: str, lost: list[str], local: FieldPlan, schema_id: int) -> None:
+        """The registry answered the registration with a version that lacks tags the latest version carried in its
+        ``metadata.tags`` (it did not inherit them). That version is registered now, as confluent's serializer
+        would have registered it, and is the subject's latest: record the paths in the key store, so that every
+        later writer of the subject (latest mode included) refuses it as well."""
+        self._merge(name, lost, subject)
+        raise self._refusal(
+            (subject, None),
+            lost,
+            local,
+            subject,
+            f"the version registered (id {schema_id})",
+            f"{', '.join(lost)} (encrypted by the subject's previous latest version through its metadata.tags, "
+            "which the registry did not carry into the new version; tag them in the schema_str)",
+        )
 
     def _check_kept(
         self, before: FieldPlan, after: FieldPlan, subject: str, source: str, schema_id: Any, written: str = ""

@@ -1,0 +1,364 @@
+"""A writer never drops a tag the subject carries (issue 15, item 2), written from the two attacks:
+
+(a) after someone registers a version without a tag, a producer in latest mode (``use.latest.version``,
+    ``use.schema.id``, ``use.latest.with.metadata``) writes the field in clear, although earlier producers of the
+    subject encrypted it (recorded in the key store);
+(b) schema authors tag only in the registry (``metadata.tags`` on version 1); a producer with an untagged local
+    schema auto-registers version 2 without the metadata (a registry that does not inherit it) and writes the
+    field in clear, with nothing in the key store yet.
+
+Key store on SQLite and PostgreSQL; registries ``mock://`` and the development registry over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import (
+    Metadata,
+    MetadataProperties,
+    MetadataTags,
+    Schema,
+    SchemaRegistryClient,
+)
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from conftest import customer, load_schema, value_ctx
+from pg import pg_schema_url
+
+from fieldcrypt import ConfigurationError, Keyring, PolicyError, create_key_store
+from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.json_schema import JSONSerializer
+
+STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'keys.db'}"),
+    "postgresql": lambda tmp: pg_schema_url(),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def keyring(request: pytest.FixtureRequest, tmp_path: Path, kek_uri: str) -> Iterator[Keyring]:
+    with STORES[request.param](tmp_path) as url, Keyring(create_key_store(url), kek_uri) as kr:
+        yield kr
+
+
+@dataclass(frozen=True)
+class Fmt:
+    name: str
+    text: str
+    email: str  # the path of the email field in plans and errors
+    make: Callable[..., Any]
+
+    def untagged_email(self) -> str:
+        schema = json.loads(self.text)
+        if self.name == "AVRO":
+            del next(f for f in schema["fields"] if f["name"] == "email")["confluent:tags"]
+        else:
+            del schema["properties"]["email"]["confluent:tags"]
+        return json.dumps(schema)
+
+    def untagged(self) -> str:
+        """The schema without any inline tag (what a producer that knows nothing of tags holds)."""
+
+        def strip(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: strip(v) for k, v in node.items() if k != "confluent:tags"}
+            if isinstance(node, list):
+                return [strip(v) for v in node]
+            return node
+
+        return json.dumps(strip(json.loads(self.text)))
+
+    def ser(self, registry: Any, schema: Any, keyring: Keyring, **conf: Any) -> Any:
+        return self.make(registry, schema, conf, keyring)
+
+
+AVRO = Fmt(
+    "AVRO",
+    load_schema("customer_event.avsc"),
+    "CustomerEvent.email",
+    lambda reg, schema, conf, kr: AvroSerializer(reg, schema, conf=conf, keyring=kr),
+)
+JSON = Fmt(
+    "JSON",
+    load_schema("customer_event.schema.json"),
+    "$.email",
+    lambda reg, schema, conf, kr: JSONSerializer(schema, reg, conf=conf, keyring=kr),
+)
+FORMATS = [pytest.param(AVRO, id="avro"), pytest.param(JSON, id="json")]
+LATEST = {"auto.register.schemas": False, "use.latest.version": True}
+EMAIL = b"person1@example.com"
+
+
+def new_registry() -> SchemaRegistryClient:
+    return SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+
+def topic() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+def metadata_tags(fmt: Fmt) -> Metadata:
+    """``metadata.tags`` tagging email only, as schema authors put them in the registry (tuples: KNOWN-ISSUES)."""
+    return Metadata(tags=MetadataTags({fmt.email: ("PII",)}), properties=None, sensitive=None)
+
+
+def refused_naming(fmt: Fmt, subject: str) -> Any:
+    return pytest.raises(PolicyError, match=f"{re.escape(fmt.email)}.*{re.escape(subject)}")
+
+
+# -- (a) latest mode after a version without the tag ---------------------------------------------------------------
+
+MODES: dict[str, Callable[[int], dict[str, Any]]] = {
+    "use.latest.version": lambda sid: dict(LATEST),
+    "use.schema.id": lambda sid: {"auto.register.schemas": False, "use.schema.id": sid},
+    "use.latest.with.metadata": lambda sid: {"auto.register.schemas": False, "use.latest.with.metadata": {"v": "2"}},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_latest_mode_writer_refuses_a_version_that_drops_a_tag_producers_encrypted(
+    fmt: Fmt, mode: str, keyring: Keyring
+) -> None:
+    registry, t = new_registry(), topic()
+    subject = f"{t}-value"
+    assert EMAIL not in fmt.ser(registry, fmt.text, keyring)(customer(1), value_ctx(t))  # v1: email encrypted
+    v2 = Schema(
+        fmt.untagged_email(),
+        fmt.name,
+        metadata=Metadata(tags=None, properties=MetadataProperties({"v": "2"}), sensitive=None),
+    )
+    sid = registry.register_schema(subject, v2)  # someone registers a version without the tag
+    ser = fmt.ser(registry, None, keyring, **MODES[mode](sid))  # no local schema_str to compare with
+    for _ in range(2):  # and again: a refusal is not a cache miss that lets the next record through
+        with refused_naming(fmt, subject):
+            ser(customer(1), value_ctx(t))
+    assert ser.stats.snapshot().errors == 2
+    opted = fmt.ser(registry, None, keyring, **MODES[mode](sid), **{"fieldcrypt.allow.tag.removal": True})
+    assert EMAIL in opted(customer(1), value_ctx(t))  # opted in: what the written schema says
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_latest_mode_writers_record_what_they_encrypt(fmt: Fmt, keyring: Keyring) -> None:
+    """Only latest-mode producers ever wrote: what they encrypted is recorded, so later writers are checked."""
+    registry, t = new_registry(), topic()
+    subject = f"{t}-value"
+    registry.register_schema(subject, Schema(fmt.text, fmt.name))
+    assert EMAIL not in fmt.ser(registry, None, keyring, **LATEST)(customer(1), value_ctx(t))
+    registry.register_schema(subject, Schema(fmt.untagged_email(), fmt.name))
+    with refused_naming(fmt, subject):  # another latest-mode producer, on the untagged latest version
+        fmt.ser(registry, None, keyring, **LATEST)(customer(1), value_ctx(t))
+    with refused_naming(fmt, subject):  # an auto-registering one with the untagged schema (now the latest, too)
+        fmt.ser(registry, fmt.untagged_email(), keyring)(customer(1), value_ctx(t))
+    with refused_naming(fmt, subject):  # nor by looking the untagged version up
+        fmt.ser(registry, fmt.untagged_email(), keyring, **{"auto.register.schemas": False})(customer(1), value_ctx(t))
+
+
+def test_one_key_store_check_per_subject_and_schema_id(keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, t = new_registry(), topic()
+    subject = f"{t}-value"
+    registry.register_schema(subject, Schema(AVRO.text, "AVRO"))
+    calls: list[str] = []
+    merge = keyring.merge_policy
+
+    def counted(name: str, items: Any) -> list[str]:
+        calls.append(name)
+        return merge(name, items)
+
+    monkeypatch.setattr(keyring, "merge_policy", counted)
+    ser = AVRO.ser(registry, None, keyring, **LATEST)
+    ser(customer(1), value_ctx(t))
+    first = len(calls)
+    assert 1 <= first <= 2  # the record read, and written the first time only
+    for i in range(20):
+        ser(customer(i), value_ctx(t))
+    assert len(calls) == first  # not per record
+    registry.register_schema(subject, Schema(AVRO.untagged_email(), "AVRO"))
+    registry.clear_latest_caches()
+    for _ in range(5):
+        with pytest.raises(PolicyError):
+            ser(customer(1), value_ctx(t))
+    assert len(calls) == first + 1  # the new schema id checked once; its refusal is not re-read per record
+
+
+def test_each_subject_is_checked_even_when_subjects_share_a_schema_id(http_registry: Any, keyring: Keyring) -> None:
+    """Two subjects registering the same schema get the same id: what one subject allows, the other may not."""
+    registry, t, u = SchemaRegistryClient({"url": http_registry.url}), topic(), topic()
+    AVRO.ser(registry, AVRO.text, keyring)(customer(1), value_ctx(u))  # u's producers encrypt email
+    untagged = Schema(AVRO.untagged_email(), "AVRO")
+    registry.register_schema(f"{t}-value", untagged)  # t never carried the tag
+    assert registry.register_schema(f"{u}-value", untagged) == registry.register_schema(f"{t}-value", untagged)
+    ser = AVRO.ser(registry, None, keyring, **LATEST)
+    assert EMAIL in ser(customer(1), value_ctx(t))  # allowed for t: nothing of t was ever encrypted
+    with refused_naming(AVRO, f"{u}-value"):
+        ser(customer(1), value_ctx(u))
+
+
+def test_a_field_declared_plaintext_by_a_latest_writer_is_a_configuration_error(keyring: Keyring) -> None:
+    schema = json.loads(AVRO.text)
+    next(f for f in schema["fields"] if f["name"] == "currency")["confluent:tags"] = ["FINANCE"]
+    text = json.dumps(schema)
+    registry, t = new_registry(), topic()
+    AVRO.ser(registry, text, keyring, **{"fieldcrypt.tags": ["PII", "FINANCE"]})(customer(1), value_ctx(t))
+    other = AVRO.ser(registry, None, keyring, **LATEST, **{"fieldcrypt.plaintext.tags": ["FINANCE"]})
+    with pytest.raises(ConfigurationError, match=r"CustomerEvent\.currency"):
+        other(customer(1), value_ctx(t))
+
+
+# -- (b) tags kept only in the registry's metadata, and a registry that does not inherit them ---------------------
+
+
+class InheritingRegistry(type(new_registry())):  # type: ignore[misc]
+    """confluent's mock registry, inheriting a subject's latest ``metadata`` into a new version registered
+    without any (as Confluent Schema Registry does)."""
+
+    def register_schema_full_response(self, subject_name: str, schema: Schema, normalize_schemas: bool = False) -> Any:
+        if schema.metadata is None:
+            try:
+                latest = self.get_latest_version(subject_name)
+            except SchemaRegistryError:
+                latest = None
+            if latest is not None and latest.schema.metadata is not None:
+                schema = Schema(schema.schema_str, schema.schema_type, schema.references, latest.schema.metadata)
+        return super().register_schema_full_response(subject_name, schema, normalize_schemas)
+
+
+class Registries:
+    """A registry of one kind: confluent's ``mock://`` or the development registry over HTTP."""
+
+    def __init__(self, kind: str, http: Any) -> None:
+        self.kind = kind
+        self.client = new_registry() if kind == "mock" else SchemaRegistryClient({"url": http.url})
+
+    def author_registers(self, subject: str, fmt: Fmt, text: str, tags: dict[str, list[str]] | None) -> int:
+        """What schema authors do with other tooling: register a version, metadata tags included."""
+        meta = None if tags is None else Metadata(MetadataTags({k: tuple(v) for k, v in tags.items()}), None, None)
+        return int(self.client.register_schema(subject, Schema(text, fmt.name, metadata=meta)))
+
+
+@pytest.fixture(params=["mock", "http"])
+def registries(request: pytest.FixtureRequest) -> Registries:
+    return Registries(request.param, request.getfixturevalue("http_registry") if request.param == "http" else None)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_auto_register_refuses_to_drop_tags_that_live_only_in_registry_metadata(
+    fmt: Fmt, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    registries.author_registers(subject, fmt, fmt.untagged(), {fmt.email: ["PII"]})  # v1, by schema authors
+    ser = fmt.ser(client, fmt.untagged(), keyring)  # no earlier producer: the key store knows nothing
+    for _ in range(2):
+        with refused_naming(fmt, subject):
+            ser(customer(1), value_ctx(t))
+    # the version was registered before the refusal (confluent's serializer registers it too; a registry that
+    # inherits metadata would have kept the tag): every later writer of the subject refuses it as well
+    with refused_naming(fmt, subject):
+        fmt.ser(client, None, keyring, **LATEST)(customer(1), value_ctx(t))
+    with refused_naming(fmt, subject):
+        fmt.ser(client, fmt.untagged(), keyring)(customer(1), value_ctx(t))
+    opted = fmt.ser(client, fmt.untagged(), keyring, **{"fieldcrypt.allow.tag.removal": True})
+    assert EMAIL in opted(customer(1), value_ctx(t))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_inline_tag_only_the_registry_holds_is_refused_before_registering(
+    fmt: Fmt, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    registries.author_registers(subject, fmt, fmt.text, None)  # v1 tagged inline, no producer wrote yet
+    with refused_naming(fmt, subject):
+        fmt.ser(client, fmt.untagged_email(), keyring)(customer(1), value_ctx(t))
+    assert client.get_versions(subject) == [1]  # metadata could not have kept it: nothing registered
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_registry_that_inherits_metadata_keeps_the_tag(fmt: Fmt, keyring: Keyring) -> None:
+    """The latest version tags email in metadata, the local schema does not, and the registry inherits the metadata
+    into the new version: that version encrypts email, so it is written, encrypted."""
+    registry, t = InheritingRegistry({"url": f"mock://{uuid.uuid4().hex}"}), topic()
+    subject = f"{t}-value"
+    registry.register_schema(subject, Schema(fmt.untagged(), fmt.name, metadata=metadata_tags(fmt)))
+    local = json.loads(fmt.untagged())
+    local["doc" if fmt.name == "AVRO" else "description"] = "version 2"  # a new version, not v1 again
+    data = fmt.ser(registry, json.dumps(local), keyring)(customer(1), value_ctx(t))
+    assert EMAIL not in data and sorted(registry.get_versions(subject)) == [1, 2]
+    assert fmt.ser(registry, json.dumps(local), keyring)(customer(2), value_ctx(t)) is not None  # and again
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_new_subject_and_an_unchanged_one_need_nothing_more(
+    fmt: Fmt, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    assert EMAIL in fmt.ser(client, fmt.untagged(), keyring)(customer(1), value_ctx(t))  # new subject: nothing lost
+    u = topic()
+    registries.author_registers(f"{u}-value", fmt, fmt.untagged(), {fmt.email: ["PII"]})
+    local = Schema(fmt.untagged(), fmt.name, metadata=metadata_tags(fmt))  # the producer carries the same tags
+    assert EMAIL not in fmt.ser(client, local, keyring)(customer(1), value_ctx(u))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_looked_up_version_keeps_the_tags_of_its_metadata(fmt: Fmt, http_registry: Any, keyring: Keyring) -> None:
+    """auto.register.schemas=False: the registry answers the lookup of the untagged text with the version schema
+    authors registered, metadata.tags included; that version encrypts email, so writers (the second one too, now
+    that the key store records email) write, and are not refused for what their local text lacks."""
+    client, t = SchemaRegistryClient({"url": http_registry.url}), topic()
+    Registries("http", http_registry).client.register_schema(
+        f"{t}-value", Schema(fmt.untagged(), fmt.name, metadata=metadata_tags(fmt))
+    )
+    for i in range(2):
+        ser = fmt.ser(client, fmt.untagged(), keyring, **{"auto.register.schemas": False})
+        assert EMAIL not in ser(customer(1), value_ctx(t)), i
+
+
+class CountingLookups(type(new_registry())):  # type: ignore[misc]
+    def __init__(self, conf: dict[str, Any], fail: SchemaRegistryError | None = None) -> None:
+        super().__init__(conf)
+        self.lookups = 0
+        self.fail = fail
+
+    def get_version(self, *args: Any, **kwargs: Any) -> Any:
+        self.lookups += 1
+        if self.fail is not None:
+            raise self.fail
+        return super().get_version(*args, **kwargs)
+
+
+def test_one_registry_lookup_per_subject_per_serializer(keyring: Keyring) -> None:
+    registry, t = CountingLookups({"url": f"mock://{uuid.uuid4().hex}"}), topic()
+    registry.register_schema(f"{t}-value", Schema(AVRO.untagged(), "AVRO", metadata=metadata_tags(AVRO)))
+    ser = AVRO.ser(registry, AVRO.untagged(), keyring)
+    for _ in range(3):
+        with pytest.raises(PolicyError):
+            ser(customer(1), value_ctx(t))
+    assert registry.lookups == 1
+    ok = AVRO.ser(registry, AVRO.text, keyring)
+    for i in range(5):
+        ok(customer(i), value_ctx(t))
+        ok(customer(i), value_ctx(topic()))  # each new subject: one lookup, and a not-found is a new subject
+    assert registry.lookups == 1 + 1 + 5
+    AVRO.ser(registry, AVRO.text, keyring, **{"fieldcrypt.allow.tag.removal": True})(customer(1), value_ctx(t))
+    assert registry.lookups == 7  # nothing to refuse, nothing to look up
+    AVRO.ser(registry, None, keyring, **LATEST)(customer(1), value_ctx(t))
+    assert registry.lookups == 7  # latest mode writes the latest version: no lookup of its own
+
+
+@pytest.mark.parametrize(
+    "error", [SchemaRegistryError(500, 50001, "store error"), SchemaRegistryError(401, 401, "unauthorized")], ids=str
+)
+def test_a_failed_lookup_is_not_a_new_subject(keyring: Keyring, error: SchemaRegistryError) -> None:
+    registry = CountingLookups({"url": f"mock://{uuid.uuid4().hex}"}, fail=error)
+    with pytest.raises(SchemaRegistryError):
+        AVRO.ser(registry, AVRO.untagged(), keyring)(customer(1), value_ctx("orders"))
+    assert registry.get_subjects() == []  # nothing registered, nothing written
