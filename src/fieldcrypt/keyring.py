@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import inspect
 import logging
 import math
 import os
+import secrets
 import socket
 import threading
 import time
@@ -55,8 +57,9 @@ from fieldcrypt.errors import (
     format_key_id,
 )
 from fieldcrypt.keys import _fork, shredlog
+from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
-from fieldcrypt.keys.kek import Kek, classify_failure, open_kek
+from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
 from fieldcrypt.keys.report import PersonShred, ShredReport
 from fieldcrypt.keys.store import (
     OPERATIONS,
@@ -64,6 +67,7 @@ from fieldcrypt.keys.store import (
     KeyRecord,
     KeyStore,
     ShredRecord,
+    WrapLater,
     check_id,
     check_shred_target,
     open_store,
@@ -199,6 +203,7 @@ class Keyring:
         backoff: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
         shred_log: str | os.PathLike[str] | None = None,
+        kms_timeout: float = DEFAULT_KMS_TIMEOUT,
     ) -> None:
         keks = [kek] if isinstance(kek, (str, Kek)) else list(kek)
         if not keks or not all(isinstance(k, (str, Kek)) for k in keks):
@@ -209,15 +214,18 @@ class Keyring:
             raise ConfigurationError("cache_size must be a positive int")
         cache_ttl = _seconds(cache_ttl, "cache_ttl", MAX_CACHE_TTL)
         backoff = _seconds(backoff, "backoff", MAX_BACKOFF, zero=True)
+        self.kms_timeout = check_kms_timeout(kms_timeout)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.keks = [open_kek(k) if isinstance(k, str) else k for k in keks]
+        self.keks = [open_kek(k, timeout=self.kms_timeout) if isinstance(k, str) else k for k in keks]
         self.kek = self.keks[0]
+        self._remote = any(k.remote for k in self.keks)  # KEK calls get a worker thread and a deadline
         if isinstance(store, KeyStore):
             self.store = store
         elif isinstance(store, str):
             self.store = open_store(store)
         else:
             raise ConfigurationError("store must be a key store URL such as sqlite:///keys.db, or a KeyStore")
+        self._prewrap = _takes_key_id(self.store)
         self.rotation = rotation or RotationPolicy()
         self.actor = actor or _default_actor()
         self.cache_ttl = cache_ttl
@@ -239,7 +247,8 @@ class Keyring:
         self._erased: TtlCache[int, ShredRecord] = TtlCache(size, 86400.0 * 365, self.clock)
         #: key ids the store does not hold, or that no configured KEK may unwrap: the error to raise again
         self._missing: TtlCache[int, Callable[[], DecryptionError]] = TtlCache(size, ttl, self.clock)
-        self._create_lock = threading.Lock()
+        self._key_locks = KeyLocks()
+        self._kms_runner = KmsRunner()
 
     def _after_fork(self) -> None:
         """In a forked child: fresh locks and empty caches. A cached key carries the parent's leased encryption
@@ -275,7 +284,8 @@ class Keyring:
         cached = self._active.get((domain, person))
         if cached is not None:
             return cached
-        with self.metering(meter), self._create_lock:
+        deadline = self._deadline()
+        with self.metering(meter), self._key_lock(domain, person, deadline):
             cached = self._active.get((domain, person), count=False)
             if cached is not None:
                 return cached
@@ -283,26 +293,54 @@ class Keyring:
                 meter.key_miss()
             record = self._call(lambda: self.store.active(domain, person))
             if record is None:
-                key = self._create(domain, person, None, "create", "first use", lease=True)
+                key = self._create(domain, person, None, "create", "first use", deadline, lease=True, version=1)
             elif self._expired(record):
-                key = self._create(domain, person, record.key_id, "rotate", "max_age reached", lease=True)
+                key = self._create(
+                    domain,
+                    person,
+                    record.key_id,
+                    "rotate",
+                    "max_age reached",
+                    deadline,
+                    lease=True,
+                    version=record.version + 1,
+                )
             else:
-                key = self._unwrap(record)
-                return self._lease_and_activate(key, record.created_at)
-            return key if key.remaining() > 0 else self._lease_and_activate(key, None)
+                key = self._unwrap(record, deadline)
+                return self._lease_and_activate(key, record.created_at, deadline)
+            return key if key.remaining() > 0 else self._lease_and_activate(key, None, deadline)
 
     def renew(self, key: DataKey, meter: KeyMeter | None = None) -> DataKey:
         """Called by the engine when a key's leased budget is spent: lease more, or move to the next key (rotated
         at the cap, or created anew when this one was shredded elsewhere)."""
-        with self.metering(meter), self._create_lock:
+        deadline = self._deadline()
+        with self.metering(meter), self._key_lock(key.domain, key.person, deadline):
             if key.remaining() > 0:
                 return key
             if meter is not None:
                 meter.key_miss()
             self._active.discard((key.domain, key.person))
-            return self._lease_and_activate(key, None)
+            return self._lease_and_activate(key, None, deadline)
 
-    def _lease_and_activate(self, key: DataKey, created: float | None) -> DataKey:
+    def _key_lock(self, domain: str, person: str | None, deadline: float) -> contextlib.AbstractContextManager[None]:
+        """The lock of (domain, person) in this process: threads needing that key wait for the one fetching it (at
+        most until their deadline); threads needing another key do not wait. The KMS calls made under it have the
+        same deadline, and no key-store transaction is open while they run."""
+
+        def timeout() -> KeyStoreUnavailableError:
+            return KeyStoreUnavailableError(
+                f"another thread of this process has been fetching the data key of domain {domain!r}"
+                f"{' for a data subject' if person is not None else ''} for longer than kms_timeout "
+                f"({self.kms_timeout:g} s)"
+            )
+
+        return self._key_locks.hold((domain, person), deadline, timeout)
+
+    def _deadline(self) -> float:
+        """The deadline of a key operation starting now: ``kms_timeout`` seconds of real (monotonic) time."""
+        return time.monotonic() + self.kms_timeout
+
+    def _lease_and_activate(self, key: DataKey, created: float | None, deadline: float) -> DataKey:
         """Charge a lease for ``key`` in the store and cache it as active; when its cap is reached, rotate; when it
         is gone (shredded elsewhere), use or create the new active key. ``created`` None: look it up."""
         lease, cap = self.rotation.leased, self.rotation.max_encryptions
@@ -312,7 +350,16 @@ class Keyring:
                 if grant > 0:
                     key.lease(grant)
                     return self._activate(key, created)
-                key = self._create(key.domain, key.person, key.key_id, "rotate", "max_encryptions reached", lease=True)
+                key = self._create(
+                    key.domain,
+                    key.person,
+                    key.key_id,
+                    "rotate",
+                    "max_encryptions reached",
+                    deadline,
+                    lease=True,
+                    version=key.version + 1,
+                )
                 if key.remaining() > 0:
                     return key
                 created = None
@@ -321,9 +368,11 @@ class Keyring:
             self._by_id.discard(key.key_id)
             record = self._call(lambda k=key: self.store.active(k.domain, k.person))  # type: ignore[misc]
             if record is not None and record.key_id != key.key_id:
-                key, created = self._unwrap(record), record.created_at
+                key, created = self._unwrap(record, deadline), record.created_at
             else:
-                key = self._create(key.domain, key.person, None, "create", "previous key shredded", lease=True)
+                key = self._create(
+                    key.domain, key.person, None, "create", "previous key shredded", deadline, lease=True, version=1
+                )
                 if key.remaining() > 0:
                     return key
                 created = None
@@ -420,9 +469,10 @@ class Keyring:
             local.meter = outer
 
     # -- internals ---------------------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], deadline: float | None = None) -> T:
         """Run a key-store or KEK call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising.
-        Each attempt is timed and reported to the thread's meter (see :meth:`metering`)."""
+        With a ``deadline`` (a KEK call's), no retry starts that would begin after it. Each attempt is timed and
+        reported to the thread's meter (see :meth:`metering`)."""
         delay = self._retry.backoff
         attempts = self._retry.attempts
         meter: KeyMeter | None = getattr(self._meters, "meter", None)
@@ -433,12 +483,12 @@ class Keyring:
             except KeyStoreUnavailableError as exc:
                 if meter is not None:
                     meter.key_store_call(_perf() - start, True)
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or (deadline is not None and time.monotonic() + delay >= deadline):
                     log.error(
                         "key store or KEK unavailable after %d attempts: %s",
-                        attempts,
+                        attempt + 1,
                         exc.reason,
-                        extra=_ev("key_store.unavailable", exc.key_id, attempts=attempts, error=type(exc).__name__),
+                        extra=_ev("key_store.unavailable", exc.key_id, attempts=attempt + 1, error=type(exc).__name__),
                     )
                     raise
                 log.warning(
@@ -478,28 +528,75 @@ class Keyring:
         return AuditEntry(at=self.clock.now(), actor=self.actor, operation=operation, reason=reason, **kw)
 
     def _create(
-        self, domain: str, person: str | None, retire: int | None, operation: str, reason: str, *, lease: bool = False
+        self,
+        domain: str,
+        person: str | None,
+        retire: int | None,
+        operation: str,
+        reason: str,
+        deadline: float | None = None,
+        *,
+        lease: bool = False,
+        version: int | None = None,
     ) -> DataKey:
         """Create (or rotate to) the next key. With ``lease``, a key created here comes with its first lease charged
-        and is cached as active (budget > 0); a key another process created meanwhile comes back with budget 0."""
-        made: list[DataKey] = []
+        and is cached as active (budget > 0); a key another process created meanwhile comes back with budget 0.
+        ``version``: the version the new key will most likely get (what the caller just read), so it is wrapped
+        before the first transaction, which then usually inserts it.
+
+        The new key is wrapped (a KMS call) outside every key-store transaction: the store's transaction names the
+        id and version to wrap it for (:class:`WrapLater`) and is rolled back; the key is wrapped for exactly that
+        pair; a new transaction re-checks everything (the active key, the shred log, the next version) and inserts
+        it, or returns the active key another process made meanwhile (this one is then dropped, never stored).
+        docs/key-lifecycle.md, "A shred racing a key creation", says what a shred in between does."""
+        if deadline is None:
+            deadline = self._deadline()
         charge = self.rotation.leased if lease else 0
-
-        def wrap(key_id: int, version: int) -> bytes:
-            try:
-                key, wrapped = new_data_key(key_id, domain, person, version, self.kek.aead)
-            except Exception as exc:  # tink.TinkError, or a KMS client's own exception that tink let through
-                raise _wrap_failure(self.kek, exc) from exc
-            made.append(key)
-            return wrapped
-
         audit = self._audit(operation, reason, domain=domain, person=person)
-        record = self._call(
-            lambda: self.store.create(
-                domain, person, self.kek.uri, wrap, self.clock.now(), audit, retire=retire, charge=charge
+        made: _Wrapped | None = None
+        if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
+            made_in_tx: list[_Wrapped] = []
+
+            def wrap_inside(key_id: int, version: int) -> bytes:
+                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
+                return made_in_tx[-1].wrapped
+
+            record = self._call(
+                lambda: self.store.create(
+                    domain, person, self.kek.uri, wrap_inside, self.clock.now(), audit, retire=retire, charge=charge
+                )
             )
-        )
-        if made and made[-1].key_id == record.key_id:
+            made = made_in_tx[-1] if made_in_tx else None
+        else:
+            if version is not None:
+                made = self._wrap_new(domain, person, _fresh_id(), version, deadline)
+            for _ in range(_CREATE_ROUNDS):
+                wrap = partial(_take_prepared, made)
+                proposed = made.key.key_id if made is not None else None
+                try:
+                    record = self._call(
+                        lambda w=wrap, k=proposed: self.store.create(  # type: ignore[misc]
+                            domain,
+                            person,
+                            self.kek.uri,
+                            w,
+                            self.clock.now(),
+                            audit,
+                            retire=retire,
+                            charge=charge,
+                            key_id=k,
+                        )
+                    )
+                except WrapLater as later:
+                    made = self._wrap_new(domain, person, later.key_id, later.version, deadline)
+                    continue
+                break
+            else:
+                raise KeyStoreUnavailableError(
+                    f"could not create a data key in domain {domain!r}: the key store's versions kept changing while "
+                    "new keys were wrapped"
+                )
+        if made is not None and made.key.key_id == record.key_id:
             kid = format_key_id(record.key_id)
             why = reason if reason in _AUTOMATIC else "requested"  # an admin's own words go to the audit log only
             event = "key.created" if operation == "create" else "key.rotated"
@@ -512,39 +609,63 @@ class Keyring:
                 why,
                 extra=_ev(event, kid, domain=domain, per_person=person is not None, reason=why),
             )
-            key = made[-1]
+            key = made.key
             if lease:
                 key.lease(charge)
                 return self._activate(key, record.created_at)
             return key
-        key = self._unwrap(record)
+        key = self._unwrap(record, deadline)
         key.lease(0)
         return key
 
-    def _unwrap(self, record: KeyRecord) -> DataKey:
+    def _wrap_new(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
+        """A new data key wrapped for (key_id, version), with retries within ``deadline``; outside any transaction."""
+        return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline), deadline)
+
+    def _wrap_attempt(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
+        kek = self.kek
+        try:
+            key, wrapped = self._kms(
+                lambda: new_data_key(key_id, domain, person, version, kek.aead), deadline, f"KEK {kek.uri!r}"
+            )
+        except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
+            raise _wrap_failure(kek, exc, self.kms_timeout) from exc
+        return _Wrapped(key, wrapped)
+
+    def _kms(self, fn: Callable[[], T], deadline: float, what: str) -> T:
+        """``fn()`` (a KEK call), waited for at most until ``deadline`` when a configured KEK is remote (then it
+        runs in a worker thread: a KMS that never answers cannot hold this thread); else called here."""
+        if not self._remote:
+            return fn()
+        return self._kms_runner.run(fn, deadline, what)
+
+    def _unwrap(self, record: KeyRecord, deadline: float | None = None) -> DataKey:
         return self._with_kek(
             record,
             lambda kek: unwrap_data_key(
                 record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead
             ),
+            deadline,
         )
 
-    def _with_kek(self, record: KeyRecord, use: Callable[[Kek], T]) -> T:
+    def _with_kek(self, record: KeyRecord, use: Callable[[Kek], T], deadline: float | None = None) -> T:
         """``use(kek)`` with the first configured KEK that can unwrap ``record`` (the one that wrapped it first).
 
         Each failure is classified (:func:`fieldcrypt.keys.kek.classify_failure`); transient ones are retried
-        with backoff (the whole attempt, through ``_call``)."""
+        with backoff (the whole attempt, through ``_call``), within ``deadline`` (default: ``kms_timeout`` from
+        now)."""
         inner = encrypted_keyset(record.wrapped)
         if inner is None:
             raise _corrupt(record)
-        return self._call(lambda: self._try_keks(record, use, inner))
+        until = self._deadline() if deadline is None else deadline
+        return self._call(lambda: self._try_keks(record, use, inner, until), until)
 
-    def _try_keks(self, record: KeyRecord, use: Callable[[Kek], T], inner: bytes) -> T:
+    def _try_keks(self, record: KeyRecord, use: Callable[[Kek], T], inner: bytes, deadline: float) -> T:
         verdicts: list[tuple[Kek, str, str]] = []
         for kek in sorted(self.keks, key=lambda k: k.uri != record.kek_uri):
             try:
-                return use(kek)
-            except Exception as exc:  # tink.TinkError, or a KMS client's own exception that tink let through
+                return self._kms(lambda k=kek: use(k), deadline, f"KEK {kek.uri!r}")  # type: ignore[misc]
+            except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
                 verdict = classify_failure(kek, exc, inner)
                 if verdict == "corrupt" and kek.uri != record.kek_uri and not _names_own_key(kek, inner):
                     verdict = "denied"  # a KEK that did not wrap it cannot say "tampered", unless the prefix is its own
@@ -553,6 +674,10 @@ class Keyring:
         if "corrupt" in kinds:
             raise _corrupt(record)
         for kek, verdict, name in verdicts:
+            if verdict == "unavailable" and name == KmsTimeout.__name__:
+                raise KeyStoreUnavailableError(
+                    f"KEK {kek.uri!r} did not answer within kms_timeout ({self.kms_timeout:g} s)", key_id=record.key_id
+                )
             if verdict == "unavailable":
                 raise KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable ({name})", key_id=record.key_id)
         for kek, verdict, name in verdicts:
@@ -596,7 +721,7 @@ class Keyring:
         current = self._call(lambda: self.store.active(domain, person))
         if current is None:
             return None
-        key = self._create(domain, person, current.key_id, "rotate", reason or "requested")
+        key = self._create(domain, person, current.key_id, "rotate", reason or "requested", version=current.version + 1)
         self._active.discard((domain, person))
         return self._call(lambda: self.store.get(key.key_id))
 
@@ -795,6 +920,41 @@ class Keyring:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
 
 
+@dataclass(frozen=True)
+class _Wrapped:
+    """A new data key and its wrapped form, made outside the store's transaction for the id and version bound into
+    its associated data."""
+
+    key: DataKey
+    wrapped: bytes = field(repr=False)
+
+
+#: how many times a creation may find the store changed (another version, a taken id) and wrap anew
+_CREATE_ROUNDS = 8
+
+
+def _fresh_id() -> int:
+    """A random key id to propose to the store (which gives another if this one is taken or was ever shredded)."""
+    return secrets.randbits(32) or 1
+
+
+def _take_prepared(made: _Wrapped | None, key_id: int, version: int) -> bytes:
+    """The store's ``wrap`` callback: the key wrapped beforehand, if it was wrapped for exactly this id and version;
+    else :class:`WrapLater` (roll back, wrap outside the transaction, come back)."""
+    if made is not None and made.key.key_id == key_id and made.key.version == version:
+        return made.wrapped
+    raise WrapLater(key_id, version)
+
+
+def _takes_key_id(store: KeyStore) -> bool:
+    """Whether ``store.create`` accepts ``key_id`` (every built-in store; a plugin written before it may not)."""
+    try:
+        params = inspect.signature(store.create).parameters
+    except (TypeError, ValueError):
+        return False
+    return "key_id" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _ev(event: str, key_id: int | str | None = None, **fields: Any) -> dict[str, Any]:
     """The ``extra`` of a log record: the event name and its fields (never a value, key material or person id)."""
     if isinstance(key_id, int):
@@ -824,7 +984,11 @@ def _corrupt(record: KeyRecord) -> KeyCorruptedError:
     return err
 
 
-def _wrap_failure(kek: Kek, exc: BaseException) -> Exception:
+def _wrap_failure(kek: Kek, exc: BaseException, timeout: float) -> Exception:
+    if isinstance(exc, KmsTimeout):
+        return KeyStoreUnavailableError(
+            f"KEK {kek.uri!r} did not answer within kms_timeout ({timeout:g} s); it could not wrap a new data key"
+        )
     verdict = classify_failure(kek, exc, b"")
     if verdict == "unavailable":
         return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap a new data key")

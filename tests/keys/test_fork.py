@@ -96,8 +96,8 @@ def test_fork_while_another_thread_creates_a_key_does_not_hang_the_child(keyring
     keyring.encryption_key("warm")  # the store's connection is open
     holding, release = threading.Event(), threading.Event()
 
-    def creator() -> None:  # a thread inside key creation at the moment of fork()
-        with keyring._create_lock:
+    def creator() -> None:  # a thread inside the creation of the key the child asks for, at the moment of fork()
+        with keyring._key_lock("created-in-child", None, time.monotonic() + 10):
             holding.set()
             release.wait(10)
 

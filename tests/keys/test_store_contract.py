@@ -11,7 +11,7 @@ import pytest
 from pg import pg_schema_url
 
 from fieldcrypt import KeyStore, open_store
-from fieldcrypt.keys.store import AuditEntry, ShredRecord
+from fieldcrypt.keys.store import AuditEntry, ShredRecord, WrapLater
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'contract.db'}"),
@@ -149,6 +149,32 @@ def test_wrap_failure_writes_nothing(store: KeyStore) -> None:
     with pytest.raises(RuntimeError):
         store.create("d", None, "k", boom, 1.0, audit())
     assert store.active("d", None) is None and list(store.keys()) == [] and store.audit_log() == []
+
+
+def test_wrap_later_rolls_back_and_reaches_the_caller(store: KeyStore) -> None:
+    # the keyring's wrap never calls a KMS inside the transaction: it asks for the id and version, and comes back
+    def later(key_id: int, version: int) -> bytes:
+        raise WrapLater(key_id, version)
+
+    with pytest.raises(WrapLater) as asked:
+        store.create("d", "p", "k", later, 1.0, audit())
+    assert asked.value.version == 1 and 0 < asked.value.key_id < 2**32
+    assert store.active("d", "p") is None and list(store.keys()) == [] and store.audit_log() == []
+    made = store.create("d", "p", "k", wrap_with(b"w"), 2.0, audit(), key_id=asked.value.key_id)
+    assert made.key_id == asked.value.key_id and made.version == 1
+
+
+def test_a_proposed_key_id_is_used_only_if_unused_and_never_shredded(store: KeyStore) -> None:
+    first = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit(), key_id=0x0A0B0C0D)
+    assert first.key_id == 0x0A0B0C0D
+    taken = store.create("e", "p", "k", wrap_with(b"2"), 1.0, audit(), key_id=first.key_id)
+    assert taken.key_id != first.key_id  # held by another key: a random one instead
+    store.shred("d", None, 2.0, audit("shred"))
+    again = store.create("d", "p", "k", wrap_with(b"3"), 3.0, audit(), key_id=first.key_id)
+    assert again.key_id not in (first.key_id, taken.key_id)  # in the shred log: never given again
+    assert store.shredded(first.key_id) is not None and store.get(first.key_id) is None
+    for bad in (0, 2**32, -5):
+        assert 0 < store.create("f", str(bad), "k", wrap_with(b"4"), 4.0, audit(), key_id=bad).key_id < 2**32
 
 
 def test_persons_are_opaque_text(store: KeyStore) -> None:

@@ -225,6 +225,7 @@ class SqlKeyStore(KeyStore):
         *,
         retire: int | None = None,
         charge: int = 0,
+        key_id: int | None = None,
     ) -> KeyRecord:
         with self._tx((domain, person or "")) as ex:
             rows = ex(
@@ -240,7 +241,7 @@ class SqlKeyStore(KeyStore):
                 "SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_keys WHERE domain = ? AND person = ?",
                 (domain, person or ""),
             )[0]
-            key_id = self._unused_id(ex)
+            key_id = self._unused_id(ex, key_id)
             version = int(last) + 1
             record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now, encryptions=charge)
             ex(
@@ -252,15 +253,18 @@ class SqlKeyStore(KeyStore):
             return record
 
     @staticmethod
-    def _unused_id(ex: Execute) -> int:
+    def _unused_id(ex: Execute, proposed: int | None = None) -> int:
+        """``proposed`` if it is a valid id that no key holds and the shred log does not name, else a random one
+        that is (a shredded id is never given again, so no shredded key comes back under its id)."""
+        key_id = proposed if proposed is not None and 0 < proposed < 2**32 else secrets.randbits(32)
         while True:
-            key_id = secrets.randbits(32)
             if key_id and not ex(
                 "SELECT 1 FROM fieldcrypt_keys WHERE key_id = ? UNION ALL SELECT 1 FROM fieldcrypt_shredded "
                 "WHERE key_id = ?",
                 (key_id, key_id),
             ):
                 return key_id
+            key_id = secrets.randbits(32)
 
     def reserve(self, key_id: int, count: int, limit: int) -> int | None:
         with self._tx() as ex:

@@ -15,6 +15,15 @@ any other              a ``tink.KmsClient`` registered with ``tink.register_kms_
 
 ``local-kek:///abs/path.json`` names an absolute path, ``local-kek://rel/path.json`` a relative one.
 
+Deadlines
+---------
+A KMS that accepts connections and never answers must not stall a producer: :func:`open_kek` builds Tink's AWS,
+Cloud KMS and Vault clients with ``timeout`` seconds (``Keyring(kms_timeout=...)``, default
+:data:`DEFAULT_KMS_TIMEOUT`) as their connect and read timeouts and without client-side retries (fieldcrypt retries,
+within the same deadline): boto3 ``Config(connect_timeout, read_timeout, retries={"total_max_attempts": 1})``,
+Cloud KMS ``timeout=`` and ``retry=None`` on each call, hvac ``Client(timeout=)``. The keyring adds a total deadline
+per key operation for every remote KEK, these and any other (see ``fieldcrypt.keys._deadline``).
+
 Why an unwrap failed
 --------------------
 :func:`classify_failure` turns what ``kek.aead.decrypt(wrapped, ad)`` raised into one of four outcomes:
@@ -93,6 +102,7 @@ The prefix itself is not authenticated: a flipped bit inside it reads as ``"deni
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import socket
 import ssl
@@ -102,7 +112,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tink
 from tink import aead, secret_key_access
@@ -110,10 +120,37 @@ from tink import aead, secret_key_access
 from fieldcrypt._crypto import ensure_tink
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 
-__all__ = ["Kek", "classify_failure", "create_local_kek", "is_transient", "open_kek"]
+__all__ = [
+    "DEFAULT_KMS_TIMEOUT",
+    "MAX_KMS_TIMEOUT",
+    "Kek",
+    "check_kms_timeout",
+    "classify_failure",
+    "create_local_kek",
+    "is_transient",
+    "open_kek",
+]
 
 LOCAL_SCHEME = "local-kek"
 _EXTRAS = {"aws-kms": "awskms", "gcp-kms": "gcpkms", "hcvault": "hcvault"}
+
+#: seconds one key operation waits for the KMS by default (its connect and read timeouts, and its total deadline,
+#: fieldcrypt's retries included): a KMS answers in milliseconds, so a few seconds rides out a slow call and a
+#: retry, and a silent KMS costs a producer no more than this
+DEFAULT_KMS_TIMEOUT = 5.0
+#: the longest ``kms_timeout`` taken
+MAX_KMS_TIMEOUT = 300.0
+
+
+def check_kms_timeout(value: object) -> float:
+    """``kms_timeout``: an int or float of seconds, more than 0 and at most :data:`MAX_KMS_TIMEOUT`; anything else
+    (``inf``, ``nan``, 0, negative, a bool, a string) is a ``ConfigurationError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_KMS_TIMEOUT:
+        raise ConfigurationError(
+            f"kms_timeout must be a number of seconds, more than 0 and at most {MAX_KMS_TIMEOUT:g} (a finite number)"
+        )
+    return float(value)
+
 
 _Outcome = Literal["unavailable", "denied", "corrupt", "unknown"]
 
@@ -134,6 +171,11 @@ class Kek:
 
     def __repr__(self) -> str:
         return f"Kek({self.uri!r})"
+
+    @property
+    def remote(self) -> bool:
+        """Whether a call may wait on a network (anything but a local keyset): the keyring gives it a deadline."""
+        return self.key_ids is None
 
 
 def _scheme(uri: str) -> str:
@@ -238,22 +280,54 @@ def _open_local(uri: str) -> Kek:
     )
 
 
-def _open_tink_integration(scheme: str, uri: str) -> aead.Aead:
+class _CloudKmsWithDeadline:
+    """A Cloud KMS client whose ``encrypt`` and ``decrypt`` (the two calls Tink's ``_GcpKmsAead`` makes) carry a
+    timeout and no client-side retry (its default retries a decrypt for up to 60 s)."""
+
+    def __init__(self, client: Any, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def encrypt(self, request: Any = None, **kwargs: Any) -> Any:
+        return self._client.encrypt(request=request, **kwargs, timeout=self._timeout, retry=None)
+
+    def decrypt(self, request: Any = None, **kwargs: Any) -> Any:
+        return self._client.decrypt(request=request, **kwargs, timeout=self._timeout, retry=None)
+
+
+def _aws_kms_client(uri: str, timeout: float) -> Any:
+    """The boto3 KMS client of an ``aws-kms://`` URI: its region taken from the key ARN (as Tink's AwsKmsClient
+    does), boto3's default credential chain and endpoint settings, and timeouts of ``timeout`` seconds."""
+    boto3: Any = importlib.import_module("boto3")  # no type stubs; an ImportError names the extra, as for Tink's
+    botocore_config: Any = importlib.import_module("botocore.config")
+
+    parts = uri[len("aws-kms://") :].split(":")
+    if len(parts) < 6:
+        raise tink.TinkError("invalid key URI")
+    config = botocore_config.Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1})
+    return boto3.session.Session(region_name=parts[3]).client("kms", config=config)
+
+
+def _open_tink_integration(scheme: str, uri: str, timeout: float) -> aead.Aead:
     extra = _EXTRAS[scheme]
     try:
         if scheme == "aws-kms":
             from tink.integration import awskms
 
-            return awskms.AwsKmsClient(uri, None).get_aead(uri)
+            return awskms.new_client(boto3_client=_aws_kms_client(uri, timeout), key_uri=uri).get_aead(uri)
         if scheme == "gcp-kms":
+            from google.cloud import kms_v1
             from tink.integration import gcpkms
 
-            return gcpkms.GcpKmsClient(uri, None).get_aead(uri)
+            if not uri.startswith("gcp-kms://"):
+                raise tink.TinkError("Invalid key_uri.")
+            client = _CloudKmsWithDeadline(kms_v1.KeyManagementServiceClient(), timeout)
+            return gcpkms.new_client(kms_v1_client=client, key_uri=uri).get_aead(uri)
         import hvac
         from tink.integration import hcvault
 
-        client = hvac.Client(url=os.environ.get("VAULT_ADDR"), token=os.environ.get("VAULT_TOKEN"))
-        return hcvault.new_aead(uri, client)
+        vault = hvac.Client(url=os.environ.get("VAULT_ADDR"), token=os.environ.get("VAULT_TOKEN"), timeout=timeout)
+        return hcvault.new_aead(uri, vault)
     except ImportError as exc:
         raise ConfigurationError(
             f"KEK scheme {scheme}:// needs Tink's integration; did you forget to install `tink[{extra}]`?"
@@ -271,8 +345,12 @@ def _open_tink_integration(scheme: str, uri: str) -> aead.Aead:
         raise
 
 
-def open_kek(uri: str) -> Kek:
-    """Open the KEK a URI names. Raises ``ConfigurationError`` for an unknown scheme or missing local file."""
+def open_kek(uri: str, *, timeout: float = DEFAULT_KMS_TIMEOUT) -> Kek:
+    """Open the KEK a URI names. Raises ``ConfigurationError`` for an unknown scheme or missing local file.
+
+    ``timeout``: the connect and read timeout, in seconds, of the AWS, Cloud KMS and Vault clients built here (see
+    "Deadlines" above); a plugin or a registered Tink client keeps its own, and gets the keyring's deadline."""
+    timeout = check_kms_timeout(timeout)
     scheme = _scheme(uri)
     ensure_tink()
     if scheme == LOCAL_SCHEME:
@@ -287,7 +365,7 @@ def open_kek(uri: str) -> Kek:
     if client is not None:
         return Kek(uri, client.get_aead(uri))
     if scheme in _EXTRAS:
-        return Kek(uri, _open_tink_integration(scheme, uri))
+        return Kek(uri, _open_tink_integration(scheme, uri, timeout))
     raise ConfigurationError(
         f"no KEK driver for scheme {scheme}://; known: {LOCAL_SCHEME}://, {', '.join(s + '://' for s in _EXTRAS)}, "
         "Tink KmsClients registered with tink.register_kms_client, and 'fieldcrypt.kek' entry points"

@@ -34,6 +34,7 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "ShredRecord",
+    "WrapLater",
     "check_id",
     "check_shred_target",
     "create_key_store",
@@ -42,8 +43,21 @@ __all__ = [
     "redact_url",
 ]
 
-#: called with (key_id, version) inside the store's transaction; returns the wrapped DEK for that id
+#: called with (key_id, version) inside the store's transaction; returns the wrapped DEK for that id, or raises
+#: :class:`WrapLater` (the keyring's never calls a KMS there)
 WrapFn = Callable[[int, int], bytes]
+
+
+class WrapLater(Exception):
+    """Raised by a ``wrap`` callback inside :meth:`KeyStore.create`: the new key must be wrapped for ``key_id`` and
+    ``version`` (both bound into the wrapped key's associated data) outside any transaction, because wrapping is a
+    KMS call. The store rolls its transaction back and lets it propagate; the keyring wraps a key for exactly that
+    pair and calls ``create`` again with ``key_id=key_id``, which re-checks everything in a new transaction."""
+
+    def __init__(self, key_id: int, version: int) -> None:
+        super().__init__(f"wrap a new data key for key id {format_key_id(key_id)}, version {version}")
+        self.key_id = key_id
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class KeyStore(abc.ABC):
         *,
         retire: int | None = None,
         charge: int = 0,
+        key_id: int | None = None,
     ) -> KeyRecord:
         """Atomically return the active key of (domain, person), creating it if there is none. A key created here
         starts with ``charge`` encryptions counted (the creator's first lease, saving a :meth:`reserve`).
@@ -126,6 +141,14 @@ class KeyStore(abc.ABC):
         (rotation); if another process already rotated it, return the new active key. Concurrent callers in any
         number of processes end up with one active key. New ids are random, unused and not in the shred log.
         ``audit`` is written in the same transaction when a key is created.
+
+        ``key_id``: the id to give a new key, if it is unused and not in the shred log (checked in the
+        transaction); otherwise a random one. ``wrap`` is called in the transaction with the new key's id and
+        version (the next after every version the store holds for (domain, person)); it may raise
+        :class:`WrapLater`, which rolls the transaction back and propagates. The keyring's ``wrap`` never calls a
+        KMS: it returns a key wrapped beforehand for exactly that pair, or raises ``WrapLater``. A store whose
+        ``create`` takes no ``key_id`` (a plugin written before it) still works: its ``wrap`` then calls the KMS
+        inside its transaction.
         """
 
     @abc.abstractmethod
