@@ -11,7 +11,7 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.json_schema import JSONSerializer as ConfluentJSONSerializer
 from conftest import value_ctx
 
-from fieldcrypt import Keyring, PolicyError
+from fieldcrypt import EncryptionError, Keyring, PolicyError
 from fieldcrypt._json_policy import compile_json
 from fieldcrypt._plan import ArrayNode, ChoiceNode, FieldPlan, Leaf, Node, NullableNode, RecordNode, RefNode, TagRules
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer, _Parsed
@@ -350,3 +350,85 @@ def test_invalid_pattern_regex_is_refused() -> None:
     schema = {"type": "object", "patternProperties": {"(": tagged()}}  # confluent's check_schema refuses it too
     with pytest.raises(PolicyError, match=r"regex '\('"):
         compile_json(schema, RULES, lambda ref: None, lambda s: lambda v: True)
+
+
+# -- hostile patterns (issue 15, item 6): matched in linear time, or refused ----------------------------------------
+
+ATTACK = "a" * 34 + "!"  # with ^(a+)+$, Python's re backtracks for hours
+
+_SERIALIZE_IN_A_CHILD = """
+import json, sys, time
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.serialization import MessageField, SerializationContext
+from fieldcrypt import Keyring
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+store, kek, attack = sys.argv[1:]
+schema = {"type": "object", "patternProperties": {"^(a+)+$": {"type": "string", "confluent:tags": ["PII"]}}}
+registry = SchemaRegistryClient.new_client({"url": "mock://hostile"})
+ctx = SerializationContext("t", MessageField.VALUE)
+start = time.monotonic()
+with Keyring(store, kek) as keyring:
+    # validation off: what is left to match the keys is fieldcrypt's engine (jsonschema's own matching: docs/policy.md)
+    ser = JSONSerializer(json.dumps(schema), registry, conf={"validate": False}, keyring=keyring)
+    data = ser({attack: "open-value", "a" * 34: "SECRET-value"}, ctx)
+    de = JSONDeserializer(None, schema_registry_client=registry, conf={"validate": False}, keyring=keyring)
+    back = de(data, ctx)
+print(json.dumps({"seconds": time.monotonic() - start, "clear": b"open-value" in data,
+                  "secret": b"SECRET-value" in data, "back": back == {attack: "open-value", "a" * 34: "SECRET-value"}}))
+"""
+
+
+def test_a_hostile_pattern_cannot_stall_the_serializer_or_the_deserializer(store_url: str, kek_uri: str) -> None:
+    """The serializer's plan and its per-key matching (``_engine._other_keys``) on the attack: a key of 34 ``a`` and a
+    ``!`` is searched with the tagged ``^(a+)+$`` on every write and read. In a child process, so a regression fails
+    on its timeout instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SERIALIZE_IN_A_CHILD, store_url, kek_uri, ATTACK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {**result, "clear": True, "secret": False, "back": True}
+    assert result["seconds"] < 30
+
+
+@pytest.mark.parametrize(
+    ("patterns", "extra", "position"),
+    [
+        ({"^(?!id$)": tagged()}, None, "lookahead or lookbehind at position 1"),
+        ({"^(\\w)\\1": tagged()}, None, "backreference at position 5"),
+        ({"^n_": {"type": "integer"}, "\\bx": {"type": "integer"}}, tagged(), "word boundary"),
+    ],
+)
+def test_a_pattern_the_engine_would_match_but_re2_cannot_run_is_refused(
+    compile_: Any, patterns: dict[str, Any], extra: Any, position: str
+) -> None:
+    schema: dict[str, Any] = {"type": "object", "patternProperties": patterns}
+    if extra is not None:
+        schema["additionalProperties"] = extra
+    with pytest.raises(PolicyError) as raised:
+        compile_(schema)
+    assert raised.value.field_path == "$[*]" and position in raised.value.reason
+    assert "bounded time" in raised.value.reason
+
+
+def test_an_untagged_pattern_fieldcrypt_never_matches_is_not_refused(compile_: Any) -> None:
+    plan = compile_({**obj(email=tagged()), "patternProperties": {"^(?!x)(a)\\1": {"type": "string"}}})
+    assert leaves(plan) == {"$.email": "string"}
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_where_patterns_decide(registry: Any, keyring: Keyring) -> None:
+    schema = {"type": "object", "patternProperties": {"^x": tagged()}}
+    ser = JSONSerializer(json.dumps(schema), registry, keyring=keyring)
+    assert ser({"xa": "secret", "b": "open"}, value_ctx())
+    with pytest.raises(EncryptionError, match="lone surrogate"):
+        ser({"x\ud800": "secret"}, value_ctx())
+    declared = {"type": "object", "properties": {"x\ud800": {"type": "string"}}, "patternProperties": {"^x": tagged()}}
+    with pytest.raises(PolicyError, match="lone surrogate"):
+        compile_json(declared, RULES, lambda ref: None, lambda s: lambda v: True)

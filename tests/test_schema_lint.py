@@ -6,8 +6,11 @@ values in any output."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -1003,3 +1006,94 @@ def test_a_property_a_tagged_pattern_still_covers_is_no_removal() -> None:
     before = {"type": "object", "properties": {"xa": {"type": "string"}}, "patternProperties": pattern}
     after = {"type": "object", "patternProperties": pattern}
     assert removed_tags(lint_schema(json.dumps(before), "JSON"), lint_schema(json.dumps(after), "JSON")) == []
+
+
+# -- hostile patterns (issue 15, item 6) ----------------------------------------------------------------------------
+
+_TAGGED = {"type": "string", "confluent:tags": ["PII"]}
+_LINT_IN_A_CHILD = "import sys; from fieldcrypt.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_a_hostile_pattern_cannot_stall_lint(tmp_path: Path) -> None:
+    """A tagged ``^(a+)+$`` and a declared property of 34 ``a`` and a ``!`` ran for hours (Python's backtracking
+    ``re``): a schema in a pull request stalled CI. Run in a child process, so a regression fails on its timeout
+    instead of stalling the suite."""
+    attack, covered = "a" * 34 + "!", "a" * 34
+    schema = {
+        "type": "object",
+        "properties": {attack: {"type": "string"}, covered: {"type": "string"}},
+        "patternProperties": {"^(a+)+$": _TAGGED},
+    }
+    path = write(tmp_path, "hostile.schema.json", schema)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDCRYPT_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _LINT_IN_A_CHILD, "schema", "lint", "--json", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert time.monotonic() - start < 60, "lint took as long as a backtracking regex"
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)
+    rows = verdicts(report)
+    # as re.search (and jsonschema) answer: the pattern does not match the attack's name, it matches the other
+    assert rows[f"$.{attack}"] == "clear" and rows[f"$.{covered}"] == "encrypted" and rows["$[*]"] == "encrypted"
+    assert report["findings"] == []
+
+
+def test_a_tagged_pattern_the_bounded_engine_cannot_run_is_a_finding_and_a_policy_error(
+    registry, keyring: Keyring, tmp_path: Path, capsys
+) -> None:
+    """Never a silent pass: not matched with Python's re instead, not skipped (keys it covers would go out in clear)."""
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}, "patternProperties": {"^(?!id$)": _TAGGED}}
+    with pytest.raises(PolicyError) as raised:
+        JSONSerializer(json.dumps(schema), registry, keyring=keyring)
+    assert raised.value.field_path == "$[*]"
+    assert "'^(?!id$)'" in raised.value.reason and "lookahead or lookbehind at position 1" in raised.value.reason
+    code, [report] = lint_json(capsys, write(tmp_path, "lookahead.schema.json", schema))
+    refused = [f for f in report["findings"] if f["kind"] == "refused"]
+    assert code == 7 and len(refused) == 1
+    assert (refused[0]["location"], refused[0]["reason"]) == (raised.value.field_path, raised.value.reason)
+    assert verdicts(report)["$.id"] == "clear"
+
+
+BOUNDED_CASES: list[tuple[Any, bool]] = [  # (schema, refused)
+    # tagged, and RE2 runs it: accepted
+    ({"type": "object", "patternProperties": {"^(a+)+$": _TAGGED}}, False),
+    ({"type": "object", "patternProperties": {r"^x-\w+$": _TAGGED, "^y": {"type": "string"}}}, False),
+    # tagged, and no linear-time engine runs it (or RE2 would answer differently): refused
+    ({"type": "object", "patternProperties": {"(a)\\1": _TAGGED}}, True),
+    ({"type": "object", "patternProperties": {"(?i)^email$": _TAGGED}}, True),
+    ({"type": "object", "patternProperties": {"\\bemail": _TAGGED}}, True),
+    # untagged: fieldcrypt never matches it (the validator does, see docs/policy.md): accepted
+    ({"type": "object", "properties": {"a": _TAGGED}, "patternProperties": {"^(?!x)": {"type": "string"}}}, False),
+    # untagged, but it decides which keys a tagged additionalProperties covers: refused
+    ({"type": "object", "patternProperties": {"^(?=n)": {"type": "integer"}}, "additionalProperties": _TAGGED}, True),
+]
+
+
+@pytest.mark.parametrize(("schema", "refused"), BOUNDED_CASES, ids=lambda v: json.dumps(v)[:70])
+def test_patterns_the_bounded_engine_runs_or_refuses_lint_as_the_serializer_decides(
+    schema: Any, refused: bool, keyring: Keyring
+) -> None:
+    _assert_same("JSON", Schema(json.dumps(schema), "JSON"), {}, keyring)
+    findings = lint_schema(json.dumps(schema), "JSON").findings
+    assert bool([f for f in findings if f.kind == "refused"]) is refused
+
+
+def test_hostile_metadata_tags_wildcards_cannot_stall_lint_or_crash_it() -> None:
+    """``**a`` twelve times: confluent's translation backtracks polynomially on a 40-letter field name (minutes);
+    ``a[`` raised a bare re.error out of lint."""
+    fields = [{"name": "a" * 40, "type": "string"}, {"name": "b", "type": "string"}]
+    avro = {"type": "record", "name": "R", "fields": fields}
+    hostile = {"**a" * 12 + "**b": ("PII",), "R.b": ("PII",)}
+    start = time.monotonic()
+    report = lint_schema(Schema(json.dumps(avro), "AVRO", metadata=_meta(hostile)), "AVRO")
+    assert time.monotonic() - start < 10
+    assert {r.path: r.verdict for r in report.rows} == {f"R.{'a' * 40}": "clear", "R.b": "encrypted"}
+    report = lint_schema(Schema(json.dumps(avro), "AVRO", metadata=_meta({"a[": ("PII",)})), "AVRO")
+    assert [(f.kind, f.path) for f in report.findings] == [("refused", None)]
+    assert "metadata.tags path pattern 'a['" in report.findings[0].message

@@ -812,20 +812,33 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
     """JSON objects: the keys not declared in ``properties`` (patternProperties, additionalProperties)."""
     if not node.patterns and node.extra is None:
         return None
-    import re
+    from fieldcrypt._regex import Unmatchable, Unsupported, bounded
+    from fieldcrypt.errors import PolicyError
 
     declared = {s.name: s.node for s in node.steps}
-    patterns = [(re.compile(rx), n, compile_node(n)) for rx, n in node.patterns]
-    every = [re.compile(rx) for rx in node.all_patterns]
+    try:  # linear-time matching (RE2): a key cannot stall the serializer; the policy compiler refused the rest
+        patterns = [(bounded(rx), n, compile_node(n)) for rx, n in node.patterns]
+        every = [bounded(rx) for rx in node.all_patterns] if node.extra is not None else []
+    except Unsupported as exc:
+        msg = f"a patternProperties regex cannot be matched in bounded time: {exc}"
+        raise PolicyError(msg, field_path=node.name) from None
     extra = (node.extra, compile_node(node.extra)) if node.extra is not None else None
     names = node.declared
 
     def others(v: Any, out: Any, p: str, st: RecordState) -> None:
         # in code-point order of the keys, not the document's: a copy re-encoded with sorted keys reads the same
         for key, k in sorted(((_key(k, p, st, error), k) for k in list(v)), key=_first):
-            found: list[tuple[Node, Step | None]] = [(n, fn) for rx, n, fn in patterns if rx.search(key)]
-            if extra is not None and key not in names and not any(rx.search(key) for rx in every):
-                found.append(extra)
+            try:
+                found: list[tuple[Node, Step | None]] = [(n, fn) for rx, n, fn in patterns if rx.search(key)]
+                if extra is not None and key not in names and not any(rx.search(key) for rx in every):
+                    found.append(extra)
+            except Unmatchable:
+                raise error(
+                    f"key {json.dumps(key)} holds a lone surrogate (not Unicode): the patternProperties regexes "
+                    "deciding whether its value is encrypted cannot be matched against it",
+                    subject=st.subject,
+                    field_path=p,
+                ) from None
             if not found:
                 continue
             if key in declared:

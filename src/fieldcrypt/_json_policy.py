@@ -38,7 +38,9 @@ Refused (``PolicyError``):
   draft ignores (``prefixItems`` before 2020-12, ``additionalItems`` in 2020-12 or beside a single ``items``) or
   any unknown keyword: which values they apply to depends on the data, or on nothing.
 - Conflicting plans for one value (a string in one ``allOf`` branch, an object in another), two tagged
-  ``oneOf``/``anyOf`` on one value, a recursive ``$ref`` to a non-object schema, an invalid pattern regex.
+  ``oneOf``/``anyOf`` on one value, a recursive ``$ref`` to a non-object schema, an invalid pattern regex, a
+  ``patternProperties`` regex the engine matches (a tagged one, or any beside a tagged ``additionalProperties``)
+  that the bounded regex engine cannot run (``fieldcrypt._regex``: a backreference, a lookaround...).
 
 ``default``, ``const``, ``enum`` and ``examples`` hold data, not schemas: not walked. ``$defs``/``definitions``
 apply only through ``$ref``: an unreferenced definition is scanned (malformed or undeclared tags still raise)
@@ -47,6 +49,7 @@ but its tags apply to nothing, since no value is validated against it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -67,6 +70,7 @@ from fieldcrypt._plan import (
     TagCollector,
     TagRules,
 )
+from fieldcrypt._regex import Unsupported, bounded
 from fieldcrypt.errors import PolicyError
 
 __all__ = ["compile_json", "merge"]
@@ -154,6 +158,27 @@ _NONE = _Inh()
 
 def _esc(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
+
+
+def _bounded(rx: str, path: str, what: str) -> None:
+    """A regex the engine will match must run on the bounded engine (``fieldcrypt._regex``): a schema is not a
+    way to stall a producer or a lint run. Refused otherwise, never matched with Python's backtracking ``re``."""
+    try:
+        bounded(rx)
+    except Unsupported as exc:
+        raise PolicyError(
+            f"{what} {rx!r} is not one fieldcrypt can match in bounded time: {exc} (docs/policy.md lists what a "
+            "pattern may use)",
+            field_path=path,
+        ) from None
+
+
+def _unicode(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _types(schema: dict[str, Any]) -> frozenset[str] | None:
@@ -489,16 +514,27 @@ class _Compiler:
             for rx, sub in pats.items() if isinstance(pats, dict) else ():
                 try:
                     re.compile(rx)
-                except re.error as exc:
+                except (re.error, RecursionError) as exc:
                     raise PolicyError(f"patternProperties regex {rx!r} is invalid: {exc}", field_path=at.path) from None
                 all_patterns.append(rx)
                 node = self.walk(sub, at.under(f"patternProperties/{_esc(rx)}", "[*]"), st)
+                if node is not None:  # tagged: the engine searches every key of the object with it
+                    _bounded(rx, f"{at.path}[*]", "a tagged patternProperties regex")
                 patterns.extend([(rx, node)] if node is not None else [])
             extra = None
             if extra_schema is not None:
                 tags = element[1] if element and element[0] == "object" else frozenset()
                 extra = self.walk(extra_schema, at.under("additionalProperties", "[*]"), st, _Inh(tags))
+            for rx in all_patterns if extra is not None else ():  # they decide which keys the tagged schema covers
+                _bounded(rx, f"{at.path}[*]", "a patternProperties regex beside a tagged additionalProperties")
             declared = frozenset(props) if isinstance(props, dict) else frozenset()
+            for name in declared if patterns else ():  # searched by the tagged patterns, as every key is
+                if not _unicode(name):
+                    raise PolicyError(
+                        f"property name {json.dumps(name)} holds a lone surrogate (not Unicode): no regex can be "
+                        "matched against it in bounded time, and a tagged patternProperties regex must be",
+                        field_path=at.path,
+                    )
             useful = steps or patterns or extra is not None
             out.append(
                 RecordNode(

@@ -11,12 +11,12 @@ Avro and JSON Schema compile to the same nodes, so both serdes share one engine 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from confluent_kafka.schema_registry.wildcard_matcher import wildcard_match
-
+from fieldcrypt._regex import Unmatchable, Unsupported, wildcard, wildcard_match
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [
@@ -214,6 +214,10 @@ class TagRules:
             values = list(values)
             if not values or not all(isinstance(t, str) and t for t in values):
                 raise PolicyError(f"metadata.tags[{pattern!r}] must be a non-empty list of tag names")
+            try:  # matched as confluent does, but in linear time (RE2): a pattern cannot stall a serializer
+                wildcard(pattern)
+            except (re.error, Unsupported) as exc:
+                raise PolicyError(f"metadata.tags path pattern {pattern!r} cannot be matched: {exc}") from None
             pairs.append((pattern, frozenset(values)))
         return replace(self, metadata_tags=tuple(sorted(pairs)))
 
@@ -298,9 +302,17 @@ class TagCollector:
             short_name = ".".join(short[-2:]) if len(short) >= 2 else full_name
             extra: set[str] = set()
             for pattern, tags in self.rules.metadata_tags:
-                if wildcard_match(full_name, pattern) or (
-                    short_name != full_name and wildcard_match(short_name, pattern)
-                ):
+                try:
+                    matched = wildcard_match(full_name, pattern) or (
+                        short_name != full_name and wildcard_match(short_name, pattern)
+                    )
+                except Unmatchable:
+                    raise PolicyError(
+                        "the field name holds a lone surrogate (not Unicode): metadata.tags patterns cannot be "
+                        "matched against it",
+                        field_path=where,
+                    ) from None
+                if matched:
                     self._matched.add(pattern)
                     extra.update(tags)
             found.update(self._decide(frozenset(extra), where))

@@ -51,6 +51,7 @@ from fieldcrypt._plan import (
     RefNode,
     UnionNode,
 )
+from fieldcrypt._regex import Unmatchable, bounded
 from fieldcrypt._serde import CachedPlan, PlanCache, PolicyCheck, split_conf
 from fieldcrypt._topic import (
     BadRecord,
@@ -328,13 +329,16 @@ def tagged_values(plan: FieldPlan, record: Any) -> list[_Tagged]:
                 for k, x in v.items():
                     if k in names or not isinstance(k, str):
                         continue
-                    found = [n for rx, n in node.patterns if re.search(rx, k)]
-                    if (
-                        node.extra is not None
-                        and k not in node.declared
-                        and not any(re.search(rx, k) for rx in node.all_patterns)
-                    ):
-                        found.append(node.extra)
+                    try:  # as the engine matches them: RE2, linear in the key (a record cannot stall a scan)
+                        found = [n for rx, n in node.patterns if bounded(rx).search(k)]
+                        if (
+                            node.extra is not None
+                            and k not in node.declared
+                            and not any(bounded(rx).search(k) for rx in node.all_patterns)
+                        ):
+                            found.append(node.extra)
+                    except Unmatchable:  # a key the reader refuses: a bad record
+                        raise _Mismatch from None
                     for n in found:
                         walk(n, x, f"{path}[*]", (*at, k))
         else:  # a node kind this walker does not know: refuse rather than skip it

@@ -43,9 +43,9 @@ from functools import lru_cache
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.wildcard_matcher import wildcard_match
 
 from fieldcrypt._plan import FieldPlan, TagCollector, TagRules
+from fieldcrypt._regex import bounded, wildcard_match
 from fieldcrypt._serde import FIELDCRYPT_CONF, READ_CONF, WRITE_CONF, split_conf
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
@@ -701,7 +701,7 @@ def _pattern_leaves(plan: FieldPlan) -> dict[str, tuple[str, Any]]:
         if isinstance(node, RecordNode):
             for name in node.declared:
                 for rx, target in node.patterns:
-                    if isinstance(target, Leaf) and re.search(rx, name):
+                    if isinstance(target, Leaf) and bounded(rx).search(name):  # RE2: linear time, as the engine
                         for path in (f"{node.name}.{name}", f"{node.name}[{json.dumps(name)}]"):
                             found.setdefault(path, (rx, target))
     return found
