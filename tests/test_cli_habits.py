@@ -22,6 +22,7 @@ CLEAN_ENV = (
     "FIELDCRYPT_KEK",
     "FIELDCRYPT_ACTOR",
     "FIELDCRYPT_BOOTSTRAP_SERVERS",
+    "FIELDCRYPT_KMS_TIMEOUT",
 )
 
 
@@ -89,6 +90,9 @@ def test_version(capsys) -> None:
         ["scan", "t", "--timeout", "nan"],  # float('nan') compares false both ways: once reached librdkafka
         ["verify", "t", "--timeout", "inf"],
         ["verify", "t", "--timeout", "0"],
+        ["keys", "list", "--kms-timeout", "inf"],  # the KMS deadline is bounded too
+        ["keys", "rewrap", "--kms-timeout", "nan"],
+        ["keys", "rotate", "--domain", "d", "--kms-timeout", "301"],
         ["schema", "lint", "x.avsc", "--timeout", "-1"],
         ["schema", "lint", "x.avsc", "--tag-domain", "PII=a", "--tag-domain", "PII=b"],  # which one?
     ],
@@ -333,3 +337,34 @@ def test_shred_log_setting_is_appended_by_a_cli_shred(monkeypatch, tmp_path: Pat
     assert code == 0 and json.loads(out)["destroyed"] == 1
     [line] = log.read_text().splitlines()
     assert json.loads(line)["data_subject"] == "cust-9"
+
+
+def test_kms_timeout_setting_file_then_env_then_flag(monkeypatch, tmp_path: Path, capsys) -> None:
+    from fieldcrypt import create_local_kek
+    from fieldcrypt.cli.keys import keyring_of
+
+    url = create_key_store(f"sqlite:///{tmp_path / 'k.db'}")
+    kek = create_local_kek(tmp_path / "kek.json")
+    cfg = _write(tmp_path / "xdg" / "fieldcrypt" / "config.toml", f'store = "{url}"\nkek = "{kek}"\nkms_timeout = 2\n')
+    assert resolve(_args()).kms_timeout == 2.0
+    monkeypatch.setenv("FIELDCRYPT_KMS_TIMEOUT", "3.5")
+    assert resolve(_args()).kms_timeout == 3.5
+    args = build_parser().parse_args(["keys", "rewrap", "--kms-timeout", "7"])
+    args.settings = resolve(args)
+    with keyring_of(args, needs_kek=True) as kr:
+        assert kr.kms_timeout == 7.0
+    monkeypatch.delenv("FIELDCRYPT_KMS_TIMEOUT")
+    cfg.unlink()
+    args = build_parser().parse_args(["keys", "list", "--store", url])
+    args.settings = resolve(args)
+    with keyring_of(args, needs_kek=False) as kr:
+        assert kr.kms_timeout == 5.0  # the default
+    # TOML has inf and nan: a deadline that never ends is a configuration error, like one that is not a number
+    for value in ("inf", "nan", "0", "-1", "true", '"5"', "301"):
+        bad = _write(tmp_path / "bad.toml", f'store = "{url}"\nkms_timeout = {value}\n')
+        code, _, err = run(capsys, "keys", "list", "--config", str(bad))
+        assert code == 3 and "kms_timeout" in err, (value, err)
+    for value in ("inf", "nan", "soon"):
+        monkeypatch.setenv("FIELDCRYPT_KMS_TIMEOUT", value)
+        code, _, err = run(capsys, "keys", "list", "--store", url)
+        assert code == 3 and "FIELDCRYPT_KMS_TIMEOUT" in err, (value, err)

@@ -21,6 +21,13 @@ Outcomes: a key-store or KMS failure that is transient (network, throttling, 5xx
 backoff, then raised as ``KeyStoreUnavailableError``; a KEK without access is ``AccessDeniedError``; a wrapped key
 that fails authentication under the KEK that wrapped it is ``KeyCorruptedError``; an error no driver classifies is
 ``KeyStoreUnavailableError`` naming its type. Never a raw third-party exception.
+
+Deadlines: a key operation waits for the KMS at most ``kms_timeout`` seconds in total (its retries, and the wait for
+another thread fetching the same key, included), then raises ``KeyStoreUnavailableError``; remote KEK calls run in a
+bounded pool of worker threads and are abandoned at the deadline (``fieldcrypt.keys._deadline``). No KMS call runs
+inside a key-store transaction or under a lock that lookups of other keys wait on: a new key is wrapped before the
+store's transaction, which re-checks the active key, the shred log and the version before inserting it (see
+:meth:`Keyring._create` and docs/key-lifecycle.md, "A shred racing a key creation").
 """
 
 from __future__ import annotations

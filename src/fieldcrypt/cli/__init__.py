@@ -38,6 +38,7 @@ from fieldcrypt.cli._common import (
     UnavailableError,
     UsageError,
     clean,
+    kms_seconds,
     seconds,
 )
 from fieldcrypt.cli._config import resolve
@@ -75,6 +76,13 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         help="KEK URI, repeatable: the first wraps new keys ($FIELDCRYPT_KEK); needed to read or rewrap data",
     )
     store.add_argument("--actor", help="who is acting, for the audit log ($FIELDCRYPT_ACTOR; default user@host)")
+    store.add_argument(
+        "--kms-timeout",
+        type=kms_seconds,
+        metavar="SECONDS",
+        help="give up on a KMS that does not answer after this long, per key, retries included "
+        "($FIELDCRYPT_KMS_TIMEOUT; default 5)",
+    )
     store.add_argument(
         "--progress", action="store_true", default=None, help="show progress on stderr even when it is not a terminal"
     )

@@ -273,6 +273,19 @@ def _words(values: list[str], flag: str) -> list[str]:
 MAX_TIMEOUT = 86_400.0
 
 
+def kms_seconds(text: str) -> float:
+    """An argparse ``type`` for ``--kms-timeout``: seconds, more than 0 and at most ``MAX_KMS_TIMEOUT`` (300)."""
+    from fieldcrypt.keys.kek import MAX_KMS_TIMEOUT
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= MAX_KMS_TIMEOUT:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_KMS_TIMEOUT:.0f} seconds")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argparse ``type`` for ``--timeout``: a number of seconds, more than 0 and at most a day (``nan``,
     ``inf``, 0 and negative values are usage errors)."""

@@ -10,6 +10,7 @@ know is an error, never ignored::
     kek = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/..."   # or a list: [new, old, ...]
     actor = "jane@example.com"
     shred_log = "/mnt/shred-log/shred-log.jsonl"   # appended by every shred; re-applied when a keyring opens
+    kms_timeout = 5                # seconds one key waits for the KMS, retries included (more than 0, at most 300)
 
     [kafka]                      # librdkafka properties, as in a kcat / Kafka CLI properties file
     "bootstrap.servers" = "broker-1:9092"
@@ -21,11 +22,12 @@ know is an error, never ignored::
     "basic.auth.user.info" = "user:password"
 
 Environment variables: ``FIELDCRYPT_STORE``, ``FIELDCRYPT_KEK`` (one URI, or several separated by commas),
-``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_SHRED_LOG``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``, ``FIELDCRYPT_KAFKA_CONFIG``
-(a properties file), ``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL), ``FIELDCRYPT_REGISTRY_USER_INFO``
-(``user:password`` for the registry's basic auth: keeps the secret out of the command line).
+``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_SHRED_LOG``, ``FIELDCRYPT_KMS_TIMEOUT``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``,
+``FIELDCRYPT_KAFKA_CONFIG`` (a properties file), ``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL),
+``FIELDCRYPT_REGISTRY_USER_INFO`` (``user:password`` for the registry's basic auth: keeps the secret out of the
+command line).
 
-Flags: ``--store``, ``--kek``, ``--actor``; ``-b/--bootstrap-servers``, ``-F/--kafka-config FILE``,
+Flags: ``--store``, ``--kek``, ``--actor``, ``--kms-timeout``; ``-b/--bootstrap-servers``, ``-F/--kafka-config FILE``,
 ``-X key=value`` (librdkafka); ``--schema-registry URL``, ``--registry-conf key=value``. For the Kafka settings
 the order is: ``[kafka]`` of the file < ``$FIELDCRYPT_KAFKA_CONFIG`` < ``$FIELDCRYPT_BOOTSTRAP_SERVERS`` <
 ``-F`` < ``-b`` < ``-X``.
@@ -50,10 +52,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.keys.kek import MAX_KMS_TIMEOUT, check_kms_timeout
 
 __all__ = ["Settings", "config_path", "load", "parse_assignments", "read_properties", "scrub"]
 
-_TOP_KEYS = ("store", "kek", "actor", "shred_log", "kafka", "registry")
+_TOP_KEYS = ("store", "kek", "actor", "shred_log", "kms_timeout", "kafka", "registry")
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Settings:
     keks: list[str] = field(default_factory=list)
     actor: str | None = None
     shred_log: str | None = None  # the keyring's shred_log file: appended by every shred, re-applied at startup
+    kms_timeout: float | None = None  # the keyring's kms_timeout (None: its default)
     kafka: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)
     source: str | None = None  # the configuration file read, if any
@@ -184,6 +188,11 @@ def load(path: Path, required: bool) -> dict[str, Any]:
     for key in ("store", "actor", "shred_log"):
         if key in data and (not isinstance(data[key], str) or not data[key].strip()):
             raise ConfigurationError(f"configuration file {str(path)!r}: {key} must be a non-empty string")
+    if "kms_timeout" in data:
+        try:
+            data["kms_timeout"] = check_kms_timeout(data["kms_timeout"])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"configuration file {str(path)!r}: {exc.reason}") from None
     if "kek" in data:
         kek = data["kek"]
         keks = [kek] if isinstance(kek, str) else kek
@@ -298,6 +307,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     s.keks = list(data.get("kek", []))
     s.actor = data.get("actor")
     s.shred_log = data.get("shred_log")
+    s.kms_timeout = data.get("kms_timeout")
     s.kafka = dict(data.get("kafka", {}))
     s.registry = dict(data.get("registry", {}))
     if env.get("FIELDCRYPT_STORE"):
@@ -308,6 +318,13 @@ def resolve(args: argparse.Namespace) -> Settings:
         s.actor = env["FIELDCRYPT_ACTOR"]
     if env.get("FIELDCRYPT_SHRED_LOG"):
         s.shred_log = env["FIELDCRYPT_SHRED_LOG"]
+    if env.get("FIELDCRYPT_KMS_TIMEOUT"):
+        try:
+            s.kms_timeout = check_kms_timeout(float(env["FIELDCRYPT_KMS_TIMEOUT"]))
+        except (ValueError, ConfigurationError):
+            raise ConfigurationError(
+                f"FIELDCRYPT_KMS_TIMEOUT must be a number of seconds, more than 0 and at most {MAX_KMS_TIMEOUT:g}"
+            ) from None
     if env.get("FIELDCRYPT_KAFKA_CONFIG"):
         s.kafka.update(read_properties(env["FIELDCRYPT_KAFKA_CONFIG"], "FIELDCRYPT_KAFKA_CONFIG"))
     if env.get("FIELDCRYPT_BOOTSTRAP_SERVERS"):
@@ -328,6 +345,8 @@ def resolve(args: argparse.Namespace) -> Settings:
         s.keks = list(args.kek)
     if getattr(args, "actor", None) is not None:
         s.actor = args.actor
+    if getattr(args, "kms_timeout", None) is not None:
+        s.kms_timeout = args.kms_timeout
     if getattr(args, "kafka_config", None) is not None:
         s.kafka.update(read_properties(args.kafka_config, "--kafka-config"))
     if getattr(args, "bootstrap_servers", None) is not None:

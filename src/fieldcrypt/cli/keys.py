@@ -19,7 +19,7 @@ from fieldcrypt.cli._config import Settings
 from fieldcrypt.errors import ConfigurationError, KeyNotFoundError, format_key_id
 from fieldcrypt.keyring import Keyring, ShredReport
 from fieldcrypt.keys import shredlog
-from fieldcrypt.keys.kek import Kek, create_local_kek
+from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, create_key_store, redact_url
 
 __all__ = ["keyring_of", "register"]
@@ -195,7 +195,8 @@ def keyring_of(args: argparse.Namespace, *, needs_kek: bool) -> Keyring:
                 "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
             )
         keks = [Kek("(no KEK given)", _NoKekAead())]
-    return Keyring(url, keks, actor=settings.actor, shred_log=settings.shred_log)
+    timeout = DEFAULT_KMS_TIMEOUT if settings.kms_timeout is None else settings.kms_timeout
+    return Keyring(url, keks, actor=settings.actor, shred_log=settings.shred_log, kms_timeout=timeout)
 
 
 def _persons_file(path: str) -> list[str]:
