@@ -60,6 +60,7 @@ from fieldcrypt._topic import (
     Schemas,
     Span,
     TopicReader,
+    UnavailableError,
     registry_errors,
     schema_id_of,
 )
@@ -72,6 +73,7 @@ from fieldcrypt.errors import (
     KeyStoreUnavailableError,
     MalformedRecordError,
     PolicyError,
+    SchemaRegistryUnavailableError,
 )
 from fieldcrypt.json_schema import _compile as _compile_json
 from fieldcrypt.json_schema import _Parsed, _validate
@@ -544,6 +546,10 @@ class _Formats:
         try:
             with registry_errors(f"schema id {schema.schema_id}"):
                 return self._cache(schema.schema_type).load(schema.schema_id, schema.subject, schema.schema)
+        except SchemaRegistryUnavailableError as exc:  # resolving its references: the registry, not the schema
+            if exc.status in (401, 403):
+                raise ConfigurationError(f"{exc} (check the registry's credentials)") from None
+            raise UnavailableError(str(exc)) from None
         except (PolicyError, SchemaRegistryError) as exc:
             bad = BadRecord("schema-refused", f"schema id {schema.schema_id}: {exc}")
             self._refused[schema.schema_id] = bad

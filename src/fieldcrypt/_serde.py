@@ -19,6 +19,7 @@ from confluent_kafka.serialization import SerializationContext, SerializationErr
 from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner, RecordState
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._rules import csfle_read, has_encrypt_rules
+from fieldcrypt._schema_lookup import registry_failure, writer_schema_by_id
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -261,15 +262,21 @@ class PlanCache:
             if schema is None:  # the lookup confluent's deserializer makes, through the client's cache
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
-                schema = self._registry.get_schema(schema_id, subject)
+                schema = writer_schema_by_id(self._registry, schema_id, subject)  # a bad id: UnknownSchemaError
             try:
                 plan = self.compile(schema)
                 cached = CachedPlan(
                     schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
                 )
-            except (FieldcryptError, SchemaRegistryError):
+            except FieldcryptError:
                 raise
             except Exception as exc:  # the writer's schema is not one this serde's format can parse
+                # resolving its references asks the registry: an outage is not a schema this serde cannot read
+                mapped = registry_failure(
+                    exc, f"a schema that schema id {schema_id} references", subject, role="reference"
+                )
+                if mapped is not None:
+                    raise mapped from exc
                 raise PolicyError(
                     f"schema id {schema_id} cannot be read as this deserializer's format ({type(exc).__name__})",
                     subject=subject,

@@ -53,6 +53,8 @@ from fieldcrypt.errors import (
     KeyStoreUnavailableError,
     MalformedRecordError,
     PolicyError,
+    SchemaRegistryUnavailableError,
+    UnknownSchemaError,
     format_key_id,
 )
 from fieldcrypt.json_schema import JSONDeserializer
@@ -134,6 +136,15 @@ def bad_record_of(exc: Exception, schema_id: int) -> BadRecord:
     re-raised."""
     if isinstance(exc, BadRecord):
         return exc
+    if isinstance(exc, SchemaRegistryUnavailableError):  # the registry, not the record: end the run, as for others
+        if exc.status in (401, 403):
+            raise ConfigurationError(
+                f"{exc} (check the registry's credentials: --registry-conf basic.auth.user.info=USER:PASSWORD, or "
+                "FIELDCRYPT_REGISTRY_USER_INFO)"
+            ) from None
+        raise UnavailableError(str(exc)) from None
+    if isinstance(exc, UnknownSchemaError):
+        return BadRecord("unknown-schema-id", str(exc))
     if isinstance(exc, (KeyStoreUnavailableError, ConfigurationError, UnavailableError, NotFoundError)):
         raise exc
     where: dict[str, Any] = {}

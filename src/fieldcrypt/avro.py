@@ -35,6 +35,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fieldcrypt._avro_depth import check_depth, is_recursive
 from fieldcrypt._avro_policy import compile_avro
 from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
+from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
@@ -208,7 +209,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             return None
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
-            subject = cached_subject(self, self._subjects, ctx, None)
+            subject = subject_lookup(ctx, cached_subject, self, self._subjects, ctx, None)  # may ask the registry
             if prefix_framed(data, ctx):
                 schema_id = int.from_bytes(data[1:5], "big")
                 cached = self._plans.get(schema_id) or self._plans.load(schema_id, subject)
@@ -222,7 +223,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                     raise malformed(exc, subject) from exc
                 payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
                 key = sid.id if sid.id is not None else str(sid.guid)
-                cached = self._plans.get(key) or self._plans.load(key, subject, self._get_writer_schema(sid, subject))
+                cached = self._plans.get(key) or self._plans.load(key, subject, writer_schema_of(self, sid, subject))
             writer = cached.parsed
             if subject is None and isinstance(writer, dict):
                 subject = subject_of(self, ctx, writer.get("name"))
@@ -252,7 +253,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                     record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer)
                 out = self._resolve(record, cached, writer, subject, ctx)
         except Exception as exc:
-            refused(self.stats, exc)
+            mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
+            refused(self.stats, mapped or exc)
+            if mapped is not None:
+                raise mapped from exc
             raise
         self.stats._record(state)  # counted once the record is done: one lock per record
         return out
@@ -262,7 +266,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
     ) -> Any:
         """The decrypted record in the reader's shape: migration rules or schema resolution, then READ rules."""
         plan = cached.runner.plan
-        latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
+        latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
         if latest is not None and ctx is not None and subject is not None and cached.source is not None:
             if plan.named_read:
                 record = _untuple(record)

@@ -6,9 +6,12 @@ Every error is a :class:`FieldcryptError`; catch the subclass you act on differe
     ├── ConfigurationError          bad constructor argument, conf key, URL, missing extra or KEK file
     ├── PolicyError                 the schema's tags cannot be honoured (e.g. a tag on an int field)
     ├── KeyStoreUnavailableError    the key store or the KEK could not be reached, after retries (retryable later)
+    ├── SchemaRegistryUnavailableError  the registry could not be asked for a record's schema: no answer, 5xx, 408,
+    │                               429 (after confluent's retries) or 401/403; the record may be good: retry later
     ├── EncryptionError             a tagged field could not be encrypted; nothing was produced
     ├── MalformedRecordError        the bytes or document are not a record of the writer's schema (also confluent's
-    │                               SerializationError, as confluent raises for the same input)
+    │   │                           SerializationError, as confluent raises for the same input)
+    │   └── UnknownSchemaError      the record names a schema id or GUID the registry does not hold (HTTP 404)
     └── DecryptionError             a field ciphertext is malformed, tampered with or moved (opaque)
         ├── AccessDeniedError       the key exists, but this process's KEK cannot unwrap it ("no access")
         ├── KeyCorruptedError       the stored wrapped key fails authentication under the KEK that wrapped it
@@ -40,6 +43,8 @@ __all__ = [
     "KeyStoreUnavailableError",
     "MalformedRecordError",
     "PolicyError",
+    "SchemaRegistryUnavailableError",
+    "UnknownSchemaError",
 ]
 
 
@@ -95,6 +100,21 @@ class KeyStoreUnavailableError(FieldcryptError):
     """The key store or the key-encryption key could not be reached. Retryable; the producer fails closed meanwhile."""
 
 
+class SchemaRegistryUnavailableError(FieldcryptError):
+    """The schema registry could not be asked for the schema a record needs: it did not answer (connection refused,
+    timeout), failed or throttled (HTTP 5xx, 408, 429) after the registry client's own retries, or refused this
+    client's credentials (401, 403). The record may well be good: do not skip it; retry later (for 401/403, once the
+    credentials are fixed). ``status``: the HTTP status, None when no answer came."""
+
+    status: int | None = None
+
+    def with_context(self, *, subject: str | None = None, field_path: str | None = None) -> FieldcryptError:
+        copy = super().with_context(subject=subject, field_path=field_path)
+        if isinstance(copy, SchemaRegistryUnavailableError):
+            copy.status = self.status
+        return copy
+
+
 class EncryptionError(FieldcryptError):
     """A tagged field could not be encrypted. The record was not serialized, so nothing is produced."""
 
@@ -102,6 +122,12 @@ class EncryptionError(FieldcryptError):
 class MalformedRecordError(FieldcryptError, SerializationError):
     """The bytes (or JSON document) are not a record of the writer's schema: truncated, corrupt, not produced by a
     schema-registry serializer, or shaped otherwise than the schema says. The cause is chained."""
+
+
+class UnknownSchemaError(MalformedRecordError):
+    """The record names a schema (by id, or by GUID in a header) that the schema registry does not hold: a corrupt
+    or forged record, or one written through another registry. The record is bad, not the registry; skip it or
+    dead-letter it. The message names the schema id."""
 
 
 class DecryptionError(FieldcryptError):

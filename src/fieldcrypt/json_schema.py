@@ -29,6 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from fieldcrypt._json_policy import compile_json
 from fieldcrypt._plan import FieldPlan, TagRules
 from fieldcrypt._rules import has_migrations, migrate, read_rules_json, write_rules_json
+from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
 from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
@@ -290,7 +291,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             return None
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
-            subject = cached_subject(self, self._subjects, ctx, None)
+            subject = subject_lookup(ctx, cached_subject, self, self._subjects, ctx, None)  # may ask the registry
             if prefix_framed(data, ctx):
                 key: int | str = int.from_bytes(data[1:5], "big")
                 payload: Any = data[5:]
@@ -303,7 +304,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                     raise malformed(exc, subject) from exc
                 payload = raw.read() if isinstance(raw, io.BytesIO) else raw
                 key = sid.id if sid.id is not None else str(sid.guid)
-                writer = self._get_writer_schema(sid, subject) if self._registry is not None else None
+                writer = writer_schema_of(self, sid, subject) if self._registry is not None else None
             if self._registry is None:
                 if self._schema is None:
                     raise ConfigurationError("pass schema_str or a schema registry client")
@@ -315,7 +316,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 document = self._json_decode(payload)
             except Exception as exc:
                 raise malformed(exc, subject) from exc
-            latest = self._get_reader_schema(subject) if self._latest_mode and subject is not None else None
+            latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
             migrating = (
                 latest is not None and cached.source is not None and has_migrations(cached.source, latest.schema)
             )
@@ -344,7 +345,10 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             if self._from_dict is not None:
                 document = self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
         except Exception as exc:
-            refused(self.stats, exc)
+            mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
+            refused(self.stats, mapped or exc)
+            if mapped is not None:
+                raise mapped from exc
             raise
         self.stats._record(state)  # counted once the record is done: one lock per record
         return document
