@@ -155,7 +155,10 @@ class _Writer:
     def sequence(self, items: Iterable[tuple[Any, Any]], tail: bool) -> str:
         """``tail``: nothing of the pattern follows the sequence (where a ``$`` may stand)."""
         listed = list(items)
-        out = "".join(self.item(op, av, tail and i == len(listed) - 1) for i, (op, av) in enumerate(listed))
+        return "".join(self.item(op, av, tail and i == len(listed) - 1) for i, (op, av) in enumerate(listed))
+
+    def chars(self, ranges: _Ranges) -> str:
+        out = _class(ranges)
         self.size += len(out)
         if self.size > _MAX_TEXT:
             raise _Refused("too large for the bounded engine", "")
@@ -164,13 +167,13 @@ class _Writer:
     def item(self, op: Any, av: Any, tail: bool) -> str:
         name = op.name
         if name == "LITERAL":
-            return _class(((av, av),))
+            return self.chars(((av, av),))
         if name == "NOT_LITERAL":
-            return _class(_complement(((av, av),)))
+            return self.chars(_complement(((av, av),)))
         if name == "ANY":  # no DOTALL (flags are refused): every character but a newline
-            return _class(_complement(((10, 10),)))
+            return self.chars(_complement(((10, 10),)))
         if name == "IN":
-            return _class(_set(av))
+            return self.chars(_set(av))
         if name == "BRANCH":
             return "(?:" + "|".join(self.sequence(b, tail) for b in av[1]) + ")"
         if name == "SUBPATTERN":
@@ -258,7 +261,10 @@ def _without_surrogates(ranges: _Ranges) -> Iterable[tuple[int, int]]:
 
 
 def _char(c: int) -> str:
-    return f"\\x{{{c:x}}}"
+    return chr(c) if chr(c) in _PLAIN else f"\\x{{{c:x}}}"
+
+
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")  # the same in and out of a class
 
 
 _CATEGORIES = {"DIGIT": r"\d", "SPACE": r"\s", "WORD": r"\w"}
