@@ -141,7 +141,8 @@ def repoint(fmt: str, registry: Any, data: bytes, field: str, key_id: int) -> by
     changes, so the record stays valid for its schema."""
     text = ciphertexts(fmt, registry, data)[field]
     blob = _wire.decode_text(text)
-    forged = _wire.encode_text(blob[:1] + key_id.to_bytes(4, "big") + blob[5:])
+    at = 2 if blob[0] == 2 else 1  # the key id follows the version (and, in version 2, the flags)
+    forged = _wire.encode_text(blob[:at] + key_id.to_bytes(4, "big") + blob[at + 4 :])
     assert len(forged) == len(text) and data.count(text.encode()) == 1
     return data.replace(text.encode(), forged.encode())
 

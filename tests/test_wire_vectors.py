@@ -19,6 +19,7 @@ from fieldcrypt import _wire as wire
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "avro_v1.json").read_text())
+V2 = json.loads((Path(__file__).parent / "vectors" / "v2.json").read_text())
 
 
 def _record(raw: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +62,9 @@ def test_frozen_bytes_decrypt(frozen) -> None:
 
 def test_encryption_reproduces_frozen_bytes(frozen) -> None:
     keyring, registry = frozen
-    ser = AvroSerializer(registry, json.dumps(VECTORS["schema"]), keyring=keyring)
+    ser = AvroSerializer(
+        registry, json.dumps(VECTORS["schema"]), conf={"fieldcrypt.format.version": 1}, keyring=keyring
+    )
     for case in VECTORS["cases"]:
         with mock.patch("fieldcrypt._engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
             assert ser(_record(case["record"]), value_ctx(VECTORS["topic"])).hex() == case["framed"]
@@ -85,3 +88,73 @@ def test_layout_as_documented() -> None:
     labels = [wire.decode_text(t["label"]) for t in seen["tags"]]
     assert [b[5] for b in labels] == [2, 3]
     assert "=" not in seen["email"]
+
+
+# -- format version 2 (tests/vectors/v2.json, same key) -----------------------------------------------------------
+def _serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring, **conf: Any) -> tuple[Any, Any]:
+    from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+    text = json.dumps(V2[fmt]["schema"])
+    if fmt == "avro":
+        registry.register_schema(f"{V2['topic']}-value", Schema(text, "AVRO"))
+        return AvroSerializer(registry, text, keyring=keyring), AvroDeserializer(registry, conf=conf, keyring=keyring)
+    registry.register_schema(f"{V2['topic']}-value", Schema(text, "JSON"))
+    return (
+        JSONSerializer(text, registry, keyring=keyring),
+        JSONDeserializer(None, schema_registry_client=registry, conf=conf, keyring=keyring),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_v2_frozen_bytes_decrypt_and_reproduce(frozen, fmt: str) -> None:
+    keyring, registry = frozen
+    ser, de = _serdes(fmt, registry, keyring, **{"fieldcrypt.min.format.version": 2})
+    for case in V2[fmt]["cases"]:
+        record = _record(case["record"])
+        assert de(bytes.fromhex(case["framed"]), value_ctx(V2["topic"])) == record
+        with mock.patch("fieldcrypt._engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+            assert ser(record, value_ctx(V2["topic"])).hex() == case["framed"]
+
+
+def test_min_format_version_refuses_v1_values_and_default_reads_both(frozen) -> None:
+    keyring, registry = frozen
+    _, strict = _serdes("avro", registry, keyring, **{"fieldcrypt.min.format.version": 2})
+    lenient = AvroDeserializer(registry, keyring=keyring)
+    for case in VECTORS["cases"]:
+        with pytest.raises(fieldcrypt.UnsupportedFormatError):
+            strict(bytes.fromhex(case["framed"]), value_ctx(VECTORS["topic"]))
+        assert lenient(bytes.fromhex(case["framed"]), value_ctx(VECTORS["topic"])) == _record(case["record"])
+    for case in V2["avro"]["cases"]:
+        assert lenient(bytes.fromhex(case["framed"]), value_ctx(V2["topic"])) == _record(case["record"])
+
+
+@pytest.mark.parametrize("bad", [0, "3", 3, 1.0, True, None])
+def test_format_version_settings_are_checked(bad: Any) -> None:
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    keyring = mock.MagicMock(spec=Keyring)
+    with pytest.raises(fieldcrypt.ConfigurationError):
+        AvroSerializer(
+            registry, json.dumps(VECTORS["schema"]), conf={"fieldcrypt.format.version": bad}, keyring=keyring
+        )
+    with pytest.raises(fieldcrypt.ConfigurationError):
+        AvroDeserializer(registry, conf={"fieldcrypt.min.format.version": bad}, keyring=keyring)
+
+
+def test_v2_layout_as_documented() -> None:
+    """docs/wire-format.md: version 2, flags 0, key id, LEB128 index; on index 0 the record nonce and the count."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer as Plain
+
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    registry.register_schema(f"{V2['topic']}-value", Schema(json.dumps(V2["avro"]["schema"]), "AVRO"))
+    case = V2["avro"]["cases"][0]
+    seen = Plain(registry)(bytes.fromhex(case["framed"]), value_ctx(V2["topic"]))
+    key_id = VECTORS["key"]["key_id"]
+    email = wire.decode_text(seen["email"])
+    assert email[:2] == b"\x02\x00" and int.from_bytes(email[2:6], "big") == key_id
+    assert email[6] == 0 and email[7:19] == bytes.fromhex(case["record_nonce"])
+    assert int.from_bytes(email[19:23], "big") == 4  # email, blob, two labels (the null note is not counted)
+    assert len(email) == 2 + 4 + 1 + 12 + 4 + len("vector@example.com") + 16
+    blob = seen["blob"]
+    assert blob[:2] == b"\x02\x00" and blob[6] == 1 and len(blob) == 2 + 4 + 1 + 3 + 16  # index 1, no nonce
+    labels = [wire.decode_text(t["label"]) for t in seen["tags"]]
+    assert [b[6] for b in labels] == [2, 3]

@@ -34,6 +34,7 @@ from fieldcrypt.errors import (
     KeyShreddedError,
     KeyStoreUnavailableError,
     PolicyError,
+    UnsupportedFormatError,
 )
 from fieldcrypt.keyring import Keyring, RotationPolicy, ShredReport
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
@@ -67,6 +68,7 @@ __all__ = [
     "ShredRecord",
     "ShredReport",
     "SystemClock",
+    "UnsupportedFormatError",
     "__version__",
     "create_key_store",
     "create_local_kek",

@@ -123,6 +123,7 @@ def compile_avro(schema: Any, rules: TagRules, collector: TagCollector | None = 
         avro_named=compiler.named,
         named_read=compiler.named_read,
         decisions=tuple(compiler.tags.decisions),
+        identity="",
     )
 
 

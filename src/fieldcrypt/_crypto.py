@@ -67,6 +67,8 @@ class DataKey:
     cipher: Any = field(repr=False)  # AESGCM: encrypt(nonce, data, ad) / decrypt(nonce, data, ad)
     header: bytes = field(repr=False)  # _wire.key_header(key_id)
     ad_prefix: bytes = field(repr=False)  # _wire.ad_prefix(key_id, domain, person)
+    header2: bytes = field(repr=False, default=b"")  # _wire.key_header_v2(key_id)
+    ad_prefix2: bytes = field(repr=False, default=b"")  # _wire.ad_prefix_v2(key_id, domain, person)
     #: the encryptions this process may still do with the key, leased from the key store (write side): an iterator
     #: over a range, so that taking one (``next``) is a single atomic step even with many producer threads
     budget: list[Iterator[int]] = field(default_factory=lambda: [iter(())], repr=False)
@@ -154,6 +156,8 @@ def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, ve
         cipher=AESGCM(_key_bytes(keyset)),
         header=_wire.key_header(key_id),
         ad_prefix=_wire.ad_prefix(key_id, domain, person),
+        header2=_wire.key_header_v2(key_id),
+        ad_prefix2=_wire.ad_prefix_v2(key_id, domain, person),
     )
 
 

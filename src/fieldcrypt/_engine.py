@@ -38,6 +38,7 @@ from fieldcrypt.errors import (
     FieldcryptError,
     KeyNotFoundError,
     KeyShreddedError,
+    UnsupportedFormatError,
     format_key_id,
 )
 from fieldcrypt.keyring import Keyring
@@ -52,7 +53,8 @@ _path_ad = _wire.path_ad
 _PATH_MEMO = 4096  # per leaf: associated-data suffixes kept for repeated paths (array slots beyond are computed)
 _derive = _wire.derive_nonce
 _varint = _wire.varint
-_parse = _wire.parse
+_parse = _wire.parse_value
+_count_field = _wire.count_field
 _INDEX0 = _wire.varint(0)
 _ENC_ERRORS: tuple[type[BaseException], ...] = (*CIPHER_ERRORS, UnicodeEncodeError)
 _DEC_ERRORS: tuple[type[BaseException], ...] = (*CIPHER_ERRORS, UnicodeDecodeError)
@@ -116,8 +118,15 @@ class Outcomes:
     #: ``raise``: a tagged field holding plaintext is a DecryptionError; ``accept``: it is returned as it is (and
     #: counted), unless another tagged value of the same record is a fieldcrypt ciphertext
     on_plaintext: str = "raise"
+    #: the lowest value format version read (``fieldcrypt.min.format.version``); older values raise
+    #: ``UnsupportedFormatError``
+    min_version: int = 1
 
     def __post_init__(self) -> None:
+        if type(self.min_version) is not int or self.min_version not in _wire.FORMAT_VERSIONS:
+            raise ConfigurationError(
+                f"fieldcrypt.min.format.version must be one of {', '.join(map(str, _wire.FORMAT_VERSIONS))}"
+            )
         if self.on_plaintext not in ("raise", "accept"):
             raise ConfigurationError("fieldcrypt.on.plaintext must be raise or accept")
         for name in ("on_erased", "on_denied"):
@@ -159,6 +168,7 @@ class RecordState:
         "default_domain",
         "denied",
         "erased",
+        "ident",
         "keyring",
         "keys",
         "last_key",
@@ -167,11 +177,14 @@ class RecordState:
         "misses",
         "nonce",
         "outcomes",
+        "pending",
         "person",
         "plain",
         "seen",
         "stats",
         "subject",
+        "total",
+        "version",
     )
 
     def __init__(
@@ -200,6 +213,10 @@ class RecordState:
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
         self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
+        self.version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
+        self.ident = b""  # version 2: lp(schema identity), bound into every value's associated data
+        self.pending: _Pending | None = None  # version 2, write side: value 0, encrypted once the count is known
+        self.total: int | None = None  # version 2, read side: the count value 0 carries
 
     # the keyring's KeyMeter protocol
     def key_miss(self) -> None:
@@ -291,6 +308,8 @@ class PlanRunner:
         self._enc_root = self._enc(root) if root is not None else None
         self._dec_root = self._dec(root) if root is not None else None
         self._collect_root: Step | None = None  # compiled on first use (tagged_values)
+        self._idents: dict[str, bytes] = {}  # lp(default domain), for plans without an identity of their own
+        self._ident_fixed = _wire.lp((plan.identity or "").encode("utf-8"))
         self._subject_names = plan.data_subject
         self._recursive = any(_refers(n) for n in (plan.root, *plan.named.values()))  # nests as deep as its data
         self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
@@ -312,21 +331,47 @@ class PlanRunner:
             return value  # the common case, without a call (ASCII: no lone surrogate)
         return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
+    def ident(self, default_domain: str) -> bytes:
+        """lp(schema identity) for version-2 associated data: the plan's (a JSON schema's ``$id`` or ``title``; empty
+        for Avro, whose value paths start at the record's full name), else the default key domain."""
+        identity = self.plan.identity
+        if identity is not None:
+            return self._ident_fixed
+        found = self._idents.get(default_domain)
+        if found is None:
+            found = _wire.lp(default_domain.encode("utf-8"))
+            if len(self._idents) < 1000:
+                self._idents[default_domain] = found
+        return found
+
     def encrypt(
-        self, record: Any, keyring: Keyring, subject: str | None, default_domain: str, stats: SerdeStats | None = None
+        self,
+        record: Any,
+        keyring: Keyring,
+        subject: str | None,
+        default_domain: str,
+        stats: SerdeStats | None = None,
+        version: int = _wire.LATEST_VERSION,
     ) -> Any:
         """A copy of ``record`` with every tagged value encrypted. Raises, and returns nothing, on any failure.
         Counts the record into ``stats``."""
-        out, state = self.encrypt_counted(record, keyring, subject, default_domain, stats)
+        out, state = self.encrypt_counted(record, keyring, subject, default_domain, stats, version)
         if stats is not None:
             stats._record(state)
         return out
 
     def encrypt_counted(
-        self, record: Any, keyring: Keyring, subject: str | None, default_domain: str, stats: SerdeStats | None
+        self,
+        record: Any,
+        keyring: Keyring,
+        subject: str | None,
+        default_domain: str,
+        stats: SerdeStats | None,
+        version: int = _wire.LATEST_VERSION,
     ) -> tuple[Any, RecordState | None]:
         """:meth:`encrypt`, and the record's state (None: the plan tags nothing) for the caller to count once the
-        whole record is done (``stats._record``). Lookups of a record that raises are counted into ``stats``."""
+        whole record is done (``stats._record``). Lookups of a record that raises are counted into ``stats``.
+        ``version``: the value format written (``fieldcrypt.format.version``)."""
         if self._enc_root is None:
             return record, None
         try:
@@ -340,11 +385,23 @@ class PlanRunner:
                 field_path=self.plan.data_subject_path,
             )
         state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
+        if version != 2:
+            state.version = version
+        else:
+            state.ident = self.ident(default_domain)
         try:
             if not self._recursive:
-                return self._enc_root(record, self._root_path, state), state
-            with _DEEP:
-                return self._enc_root(record, self._root_path, state), state
+                out = self._enc_root(record, self._root_path, state)
+            else:
+                with _DEEP:
+                    out = self._enc_root(record, self._root_path, state)
+            pending = state.pending
+            if pending is not None:  # version 2: value 0 binds the record's value count, known only now
+                final = pending.seal(state)
+                if pending.parent is None:
+                    return final, state  # the record is that one value
+                pending.parent[pending.slot] = final
+            return out, state
         except RecursionError:
             state.refused()
             raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
@@ -384,6 +441,8 @@ class PlanRunner:
         except FieldcryptError as exc:
             raise exc.with_context(subject=subject) from None
         state = RecordState(keyring, subject, default_domain, person, outcomes, stats)
+        state.version = 0  # not known until the first value
+        state.ident = self.ident(default_domain)
         try:
             if not self._recursive:
                 out = self._dec_root(record, self._root_path, state)
@@ -396,6 +455,16 @@ class PlanRunner:
         except BaseException:
             state.refused()
             raise
+        if state.total is not None and state.total != state.count:
+            state.refused()
+            raise DecryptionError(
+                f"the record holds {state.count} encrypted values where its writer wrote {state.total}: a value was "
+                "removed, nulled or added",
+                subject=subject,
+            )
+        if state.version == 2 and state.total is None and state.count:
+            state.refused()
+            raise _moved_record(subject)  # value 0, which carries the count, is missing
         plain = state.plain
         if plain and state.count:
             state.refused()
@@ -421,7 +490,12 @@ class PlanRunner:
             def map_(v: Any, p: str, st: RecordState) -> Any:
                 if type(v) is not dict and not isinstance(v, Mapping):
                     raise _shape("a map", v, p, st, EncryptionError)
-                return {_key(k, p, st, EncryptionError): values(x, f"{p}[{json.dumps(k)}]", st) for k, x in v.items()}
+                out: dict[Any, Any] = {}
+                for k, x in v.items():
+                    r = out[_key(k, p, st, EncryptionError)] = values(x, f"{p}[{json.dumps(k)}]", st)
+                    if r.__class__ is _Pending:
+                        r.at(out, k)
+                return out
 
             return map_
         if isinstance(node, RefNode):
@@ -443,7 +517,9 @@ class PlanRunner:
                     if default is MISSING:
                         continue
                     x = default
-                out[name] = fn(x, p + suffix, st)
+                r = out[name] = fn(x, p + suffix, st)
+                if r.__class__ is _Pending:
+                    r.at(out, name)
             if others is not None:
                 others(v, out, p, st)
             return out
@@ -512,7 +588,13 @@ class PlanRunner:
             b, fn, inner = choose(v, p, st)
             if b.name == "null":
                 return None
-            return (b.name, inner if fn is None else fn(inner, f"{p}<{b.name}>", st))
+            if fn is None:
+                return (b.name, inner)
+            r = fn(inner, f"{p}<{b.name}>", st)
+            if r.__class__ is _Pending:
+                r.union = b.name  # sealed as (name, value): the container places the pending value itself
+                return r
+            return (b.name, r)
 
         return union
 
@@ -732,7 +814,9 @@ def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bo
                 raise _shape("an array", v, p, st, error)
             out = seq if not writing else [None] * len(seq)
             for i, x in enumerate(seq):
-                out[i] = each(x, f"{p}[{i}]", st)
+                r = out[i] = each(x, f"{p}[{i}]", st)
+                if r.__class__ is _Pending:
+                    r.at(out, i)
             return out
 
         return simple
@@ -749,7 +833,9 @@ def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bo
         for i, x in enumerate(seq):
             fn = prefix[i] if i < n_prefix else items
             if fn is not None:
-                out[i] = fn(x, f"{p}[{i}]", st)
+                r = out[i] = fn(x, f"{p}[{i}]", st)
+                if r.__class__ is _Pending:
+                    r.at(out, i)
         return out
 
     return positional
@@ -796,7 +882,7 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
             )
         ((n, fn),) = found
         out = v if fn is None else fn(v, p, st)
-        if writing and [m for m, _ in matching(out)] != [n]:
+        if writing and [m for m, _ in _matching_written(matching, out, st)] != [n]:
             raise EncryptionError(
                 f"once encrypted, the value would match another {node.keyword} branch, so a reader could not tell "
                 "which properties are encrypted; add a discriminating property (e.g. a const)",
@@ -806,6 +892,23 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
         return out
 
     return choice
+
+
+def _matching_written(matching: Callable[[Any], list[Any]], out: Any, st: RecordState) -> list[Any]:
+    """The branches an encrypted value matches, as a reader will see it: a pending value 0 (version 2) is checked as
+    a stand-in of the final ciphertext's type and length, put in its place for the check."""
+    pending = st.pending
+    if pending is None:
+        return matching(out)
+    if out is pending:
+        return matching(pending.stand_in())
+    if pending.parent is None:
+        return matching(out)
+    pending.parent[pending.slot] = pending.stand_in()
+    try:
+        return matching(out)
+    finally:
+        pending.parent[pending.slot] = pending
 
 
 def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: type[FieldcryptError]) -> Any:
@@ -853,7 +956,9 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
                 continue  # the declared property's step already handled it
             fn = found[0][1]
             assert fn is not None
-            out[k] = fn(v[k], f"{p}[{json.dumps(key)}]", st)
+            r = out[k] = fn(v[k], f"{p}[{json.dumps(key)}]", st)
+            if r.__class__ is _Pending:
+                r.at(out, k)
 
     return others
 
@@ -934,6 +1039,57 @@ def _plain_bytes(leaf: Leaf) -> Callable[[Any, RecordState], bytes]:
     return b64
 
 
+class _Pending:
+    """Version 2, write side: value 0 of a record, encrypted once the walk has counted the record's values (value 0
+    binds the count). The walker puts this object where the value goes and tells it where (``parent[slot]``);
+    ``seal`` encrypts it and the runner puts the ciphertext there."""
+
+    __slots__ = ("ad", "data", "key", "leaf", "nonce", "parent", "slot", "union", "wrap")
+
+    def __init__(self, key: DataKey, nonce: bytes, data: bytes, ad: bytes, wrap: Callable[[bytes], Any], leaf: Leaf):
+        self.key = key
+        self.nonce = nonce
+        self.data = data
+        self.ad = ad
+        self.wrap = wrap
+        self.leaf = leaf
+        self.parent: Any = None
+        self.slot: Any = None
+        self.union: str | None = None  # the Avro union branch name, when the value is written in tuple notation
+
+    def at(self, parent: Any, slot: Any) -> None:
+        self.parent, self.slot = parent, slot
+
+    def _head(self, count: int) -> bytes:
+        return self.key.header2 + _INDEX0 + self.nonce + _count_field(count)
+
+    def stand_in(self) -> Any:
+        """A value of the final one's type and length (for checks made before the count is known)."""
+        value = self.wrap(self._head(0) + bytes(len(self.data) + _wire.TAG_LEN))
+        return value if self.union is None else (self.union, value)
+
+    def seal(self, st: RecordState) -> Any:
+        count = st.count
+        try:
+            ct = self.key.cipher.encrypt(self.nonce, self.data, self.ad + _count_field(count))
+        except _ENC_ERRORS:
+            raise EncryptionError(
+                "the value could not be encrypted",
+                subject=st.subject,
+                field_path=self.leaf.path,
+                key_id=self.key.key_id,
+            ) from None
+        value = self.wrap(self._head(count) + ct)
+        return value if self.union is None else (self.union, value)
+
+
+def _placed(result: Any, parent: Any, slot: Any) -> Any:
+    """Where a container step stores a step's result: tell a pending value 0 its place."""
+    if result.__class__ is _Pending:
+        result.at(parent, slot)
+    return result
+
+
 def _enc_leaf(leaf: Leaf) -> Step:
     to_bytes = _plain_bytes(leaf)
     is_text = leaf.kind == "string"
@@ -954,15 +1110,25 @@ def _enc_leaf(leaf: Leaf) -> Step:
             key = _renew(leaf, st, key)
         index = st.count
         st.count = index + 1
-        if index == 0:
-            nonce = st.nonce = _urandom(_wire.NONCE_LEN)
-            head = key.header + _INDEX0 + nonce
-        else:
-            nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
-            head = key.header + _varint(index)
         pad = memo.get(p) or _remember(memo, p)
+        if st.version == 2:
+            ad = key.ad_prefix2 + st.ident + pad
+            if index == 0:
+                pending = st.pending = _Pending(key, _urandom(_wire.NONCE_LEN), data, ad, wrap, leaf)
+                st.nonce = pending.nonce
+                return pending
+            nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
+            head = key.header2 + _varint(index)
+        else:
+            ad = key.ad_prefix + pad
+            if index == 0:
+                nonce = st.nonce = _urandom(_wire.NONCE_LEN)
+                head = key.header + _INDEX0 + nonce
+            else:
+                nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
+                head = key.header + _varint(index)
         try:
-            ct = key.cipher.encrypt(nonce, data, key.ad_prefix + pad)
+            ct = key.cipher.encrypt(nonce, data, ad)
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted", subject=st.subject, field_path=leaf.path, key_id=key.key_id
@@ -983,7 +1149,14 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if v is None:
             return None
         try:
-            key_id, index, record_nonce, body = _parse(unwrap(v))
+            value = _parse(unwrap(v))
+        except _wire.UnsupportedValue:
+            raise UnsupportedFormatError(
+                "the value was written with a format feature this reader does not read (a newer fieldcrypt): upgrade "
+                "readers before writers",
+                subject=st.subject,
+                field_path=leaf.path,
+            ) from None
         except (ValueError, TypeError, AttributeError):
             if st.outcomes.on_plaintext == "accept" and isinstance(v, bytes if kind == "bytes" else str):
                 if st.plain is None:
@@ -991,11 +1164,27 @@ def _dec_leaf(leaf: Leaf) -> Step:
                 st.plain.append(leaf.path)  # history from before encryption: returned as it is, and counted
                 return v
             raise DecryptionError(NOT_A_CIPHERTEXT, subject=st.subject, field_path=leaf.path) from None
-        st.count += 1
+        key_id, index, record_nonce, version = value.key_id, value.index, value.nonce, value.version
+        if version < st.outcomes.min_version:
+            raise UnsupportedFormatError(
+                f"the value is in format version {version}, below fieldcrypt.min.format.version",
+                subject=st.subject,
+                field_path=leaf.path,
+                key_id=key_id,
+            )
+        position = st.count
+        st.count = position + 1
+        if st.version != version:
+            if st.version:
+                raise _moved(leaf, st, key_id)  # a writer writes one format per record
+            st.version = version
+        if version == 2 and index != position:
+            raise _moved(leaf, st, key_id)  # a value before it was removed or nulled, or this one was moved
         if record_nonce is not None:
             if st.nonce is not None:
                 raise _moved(leaf, st, key_id)  # a record has exactly one value with index 0
             nonce = st.nonce = record_nonce
+            st.total = value.count
         elif st.nonce is None:
             raise _moved(leaf, st, key_id)
         else:
@@ -1016,8 +1205,14 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if key.domain != (fixed_domain or st.default_domain) or key.person != st.person:
             raise _moved(leaf, st, key_id)
         pad = memo.get(p) or _remember(memo, p)
+        if version == 2:
+            ad = key.ad_prefix2 + st.ident + pad
+            if index == 0:
+                ad += _count_field(value.count)  # type: ignore[arg-type]  # value 0 of version 2 carries it
+        else:
+            ad = key.ad_prefix + pad
         try:
-            pt = key.cipher.decrypt(nonce, body, key.ad_prefix + pad)
+            pt = key.cipher.decrypt(nonce, value.body, ad)
             if is_text:
                 return pt.decode("utf-8")
             return pt if kind == "bytes" else _wire.encode_base64(pt)
@@ -1046,6 +1241,13 @@ def _remember(memo: dict[str, bytes], path: str) -> bytes:
     if len(memo) < _PATH_MEMO:
         memo[path] = value
     return value
+
+
+def _moved_record(subject: str | None) -> DecryptionError:
+    return DecryptionError(
+        "the record's encrypted values do not match what its writer wrote (one removed, nulled, added or moved)",
+        subject=subject,
+    )
 
 
 def _moved(leaf: Leaf, st: RecordState, key_id: int) -> DecryptionError:

@@ -126,7 +126,20 @@ def compile_json(
         data_subject_path=subject[0] if subject else None,
         data_subject_kind=subject[2] if subject else "string",
         decisions=tuple(c.tags.decisions),
+        identity=schema_identity(schema),
     )
+
+
+def schema_identity(schema: Any) -> str | None:
+    """What a JSON value is bound to besides its path (format version 2): the schema's ``$id``, else its ``title``,
+    else None (the default key domain: the subject, or ``fieldcrypt.domain``). A non-string ``$id``/``title`` is
+    not one (the registry would not have accepted such a schema as valid)."""
+    if isinstance(schema, dict):
+        for keyword in ("$id", "title"):
+            value = schema.get(keyword)
+            if isinstance(value, str) and value:
+                return value
+    return None
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,9 @@ class FieldPlan:
     named_read: bool = False
     #: every tag placement the compiler saw: (location, tag, decision), decision in encrypt/subject/plaintext
     decisions: tuple[tuple[str, str, str], ...] = ()
+    #: what a version-2 value's associated data binds the value to besides its path: a JSON schema's ``$id``, else
+    #: its ``title`` (None: neither, so the default key domain); Avro: "" (its paths start at the record's full name)
+    identity: str | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -1,6 +1,35 @@
 """The byte layout of one encrypted value, and the associated data that binds it to its context.
 
-This is the only module that knows the layout. Format version 1::
+This is the only module that knows the layout. Writers write version 2 unless pinned to 1
+(``fieldcrypt.format.version``); readers read both, unless ``fieldcrypt.min.format.version`` is 2.
+
+Format version 2::
+
+    offset  size   content
+    0       1      format version, 0x02
+    1       1      flags: bits 0-1 mode (0: record-bound AES-256-GCM; 1: deterministic, reserved), bit 2: a masked
+                   view follows (reserved), bits 3-7 zero. This release writes and reads flags 0x00 only; any other
+                   value is refused as a feature of a newer writer (docs/wire-format.md plans the reserved ones)
+    2       4      key id, unsigned big-endian
+    6       1..5   value index i in the record, unsigned LEB128
+    ...     12     only when i == 0: the record nonce N, 96 random bits
+    ...     4      only when i == 0: n, the number of record-bound values in the record, unsigned big-endian
+    ...     n      AES-256-GCM ciphertext of the value
+    ...     16     AES-GCM tag
+
+    total: n + 40 bytes for the first encrypted value of a record, n + 23 for each later one (i < 128)
+
+Associated data, version 2::
+
+    b"fieldcrypt" 0x02 | flags (1) | key id (4) | lp(domain) | lp(person) | lp(schema identity) | lp(value path)
+                       [ | n (4), value 0 only ]
+
+The schema identity binds a JSON value to its schema (``$id``, else ``title``, else the default key domain: the
+subject or ``fieldcrypt.domain``), as an Avro value is bound by its path, which starts at the record's full name
+(the Avro identity is empty). A reader requires value i at position i of the record (in the order below) and
+exactly n values: dropping, nulling or adding a value is detected; value 0 authenticates n.
+
+Format version 1 (read; written only when pinned)::
 
     offset  size   content
     0       1      format version, 0x01
@@ -22,7 +51,7 @@ An Avro/JSON ``bytes`` value holds these bytes as they are. A ``string`` value h
 text without padding, so the record stays valid against the registered schema and readable without keys.
 The layout never depends on configuration: the header always names the key, whatever the key scope.
 
-Associated data (never transmitted; each side computes it from what it knows)::
+Associated data, version 1 (never transmitted; each side computes it from what it knows)::
 
     b"fieldcrypt" 0x01 | key id (4) | lp(domain) | lp(person) | lp(value path)
 
@@ -40,23 +69,34 @@ import struct
 
 __all__ = [
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
+    "LATEST_VERSION",
     "NONCE_LEN",
     "TAG_LEN",
+    "UnsupportedValue",
+    "Value",
     "ad_prefix",
+    "ad_prefix_v2",
+    "count_field",
     "decode_base64",
     "decode_text",
     "derive_nonce",
     "encode_base64",
     "encode_text",
     "key_header",
+    "key_header_v2",
     "lp",
     "parse",
+    "parse_value",
     "path_ad",
     "varint",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of key_header / parse / ad_prefix: version 1
+LATEST_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 NONCE_LEN = 12
+COUNT_LEN = 4
 TAG_LEN = 16
 MAX_INDEX = 0xFFFFFFFF
 
@@ -109,8 +149,12 @@ _unpack_key_id = struct.Struct(">I").unpack_from
 def parse(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
     """Split a value ciphertext into (key id, value index, record nonce or None, GCM body).
 
-    The record nonce is present for index 0 only. Raises ``ValueError`` if ``blob`` is not a version-1 value.
+    The record nonce is present for index 0 only. Reads versions 1 and 2 (:func:`parse_value` says which, and
+    more); raises ``ValueError`` if ``blob`` is neither.
     """
+    if blob[:1] == b"\x02":
+        v = parse_value(blob)
+        return v.key_id, v.index, v.nonce, v.body
     if len(blob) < _MIN_LEN or blob[0] != FORMAT_VERSION:
         raise ValueError("not a fieldcrypt value ciphertext")
     key_id: int = _unpack_key_id(blob, 1)[0]
@@ -196,3 +240,94 @@ def decode_base64(text: str) -> bytes:
     if encode_base64(blob) != text:
         raise ValueError("not canonical base64 text")
     return blob
+
+
+# -- version 2 ---------------------------------------------------------------------------------------------------
+_AD_MAGIC_V2 = b"fieldcrypt\x02"
+_RECORD_BOUND = 0x00
+#: v2 flags this release knows of (mode bits 0-1, masked-view bit 2); only _RECORD_BOUND is written and read
+_KNOWN_FLAGS = frozenset({_RECORD_BOUND})
+
+
+class UnsupportedValue(ValueError):
+    """A well-formed value header of a format version or feature this reader does not read (a newer writer)."""
+
+
+class Value:
+    """One parsed value ciphertext (any version)."""
+
+    __slots__ = ("body", "count", "flags", "index", "key_id", "nonce", "version")
+
+    def __init__(
+        self, version: int, flags: int, key_id: int, index: int, nonce: bytes | None, count: int | None, body: bytes
+    ) -> None:
+        self.version = version
+        self.flags = flags
+        self.key_id = key_id
+        self.index = index
+        self.nonce = nonce
+        self.count = count
+        self.body = body
+
+
+def key_header_v2(key_id: int, flags: int = _RECORD_BOUND) -> bytes:
+    """The first 6 bytes of every version-2 value a key encrypts: version, flags and key id."""
+    return bytes((2, flags)) + _LEN.pack(key_id)
+
+
+def count_field(count: int) -> bytes:
+    """n, as value 0 of a version-2 record carries it (and binds it in its associated data)."""
+    return _LEN.pack(count)
+
+
+def ad_prefix_v2(key_id: int, domain: str, person: str | None, flags: int = _RECORD_BOUND) -> bytes:
+    """Version 2: the part of the associated data shared by every value one key encrypts (all but identity, path
+    and, for value 0, the count)."""
+    who = _NO_PERSON if person is None else lp(person.encode("utf-8"))
+    return _AD_MAGIC_V2 + bytes((flags,)) + _LEN.pack(key_id) + lp(domain.encode("utf-8")) + who
+
+
+def _index(blob: bytes, pos: int) -> tuple[int, int]:
+    """A minimal unsigned LEB128 at ``pos``: (value, position after it)."""
+    index, shift = 0, 0
+    while True:
+        if pos >= len(blob) or shift > 28:
+            raise ValueError("not a fieldcrypt value ciphertext")
+        byte = blob[pos]
+        pos += 1
+        index |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    if index > MAX_INDEX or (byte == 0 and shift):  # a zero last byte after the first: non-minimal encoding
+        raise ValueError("not a fieldcrypt value ciphertext")
+    return index, pos
+
+
+def parse_value(blob: bytes) -> Value:
+    """Split a value ciphertext of any version this release reads. Raises ``UnsupportedValue`` for a version-2
+    value with flags it does not read, ``ValueError`` for anything that is not a value ciphertext."""
+    if not blob:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    if blob[0] == 1:
+        key_id, index, nonce, body = parse(blob)
+        return Value(1, 0, key_id, index, nonce, None, body)
+    if blob[0] != 2 or len(blob) < 7 + TAG_LEN:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    flags = blob[1]
+    if flags not in _KNOWN_FLAGS:
+        if flags & 0xF8 or flags & 0x03 == 0x03:
+            raise ValueError("not a fieldcrypt value ciphertext")  # bits no version 2 writer sets
+        raise UnsupportedValue("a format-2 value feature this reader does not read")
+    key: int = _unpack_key_id(blob, 2)[0]
+    index, pos = _index(blob, 6)
+    if index == 0:
+        end = pos + NONCE_LEN + COUNT_LEN
+        if len(blob) < end + TAG_LEN:
+            raise ValueError("not a fieldcrypt value ciphertext")
+        # n is authenticated by the value itself: an altered n (0 included) fails its tag, as tampering
+        count: int = _unpack_key_id(blob, pos + NONCE_LEN)[0]
+        return Value(2, flags, key, 0, blob[pos : pos + NONCE_LEN], count, blob[end:])
+    if len(blob) - pos < TAG_LEN:
+        raise ValueError("not a fieldcrypt value ciphertext")
+    return Value(2, flags, key, index, None, None, blob[pos:])

@@ -16,6 +16,8 @@ Every error is a :class:`FieldcryptError`; catch the subclass you act on differe
         ├── AccessDeniedError       the key exists, but this process's KEK cannot unwrap it ("no access")
         ├── KeyCorruptedError       the stored wrapped key fails authentication under the KEK that wrapped it
         │                           (its key-store row is corrupt, or was tampered with or swapped: "tampered")
+        ├── UnsupportedFormatError  the value is in a format version this reader does not accept: below
+        │                           fieldcrypt.min.format.version, or a newer writer's feature ("upgrade")
         └── KeyNotFoundError        it names a key id the key store does not hold (corrupt, or another store)
             └── KeyShreddedError    ... because that key was destroyed on purpose (crypto-shredding: "erased")
 
@@ -45,6 +47,7 @@ __all__ = [
     "PolicyError",
     "SchemaRegistryUnavailableError",
     "UnknownSchemaError",
+    "UnsupportedFormatError",
 ]
 
 
@@ -148,6 +151,11 @@ class AccessDeniedError(DecryptionError):
 class KeyCorruptedError(DecryptionError):
     """The key store's wrapped data key fails authentication under the KEK that wrapped it: the row is corrupt, or
     was tampered with or swapped with another key's. Not "no access": this KEK is the right one. Always raised."""
+
+
+class UnsupportedFormatError(DecryptionError):
+    """The value is in a format this reader does not accept: a version below ``fieldcrypt.min.format.version``, or a
+    feature of a newer writer (upgrade readers before writers: docs/wire-format.md). Neither tampered nor erased."""
 
 
 class KeyNotFoundError(DecryptionError, LookupError):
