@@ -227,6 +227,7 @@ def test_scan_without_keys_counts_every_field_and_exits_7(mixed: MixedTopic, cap
     assert report["findings"] == {
         "plaintext_in_tagged_fields": 3,
         "personal_data_in_untagged_fields": 6,
+        "ciphertext_in_untagged_fields": 0,
         "tampered": 0,
         "records_not_examined": 2,
     }

@@ -88,7 +88,8 @@ def test_verify_counts_and_lists_bad_records_and_goes_on(mixed: MixedTopic, capf
         (8, "not-framed"),
     ]
     assert bad["first"][2]["field"] == "test.scan.Signup.email" and bad["first"][2]["key_id"].startswith("0x")
-    assert report["findings"] == {"plaintext": 3, "tampered": 1, "bad_records": 3} and report["clean"] is False
+    assert report["findings"] == {"plaintext": 3, "untagged_ciphertext": 0, "tampered": 1, "bad_records": 3}
+    assert report["clean"] is False
     assert err == ""  # the tampered record is reported once, in the report: no log line on stderr
     assert_nothing_planted(out, err)
 

@@ -7,7 +7,10 @@ Every record is decoded with its writer schema from the registry (Avro or JSON S
   not in clear), empty, or **plaintext** (a finding). With a key store and KEK, ciphertexts are also decrypted
   and counted as readable, erased (key shredded), denied (no key) or tampered (a finding).
 * **untagged fields**: every text value (strings, UTF-8 bytes, map keys and undeclared object keys) is given to the
-  detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding.
+  detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding. A string or bytes value
+  that is a fieldcrypt ciphertext (by its format; with a key store, only one naming a key the store knows) is a
+  finding too: the schema of its record does not tag the field (a record re-framed with the id of a schema version
+  without the tag, ``fieldcrypt._lookalike``).
 * records that are **not Confluent-framed** but are text (JSON or plain) are scanned as text, under the subject
   ``(not Confluent-framed)``; those that cannot be read at all (binary without framing, unknown schema id, a
   Protobuf schema, bytes that do not decode with their schema, a schema the tag configuration cannot honour) are
@@ -39,6 +42,8 @@ from fieldcrypt import _wire
 from fieldcrypt._avro_depth import check_depth
 from fieldcrypt._avro_policy import compile_avro, named_types
 from fieldcrypt._engine import Denied, Erased, Outcomes
+from fieldcrypt._lookalike import key_id_of, key_known
+from fieldcrypt._lookalike import quick as quick_lookalike
 from fieldcrypt._plan import (
     ArrayNode,
     ChoiceNode,
@@ -98,7 +103,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 class FieldReport:
     """One field path of one subject. Tagged fields count their values as ciphertext, empty or plaintext (and, when
     decrypted, readable, erased, denied, tampered or unverified); untagged ones count the values scanned and, per
-    detector, the values it flagged. ``offsets``: the first records where the field had a finding."""
+    detector, the values it flagged, and the fieldcrypt ciphertexts they hold (``ciphertext``: a finding there).
+    ``offsets``: the first records where the field had a finding."""
 
     field: str
     tagged: bool
@@ -119,7 +125,7 @@ class FieldReport:
 
     @property
     def findings(self) -> int:
-        return self.plaintext + self.tampered + self.flagged
+        return self.plaintext + self.tampered + self.flagged + (0 if self.tagged else self.ciphertext)
 
     def found_at(self, partition: int, offset: int) -> None:
         where = (partition, offset)
@@ -149,7 +155,12 @@ class FieldReport:
                     unverified=self.unverified,
                 )
         else:
-            out.update(values=self.values, flagged=self.flagged, detections=dict(sorted(self.detections.items())))
+            out.update(
+                values=self.values,
+                flagged=self.flagged,
+                detections=dict(sorted(self.detections.items())),
+                ciphertext=self.ciphertext,
+            )
         out["offsets"] = [{"partition": p, "offset": o} for p, o in self.offsets]
         out["more_offsets"] = self.more_offsets
         return out
@@ -216,6 +227,7 @@ class ScanReport:
         return {
             "plaintext_in_tagged_fields": sum(f.plaintext for _, f in self.fields()),
             "personal_data_in_untagged_fields": sum(f.flagged for _, f in self.fields()),
+            "ciphertext_in_untagged_fields": sum(f.ciphertext for _, f in self.fields() if not f.tagged),
             "tampered": sum(f.tampered for _, f in self.fields()),
             "records_not_examined": self.bad.count,
         }
@@ -388,6 +400,7 @@ def _at(record: Any, at: tuple[Any, ...]) -> Any:
 # -- untagged text: the record's shape, from its schema ---------------------------------------------------------
 
 Visit = Callable[[str, str, tuple[Any, ...] | None], None]  # text, field path, position (None: a key)
+Raw = Callable[[Any, str, tuple[Any, ...]], None]  # a str or bytes value as decoded, field path, position
 
 
 def _avro_kind(t: Any) -> Any:
@@ -420,8 +433,9 @@ def _avro_branch(branches: list[Any], v: Any, named: Mapping[str, Any]) -> tuple
     return (candidates[0] if candidates else None), v
 
 
-def walk_avro(schema: Any, record: Any, visit: Visit) -> None:
-    """Every text of an Avro record (strings, UTF-8 bytes, map keys) with its field path."""
+def walk_avro(schema: Any, record: Any, visit: Visit, raw: Raw | None = None) -> None:
+    """Every text of an Avro record (strings, UTF-8 bytes, map keys) with its field path; ``raw`` also sees every
+    string and bytes value as it is (binary ones too)."""
     named = named_types(schema)
 
     def walk(t: Any, v: Any, path: str, at: tuple[Any, ...]) -> None:
@@ -450,14 +464,18 @@ def walk_avro(schema: Any, record: Any, visit: Visit) -> None:
                     visit(k, f"{path}(keys)", None)
                 walk(t["values"], x, f"{path}[*]", (*at, k))
         elif kind in ("string", "bytes"):
-            _text(v, path, at, visit)
+            _text(v, path, at, visit, raw)
         # enum symbols, numbers, booleans, fixed and logical types (dates, UUIDs, decimals) are not scanned
 
     walk(schema, record, "$", ())
 
 
 def walk_json(
-    document: Any, visit: Visit, declared: frozenset[str] | None, plain_key: Callable[[str], bool] | None = None
+    document: Any,
+    visit: Visit,
+    declared: frozenset[str] | None,
+    plain_key: Callable[[str], bool] | None = None,
+    raw: Raw | None = None,
 ) -> None:
     """Every text of a JSON document with its field path. Object keys are shown when the schema declares them
     (``declared``: schema text, not data), else as ``[*]`` and scanned as text. Without a schema (``declared`` None:
@@ -480,12 +498,14 @@ def walk_json(
         elif declared is None and isinstance(v, int) and not isinstance(v, bool):
             visit(str(v), path, at)
         else:
-            _text(v, path, at, visit)
+            _text(v, path, at, visit, raw)
 
     walk(document, "$", ())
 
 
-def _text(v: Any, path: str, at: tuple[Any, ...], visit: Visit) -> None:
+def _text(v: Any, path: str, at: tuple[Any, ...], visit: Visit, raw: Raw | None = None) -> None:
+    if raw is not None:
+        raw(v, path, at)
     if isinstance(v, str):
         visit(v, path, at)
     elif isinstance(v, (bytes, bytearray)):
@@ -674,15 +694,20 @@ class _Scanner:
             except _Mismatch:
                 raise BadRecord("undecodable", f"the record does not have the shape of schema id {schema_id}") from None
             skip = {t.at for t in tagged}
+            lookalikes: list[tuple[str, Any]] = []  # (path, value) of untagged values that may be ciphertext
 
             def visit(value: str, path: str, at: tuple[Any, ...] | None) -> None:
                 if at is None or at not in skip:
                     found.append((path, value))
 
+            def raw(value: Any, path: str, at: tuple[Any, ...]) -> None:
+                if quick_lookalike(value) and at not in skip:
+                    lookalikes.append((path, value))
+
             if schema.schema_type == "AVRO":
-                walk_avro(cached.parsed, record, visit)
+                walk_avro(cached.parsed, record, visit, raw)
             else:
-                walk_json(record, visit, self.formats.declared(schema, cached))
+                walk_json(record, visit, self.formats.declared(schema, cached), raw=raw)
         except RecursionError:
             raise BadRecord("undecodable", f"schema id {schema_id}: the record is nested too deeply to scan") from None
         subject = self.report.subject_of(schema.subject, part, schema.schema_type)
@@ -705,6 +730,13 @@ class _Scanner:
             self.decrypt(cached, record, reports, part, partition, offset)
         for path, value in found:
             self.detect(subject.field_of(path, False), value, partition, offset)
+        for path, value in lookalikes:
+            key_id = key_id_of(value)
+            if key_id is None or (self.keyring is not None and not key_known(self.keyring, key_id)):
+                continue  # not a value ciphertext, or (with a key store) one of a key this store never knew
+            fr = subject.field_of(path, False)
+            fr.ciphertext += 1
+            fr.found_at(partition, offset)
 
     def decrypt(
         self,

@@ -72,6 +72,9 @@ READ_CONF: Mapping[str, str] = {
     "fieldcrypt.on.plaintext": "raise | accept, for tagged fields holding plaintext (records written before "
     "encryption began; counted in stats.plaintext; never accepted in a record that also holds ciphertext; "
     "default raise)",
+    "fieldcrypt.on.untagged.ciphertext": "raise | accept, for a field the record's schema does not tag holding a "
+    "fieldcrypt ciphertext of a key the key store knows (a record re-framed with another schema version's id; "
+    "accept: returned as it is, counted in stats.untagged_ciphertext; default raise)",
 }
 
 

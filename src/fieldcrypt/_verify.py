@@ -18,10 +18,14 @@ partition and offset, and the reading goes on:
                             record mixes ciphertext and plaintext in tagged fields (DecryptionError)
 ==========================  ===========================================================================
 
-Findings (what makes ``fieldcrypt verify`` exit 7): plaintext values in tagged fields, tampered records, and other
-bad records. Readable, erased and denied values, and tombstones (records without a value), are information.
-A key store or KMS that is unavailable, a broker or registry that does not answer, and a tag configuration that
-disagrees with the producers' end the run with an error instead.
+Values in fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows
+(a record re-framed with the id of a schema version without the tag: ``fieldcrypt._lookalike``) are read as they
+are and listed per subject and field path, with the first offsets (``untagged_ciphertext``).
+
+Findings (what makes ``fieldcrypt verify`` exit 7): plaintext values in tagged fields, ciphertext in untagged
+fields, tampered records, and other bad records. Readable, erased and denied values, and tombstones (records
+without a value), are information. A key store or KMS that is unavailable, a broker or registry that does not
+answer, and a tag configuration that disagrees with the producers' end the run with an error instead.
 """
 
 from __future__ import annotations
@@ -60,10 +64,17 @@ from fieldcrypt.errors import (
 from fieldcrypt.json_schema import JSONDeserializer
 from fieldcrypt.keyring import Keyring
 
-__all__ = ["Counts", "VerifyReport", "bad_record_of", "verify_topic"]
+__all__ = ["Counts", "Untagged", "VerifyReport", "bad_record_of", "verify_topic"]
 
 #: the deserializers' outcomes: every value is counted, none raises but tampering
-_READ_CONF = {"fieldcrypt.on.erased": "marker", "fieldcrypt.on.denied": "marker", "fieldcrypt.on.plaintext": "accept"}
+_READ_CONF = {
+    "fieldcrypt.on.erased": "marker",
+    "fieldcrypt.on.denied": "marker",
+    "fieldcrypt.on.plaintext": "accept",
+    "fieldcrypt.on.untagged.ciphertext": "accept",
+}
+#: partitions and offsets kept per (subject, field) with ciphertext in an untagged field
+MAX_OFFSETS = 20
 _FORMATS = {"avro": "AVRO", "json": "JSON"}
 
 
@@ -94,6 +105,23 @@ class Counts:
 
 
 @dataclass
+class Untagged:
+    """Ciphertext values in one untagged field of one subject, and the first records that hold them."""
+
+    values: int = 0
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    more_offsets: int = 0
+
+    def found_at(self, partition: int, offset: int) -> None:
+        if (partition, offset) in self.offsets[-1:]:
+            return
+        if len(self.offsets) < MAX_OFFSETS:
+            self.offsets.append((partition, offset))
+        else:
+            self.more_offsets += 1
+
+
+@dataclass
 class VerifyReport:
     """What ``verify_topic`` found. ``rows``: per key domain or data subject; ``bad``: records not verified."""
 
@@ -104,11 +132,14 @@ class VerifyReport:
     spans: list[Span] = field(default_factory=list)
     records: int = 0
     tombstones: int = 0
+    #: (subject, field path) -> ciphertext values found in that untagged field
+    untagged: dict[tuple[str, str], Untagged] = field(default_factory=dict)
 
     def findings(self) -> dict[str, int]:
         tampered = self.bad.by_reason.get("tampered", 0)
         return {
             "plaintext": sum(r.plaintext for r in self.rows.values()),
+            "untagged_ciphertext": sum(u.values for u in self.untagged.values()),
             "tampered": tampered,
             "bad_records": self.bad.count - tampered,
         }
@@ -125,6 +156,16 @@ class VerifyReport:
             "records": self.records,
             "tombstones": self.tombstones,
             "rows": [{self.by: k, **v.as_dict()} for k, v in sorted(self.rows.items())],
+            "untagged_ciphertext": [
+                {
+                    "subject": subject,
+                    "field": path,
+                    "values": u.values,
+                    "offsets": [{"partition": p, "offset": o} for p, o in u.offsets],
+                    "more_offsets": u.more_offsets,
+                }
+                for (subject, path), u in sorted(self.untagged.items())
+            ],
             "bad_records": self.bad.as_dict(),
             "findings": self.findings(),
             "clean": self.clean,
@@ -238,6 +279,7 @@ def verify_topic(
                 de = deserializer(schema.schema_type)
                 stats = de.stats
                 before = (stats.values, stats.erased, stats.denied, stats.plaintext, dict(stats.plaintext_by_field))
+                untagged_before = dict(stats.untagged_ciphertext_by_field)
                 ctx = SerializationContext(topic, MessageField.VALUE, msg.headers())
                 with registry_errors(f"schema id {schema_id}"):
                     record: Any = de(data, ctx)
@@ -259,4 +301,10 @@ def verify_topic(
                 gained = n - before[4].get(path, 0)
                 if gained:
                     row.plaintext_by_field[path] = row.plaintext_by_field.get(path, 0) + gained
+            for path, n in stats.untagged_ciphertext_by_field.items():
+                gained = n - untagged_before.get(path, 0)
+                if gained:
+                    found = report.untagged.setdefault((schema.subject, path), Untagged())
+                    found.values += gained
+                    found.found_at(msg.partition() or 0, msg.offset() or 0)
     return report

@@ -34,6 +34,10 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from fieldcrypt._avro_depth import check_depth, is_recursive
 from fieldcrypt._avro_policy import compile_avro
+from fieldcrypt._lookalike import avro_candidates as lookalikes
+from fieldcrypt._lookalike import has_binary
+from fieldcrypt._lookalike import mode_of as untagged_mode
+from fieldcrypt._lookalike import review as review_lookalikes
 from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
 from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
 from fieldcrypt._serde import (
@@ -180,6 +184,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         *,
         keyring: Keyring,
     ) -> None:
+        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt._lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
         valid = [*_ConfluentAvroDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
@@ -203,6 +208,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         self.stats = SerdeStats("deserializer")
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
+        self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt._lookalike)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
@@ -228,10 +234,12 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             if subject is None and isinstance(writer, dict):
                 subject = subject_of(self, ctx, writer.get("name"))
             state = None  # the record's counts, once its tagged values are decrypted
+            untagged = None  # field paths of ciphertexts in untagged fields, accepted (fieldcrypt._lookalike)
             if _is_bytes_schema(writer):
                 out = payload.read()
             else:
                 plan = cached.runner.plan
+                start = payload.tell()  # where the record's bytes begin (decoded again only to judge a lookalike)
                 try:
                     if is_recursive(writer):  # fastavro's C reader would crash the process on a deep record
                         check_depth(writer, payload.getvalue()[payload.tell() :], subject)
@@ -244,13 +252,26 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 except Exception as exc:
                     raise malformed(exc, subject) from exc
                 self._policy(cached, self._opts.domain or subject, subject)
-                if not plan.is_empty:
+                if plan.is_empty:  # values that may be ciphertext (None: the usual answer, often from the payload)
+                    found = lookalikes(record, payload.getvalue(), not self._binary_schema(cached.schema_id, writer))
+                else:
                     domain = self._opts.domain or subject
                     if domain is None:
                         raise ConfigurationError(
                             "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                         )
                     record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer)
+                    found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
+                if found is not None:  # rare: judged against the record as it arrived
+                    untagged = review_lookalikes(
+                        found,
+                        self._keyring,
+                        self.stats,
+                        subject,
+                        writer,
+                        self._on_untagged,
+                        None if plan.is_empty else lambda: self._decode_again(payload, start, writer, plan.named_read),
+                    )
                 out = self._resolve(record, cached, writer, subject, ctx)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
@@ -258,8 +279,26 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             if mapped is not None:
                 raise mapped from exc
             raise
-        self.stats._record(state)  # counted once the record is done: one lock per record
+        self.stats._record(state, untagged)  # counted once the record is done: one lock per record
         return out
+
+    def _binary_schema(self, schema_id: int | str, writer: Any) -> bool:
+        """Whether the writer's schema may hold bytes or fixed values (fieldcrypt._lookalike.has_binary), by id."""
+        binary = self._binary.get(schema_id)
+        if binary is None:
+            binary = has_binary(writer)
+            if len(self._binary) < 10_000:
+                self._binary[schema_id] = binary
+        return binary
+
+    @staticmethod
+    def _decode_again(payload: io.BytesIO, start: int, writer: Any, named: bool) -> Any:
+        """The record as it arrived, before decryption changed it: its bytes decoded again (fieldcrypt._lookalike)."""
+        again = io.BytesIO(payload.getvalue())
+        again.seek(start)
+        if named:
+            return schemaless_reader(again, writer, None, return_named_type=True, return_named_type_override=True)
+        return schemaless_reader(again, writer, None, False)
 
     def _resolve(
         self, record: Any, cached: Any, writer: Any, subject: str | None, ctx: SerializationContext | None

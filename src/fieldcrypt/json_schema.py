@@ -27,6 +27,9 @@ from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
 from fieldcrypt._json_policy import compile_json
+from fieldcrypt._lookalike import candidates as lookalikes
+from fieldcrypt._lookalike import mode_of as untagged_mode
+from fieldcrypt._lookalike import review as review_lookalikes
 from fieldcrypt._plan import FieldPlan, TagRules
 from fieldcrypt._rules import has_migrations, migrate, read_rules_json, write_rules_json
 from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
@@ -264,6 +267,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         *,
         keyring: Keyring,
     ) -> None:
+        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt._lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
         valid = [*_ConfluentJSONDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
@@ -329,6 +333,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                     raise malformed(exc, subject) from exc
             self._policy(cached, self._opts.domain or subject, subject)
             state = None
+            untagged = None  # field paths of ciphertexts in untagged properties, accepted (fieldcrypt._lookalike)
             if not cached.runner.plan.is_empty:
                 domain = self._opts.domain or subject
                 if domain is None:
@@ -336,6 +341,17 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                         "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
                     )
                 document, state = decrypt_record(self, cached, document, subject, domain, ctx, None)
+            found = lookalikes(document)  # values that may be ciphertext, once decrypted (None: the usual answer)
+            if found is not None:  # rare: judged against the document as it arrived
+                untagged = review_lookalikes(
+                    found,
+                    self._keyring,
+                    self.stats,
+                    subject,
+                    cached.parsed.schema,
+                    self._on_untagged,
+                    None if cached.runner.plan.is_empty else lambda: self._json_decode(payload),
+                )
             if ctx is not None and subject is not None:
                 if migrating:
                     assert latest is not None and cached.source is not None
@@ -350,7 +366,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             if mapped is not None:
                 raise mapped from exc
             raise
-        self.stats._record(state)  # counted once the record is done: one lock per record
+        self.stats._record(state, untagged)  # counted once the record is done: one lock per record
         return document
 
     def _reader_for(self, latest: Any) -> _Parsed | None:

@@ -101,6 +101,8 @@ class StatsCollector:
             counter("values_denied", labels, s.denied)
             for path, n in sorted(s.plaintext_by_field.items()):
                 counter("values_plaintext", [*labels, path], n)
+            for path, n in sorted(s.untagged_ciphertext_by_field.items()):
+                counter("values_untagged_ciphertext", [*labels, path], n)
             counter("key_cache_hits", labels, s.key_cache_hits)
             counter("key_cache_misses", labels, s.key_cache_misses)
             counter("key_store_failures", labels, s.key_store_failures)
@@ -127,6 +129,11 @@ class StatsCollector:
             counter("values_erased", "Values whose key was shredded, returned as fieldcrypt.on.erased says"),
             counter("values_denied", "Values without access to their key, returned as fieldcrypt.on.denied says"),
             counter("values_plaintext", "Tagged values read as plaintext (fieldcrypt.on.plaintext=accept)", ("field",)),
+            counter(
+                "values_untagged_ciphertext",
+                "Ciphertexts in fields the schema does not tag, read as they are (fieldcrypt.on.untagged.ciphertext)",
+                ("field",),
+            ),
             counter("key_cache_hits", "Data-key lookups answered from the keyring's memory"),
             counter("key_cache_misses", "Data-key lookups that needed the key store"),
             counter("key_store_failures", "Key-store or KEK call attempts that failed as unavailable"),

@@ -43,8 +43,11 @@ class SerdeStats:
     Values: ``values`` ciphertext values handled (a serializer encrypted them; a deserializer found them: read,
     erased or denied), of which ``erased`` (key shredded) and ``denied`` (no access) were returned as the
     ``fieldcrypt.on.erased`` / ``on.denied`` outcome; ``plaintext`` tagged values read as plaintext
-    (``fieldcrypt.on.plaintext=accept``), per field path in ``plaintext_by_field``. Values of refused records are
-    not counted.
+    (``fieldcrypt.on.plaintext=accept``), per field path in ``plaintext_by_field``; ``untagged_ciphertext`` values
+    of fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows,
+    returned as they are (``fieldcrypt.on.untagged.ciphertext=accept``; a record re-framed with the id of a schema
+    version without the tag), per field path (``$.email``) in ``untagged_ciphertext_by_field``. Values of refused
+    records are not counted.
 
     Keys: ``key_cache_hits`` / ``key_cache_misses``: data-key lookups this serde made (one per record and key,
     not one per value), answered from the keyring's memory (a key, or a cached "shredded", "unknown" or "no
@@ -65,6 +68,8 @@ class SerdeStats:
     denied: int = 0
     plaintext: int = 0
     plaintext_by_field: dict[str, int] = field(default_factory=dict)
+    untagged_ciphertext: int = 0
+    untagged_ciphertext_by_field: dict[str, int] = field(default_factory=dict)
     key_lookups: int = 0
     key_cache_misses: int = 0
     key_store_calls: int = 0
@@ -148,8 +153,9 @@ class SerdeStats:
         return SerdeStats(**values)
 
     # -- counting (the serdes and the engine; not public) --------------------------------------------------------
-    def _record(self, st: RecordState | None) -> None:
-        """One record returned; ``st``: its engine state (None when its schema tags nothing)."""
+    def _record(self, st: RecordState | None, untagged: list[str] | None = None) -> None:
+        """One record returned; ``st``: its engine state (None when its schema tags nothing); ``untagged``: the
+        field paths of the ciphertexts it holds in untagged fields (``fieldcrypt._lookalike``), if any."""
         lock = self._lock
         lock.acquire()
         try:
@@ -170,6 +176,11 @@ class SerdeStats:
                         by_field[p] = by_field.get(p, 0) + 1
             else:
                 self.records_untagged += 1
+            if untagged:
+                self.untagged_ciphertext += len(untagged)
+                seen = self.untagged_ciphertext_by_field
+                for p in untagged:
+                    seen[p] = seen.get(p, 0) + 1
         finally:
             lock.release()
 

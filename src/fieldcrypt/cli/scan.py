@@ -2,12 +2,13 @@
 
 Reports, per subject and field path, the values of tagged fields that are fieldcrypt ciphertext, empty or plaintext
 (with ``--store``/``--kek``: readable, erased, denied or tampered), and the untagged values in which a detector
-(``fieldcrypt.detectors``) finds personal data. It never prints a value: counts, field paths, detector names,
-partitions and offsets only.
+(``fieldcrypt.detectors``) finds personal data or that are fieldcrypt ciphertext. It never prints a value: counts,
+field paths, detector names, partitions and offsets only.
 
-Exit codes: 0 nothing found; 7 findings: plaintext in tagged fields, personal data in untagged fields, tampered
-values, or records that could not be examined; 3, 4, 5 as for every command (configuration, a broker, registry or
-key store not answering within ``--timeout``, a topic or partition that does not exist).
+Exit codes: 0 nothing found; 7 findings: plaintext in tagged fields, personal data or fieldcrypt ciphertext in
+untagged fields, tampered values, or records that could not be examined; 3, 4, 5 as for every command
+(configuration, a broker, registry or key store not answering within ``--timeout``, a topic or partition that does
+not exist).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = ["register"]
 _LABELS = {
     "plaintext_in_tagged_fields": "plaintext value(s) in tagged fields",
     "personal_data_in_untagged_fields": "untagged value(s) holding personal data",
+    "ciphertext_in_untagged_fields": "fieldcrypt ciphertext(s) in untagged fields",
     "tampered": "tampered value(s)",
     "records_not_examined": "record(s) not examined",
 }
@@ -99,14 +101,14 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
     quiet = 0
     for (_, part), subject in sorted(report.subjects.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         for f in sorted(subject.fields.values(), key=lambda f: (not f.tagged, f.field)):
-            if not f.tagged and not f.flagged:
+            if not f.tagged and not f.flagged and not f.ciphertext:
                 quiet += 1
                 continue
             row: dict[str, Any] = {"subject": subject.subject}
             if report.keys_scanned:
                 row["part"] = part
             row.update(field=f.field, tagged="yes" if f.tagged else "no", values=f.values)
-            row["ciphertext"] = f.ciphertext if f.tagged else ""
+            row["ciphertext"] = f.ciphertext if f.tagged or f.ciphertext else ""
             row["plaintext"] = f.plaintext if f.tagged else ""
             if report.decrypted:
                 for name in ("readable", "erased", "denied", "tampered"):

@@ -2,7 +2,8 @@
 that are readable, erased (key shredded) or denied (no key), the plaintext values in tagged fields, and the
 records that could not be verified (with their partitions and offsets).
 
-Exit codes: 0 no findings; 7 findings: plaintext values in tagged fields, tampered records, or other bad records
+Exit codes: 0 no findings; 7 findings: plaintext values in tagged fields, fieldcrypt ciphertext in untagged fields
+(a record re-framed with the id of a schema version without the tag), tampered records, or other bad records
 (not Confluent-framed, unknown schema id, undecodable...); erased and denied values are information. 3, 4, 5: a
 configuration error, a broker/registry/key store that did not answer within ``--timeout``, a topic or partition
 that does not exist.
@@ -160,8 +161,24 @@ def summary_lines(report: Any, findings: dict[str, int], labels: dict[str, str])
     return lines
 
 
+def untagged_lines(found: list[dict[str, Any]]) -> list[str]:
+    """Fields the records' schemas do not tag that hold fieldcrypt ciphertext (a record re-framed with the id of a
+    schema version without the tag), with the first partition:offset of each."""
+    lines = []
+    for u in found:
+        where = ", ".join(f"{o['partition']}:{o['offset']}" for o in u["offsets"][:4])
+        more = len(u["offsets"]) - 4 + u["more_offsets"]
+        lines.append(
+            f"ciphertext in an untagged field: subject {clean(u['subject'])!r} field {clean(u['field'])!r}: "
+            f"{u['values']} value(s) at {where}{f', +{more}' if more > 0 else ''} (the records' schema does not tag "
+            "the field: a record re-framed with another schema version's id?)"
+        )
+    return lines
+
+
 _LABELS = {
     "plaintext": "plaintext value(s) in tagged fields",
+    "untagged_ciphertext": "ciphertext value(s) in untagged fields",
     "tampered": "tampered record(s)",
     "bad_records": "other bad record(s)",
 }
@@ -199,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
         shown = table(data["rows"])
         if shown is not None:
             print(shown)
-        print("\n".join(summary_lines(report, report.findings(), _LABELS)))
+        print(
+            "\n".join(
+                [*untagged_lines(data["untagged_ciphertext"]), *summary_lines(report, report.findings(), _LABELS)]
+            )
+        )
         return None
 
     code = EXIT_OK if report.clean else EXIT_FINDINGS
