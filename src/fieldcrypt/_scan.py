@@ -376,6 +376,8 @@ def _state(leaf: Leaf, v: Any) -> str:
         if blob is not None:
             _wire.parse(blob)
             return "ciphertext"
+    except _wire.UnsupportedValue:
+        return "ciphertext"  # a newer writer's value (format 2 feature this release does not read): not in clear
     except (ValueError, TypeError):
         pass
     return "empty" if v in ("", b"") else "plaintext"

@@ -20,6 +20,7 @@ from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner, R
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._rules import csfle_read, has_encrypt_rules
 from fieldcrypt._schema_lookup import registry_failure, writer_schema_by_id
+from fieldcrypt._wire import FORMAT_VERSIONS, LATEST_VERSION
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -60,8 +61,11 @@ FIELDCRYPT_CONF: Mapping[str, str] = {
 }
 #: serializer-only keys
 WRITE_CONF: Mapping[str, str] = {
+    "fieldcrypt.format.version": "the value format version written: 2 (default) or 1, to pin it while consumers "
+    "of an older fieldcrypt are upgraded (docs/wire-format.md, 'Rolling out a format version')",
     "fieldcrypt.allow.tag.removal": "True to write with a schema that encrypts fewer fields than the local "
-    "schema_str (use.latest.version / use.schema.id; default False: refused)",
+    "schema_str, than earlier producers of the subject (recorded in the key store), or than the subject's latest "
+    "registered version (default False: refused)",
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
@@ -69,6 +73,8 @@ READ_CONF: Mapping[str, str] = {
     "fieldcrypt.on.denied": "raise | null | placeholder | marker, for values this consumer has no key for "
     "(default raise)",
     "fieldcrypt.placeholder": "the text returned in 'placeholder' mode (default <erased>)",
+    "fieldcrypt.min.format.version": "the lowest value format version read: 1 (default) or 2, to refuse values "
+    "of format 1 (UnsupportedFormatError) once every producer writes 2",
     "fieldcrypt.on.plaintext": "raise | accept, for tagged fields holding plaintext (records written before "
     "encryption began; counted in stats.plaintext; never accepted in a record that also holds ciphertext; "
     "default raise)",
@@ -84,6 +90,7 @@ class Options:
     domain: str | None
     outcomes: Outcomes = STRICT
     allow_tag_removal: bool = False
+    format_version: int = LATEST_VERSION
 
 
 def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tuple[dict[str, Any] | None, Options]:
@@ -98,6 +105,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
             on_denied=rest.pop("fieldcrypt.on.denied", "raise"),
             placeholder=rest.pop("fieldcrypt.placeholder", "<erased>"),
             on_plaintext=rest.pop("fieldcrypt.on.plaintext", "raise"),
+            min_version=_version(rest.pop("fieldcrypt.min.format.version", 1), "fieldcrypt.min.format.version"),
         )
     rules = TagRules.from_conf(
         rest.pop("fieldcrypt.tags", DEFAULT_TAGS),
@@ -109,11 +117,22 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
     if domain is not None and (not isinstance(domain, str) or not domain.strip()):
         raise ConfigurationError("fieldcrypt.domain must be a non-empty string")
     allow = False
+    version = LATEST_VERSION
     if not reading:
         allow = rest.pop("fieldcrypt.allow.tag.removal", False)
         if not isinstance(allow, bool):
             raise ConfigurationError("fieldcrypt.allow.tag.removal must be True or False")
-    return (rest if conf is not None else None), Options(rules, domain, outcomes, allow)
+        version = _version(rest.pop("fieldcrypt.format.version", LATEST_VERSION), "fieldcrypt.format.version")
+    return (rest if conf is not None else None), Options(rules, domain, outcomes, allow, version)
+
+
+def _version(value: Any, key: str) -> int:
+    """A format version given as a conf value: 1 or 2, as an int or its decimal text (as properties files give)."""
+    if isinstance(value, str) and value.strip() in ("1", "2"):
+        return int(value.strip())
+    if type(value) is int and value in FORMAT_VERSIONS:
+        return value
+    raise ConfigurationError(f"{key} must be one of {', '.join(map(str, FORMAT_VERSIONS))}")
 
 
 def call_confluent_init(init: Callable[[], None], valid: list[str]) -> None:

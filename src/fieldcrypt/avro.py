@@ -148,7 +148,9 @@ class AvroSerializer(_ConfluentAvroSerializer):
                 value = write_rules_avro(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
             domain = self._opts.domain or subject
             self._policy(cached, domain, subject)
-            encrypted, state = cached.runner.encrypt_counted(value, self._keyring, subject, domain, self.stats)
+            encrypted, state = cached.runner.encrypt_counted(
+                value, self._keyring, subject, domain, self.stats, self._opts.format_version
+            )
             fo = io.BytesIO()
             if self._prefix_framing:
                 fo.write(prefix)
