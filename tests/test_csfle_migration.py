@@ -293,3 +293,60 @@ def test_forged_plaintext_in_a_json_document_is_never_read_as_decrypted(case: st
     assert de(csfle({"email": "old@example.com", "country": "DE"}, value_ctx()), _ctx_with(headers))["email"] == (
         "old@example.com"
     )
+
+
+def test_csfle_values_that_look_like_a_fieldcrypt_header_still_read(keyring: Keyring) -> None:
+    """A CSFLE ciphertext's first bytes are random: about one in 128 parses as a fieldcrypt header (0x01 or 0x02,
+    an index out of place, an unknown key id). Such CSFLE history is still handed to confluent's executor."""
+    from fieldcrypt import _wire
+
+    registry, csfle, _, de_cls, rules = _setup("avro")
+    de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring)
+    strict = de_cls(
+        registry,
+        conf={"use.latest.version": True, "fieldcrypt.min.format.version": 2},
+        rule_conf=RULE_CONF,
+        rule_registry=rules,
+        keyring=keyring,
+    )
+    import io
+
+    from fastavro import parse_schema, schemaless_reader
+
+    parsed = parse_schema(AVRO)
+    found = 0
+    for i in range(4000):
+        email = f"p{i:04d}@example.com"  # 17 characters: a CSFLE ciphertext of 45 bytes, base64 without padding
+        data = csfle({"email": email, "country": "DE"}, value_ctx())
+        text = schemaless_reader(io.BytesIO(data[5:]), parsed, None)["email"]
+        try:
+            _wire.parse_value(_wire.decode_text(text))
+        except _wire.UnsupportedValue:
+            pass
+        except ValueError:
+            continue  # fieldcrypt would not take it for its own
+        found += 1
+        assert de(data, value_ctx()) == {"email": email, "country": "DE"}
+        assert strict(data, value_ctx()) == {"email": email, "country": "DE"}
+        if found == 3:
+            break
+    assert found == 3
+
+
+def test_csfle_history_is_decrypted_under_on_plaintext_accept(keyring: Keyring) -> None:
+    """A consumer that also reads plaintext history (on.plaintext=accept) gets CSFLE values decrypted, never their
+    base64 ciphertext as 'plaintext'; the plaintext history still reads, counted."""
+    registry, csfle, _, de_cls, rules = _setup("avro")
+    de = de_cls(
+        registry,
+        conf={"use.latest.version": True, "fieldcrypt.on.plaintext": "accept"},
+        rule_conf=RULE_CONF,
+        rule_registry=rules,
+        keyring=keyring,
+    )
+    old = csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
+    assert de(old, value_ctx()) == {"email": "old@example.com", "country": "DE"}
+    assert de.stats.plaintext == 0
+    history = old[:5] + _plain_payload("avro", {"email": "before@example.com", "country": "DE"})
+    assert de(history, value_ctx()) == {"email": "before@example.com", "country": "DE"}
+    assert de.stats.plaintext == 1

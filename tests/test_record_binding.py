@@ -165,3 +165,74 @@ def test_a_mirrored_json_topic_reads_through_fieldcrypt_domain(registry, keyring
     plain = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
     with pytest.raises(DecryptionError):
         plain(data, value_ctx("mirror.orders"))
+
+
+# -- the count cannot be rewritten in a value 0 the reader cannot authenticate ------------------------------------
+SPLIT = {
+    "type": "record",
+    "name": "Payment",
+    "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        {"name": "email", "type": ["null", "string"], "default": None, "confluent:tags": ["PII"]},
+        {"name": "iban", "type": ["null", "string"], "default": None, "confluent:tags": ["FIN"]},
+        {"name": "phone", "type": ["null", "string"], "default": None, "confluent:tags": ["FIN"]},
+    ],
+}
+SPLIT_CONF = {"fieldcrypt.tags": ["PII", "FIN"], "fieldcrypt.tag.domains": {"FIN": "finance"}}
+
+
+def _rewrite_value0(text: str, *, count: int | None = None, key_id: int | None = None) -> str:
+    from fieldcrypt import _wire
+
+    blob = bytearray(_wire.decode_text(text))
+    assert blob[0] == 2 and blob[6] == 0  # version 2, value 0
+    if key_id is not None:
+        blob[2:6] = key_id.to_bytes(4, "big")
+    if count is not None:
+        blob[19:23] = count.to_bytes(4, "big")
+    return _wire.encode_text(bytes(blob))
+
+
+@pytest.mark.parametrize("case", ["value 0 erased", "value 0 repointed at an unknown key (on.denied=null)"])
+def test_a_count_rewritten_in_an_unreadable_value_0_is_detected(registry, keyring: Keyring, case: str) -> None:
+    """Value 0 (email) cannot be authenticated by this reader: its key was shredded, or the attacker repointed it at
+    a key id nobody holds. The attacker lowers the count it carries and nulls a later value (phone) that would
+    have been caught: the values the reader can authenticate (iban) bind the true count."""
+    parsed = fastavro.parse_schema(SPLIT)
+    ser = AvroSerializer(registry, json.dumps(SPLIT), conf=SPLIT_CONF, keyring=keyring)
+    read_conf = dict(SPLIT_CONF)
+    if case.startswith("value 0 repointed"):
+        read_conf["fieldcrypt.on.denied"] = "null"
+    de = AvroDeserializer(registry, conf=read_conf, keyring=keyring)
+    record = {"id": "P", "email": "p@example.com", "iban": "DE89370400440532013000", "phone": "+4915112345678"}
+    data = ser(record, value_ctx())
+    seen = fastavro.schemaless_reader(io.BytesIO(data[5:]), parsed, None)
+    if case == "value 0 erased":
+        keyring.shred_person("P", domain="orders-value", reason="test")
+        email = _rewrite_value0(seen["email"], count=2)
+    else:
+        email = _rewrite_value0(seen["email"], count=2, key_id=0xDEADBEEF)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, dict(seen, email=email, phone=None))
+    with pytest.raises(DecryptionError) as err:
+        de(data[:5] + buf.getvalue(), value_ctx())
+    assert type(err.value) is DecryptionError
+    # untouched, the erased record reads as erased
+    if case == "value 0 erased":
+        assert de(data, value_ctx())["email"] is None
+
+
+def test_a_tagged_top_level_bytes_value_is_decrypted_and_forged_plaintext_refused(registry, keyring: Keyring) -> None:
+    """A subject whose schema is a tagged bytes value (confluent writes it raw, after the 5-byte prefix)."""
+    schema = json.dumps({"type": "bytes", "confluent:tags": ["PII"]})
+    ser = AvroSerializer(registry, schema, keyring=keyring)
+    de = AvroDeserializer(registry, keyring=keyring)
+    data = ser(b"secret bytes", value_ctx())
+    assert b"secret bytes" not in data
+    assert de(data, value_ctx()) == b"secret bytes"
+    with pytest.raises(DecryptionError):
+        de(data[:5] + b"forged in clear", value_ctx())
+    accepting = AvroDeserializer(registry, conf={"fieldcrypt.on.plaintext": "accept"}, keyring=keyring)
+    assert accepting(data[:5] + b"forged in clear", value_ctx()) == b"forged in clear"
+    assert accepting.stats.plaintext == 1

@@ -215,7 +215,7 @@ class RecordState:
         self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
         self.version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
         self.ident = b""  # version 2: lp(schema identity), bound into every value's associated data
-        self.pending: _Pending | None = None  # version 2, write side: value 0, encrypted once the count is known
+        self.pending: list[_Pending] | None = None  # version 2, write side: values sealed once the count is known
         self.total: int | None = None  # version 2, read side: the count value 0 carries
 
     # the keyring's KeyMeter protocol
@@ -395,12 +395,13 @@ class PlanRunner:
             else:
                 with _DEEP:
                     out = self._enc_root(record, self._root_path, state)
-            pending = state.pending
-            if pending is not None:  # version 2: value 0 binds the record's value count, known only now
-                final = pending.seal(state)
-                if pending.parent is None:
-                    return final, state  # the record is that one value
-                pending.parent[pending.slot] = final
+            if state.pending is not None:  # version 2: every value binds the record's value count, known only now
+                count = _count_field(state.count)
+                for pending in state.pending:
+                    final = pending.seal(count, state)
+                    if pending.parent is None:
+                        return final, state  # the record is that one value
+                    pending.parent[pending.slot] = final
             return out, state
         except RecursionError:
             state.refused()
@@ -895,20 +896,21 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
 
 
 def _matching_written(matching: Callable[[Any], list[Any]], out: Any, st: RecordState) -> list[Any]:
-    """The branches an encrypted value matches, as a reader will see it: a pending value 0 (version 2) is checked as
-    a stand-in of the final ciphertext's type and length, put in its place for the check."""
+    """The branches an encrypted value matches, as a reader will see it: values not yet sealed (version 2) are checked
+    as stand-ins of the final ciphertexts' type and length, put in their places for the check."""
     pending = st.pending
-    if pending is None:
+    if not pending:
         return matching(out)
-    if out is pending:
-        return matching(pending.stand_in())
-    if pending.parent is None:
-        return matching(out)
-    pending.parent[pending.slot] = pending.stand_in()
+    if out.__class__ is _Pending:
+        return matching(out.stand_in())
+    placed = [x for x in pending if x.parent is not None]
+    for x in placed:
+        x.parent[x.slot] = x.stand_in()
     try:
         return matching(out)
     finally:
-        pending.parent[pending.slot] = pending
+        for x in placed:
+            x.parent[x.slot] = x
 
 
 def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: type[FieldcryptError]) -> Any:
@@ -1040,14 +1042,18 @@ def _plain_bytes(leaf: Leaf) -> Callable[[Any, RecordState], bytes]:
 
 
 class _Pending:
-    """Version 2, write side: value 0 of a record, encrypted once the walk has counted the record's values (value 0
-    binds the count). The walker puts this object where the value goes and tells it where (``parent[slot]``);
-    ``seal`` encrypts it and the runner puts the ciphertext there."""
+    """Version 2, write side: one encrypted value, encrypted once the walk has counted the record's values (every
+    value binds the count in its associated data; value 0 also carries it). The walker puts this object where the
+    value goes and tells it where (``parent[slot]``); ``seal`` encrypts it and the runner puts the ciphertext there.
+    """
 
-    __slots__ = ("ad", "data", "key", "leaf", "nonce", "parent", "slot", "union", "wrap")
+    __slots__ = ("ad", "data", "index", "key", "leaf", "nonce", "parent", "slot", "union", "wrap")
 
-    def __init__(self, key: DataKey, nonce: bytes, data: bytes, ad: bytes, wrap: Callable[[bytes], Any], leaf: Leaf):
+    def __init__(
+        self, key: DataKey, index: int, nonce: bytes, data: bytes, ad: bytes, wrap: Callable[[bytes], Any], leaf: Leaf
+    ) -> None:
         self.key = key
+        self.index = index
         self.nonce = nonce
         self.data = data
         self.ad = ad
@@ -1060,18 +1066,19 @@ class _Pending:
     def at(self, parent: Any, slot: Any) -> None:
         self.parent, self.slot = parent, slot
 
-    def _head(self, count: int) -> bytes:
-        return self.key.header2 + _INDEX0 + self.nonce + _count_field(count)
+    def _head(self, count: bytes) -> bytes:
+        if self.index == 0:
+            return self.key.header2 + _INDEX0 + self.nonce + count
+        return self.key.header2 + _varint(self.index)
 
     def stand_in(self) -> Any:
         """A value of the final one's type and length (for checks made before the count is known)."""
-        value = self.wrap(self._head(0) + bytes(len(self.data) + _wire.TAG_LEN))
+        value = self.wrap(self._head(bytes(_wire.COUNT_LEN)) + bytes(len(self.data) + _wire.TAG_LEN))
         return value if self.union is None else (self.union, value)
 
-    def seal(self, st: RecordState) -> Any:
-        count = st.count
+    def seal(self, count: bytes, st: RecordState) -> Any:
         try:
-            ct = self.key.cipher.encrypt(self.nonce, self.data, self.ad + _count_field(count))
+            ct = self.key.cipher.encrypt(self.nonce, self.data, self.ad + count)
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted",
@@ -1081,13 +1088,6 @@ class _Pending:
             ) from None
         value = self.wrap(self._head(count) + ct)
         return value if self.union is None else (self.union, value)
-
-
-def _placed(result: Any, parent: Any, slot: Any) -> Any:
-    """Where a container step stores a step's result: tell a pending value 0 its place."""
-    if result.__class__ is _Pending:
-        result.at(parent, slot)
-    return result
 
 
 def _enc_leaf(leaf: Leaf) -> Step:
@@ -1114,11 +1114,15 @@ def _enc_leaf(leaf: Leaf) -> Step:
         if st.version == 2:
             ad = key.ad_prefix2 + st.ident + pad
             if index == 0:
-                pending = st.pending = _Pending(key, _urandom(_wire.NONCE_LEN), data, ad, wrap, leaf)
-                st.nonce = pending.nonce
-                return pending
-            nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
-            head = key.header2 + _varint(index)
+                nonce = st.nonce = _urandom(_wire.NONCE_LEN)
+            else:
+                nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
+            pending = _Pending(key, index, nonce, data, ad, wrap, leaf)
+            if st.pending is None:
+                st.pending = [pending]
+            else:
+                st.pending.append(pending)
+            return pending
         else:
             ad = key.ad_prefix + pad
             if index == 0:
@@ -1165,13 +1169,6 @@ def _dec_leaf(leaf: Leaf) -> Step:
                 return v
             raise DecryptionError(NOT_A_CIPHERTEXT, subject=st.subject, field_path=leaf.path) from None
         key_id, index, record_nonce, version = value.key_id, value.index, value.nonce, value.version
-        if version < st.outcomes.min_version:
-            raise UnsupportedFormatError(
-                f"the value is in format version {version}, below fieldcrypt.min.format.version",
-                subject=st.subject,
-                field_path=leaf.path,
-                key_id=key_id,
-            )
         position = st.count
         st.count = position + 1
         if st.version != version:
@@ -1205,19 +1202,25 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if key.domain != (fixed_domain or st.default_domain) or key.person != st.person:
             raise _moved(leaf, st, key_id)
         pad = memo.get(p) or _remember(memo, p)
-        if version == 2:
-            ad = key.ad_prefix2 + st.ident + pad
-            if index == 0:
-                ad += _count_field(value.count)  # type: ignore[arg-type]  # value 0 of version 2 carries it
+        if version == 2:  # every value binds the count value 0 carries
+            ad = key.ad_prefix2 + st.ident + pad + _count_field(st.total)  # type: ignore[arg-type]
         else:
             ad = key.ad_prefix + pad
         try:
             pt = key.cipher.decrypt(nonce, value.body, ad)
-            if is_text:
-                return pt.decode("utf-8")
-            return pt if kind == "bytes" else _wire.encode_base64(pt)
+            text = pt.decode("utf-8") if is_text else None
         except _DEC_ERRORS:
             raise _moved(leaf, st, key_id) from None
+        if version < st.outcomes.min_version:  # refused once authenticated: a forged old value is tampering
+            raise UnsupportedFormatError(
+                f"the value is in format version {version}, below fieldcrypt.min.format.version",
+                subject=st.subject,
+                field_path=leaf.path,
+                key_id=key_id,
+            )
+        if text is not None:
+            return text
+        return pt if kind == "bytes" else _wire.encode_base64(pt)
 
     return dec
 

@@ -16,7 +16,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
-from fieldcrypt._engine import NOT_A_CIPHERTEXT, STRICT, Outcomes, PlanRunner, RecordState
+from fieldcrypt._engine import STRICT, Outcomes, PlanRunner, RecordState
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._rules import csfle_read, has_encrypt_rules
 from fieldcrypt._schema_lookup import registry_failure, writer_schema_by_id
@@ -31,6 +31,7 @@ from fieldcrypt.errors import (
     KeyShreddedError,
     MalformedRecordError,
     PolicyError,
+    UnsupportedFormatError,
     format_key_id,
 )
 from fieldcrypt.keyring import Keyring
@@ -654,23 +655,27 @@ def decrypt_record(
 ) -> tuple[Any, RecordState | None]:
     """Decrypt a decoded record; returns it and its counts (for ``SerdeStats._record``, once the record is done).
     When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from CSFLE to fieldcrypt), a
-    record none of whose tagged values is a fieldcrypt ciphertext is handed to confluent's ENCRYPT executor instead
-    (which authenticates it with CSFLE's own keys); if that fails too, fieldcrypt's verdict stands. A fieldcrypt
-    record is never read by the CSFLE path, nor the reverse."""
+    record fieldcrypt cannot read as its own (plaintext included, and values that merely look like a fieldcrypt
+    header) is handed to confluent's ENCRYPT executor, which authenticates it with CSFLE's own keys; each tagged
+    value is then judged as it came out (``_not_decrypted_by_csfle``). If that fails too, fieldcrypt's verdict
+    stands, with the user's outcomes (``on.plaintext=accept`` included). A value is never returned unverified."""
     runner, outcomes, keyring, stats = cached.runner, serde._opts.outcomes, serde._keyring, serde.stats
     if ctx is None or subject is None or not has_encrypt_rules(cached.source):
         return runner.decrypt_counted(record, keyring, subject, domain, outcomes, stats)
     original = copy.deepcopy(record)
-    try:  # unknown key ids must raise here, to be told apart from CSFLE values
-        return runner.decrypt_counted(record, keyring, subject, domain, replace(outcomes, on_denied="raise"), stats)
+    # unknown key ids and plaintext must raise here, to be told apart from CSFLE values (a CSFLE ciphertext is
+    # base64 text too, and one in 128 starts with bytes that parse as a fieldcrypt header)
+    first = replace(outcomes, on_denied="raise", on_plaintext="raise")
+    try:
+        return runner.decrypt_counted(record, keyring, subject, domain, first, stats)
     except DecryptionError as exc:
-        foreign = (type(exc) is DecryptionError and exc.reason == NOT_A_CIPHERTEXT) or (
-            type(exc) is KeyNotFoundError and exc.owner is None
-        )
-        if not foreign:
-            if isinstance(exc, (AccessDeniedError, KeyNotFoundError)) and not isinstance(exc, KeyShreddedError):
-                return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
-            raise
+        unknown = type(exc) is KeyNotFoundError and exc.owner is None  # no key of fieldcrypt's: maybe CSFLE's
+        if isinstance(exc, (KeyShreddedError, KeyCorruptedError)):
+            raise  # fieldcrypt's key, erased (on.erased=raise) or its stored row tampered with
+        if isinstance(exc, (AccessDeniedError, KeyNotFoundError)) and not unknown:
+            return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
+        # anything else (not a ciphertext, a header out of place, an unknown key id, an unsupported format) may be a
+        # CSFLE value: confluent's executor is asked, and each value judged after it ran
     assert cached.source is not None
     try:
         out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
@@ -724,7 +729,8 @@ def refused(stats: SerdeStats, exc: Exception, subject: str | None = None) -> No
                 extra={"event": "record.refused", "role": stats.role, "subject": subject, "error": type(exc).__name__},
             )
         return
-    tampered = type(exc) is DecryptionError or isinstance(exc, KeyCorruptedError)
+    # an unsupported format is a warning too: a reserved flag cannot be authenticated, so it may be tampering
+    tampered = type(exc) is DecryptionError or isinstance(exc, (KeyCorruptedError, UnsupportedFormatError))
     level = logging.WARNING if tampered else logging.DEBUG
     if log.isEnabledFor(level):
         log.log(

@@ -22,12 +22,13 @@ Format version 2::
 Associated data, version 2::
 
     b"fieldcrypt" 0x02 | flags (1) | key id (4) | lp(domain) | lp(person) | lp(schema identity) | lp(value path)
-                       [ | n (4), value 0 only ]
+                       | n (4)
 
 The schema identity binds a JSON value to its schema (``$id``, else ``title``, else the default key domain: the
 subject or ``fieldcrypt.domain``), as an Avro value is bound by its path, which starts at the record's full name
 (the Avro identity is empty). A reader requires value i at position i of the record (in the order below) and
-exactly n values: dropping, nulling or adding a value is detected; value 0 authenticates n.
+exactly n values: dropping, nulling or adding a value is detected. Every value binds n (value 0 carries it), so
+an altered n fails every value a reader can authenticate, even when value 0's own key is shredded.
 
 Format version 1 (read; written only when pinned)::
 

@@ -237,8 +237,16 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 subject = subject_of(self, ctx, writer.get("name"))
             state = None  # the record's counts, once its tagged values are decrypted
             untagged = None  # field paths of ciphertexts in untagged fields, accepted (fieldcrypt._lookalike)
-            if _is_bytes_schema(writer):
+            if _is_bytes_schema(writer):  # confluent writes a bytes schema's value raw, without Avro's length
                 out = payload.read()
+                if not cached.runner.plan.is_empty:  # a tagged top-level bytes value: decrypted, or refused
+                    self._policy(cached, self._opts.domain or subject, subject)
+                    domain = self._opts.domain or subject
+                    if domain is None:
+                        raise ConfigurationError(
+                            "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
+                        )
+                    out, state = decrypt_record(self, cached, out, subject, domain, ctx, writer)
             else:
                 plan = cached.runner.plan
                 start = payload.tell()  # where the record's bytes begin (decoded again only to judge a lookalike)
