@@ -236,3 +236,24 @@ def test_a_tagged_top_level_bytes_value_is_decrypted_and_forged_plaintext_refuse
     accepting = AvroDeserializer(registry, conf={"fieldcrypt.on.plaintext": "accept"}, keyring=keyring)
     assert accepting(data[:5] + b"forged in clear", value_ctx()) == b"forged in clear"
     assert accepting.stats.plaintext == 1
+
+
+def test_an_avro_array_root_value_moved_between_subjects_sharing_a_domain_fails(registry, keyring: Keyring) -> None:
+    """Top-level array schemas have no record name in their paths ([0].email): they are bound to the subject."""
+
+    def items(name: str) -> str:
+        record = {
+            "type": "record",
+            "name": name,
+            "fields": [{"name": "email", "type": "string", "confluent:tags": ["PII"]}],
+        }
+        return json.dumps({"type": "array", "items": record})
+
+    orders = AvroSerializer(registry, items("Order"), conf=SHARED, keyring=keyring)
+    profiles = AvroSerializer(registry, items("PublicProfile"), conf=SHARED, keyring=keyring)
+    de = AvroDeserializer(registry, conf=SHARED, keyring=keyring)
+    a = orders([{"email": "secret@example.com"}], value_ctx("orders"))
+    b = profiles([{"email": "public@example.com"}], value_ctx("profiles"))
+    assert de(a, value_ctx("orders")) == [{"email": "secret@example.com"}]
+    with pytest.raises(DecryptionError):
+        de(b[:5] + a[5:], value_ctx("profiles"))  # the Order array's bytes framed as a PublicProfile array

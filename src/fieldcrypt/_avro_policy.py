@@ -123,7 +123,9 @@ def compile_avro(schema: Any, rules: TagRules, collector: TagCollector | None = 
         avro_named=compiler.named,
         named_read=compiler.named_read,
         decisions=tuple(compiler.tags.decisions),
-        identity="",
+        # a record root's value paths start at its full name; other roots (arrays, maps, unions, primitives) bind the
+        # default key domain instead, as a JSON schema without $id or title does
+        identity="" if isinstance(schema, dict) and schema.get("type") in ("record", "error") else None,
     )
 
 

@@ -26,8 +26,9 @@ Associated data, version 2::
 
 The schema identity binds a JSON value to its schema (``$id``, else ``title``, else the default key domain: the
 subject or ``fieldcrypt.domain``), as an Avro value is bound by its path, which starts at the record's full name
-(the Avro identity is empty). A reader requires value i at position i of the record (in the order below) and
-exactly n values: dropping, nulling or adding a value is detected. Every value binds n (value 0 carries it), so
+(the identity of an Avro record schema is empty; other Avro roots bind the default key domain). A reader requires
+value i at position i of the record (in the order below) and exactly n values: dropping, nulling or adding a value
+is detected. Every value binds n (value 0 carries it), so
 an altered n fails every value a reader can authenticate, even when value 0's own key is shredded.
 
 Format version 1 (read; written only when pinned)::
