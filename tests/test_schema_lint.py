@@ -1068,8 +1068,8 @@ BOUNDED_CASES: list[tuple[Any, bool]] = [  # (schema, refused)
     ({"type": "object", "patternProperties": {"(a)\\1": _TAGGED}}, True),
     ({"type": "object", "patternProperties": {"(?i)^email$": _TAGGED}}, True),
     ({"type": "object", "patternProperties": {"\\bemail": _TAGGED}}, True),
-    # untagged: fieldcrypt never matches it (the validator does, see docs/policy.md): accepted
-    ({"type": "object", "properties": {"a": _TAGGED}, "patternProperties": {"^(?!x)": {"type": "string"}}}, False),
+    # untagged, but validation searches every record's keys with it (on RE2 too, since issue 15 item 6): refused
+    ({"type": "object", "properties": {"a": _TAGGED}, "patternProperties": {"^(?!x)": {"type": "string"}}}, True),
     # untagged, but it decides which keys a tagged additionalProperties covers: refused
     ({"type": "object", "patternProperties": {"^(?=n)": {"type": "integer"}}, "additionalProperties": _TAGGED}, True),
 ]

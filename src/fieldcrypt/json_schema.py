@@ -104,17 +104,25 @@ def _fast_validator(schema: Any, source: Schema) -> Callable[[Any], Any] | None:
 
     jsonschema, which confluent uses, stays the authority: the compiled one only answers "valid" quickly, and
     any "invalid" is re-checked by jsonschema (which also words the error). Formats are not checked, as jsonschema
-    does not check them by default either.
+    does not check them by default either. Never for a schema with a regex (``pattern``, ``patternProperties``,
+    anywhere): the generated code would search record data with Python's backtracking ``re``, so jsonschema, whose
+    searches run on RE2 here (fieldcrypt._json_validation), validates those alone; nor one whose ``$ref`` leaves it
+    (fastjsonschema would fetch it with urllib, and compile its patterns).
     """
+    from fieldcrypt._json_validation import NO_REMOTE, REGEX_KEYWORDS
+
     if source.references or not isinstance(schema, dict) or schema.get("$schema") not in _FAST_DRAFTS:
         return None
-    if _NEWER_KEYWORDS & _keywords(schema):
+    keywords = _keywords(schema)
+    if _NEWER_KEYWORDS & keywords:
         return None  # jsonschema reads a schema without $schema as 2020-12: keep its meaning for these
+    if REGEX_KEYWORDS & keywords:
+        return None  # a property named "pattern" counts too: only slower
     try:
         import fastjsonschema
 
         compiled: Callable[[Any], Any] = fastjsonschema.compile(
-            schema, handlers={}, use_default=False, use_formats=False, detailed_exceptions=False
+            schema, handlers=NO_REMOTE, use_default=False, use_formats=False, detailed_exceptions=False
         )
         return compiled
     except Exception:
@@ -122,17 +130,34 @@ def _fast_validator(schema: Any, source: Schema) -> Callable[[Any], Any] | None:
 
 
 class _Parsed:
-    """A registered JSON schema, parsed with confluent's reference resolution, and its validators."""
+    """A registered JSON schema, parsed with confluent's reference resolution, and its validators.
 
-    __slots__ = ("_matchers", "fast", "registry", "schema", "source", "validator")
+    ``validator`` is confluent's (the draft's jsonschema class, the metaschema checked), extended so that every
+    regex it searches record data with runs on RE2, with ``re.search``'s answers (fieldcrypt._json_validation);
+    ``evolve`` keeps that class. ``refusals``: (regex, where, reason) of each regex of the schema, or of a schema it
+    references, that the bounded engine does not run; :meth:`check` raises the first as a ``PolicyError`` (when the
+    plan is compiled, and before any validation: docs/policy.md, "Patterns")."""
+
+    __slots__ = ("_matchers", "_writing", "fast", "refusals", "registry", "schema", "source", "validator")
 
     def __init__(self, serde: Any, source: Schema) -> None:
+        from fieldcrypt._json_validation import bounded_validator, refusals
+
         bare = Schema(source.schema_str, source.schema_type or _JSON, source.references or [])
         self.source = bare
         self.schema, self.registry = serde._get_parsed_schema(bare)
-        self.validator = serde._get_validator(bare, self.schema, self.registry)
+        confluent_validator = serde._get_validator(bare, self.schema, self.registry)
+        self.validator = bounded_validator(confluent_validator, self.schema, self.registry)
+        self.refusals = refusals(self.schema, self.registry)
         self.fast = _fast_validator(self.schema, bare)
         self._matchers: dict[int, tuple[Any, Callable[[Any], bool]]] = {}
+        self._writing = isinstance(serde, _ConfluentJSONSerializer)
+
+    def check(self, subject: str | None = None) -> None:
+        """Raise the first of :attr:`refusals` as a ``PolicyError``: no record is validated with such a schema."""
+        if self.refusals:
+            _, where, reason = self.refusals[0]
+            raise PolicyError(reason, subject=subject, field_path=where)
 
     def resolve(self, ref: str) -> Any:
         root = Resource.from_contents(self.schema, default_specification=DRAFT202012)
@@ -143,31 +168,58 @@ class _Parsed:
         since the evolved validator keeps the root's resolver). Cached per subschema object."""
         found = self._matchers.get(id(subschema))
         if found is None or found[0] is not subschema:
+            from fieldcrypt._regex import Unmatchable
+            from fieldcrypt.errors import DecryptionError
+
             is_valid: Callable[[Any], bool] = self.validator.evolve(schema=subschema).is_valid
-            found = self._matchers[id(subschema)] = (subschema, is_valid)  # holding it keeps the id unique
+            error = EncryptionError if self._writing else DecryptionError
+
+            def matches(value: Any) -> bool:
+                try:
+                    return is_valid(value)
+                except Unmatchable:  # which branch applies cannot be told: never guessed
+                    raise error(
+                        "a string or key of the value holds a lone surrogate (not Unicode): the schema's patterns "
+                        "deciding which branch applies cannot be matched against it"
+                    ) from None
+
+            found = self._matchers[id(subschema)] = (subschema, matches)  # holding it keeps the id unique
         return found[1]
 
 
 def _compile(parsed: _Parsed, rules: TagRules) -> FieldPlan:
-    return compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher)
+    plan = compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher)
+    parsed.check()  # after the plan's own refusals, which name the value path (a tagged regex included)
+    return plan
 
 
 def _validate(parsed: _Parsed, document: Any, subject: str | None, error: type[Exception] = SerializationError) -> None:
     """Validate like confluent does, but with an error that names where and which rule, never the value."""
+    parsed.check(subject)  # a regex the bounded engine does not run: the schema is refused, whatever the record
     if parsed.fast is not None:
         try:
             parsed.fast(document)
             return
         except Exception:
             pass
+    from fieldcrypt._regex import Unmatchable
+
     try:
-        parsed.validator.validate(document)
+        parsed.validator.validate(document)  # its regexes run on RE2: linear in the document (_Parsed)
     except ValidationError as exc:
         where = exc.json_path
         raise error(
             f"the document does not match the schema of subject {subject!r} at {where}: "
             f"'{exc.validator}' constraint failed"
         ) from None
+    except Unmatchable:  # not Unicode: no regex is run on it (EncryptionError on write, as the engine's)
+        message = (
+            f"the document cannot be validated against the schema of subject {subject!r}: a string or key that "
+            "the schema's patterns must be matched against holds a lone surrogate (not Unicode)"
+        )
+        if parsed._writing:
+            raise EncryptionError(message, subject=subject) from None
+        raise error(message) from None
 
 
 class JSONSerializer(_ConfluentJSONSerializer):

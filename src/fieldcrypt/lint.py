@@ -529,7 +529,11 @@ def _clearer(exc: Exception, schema: Schema) -> BaseException:
     return exc
 
 
-def _json_compile(schema: Schema, registry: SchemaRegistryClient | None) -> tuple[Compile, Any]:
+def _json_compile(
+    schema: Schema, registry: SchemaRegistryClient | None
+) -> tuple[Compile, Any, list[tuple[str, str, str]]]:
+    """How to compile the plan, the parsed schema, and (regex, where, reason) of each regex validation would search
+    records with that the bounded engine does not run (the serializer refuses the schema for it)."""
     from confluent_kafka.schema_registry.json_schema import JSONSerializer as _Confluent
 
     from fieldcrypt._json_policy import compile_json
@@ -539,8 +543,10 @@ def _json_compile(schema: Schema, registry: SchemaRegistryClient | None) -> tupl
         parsed = _Parsed(_Confluent(None, registry), schema)
     except Exception as exc:
         raise _Invalid(_safe(exc)) from None
-    return (lambda rules, collector: compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher, collector)), (
-        parsed.schema
+    return (
+        (lambda rules, collector: compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher, collector)),
+        parsed.schema,
+        parsed.refusals,
     )
 
 
@@ -828,11 +834,12 @@ def lint_schema(
         return report
     bare = Schema(schema.schema_str, kind, schema.references or [])
     root_title = ""
+    regexes: list[tuple[str, str, str]] = []
     try:
         if kind == "AVRO":
             compile_plan = _avro_compile(bare, registry)
         else:
-            compile_plan, parsed = _json_compile(bare, registry)
+            compile_plan, parsed, regexes = _json_compile(bare, registry)
             root_title = parsed.get("title", "") if isinstance(parsed, dict) else ""
     except _Invalid as exc:
         report.findings.append(Finding("invalid", None, f"{source}: {exc}"))
@@ -853,6 +860,9 @@ def lint_schema(
         at = f" (tagged at {where})" if where != path else ""
         message = f"{path}: {reason}{at}" if path is not None else reason
         report.findings.append(Finding("refused", path, message, reason, where))
+    for rx, where, reason in regexes:  # the serializer refuses these after the plan's own (a tagged regex: one)
+        if not any(f.kind == "refused" and repr(rx) in (f.reason or "") for f in report.findings):
+            report.findings.append(Finding("refused", where, reason, reason, where))
     tag = sorted(rules.encrypt)[0]
     for row in report.rows:
         if row.hint is not None and row.verdict == "clear":
