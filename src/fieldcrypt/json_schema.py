@@ -290,7 +290,9 @@ class JSONSerializer(_ConfluentJSONSerializer):
                     raise EncryptionError("the document is nested too deeply to validate", subject=subject) from None
             domain = self._opts.domain or subject
             self._policy(cached, domain, subject)
-            encrypted, state = cached.runner.encrypt_counted(value, self._keyring, subject, domain, self.stats)
+            encrypted, state = cached.runner.encrypt_counted(
+                value, self._keyring, subject, domain, self.stats, self._opts.format_version
+            )
             encoded = self._json_encode(encrypted)
             payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
             if self._prefix_framing:
