@@ -389,19 +389,17 @@ class PlanRunner:
             state.version = version
         else:
             state.ident = self.ident(default_domain)
+            state.pending = []
         try:
             if not self._recursive:
                 out = self._enc_root(record, self._root_path, state)
             else:
                 with _DEEP:
                     out = self._enc_root(record, self._root_path, state)
-            if state.pending is not None:  # version 2: every value binds the record's value count, known only now
-                count = _count_field(state.count)
-                for pending in state.pending:
-                    final = pending.seal(count, state)
-                    if pending.parent is None:
-                        return final, state  # the record is that one value
-                    pending.parent[pending.slot] = final
+            if state.pending:  # version 2: every value binds the record's value count, known only now
+                final = _seal(state.pending, state)
+                if final is not _NOT_ROOT:
+                    return final, state  # the record is that one value
             return out, state
         except RecursionError:
             state.refused()
@@ -495,7 +493,7 @@ class PlanRunner:
                 for k, x in v.items():
                     r = out[_key(k, p, st, EncryptionError)] = values(x, f"{p}[{json.dumps(k)}]", st)
                     if r.__class__ is _Pending:
-                        r.at(out, k)
+                        r.parent, r.slot = out, k
                 return out
 
             return map_
@@ -520,7 +518,7 @@ class PlanRunner:
                     x = default
                 r = out[name] = fn(x, p + suffix, st)
                 if r.__class__ is _Pending:
-                    r.at(out, name)
+                    r.parent, r.slot = out, name
             if others is not None:
                 others(v, out, p, st)
             return out
@@ -817,7 +815,7 @@ def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bo
             for i, x in enumerate(seq):
                 r = out[i] = each(x, f"{p}[{i}]", st)
                 if r.__class__ is _Pending:
-                    r.at(out, i)
+                    r.parent, r.slot = out, i
             return out
 
         return simple
@@ -836,7 +834,7 @@ def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bo
             if fn is not None:
                 r = out[i] = fn(x, f"{p}[{i}]", st)
                 if r.__class__ is _Pending:
-                    r.at(out, i)
+                    r.parent, r.slot = out, i
         return out
 
     return positional
@@ -960,7 +958,7 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
             assert fn is not None
             r = out[k] = fn(v[k], f"{p}[{json.dumps(key)}]", st)
             if r.__class__ is _Pending:
-                r.at(out, k)
+                r.parent, r.slot = out, k
 
     return others
 
@@ -1044,7 +1042,7 @@ def _plain_bytes(leaf: Leaf) -> Callable[[Any, RecordState], bytes]:
 class _Pending:
     """Version 2, write side: one encrypted value, encrypted once the walk has counted the record's values (every
     value binds the count in its associated data; value 0 also carries it). The walker puts this object where the
-    value goes and tells it where (``parent[slot]``); ``seal`` encrypts it and the runner puts the ciphertext there.
+    value goes and tells it where (``parent[slot]``); ``_seal`` encrypts it and puts the ciphertext there.
     """
 
     __slots__ = ("ad", "data", "index", "key", "leaf", "nonce", "parent", "slot", "union", "wrap")
@@ -1056,15 +1054,12 @@ class _Pending:
         self.index = index
         self.nonce = nonce
         self.data = data
-        self.ad = ad
+        self.ad = ad  # the value's path part of its associated data (lp(path)); the rest is known at seal time
         self.wrap = wrap
         self.leaf = leaf
         self.parent: Any = None
         self.slot: Any = None
         self.union: str | None = None  # the Avro union branch name, when the value is written in tuple notation
-
-    def at(self, parent: Any, slot: Any) -> None:
-        self.parent, self.slot = parent, slot
 
     def _head(self, count: bytes) -> bytes:
         if self.index == 0:
@@ -1076,18 +1071,33 @@ class _Pending:
         value = self.wrap(self._head(bytes(_wire.COUNT_LEN)) + bytes(len(self.data) + _wire.TAG_LEN))
         return value if self.union is None else (self.union, value)
 
-    def seal(self, count: bytes, st: RecordState) -> Any:
+
+_NOT_ROOT = object()
+
+
+def _seal(pending: list[_Pending], st: RecordState) -> Any:
+    """Encrypt a version-2 record's values now that their count is known, each into its place; returns the sealed
+    value when the record is that one value (a top-level tagged value), else ``_NOT_ROOT``."""
+    count = _count_field(st.count)
+    tail = st.ident + count  # every value binds the schema identity and n; value 0 carries n
+    out = _NOT_ROOT
+    for x in pending:
+        key = x.key
         try:
-            ct = self.key.cipher.encrypt(self.nonce, self.data, self.ad + count)
+            ct = key.cipher.encrypt(x.nonce, x.data, key.ad_prefix2 + tail + x.ad)
         except _ENC_ERRORS:
             raise EncryptionError(
-                "the value could not be encrypted",
-                subject=st.subject,
-                field_path=self.leaf.path,
-                key_id=self.key.key_id,
+                "the value could not be encrypted", subject=st.subject, field_path=x.leaf.path, key_id=key.key_id
             ) from None
-        value = self.wrap(self._head(count) + ct)
-        return value if self.union is None else (self.union, value)
+        head = key.header2 + _INDEX0 + x.nonce + count if x.index == 0 else key.header2 + _varint(x.index)
+        value = x.wrap(head + ct)
+        if x.union is not None:
+            value = (x.union, value)
+        if x.parent is None:
+            out = value
+        else:
+            x.parent[x.slot] = value
+    return out
 
 
 def _enc_leaf(leaf: Leaf) -> Step:
@@ -1112,16 +1122,12 @@ def _enc_leaf(leaf: Leaf) -> Step:
         st.count = index + 1
         pad = memo.get(p) or _remember(memo, p)
         if st.version == 2:
-            ad = key.ad_prefix2 + st.ident + pad
             if index == 0:
                 nonce = st.nonce = _urandom(_wire.NONCE_LEN)
             else:
                 nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
-            pending = _Pending(key, index, nonce, data, ad, wrap, leaf)
-            if st.pending is None:
-                st.pending = [pending]
-            else:
-                st.pending.append(pending)
+            pending = _Pending(key, index, nonce, data, pad, wrap, leaf)
+            st.pending.append(pending)  # type: ignore[union-attr]  # a list when writing version 2
             return pending
         else:
             ad = key.ad_prefix + pad
@@ -1153,7 +1159,7 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if v is None:
             return None
         try:
-            value = _parse(unwrap(v))
+            version, key_id, index, record_nonce, count, body = _parse(unwrap(v))
         except _wire.UnsupportedValue:
             raise UnsupportedFormatError(
                 "the value was written with a format feature this reader does not read (a newer fieldcrypt): upgrade "
@@ -1168,7 +1174,6 @@ def _dec_leaf(leaf: Leaf) -> Step:
                 st.plain.append(leaf.path)  # history from before encryption: returned as it is, and counted
                 return v
             raise DecryptionError(NOT_A_CIPHERTEXT, subject=st.subject, field_path=leaf.path) from None
-        key_id, index, record_nonce, version = value.key_id, value.index, value.nonce, value.version
         position = st.count
         st.count = position + 1
         if st.version != version:
@@ -1181,7 +1186,9 @@ def _dec_leaf(leaf: Leaf) -> Step:
             if st.nonce is not None:
                 raise _moved(leaf, st, key_id)  # a record has exactly one value with index 0
             nonce = st.nonce = record_nonce
-            st.total = value.count
+            st.total = count
+            if version == 2:
+                st.ident += _count_field(count)  # type: ignore[arg-type]  # every value binds n after the identity
         elif st.nonce is None:
             raise _moved(leaf, st, key_id)
         else:
@@ -1203,11 +1210,11 @@ def _dec_leaf(leaf: Leaf) -> Step:
             raise _moved(leaf, st, key_id)
         pad = memo.get(p) or _remember(memo, p)
         if version == 2:  # every value binds the count value 0 carries
-            ad = key.ad_prefix2 + st.ident + pad + _count_field(st.total)  # type: ignore[arg-type]
+            ad = key.ad_prefix2 + st.ident + pad  # st.ident: lp(schema identity) and n, from value 0
         else:
             ad = key.ad_prefix + pad
         try:
-            pt = key.cipher.decrypt(nonce, value.body, ad)
+            pt = key.cipher.decrypt(nonce, body, ad)
             text = pt.decode("utf-8") if is_text else None
         except _DEC_ERRORS:
             raise _moved(leaf, st, key_id) from None

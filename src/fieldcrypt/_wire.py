@@ -21,8 +21,8 @@ Format version 2::
 
 Associated data, version 2::
 
-    b"fieldcrypt" 0x02 | flags (1) | key id (4) | lp(domain) | lp(person) | lp(schema identity) | lp(value path)
-                       | n (4)
+    b"fieldcrypt" 0x02 | flags (1) | key id (4) | lp(domain) | lp(person) | lp(schema identity) | n (4)
+                       | lp(value path)
 
 The schema identity binds a JSON value to its schema (``$id``, else ``title``, else the default key domain: the
 subject or ``fieldcrypt.domain``), as an Avro value is bound by its path, which starts at the record's full name
@@ -76,7 +76,6 @@ __all__ = [
     "NONCE_LEN",
     "TAG_LEN",
     "UnsupportedValue",
-    "Value",
     "ad_prefix",
     "ad_prefix_v2",
     "count_field",
@@ -155,8 +154,8 @@ def parse(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
     more); raises ``ValueError`` if ``blob`` is neither.
     """
     if blob[:1] == b"\x02":
-        v = parse_value(blob)
-        return v.key_id, v.index, v.nonce, v.body
+        value = parse_value(blob)
+        return value[1], value[2], value[3], value[5]
     if len(blob) < _MIN_LEN or blob[0] != FORMAT_VERSION:
         raise ValueError("not a fieldcrypt value ciphertext")
     key_id: int = _unpack_key_id(blob, 1)[0]
@@ -255,21 +254,8 @@ class UnsupportedValue(ValueError):
     """A well-formed value header of a format version or feature this reader does not read (a newer writer)."""
 
 
-class Value:
-    """One parsed value ciphertext (any version)."""
-
-    __slots__ = ("body", "count", "flags", "index", "key_id", "nonce", "version")
-
-    def __init__(
-        self, version: int, flags: int, key_id: int, index: int, nonce: bytes | None, count: int | None, body: bytes
-    ) -> None:
-        self.version = version
-        self.flags = flags
-        self.key_id = key_id
-        self.index = index
-        self.nonce = nonce
-        self.count = count
-        self.body = body
+#: a parsed value ciphertext: (version, key id, index, record nonce or None, count n or None, GCM body)
+Value = tuple[int, int, int, "bytes | None", "int | None", bytes]
 
 
 def key_header_v2(key_id: int, flags: int = _RECORD_BOUND) -> bytes:
@@ -307,14 +293,24 @@ def _index(blob: bytes, pos: int) -> tuple[int, int]:
 
 
 def parse_value(blob: bytes) -> Value:
-    """Split a value ciphertext of any version this release reads. Raises ``UnsupportedValue`` for a version-2
-    value with flags it does not read, ``ValueError`` for anything that is not a value ciphertext."""
-    if not blob:
+    """Split a value ciphertext of any version this release reads into (version, key id, index, record nonce or
+    None, count or None, GCM body); nonce and count come with index 0 only (the count in version 2 only). Raises
+    ``UnsupportedValue`` for a version-2 value with flags it does not read, ``ValueError`` for anything that is not
+    a value ciphertext."""
+    n = len(blob)
+    if n >= _MIN_LEN_V2 and blob[0] == 2 and blob[1] == 0 and blob[6] < 0x80:  # the common case, without a call
+        index = blob[6]
+        if index:
+            return 2, _unpack_key_id(blob, 2)[0], index, None, None, blob[7:]
+        if n >= _MIN_LEN_V2_FIRST:
+            return 2, _unpack_key_id(blob, 2)[0], 0, blob[7:19], _unpack_key_id(blob, 19)[0], blob[23:]
+        raise ValueError("not a fieldcrypt value ciphertext")
+    if not n:
         raise ValueError("not a fieldcrypt value ciphertext")
     if blob[0] == 1:
         key_id, index, nonce, body = parse(blob)
-        return Value(1, 0, key_id, index, nonce, None, body)
-    if blob[0] != 2 or len(blob) < 7 + TAG_LEN:
+        return 1, key_id, index, nonce, None, body
+    if blob[0] != 2 or n < _MIN_LEN_V2:
         raise ValueError("not a fieldcrypt value ciphertext")
     flags = blob[1]
     if flags not in _KNOWN_FLAGS:
@@ -325,11 +321,14 @@ def parse_value(blob: bytes) -> Value:
     index, pos = _index(blob, 6)
     if index == 0:
         end = pos + NONCE_LEN + COUNT_LEN
-        if len(blob) < end + TAG_LEN:
+        if n < end + TAG_LEN:
             raise ValueError("not a fieldcrypt value ciphertext")
-        # n is authenticated by the value itself: an altered n (0 included) fails its tag, as tampering
-        count: int = _unpack_key_id(blob, pos + NONCE_LEN)[0]
-        return Value(2, flags, key, 0, blob[pos : pos + NONCE_LEN], count, blob[end:])
-    if len(blob) - pos < TAG_LEN:
+        # n is authenticated by the values themselves: an altered n (0 included) fails their tags, as tampering
+        return 2, key, 0, blob[pos : pos + NONCE_LEN], _unpack_key_id(blob, pos + NONCE_LEN)[0], blob[end:]
+    if n - pos < TAG_LEN:
         raise ValueError("not a fieldcrypt value ciphertext")
-    return Value(2, flags, key, index, None, None, blob[pos:])
+    return 2, key, index, None, None, blob[pos:]
+
+
+_MIN_LEN_V2 = 7 + TAG_LEN  # header (version, flags, key id), a one-byte index, the tag
+_MIN_LEN_V2_FIRST = _MIN_LEN_V2 + NONCE_LEN + COUNT_LEN
