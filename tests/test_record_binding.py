@@ -257,3 +257,20 @@ def test_an_avro_array_root_value_moved_between_subjects_sharing_a_domain_fails(
     assert de(a, value_ctx("orders")) == [{"email": "secret@example.com"}]
     with pytest.raises(DecryptionError):
         de(b[:5] + a[5:], value_ctx("profiles"))  # the Order array's bytes framed as a PublicProfile array
+
+
+def test_a_title_never_equals_another_schemas_id(registry, keyring: Keyring) -> None:
+    """One schema titled urn:x, another with $id urn:x, sharing a named domain: their identities differ."""
+    titled = _json_schema("urn:x")
+    with_id = dict(_json_schema(None), **{"$id": "urn:x"})
+    a = JSONSerializer(json.dumps(titled), registry, conf=SHARED, keyring=keyring)(
+        {"customerId": "c-1", "email": "secret@example.com"}, value_ctx("orders")
+    )
+    b = JSONSerializer(json.dumps(with_id), registry, conf=SHARED, keyring=keyring)(
+        {"customerId": "c-1", "email": "public@example.com"}, value_ctx("profiles")
+    )
+    r = JSONDeserializer(None, schema_registry_client=registry, conf=SHARED, keyring=keyring)
+    moved = json.loads(b[5:])
+    moved["email"] = json.loads(a[5:])["email"]
+    with pytest.raises(DecryptionError):
+        r(b[:5] + json.dumps(moved).encode(), value_ctx("profiles"))

@@ -332,14 +332,15 @@ class PlanRunner:
         return canonical_person(value, self._subject_kinds, self.plan.data_subject_path, error)
 
     def ident(self, default_domain: str) -> bytes:
-        """lp(schema identity) for version-2 associated data: the plan's (a JSON schema's ``$id`` or ``title``; empty
-        for Avro, whose value paths start at the record's full name), else the default key domain."""
+        """lp(schema identity) for version-2 associated data: the plan's (``$id=...`` or ``title=...`` of a JSON
+        schema; empty for an Avro record, whose value paths start at its full name), else ``domain=`` and the default
+        key domain."""
         identity = self.plan.identity
         if identity is not None:
             return self._ident_fixed
         found = self._idents.get(default_domain)
         if found is None:
-            found = _wire.lp(default_domain.encode("utf-8"))
+            found = _wire.lp(f"domain={default_domain}".encode())
             if len(self._idents) < 1000:
                 self._idents[default_domain] = found
         return found

@@ -138,7 +138,7 @@ def schema_identity(schema: Any) -> str | None:
         for keyword in ("$id", "title"):
             value = schema.get(keyword)
             if isinstance(value, str) and value:
-                return value
+                return f"{keyword}={value}"  # named by keyword: a title never equals another schema's $id
     return None
 
 
