@@ -77,3 +77,16 @@ def test_the_cache_itself_refuses_an_unbounded_ttl(ttl: object) -> None:
         TtlCache(10, ttl, FakeClock())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         TtlCache(True, 60, FakeClock())
+
+
+@pytest.mark.parametrize("age", [10**400, 1e308, 200 * 365.25 * 86400.0])
+def test_a_rotation_age_beyond_a_century_is_refused_not_an_overflow_later(age: object) -> None:
+    """10**400 was accepted and every write then failed with a raw OverflowError; 1e308 meant 'never', which is
+    spelled None."""
+    with pytest.raises(ConfigurationError):
+        RotationPolicy(max_age=age)  # type: ignore[arg-type]
+
+
+def test_cache_ttl_cannot_be_set_after_construction(keyring) -> None:
+    with pytest.raises(AttributeError):
+        keyring.cache_ttl = float("inf")

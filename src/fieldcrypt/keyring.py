@@ -106,6 +106,8 @@ DEFAULT_CACHE_TTL = 300.0
 #: within it), so it must be a finite number an erasure runbook can state; beyond a day caching saves nothing
 #: measurable (one key-store read and one KMS call per key and process a day). See docs/key-lifecycle.md.
 MAX_CACHE_TTL = 86_400.0
+#: the longest rotation age accepted: longer means "never", which is spelled None (a float near 1e308 overflowed)
+MAX_ROTATION_AGE = 100 * 365.25 * 86_400.0
 #: the most ``retries`` taken, and the longest first ``backoff`` (it doubles per retry)
 MAX_RETRIES = 20
 MAX_BACKOFF = 60.0
@@ -132,9 +134,12 @@ class RotationPolicy:
         if self.max_age is not None and (
             isinstance(self.max_age, bool)
             or not isinstance(self.max_age, (int, float))
-            or not 0 < self.max_age < math.inf  # also false for nan
+            or not 0 < self.max_age <= MAX_ROTATION_AGE  # also false for nan, inf and ints too large for a float
         ):
-            raise ConfigurationError("rotation max_age must be positive, finite seconds, or None (never by age)")
+            raise ConfigurationError(
+                f"rotation max_age must be positive seconds, at most {MAX_ROTATION_AGE:.0f} (100 years), or None "
+                "(never by age)"
+            )
         if isinstance(self.max_encryptions, bool) or not isinstance(self.max_encryptions, int):
             raise ConfigurationError("rotation max_encryptions must be an int")
         if not 0 < self.max_encryptions <= HARD_MAX_ENCRYPTIONS:
@@ -235,7 +240,7 @@ class Keyring:
         self._prewrap = _takes_key_id(self.store)
         self.rotation = rotation or RotationPolicy()
         self.actor = actor or _default_actor()
-        self.cache_ttl = cache_ttl
+        self._cache_ttl = cache_ttl
         self._retry = _Retry(retries + 1, backoff, sleep)
         self._cache_size = cache_size
         self._new_caches()
@@ -246,6 +251,12 @@ class Keyring:
             self.restore(reason="re-apply the shred log at startup", quiet=True)
         _fork.track(self)
         self._start_sweeper()
+
+    @property
+    def cache_ttl(self) -> float:
+        """Seconds an unwrapped key stays in memory after loading: the bound on how long a shred elsewhere takes to
+        reach this process. Fixed at construction (checked there), so it cannot be set to something unbounded."""
+        return self._cache_ttl
 
     def _new_caches(self) -> None:
         size, ttl = self._cache_size, self.cache_ttl
