@@ -36,7 +36,6 @@ import contextlib
 import getpass
 import inspect
 import logging
-import math
 import os
 import secrets
 import socket
