@@ -329,3 +329,16 @@ def test_a_referenced_schema_the_registry_cannot_give(keyring: Keyring) -> None:
             fails.append(failure)
             with pytest.raises(error, match="a schema that schema id"):
                 AvroDeserializer(registry, keyring=keyring)(with_id(b"\x00" * 5 + b"\x02n", schema_id), value_ctx())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_unknown_schema_guid_over_http_is_a_bad_record(fmt: str, http_registry: Any, keyring: Keyring) -> None:
+    """A record whose header names a GUID (or whose first byte says GUID framing): the dev registry holds no GUIDs
+    and answers 40403, so the record is bad, not the registry's URL ("is the URL the schema registry's?")."""
+    client = SchemaRegistryClient({"url": http_registry.url, **FAST})
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    data = write(fmt, client, keyring, topic)
+    guid = uuid.uuid4().bytes
+    ctx = SerializationContext(topic, MessageField.VALUE, [("__value_schema_id", b"\x01" + guid)])
+    with pytest.raises(UnknownSchemaError):
+        reader(fmt, SchemaRegistryClient({"url": http_registry.url}), keyring)(data[5:] + b"", ctx)

@@ -31,6 +31,7 @@ from fieldcrypt.errors import (
     KeyShreddedError,
     MalformedRecordError,
     PolicyError,
+    UnknownSchemaError,
     UnsupportedFormatError,
     format_key_id,
 )
@@ -269,6 +270,7 @@ class PlanCache:
         self._compile = compile_plan
         self._rules = rules
         self._plans: dict[int | str, CachedPlan] = {}
+        self._membership: dict[tuple[str, int], bool] = {}  # (subject, schema id) -> not a version of it
         self._lock = threading.Lock()
 
     def get(self, schema_id: int | str) -> CachedPlan | None:
@@ -282,6 +284,7 @@ class PlanCache:
             found = self._plans.get(schema_id)
             if found is not None:
                 return found
+            named_by_record = schema is None  # the record's schema id chose it (not this serde's own settings)
             if schema is None:  # the lookup confluent's deserializer makes, through the client's cache
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
@@ -291,7 +294,9 @@ class PlanCache:
                 cached = CachedPlan(
                     schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
                 )
-            except FieldcryptError:
+            except FieldcryptError as exc:
+                if isinstance(exc, PolicyError) and named_by_record and self._foreign(schema_id, subject):
+                    raise _foreign_schema(schema_id, subject, exc.reason) from exc
                 raise
             except Exception as exc:  # the writer's schema is not one this serde's format can parse
                 # resolving its references asks the registry: an outage is not a schema this serde cannot read
@@ -300,16 +305,45 @@ class PlanCache:
                 )
                 if mapped is not None:
                     raise mapped from exc
-                raise PolicyError(
-                    f"schema id {schema_id} cannot be read as this deserializer's format ({type(exc).__name__})",
-                    subject=subject,
-                ) from exc
+                reason = f"schema id {schema_id} cannot be read as this deserializer's format ({type(exc).__name__})"
+                if named_by_record and self._foreign(schema_id, subject):
+                    raise _foreign_schema(schema_id, subject, reason) from exc
+                raise PolicyError(reason, subject=subject) from exc
             self._plans[schema_id] = cached
             return cached
+
+    def _foreign(self, schema_id: int | str, subject: str | None) -> bool:
+        """Whether a schema id a record names is no version of the subject being read: asked only when that schema
+        cannot be read here (so a record naming another team's schema, or one of another format, is a bad record,
+        not a reason to stop every consumer), once per (subject, id). False when it cannot be told."""
+        if subject is None or not isinstance(schema_id, int):
+            return False
+        key = (subject, schema_id)
+        known = self._membership.get(key)
+        if known is not None:
+            return known
+        try:
+            versions = self._registry.get_versions(subject)
+            foreign = all(self._registry.get_version(subject, v).schema_id != schema_id for v in versions)
+        except SchemaRegistryError as exc:
+            foreign = exc.http_status_code == 404 and exc.error_code in (40401, 40400)  # no such subject
+        except Exception:
+            return False  # an outage: the original error stands
+        if len(self._membership) < 10_000:
+            self._membership[key] = foreign
+        return foreign
 
     def compile(self, schema: Schema) -> FieldPlan:
         tags = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else None
         return self._compile(self._parse(schema), self._rules.with_metadata(tags))
+
+
+def _foreign_schema(schema_id: int | str, subject: str | None, reason: str) -> UnknownSchemaError:
+    return UnknownSchemaError(
+        f"the record names schema id {schema_id}, which is no version of this subject and cannot be read here "
+        f"({reason}): a forged or corrupt record, or one written for another subject",
+        subject=subject,
+    )
 
 
 def cached_subject(

@@ -128,9 +128,11 @@ class MalformedRecordError(FieldcryptError, SerializationError):
 
 
 class UnknownSchemaError(MalformedRecordError):
-    """The record names a schema (by id, or by GUID in a header) that the schema registry does not hold: a corrupt
-    or forged record, or one written through another registry. The record is bad, not the registry; skip it or
-    dead-letter it. The message names the schema id."""
+    """The record names a schema (by id, or by GUID in a header) that the schema registry does not hold, or one that
+    is no version of the subject being read and that this deserializer cannot read (another team's schema with
+    tags it does not configure, a schema of another format): a corrupt or forged record, or one written through
+    another registry or for another subject. The record is bad, not the registry or this consumer's settings; skip
+    it or dead-letter it. The message names the schema id."""
 
 
 class DecryptionError(FieldcryptError):

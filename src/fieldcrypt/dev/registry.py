@@ -162,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if schema_id in ids
             ]
             return self._send(200, pairs)
+        if re.fullmatch(r"/schemas/guids/[^/]+(/schema)?", path):
+            return self._missing("schema", 40403)  # this registry gives no GUIDs: a record naming one names nothing
         if m := re.fullmatch(r"/schemas/ids/(\d+)(/schema)?", path):
             schema_id = int(m.group(1))
             if not 0 < schema_id <= len(st.schemas):
