@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fieldcrypt._regex import Unmatchable, Unsupported, wildcard, wildcard_match
+from fieldcrypt._regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported, wildcard, wildcard_match, wildcard_stars
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [
@@ -219,8 +219,15 @@ class TagRules:
                 raise PolicyError(f"metadata.tags[{pattern!r}] must be a non-empty list of tag names")
             try:  # matched as confluent does, but in linear time (RE2): a pattern cannot stall a serializer
                 wildcard(pattern)
+                stars = wildcard_stars(pattern)
             except (re.error, Unsupported) as exc:
                 raise PolicyError(f"metadata.tags path pattern {pattern!r} cannot be matched: {exc}") from None
+            if stars > MAX_WILDCARD_STARS:  # confluent's own matcher (Python's re) would take ~n**stars steps
+                raise PolicyError(
+                    f"metadata.tags path pattern {pattern!r} holds {stars} '*'/'**' wildcards, more than "
+                    f"{MAX_WILDCARD_STARS}: confluent's matcher (backtracking re) could stall on a long field name "
+                    '(docs/policy.md, "Patterns")'
+                )
             pairs.append((pattern, frozenset(values)))
         return replace(self, metadata_tags=tuple(sorted(pairs)))
 

@@ -39,7 +39,17 @@ from typing import Any
 
 import re2
 
-__all__ = ["MAX_MEM", "Bounded", "Unmatchable", "Unsupported", "bounded", "wildcard", "wildcard_match"]
+__all__ = [
+    "MAX_MEM",
+    "MAX_WILDCARD_STARS",
+    "Bounded",
+    "Unmatchable",
+    "Unsupported",
+    "bounded",
+    "wildcard",
+    "wildcard_match",
+    "wildcard_stars",
+]
 
 try:  # pragma: no cover - which one depends on the Python version
     _parser: Any = importlib.import_module("re._parser")
@@ -50,6 +60,8 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 #: RE2's memory budget per pattern (its default, stated): a pattern whose program needs more is refused
 MAX_MEM = 8 << 20
+#: the most ``*``/``**`` a ``metadata.tags`` wildcard may hold (:func:`wildcard_stars`)
+MAX_WILDCARD_STARS = 4
 _MAX_TEXT = 4 << 20  # the RE2 pattern text written for one schema pattern, at most
 _MAX_COUNT = 1000  # RE2's largest repetition count
 _TOP = 0x10FFFF
@@ -122,6 +134,26 @@ def wildcard(pattern: str) -> Bounded:
     from confluent_kafka.schema_registry.wildcard_matcher import _wildcard_to_regexp
 
     return bounded(_wildcard_to_regexp(pattern, "."), whole=True)
+
+
+def wildcard_stars(pattern: str) -> int:
+    """How many unbounded repetitions (a ``*`` or ``**`` of the wildcard) confluent's translation of ``pattern``
+    holds: with k of them, confluent's own ``wildcard_match`` (Python's ``re``) may take time of the order of
+    n**k in a field name of n characters that fails to match. Raises ``re.error`` for a translation Python refuses."""
+    from confluent_kafka.schema_registry.wildcard_matcher import _wildcard_to_regexp
+
+    count, stack = 0, [_parser.parse(_wildcard_to_regexp(pattern, "."))]
+    while stack:
+        for op, av in stack.pop():
+            name = op.name
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                count += av[1] == _constants.MAXREPEAT
+                stack.append(av[2])
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                stack.append(av[-1])
+            elif name == "BRANCH":
+                stack.extend(av[1])
+    return count
 
 
 def wildcard_match(text: str, pattern: str) -> bool:

@@ -14,23 +14,35 @@ first on read). ENCRYPT / ENCRYPT_PAYLOAD rules are not executed: fieldcrypt's e
 registry (``use.latest.version`` / ``use.schema.id`` / ``use.latest.with.metadata``), migrations only with a
 latest schema on read. The rules get a deep copy of the record: the caller's object is never changed.
 
+Confluent's rule machinery matches with Python's backtracking ``re`` in two places that see record data or field
+names: the JSON transformer picks ``oneOf``/``anyOf`` branches and ``type``-list members with jsonschema's plain
+``validate`` (a schema's ``pattern`` searched in a value), and ``RuleContext.get_tags`` matches ``metadata.tags``
+wildcards against each field's full name. So a hostile schema with a rule could stall a consumer. fieldcrypt runs
+both on RE2 with the same answers: the JSON transformer is confluent's own code re-bound to a bounded ``validate``
+(:func:`fieldcrypt._json_validation.bounded_transform`), and every rule context the field transformers below are
+handed matches its wildcards with :func:`fieldcrypt._regex.wildcard_match` (:func:`_bounded_tags`).
+
 The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.
 """
 
 from __future__ import annotations
 
 import copy
+import types
 from typing import Any
 
 import attrs
 from confluent_kafka.schema_registry import RegisteredSchema, Schema
 from confluent_kafka.schema_registry.common import avro as _avro
 from confluent_kafka.schema_registry.common import json_schema as _json
+from confluent_kafka.schema_registry.common import serde as _serde
 from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
 from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import SerializationContext
 from fastavro.schema import expand_schema
 from referencing import Resource
+
+from fieldcrypt import _regex
 
 __all__ = [
     "csfle_read",
@@ -68,6 +80,33 @@ def has_encrypt_rules(schema: Schema | None) -> bool:
     return bool(
         rule_set and rule_set.domain_rules and any(str(r.type).upper() == "ENCRYPT" for r in rule_set.domain_rules)
     )
+
+
+def _rebound_get_tags() -> Any:
+    """confluent's ``RuleContext.get_tags``, its ``wildcard_match`` (``re.compile(...).fullmatch``) replaced by
+    fieldcrypt's, on RE2 with the same answers."""
+    plain = _serde.RuleContext.get_tags
+    env = dict(plain.__globals__)
+    env["wildcard_match"] = _regex.wildcard_match
+    return types.FunctionType(plain.__code__, env, plain.__name__, plain.__defaults__, plain.__closure__)
+
+
+class _BoundedRuleContext(_serde.RuleContext):
+    """confluent's ``RuleContext`` whose ``metadata.tags`` wildcards are matched in time linear in the field name."""
+
+    __slots__ = ()
+    get_tags = _rebound_get_tags()
+
+
+def _bounded_tags(rule_ctx: Any) -> Any:
+    """``rule_ctx`` (the ``RuleContext`` confluent made for one rule, before its transformer enters any field) as a
+    :class:`_BoundedRuleContext` (it has ``__slots__``: the class is swapped, nothing else changes). Every field
+    transformer below calls this first, also for the context confluent's DLQ action makes to redact a record."""
+    if type(rule_ctx) is _serde.RuleContext:
+        rule_ctx.__class__ = _BoundedRuleContext
+    elif not isinstance(rule_ctx, _BoundedRuleContext):  # a confluent release that makes another kind: look first
+        raise RuntimeError(f"cannot bound the wildcard matching of a {type(rule_ctx).__qualname__}")
+    return rule_ctx
 
 
 def _encrypt_rules_only(schema: Schema) -> Schema:
@@ -113,7 +152,7 @@ def csfle_read(
         expanded = expand_schema(parsed)
 
         def avro_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-            return _avro.transform(rule_ctx, expanded, msg, field_transform)
+            return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
 
         inline = _avro.get_inline_tags(parsed)
         return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, inline, avro_transformer)
@@ -129,7 +168,7 @@ def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, writte
     expanded = expand_schema(parsed)
 
     def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return _avro.transform(rule_ctx, expanded, msg, field_transform)
+        return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
 
     return serde._execute_rules(
         ctx,
@@ -152,18 +191,21 @@ def read_rules_avro(
     expanded = expand_schema(reader)
 
     def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return _avro.transform(rule_ctx, expanded, msg, field_transform)
+        return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
 
     inline = _avro.get_inline_tags(reader) if reader is not None else None
     return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, field_transformer)
 
 
 def _json_transformer(serde: Any, schema: Schema) -> Any:
+    from fieldcrypt._json_validation import bounded_transform
+
+    transform = bounded_transform()  # confluent's, its branch choices validated on RE2
     parsed, ref_registry = serde._get_parsed_schema(schema)
     resolver = ref_registry.resolver_with_root(Resource.from_contents(parsed, default_specification=_json.DEFAULT_SPEC))
 
     def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return _json.transform(rule_ctx, parsed, ref_registry, resolver, "$", msg, field_transform)
+        return transform(_bounded_tags(rule_ctx), parsed, ref_registry, resolver, "$", msg, field_transform)
 
     return field_transformer
 

@@ -23,6 +23,7 @@ from confluent_kafka.schema_registry.json_schema import JSONSerializer as _Confl
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 from jsonschema import ValidationError
+from jsonschema.exceptions import SchemaError
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -270,6 +271,12 @@ class JSONSerializer(_ConfluentJSONSerializer):
             if is_latest_mode(self) and exc.reason.startswith("cannot resolve $ref"):
                 return None
             raise
+        except SchemaError as exc:  # confluent checked it against its draft's metaschema (a regex re cannot compile)
+            where = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in exc.path)
+            detail = f" ({exc.message})" if exc.validator == "format" else ""  # others may quote whole subschemas
+            raise ConfigurationError(
+                f"schema_str is not a valid JSON Schema: {where} fails the metaschema's {exc.validator!r}{detail}"
+            ) from None
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
