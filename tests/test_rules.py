@@ -317,7 +317,10 @@ def test_write_rules_come_from_the_schema_written(fmt: Fmt, keyring: Keyring) ->
     for keys in (None, keyring):
         reg = NewVersionDuringCall(register_v2)
         fmt.register(reg, fmt.schema_of(PROFILE))
-        data = fmt.ser(reg, keys)(profile(5), ctx())
+        # v2 renames the Avro record, and a version written while a later one is registered must keep that one's
+        # tagged paths (docs/compatibility.md, tag removal): opted out here, the rules are what this test is about
+        conf = LATEST if keys is None else {**LATEST, "fieldcrypt.allow.tag.removal": True}
+        data = fmt.ser(reg, keys, conf)(profile(5), ctx())
         assert int.from_bytes(data[1:5], "big") == 1  # written with v1
         results.append(fmt.de(reg, keys)(data, ctx()))
     assert results[0] == profile(5)

@@ -12,6 +12,7 @@ Key store on SQLite and PostgreSQL; registries ``mock://`` and the development r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -34,8 +35,8 @@ from conftest import customer, load_schema, value_ctx
 from pg import pg_schema_url
 
 from fieldcrypt import ConfigurationError, Keyring, PolicyError, create_key_store
-from fieldcrypt.avro import AvroSerializer
-from fieldcrypt.json_schema import JSONSerializer
+from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'keys.db'}"),
@@ -177,7 +178,7 @@ def test_one_key_store_check_per_subject_and_schema_id(keyring: Keyring, monkeyp
     ser = AVRO.ser(registry, None, keyring, **LATEST)
     ser(customer(1), value_ctx(t))
     first = len(calls)
-    assert 1 <= first <= 2  # the record read, and written the first time only
+    assert 2 <= first <= 3  # the record read (under its name and its legacy name), and written the first time only
     for i in range(20):
         ser(customer(i), value_ctx(t))
     assert len(calls) == first  # not per record
@@ -186,7 +187,7 @@ def test_one_key_store_check_per_subject_and_schema_id(keyring: Keyring, monkeyp
     for _ in range(5):
         with pytest.raises(PolicyError):
             ser(customer(1), value_ctx(t))
-    assert len(calls) == first + 1  # the new schema id checked once; its refusal is not re-read per record
+    assert len(calls) == first + 2  # the new schema id checked once; its refusal is not re-read per record
 
 
 def test_each_subject_is_checked_even_when_subjects_share_a_schema_id(http_registry: Any, keyring: Keyring) -> None:
@@ -350,8 +351,10 @@ def test_one_registry_lookup_per_subject_per_serializer(keyring: Keyring) -> Non
     assert registry.lookups == 1 + 1 + 5
     AVRO.ser(registry, AVRO.text, keyring, **{"fieldcrypt.allow.tag.removal": True})(customer(1), value_ctx(t))
     assert registry.lookups == 7  # nothing to refuse, nothing to look up
-    AVRO.ser(registry, None, keyring, **LATEST)(customer(1), value_ctx(t))
-    assert registry.lookups == 7  # latest mode writes the latest version: no lookup of its own
+    latest = AVRO.ser(registry, None, keyring, **LATEST)
+    for i in range(5):
+        latest(customer(i), value_ctx(t))
+    assert registry.lookups == 8  # latest mode writes the latest version: the one before it, once, to compare
 
 
 @pytest.mark.parametrize(
@@ -362,3 +365,207 @@ def test_a_failed_lookup_is_not_a_new_subject(keyring: Keyring, error: SchemaReg
     with pytest.raises(SchemaRegistryError):
         AVRO.ser(registry, AVRO.untagged(), keyring)(customer(1), value_ctx("orders"))
     assert registry.get_subjects() == []  # nothing registered, nothing written
+
+
+# -- (c) every write mode compares the schema written with what the subject carries (review, round 2) -------------
+#
+# The attacks: a lookup (auto.register.schemas=False) matching an older version whose registry metadata.tags tag the
+# field, planned from the local text; use.latest.version after a version without the tag, before any fieldcrypt
+# producer wrote (so the key store knows nothing); use.latest.with.metadata / use.schema.id pinned to an older
+# untagged version while the latest tags the field; and a producer naming the registry by another URL, whose
+# key-store record of encrypted fields was another record.
+
+
+def new_version(fmt: Fmt, text: str) -> str:
+    """The same shape under another text: a new version of the subject, not the same one again."""
+    schema = json.loads(text)
+    schema["doc" if fmt.name == "AVRO" else "description"] = f"version {uuid.uuid4().hex[:6]}"
+    return json.dumps(schema)
+
+
+def deserializer(fmt: Fmt, registry: Any, keyring: Keyring) -> Any:
+    if fmt.name == "AVRO":
+        return AvroDeserializer(registry, keyring=keyring)
+    return JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
+
+
+def schema_id(data: bytes) -> int:
+    return int.from_bytes(data[1:5], "big")
+
+
+LOOKUP = {"auto.register.schemas": False}
+ALLOW = {"fieldcrypt.allow.tag.removal": True}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_lookup_matching_an_older_version_plans_from_its_registered_metadata(
+    fmt: Fmt, http_registry: Any, keyring: Keyring
+) -> None:
+    """Authors registered v1 (untagged text, email tagged in metadata.tags), then v2; a producer holding v1's
+    untagged text looks it up: the registry matches v1, whose metadata tags email."""
+    t = topic()
+    subject = f"{t}-value"
+    admin = SchemaRegistryClient({"url": http_registry.url})
+    v1 = admin.register_schema(subject, Schema(fmt.untagged(), fmt.name, metadata=metadata_tags(fmt)))
+    admin.register_schema(subject, Schema(new_version(fmt, fmt.untagged()), fmt.name, metadata=metadata_tags(fmt)))
+    client = SchemaRegistryClient({"url": http_registry.url})
+    data = fmt.ser(client, fmt.untagged(), keyring, **LOOKUP)(customer(1), value_ctx(t))
+    assert schema_id(data) == v1 and EMAIL not in data
+    fresh = SchemaRegistryClient({"url": http_registry.url})  # a consumer elsewhere, planning v1 as registered
+    assert deserializer(fmt, fresh, keyring)(data, value_ctx(t))["email"] == "person1@example.com"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_lookup_matching_an_older_untagged_version_is_refused_when_the_latest_tags_the_field(
+    fmt: Fmt, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    registries.author_registers(subject, fmt, fmt.untagged_email(), None)  # v1 without the tag
+    registries.author_registers(subject, fmt, fmt.text, None)  # v2 tags email; no producer wrote yet
+    ser = fmt.ser(client, fmt.untagged_email(), keyring, **LOOKUP)
+    for _ in range(2):
+        with refused_naming(fmt, subject):
+            ser(customer(1), value_ctx(t))
+    assert EMAIL in fmt.ser(client, fmt.untagged_email(), keyring, **LOOKUP, **ALLOW)(customer(1), value_ctx(t))
+
+
+@pytest.mark.parametrize("where", ["inline", "metadata"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_latest_version_without_a_tag_its_previous_version_carried_is_refused_before_anyone_wrote(
+    fmt: Fmt, where: str, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    if where == "inline":
+        registries.author_registers(subject, fmt, fmt.text, None)
+        registries.author_registers(subject, fmt, fmt.untagged_email(), None)
+    else:  # v2 registered by other tooling without the metadata of v1 (a registry that does not inherit it)
+        registries.author_registers(subject, fmt, fmt.untagged(), {fmt.email: ["PII"]})
+        registries.author_registers(subject, fmt, new_version(fmt, fmt.untagged()), None)
+    ser = fmt.ser(client, None, keyring, **LATEST)  # the key store is empty: no fieldcrypt producer ever wrote
+    for _ in range(2):
+        with refused_naming(fmt, subject) as refused:
+            ser(customer(1), value_ctx(t))
+        assert "previous registered version" in str(refused.value)
+    assert EMAIL in fmt.ser(client, None, keyring, **LATEST, **ALLOW)(customer(1), value_ctx(t))
+
+
+def _app(name: str) -> Metadata:
+    return Metadata(tags=None, properties=MetadataProperties({"app": name}), sensitive=None)
+
+
+PINNED: dict[str, Callable[[int], dict[str, Any]]] = {
+    "use.latest.with.metadata": lambda sid: {"use.latest.with.metadata": {"app": "old"}},
+    "use.schema.id": lambda sid: {"use.schema.id": sid},
+}
+
+
+@pytest.mark.parametrize("mode", list(PINNED))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_writer_pinned_to_an_older_untagged_version_is_refused_when_the_latest_tags_the_field(
+    fmt: Fmt, mode: str, keyring: Keyring
+) -> None:
+    registry, t = new_registry(), topic()
+    subject = f"{t}-value"
+    v1 = registry.register_schema(subject, Schema(fmt.untagged_email(), fmt.name, metadata=_app("old")))
+    registry.register_schema(subject, Schema(fmt.text, fmt.name, metadata=_app("new")))  # the latest tags email
+    ser = fmt.ser(registry, None, keyring, **LOOKUP, **PINNED[mode](v1))
+    for _ in range(2):
+        with refused_naming(fmt, subject) as refused:
+            ser(customer(1), value_ctx(t))
+        assert "latest registered version" in str(refused.value)
+    opted = fmt.ser(registry, None, keyring, **LOOKUP, **PINNED[mode](v1), **ALLOW)
+    assert EMAIL in opted(customer(1), value_ctx(t))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_pinned_or_latest_writer_keeping_every_tag_writes(fmt: Fmt, http_registry: Any, keyring: Keyring) -> None:
+    """The comparison refuses only what is lost: an older version tagged like the latest, and a latest version
+    that adds a field to the previous one, are written, encrypted."""
+    client, t = SchemaRegistryClient({"url": http_registry.url}), topic()
+    subject = f"{t}-value"
+    v1 = client.register_schema(subject, Schema(fmt.text, fmt.name))
+    client.register_schema(subject, Schema(new_version(fmt, fmt.text), fmt.name))
+    for conf in ({"use.schema.id": v1}, {"use.latest.version": True}):
+        assert EMAIL not in fmt.ser(client, None, keyring, **LOOKUP, **conf)(customer(1), value_ctx(t))
+    assert EMAIL not in fmt.ser(client, fmt.text, keyring, **LOOKUP)(customer(1), value_ctx(t))
+
+
+class CountingVersions(type(new_registry())):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__({"url": f"mock://{uuid.uuid4().hex}"})
+        self.asked: list[str] = []
+
+    def get_version(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append("get_version")
+        return super().get_version(*args, **kwargs)
+
+    def get_versions(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append("get_versions")
+        return super().get_versions(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["latest", "lookup"])
+def test_the_comparison_costs_a_request_or_two_per_subject_and_schema_id_not_per_record(
+    mode: str, keyring: Keyring
+) -> None:
+    registry, t = CountingVersions(), topic()
+    subject = f"{t}-value"
+    registry.register_schema(subject, Schema(new_version(AVRO, AVRO.text), "AVRO", []))
+    registry.register_schema(subject, Schema(AVRO.text.strip(), "AVRO", []))  # as the serializer sends it
+    ser = (
+        AVRO.ser(registry, None, keyring, **LATEST)
+        if mode == "latest"
+        else AVRO.ser(registry, AVRO.text, keyring, **LOOKUP)
+    )
+    for i in range(20):
+        ser(customer(i), value_ctx(t))
+    # the subject's versions and the one to compare with; a lookup also reads the version it found, as registered
+    assert sorted(registry.asked) == ["get_version"] * (1 if mode == "latest" else 2) + ["get_versions"]
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "trailing-slash", "repeated"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_record_of_encrypted_fields_does_not_depend_on_how_the_registry_url_is_spelled(
+    fmt: Fmt, spelling: str, http_registry: Any, keyring: Keyring
+) -> None:
+    url = http_registry.url
+    other = {
+        "localhost": f"http://localhost:{http_registry.port}",
+        "trailing-slash": f"{url}/",
+        "repeated": f"{url},{url}",
+    }
+    t = topic()
+    subject = f"{t}-value"
+    first = SchemaRegistryClient({"url": url})
+    assert EMAIL not in fmt.ser(first, fmt.text, keyring)(customer(1), value_ctx(t))  # recorded: email encrypted
+    first.register_schema(subject, Schema(fmt.untagged_email(), fmt.name))
+    first.register_schema(subject, Schema(new_version(fmt, fmt.untagged_email()), fmt.name))  # v3 next to v2: alike
+    with refused_naming(fmt, subject) as refused:  # only the key store's record knows email was encrypted
+        fmt.ser(SchemaRegistryClient({"url": other[spelling]}), None, keyring, **LATEST)(customer(1), value_ctx(t))
+    assert "recorded in the key store" in str(refused.value)
+
+
+def _record(name: list[Any]) -> str:
+    return "encrypted-fields:" + hashlib.sha256(json.dumps(["encrypted-fields", *name]).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_record_kept_under_its_legacy_name_is_still_read_and_carried_over(
+    fmt: Fmt, http_registry: Any, keyring: Keyring
+) -> None:
+    """Up to 0.x the record was named after the registry URLs as the client spelled them: what a deployment
+    recorded there is still checked, and carried into the record named after the subject alone."""
+    client, t = SchemaRegistryClient({"url": http_registry.url}), topic()
+    subject = f"{t}-value"
+    path = f"example.shop.{fmt.email}" if fmt.name == "AVRO" else fmt.email
+    keyring.merge_policy(_record([sorted(client._rest_client.base_urls), subject]), [path])  # an older fieldcrypt
+    client.register_schema(subject, Schema(fmt.untagged_email(), fmt.name))
+    client.register_schema(subject, Schema(new_version(fmt, fmt.untagged_email()), fmt.name))
+    with refused_naming(fmt, subject):
+        fmt.ser(client, None, keyring, **LATEST)(customer(1), value_ctx(t))
+    assert path in keyring.merge_policy(_record([subject]), [])
+    localhost = SchemaRegistryClient({"url": f"http://localhost:{http_registry.port}"})
+    with refused_naming(fmt, subject):  # another spelling: the same record now
+        fmt.ser(localhost, None, keyring, **LATEST)(customer(1), value_ctx(t))

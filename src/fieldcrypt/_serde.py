@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
@@ -67,7 +68,7 @@ WRITE_CONF: Mapping[str, str] = {
     "of an older fieldcrypt are upgraded (docs/wire-format.md, 'Rolling out a format version')",
     "fieldcrypt.allow.tag.removal": "True to write with a schema that encrypts fewer fields than the local "
     "schema_str, than earlier producers of the subject (recorded in the key store), or than the subject's latest "
-    "registered version (default False: refused)",
+    "registered version (the version before it, when the schema written is the latest) (default False: refused)",
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
@@ -406,10 +407,12 @@ class WriteEntries:
 
     It also keeps a writer from dropping a tag the subject carries, unless ``fieldcrypt.allow.tag.removal``: the
     schema written must encrypt every path that the local ``schema_str`` encrypts, that the subject's producers
-    encrypted before (the key store's record, per registry and subject: read once per subject, in latest mode
-    once per subject and schema id) and, before auto-registering, that the subject's latest registered version
-    encrypts (one registry lookup per subject per serializer). Every writer adds what it encrypts to the record.
-    A refusal is kept (the record only grows), so a refused subject costs no lookup per record."""
+    encrypted before (the key store's record, per subject name: read once per subject, in latest mode once per
+    subject and schema id) and that the subject's registered versions encrypt: before auto-registering, its latest
+    version (one registry request per subject per serializer); in every other mode, its latest version if the
+    schema written is not that one, else the version before it (``_check_registry``: one or two requests per
+    subject and schema id). Every writer adds what it encrypts to the record. A refusal is kept (the record only
+    grows), so a refused subject costs no lookup per record."""
 
     def __init__(
         self,
@@ -457,10 +460,8 @@ class WriteEntries:
             schema = self._serde._schema  # a registry answering the registration with the id only: what was sent
         if not registering and not self.latest_mode:
             # auto.register.schemas=False: confluent's client answers a lookup with the schema it was given, not the
-            # one registered; when the version found is the subject's latest, plan from it (its metadata.tags)
-            latest = self._latest_version(subject)
-            if latest is not None and latest[0] == registered.schema_id:
-                schema = latest[2]
+            # one registered: plan from the version found, as registered (its metadata.tags), whichever it is
+            schema = self._registered_copy(subject, registered)
         cached = self._plans.load(registered.schema_id, subject, schema)
         plan = cached.runner.plan
         if self._local_plan is not None:
@@ -468,6 +469,7 @@ class WriteEntries:
         written = encrypted_paths(plan)
         if not registering:  # latest mode, or a schema looked up: nothing registered, the schema written is checked
             record = self._check_recorded(subject, key, plan, written)
+            self._check_registry(subject, key, registered, plan, written)
         elif deferred - written:
             assert record is not None and self._local_plan is not None
             lost = sorted(deferred - written)
@@ -484,12 +486,26 @@ class WriteEntries:
             self._by_id[key] = entry
         return entry
 
-    def _record_name(self, subject: str) -> str:
-        """The key-store record of the paths a subject's producers encrypted: per registry (its URLs as
-        configured) and subject, since a subject of another registry is another subject."""
+    def _record_names(self, subject: str) -> tuple[str, str]:
+        """The key-store record of the paths a subject's producers encrypted, by the subject's name alone (a
+        registry's URLs have many spellings: two registries sharing a key store and a subject name share the
+        record, which can only refuse too much), and the record's name up to 0.x, by the registry URLs as this
+        client spells them, still read so that what was recorded under it is not lost."""
+        where = json.dumps(["encrypted-fields", subject])
         urls = getattr(getattr(self._serde._registry, "_rest_client", None), "base_urls", None) or []
-        where = json.dumps(["encrypted-fields", sorted(map(str, urls)), subject])
-        return "encrypted-fields:" + hashlib.sha256(where.encode("utf-8")).hexdigest()
+        legacy = json.dumps(["encrypted-fields", sorted(map(str, urls)), subject])
+        return tuple(  # type: ignore[return-value]
+            "encrypted-fields:" + hashlib.sha256(w.encode("utf-8")).hexdigest() for w in (where, legacy)
+        )
+
+    def _read_record(self, subject: str) -> tuple[str, list[str]]:
+        """The record's name and the paths it holds (with those of its legacy name, carried over into it)."""
+        name, legacy = self._record_names(subject)
+        before = self._merge(name, [], subject)
+        old = set(self._merge(legacy, [], subject)) - set(before)
+        if old:
+            self._merge(name, sorted(old), subject)
+        return name, sorted(set(before) | old)
 
     def _merge(self, name: str, paths: list[str], subject: str) -> list[str]:
         """Add ``paths`` to the record (none: just read it); returns what it held before."""
@@ -509,8 +525,7 @@ class WriteEntries:
         are checked in the version the registry answers with (``_refuse_uninherited``)."""
         if (subject, None) in self._refused:
             raise self._refused[(subject, None)].with_context(subject=subject)
-        name = self._record_name(subject)
-        before = self._merge(name, [], subject)
+        name, before = self._read_record(subject)
         latest = None if self._allow_removal else self._latest_version(subject)
         from_latest = set(latest[1]) if latest is not None else set()
         lost = (set(before) | from_latest) - encrypted_paths(local)
@@ -537,8 +552,7 @@ class WriteEntries:
         """Latest mode (use.latest.version, use.latest.with.metadata, use.schema.id) and a looked-up schema
         (auto.register.schemas=False), once per subject and schema id: the schema written must encrypt every path
         the subject's producers encrypted before."""
-        name = self._record_name(subject)
-        before = self._merge(name, [], subject)
+        name, before = self._read_record(subject)
         lost = sorted(set(before) - written)
         if lost and not self._allow_removal:
             raise self._refusal(
@@ -592,23 +606,126 @@ class WriteEntries:
             got = None
         found: LatestVersion = None
         if got is not None and got.schema is not None and got.schema.schema_str is not None:
-            try:
-                latest_plan = self._plans.compile(got.schema)
-            except Exception as exc:  # what it encrypts is unknown: refuse rather than guess
-                reason = exc.reason if isinstance(exc, FieldcryptError) else f"not this format ({type(exc).__name__})"
-                err = PolicyError(
-                    f"the subject's latest registered version (id {got.schema_id}) cannot be planned with this "
-                    f"configuration, so what it encrypts is unknown: {reason}; set fieldcrypt.allow.tag.removal=True "
-                    "to register without comparing",
-                    subject=subject,
-                )
-                if len(self._refused) < 10_000:
-                    self._refused[(subject, None)] = err
-                raise err from exc
+            latest_plan = self._plan_version(subject, got, "latest", (subject, None), "register")
             found = (got.schema_id, frozenset(encrypted_paths(latest_plan)), got.schema)
         if len(self._latest) < 10_000:
             self._latest[subject] = found
         return found
+
+    def _plan_version(
+        self, subject: str, got: RegisteredSchema, role: str, key: tuple[str, int | None], verb: str
+    ) -> FieldPlan:
+        """The plan of a registered version compared with; one that cannot be planned is refused (under ``key``,
+        for good), since what it encrypts is unknown: refuse rather than guess. A registry that fails while its
+        references are resolved is not such a version: that error is raised, and the next record asks again."""
+        assert got.schema is not None
+        try:
+            return self._plans.compile(got.schema)
+        except Exception as exc:
+            what = f"a schema that schema id {got.schema_id} references"
+            mapped = registry_failure(exc, what, subject, role="reference")
+            if mapped is not None:
+                raise mapped from exc
+            reason = exc.reason if isinstance(exc, FieldcryptError) else f"not this format ({type(exc).__name__})"
+            err = PolicyError(
+                f"the subject's {role} registered version (id {got.schema_id}) cannot be planned with this "
+                f"configuration, so what it encrypts is unknown: {reason}; set fieldcrypt.allow.tag.removal=True "
+                f"to {verb} without comparing",
+                subject=subject,
+            )
+            if len(self._refused) < 10_000:
+                self._refused[key] = err
+            raise err from exc
+
+    def _fetch_version(self, subject: str, version: int | None, schema_id: int) -> RegisteredSchema | None:
+        """A version of ``subject`` as the registry holds it (by number; by ``schema_id`` when the number is
+        unknown), or None when the registry has no such subject or version (a 404). confluent's client caches a
+        looked-up version (by number and by id) as the schema the lookup was *given*, without the registered
+        ``metadata``, so with confluent's own client the registry is asked directly, uncached (the caller keeps
+        the answer); another client class (the mock registry, one with its own ``get_version``) is asked through
+        ``get_version`` / ``get_schema``."""
+        registry = self._serde._registry
+        rest: Any = getattr(registry, "_rest_client", None)
+        direct = rest is not None and type(registry).get_version is SchemaRegistryClient.get_version
+        try:
+            if version is None:
+                if direct:
+                    found = rest.get(f"schemas/ids/{int(schema_id)}", {"subject": subject})
+                    schema = RegisteredSchema.from_dict({**found, "id": schema_id}).schema
+                else:
+                    schema = registry.get_schema(schema_id, subject)
+                return RegisteredSchema(schema_id=schema_id, guid=None, schema=schema, subject=subject, version=None)
+            if direct:
+                return RegisteredSchema.from_dict(
+                    rest.get(f"subjects/{quote(subject, safe='')}/versions/{int(version)}")
+                )
+            return registry.get_version(subject, version)  # type: ignore[no-any-return]
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
+                raise  # unreachable, unauthorized...: not "no such version", so nothing is written
+            return None
+
+    def _registered_copy(self, subject: str, registered: Any) -> Schema:
+        """auto.register.schemas=False: the version the lookup found, as registered (its ``metadata.tags``), once
+        per subject per serializer. One that cannot be read back is refused (not kept: the next record asks)."""
+        got = self._fetch_version(subject, registered.version, registered.schema_id)
+        if got is None or got.schema_id != registered.schema_id or got.schema is None or got.schema.schema_str is None:
+            raise PolicyError(
+                f"the version the lookup found (id {registered.schema_id}, version {registered.version}) cannot be "
+                "read back from the registry, so what it encrypts is unknown",
+                subject=subject,
+            )
+        return got.schema
+
+    def _check_registry(
+        self, subject: str, key: tuple[str, int], registered: Any, plan: FieldPlan, written: set[str]
+    ) -> None:
+        """Latest mode and a looked-up schema, once per subject and schema id (one or two registry requests): the
+        schema written must encrypt every path of the version the subject carries next to it, its latest version
+        if the schema written is not that one, else the version before it. So a version registered without a tag,
+        or an older one pinned (use.schema.id, use.latest.with.metadata, a lookup), is refused even before any
+        fieldcrypt producer wrote. A subject or version the registry does not hold (404): nothing to compare."""
+        if self._allow_removal:
+            return
+        try:
+            versions = sorted(int(v) for v in self._serde._registry.get_versions(subject))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
+                raise
+            return
+        if not versions:
+            return
+        mine = registered.version
+        got = None
+        if mine is None:  # a registry that does not say which version it is: the latest, unless that is this one
+            got = self._fetch_version(subject, versions[-1], registered.schema_id)
+            if got is None:
+                return
+            mine = versions[-1] if got.schema_id == registered.schema_id else None
+        if mine is not None and mine != versions[-1]:
+            role, other = "latest", versions[-1]
+        elif mine is not None:
+            earlier = [v for v in versions if v < mine]
+            if not earlier:
+                return
+            role, other = "previous", earlier[-1]
+        else:
+            role, other = "latest", versions[-1]
+        if got is None or got.version != other:
+            got = self._fetch_version(subject, other, registered.schema_id)
+        if got is None or got.schema is None or got.schema.schema_str is None or got.schema_id == registered.schema_id:
+            return
+        lost = sorted(encrypted_paths(self._plan_version(subject, got, role, key, "write")) - written)
+        if lost:
+            raise self._refusal(
+                key,
+                lost,
+                plan,
+                subject,
+                f"the schema written (id {key[1]})",
+                f"{', '.join(lost)} (encrypted by the subject's {role} registered version, id {got.schema_id}, "
+                f"version {got.version})",
+            )
 
     def _inherited(self, metadata: Any) -> set[str]:
         """What the local schema encrypts in a registry that inherits the latest version's ``metadata`` into a
