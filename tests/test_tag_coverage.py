@@ -76,7 +76,8 @@ def run_json(seed: int, keyring: Keyring) -> tuple[str, int]:
     """The same for a generated JSON Schema: ("refused"|"enforced", PII placements)."""
     g = tag_schemas.json_schema(seed)
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
-    ctx = SerializationContext(f"t{seed}", MessageField.VALUE)
+    # a topic of its own: the key store records per subject what its producers encrypted (the Avro run's t{seed})
+    ctx = SerializationContext(f"json-t{seed}", MessageField.VALUE)
     text = json.dumps(g.schema)
     try:
         ser = JSONSerializer(text, registry, conf=dict(tag_schemas.CONF), keyring=keyring)
