@@ -166,17 +166,8 @@ def parse(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
         return key_id, 0, blob[6:18], blob[18:]
     if index < 0x80:
         return key_id, index, None, blob[6:]
-    pos, index, shift = 5, 0, 0
-    while True:
-        if pos >= len(blob) or shift > 28:
-            raise ValueError("not a fieldcrypt value ciphertext")
-        byte = blob[pos]
-        pos += 1
-        index |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-    if index > MAX_INDEX or byte == 0 or len(blob) - pos < TAG_LEN:  # byte == 0: non-minimal encoding
+    index, pos = _index(blob, 5)
+    if len(blob) - pos < TAG_LEN:
         raise ValueError("not a fieldcrypt value ciphertext")
     return key_id, index, None, blob[pos:]
 
