@@ -58,3 +58,24 @@ def test_json_consumer_and_an_avro_schema_id(registry, keyring: Keyring) -> None
     de = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
     with pytest.raises(UnknownSchemaError):
         de(_framed(sid, b'{"email": "x"}'), value_ctx())
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_the_same_forgery_with_the_schema_id_in_a_header(registry, keyring: Keyring, fmt: str) -> None:
+    """The schema id in the record's __value_schema_id header (confluent's header framing) names the foreign schema:
+    the record chose it just the same, so it is a bad record, not a reason to stop."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    other = registry.register_schema("payments-value", Schema(json.dumps(OTHER_TEAM), "AVRO"))
+    json_id = registry.register_schema("events-value", Schema(json.dumps({"type": "object"}), "JSON"))
+    de = (
+        AvroDeserializer(registry, keyring=keyring)
+        if fmt == "avro"
+        else JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
+    )
+    for schema_id in (other, json_id) if fmt == "avro" else (other,):
+        ctx = SerializationContext(
+            "orders", MessageField.VALUE, [("__value_schema_id", b"\x00" + schema_id.to_bytes(4, "big"))]
+        )
+        with pytest.raises(UnknownSchemaError):
+            de(b'{"email": "x"}' if fmt == "json" else b"\x0cabcdef", ctx)  # more than 5 bytes, as confluent needs

@@ -271,13 +271,17 @@ class PlanCache:
         self._compile = compile_plan
         self._rules = rules
         self._plans: dict[int | str, CachedPlan] = {}
-        self._membership: dict[tuple[str, int], bool] = {}  # (subject, schema id) -> not a version of it
+        self._membership: dict[tuple[str, str], bool] = {}  # (subject, schema id or GUID) -> not a version of it
         self._lock = threading.Lock()
 
     def get(self, schema_id: int | str) -> CachedPlan | None:
         return self._plans.get(schema_id)
 
-    def load(self, schema_id: int | str, subject: str | None, schema: Schema | None = None) -> CachedPlan:
+    def load(
+        self, schema_id: int | str, subject: str | None, schema: Schema | None = None, *, from_record: bool = False
+    ) -> CachedPlan:
+        """The plan of ``schema_id``, compiled once. ``schema``: the schema, when the caller has it (else looked up
+        by id); ``from_record``: the record itself named it (a header's id or GUID), as a prefix id always does."""
         found = self._plans.get(schema_id)
         if found is not None:
             return found
@@ -285,7 +289,7 @@ class PlanCache:
             found = self._plans.get(schema_id)
             if found is not None:
                 return found
-            named_by_record = schema is None  # the record's schema id chose it (not this serde's own settings)
+            named_by_record = from_record or schema is None  # the record chose it (not this serde's own settings)
             if schema is None:  # the lookup confluent's deserializer makes, through the client's cache
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
@@ -296,7 +300,7 @@ class PlanCache:
                     schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
                 )
             except FieldcryptError as exc:
-                if isinstance(exc, PolicyError) and named_by_record and self._foreign(schema_id, subject):
+                if isinstance(exc, PolicyError) and named_by_record and self._foreign(schema_id, subject, schema):
                     raise _foreign_schema(schema_id, subject, exc.reason) from exc
                 raise
             except Exception as exc:  # the writer's schema is not one this serde's format can parse
@@ -307,27 +311,32 @@ class PlanCache:
                 if mapped is not None:
                     raise mapped from exc
                 reason = f"schema id {schema_id} cannot be read as this deserializer's format ({type(exc).__name__})"
-                if named_by_record and self._foreign(schema_id, subject):
+                if named_by_record and self._foreign(schema_id, subject, schema):
                     raise _foreign_schema(schema_id, subject, reason) from exc
                 raise PolicyError(reason, subject=subject) from exc
             self._plans[schema_id] = cached
             return cached
 
-    def _foreign(self, schema_id: int | str, subject: str | None) -> bool:
+    def _foreign(self, schema_id: int | str, subject: str | None, schema: Schema) -> bool:
         """Whether a schema id a record names is no version of the subject being read: asked only when that schema
         cannot be read here (so a record naming another team's schema, or one of another format, is a bad record,
         not a reason to stop every consumer), once per (subject, id). False when it cannot be told."""
-        if subject is None or not isinstance(schema_id, int):
+        if subject is None:
             return False
-        key = (subject, schema_id)
+        key = (subject, str(schema_id))
         known = self._membership.get(key)
         if known is not None:
             return known
         try:
-            versions = self._registry.get_versions(subject)
-            foreign = all(self._registry.get_version(subject, v).schema_id != schema_id for v in versions)
+            if isinstance(schema_id, int):
+                versions = self._registry.get_versions(subject)
+                foreign = all(self._registry.get_version(subject, v).schema_id != schema_id for v in versions)
+            else:  # a GUID: is this schema registered under the subject?
+                self._registry.lookup_schema(subject, schema)
+                foreign = False
         except SchemaRegistryError as exc:
-            foreign = exc.http_status_code == 404 and exc.error_code in (40401, 40400)  # no such subject
+            # no such subject; for a GUID's schema, also no such schema under it
+            foreign = exc.http_status_code == 404 and exc.error_code in (40400, 40401, 40403)
         except Exception:
             return False  # an outage: the original error stands
         if len(self._membership) < 10_000:

@@ -231,7 +231,9 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                     raise malformed(exc, subject) from exc
                 payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
                 key = sid.id if sid.id is not None else str(sid.guid)
-                cached = self._plans.get(key) or self._plans.load(key, subject, writer_schema_of(self, sid, subject))
+                cached = self._plans.get(key) or self._plans.load(
+                    key, subject, writer_schema_of(self, sid, subject), from_record=True
+                )
             writer = cached.parsed
             if subject is None and isinstance(writer, dict):
                 subject = subject_of(self, ctx, writer.get("name"))

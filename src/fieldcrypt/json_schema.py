@@ -370,11 +370,12 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                 payload = raw.read() if isinstance(raw, io.BytesIO) else raw
                 key = sid.id if sid.id is not None else str(sid.guid)
                 writer = writer_schema_of(self, sid, subject) if self._registry is not None else None
+            from_record = writer is not None  # a header named it
             if self._registry is None:
                 if self._schema is None:
                     raise ConfigurationError("pass schema_str or a schema registry client")
-                key, writer = "local", self._schema
-            cached = self._plans.get(key) or self._plans.load(key, subject, writer)
+                key, writer, from_record = "local", self._schema, False
+            cached = self._plans.get(key) or self._plans.load(key, subject, writer, from_record=from_record)
             if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
                 subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
             try:
