@@ -90,3 +90,10 @@ def test_a_rotation_age_beyond_a_century_is_refused_not_an_overflow_later(age: o
 def test_cache_ttl_cannot_be_set_after_construction(keyring) -> None:
     with pytest.raises(AttributeError):
         keyring.cache_ttl = float("inf")
+
+
+def test_rotation_is_a_rotation_policy_fixed_at_construction(store_url: str, kek_uri: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Keyring(store_url, kek_uri, rotation="never")  # type: ignore[arg-type]
+    with Keyring(store_url, kek_uri) as kr, pytest.raises(AttributeError):
+        kr.rotation = "nonsense"  # type: ignore[misc]

@@ -237,7 +237,10 @@ class Keyring:
         else:
             raise ConfigurationError("store must be a key store URL such as sqlite:///keys.db, or a KeyStore")
         self._prewrap = _takes_key_id(self.store)
-        self.rotation = rotation or RotationPolicy()
+        rotation = rotation or RotationPolicy()
+        if not isinstance(rotation, RotationPolicy):
+            raise ConfigurationError("rotation must be a fieldcrypt.RotationPolicy")
+        self._rotation = rotation
         self.actor = actor or _default_actor()
         self._cache_ttl = cache_ttl
         self._retry = _Retry(retries + 1, backoff, sleep)
@@ -250,6 +253,11 @@ class Keyring:
             self.restore(reason="re-apply the shred log at startup", quiet=True)
         _fork.track(self)
         self._start_sweeper()
+
+    @property
+    def rotation(self) -> RotationPolicy:
+        """When active keys are replaced (checked at construction; fixed for the keyring's life)."""
+        return self._rotation
 
     @property
     def cache_ttl(self) -> float:
