@@ -102,6 +102,10 @@ def _by_name(step: FieldStep) -> str:
     return step.name
 
 
+#: the most subschema visits one compilation may make (see _Compiler._step); real schemas need a few thousand
+MAX_VISITS = 20_000
+
+
 def compile_json(
     schema: Any, rules: TagRules, resolve: Resolve, matcher: MatcherFor, collector: TagCollector | None = None
 ) -> FieldPlan:
@@ -298,6 +302,7 @@ class _Compiler:
         self.leaves: list[Leaf] = []
         self.subjects: list[tuple[str, tuple[str, ...], str]] = []
         self.visited: set[int] = set()
+        self.work = 0  # subschemas visited, bounded by MAX_VISITS (see _step)
         self.defs: list[tuple[Any, str]] = []
 
     def resolve(self, ref: str, at: _At) -> Any:
@@ -307,9 +312,22 @@ class _Compiler:
             raise PolicyError(f"cannot resolve $ref {ref!r} at {at.ptr}: {exc}", field_path=at.path) from None
 
     # -- one value: the schema objects that apply to it (the schema, its $ref targets, allOf branches) ----------
+    def _step(self, at: _At) -> None:
+        """Count one subschema visit: a schema whose $ref / anyOf / oneOf / allOf nesting expands beyond MAX_VISITS
+        (2 branches referring to the next definition, 30 deep, is 2**30 visits from 2.7 kB) is refused, so that
+        it cannot stall lint, a serializer's construction or a consumer's first record."""
+        self.work += 1
+        if self.work > MAX_VISITS:
+            raise PolicyError(
+                f"the schema expands to more than {MAX_VISITS:,} subschema visits through nested $ref, anyOf, oneOf "
+                "or allOf (an expansion bomb?); refused so that it cannot stall the serializer or lint",
+                field_path=at.path,
+            )
+
     def gather(
         self, schema: Any, at: _At, stack: tuple[str, ...], also: tuple[Member, ...] = ()
     ) -> tuple[list[Member], set[str], frozenset[str] | None]:
+        self._step(at)
         members: list[Member] = []
         recursive: set[str] = set()
         types: list[frozenset[str] | None] = [None]
