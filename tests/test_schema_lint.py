@@ -923,7 +923,12 @@ def test_removed_tags_are_exactly_what_a_producer_refuses(case: str, keyring: Ke
         refused = False
     except PolicyError:
         refused = True
-    assert lint_says == refused
+    # a field (or record) removed or renamed is a removed tag to lint, which cannot tell a rename from a loss; the
+    # producer is not refused, since the schema written cannot write the old path at all (docs/compatibility.md)
+    assert lint_says == (refused or case in _NOT_WRITABLE)
+
+
+_NOT_WRITABLE = {"field removed", "field renamed", "record renamed"}
 
 
 def _record(schema: dict[str, Any]) -> dict[str, Any]:

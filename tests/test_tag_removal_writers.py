@@ -326,7 +326,8 @@ def test_a_looked_up_version_keeps_the_tags_of_its_metadata(fmt: Fmt, http_regis
 class CountingLookups(type(new_registry())):  # type: ignore[misc]
     def __init__(self, conf: dict[str, Any], fail: SchemaRegistryError | None = None) -> None:
         super().__init__(conf)
-        self.lookups = 0
+        self.lookups = 0  # get_version: one per registered version read
+        self.listings = 0  # get_versions: the subject's version numbers
         self.fail = fail
 
     def get_version(self, *args: Any, **kwargs: Any) -> Any:
@@ -335,26 +336,37 @@ class CountingLookups(type(new_registry())):  # type: ignore[misc]
             raise self.fail
         return super().get_version(*args, **kwargs)
 
+    def get_versions(self, *args: Any, **kwargs: Any) -> Any:
+        self.listings += 1
+        if self.fail is not None:
+            raise self.fail
+        return super().get_versions(*args, **kwargs)
 
-def test_one_registry_lookup_per_subject_per_serializer(keyring: Keyring) -> None:
+
+def test_registry_lookups_per_subject_per_serializer(keyring: Keyring) -> None:
+    """Each registered version is read once per serializer (versions do not change); the version numbers are
+    listed once per subject (auto-register) or per subject and schema id (other modes); a registry over REST is
+    asked a second time, for soft-deleted versions (``mock://`` forgets them)."""
     registry, t = CountingLookups({"url": f"mock://{uuid.uuid4().hex}"}), topic()
     registry.register_schema(f"{t}-value", Schema(AVRO.untagged(), "AVRO", metadata=metadata_tags(AVRO)))
     ser = AVRO.ser(registry, AVRO.untagged(), keyring)
     for _ in range(3):
         with pytest.raises(PolicyError):
             ser(customer(1), value_ctx(t))
-    assert registry.lookups == 1
+    # registered (the registry might have inherited v1's metadata.tags), then refused once, for good
+    assert (registry.lookups, registry.listings) == (1, 1)
     ok = AVRO.ser(registry, AVRO.text, keyring)
     for i in range(5):
         ok(customer(i), value_ctx(t))
-        ok(customer(i), value_ctx(topic()))  # each new subject: one lookup, and a not-found is a new subject
-    assert registry.lookups == 1 + 1 + 5
+        ok(customer(i), value_ctx(topic()))  # each new subject: listed, no version to read
+    assert (registry.lookups, registry.listings) == (1 + 2, 1 + 1 + 5)  # t: its versions 1 and 2, once
     AVRO.ser(registry, AVRO.text, keyring, **{"fieldcrypt.allow.tag.removal": True})(customer(1), value_ctx(t))
-    assert registry.lookups == 7  # nothing to refuse, nothing to look up
+    assert (registry.lookups, registry.listings) == (3, 7)  # nothing to refuse, nothing to look up
     latest = AVRO.ser(registry, None, keyring, **LATEST)
     for i in range(5):
         latest(customer(i), value_ctx(t))
-    assert registry.lookups == 8  # latest mode writes the latest version: the one before it, once, to compare
+    # latest mode: every version but the one written (this serializer reads v1 and v2 once); the numbers once
+    assert (registry.lookups, registry.listings) == (5, 8)
 
 
 @pytest.mark.parametrize(
@@ -447,7 +459,7 @@ def test_a_latest_version_without_a_tag_its_previous_version_carried_is_refused_
     for _ in range(2):
         with refused_naming(fmt, subject) as refused:
             ser(customer(1), value_ctx(t))
-        assert "previous registered version" in str(refused.value)
+        assert "registered version 1" in str(refused.value)
     assert EMAIL in fmt.ser(client, None, keyring, **LATEST, **ALLOW)(customer(1), value_ctx(t))
 
 
@@ -474,7 +486,7 @@ def test_a_writer_pinned_to_an_older_untagged_version_is_refused_when_the_latest
     for _ in range(2):
         with refused_naming(fmt, subject) as refused:
             ser(customer(1), value_ctx(t))
-        assert "latest registered version" in str(refused.value)
+        assert "registered version 2" in str(refused.value)
     opted = fmt.ser(registry, None, keyring, **LOOKUP, **PINNED[mode](v1), **ALLOW)
     assert EMAIL in opted(customer(1), value_ctx(t))
 
@@ -507,9 +519,7 @@ class CountingVersions(type(new_registry())):  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("mode", ["latest", "lookup"])
-def test_the_comparison_costs_a_request_or_two_per_subject_and_schema_id_not_per_record(
-    mode: str, keyring: Keyring
-) -> None:
+def test_the_comparison_costs_requests_per_subject_and_schema_id_not_per_record(mode: str, keyring: Keyring) -> None:
     registry, t = CountingVersions(), topic()
     subject = f"{t}-value"
     registry.register_schema(subject, Schema(new_version(AVRO, AVRO.text), "AVRO", []))
@@ -521,7 +531,8 @@ def test_the_comparison_costs_a_request_or_two_per_subject_and_schema_id_not_per
     )
     for i in range(20):
         ser(customer(i), value_ctx(t))
-    # the subject's versions and the one to compare with; a lookup also reads the version it found, as registered
+    # the subject's version numbers and each version but the one written, to compare with; a lookup also reads the
+    # version it found, as registered
     assert sorted(registry.asked) == ["get_version"] * (1 if mode == "latest" else 2) + ["get_versions"]
 
 
@@ -569,3 +580,161 @@ def test_a_record_kept_under_its_legacy_name_is_still_read_and_carried_over(
     localhost = SchemaRegistryClient({"url": f"http://localhost:{http_registry.port}"})
     with refused_naming(fmt, subject):  # another spelling: the same record now
         fmt.ser(localhost, None, keyring, **LATEST)(customer(1), value_ctx(t))
+
+
+# -- (d) every registered version counts, and only for what the schema written can write (review, round 3) ---------
+#
+# The attacks: v1 tags email (inline or in metadata.tags), v2 drops the tag, v3 is an ordinary evolution of v2: every
+# mode compared only with the latest version or the one before, so a v3 writer put email in clear. And the other way
+# round, ordinary evolution was refused: producers still on v1 while v2 adds a new tagged field (a rolling
+# upgrade), or a v2 that removes a tagged field altogether, "would write in clear" a field they do not have.
+
+WRITERS: dict[str, Callable[[Fmt, int, str], tuple[Any, dict[str, Any]]]] = {
+    "use.latest.version": lambda fmt, sid, text: (None, dict(LATEST)),
+    "use.schema.id": lambda fmt, sid, text: (None, {"auto.register.schemas": False, "use.schema.id": sid}),
+    "lookup": lambda fmt, sid, text: (text, dict(LOOKUP)),
+    "auto-register": lambda fmt, sid, text: (new_version(fmt, text), {}),
+}
+
+
+def with_field(fmt: Fmt, text: str, name: str, tagged: bool, closed: bool = True) -> str:
+    """``text`` with one more string field (Avro: with a default); JSON: its root closed or open to others."""
+    schema = json.loads(text)
+    field: dict[str, Any] = {"type": "string"}
+    if tagged:
+        field["confluent:tags"] = ["PII"]
+    if fmt.name == "AVRO":
+        schema["fields"].append({"name": name, **field, "default": ""})
+    else:
+        schema["properties"][name] = field
+        schema["additionalProperties"] = not closed and {"type": "string"}
+    return json.dumps(schema)
+
+
+def field_path(fmt: Fmt, name: str) -> str:
+    return fmt.email.replace("email", name)
+
+
+@pytest.mark.parametrize("mode", list(WRITERS))
+@pytest.mark.parametrize("where", ["inline", "metadata"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_tag_dropped_two_versions_ago_is_refused_in_every_mode(
+    fmt: Fmt, where: str, mode: str, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    if where == "inline":
+        registries.author_registers(subject, fmt, fmt.text, None)
+    else:
+        registries.author_registers(subject, fmt, fmt.untagged(), {fmt.email: ["PII"]})
+    registries.author_registers(subject, fmt, new_version(fmt, fmt.untagged_email()), None)  # tag lost
+    v3_text = new_version(fmt, fmt.untagged_email())
+    v3 = registries.author_registers(subject, fmt, v3_text, None)  # the next ordinary evolution
+    text, conf = WRITERS[mode](fmt, v3, v3_text if where == "inline" else fmt.untagged())
+    if mode == "lookup" and where == "metadata":
+        text = v3_text
+    for _ in range(2):  # the key store is empty: only version 1 knows email was encrypted
+        with refused_naming(fmt, subject) as refused:
+            fmt.ser(client, text, keyring, **conf)(customer(1), value_ctx(t))
+        assert "registered version 1" in str(refused.value)
+    assert EMAIL in fmt.ser(client, text, keyring, **conf, **ALLOW)(customer(1), value_ctx(t))
+
+
+@pytest.mark.parametrize("mode", ["use.schema.id", "lookup", "auto-register"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_producers_still_on_v1_keep_writing_while_v2_adds_a_tagged_field(
+    fmt: Fmt, mode: str, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    v1_text = json.dumps(json.loads(fmt.text))  # as the serializer sends it
+    v1 = registries.author_registers(subject, fmt, v1_text, None)
+    v2_text = with_field(fmt, fmt.text, "phone", tagged=True)
+    registries.author_registers(subject, fmt, v2_text, None)
+    fmt.ser(client, v2_text, keyring, **LOOKUP)({**customer(2), "phone": "+43 1"}, value_ctx(t))  # recorded: phone
+    text, conf = WRITERS[mode](fmt, v1, v1_text)
+    if mode == "auto-register":
+        text = v1_text
+    for _ in range(2):
+        assert EMAIL not in fmt.ser(client, text, keyring, **conf)(customer(1), value_ctx(t))
+    # the same field kept without its tag is refused
+    untagged = with_field(fmt, fmt.text, "phone", tagged=False)
+    with pytest.raises(PolicyError, match=re.escape(field_path(fmt, "phone"))):
+        fmt.ser(client, new_version(fmt, untagged), keyring)(customer(1), value_ctx(t))
+
+
+@pytest.mark.parametrize("mode", ["use.latest.version", "lookup", "auto-register"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_removing_a_tagged_field_is_not_a_tag_removal(
+    fmt: Fmt, mode: str, registries: Registries, keyring: Keyring
+) -> None:
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    v1_text = with_field(fmt, fmt.text, "phone", tagged=True)
+    registries.author_registers(subject, fmt, v1_text, None)
+    fmt.ser(client, v1_text, keyring, **LOOKUP)({**customer(2), "phone": "+43 1"}, value_ctx(t))  # recorded: phone
+    v2_text = json.dumps(json.loads(fmt.text))  # phone removed altogether
+    v2 = registries.author_registers(subject, fmt, v2_text, None)
+    text, conf = WRITERS[mode](fmt, v2, v2_text)
+    assert EMAIL not in fmt.ser(client, text, keyring, **conf)(customer(1), value_ctx(t))
+
+
+def test_a_json_object_open_to_other_properties_can_still_write_a_removed_field(
+    registries: Registries, keyring: Keyring
+) -> None:
+    """JSON: a property the schema written does not declare is written in clear as an undeclared one, unless the
+    object is closed (additionalProperties: false, no patternProperties): removing a tagged property from an open
+    object is a tag removal."""
+    client, t = registries.client, topic()
+    subject = f"{t}-value"
+    registries.author_registers(subject, JSON, with_field(JSON, JSON.text, "phone", tagged=True, closed=False), None)
+    v2 = json.loads(JSON.text)
+    v2["additionalProperties"] = {"type": "string"}
+    with pytest.raises(PolicyError, match=re.escape("$.phone")):
+        JSON.ser(client, json.dumps(v2), keyring)(customer(1), value_ctx(t))
+
+
+def test_a_soft_deleted_version_still_counts(http_registry: Any, keyring: Keyring, monkeypatch: Any) -> None:
+    """A registry over REST is asked for soft-deleted versions too (``deleted=true``); ``mock://`` forgets a deleted
+    version, which only the key store's record then remembers."""
+    client, t = SchemaRegistryClient({"url": http_registry.url}), topic()
+    subject = f"{t}-value"
+    client.register_schema(subject, Schema(AVRO.text, "AVRO"))
+    client.register_schema(subject, Schema(AVRO.untagged_email(), "AVRO"))
+    real = SchemaRegistryClient.get_versions
+
+    def live_only(self: Any, subject_name: str, deleted: bool = False, **kwargs: Any) -> Any:
+        found = real(self, subject_name, deleted=deleted, **kwargs)
+        return found if deleted else [v for v in found if v != 1]  # version 1 soft-deleted
+
+    monkeypatch.setattr(SchemaRegistryClient, "get_versions", live_only)
+    with refused_naming(AVRO, subject) as refused:
+        AVRO.ser(SchemaRegistryClient({"url": http_registry.url}), None, keyring, **LATEST)(customer(1), value_ctx(t))
+    assert "registered version 1" in str(refused.value)
+
+
+def test_a_registry_answering_with_the_id_only_is_read_back_before_refusing(
+    http_registry: Any, keyring: Keyring, monkeypatch: Any
+) -> None:
+    """A registry that inherits the latest version's metadata (as Confluent's does) and answers a registration
+    with ``{"id": N}`` only: the version registered is read back, and carries the tags."""
+    from fieldcrypt.dev import registry as devreg
+
+    register = devreg._State.register
+
+    def inheriting(self: Any, subject: str, body: dict[str, Any]) -> Any:
+        if not body.get("metadata") and self.subjects.get(subject):
+            latest = self.schemas[self.subjects[subject][-1] - 1]
+            if latest.get("metadata"):
+                body = {**body, "metadata": latest["metadata"]}
+        return register(self, subject, body)
+
+    monkeypatch.setattr(devreg._State, "register", inheriting)
+    t = topic()
+    subject = f"{t}-value"
+    admin = SchemaRegistryClient({"url": http_registry.url})
+    admin.register_schema(subject, Schema(AVRO.untagged(), "AVRO", metadata=metadata_tags(AVRO)))
+    ser = AVRO.ser(SchemaRegistryClient({"url": http_registry.url}), new_version(AVRO, AVRO.untagged()), keyring)
+    for _ in range(2):
+        assert EMAIL not in ser(customer(1), value_ctx(t))
+    assert admin.get_version(subject, "latest").version == 2

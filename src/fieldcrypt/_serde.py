@@ -6,8 +6,9 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -67,8 +68,8 @@ WRITE_CONF: Mapping[str, str] = {
     "fieldcrypt.format.version": "the value format version written: 2 (default) or 1, to pin it while consumers "
     "of an older fieldcrypt are upgraded (docs/wire-format.md, 'Rolling out a format version')",
     "fieldcrypt.allow.tag.removal": "True to write with a schema that encrypts fewer fields than the local "
-    "schema_str, than earlier producers of the subject (recorded in the key store), or than the subject's latest "
-    "registered version (the version before it, when the schema written is the latest) (default False: refused)",
+    "schema_str, or, among the fields it would write in clear, than earlier producers of the subject (recorded in "
+    "the key store) or any registered version of the subject (default False: refused)",
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
@@ -401,10 +402,6 @@ def is_latest_mode(serde: Any) -> bool:
 
 WriteEntry = tuple[CachedPlan, bytes, SchemaId]
 
-#: a subject's latest registered version as a serializer first saw it: its schema id, the paths its plan encrypts
-#: and the schema as registered (metadata included); None for a subject without any version
-LatestVersion = tuple[int | None, frozenset[str], Schema] | None
-
 #: error codes of a 404 answer to "the latest version of this subject" that mean it has none: subject not found
 #: (40401), version not found (40402), and confluent's ``mock://`` registry's 40400. Any other answer is an error.
 _NO_LATEST = frozenset({40400, 40401, 40402})
@@ -415,13 +412,13 @@ class WriteEntries:
     and parsed schema, the 5-byte Confluent prefix, and the ``SchemaId`` for other framings.
 
     It also keeps a writer from dropping a tag the subject carries, unless ``fieldcrypt.allow.tag.removal``: the
-    schema written must encrypt every path that the local ``schema_str`` encrypts, that the subject's producers
-    encrypted before (the key store's record, per subject name: read once per subject, in latest mode once per
-    subject and schema id) and that the subject's registered versions encrypt: before auto-registering, its latest
-    version (one registry request per subject per serializer); in every other mode, its latest version if the
-    schema written is not that one, else the version before it (``_check_registry``: one or two requests per
-    subject and schema id). Every writer adds what it encrypts to the record. A refusal is kept (the record only
-    grows), so a refused subject costs no lookup per record."""
+    schema written must encrypt every path that the local ``schema_str`` encrypts and, where the schema written
+    would write that path in clear (``writes_path``: a field it cannot write is not lost), every path the subject's
+    producers encrypted before (the key store's record, per subject name: read once per subject, in latest mode
+    once per subject and schema id) and every path any registered version of the subject encrypts (``_registered``:
+    the version numbers once per subject, or per subject and schema id, each version read once per serializer).
+    Every writer adds what it encrypts to the record. A refusal is kept (the record only grows), so a refused
+    subject costs no lookup per record."""
 
     def __init__(
         self,
@@ -442,7 +439,9 @@ class WriteEntries:
         self._by_subject: dict[str, WriteEntry] = {}
         self._by_id: dict[tuple[str, int], WriteEntry] = {}  # per subject too: subjects share ids, not records
         self._refused: dict[tuple[str, int | None], FieldcryptError] = {}  # (subject, schema id or None): for good
-        self._latest: dict[str, LatestVersion] = {}
+        #: registered versions read and planned, by (subject, version number): versions do not change
+        self._versions: dict[tuple[str, int], tuple[RegisteredSchema, frozenset[str]]] = {}
+        self._written: dict[str, dict[str, Any]] = {}  # a schema's fingerprint -> its value paths (value_paths)
 
     def get(self, subject: str) -> WriteEntry:
         entry = None if self.latest_mode else self._by_subject.get(subject)
@@ -467,6 +466,8 @@ class WriteEntries:
         schema = registered.schema
         if (schema is None or schema.schema_str is None) and not self.latest_mode:
             schema = self._serde._schema  # a registry answering the registration with the id only: what was sent
+            if registering and deferred:  # whether it inherited the latest version's metadata.tags: read it back
+                schema = self._read_back(subject, registered.schema_id, schema)
         if not registering and not self.latest_mode:
             # auto.register.schemas=False: confluent's client answers a lookup with the schema it was given, not the
             # one registered: plan from the version found, as registered (its metadata.tags), whichever it is
@@ -477,8 +478,9 @@ class WriteEntries:
             self._check_kept(self._local_plan, plan, subject, "the local schema_str", registered.schema_id)
         written = encrypted_paths(plan)
         if not registering:  # latest mode, or a schema looked up: nothing registered, the schema written is checked
-            record = self._check_recorded(subject, key, plan, written)
-            self._check_registry(subject, key, registered, plan, written)
+            writes = self._writes(cached.source if cached.source is not None else schema)
+            record = self._check_recorded(subject, key, plan, written, writes)
+            self._check_registry(subject, key, registered, plan, written, writes)
         elif deferred - written:
             assert record is not None and self._local_plan is not None
             lost = sorted(deferred - written)
@@ -527,42 +529,48 @@ class WriteEntries:
 
     def _check_local(self, subject: str, local: FieldPlan) -> tuple[tuple[str, list[str]], set[str]]:
         """Before auto-registering the local schema: it must encrypt every path the subject's producers encrypted
-        before (the key store's record) and every path the subject's latest registered version encrypts, since the
-        new version becomes the latest. Returns the record (name, paths)
-        and the lost paths that the latest version's ``metadata.tags`` could still keep: a registry that inherits
-        metadata into a version registered without any (Confluent's does; others drop it) keeps them, so those
-        are checked in the version the registry answers with (``_refuse_uninherited``)."""
+        before (the key store's record) and every path any registered version of the subject encrypts, where the
+        local schema would write that path in clear (``_writes``: a path it does not have is not lost). Returns the
+        record (name, paths) and the lost paths that the latest version's ``metadata.tags`` could still keep: a
+        registry that inherits metadata into a version registered without any (Confluent's does; others drop it)
+        keeps them, so those are checked in the version the registry answers with (``_refuse_uninherited``)."""
         if (subject, None) in self._refused:
             raise self._refused[(subject, None)].with_context(subject=subject)
         name, before = self._read_record(subject)
-        latest = None if self._allow_removal else self._latest_version(subject)
-        from_latest = set(latest[1]) if latest is not None else set()
-        lost = (set(before) | from_latest) - encrypted_paths(local)
-        if not lost or self._allow_removal:
+        if self._allow_removal:
             return (name, before), set()
-        if latest is not None and lost <= self._inherited(latest[2].metadata):
+        writes = self._writes(self._serde._schema)
+        mine = encrypted_paths(local)
+        lost_before = {p for p in set(before) - mine if writes(p)}
+        by_version: dict[str, tuple[int | None, int | None]] = {}  # a lost path -> the newest version encrypting it
+        latest: RegisteredSchema | None = None
+        for got, paths, deleted in self._registered(subject, (subject, None), "register"):
+            latest = got if latest is None and not deleted else latest
+            for path in paths - mine:
+                if writes(path):
+                    by_version.setdefault(path, (got.schema_id, got.version))
+        lost = lost_before | set(by_version)
+        if not lost:
+            return (name, before), set()
+        if latest is not None and latest.schema is not None and lost <= self._inherited(latest.schema.metadata):
             return (name, before), lost
         sources = []
-        if lost & set(before):
+        if lost_before:
             sources.append(
-                f"{', '.join(sorted(lost & set(before)))} (encrypted by earlier producers of this subject, recorded "
-                "in the key store)"
+                f"{', '.join(sorted(lost_before))} (encrypted by earlier producers of this subject, recorded in the "
+                "key store)"
             )
-        if latest is not None and lost - set(before):
-            sources.append(
-                f"{', '.join(sorted(lost - set(before)))} (encrypted by the subject's latest registered version, id "
-                f"{latest[0]})"
-            )
+        sources.extend(_version_sources({p: v for p, v in by_version.items() if p not in lost_before}))
         raise self._refusal((subject, None), sorted(lost), local, subject, "the schema to register", "; ".join(sources))
 
     def _check_recorded(
-        self, subject: str, key: tuple[str, int], plan: FieldPlan, written: set[str]
+        self, subject: str, key: tuple[str, int], plan: FieldPlan, written: set[str], writes: Callable[[str], bool]
     ) -> tuple[str, list[str]]:
         """Latest mode (use.latest.version, use.latest.with.metadata, use.schema.id) and a looked-up schema
         (auto.register.schemas=False), once per subject and schema id: the schema written must encrypt every path
-        the subject's producers encrypted before."""
+        the subject's producers encrypted before, where it would write that path in clear (``_writes``)."""
         name, before = self._read_record(subject)
-        lost = sorted(set(before) - written)
+        lost = sorted(p for p in set(before) - written if writes(p))
         if lost and not self._allow_removal:
             raise self._refusal(
                 key,
@@ -598,28 +606,62 @@ class WriteEntries:
             self._refused[key] = exc
         return exc
 
-    def _latest_version(self, subject: str) -> LatestVersion:
-        """The subject's latest registered version and what it encrypts, before auto-registering or after looking
-        the local schema up: one registry request per subject per serializer. ``get_version(subject, "latest")``
-        leaves the client's latest-version cache (which use.latest.version serdes sharing the client read) as it
-        was. A subject without versions has none."""
-        if subject in self._latest:
-            return self._latest[subject]
-        if (subject, None) in self._refused:  # its plan failed: kept, like any refusal
-            raise self._refused[(subject, None)].with_context(subject=subject)
+    def _writes(self, schema: Schema | None) -> Callable[[str], bool]:
+        """Whether a schema would put a value of ``path`` on the wire (in clear, unless it encrypts it), once per
+        schema text per serializer; see :func:`writes_path`. A schema that cannot be walked writes everything."""
+        if schema is None or schema.schema_str is None:
+            return lambda path: True
+        known = self._written.get(schema_fingerprint(schema))
+        if known is None:
+            known = value_paths(self._plans, schema)
+            if len(self._written) < 10_000:
+                self._written[schema_fingerprint(schema)] = known
+        values, is_json = known, self._type == "JSON"
+        return lambda path: writes_path(path, values, is_json)
+
+    def _registered(
+        self, subject: str, key: tuple[str, int | None], verb: str, skip: int | None = None
+    ) -> Iterator[tuple[RegisteredSchema, frozenset[str], bool]]:
+        """Every registered version of ``subject``, newest first (soft-deleted ones too, where the client can list
+        them), with the paths it encrypts and whether it is soft-deleted: the version numbers once per call
+        (``get_versions``, and with ``deleted=True``), each version read and planned once per serializer (registered
+        versions do not change). Lazy: a caller that stops early reads no more. A subject the registry does not
+        hold: none. ``skip``: the number of the version written (not read: nothing to compare it with)."""
+        numbers = self._version_numbers(subject)
+        for number, deleted in numbers:
+            if number == skip and not deleted:
+                continue
+            found = self._versions.get((subject, number))
+            if found is None:
+                got = self._fetch_version(subject, number, 0, deleted=deleted)
+                if got is None or got.schema is None or got.schema.schema_str is None:
+                    continue
+                found = (got, frozenset(encrypted_paths(self._plan_version(subject, got, "registered", key, verb))))
+                if len(self._versions) < 10_000:
+                    self._versions[(subject, number)] = found
+            yield (*found, deleted)
+
+    def _version_numbers(self, subject: str) -> list[tuple[int, bool]]:
+        """The subject's version numbers, newest first, each with whether it is soft-deleted (listed only with
+        ``deleted=True``, asked of a registry over REST; confluent's ``mock://`` client forgets a deleted version)."""
+        registry = self._serde._registry
         try:
-            got = self._serde._registry.get_version(subject, "latest")
+            live = {int(v) for v in registry.get_versions(subject)}
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
                 raise  # unreachable, unauthorized...: not "no version", so nothing is registered or written
-            got = None
-        found: LatestVersion = None
-        if got is not None and got.schema is not None and got.schema.schema_str is not None:
-            latest_plan = self._plan_version(subject, got, "latest", (subject, None), "register")
-            found = (got.schema_id, frozenset(encrypted_paths(latest_plan)), got.schema)
-        if len(self._latest) < 10_000:
-            self._latest[subject] = found
-        return found
+            live = set()
+        every = set(live)
+        try:
+            urls = getattr(getattr(registry, "_rest_client", None), "base_urls", None) or ["mock://"]
+            if not any(str(url).startswith("mock://") for url in urls):  # a registry over REST
+                every |= {int(v) for v in registry.get_versions(subject, deleted=True)}
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
+                raise
+        except (TypeError, ValueError):
+            pass  # a client that lists no deleted versions: those are remembered through the key store's record
+        return [(v, v not in live) for v in sorted(every, reverse=True)]
 
     def _plan_version(
         self, subject: str, got: RegisteredSchema, role: str, key: tuple[str, int | None], verb: str
@@ -646,13 +688,15 @@ class WriteEntries:
                 self._refused[key] = err
             raise err from exc
 
-    def _fetch_version(self, subject: str, version: int | None, schema_id: int) -> RegisteredSchema | None:
+    def _fetch_version(
+        self, subject: str, version: int | None, schema_id: int, deleted: bool = False
+    ) -> RegisteredSchema | None:
         """A version of ``subject`` as the registry holds it (by number; by ``schema_id`` when the number is
         unknown), or None when the registry has no such subject or version (a 404). confluent's client caches a
         looked-up version (by number and by id) as the schema the lookup was *given*, without the registered
         ``metadata``, so with confluent's own client the registry is asked directly, uncached (the caller keeps
         the answer); another client class (the mock registry, one with its own ``get_version``) is asked through
-        ``get_version`` / ``get_schema``."""
+        ``get_version`` / ``get_schema``. ``deleted``: a soft-deleted version (asked with ``deleted=true``)."""
         registry = self._serde._registry
         rest: Any = getattr(registry, "_rest_client", None)
         direct = rest is not None and type(registry).get_version is SchemaRegistryClient.get_version
@@ -666,8 +710,13 @@ class WriteEntries:
                 return RegisteredSchema(schema_id=schema_id, guid=None, schema=schema, subject=subject, version=None)
             if direct:
                 return RegisteredSchema.from_dict(
-                    rest.get(f"subjects/{quote(subject, safe='')}/versions/{int(version)}")
+                    rest.get(
+                        f"subjects/{quote(subject, safe='')}/versions/{int(version)}",
+                        {"deleted": "true"} if deleted else None,
+                    )
                 )
+            if deleted:
+                return registry.get_version(subject, version, deleted=True)  # type: ignore[no-any-return]
             return registry.get_version(subject, version)  # type: ignore[no-any-return]
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
@@ -687,54 +736,48 @@ class WriteEntries:
         return got.schema
 
     def _check_registry(
-        self, subject: str, key: tuple[str, int], registered: Any, plan: FieldPlan, written: set[str]
+        self,
+        subject: str,
+        key: tuple[str, int],
+        registered: Any,
+        plan: FieldPlan,
+        written: set[str],
+        writes: Callable[[str], bool],
     ) -> None:
-        """Latest mode and a looked-up schema, once per subject and schema id (one or two registry requests): the
-        schema written must encrypt every path of the version the subject carries next to it, its latest version
-        if the schema written is not that one, else the version before it. So a version registered without a tag,
-        or an older one pinned (use.schema.id, use.latest.with.metadata, a lookup), is refused even before any
-        fieldcrypt producer wrote. A subject or version the registry does not hold (404): nothing to compare."""
+        """Latest mode and a looked-up schema, once per subject and schema id: the schema written must encrypt every
+        path that any other registered version of the subject encrypts (soft-deleted ones too, where the client
+        lists them), where it would write that path in clear (``_writes``). So a version registered without a tag,
+        two versions later, or an older one pinned (use.schema.id, use.latest.with.metadata, a lookup), is refused
+        even before any fieldcrypt producer wrote; a version that adds a tagged field the schema written does not
+        have is not. A subject the registry does not hold (404): nothing to compare."""
         if self._allow_removal:
             return
-        try:
-            versions = sorted(int(v) for v in self._serde._registry.get_versions(subject))
-        except SchemaRegistryError as exc:
-            if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
-                raise
-            return
-        if not versions:
-            return
-        mine = registered.version
-        got = None
-        if mine is None:  # a registry that does not say which version it is: the latest, unless that is this one
-            got = self._fetch_version(subject, versions[-1], registered.schema_id)
-            if got is None:
-                return
-            mine = versions[-1] if got.schema_id == registered.schema_id else None
-        if mine is not None and mine != versions[-1]:
-            role, other = "latest", versions[-1]
-        elif mine is not None:
-            earlier = [v for v in versions if v < mine]
-            if not earlier:
-                return
-            role, other = "previous", earlier[-1]
-        else:
-            role, other = "latest", versions[-1]
-        if got is None or got.version != other:
-            got = self._fetch_version(subject, other, registered.schema_id)
-        if got is None or got.schema is None or got.schema.schema_str is None or got.schema_id == registered.schema_id:
-            return
-        lost = sorted(encrypted_paths(self._plan_version(subject, got, role, key, "write")) - written)
-        if lost:
+        by_version: dict[str, tuple[int | None, int | None]] = {}
+        mine = registered.version if isinstance(registered.version, int) else None
+        for got, paths, _ in self._registered(subject, key, "write", mine):
+            if got.schema_id == registered.schema_id:
+                continue
+            for path in paths - written:
+                if writes(path):
+                    by_version.setdefault(path, (got.schema_id, got.version))
+        if by_version:
             raise self._refusal(
                 key,
-                lost,
+                sorted(by_version),
                 plan,
                 subject,
                 f"the schema written (id {key[1]})",
-                f"{', '.join(lost)} (encrypted by the subject's {role} registered version, id {got.schema_id}, "
-                f"version {got.version})",
+                "; ".join(_version_sources(by_version)),
             )
+
+    def _read_back(self, subject: str, schema_id: int, sent: Schema | None) -> Schema | None:
+        """A registry answered the registration with the id only: the version as registered (a registry that
+        inherits the latest version's ``metadata`` carries it), one request per subject per serializer (the entry
+        is kept). What was sent when it cannot be read back (then the version is refused as not inheriting)."""
+        got = self._fetch_version(subject, None, schema_id)
+        if got is None or got.schema is None or got.schema.schema_str is None:
+            return sent
+        return got.schema
 
     def _inherited(self, metadata: Any) -> set[str]:
         """What the local schema encrypts in a registry that inherits the latest version's ``metadata`` into a
@@ -789,6 +832,81 @@ def encrypted_paths(plan: FieldPlan) -> set[str]:
     if plan.data_subject_path is not None:
         paths.add(f"{plan.data_subject_path} (data-subject id)")
     return paths
+
+
+def _version_sources(by_version: Mapping[str, tuple[int | None, int | None]]) -> list[str]:
+    """``by_version``: a lost path -> (schema id, version) of a registered version encrypting it; as refusal text."""
+    grouped: dict[tuple[int | None, int | None], list[str]] = {}
+    for path, version in by_version.items():
+        grouped.setdefault(version, []).append(path)
+    return [
+        f"{', '.join(sorted(paths))} (encrypted by the subject's registered version {version}, id {schema_id})"
+        for (schema_id, version), paths in sorted(grouped.items(), key=lambda kv: -(kv[0][1] or 0))
+    ]
+
+
+@dataclass(frozen=True)
+class _Recording(TagRules):
+    """Tag rules whose collector is a given lint recorder (``value_paths``): no tag is decisive, every value
+    position is visited."""
+
+    def collector(self) -> Any:
+        return self.__dict__["_visit"]
+
+
+def value_paths(plans: PlanCache, schema: Schema) -> dict[str, Any]:
+    """Every value path a schema can write (tagged or not), spelled as plan paths are, each with the schema objects
+    it was visited with (a JSON object's, to tell whether it takes properties it does not declare): the policy
+    compiler's walk under rules that decide nothing (schema lint's recorder). Empty when it cannot be walked (then
+    ``writes_path`` counts every path as written: refuse rather than guess)."""
+    from fieldcrypt.lint import _neutral, _Visit
+
+    tags = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else None
+    try:
+        neutral = _neutral(plans._rules.with_metadata(tags))
+        rules = _Recording(**{name: getattr(neutral, name) for name in neutral.__dataclass_fields__})
+        visit = _Visit(neutral)
+        object.__setattr__(rules, "_visit", visit)
+        plans._compile(plans._parse(schema), rules)
+    except Exception:
+        return {}
+    return {path: value.calls for path, value in visit.values.items()}
+
+
+#: a union branch in a path (``ex.A.u<string>``): the same field is written whichever branches the union has
+_BRANCH = re.compile(r"<[^<>]*>")
+
+
+def writes_path(path: str, values: Mapping[str, Any], is_json: bool) -> bool:
+    """Whether a schema with these value paths (``value_paths``) would write a value at ``path``, so dropping its
+    tag writes it in clear. The data-subject id's mark always counts (values would go under the shared key). Avro:
+    only a path the schema has (union branches aside: ``f<string>`` and ``f`` are the same field). JSON: a path it
+    has, or one an object it has (or could write) takes as an undeclared property: every object does unless it
+    says ``additionalProperties: false`` (or ``unevaluatedProperties: false``) without ``patternProperties``."""
+    if not values or path.endswith(" (data-subject id)") or path in values:
+        return True
+    if _BRANCH.sub("", path) in {_BRANCH.sub("", p) for p in values}:  # a union's branches changed, not the field
+        return True
+    if not is_json:
+        return False
+    return any(
+        path[i + 1 :] and _takes_undeclared(path[:i], values) for i in range(len(path)) if path[i] == "." and path[:i]
+    )
+
+
+def _takes_undeclared(parent: str, values: Mapping[str, Any]) -> bool:
+    calls = values.get(parent)
+    if calls is None:  # not in the schema: written only as an undeclared value of an object above it
+        return writes_path(parent, values, True)
+    for members in calls:
+        if not any(
+            isinstance(m, dict)
+            and (m.get("additionalProperties") is False or m.get("unevaluatedProperties") is False)
+            and not m.get("patternProperties")
+            for m in members
+        ):
+            return True
+    return False
 
 
 def malformed(exc: Exception, subject: str | None) -> FieldcryptError:
