@@ -643,7 +643,8 @@ class WriteEntries:
 
     def _version_numbers(self, subject: str) -> list[tuple[int, bool]]:
         """The subject's version numbers, newest first, each with whether it is soft-deleted (listed only with
-        ``deleted=True``, asked of a registry over REST; confluent's ``mock://`` client forgets a deleted version)."""
+        ``deleted=True``; a client that keeps no deleted versions, as confluent's ``mock://`` one, lists the live
+        ones again)."""
         registry = self._serde._registry
         try:
             live = {int(v) for v in registry.get_versions(subject)}
@@ -653,9 +654,7 @@ class WriteEntries:
             live = set()
         every = set(live)
         try:
-            urls = getattr(getattr(registry, "_rest_client", None), "base_urls", None) or ["mock://"]
-            if not any(str(url).startswith("mock://") for url in urls):  # a registry over REST
-                every |= {int(v) for v in registry.get_versions(subject, deleted=True)}
+            every |= {int(v) for v in registry.get_versions(subject, deleted=True)}
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
                 raise
