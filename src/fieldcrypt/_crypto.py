@@ -35,7 +35,9 @@ __all__ = [
     "new_data_key",
     "rewrap_data_key",
     "unwrap_data_key",
+    "unwrap_handle",
     "wrap_ad",
+    "wrap_handle",
 ]
 
 _registered = False
@@ -174,20 +176,33 @@ def rewrap_data_key(
 ) -> bytes:
     """The same DEK wrapped under another KEK (KEK rotation), with the same associated data. Raises
     ``tink.TinkError`` if ``old`` cannot unwrap it. The key never leaves Tink's keyset handle."""
+    return wrap_handle(
+        unwrap_handle(wrapped, key_id, domain, person, version, old), key_id, domain, person, version, new
+    )
+
+
+def unwrap_handle(wrapped: bytes, key_id: int, domain: str, person: str | None, version: int, old: aead.Aead) -> Any:
+    """The first half of :func:`rewrap_data_key`: the stored DEK as a Tink keyset handle (a KEK call to ``old``)."""
     ensure_tink()
     ad = wrap_ad(key_id, domain, person, version)
     try:
-        handle = tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
+        return tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
     except Exception as first:
         if not _may_be_legacy(first):
             raise
         try:
-            handle = tink.proto_keyset_format.parse_encrypted(
+            return tink.proto_keyset_format.parse_encrypted(
                 wrapped, old, _legacy_wrap_ad(key_id, domain, person, version)
             )
         except Exception:
             raise first from None
-    rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(handle, new, ad)
+
+
+def wrap_handle(handle: Any, key_id: int, domain: str, person: str | None, version: int, new: aead.Aead) -> bytes:
+    """The second half of :func:`rewrap_data_key`: the handle wrapped under ``new`` (a KEK call to ``new``)."""
+    rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(
+        handle, new, wrap_ad(key_id, domain, person, version)
+    )
     return rewrapped
 
 

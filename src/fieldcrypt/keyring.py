@@ -49,7 +49,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from fieldcrypt._crypto import DataKey, encrypted_keyset, new_data_key, rewrap_data_key, unwrap_data_key
+from fieldcrypt._crypto import DataKey, encrypted_keyset, new_data_key, unwrap_data_key, unwrap_handle, wrap_handle
 from fieldcrypt.clock import Clock, SystemClock
 from fieldcrypt.errors import (
     AccessDeniedError,
@@ -172,10 +172,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _rewrap(record: KeyRecord, new: Kek, old: Kek) -> bytes:
-    return rewrap_data_key(
-        record.wrapped, record.key_id, record.domain, record.person, record.version, old.aead, new.aead
-    )
+def _unwrap_handle(record: KeyRecord, old: Kek) -> Any:
+    return unwrap_handle(record.wrapped, record.key_id, record.domain, record.person, record.version, old.aead)
 
 
 def _default_actor() -> str:
@@ -657,6 +655,22 @@ class Keyring:
             raise _wrap_failure(kek, exc, self.kms_timeout) from exc
         return _Wrapped(key, wrapped)
 
+    def _wrap_existing(self, record: KeyRecord, handle: Any) -> bytes:
+        """A stored data key (``handle``, unwrapped) wrapped under the primary KEK, with retries within the deadline."""
+        kek, deadline = self.kek, self._deadline()
+
+        def attempt() -> bytes:
+            try:
+                return self._kms(
+                    lambda: wrap_handle(handle, record.key_id, record.domain, record.person, record.version, kek.aead),
+                    deadline,
+                    f"KEK {kek.uri!r}",
+                )
+            except Exception as exc:  # tink.TinkError, a KMS client's own exception, KmsTimeout
+                raise _wrap_failure(kek, exc, self.kms_timeout, f"data key {format_key_id(record.key_id)}") from exc
+
+        return self._call(attempt, deadline)
+
     def _kms(self, fn: Callable[[], T], deadline: float, what: str) -> T:
         """``fn()`` (a KEK call), waited for at most until ``deadline`` when a configured KEK is remote (then it
         runs in a worker thread: a KMS that never answers cannot hold this thread); else called here."""
@@ -757,8 +771,10 @@ class Keyring:
         items: list[tuple[int, str, bytes]] = []
         for i, record in enumerate(records):
             if record.kek_uri != self.kek.uri or len(self.keks) == 1:
-                rewrapped = self._with_kek(record, partial(_rewrap, record, self.kek))
-                items.append((record.key_id, self.kek.uri, rewrapped))
+                # unwrapped by the KEK that can (its failures name it), then wrapped by the primary (its failures
+                # name the primary: a silent or refusing new KMS is not blamed on the old KEK)
+                handle = self._with_kek(record, partial(_unwrap_handle, record))
+                items.append((record.key_id, self.kek.uri, self._wrap_existing(record, handle)))
             if progress is not None:
                 progress(i + 1, len(records))
         audit = self._audit("rewrap", reason, detail=f"to {self.kek.uri}")
@@ -1009,16 +1025,16 @@ def _corrupt(record: KeyRecord) -> KeyCorruptedError:
     return err
 
 
-def _wrap_failure(kek: Kek, exc: BaseException, timeout: float) -> Exception:
+def _wrap_failure(kek: Kek, exc: BaseException, timeout: float, what: str = "a new data key") -> Exception:
     if isinstance(exc, KmsTimeout):
         return KeyStoreUnavailableError(
-            f"KEK {kek.uri!r} did not answer within kms_timeout ({timeout:g} s); it could not wrap a new data key"
+            f"KEK {kek.uri!r} did not answer within kms_timeout ({timeout:g} s); it could not wrap {what}"
         )
     verdict = classify_failure(kek, exc, b"")
     if verdict == "unavailable":
-        return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap a new data key")
+        return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap {what}")
     if verdict == "denied":
-        return EncryptionError(f"KEK {kek.uri!r} refused to wrap a new data key: this producer has no access to it")
+        return EncryptionError(f"KEK {kek.uri!r} refused to wrap {what}: this process has no access to it")
     return KeyStoreUnavailableError(
-        f"KEK {kek.uri!r} could not wrap a new data key: an error fieldcrypt does not recognise ({type(exc).__name__})"
+        f"KEK {kek.uri!r} could not wrap {what}: an error fieldcrypt does not recognise ({type(exc).__name__})"
     )

@@ -440,3 +440,15 @@ def test_a_plugin_store_without_key_id_still_creates_keys(store_url: str, kek_ur
         assert keyring.store.active("orders", None).key_id == key.key_id  # type: ignore[union-attr]
         rotated = keyring.rotate("orders")
         assert rotated is not None and rotated.version == 2
+
+
+def test_rewrap_to_a_silent_new_kms_names_the_new_kek(silent: Silent, store_url: str, kek_uri: str) -> None:
+    """KEK rotation from a local KEK to a KMS that accepts and never answers: the failure names the KMS (the KEK
+    that could not wrap), not the local KEK that unwrapped the key fine."""
+    with Keyring(store_url, kek_uri) as old:
+        key_id = old.encryption_key("orders").key_id
+    with Keyring(store_url, [URI, kek_uri], kms_timeout=1.0, backoff=0.01) as rotating:
+        with pytest.raises(KeyStoreUnavailableError) as err:
+            rotating.rewrap(reason="rotate to KMS")
+    assert URI in str(err.value) and kek_uri not in str(err.value)
+    assert f"{key_id:08x}" in str(err.value)
