@@ -474,3 +474,24 @@ def test_verify_and_scan_report_the_swap_per_subject_and_field(
         assert tagged["$.email"]["ciphertext"] == 1  # the good record's, where the schema tags it
     code, out = run("scan", *common)
     assert code == 7 and "3 fieldcrypt ciphertext(s) in untagged fields" in out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_newer_writers_value_in_an_untagged_field_is_not_passed_through(fmt: str, keyring: Keyring) -> None:
+    """A format-2 value with a flag this release does not read (a deterministic value, planned) names its key in
+    the same header place: in an untagged field, naming a key the store holds, it is refused like any other."""
+    key_id = keyring.encryption_key("orders-value").key_id
+    newer = encode_text(b"\x02\x01" + key_id.to_bytes(4, "big") + os.urandom(32))
+    assert key_id_of(newer) == key_id
+    swap = Swap(fmt, keyring)
+    record = dict(swap.record, country=newer)
+    untagged_schema = untag(swap.text)
+    topic = f"plain-{uuid.uuid4().hex[:8]}"
+    if fmt == "avro":
+        data = AvroSerializer(swap.registry, untagged_schema, keyring=keyring)(record, value_ctx(topic))
+        de: Any = AvroDeserializer(swap.registry, keyring=keyring)
+    else:
+        data = JSONSerializer(untagged_schema, swap.registry, keyring=keyring)(record, value_ctx(topic))
+        de = JSONDeserializer(None, schema_registry_client=swap.registry, keyring=keyring)
+    with pytest.raises(DecryptionError):
+        de(data, value_ctx(topic))

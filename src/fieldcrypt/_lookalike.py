@@ -216,8 +216,9 @@ def _at(record: Any, at: tuple[Any, ...]) -> Any:
 
 
 def key_id_of(v: Any) -> int | None:
-    """The key id of a value ciphertext held as text (unpadded or padded base64) or bytes; None when ``v`` is not
-    one (or is a newer writer's value this release cannot parse)."""
+    """The key id of a value ciphertext held as text (unpadded or padded base64) or bytes, a newer writer's value
+    whose feature this release does not read included (its header still names the key); None when ``v`` is not
+    one."""
     try:
         if type(v) is str:
             try:
@@ -229,6 +230,8 @@ def key_id_of(v: Any) -> int | None:
         else:
             return None
         key_id: int = _wire.parse(blob)[0]
+    except _wire.UnsupportedValue as exc:
+        return exc.key_id
     except (ValueError, TypeError):
         return None
     return key_id

@@ -242,7 +242,12 @@ _KNOWN_FLAGS = frozenset({_RECORD_BOUND})
 
 
 class UnsupportedValue(ValueError):
-    """A well-formed value header of a format version or feature this reader does not read (a newer writer)."""
+    """A well-formed value header of a format version or feature this reader does not read (a newer writer).
+    ``key_id``: the key the header names (version 2 fixes where it is, whatever the flags)."""
+
+    def __init__(self, message: str, key_id: int) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 #: a parsed value ciphertext: (version, key id, index, record nonce or None, count n or None, GCM body)
@@ -307,7 +312,7 @@ def parse_value(blob: bytes) -> Value:
     if flags not in _KNOWN_FLAGS:
         if flags & 0xF8 or flags & 0x03 == 0x03:
             raise ValueError("not a fieldcrypt value ciphertext")  # bits no version 2 writer sets
-        raise UnsupportedValue("a format-2 value feature this reader does not read")
+        raise UnsupportedValue("a format-2 value feature this reader does not read", _unpack_key_id(blob, 2)[0])
     key: int = _unpack_key_id(blob, 2)[0]
     index, pos = _index(blob, 6)
     if index == 0:
