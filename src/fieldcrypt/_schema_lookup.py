@@ -42,6 +42,7 @@ from fieldcrypt.errors import (
 )
 
 __all__ = [
+    "HTTP_ERRORS",
     "MAX_SCHEMA_ID",
     "ask",
     "reader_schema",
@@ -59,7 +60,8 @@ _RETRYABLE = frozenset({408, 429})
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
-    """The base error of the HTTP client confluent's registry client uses: httpx2 when installed, else httpx."""
+    """The base error of the HTTP client confluent's registry client uses: httpx2 when installed, else httpx
+    (confluent-kafka 2.16 takes whichever Authlib uses)."""
     found: list[type[BaseException]] = []
     for name in ("httpx2", "httpx"):
         try:
@@ -69,7 +71,8 @@ def _http_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-_HTTP_ERRORS = _http_errors()
+#: what confluent's registry client lets through when the HTTP call itself fails (no answer, TLS, timeout)
+HTTP_ERRORS = _http_errors()
 #: what confluent's client raises for a 200 whose body is not a registry's (an HTML page, a JSON list...)
 _NOT_A_REGISTRY = (ValueError, TypeError, KeyError, AttributeError)
 
@@ -126,7 +129,7 @@ def registry_failure(exc: BaseException, what: str, subject: str | None, *, role
         return ConfigurationError(
             f"the schema registry refused the request for {what} (HTTP {status}, error code {code})", subject=subject
         )
-    if isinstance(exc, _HTTP_ERRORS):
+    if isinstance(exc, HTTP_ERRORS):
         return _unavailable(f"the schema registry did not answer {what} ({type(exc).__name__})", subject, None)
     if isinstance(exc, OAuthTokenError):
         return _unavailable(f"no OAuth token for the schema registry, to ask for {what}", subject, exc.status_code)

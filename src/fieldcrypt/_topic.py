@@ -29,7 +29,6 @@ joined as a consumer group and no offset is committed.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import time
@@ -45,6 +44,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 # the CLI's errors (exit 5 and 4), raised here so that library callers and the CLI see the same ones
+from fieldcrypt._schema_lookup import HTTP_ERRORS as _HTTP_ERRORS
 from fieldcrypt.cli._common import NotFoundError, UnavailableError
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
 
@@ -460,19 +460,6 @@ def registry_client(conf: Mapping[str, Any], timeout: float) -> SchemaRegistryCl
         raise ConfigurationError(f"the schema registry settings are not valid: {exc}") from None
 
 
-def _http_errors() -> tuple[type[BaseException], ...]:
-    """The base error of the HTTP client confluent's registry client uses: httpx2 when installed, else httpx
-    (confluent-kafka 2.16 takes whichever Authlib uses)."""
-    found: list[type[BaseException]] = []
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-_HTTP_ERRORS = _http_errors()
 _SUBJECT_LOOKUP_ERRORS: tuple[type[BaseException], ...] = (SchemaRegistryError, *_HTTP_ERRORS)
 
 
