@@ -49,6 +49,7 @@ __all__ = [
     "PolicyCheck",
     "call_confluent_init",
     "decrypt_record",
+    "key_domain",
     "malformed",
     "refused",
     "split_conf",
@@ -150,6 +151,14 @@ def call_confluent_init(init: Callable[[], None], valid: list[str]) -> None:
         if text.startswith("Unrecognized properties"):
             raise ConfigurationError(f"{text}; valid keys are: {', '.join(sorted(valid))}") from None
         raise ConfigurationError(text) from exc
+
+
+def key_domain(configured: str | None, subject: str | None) -> str:
+    """The default key domain of a record: ``fieldcrypt.domain``, else the subject; neither is a usage error."""
+    domain = configured or subject
+    if domain is None:
+        raise ConfigurationError("cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain")
+    return domain
 
 
 def check_keyring(keyring: object) -> Keyring:

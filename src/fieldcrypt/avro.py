@@ -53,6 +53,7 @@ from fieldcrypt._serde import (
     check_keyring,
     decrypt_record,
     is_latest_mode,
+    key_domain,
     malformed,
     prefix_framed,
     refused,
@@ -243,11 +244,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 out = payload.read()
                 if not cached.runner.plan.is_empty:  # a tagged top-level bytes value: decrypted, or refused
                     self._policy(cached, self._opts.domain or subject, subject)
-                    domain = self._opts.domain or subject
-                    if domain is None:
-                        raise ConfigurationError(
-                            "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
-                        )
+                    domain = key_domain(self._opts.domain, subject)
                     out, state = decrypt_record(self, cached, out, subject, domain, ctx, writer)
             else:
                 plan = cached.runner.plan
@@ -267,11 +264,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 if plan.is_empty:  # values that may be ciphertext (None: the usual answer, often from the payload)
                     found = lookalikes(record, payload.getvalue(), not self._binary_schema(cached.schema_id, writer))
                 else:
-                    domain = self._opts.domain or subject
-                    if domain is None:
-                        raise ConfigurationError(
-                            "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
-                        )
+                    domain = key_domain(self._opts.domain, subject)
                     record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer)
                     found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
                 if found is not None:  # rare: judged against the record as it arrived

@@ -47,6 +47,7 @@ from fieldcrypt._serde import (
     check_keyring,
     decrypt_record,
     is_latest_mode,
+    key_domain,
     malformed,
     prefix_framed,
     refused,
@@ -397,11 +398,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             state = None
             untagged = None  # field paths of ciphertexts in untagged properties, accepted (fieldcrypt._lookalike)
             if not cached.runner.plan.is_empty:
-                domain = self._opts.domain or subject
-                if domain is None:
-                    raise ConfigurationError(
-                        "cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain"
-                    )
+                domain = key_domain(self._opts.domain, subject)
                 document, state = decrypt_record(self, cached, document, subject, domain, ctx, None)
             found = lookalikes(document)  # values that may be ciphertext, once decrypted (None: the usual answer)
             if found is not None:  # rare: judged against the document as it arrived
