@@ -604,6 +604,89 @@ def test_old_format_shred_log_lines_are_still_read(store_url: str, kek_uri: str,
         assert (gone.key_id, gone.person, gone.shredded_at) == (old, "cust-1", T0 + 0.5)
 
 
+def test_shred_log_into_a_missing_directory_is_a_configuration_error(
+    store_url: str, kek_uri: str, tmp_path: Path, capsys
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders-value", "cust-1")
+        kr.shred_person("cust-1", reason="r")
+    missing = tmp_path / "mnt" / "shred-log"
+    for extra in ([], ["--force"]):
+        code, out, err = run(
+            capsys, "keys", "shred-log", str(missing / "shred-log.jsonl"), "--store", store_url, *extra
+        )
+        assert code == 3 and f"directory {str(missing)!r} does not exist" in err, err
+        assert ".tmp" not in err and "Errno" not in err and out == ""
+    code, out, _ = run(capsys, "keys", "shred-log", str(missing / "shred-log.jsonl"), "--store", store_url, "--json")
+    assert code == 3 and json.loads(out)["error"]["exit_code"] == 3 and ".tmp" not in out
+    code, _, err = run(capsys, "keys", "shred-log", str(tmp_path), "--store", store_url, "--force")
+    assert code == 3 and "is a directory" in err
+    assert not missing.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_shred_log_write_failure_names_the_file_not_its_temporary(
+    store_url: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    target = tmp_path / "shred-log.jsonl"
+
+    def full(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device", str(src))
+
+    monkeypatch.setattr("fieldcrypt.keys.shredlog.os.replace", full)
+    code, _, err = run(capsys, "keys", "shred-log", str(target), "--store", store_url)
+    assert code == 3 and f"cannot write the shred log {str(target)!r}: No space left on device" in err
+    assert ".tmp" not in err and not target.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_kek_create_write_failure_names_the_file_not_its_temporary(tmp_path: Path, monkeypatch, capsys) -> None:
+    def denied(**kw: Any) -> Any:
+        raise PermissionError(13, "Permission denied", f"{kw['dir']}/{kw['prefix']}x1y2.tmp")
+
+    monkeypatch.setattr("fieldcrypt.keys.kek.tempfile.mkstemp", denied)
+    code, _, err = run(capsys, "kek", "create", str(tmp_path / "kek.json"))
+    assert code == 3 and f"cannot write the KEK file {str(tmp_path / 'kek.json')!r}: Permission denied" in err
+    assert ".tmp" not in err
+    code, _, err = run(capsys, "kek", "create", str(tmp_path / "no" / "kek.json"))
+    assert code == 3 and f"directory {str(tmp_path / 'no')!r}" in err
+
+
+def test_configured_shred_log_in_a_missing_directory_destroys_nothing(
+    store_url: str, kek_uri: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    log_file = tmp_path / "mnt" / "shred-log.jsonl"
+    with Keyring(store_url, kek_uri, shred_log=log_file) as kr:
+        kr.encryption_key("orders-value", "cust-1")
+        before = state(kr)
+        with pytest.raises(ConfigurationError, match=r"directory .*mnt'? does not exist; nothing was destroyed"):
+            kr.shred_person("cust-1", reason="r")
+        assert state(kr) == before
+    monkeypatch.setenv("FIELDCRYPT_SHRED_LOG", str(log_file))
+    code, _, err = run(
+        capsys, "keys", "shred", "--data-subject", "cust-1", "--reason", "r", "--yes", "--store", store_url
+    )
+    assert code == 3 and "nothing was destroyed" in err and ".tmp" not in err
+    with Keyring(store_url, kek_uri) as kr:
+        assert state(kr) == before
+
+
+def test_shred_log_append_failure_says_the_keys_are_destroyed(
+    store_url: str, kek_uri: str, tmp_path: Path, monkeypatch
+) -> None:
+    log_file = tmp_path / "shred-log.jsonl"
+
+    def broken(path: Any, entries: Any) -> None:
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr("fieldcrypt.keys.shredlog.append", broken)
+    with Keyring(store_url, kek_uri, shred_log=log_file) as kr:
+        kr.encryption_key("orders-value", "cust-1")
+        with pytest.raises(ConfigurationError) as caught:
+            kr.shred_person("cust-1", reason="r")
+        assert "1 key destroyed, but the shred log" in str(caught.value)
+        assert f"fieldcrypt keys shred-log {log_file} --force" in str(caught.value)
+        assert kr.keys(person="cust-1") == [] and len(kr.export_shred_log()) == 1  # the truth: it is gone
+
+
 # -- 8. a reader holding the SQLite WAL ------------------------------------------------------------------------------
 def test_shred_is_pending_while_a_reader_holds_the_wal(kek_uri: str, tmp_path: Path, monkeypatch, capsys) -> None:
     db = tmp_path / "keys.db"

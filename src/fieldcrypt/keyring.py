@@ -820,6 +820,11 @@ class Keyring:
             held = self._held(domain, people)
             destroyed = tuple(ShredRecord(r.key_id, r.domain, r.person, now) for r in held)
             return self._report(target, domain, people, destroyed, dry_run=True, pending=False)
+        log_file = self._shred_log
+        if log_file is not None and not log_file.parent.is_dir():  # refused before anything is destroyed
+            raise ConfigurationError(
+                f"shred_log {str(log_file)!r}: directory {str(log_file.parent)!r} does not exist; nothing was destroyed"
+            )
         batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
         audit = self._audit("shred", reason, domain=domain, detail=batch)
         destroyed = tuple(self._call(lambda: self.store.shred(domain, people, now, audit)))
@@ -827,9 +832,19 @@ class Keyring:
             self._by_id.discard(r.key_id)
             self._active.discard((r.domain, r.person))
             self._erased.put(r.key_id, r)
-        if self._shred_log is not None:
-            shredlog.append(self._shred_log, destroyed)
+        unlogged: OSError | None = None
+        if log_file is not None:
+            try:
+                shredlog.append(log_file, destroyed)
+            except OSError as exc:
+                unlogged = exc
         pending = not self.purge()
+        if unlogged is not None:  # the keys are gone: say so, and how to bring the file up to date
+            raise ConfigurationError(
+                f"{_count(len(destroyed), 'key')} destroyed, but the shred log {str(log_file)!r} could not be "
+                f"appended ({unlogged.strerror or type(unlogged).__name__}): rewrite it from the key store with "
+                f"`fieldcrypt keys shred-log {log_file} --force`"
+            )
         report = self._report(target, domain, people, destroyed, dry_run=False, pending=pending)
         log.info(
             "shred %s",

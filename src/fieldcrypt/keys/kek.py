@@ -205,6 +205,16 @@ def create_local_kek(path: str | os.PathLike[str], *, overwrite: bool = False) -
         raise ConfigurationError(f"directory {str(p.parent)!r} for the KEK file does not exist")
     handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
     text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
+    try:
+        _write_keyset(p, text, overwrite)
+    except OSError as exc:  # named by the file asked for, never by the temporary file beside it
+        raise ConfigurationError(
+            f"cannot write the KEK file {str(p)!r}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    return f"{LOCAL_SCHEME}://{p}"
+
+
+def _write_keyset(p: Path, text: str, overwrite: bool) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # mode 0600, O_EXCL
     tmp = Path(tmp_name)
     try:
@@ -226,7 +236,6 @@ def create_local_kek(path: str | os.PathLike[str], *, overwrite: bool = False) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return f"{LOCAL_SCHEME}://{p}"
 
 
 def _exists(p: Path) -> ConfigurationError:

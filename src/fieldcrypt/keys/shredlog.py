@@ -86,22 +86,33 @@ def read(path: str | os.PathLike[str]) -> list[ShredRecord]:
 def write(path: str | os.PathLike[str], entries: Iterable[ShredRecord], *, overwrite: bool = False) -> int:
     """Write a whole shred-log file (mode 0600: it names data subjects). Returns how many entries it holds."""
     p = Path(path)
+    if not p.parent.is_dir():
+        raise ConfigurationError(
+            f"cannot write the shred log {str(p)!r}: directory {str(p.parent)!r} does not exist (or is not a directory)"
+        )
+    if p.is_dir():
+        raise ConfigurationError(f"cannot write the shred log {str(p)!r}: it is a directory")
     if p.exists() and not overwrite:
         raise ConfigurationError(f"{str(p)!r} already exists; pass --force (overwrite=True) to replace it")
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     count = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in entries:
-                f.write(json.dumps(row(r)) + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for r in entries:
+                    f.write(json.dumps(row(r)) + "\n")
+                    count += 1
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:  # named by the file asked for, never by the temporary file beside it
+        raise ConfigurationError(
+            f"cannot write the shred log {str(p)!r}: {exc.strerror or type(exc).__name__}; nothing was written"
+        ) from None
     return count
 
 
