@@ -30,6 +30,7 @@ Marks are HTML comments right before a block (invisible on the site):
 ``<!-- docs: capture NAME REGEX -->``  after the block, NAME stands for REGEX's first group in its output
 ``<!-- docs: exit N -->``              the block's last command exits N
 ``<!-- docs: tty ANSWER -->``          each command runs on a terminal, ANSWER typed at its prompt
+``<!-- docs: raises NAME -->``         the Python block raises the exception NAME (a bug the page shows)
 ``<!-- docs: python-setup`` ... ``-->`` hidden Python run before the next block (context a reference page assumes)
 
 An unknown mark, or a ``bash``/``console``/``python`` block run nowhere and marked nowhere, fails the suite.
@@ -60,7 +61,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNABLE = {"bash", "console", "python"}
-DIRECTIVES = {"not-run", "file", "capture", "exit", "tty", "python-setup"}
+DIRECTIVES = {"not-run", "file", "capture", "exit", "tty", "raises", "python-setup"}
 LINKED = ("schemas", "examples", "bench", "docs", "src", "tools", "pyproject.toml", "mkdocs.yml")
 COMMAND_TIMEOUT = 300.0
 READY_TIMEOUT = 120.0
@@ -136,7 +137,7 @@ def read_blocks(page: Path) -> list[Block]:
                 arg = textwrap.dedent("\n".join(body))
             elif kind == "python-setup":
                 raise DocsError(f"{where}: python-setup takes its code on the lines below, closed by -->")
-            if kind in {"not-run", "file", "capture", "exit", "tty"} and not arg.strip():
+            if kind in DIRECTIVES - {"python-setup"} and not arg.strip():
                 raise DocsError(f"{where}: docs mark {kind!r} needs an argument (not-run: the reason)")
             pending.append(Directive(kind, arg))
             i += 1
@@ -458,7 +459,7 @@ class PageRun:
             if name.startswith("/"):
                 text = re.sub(rf"(?<![\w.~-]){re.escape(name)}", value, text)
             else:
-                text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", value, text)
+                text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(name)}(?![0-9A-Za-z])", value, text)
         return text
 
     def _pg(self) -> str:
@@ -486,7 +487,7 @@ class PageRun:
 
     def run_block(self, block: Block) -> None:
         check_block(block)
-        if block.directive("not-run") is not None:
+        if block.directive("not-run") is not None or "--8<--" in block.text:  # an included file runs on its own
             return
         for setup in block.all("python-setup"):
             self.run_python(setup, block.where + " (python-setup)")
@@ -501,7 +502,7 @@ class PageRun:
         if block.lang not in RUNNABLE:
             return
         if block.lang == "python":
-            output = self.run_python(block.text, block.where)
+            output = self.run_python(block.text, block.where, block.directive("raises"))
         elif block.lang == "bash":
             output = self.run_bash(block)
         else:
@@ -669,7 +670,7 @@ class PageRun:
 
     # -- Python: one interpreter per page --
 
-    def run_python(self, code: str, where: str) -> str:
+    def run_python(self, code: str, where: str, raises: str | None = None) -> str:
         if self.python is None:
             self.python = subprocess.Popen(
                 [sys.executable, "-c", _PY_RUNNER],
@@ -694,7 +695,10 @@ class PageRun:
             raise DocsError(f"{where}: the Python interpreter died:\n{(self.tmp / 'python.stderr').read_text()}")
         reply = json.loads(reply_line)
         self.transcript.append(reply["out"])
-        if reply["error"]:
+        if raises is not None:
+            if not reply["error"] or not re.search(rf"^{re.escape(raises)}\b", reply["error"].splitlines()[-1]):
+                raise DocsError(f"{where}: the page shows this block raising {raises}; it did not:\n{reply['error']}")
+        elif reply["error"]:
             raise DocsError(f"{where}: the Python block failed:\n{reply['error']}\noutput:\n{reply['out']}")
         return str(reply["out"])
 

@@ -121,5 +121,5 @@ def test_install_lines_name_real_extras() -> None:
     check_install(["pip", "install", "-q", "-e", ".[test]"], "t")
     with pytest.raises(DocsError, match="no extra 'brokers'"):
         check_install(["pip", "install", ".[brokers]"], "t")
-    with pytest.raises(DocsError, match=r"not \.venv"):
+    with pytest.raises(DocsError, match=r"environment \.venv, not"):
         check_install(["python3", "-m", "venv", "env"], "t")
