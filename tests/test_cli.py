@@ -118,3 +118,21 @@ def test_shred_log_export_and_restore(registry, keyring: Keyring, store_url: str
         capsys, "keys", "restore", "--shred-log", str(tmp_path / "log.jsonl"), "--store", other, "--json"
     )
     assert code == 0 and json.loads(out) == {"applied": 1, "destroyed_again": [], "pending": False}
+
+
+def test_reserved_encryptions_are_named_for_what_they_are(registry, keyring: Keyring, store_url: str, capsys) -> None:
+    ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
+    for _ in range(3):
+        ser(customer(1), value_ctx())  # 3 values, one lease charged
+    code, out, _ = run(capsys, "keys", "list", "--store", store_url, "--json")
+    [row] = json.loads(out)
+    assert code == 0 and row["reserved"] == keyring.rotation.leased == 65536 and "encryptions" not in row
+    code, out, _ = run(capsys, "keys", "list", "--store", store_url)
+    header = out.splitlines()[0].split()
+    assert "RESERVED" in header and "ENCRYPTIONS" not in header
+    code, out, _ = run(capsys, "keys", "show", row["key_id"], "--store", store_url)
+    assert code == 0 and "RESERVED is the number of encryptions reserved by producers" in out
+    assert "the values actually encrypted are at most this" in out
+    for command in ("list", "show"):
+        code, out, _ = run(capsys, "keys", command, "--help")
+        assert code == 0 and "encryptions reserved by producers (in blocks of" in " ".join(out.split())

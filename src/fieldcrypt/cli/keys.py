@@ -34,6 +34,13 @@ class _NoKekAead:
 
 _time = shredlog.iso_time
 
+#: what the RESERVED column (JSON ``reserved``) counts; said by ``keys list --help``, ``keys show --help`` and under
+#: ``keys show``'s table
+RESERVED = (
+    "RESERVED is the number of encryptions reserved by producers (in blocks of rotation.lease, 65536 by default); "
+    "the values actually encrypted are at most this; the rotation cap (rotation.max_encryptions) counts reservations."
+)
+
 
 def _key_row(r: KeyRecord) -> dict[str, Any]:
     return {
@@ -42,7 +49,7 @@ def _key_row(r: KeyRecord) -> dict[str, Any]:
         "data_subject": r.person,
         "version": r.version,
         "state": r.state,
-        "encryptions": r.encryptions,
+        "reserved": r.encryptions,
         "kek": r.kek_uri,
         "created_at": _time(r.created_at),
     }
@@ -99,6 +106,13 @@ def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
     return None
 
 
+def _show_text(rows: list[dict[str, Any]]) -> None:
+    shown = table(rows)
+    if shown is not None:
+        print(shown)
+    print(RESERVED)
+
+
 def register(sub: Any, common: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
     """Add ``kek`` and ``keys`` to the top-level subcommands."""
     kek = sub.add_parser("kek", help="key-encryption keys (local keysets)", description="Key-encryption keys.")
@@ -123,16 +137,10 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         return p
 
     cmd("init", "create the key store at --store (or upgrade its tables); SQLite files: 0600")
-    c = cmd(
-        "list",
-        "list stored data keys",
-        "List stored data keys. ENCRYPTIONS is what producers have charged to a key before using it (they take "
-        "leases of rotation.lease encryptions at a time, 65536 by default, and never hand unused parts back), so it "
-        "counts high: it is what rotation by count goes by, not the number of values written.",
-    )
+    c = cmd("list", "list stored data keys", f"List stored data keys. {RESERVED}")
     c.add_argument("--domain", help="only keys of this key domain")
     c.add_argument("--data-subject", help="only keys of this data subject (person)")
-    c = cmd("show", "show one data key (also a shredded one)")
+    c = cmd("show", "show one data key (also a shredded one)", f"Show one data key (also a shredded one). {RESERVED}")
     c.add_argument("key_id", help="the key id as tables print it, e.g. 0x1a2b3c4d (or decimal)")
     c = cmd("rotate", "replace the active key of a domain (or of one person in it) now")
     c.add_argument("--domain", required=True, help="the key domain (default domain: the registry subject)")
@@ -317,7 +325,7 @@ def _run_keys(args: argparse.Namespace) -> int:
                     return EXIT_OK
                 raise KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
             rows = [_key_row(record)]
-            emit(args, rows, lambda: table(rows))
+            emit(args, rows, lambda: _show_text(rows))
         elif args.action == "rotate":
             domain = given(args.domain, "--domain")
             assert domain is not None

@@ -62,7 +62,9 @@ class WrapLater(Exception):
 
 @dataclass(frozen=True)
 class KeyRecord:
-    """One stored data key. ``person`` is None for a domain-wide key; ``encryptions`` counts reserved uses."""
+    """One stored data key. ``person`` is None for a domain-wide key. ``encryptions`` counts the encryptions
+    producers reserved (leased in blocks of ``RotationPolicy.lease`` before use, never handed back): the values
+    actually encrypted are at most this, and the rotation cap counts it (the CLI shows it as RESERVED)."""
 
     key_id: int
     domain: str
