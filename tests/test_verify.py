@@ -25,6 +25,7 @@ from test_scan import MixedTopic, assert_nothing_planted, build_mixed_topic, run
 
 from fieldcrypt import Keyring
 from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -110,12 +111,27 @@ def test_verify_human_output_and_data_subjects(mixed: MixedTopic, capfd) -> None
 
 
 @pytest.mark.broker
-def test_verify_format_is_a_check_not_a_requirement(mixed: MixedTopic, capfd) -> None:
-    code, out, err = run(capfd, "verify", *mixed.args("--json", "--format", "json", *mixed.keys()))
+def test_verify_schema_type_is_a_check_not_a_requirement(mixed: MixedTopic, capfd) -> None:
+    code, out, err = run(capfd, "verify", *mixed.args("--json", "--schema-type", "json", *mixed.keys()))
     assert code == 7 and "Traceback" not in out + err
     report = json.loads(out)
     assert report["bad_records"]["by_reason"]["format-mismatch"] == 5  # the Avro records: 0, 1, 2, 3, 7
     assert report["rows"][0]["records"] == 1  # the JSON Schema record
+    # the old spelling still works for scripts (hidden from help); both given must agree
+    code, old, _ = run(capfd, "verify", *mixed.args("--json", "--format", "json", *mixed.keys()))
+    assert code == 7 and json.loads(old)["bad_records"]["by_reason"] == report["bad_records"]["by_reason"]
+    code, _, err = run(capfd, "verify", *mixed.args("--schema-type", "avro", "--format", "json", *mixed.keys()))
+    assert code == 2 and "disagree" in err
+    # without it, each record is read in its own format from the registry: no format-mismatch
+    code, out, _ = run(capfd, "verify", *mixed.args("--json", *mixed.keys()))
+    assert "format-mismatch" not in json.loads(out)["bad_records"]["by_reason"]
+
+
+def test_verify_help_says_the_format_comes_from_the_registry(capsys) -> None:
+    assert main(["verify", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--schema-type {avro,json}" in text and "is read from the registry by its schema id" in text
+    assert "--format" not in text  # the old, confusable spelling is hidden
 
 
 @pytest.mark.broker

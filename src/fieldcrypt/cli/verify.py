@@ -116,18 +116,22 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         "verify",
         parents=[parents["common"], parents["store"], parents["cluster"]],
         help="re-read a topic: readable, erased, denied and plaintext values; bad records",
-        description="Re-read a topic through the registry and the key store, and count per key domain (or data "
+        description="Re-read a topic through the registry and the key store (each record's format, Avro or JSON "
+        "Schema, is read from the registry by its schema id: nothing to choose), and count per key domain (or data "
         "subject) the values that are readable, erased, denied, or plaintext in tagged fields. Records that cannot "
         "be verified are counted with their partitions and offsets, and the reading goes on. Exit 7 when tagged "
         "fields hold plaintext or records are tampered or unreadable.",
     )
     add_topic_options(p, "verify")
     p.add_argument(
-        "--format",
+        "--schema-type",
         choices=["avro", "json"],
         default=None,
-        help="check that every record has this schema type (default: each record's type from the registry)",
+        help="a check, never needed to read: each record's format (Avro or JSON Schema) is read from the registry "
+        "by its schema id; with this, records of the other type count as bad records (format-mismatch)",
     )
+    # the old spelling, kept hidden so scripts that pass it keep working (it did the same check)
+    p.add_argument("--format", dest="old_format", choices=["avro", "json"], default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--by", choices=["domain", "data-subject"], default="domain", help="count per key domain or per data subject"
     )
@@ -184,11 +188,21 @@ _LABELS = {
 }
 
 
+def _schema_type(args: argparse.Namespace) -> str | None:
+    """``--schema-type``, or its old spelling ``--format`` (hidden, for scripts); both given must agree."""
+    new: str | None = args.schema_type
+    old: str | None = args.old_format
+    if old is not None and new is not None and new != old:
+        raise UsageError(f"--schema-type {new} and --format {old} disagree (--format is the old name of --schema-type)")
+    return new if new is not None else old
+
+
 def run(args: argparse.Namespace) -> int:
     from fieldcrypt._topic import registry_client
     from fieldcrypt._verify import verify_topic
 
     topic = topic_of(args)
+    schema_type = _schema_type(args)
     where = range_of(args)
     conf = policy_conf(args)
     kafka = args.settings.kafka_conf()
@@ -203,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                 registry,
                 by=args.by,
                 timeout=args.timeout,
-                fmt=args.format,
+                fmt=schema_type,
                 conf=conf,
                 progress=progress,
                 **where,
