@@ -414,6 +414,8 @@ class PageRun:
     page: Path
     tmp: Path
     pg_admin_url: str | None = None
+    #: run in the checkout itself with its own .venv, installation lines run for real (tools/fresh_clone.py)
+    fresh: bool = False
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = field(init=False)
     subs: dict[str, str] = field(default_factory=dict)
@@ -423,18 +425,22 @@ class PageRun:
     transcript: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.cwd = self.tmp / "work"
-        self.cwd.mkdir()
-        for name in LINKED:
-            (self.cwd / name).symlink_to(ROOT / name)
-        (self.cwd / ".venv").symlink_to(Path(sys.prefix))
+        if self.fresh:
+            self.cwd = ROOT
+            bin_dir = str(ROOT / ".venv" / "bin")
+        else:
+            self.cwd = self.tmp / "work"
+            self.cwd.mkdir()
+            for name in LINKED:
+                (self.cwd / name).symlink_to(ROOT / name)
+            (self.cwd / ".venv").symlink_to(Path(sys.prefix))
+            bin_dir = str(Path(sys.executable).parent)
         home = self.tmp / "home"
         home.mkdir()
         root = self.tmp / "root"
         for d in ("etc", "var/lib", "mnt"):
             (root / d).mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDCRYPT_", "VIRTUAL_ENV", "PYTEST"))}
-        bin_dir = str(Path(sys.executable).parent)
         env.update(HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", COLUMNS="120")
         env.pop("PYTHONPATH", None)
         self.env = env
@@ -486,7 +492,8 @@ class PageRun:
             self.close()
 
     def run_block(self, block: Block) -> None:
-        check_block(block)
+        if not self.fresh:  # a fresh checkout has no fieldcrypt to check with before its guide installs it
+            check_block(block)
         if block.directive("not-run") is not None or "--8<--" in block.text:  # an included file runs on its own
             return
         for setup in block.all("python-setup"):
@@ -548,7 +555,7 @@ class PageRun:
 
     def run_shell(self, line: str, block: Block, want: int) -> str:
         words_list = simple_commands(line)
-        if any(is_install(w) for w in words_list):
+        if not self.fresh and any(is_install(w) for w in words_list):
             line = self._drop_installs(line, block)
             if not line.strip():
                 return ""
@@ -672,8 +679,9 @@ class PageRun:
 
     def run_python(self, code: str, where: str, raises: str | None = None) -> str:
         if self.python is None:
+            python = str(ROOT / ".venv" / "bin" / "python") if self.fresh else sys.executable
             self.python = subprocess.Popen(
-                [sys.executable, "-c", _PY_RUNNER],
+                [python, "-c", _PY_RUNNER],
                 env=self.env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -761,4 +769,5 @@ def run_on_tty(argv: list[str], env: dict[str, str], answer: str) -> tuple[int, 
             answered = True
     _, status = os.waitpid(pid, 0)
     os.close(fd)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return os.waitstatus_to_exitcode(status), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours and cursor moves
