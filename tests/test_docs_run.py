@@ -73,6 +73,14 @@ def test_not_run_blocks_are_still_checked() -> None:
     assert checked  # there are such blocks (cloud KMS, benchmarks)
 
 
+def test_ci_runs_the_readme_test_command() -> None:
+    """The README's test command is not run by the suite (it is the suite): CI runs exactly it."""
+    (block,) = [b for b in read_blocks(ROOT / "README.md") if "-m pytest" in b.text]
+    assert (block.directive("not-run") or "").startswith("this is the test suite itself")
+    (command,) = logical_lines(block.text)
+    assert command in (ROOT / ".ci" / "run").read_text()
+
+
 # --- the harness catches what it is for ----------------------------------------------------------------------
 
 
