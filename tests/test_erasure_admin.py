@@ -29,6 +29,7 @@ from pg import pg_schema_url
 import fieldcrypt
 from fieldcrypt import ConfigurationError, FakeClock, Keyring, KeyStoreUnavailableError
 from fieldcrypt.cli import main
+from fieldcrypt.errors import format_key_id
 from fieldcrypt.keys.store import redact_url
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
@@ -685,6 +686,93 @@ def test_shred_log_append_failure_says_the_keys_are_destroyed(
         assert "1 key destroyed, but the shred log" in str(caught.value)
         assert f"fieldcrypt keys shred-log {log_file} --force" in str(caught.value)
         assert kr.keys(person="cust-1") == [] and len(kr.export_shred_log()) == 1  # the truth: it is gone
+
+
+# -- 9. rotating a whole domain -------------------------------------------------------------------------------------
+PERSONS = [f"cust-{i}" for i in range(5)]
+
+
+def per_person_domain(kr: Keyring) -> dict[str | None, int]:
+    """A domain with a domain-wide key and five persons' keys, and another domain: the active key id of each."""
+    ids: dict[str | None, int] = {None: kr.encryption_key("orders-value").key_id}
+    for p in PERSONS:
+        ids[p] = kr.encryption_key("orders-value", p).key_id
+    kr.encryption_key("payments-value", "cust-0")
+    return ids
+
+
+def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_uri: str, monkeypatch) -> None:
+    monkeypatch.setattr("fieldcrypt.keyring._ROTATE_PAGE", 2)
+    with Keyring(store_url, kek_uri) as kr:
+        before = per_person_domain(kr)
+        other = kr.keys("payments-value")
+        pages: list[str | None] = []
+        read = kr.store.active_keys
+
+        def spy(domain: str, after: str | None = None, limit: int = 500) -> list[fieldcrypt.KeyRecord]:
+            assert limit == 2
+            pages.append(after)
+            return read(domain, after, limit)
+
+        monkeypatch.setattr(kr.store, "active_keys", spy)
+        seen: list[int] = []
+        done = kr.rotate_domain("orders-value", reason="scheduled rotation", progress=lambda n, t: seen.append(n))
+        assert pages == [None, "cust-0", "cust-2", "cust-4"]  # never the whole domain in one read
+        assert [(r.person, r.retired, r.version) for r in done] == [(p, before[p], 2) for p in [None, *PERSONS]]
+        assert seen == [1, 2, 3, 4, 5, 6]
+        after = {k.person: k for k in kr.keys("orders-value") if k.state == "active"}
+        assert {p: k.key_id for p, k in after.items()} == {r.person: r.key_id for r in done}
+        assert all(k.version == 2 for k in after.values()) and not set(before.values()) & {r.key_id for r in done}
+        assert {k.key_id for k in kr.keys("orders-value") if k.state == "retired"} == set(before.values())
+        assert kr.keys("payments-value") == other  # another domain is left alone
+        rotations = kr.audit(operation="rotate")
+        assert len(rotations) == 6 and all(e.reason == "scheduled rotation" for e in rotations)
+        assert sorted((e.person, e.key_ids) for e in rotations if e.person) == [
+            (r.person, (r.retired, r.key_id)) for r in done[1:]
+        ]
+        assert kr.encryption_key("orders-value", "cust-3").key_id == after["cust-3"].key_id  # used from now on
+        assert kr.rotate_domain("nowhere") == []
+
+
+def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
+    store_url: str, kek_uri: str, monkeypatch, capsys
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        before = per_person_domain(kr)
+    rotate = ["keys", "rotate", "--domain", "orders-value", "--store", store_url, "--kek", kek_uri]
+    code, out, err = run(capsys, *rotate, "--reason", "scheduled rotation")
+    assert code == 0, err
+    assert out.splitlines()[0] == (
+        "6 active keys of domain 'orders-value' rotated (the domain-wide key and 5 data subjects' keys); "
+        "each rotation is in the audit log"
+    )
+    assert "RETIRED_KEY_ID" in out and all(format_key_id(k) in out for k in before.values())
+    code, out, _ = run(capsys, *rotate, "--reason", "again", "--json")
+    summary = json.loads(out)
+    assert code == 0 and (summary["rotated"], summary["data_subject_keys"], summary["domain"]) == (6, 5, "orders-value")
+    assert [(k["data_subject"], k["version"]) for k in summary["keys"]] == [(p, 3) for p in [None, *PERSONS]]
+    check_json_convention(summary)
+    # one person's key only, as before
+    code, out, _ = run(capsys, *rotate, "--data-subject", "cust-1", "--json")
+    assert code == 0 and json.loads(out)[0]["version"] == 4
+    # nothing to rotate: exit 5, and a message that says so
+    code, _, err = run(capsys, "keys", "rotate", "--domain", "nowhere", "--store", store_url, "--kek", kek_uri)
+    assert code == 5 and "no active key in domain 'nowhere': nothing rotated" in err
+    code, _, err = run(capsys, *rotate, "--data-subject", "nobody")
+    assert code == 5 and "no active key of this data subject in domain 'orders-value'" in err
+    # a failure midway says how many were rotated before it (they stay rotated, and audited)
+    real = Keyring._create
+    calls: list[int] = []
+
+    def flaky(self: Keyring, *a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyStoreUnavailableError("KEK 'local-kek:///x' is unavailable; it could not wrap a new data key")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Keyring, "_create", flaky)
+    code, _, err = run(capsys, *rotate, "--reason", "r")
+    assert code == 4 and "2 active keys of domain 'orders-value' were rotated before the error below" in err
 
 
 # -- 8. a reader holding the SQLite WAL ------------------------------------------------------------------------------

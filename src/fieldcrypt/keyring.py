@@ -66,7 +66,7 @@ from fieldcrypt.keys import _fork, shredlog
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
-from fieldcrypt.keys.report import PersonShred, ShredReport
+from fieldcrypt.keys.report import PersonShred, Rotation, ShredReport
 from fieldcrypt.keys.store import (
     OPERATIONS,
     AuditEntry,
@@ -80,7 +80,7 @@ from fieldcrypt.keys.store import (
     redact_url,
 )
 
-__all__ = ["KeyMeter", "Keyring", "PersonShred", "RotationPolicy", "ShredReport"]
+__all__ = ["KeyMeter", "Keyring", "PersonShred", "Rotation", "RotationPolicy", "ShredReport"]
 
 log = logging.getLogger("fieldcrypt.keys")  # the events are listed in docs/observability.md
 T = TypeVar("T")
@@ -753,7 +753,8 @@ class Keyring:
         return list(self._call(lambda: self.store.keys(domain, person)))
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
-        """Replace the active key of (domain, person) by a new version now. Returns None if it has no key."""
+        """Replace the active key of (domain, person) by a new version now (``person`` None: the domain-wide key
+        only; :meth:`rotate_domain` replaces every person's too). Returns None if it has no key."""
         check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
@@ -763,6 +764,39 @@ class Keyring:
         key = self._create(domain, person, current.key_id, "rotate", reason or "requested", version=current.version + 1)
         self._active.discard((domain, person))
         return self._call(lambda: self.store.get(key.key_id))
+
+    def rotate_domain(
+        self, domain: str, *, reason: str = "", progress: Callable[[int, int], None] | None = None
+    ) -> list[Rotation]:
+        """Replace every active key of a domain now: the domain-wide key and each data subject's key, each by its
+        next version, each rotation in its own store transaction with its own audit entry (as :meth:`rotate`).
+        The keys are read a page of ``_ROTATE_PAGE`` at a time, in data-subject order, so a domain of millions of
+        persons is never held in one read or transaction. Returns what was rotated, in that order (empty if the
+        domain has no active key). ``progress(done, 0)`` after each key. A failure (KMS, store) raises; the keys
+        rotated before it stay rotated (and audited)."""
+        check_id(domain, "domain")
+        if not isinstance(reason, str):
+            raise ConfigurationError("reason must be a str")
+        done: list[Rotation] = []
+        after: str | None = None
+        while True:
+            page = self._call(lambda a=after: self.store.active_keys(domain, a, _ROTATE_PAGE))  # type: ignore[misc]
+            for current in page:
+                key = self._create(
+                    domain,
+                    current.person,
+                    current.key_id,
+                    "rotate",
+                    reason or "requested",
+                    version=current.version + 1,
+                )
+                self._active.discard((domain, current.person))
+                done.append(Rotation(domain, current.person, current.key_id, key.key_id, key.version))
+                if progress is not None:
+                    progress(len(done), 0)
+            if len(page) < _ROTATE_PAGE:
+                return done
+            after = page[-1].person or ""
 
     def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
         """Re-wrap every stored data key under the primary KEK (``kek[0]``); no Kafka data is touched.
@@ -984,6 +1018,9 @@ class _Wrapped:
     key: DataKey
     wrapped: bytes = field(repr=False)
 
+
+#: how many active keys :meth:`Keyring.rotate_domain` reads at a time (the stores' batch size)
+_ROTATE_PAGE = 500
 
 #: how many times a creation may find the store changed (another version, a taken id) and wrap anew
 _CREATE_ROUNDS = 8

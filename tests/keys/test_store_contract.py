@@ -76,6 +76,23 @@ def test_rotation_retires_and_is_raced_safely(store: KeyStore) -> None:
     assert store.audit_log()[-1].key_ids == (v1.key_id, v2.key_id)
 
 
+def test_active_keys_pages_a_domain_by_data_subject(store: KeyStore) -> None:
+    dom = store.create("d", None, "k", wrap_with(b"0"), 1.0, audit())
+    a, c = (store.create("d", p, "k", wrap_with(b"1"), 1.0, audit()) for p in ("a", "c"))
+    b1 = store.create("d", "b", "k", wrap_with(b"2"), 1.0, audit())
+    b2 = store.create("d", "b", "k", wrap_with(b"3"), 2.0, audit("rotate"), retire=b1.key_id)
+    store.create("e", "a", "k", wrap_with(b"4"), 1.0, audit())  # another domain
+    store.shred("d", ["z"], 3.0, audit("shred"))  # nothing held: no effect
+    assert store.active_keys("d") == [dom, a, b2, c]  # the domain-wide key first, then by person; active only
+    assert store.active_keys("d", None, 2) == [dom, a]
+    assert store.active_keys("d", "a", 2) == [b2, c]
+    assert store.active_keys("d", "", 10) == [a, b2, c]  # "" is the domain-wide key's place
+    assert store.active_keys("d", "c") == [] and store.active_keys("nowhere") == []
+    # the KeyStore default (for plugin stores, from keys()) agrees with the store's own query
+    for after, limit in ((None, 500), (None, 2), ("a", 2), ("", 10), ("c", 5)):
+        assert KeyStore.active_keys(store, "d", after, limit) == store.active_keys("d", after, limit)
+
+
 def test_reserve_counts(store: KeyStore) -> None:
     k = store.create("d", None, "k", wrap_with(b"w"), 1.0, audit())
     assert store.reserve(k.key_id, 10, 32) == 10

@@ -151,6 +151,7 @@ class Progress:
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.label, self.enabled = label, enabled
+        self.done = 0  #: the last count reported, shown or not (a command can say how far it got before a failure)
         self._bar: Any = None
         self._task: Any = None
         self._plain_shown = False
@@ -163,6 +164,7 @@ class Progress:
             self.close()
 
     def __call__(self, done: int, total: int = 0) -> None:
+        self.done = done
         if not self.enabled:
             return
         if self._bar is None and self._task is None:

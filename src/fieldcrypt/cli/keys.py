@@ -16,8 +16,8 @@ from typing import Any
 
 from fieldcrypt.cli._common import EXIT_OK, EXIT_PENDING, Progress, UsageError, clean, emit, given, table
 from fieldcrypt.cli._config import Settings
-from fieldcrypt.errors import ConfigurationError, KeyNotFoundError, format_key_id
-from fieldcrypt.keyring import Keyring, ShredReport
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
+from fieldcrypt.keyring import Keyring, Rotation, ShredReport
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, create_key_store, redact_url
@@ -142,9 +142,18 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     c.add_argument("--data-subject", help="only keys of this data subject (person)")
     c = cmd("show", "show one data key (also a shredded one)", f"Show one data key (also a shredded one). {RESERVED}")
     c.add_argument("key_id", help="the key id as tables print it, e.g. 0x1a2b3c4d (or decimal)")
-    c = cmd("rotate", "replace the active key of a domain (or of one person in it) now")
+    c = cmd(
+        "rotate",
+        "replace every active key of a domain (or one person's) now",
+        "Replace active keys by new versions now (old versions keep decrypting). Without --data-subject: every "
+        "active key of the domain, its domain-wide key and each data subject's key (read a page at a time, so a "
+        "domain of any size works); each rotation is its own audit-log entry. Prints how many keys were rotated "
+        "(--json lists them). Exit 5 when there is no active key to rotate.",
+    )
     c.add_argument("--domain", required=True, help="the key domain (default domain: the registry subject)")
-    c.add_argument("--data-subject", help="rotate only this person's key in the domain")
+    c.add_argument(
+        "--data-subject", help="rotate only this person's key in the domain (default: every active key of the domain)"
+    )
     c.add_argument("--reason", default="", help="why, for the audit log")
     c = cmd("rewrap", "re-wrap every key under the new KEK (--kek); old KEKs with --old-kek")
     c.add_argument("--old-kek", action="append", default=[], help="a KEK that wrapped existing keys (repeatable)")
@@ -256,6 +265,65 @@ class NotConfirmed(Exception):
     pass
 
 
+#: the rotations ``keys rotate`` of a whole domain lists in its table (``--json`` lists every one)
+_ROTATIONS_SHOWN = 20
+
+
+def _rotate(args: argparse.Namespace, kr: Keyring, progress: Progress) -> None:
+    domain = given(args.domain, "--domain")
+    assert domain is not None
+    person = given(args.data_subject, "--data-subject")
+    if person is not None:
+        new = kr.rotate(domain, person, reason=args.reason)
+        if new is None:
+            raise KeyNotFoundError(f"no active key of this data subject in domain {domain!r}: nothing rotated")
+        rows = [_key_row(new)]
+        emit(args, rows, lambda: print("rotated; new active key:") or table(rows))
+        return
+    done: list[Rotation] = []
+    try:
+        with progress.running():
+            done = kr.rotate_domain(domain, reason=args.reason, progress=progress)
+    except FieldcryptError:
+        count = progress.done
+        if count:  # the ones before the failure stay rotated: say so (each is in the audit log)
+            sys.stderr.write(
+                f"fieldcrypt: {count} active {'key' if count == 1 else 'keys'} of domain {clean(domain)!r} were "
+                "rotated before the error below (see 'fieldcrypt keys audit --operation rotate')\n"
+            )
+        raise
+    if not done:
+        raise KeyNotFoundError(f"no active key in domain {domain!r}: nothing rotated")
+    subjects = sum(1 for r in done if r.person is not None)
+    rows = [
+        {
+            "data_subject": r.person,
+            "retired_key_id": format_key_id(r.retired),
+            "key_id": format_key_id(r.key_id),
+            "version": r.version,
+        }
+        for r in done
+    ]
+    summary = {"domain": domain, "rotated": len(done), "data_subject_keys": subjects, "keys": rows}
+    parts = [f"{subjects} data subject{'' if subjects == 1 else 's'}' keys"] if subjects else []
+    if len(done) > subjects:
+        parts.insert(0, "the domain-wide key")
+
+    def text() -> str | None:
+        print(
+            f"{len(done)} active {'key' if len(done) == 1 else 'keys'} of domain {clean(domain)!r} rotated "
+            f"({' and '.join(parts)}); each rotation is in the audit log"
+        )
+        shown = table(rows[:_ROTATIONS_SHOWN])
+        if shown is not None:
+            print(shown)
+        if len(rows) > _ROTATIONS_SHOWN:
+            return f"... and {len(rows) - _ROTATIONS_SHOWN} more (--json lists them all)"
+        return None
+
+    emit(args, summary, text)
+
+
 def _key_id(text: str) -> int:
     """A key id as the tables print it (``0x1a2b3c4d``), or in decimal. Eight hex digits without ``0x`` are
     refused rather than guessed (``12345678`` could be either)."""
@@ -327,13 +395,7 @@ def _run_keys(args: argparse.Namespace) -> int:
             rows = [_key_row(record)]
             emit(args, rows, lambda: _show_text(rows))
         elif args.action == "rotate":
-            domain = given(args.domain, "--domain")
-            assert domain is not None
-            new = kr.rotate(domain, given(args.data_subject, "--data-subject"), reason=args.reason)
-            if new is None:
-                raise KeyNotFoundError(f"no active key for domain {args.domain!r} (and this data subject)")
-            rows = [_key_row(new)]
-            emit(args, rows, lambda: print("rotated; new active key:") or table(rows))
+            _rotate(args, kr, progress)
         elif args.action == "rewrap":
             count = kr.rewrap(reason=args.reason, progress=progress)
             emit(args, {"rewrapped": count, "kek": kr.kek.uri}, lambda: f"{count} keys rewrapped under {kr.kek.uri}")

@@ -129,6 +129,16 @@ class SqlKeyStore(KeyStore):
         rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys{clause} ORDER BY domain, person, version", args)
         return iter([_record(r) for r in rows])
 
+    def active_keys(self, domain: str, after: str | None = None, limit: int = _BATCH) -> list[KeyRecord]:
+        # the partial unique index on (domain, person) WHERE state = 'active' serves this page
+        sql = f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE domain = ? AND state = 'active'"
+        args: list[Any] = [domain]
+        if after is not None:
+            sql += " AND person > ?"
+            args.append(after)
+        rows = self._read(sql + " ORDER BY person LIMIT ?", [*args, int(limit)])
+        return [_record(r) for r in rows]
+
     def shredded(self, key_id: int) -> ShredRecord | None:
         rows = self._read(
             "SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded WHERE key_id = ?", (key_id,)

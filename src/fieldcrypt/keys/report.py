@@ -1,4 +1,5 @@
-"""What a shred did, per person: the evidence a key admin keeps for an erasure request."""
+"""What an admin operation did: a shred, per person (the evidence a key admin keeps for an erasure request), and a
+rotation of a whole domain, per key."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fieldcrypt.keys.store import ShredRecord
 
-__all__ = ["PersonShred", "ShredReport"]
+__all__ = ["PersonShred", "Rotation", "ShredReport"]
 
 
 def _count(n: int, noun: str) -> str:
@@ -65,3 +66,16 @@ class ShredReport:
                 "in it; re-run the shred (nothing more is destroyed) until it completes"
             )
         return text
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """One active key replaced by :meth:`fieldcrypt.Keyring.rotate_domain`: the key retired (``retired``, its id)
+    and the new active key (``key_id``, ``version``) of (``domain``, ``person``; None: the domain-wide key). If
+    another process rotated the key first, ``key_id`` is the key it made."""
+
+    domain: str
+    person: str | None = field(repr=False)
+    retired: int
+    key_id: int
+    version: int

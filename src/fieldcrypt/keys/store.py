@@ -164,6 +164,15 @@ class KeyStore(abc.ABC):
     def keys(self, domain: str | None = None, person: str | None = None) -> Iterator[KeyRecord]:
         """Stored keys, optionally of one domain and/or person, ordered by domain, person, version."""
 
+    def active_keys(self, domain: str, after: str | None = None, limit: int = 500) -> list[KeyRecord]:
+        """One page of the active keys of ``domain``, ordered by data subject, the domain-wide key first: at most
+        ``limit``, and only those of persons after ``after`` when given (``""`` stands for the domain-wide key). A
+        caller pages through a domain of any size this way, passing the last page's last person, so no read holds
+        a whole domain (:meth:`fieldcrypt.Keyring.rotate_domain`). This default reads :meth:`keys`; the built-in
+        stores answer from their (domain, person) index."""
+        found = [r for r in self.keys(domain) if r.state == "active" and (after is None or (r.person or "") > after)]
+        return sorted(found, key=lambda r: r.person or "")[:limit]
+
     @abc.abstractmethod
     def shred(
         self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
