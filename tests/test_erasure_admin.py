@@ -94,9 +94,9 @@ def check_json_convention(value: Any) -> None:
             elif k in ("key_ids", "destroyed_again"):
                 assert isinstance(v, list), (k, v)
                 assert all(isinstance(x, str) and KEY_ID.match(x) for x in v), (k, v)
-            elif k == "at" or k.endswith("_at"):
-                assert isinstance(v, str), (k, v)
-                assert datetime.fromisoformat(v).tzinfo is not None, (k, v)
+            elif k == "at" or k.endswith("_at"):  # null: not applicable (a live key's shredded_at)
+                assert v is None or isinstance(v, str), (k, v)
+                assert v is None or datetime.fromisoformat(v).tzinfo is not None, (k, v)
             elif k == "data_subjects":
                 assert isinstance(v, list), (k, v)
             check_json_convention(v)
@@ -773,6 +773,52 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
     monkeypatch.setattr(Keyring, "_create", flaky)
     code, _, err = run(capsys, *rotate, "--reason", "r")
     assert code == 4 and "2 active keys of domain 'orders-value' were rotated before the error below" in err
+
+
+# -- 10. shredded keys stay visible ---------------------------------------------------------------------------------
+def test_keys_list_shows_a_shredded_persons_keys_as_shredded(store_url: str, kek_uri: str, capsys) -> None:
+    clock = FakeClock(T0)
+    with Keyring(store_url, kek_uri, clock=clock) as kr:
+        gone = [kr.encryption_key("orders-value", "cust-1001").key_id]
+        gone.append(kr.rotate("orders-value", "cust-1001").key_id)  # type: ignore[union-attr]
+        gone.append(kr.encryption_key("payments-value", "cust-1001").key_id)
+        kept = kr.encryption_key("orders-value", "cust-2").key_id
+        clock.advance(60)
+        kr.shred_person("cust-1001", reason="erasure request 7")
+        assert [r.key_id for r in kr.shredded_keys(person="cust-1001")] == sorted(gone[:2]) + gone[2:]
+    s = ["--store", store_url]
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == [
+        "KEY_ID", "DOMAIN", "DATA_SUBJECT", "VERSION", "STATE", "RESERVED", "KEK", "CREATED_AT", "SHREDDED_AT"
+    ]  # fmt: skip
+    assert len(lines) == 4 and all(" shredded " in line and "2023-11-14T22:14:20+00:00" in line for line in lines[1:])
+    assert {format_key_id(k) for k in gone} == {line.split()[0] for line in lines[1:]}
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s, "--json")
+    rows = json.loads(out)
+    check_json_convention(rows)
+    assert [(r["state"], r["version"], r["created_at"]) for r in rows] == [("shredded", None, None)] * 3
+    assert rows[0]["shredded_at"] == "2023-11-14T22:14:20+00:00"
+    code, out, _ = run(capsys, "keys", "list", "--domain", "orders-value", *s, "--json")  # a domain: every state
+    assert [(r["data_subject"], r["state"]) for r in json.loads(out)] == [
+        ("cust-2", "active"),
+        ("cust-1001", "shredded"),
+        ("cust-1001", "shredded"),
+    ]
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", "--state", "stored", *s)
+    assert code == 0 and out.strip() == "(none)"
+    code, out, _ = run(capsys, "keys", "list", *s)  # the whole store: the keys it holds, by default
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [format_key_id(kept)] and "SHREDDED_AT" not in out
+    code, out, _ = run(capsys, "keys", "list", "--state", "all", *s, "--json")
+    assert sorted(r["key_id"] for r in json.loads(out)) == sorted(format_key_id(k) for k in [*gone, kept])
+    code, out, _ = run(capsys, "keys", "list", "--state", "shredded", "--domain", "payments-value", *s, "--json")
+    assert [r["key_id"] for r in json.loads(out)] == [format_key_id(gone[2])]
+    code, out, _ = run(capsys, "keys", "list", "--state", "active", *s, "--json")
+    assert [r["key_id"] for r in json.loads(out)] == [format_key_id(kept)]
+    code, out, _ = run(capsys, "keys", "show", format_key_id(gone[0]), *s, "--json")
+    assert json.loads(out) == [r for r in rows if r["key_id"] == format_key_id(gone[0])]  # the same columns
+    code, _, err = run(capsys, "keys", "list", "--state", "gone", *s)
+    assert code == 2 and "--state" in err
 
 
 # -- 8. a reader holding the SQLite WAL ------------------------------------------------------------------------------

@@ -745,12 +745,22 @@ class Keyring:
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
 
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
-        """The stored keys (metadata; wrapped material is never shown)."""
+        """The stored keys, active and retired (metadata; wrapped material is never shown). Shredded keys are gone
+        from the store: :meth:`shredded_keys` lists them."""
         if domain is not None:
             check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
         return list(self._call(lambda: self.store.keys(domain, person)))
+
+    def shredded_keys(self, domain: str | None = None, person: str | None = None) -> list[ShredRecord]:
+        """The destroyed keys (from the shred log: id, domain, person, shred time) of one domain and/or person, or
+        all of them."""
+        if domain is not None:
+            check_id(domain, "domain")
+        if person is not None:
+            check_id(person, "data-subject id")
+        return list(self._call(lambda: self.store.shredded_keys(domain, person)))
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """Replace the active key of (domain, person) by a new version now (``person`` None: the domain-wide key

@@ -93,6 +93,27 @@ def test_active_keys_pages_a_domain_by_data_subject(store: KeyStore) -> None:
         assert KeyStore.active_keys(store, "d", after, limit) == store.active_keys("d", after, limit)
 
 
+def test_shredded_keys_by_domain_and_person(store: KeyStore) -> None:
+    a1 = store.create("d", "a", "k", wrap_with(b"1"), 1.0, audit())
+    a2 = store.create("e", "a", "k", wrap_with(b"2"), 1.0, audit())
+    b = store.create("d", "b", "k", wrap_with(b"3"), 1.0, audit())
+    dom = store.create("d", None, "k", wrap_with(b"4"), 1.0, audit())
+    store.create("d", "c", "k", wrap_with(b"5"), 1.0, audit())  # kept
+    store.shred(None, ["a"], 10.0, audit("shred"))
+    store.shred("d", ["b"], 20.0, audit("shred"))
+    store.shred("e", None, 30.0, audit("shred"))  # nothing left in e: no effect
+    store.shred(None, ["zz"], 40.0, audit("shred"))
+    ids = lambda rs: [(r.key_id, r.domain, r.person, r.shredded_at) for r in rs]  # noqa: E731
+    assert ids(store.shredded_keys(person="a")) == [(a1.key_id, "d", "a", 10.0), (a2.key_id, "e", "a", 10.0)]
+    assert ids(store.shredded_keys("d")) == [(a1.key_id, "d", "a", 10.0), (b.key_id, "d", "b", 20.0)]
+    assert ids(store.shredded_keys("d", "b")) == [(b.key_id, "d", "b", 20.0)]
+    assert len(list(store.shredded_keys())) == 3 and list(store.shredded_keys("d", "c")) == []
+    assert store.get(dom.key_id) is not None
+    # the KeyStore default (for plugin stores, from shred_log()) agrees with the store's own query
+    for domain, person in ((None, None), ("d", None), (None, "a"), ("d", "b"), ("e", None)):
+        assert list(KeyStore.shredded_keys(store, domain, person)) == list(store.shredded_keys(domain, person))
+
+
 def test_reserve_counts(store: KeyStore) -> None:
     k = store.create("d", None, "k", wrap_with(b"w"), 1.0, audit())
     assert store.reserve(k.key_id, 10, 32) == 10

@@ -20,7 +20,7 @@ from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundEr
 from fieldcrypt.keyring import Keyring, Rotation, ShredReport
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
-from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, create_key_store, redact_url
+from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, create_key_store, redact_url
 
 __all__ = ["keyring_of", "register"]
 
@@ -52,7 +52,53 @@ def _key_row(r: KeyRecord) -> dict[str, Any]:
         "reserved": r.encryptions,
         "kek": r.kek_uri,
         "created_at": _time(r.created_at),
+        "shredded_at": None,
     }
+
+
+def _shredded_row(r: ShredRecord) -> dict[str, Any]:
+    """A destroyed key, in the columns of a held one (what it no longer has is null): the shred log keeps its id,
+    domain, data subject and shred time."""
+    return {
+        "key_id": format_key_id(r.key_id),
+        "domain": r.domain,
+        "data_subject": r.person,
+        "version": None,
+        "state": "shredded",
+        "reserved": None,
+        "kek": None,
+        "created_at": None,
+        "shredded_at": _time(r.shredded_at),
+    }
+
+
+def _key_table(rows: list[dict[str, Any]]) -> str | None:
+    """Keys as a table; the SHREDDED_AT column only when a shredded key is listed (JSON always has the field)."""
+    if not any(r["shredded_at"] for r in rows):
+        rows = [{k: v for k, v in r.items() if k != "shredded_at"} for r in rows]
+    return table(rows)
+
+
+#: ``keys list --state``: which keys (``stored``: the ones the store holds, active and retired)
+_STATES = {
+    "active": ("active",),
+    "retired": ("retired",),
+    "shredded": ("shredded",),
+    "stored": ("active", "retired"),
+    "all": ("active", "retired", "shredded"),
+}
+
+
+def _list(args: argparse.Namespace, kr: Keyring) -> None:
+    domain, person = given(args.domain, "--domain"), given(args.data_subject, "--data-subject")
+    state = args.state or ("all" if domain is not None or person is not None else "stored")
+    wanted = _STATES[state]
+    rows: list[dict[str, Any]] = []
+    if set(wanted) - {"shredded"}:  # held keys first, in the store's order; then the shredded ones
+        rows += [_key_row(r) for r in kr.keys(domain, person) if r.state in wanted]
+    if "shredded" in wanted:
+        rows += [_shredded_row(r) for r in kr.shredded_keys(domain, person)]
+    emit(args, rows, lambda: _key_table(rows))
 
 
 def _audit_row(e: AuditEntry) -> dict[str, Any]:
@@ -107,7 +153,7 @@ def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
 
 
 def _show_text(rows: list[dict[str, Any]]) -> None:
-    shown = table(rows)
+    shown = _key_table(rows)
     if shown is not None:
         print(shown)
     print(RESERVED)
@@ -137,9 +183,23 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         return p
 
     cmd("init", "create the key store at --store (or upgrade its tables); SQLite files: 0600")
-    c = cmd("list", "list stored data keys", f"List stored data keys. {RESERVED}")
+    c = cmd(
+        "list",
+        "list data keys: active, retired, and shredded ones",
+        "List data keys: the ones the store holds (active: encrypts new data; retired: decrypts old data only) and "
+        "shredded ones (from the shred log: id, domain, data subject and SHREDDED_AT; the rest is gone). By default, "
+        "with --domain or --data-subject every state is listed (a shredded person's keys show as shredded), "
+        f"without them only the keys the store holds (--state stored). {RESERVED}",
+    )
     c.add_argument("--domain", help="only keys of this key domain")
     c.add_argument("--data-subject", help="only keys of this data subject (person)")
+    c.add_argument(
+        "--state",
+        choices=list(_STATES),
+        default=None,
+        help="only keys in this state; stored: active and retired; all: shredded ones too (default: all with "
+        "--domain or --data-subject, else stored)",
+    )
     c = cmd("show", "show one data key (also a shredded one)", f"Show one data key (also a shredded one). {RESERVED}")
     c.add_argument("key_id", help="the key id as tables print it, e.g. 0x1a2b3c4d (or decimal)")
     c = cmd(
@@ -378,18 +438,15 @@ def _run_keys(args: argparse.Namespace) -> int:
     code = EXIT_OK
     try:
         if args.action == "list":
-            rows = [
-                _key_row(r) for r in kr.keys(given(args.domain, "--domain"), given(args.data_subject, "--data-subject"))
-            ]
-            emit(args, rows, lambda: table(rows))
+            _list(args, kr)
         elif args.action == "show":
             key_id = args.key_id_value
             record = kr.store.get(key_id)
             if record is None:
                 gone = kr.store.shredded(key_id)
                 if gone is not None:
-                    rows = [{**shredlog.row(gone), "state": "shredded"}]
-                    emit(args, rows, lambda: table(rows))
+                    rows = [_shredded_row(gone)]
+                    emit(args, rows, lambda: _key_table(rows))
                     return EXIT_OK
                 raise KeyNotFoundError("no data key with this id in the key store", key_id=key_id)
             rows = [_key_row(record)]

@@ -145,6 +145,22 @@ class SqlKeyStore(KeyStore):
         )
         return _shred(rows[0]) if rows else None
 
+    def shredded_keys(self, domain: str | None = None, person: str | None = None) -> Iterator[ShredRecord]:
+        where, args = [], []
+        if domain is not None:
+            where.append("domain = ?")
+            args.append(domain)
+        if person is not None:
+            where.append("person = ?")
+            args.append(person)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded{clause} "
+            "ORDER BY domain, person, shredded_at, key_id",
+            args,
+        )
+        return iter([_shred(r) for r in rows])
+
     def shredded_counts(self, domain: str | None, persons: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(persons, 0)
         for cond, args in _conditions(domain, persons):

@@ -192,6 +192,17 @@ class KeyStore(abc.ABC):
     def shred_log(self) -> Iterator[ShredRecord]:
         """Every destroyed key, oldest first."""
 
+    def shredded_keys(self, domain: str | None = None, person: str | None = None) -> Iterator[ShredRecord]:
+        """The destroyed keys of one domain and/or person (all without either), ordered by domain, person and shred
+        time: what ``fieldcrypt keys list`` shows as shredded. This default reads the whole log; the built-in stores
+        answer from their indexes."""
+        found = [
+            r
+            for r in self.shred_log()
+            if (domain is None or r.domain == domain) and (person is None or r.person == person)
+        ]
+        return iter(sorted(found, key=lambda r: (r.domain, r.person or "", r.shredded_at, r.key_id)))
+
     def shredded_counts(self, domain: str | None, persons: Sequence[str]) -> dict[str, int]:
         """How many destroyed keys of each person (in ``domain``, or in any) the shred log holds."""
         wanted = set(persons)
