@@ -11,9 +11,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import re
+import select
 import sqlite3
 import stat
+import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -347,6 +351,73 @@ def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, monkeyp
     code, out, _ = run(capsys, "keys", "shred", "--data-subject", "2", "--store", store_url, "--reason", "t", "--yes")
     assert code == 0 and populated.keys(person="2") == []
     assert len(populated.keys(person="1")) == 1
+
+
+def on_tty(argv: list[str], answer: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr), typing ``answer`` once it asks ("...: ").
+    Returns the exit code, what it printed before the answer, and everything it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, on the terminal
+        try:
+            os.execvpe(sys.executable, [sys.executable, "-m", "fieldcrypt.cli", *argv], {**os.environ, **(env or {})})
+        finally:
+            os._exit(127)
+    chunks: list[bytes] = []
+    before: str | None = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+        if before is None and text.endswith(": "):
+            before = text
+            os.write(fd, answer.encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return os.waitstatus_to_exitcode(status), before or "", text
+
+
+def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, store_url: str) -> None:
+    ids = {(k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1")}
+    assert {d for d, _ in ids} == {"D", "orders-value"}
+    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    code, asked, _ = on_tty(shred, "no")
+    assert code == 1 and len(populated.keys(person="cust-1")) == 2
+    lines = asked.splitlines()
+    assert lines[0] == "This will destroy 2 keys of 1 data subject:"
+    assert lines[1].split() == ["DATA_SUBJECT", "DOMAIN", "KEY_ID", "OUTCOME"]
+    assert {(line.split()[1], line.split()[2]) for line in lines[2:4]} == ids  # every key, with its domain
+    assert all(line.split()[0] == "cust-1" for line in lines[2:4])
+    assert lines[4] == "This cannot be undone. Type 'yes' to destroy them: "
+    assert "dry run" not in asked and "nothing destroyed" not in asked
+    code, asked, everything = on_tty(shred, "yes")
+    assert code == 0 and populated.keys(person="cust-1") == []
+    assert asked.startswith("This will destroy 2 keys of 1 data subject:") and "2 keys destroyed" in everything
+    # a whole domain: the domain-wide key is counted apart from the persons' keys
+    code, asked, _ = on_tty(["keys", "shred", "--domain", "orders-value", "--store", store_url, "--reason", "t"], "no")
+    assert code == 1 and asked.splitlines()[0] == "This will destroy 3 keys of 3 data subjects and 1 domain-wide key:"
+    # nothing to destroy: it says so, and what 'yes' does then
+    code, asked, _ = on_tty([*shred[:3], "nobody", *shred[4:]], "no")
+    assert asked.splitlines()[0] == "data subject: no key to destroy; the shred records the request in the audit log:"
+    assert asked.splitlines()[-1] == "Type 'yes' to record it: " and "no key held" in asked
+
+
+def test_dry_run_lists_every_key_with_its_domain(populated: Keyring, store_url: str, capsys) -> None:
+    ids = sorted((k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1"))
+    args = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "t", "--dry-run"]
+    code, out, _ = run(capsys, *args)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "data subject: would destroy 2 keys (dry run, nothing destroyed)"
+    assert lines[1].split() == ["DATA_SUBJECT", "DOMAIN", "KEY_ID", "OUTCOME"]
+    assert sorted((line.split()[1], line.split()[2]) for line in lines[2:]) == ids
+    assert len(populated.keys(person="cust-1")) == 2
 
 
 # -- 4. per-person evidence and the JSON convention ------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "clean",
     "emit",
     "given",
+    "plain_table",
     "policy_conf",
     "seconds",
     "table",
@@ -125,6 +126,16 @@ def table(rows: list[dict[str, Any]], *, title: str | None = None) -> str | None
             t.add_row(*(escape(cells[c][i]) for c in cols))
         console.print(t)
         return None
+    return plain_table(rows, title=title)
+
+
+def plain_table(rows: list[dict[str, Any]], *, title: str | None = None) -> str:
+    """Rows as plain aligned text (what :func:`table` prints off a terminal): one row per line, columns two spaces
+    apart, cells escaped, ``-`` for nothing."""
+    if not rows:
+        return "(none)"
+    cols = list(rows[0])
+    cells = {c: [_cell(r.get(c)) for r in rows] for c in cols}
     widths = {c: max(len(c), *(len(v) for v in cells[c])) for c in cols}
     lines = [title] if title else []
     lines.append("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())

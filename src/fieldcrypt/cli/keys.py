@@ -14,7 +14,17 @@ import sys
 from functools import partial
 from typing import Any
 
-from fieldcrypt.cli._common import EXIT_OK, EXIT_PENDING, Progress, UsageError, clean, emit, given, table
+from fieldcrypt.cli._common import (
+    EXIT_OK,
+    EXIT_PENDING,
+    Progress,
+    UsageError,
+    clean,
+    emit,
+    given,
+    plain_table,
+    table,
+)
 from fieldcrypt.cli._config import Settings
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
 from fieldcrypt.keyring import Keyring, Rotation, ShredReport
@@ -137,8 +147,60 @@ def _shred_summary(report: ShredReport, reason: str) -> dict[str, Any]:
     }
 
 
+#: the keys the shred confirmation lists before asking (``--dry-run`` lists every one)
+_PLAN_SHOWN = 50
+
+
+def _plan_rows(report: ShredReport) -> list[dict[str, Any]]:
+    """What a shred would destroy: one row per key (data subject, domain, key id), and one for each person named
+    who holds no key (with why: "no key held", "already erased"). The table of ``--dry-run`` and of the prompt."""
+    if not report.persons:
+        return [_plan_row(r.person, r.domain, r.key_id, "would be erased") for r in report.destroyed]
+    held: dict[str | None, list[ShredRecord]] = {}
+    for r in report.destroyed:
+        held.setdefault(r.person, []).append(r)
+    rows = []
+    for p in report.persons:
+        keys = held.get(p.person, [])
+        rows += [_plan_row(p.person, r.domain, r.key_id, "would be erased") for r in keys]
+        if not keys:
+            rows.append(_plan_row(p.person, None, None, p.outcome))
+    return rows
+
+
+def _plan_row(person: str | None, domain: str | None, key_id: int | None, outcome: str) -> dict[str, Any]:
+    key = format_key_id(key_id) if key_id is not None else None
+    return {"data_subject": person, "domain": domain, "key_id": key, "outcome": outcome}
+
+
+def _confirmation(plan: ShredReport) -> str:
+    """The question asked on a terminal before a shred: what will be destroyed (the plan's table), then 'yes'?"""
+    keys = plan.destroyed
+    subjects = len({r.person for r in keys if r.person is not None})
+    shared = sum(1 for r in keys if r.person is None)
+    parts = [f"{_count(len(keys) - shared, 'key')} of {_count(subjects, 'data subject')}"] if subjects else []
+    if shared:
+        parts.append(_count(shared, "domain-wide key"))
+    rows = _plan_rows(plan)
+    shown = plain_table(rows[:_PLAN_SHOWN])
+    if len(rows) > _PLAN_SHOWN:
+        shown += f"\n... and {len(rows) - _PLAN_SHOWN} more (--dry-run lists them all)"
+    if not keys:
+        return (
+            f"{clean(plan.target)}: no key to destroy; the shred records the request in the audit log:\n{shown}\n"
+            "Type 'yes' to record it: "
+        )
+    return f"This will destroy {' and '.join(parts)}:\n{shown}\nThis cannot be undone. Type 'yes' to destroy them: "
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
     print(clean(str(report)))
+    if report.dry_run:
+        return table(_plan_rows(report))
     if summary["data_subjects"]:
         rows = [
             {"data_subject": d["data_subject"], "outcome": d["outcome"], "keys": d["key_ids"]}
@@ -312,7 +374,7 @@ def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("refusing to shred without confirmation: not a terminal; pass --yes in scripts")
-        sys.stderr.write(f"{clean(str(plan))}.\nThis cannot be undone. Type 'yes' to destroy: ")
+        sys.stderr.write(_confirmation(plan))  # in one write: the table, then the question
         sys.stderr.flush()
         if sys.stdin.readline().strip().lower() != "yes":
             sys.stderr.write("not confirmed; nothing destroyed\n")
