@@ -24,6 +24,7 @@ def leaves(schema: Any, rules: TagRules | None = None) -> list[str]:
 
 def test_inline_tags_at_every_depth() -> None:
     assert leaves(avsc("order.avsc")) == [
+        "example.shop.Address.city",
         "example.shop.Address.postcode",
         "example.shop.Address.street",
         "example.shop.Contact.email",
@@ -42,8 +43,8 @@ def test_metadata_tags_with_full_names_short_names_and_wildcards() -> None:
     rules = TagRules().with_metadata({"**.full*": ["PII"]})
     assert leaves(schema, rules) == ["example.shop.CustomerEvent.fullName"]
     order = avsc("order.avsc")
-    rules = TagRules().with_metadata({"**.Address.city": ["PII"]})
-    assert "example.shop.Address.city" in leaves(order, rules)
+    rules = TagRules().with_metadata({"**.Contact.note": ["PII"]})
+    assert "example.shop.Contact.note" in leaves(order, rules)
 
 
 def _tag(field_type: Any) -> dict[str, Any]:

@@ -394,8 +394,10 @@ def test_tagged_values_and_untagged_text_follow_the_schema() -> None:
     assert tagged == {
         ("$.customer.name", "example.shop.Customer.name"),
         ("$.shipTo.street", "example.shop.Address.street"),
+        ("$.shipTo.city", "example.shop.Address.city"),
         ("$.shipTo.postcode", "example.shop.Address.postcode"),
         ("$.previousAddresses[].street", "example.shop.Address.street"),
+        ("$.previousAddresses[].city", "example.shop.Address.city"),
         ("$.previousAddresses[].postcode", "example.shop.Address.postcode"),
         ("$.contacts[*].email", "example.shop.Contact.email"),
         ("$.signature", "example.shop.Order.signature"),
