@@ -128,7 +128,7 @@ def test_nullable_and_kinds(compile_: Any) -> None:
             b=tagged(contentEncoding="base64"),
         )
     )
-    assert step(plan.root, "s") == NullableNode(Leaf("$.s", "string", None, frozenset(PII)))
+    assert step(plan.root, "s") == NullableNode(Leaf("$.s", "string", None, frozenset(PII), nullable=True))
     assert step(plan.root, "b") == Leaf("$.b", "base64", None, frozenset(PII))
 
 

@@ -46,7 +46,7 @@ from fieldcrypt._plan import (
 )
 from fieldcrypt.errors import PolicyError
 
-__all__ = ["compile_avro", "named_types"]
+__all__ = ["compile_avro", "named_types", "reader_nulls"]
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _NAMED = ("record", "error", "enum", "fixed")
@@ -164,8 +164,9 @@ class _Compiler:
             return self.named[t]
         return t
 
-    def node(self, t: Any, path: str, inherited: frozenset[str]) -> Node | None:
-        """The plan for a value of schema ``t`` at ``path``; ``inherited``: the tags of the enclosing field."""
+    def node(self, t: Any, path: str, inherited: frozenset[str], nullable: bool = False) -> Node | None:
+        """The plan for a value of schema ``t`` at ``path``; ``inherited``: the tags of the enclosing field;
+        ``nullable``: the value is a branch of a union holding ``"null"`` (so null may stand in for it)."""
         t = self._resolve(t, path)
         if isinstance(t, list):
             return self._union(t, path, inherited)
@@ -176,7 +177,7 @@ class _Compiler:
         encrypt = tags & self.rules.encrypt
         kind = t.get("type") if isinstance(t, dict) else t
         if isinstance(kind, (dict, list)):  # {"type": {"type": ...}}: a schema wrapped once more
-            return self.node(kind, path, tags)
+            return self.node(kind, path, tags, nullable)
         if kind in ("string", "bytes"):
             if not encrypt:
                 return None
@@ -186,7 +187,7 @@ class _Compiler:
                     "convert its ciphertext: drop the logicalType or the tag",
                     field_path=path,
                 )
-            leaf = Leaf(path=path, kind=kind, domain=self.rules.domain_for(tags, path), tags=tags)
+            leaf = Leaf(path=path, kind=kind, domain=self.rules.domain_for(tags, path), tags=tags, nullable=nullable)
             self.leaves.append(leaf)
             return leaf
         if kind in ("record", "error"):
@@ -220,11 +221,12 @@ class _Compiler:
                 # parses it, then writes or reads the inner branches wrongly)
                 raise PolicyError("a union directly inside a union is not valid Avro", field_path=path or None)
         several = sum(1 for _, r in resolved_all if _kind(r) != "null") > 1
+        has_null = any(_kind(r) == "null" for _, r in resolved_all)
         compiled = []
         for b, resolved in resolved_all:
             name = _branch_name(resolved)
             where = f"{path}<{name}>" if several else path
-            node = None if name == "null" else self.node(b, where, inherited)
+            node = None if name == "null" else self.node(b, where, inherited, has_null)
             compiled.append((name, b, resolved, node))
         if all(n is None for *_, n in compiled):
             return None
@@ -338,6 +340,98 @@ class _Compiler:
         if not kinds:
             raise PolicyError("the data-subject id field must be string, int or long", field_path=full)
         return "|".join(sorted(kinds))
+
+
+_PROMOTIONS = {
+    ("int", "long"),
+    ("int", "float"),
+    ("int", "double"),
+    ("long", "float"),
+    ("long", "double"),
+    ("float", "double"),
+    ("string", "bytes"),
+    ("bytes", "string"),
+}
+_DROPPED: Any = object()  # the reader has no field for the writer's value: it is skipped, whatever it holds
+
+
+def reader_nulls(writer: Any, reader: Any) -> frozenset[str]:
+    """The paths (as :func:`compile_avro` names them) of the writer's string and bytes union branches at which a
+    record resolved to ``reader`` (Avro schema resolution, as fastavro's reader applies it) may hold null: the
+    reader's schema has a union holding ``"null"`` at that value's position, or drops the field that holds it.
+    Elsewhere a writer's null would fail resolution (or cannot be written), so a stand-in must be a value."""
+    names = (named_types(writer), named_types(reader))
+    found: set[str] = set()
+    seen: set[tuple[str, int]] = set()
+
+    def resolved(t: Any, side: int) -> Any:
+        if isinstance(t, str) and t not in _PRIMITIVES:
+            return names[side].get(t, t)
+        while isinstance(t, dict) and isinstance(t.get("type"), (dict, list)):
+            t = t["type"]
+        return t
+
+    def matches(w: Any, r: Any) -> bool:
+        """fastavro's ``match_types`` for one writer type and one reader type (neither a union)."""
+        wk, rk = _kind(w), _kind(r)
+        if wk in _NAMED or rk in _NAMED:
+            if wk != rk or not isinstance(w, dict) or not isinstance(r, dict):
+                return False
+            short = str(w["name"]).split(".")[-1]
+            return short == str(r["name"]).split(".")[-1] or bool({w["name"], short} & set(r.get("aliases", ())))
+        return wk == rk or (wk, rk) in _PROMOTIONS
+
+    def walk(w: Any, r: Any, path: str, null_ok: bool) -> None:
+        w = resolved(w, 0)
+        r = r if r is _DROPPED or r is None else resolved(r, 1)
+        if isinstance(w, list):
+            branches = [resolved(b, 0) for b in w]
+            several = sum(1 for b in branches if _kind(b) != "null") > 1
+            reader_null = r is _DROPPED or (isinstance(r, list) and any(_kind(resolved(x, 1)) == "null" for x in r))
+            for b in branches:
+                name = _branch_name(b)
+                if name != "null":
+                    walk(b, _branch_for(b, r), f"{path}<{name}>" if several else path, reader_null)
+            return
+        kind = _kind(w)
+        if kind in ("string", "bytes"):
+            if null_ok:
+                found.add(path)
+        elif kind in ("record", "error"):
+            key = (str(w["name"]), id(r))
+            if key in seen:
+                return
+            seen.add(key)
+            fields: dict[str, Any] | None = None  # the reader's fields by name and alias (None: no reader record)
+            if isinstance(r, dict) and _kind(r) in ("record", "error") and matches(w, r):
+                fields = {a: f for f in r["fields"] for a in f.get("aliases", ())}
+                fields.update((f["name"], f) for f in r["fields"])
+            for f in w["fields"]:
+                if r is _DROPPED:
+                    inner = _DROPPED
+                elif fields is None:
+                    inner = None  # the reader cannot read this record here
+                else:
+                    other = fields.get(f["name"])
+                    inner = _DROPPED if other is None else other["type"]
+                walk(f["type"], inner, f"{w['name']}.{f['name']}", False)
+        elif kind in ("array", "map"):
+            part, suffix = ("items", "[]") if kind == "array" else ("values", "[*]")
+            inner = r if r is _DROPPED else (r[part] if isinstance(r, dict) and _kind(r) == kind else None)
+            walk(w[part], inner, f"{path}{suffix}", False)
+
+    def _branch_for(b: Any, r: Any) -> Any:
+        if r is _DROPPED or r is None:
+            return r
+        candidates = r if isinstance(r, list) else [r]
+        for x in candidates:
+            x = resolved(x, 1)
+            if matches(b, x):
+                return x
+        return None  # the reader cannot read this branch: no value of it resolves
+
+    walk(writer, reader, _root_path(writer), False)
+    return frozenset(found)
 
 
 def _kind(t: Any) -> str:

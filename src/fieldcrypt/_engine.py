@@ -97,6 +97,7 @@ class Denied(_Unreadable):
 
 
 _MODES = ("raise", "null", "placeholder", "marker")
+_STAND_INS = ("null", "placeholder")
 
 
 #: the counters of a deserializer, before serializers kept the same ones (``fieldcrypt.SerdeStats``)
@@ -107,9 +108,13 @@ ReadStats = SerdeStats
 class Outcomes:
     """What a deserializer returns for a value it cannot read: erased (key shredded) or denied (no access).
 
-    ``raise``: raise ``KeyShreddedError`` / ``AccessDeniedError`` / ``KeyNotFoundError``; ``null``: None;
-    ``placeholder``: the ``placeholder`` text (UTF-8 bytes for bytes fields); ``marker``: an ``Erased`` or ``Denied``
-    object. A tampered or moved ciphertext always raises ``DecryptionError``.
+    ``raise``: raise ``KeyShreddedError`` / ``AccessDeniedError`` / ``KeyNotFoundError``; ``null``: None where the
+    schema admits null at the value's position (``Leaf.nullable``, and the reader schema's where ``reader_nulls``
+    says), else the placeholder; ``placeholder``: the placeholder; ``marker``: an ``Erased`` or ``Denied`` object
+    (never valid against the schema: for code that inspects each value). The placeholder is the ``placeholder``
+    text as the field's type holds it (:meth:`stand_in`). ``null`` and ``placeholder`` keep the record valid
+    against its schema; :meth:`check` refuses a schema where the placeholder could not. A tampered or moved
+    ciphertext always raises ``DecryptionError``.
     """
 
     on_erased: str = "null"
@@ -121,6 +126,9 @@ class Outcomes:
     #: the lowest value format version read (``fieldcrypt.min.format.version``); older values raise
     #: ``UnsupportedFormatError``
     min_version: int = 1
+    #: the record is returned in a reader schema's shape (Avro schema resolution, a JSON reader schema): the writer's
+    #: value paths at which the reader's schema admits null too (None: no reader schema, the writer's decides)
+    reader_nulls: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if type(self.min_version) is not int or self.min_version not in _wire.FORMAT_VERSIONS:
@@ -134,6 +142,55 @@ class Outcomes:
                 raise ConfigurationError(f"fieldcrypt.{name.replace('_', '.')} must be one of {', '.join(_MODES)}")
         if not isinstance(self.placeholder, str):
             raise ConfigurationError("fieldcrypt.placeholder must be a string")
+        try:
+            self.placeholder.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                "fieldcrypt.placeholder must be valid Unicode (it holds a lone surrogate)"
+            ) from None
+
+    @property
+    def stands_in(self) -> bool:
+        """Whether a value may be replaced by null or the placeholder (a ``null`` or ``placeholder`` mode)."""
+        return self.on_erased in _STAND_INS or self.on_denied in _STAND_INS
+
+    def stand_in(self, kind: str) -> Any:
+        """The placeholder as a field of ``kind`` holds it: the text (string); its UTF-8 bytes (Avro bytes); the
+        base64 of its UTF-8 bytes (a JSON string with ``contentEncoding: base64``, whose readable values are returned
+        as base64 text too). One rule: a reader decoding the field gets the placeholder's UTF-8 bytes."""
+        if kind == "string":
+            return self.placeholder
+        if kind == "bytes":
+            return self.placeholder.encode("utf-8")
+        if kind == "base64":
+            return _wire.encode_base64(self.placeholder.encode("utf-8"))
+        raise AssertionError(f"unknown leaf kind {kind!r}")
+
+    def check(self, plan: FieldPlan, subject: str | None = None) -> None:
+        """Refuse (``ConfigurationError``) a schema in which the placeholder, or equal stand-ins, would make a record
+        invalid: a JSON ``minLength`` longer than the placeholder; an array whose ``uniqueItems`` or ``contains``
+        judges tagged items together. Run once per schema, when its plan is compiled (``null`` and ``placeholder``
+        modes only: ``raise`` returns nothing, ``marker`` is not schema-valid by design)."""
+        if not self.stands_in:
+            return
+        for leaf in plan.leaves:
+            if leaf.min_length and leaf.kind != "bytes" and len(self.stand_in(leaf.kind)) < leaf.min_length:
+                raise ConfigurationError(
+                    f"fieldcrypt.placeholder is shorter{' once base64-encoded' if leaf.kind == 'base64' else ''} "
+                    f"({len(self.stand_in(leaf.kind))} characters) than the field's minLength ({leaf.min_length}), "
+                    "so a record with an unreadable value would not match its schema: set a longer "
+                    "fieldcrypt.placeholder, or fieldcrypt.on.erased / fieldcrypt.on.denied to raise or marker",
+                    subject=subject,
+                    field_path=leaf.path,
+                )
+        for path, keyword in plan.together:
+            raise ConfigurationError(
+                f"the array's {keyword} judges its tagged items together, and stand-ins for unreadable values are "
+                "equal to one another, so a record with unreadable values could fail it: set fieldcrypt.on.erased "
+                "and fieldcrypt.on.denied to raise or marker, or drop the keyword",
+                subject=subject,
+                field_path=path,
+            )
 
     def apply(self, exc: FieldcryptError, leaf: Leaf, key_id: int, st: RecordState) -> Any:
         erased = isinstance(exc, KeyShreddedError)
@@ -144,11 +201,12 @@ class Outcomes:
         mode = self.on_erased if erased else self.on_denied
         if mode == "raise":
             raise exc.with_context(subject=st.subject, field_path=leaf.path) from None
-        if mode == "null":
+        if mode == "marker":
+            return (Erased if erased else Denied)(leaf.path, key_id)
+        st.stood_in += 1
+        if mode == "null" and leaf.nullable and (self.reader_nulls is None or leaf.path in self.reader_nulls):
             return None
-        if mode == "placeholder":
-            return self.placeholder if leaf.kind == "string" else self.placeholder.encode()
-        return (Erased if erased else Denied)(leaf.path, key_id)
+        return self.stand_in(leaf.kind)
 
 
 STRICT = Outcomes(on_erased="raise", on_denied="raise")
@@ -182,6 +240,7 @@ class RecordState:
         "plain",
         "seen",
         "stats",
+        "stood_in",
         "subject",
         "total",
         "version",
@@ -202,6 +261,7 @@ class RecordState:
         self.misses = 0  # of them, those that needed the key store
         self.erased = 0  # read side: values whose key was shredded
         self.denied = 0  # read side: values this consumer has no key for
+        self.stood_in = 0  # read side: of them, values null or the placeholder replaced (Outcomes.apply)
         self.keyring = keyring
         self.subject = subject
         self.default_domain = default_domain
@@ -881,7 +941,22 @@ def _choice(node: ChoiceNode, compile_node: Callable[[Node], Step], *, writing: 
                 field_path=p,
             )
         ((n, fn),) = found
+        stood_in = st.stood_in
         out = v if fn is None else fn(v, p, st)
+        if not writing and st.stood_in != stood_in:
+            # null or the placeholder replaced an unreadable value in it: the value must still satisfy the choice
+            # (the compiler chose null only where every branch admits it; a placeholder is text as the ciphertext
+            # was, but shorter, so a branch the ciphertext failed, e.g. by maxLength, may now match as well)
+            valid = sum(1 for m, _, _ in steps if m(out))
+            if valid == 0 or (not any_of and valid > 1):
+                raise ConfigurationError(
+                    f"with the stand-in for an unreadable value, the value would match {valid} {node.keyword} "
+                    "branches, so the record would not match its schema: set fieldcrypt.on.erased and "
+                    "fieldcrypt.on.denied to raise or marker, change fieldcrypt.placeholder, or add a "
+                    "discriminating property (e.g. a const)",
+                    subject=st.subject,
+                    field_path=p,
+                )
         if writing and [m for m, _ in _matching_written(matching, out, st)] != [n]:
             raise EncryptionError(
                 f"once encrypted, the value would match another {node.keyword} branch, so a reader could not tell "

@@ -53,7 +53,8 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from fieldcrypt._plan import (
     MISSING,
@@ -131,6 +132,7 @@ def compile_json(
         data_subject_kind=subject[2] if subject else "string",
         decisions=tuple(c.tags.decisions),
         identity=schema_identity(schema),
+        together=tuple(dict.fromkeys(c.together)),
     )
 
 
@@ -168,9 +170,107 @@ class _Inh:
     tags: frozenset[str] = frozenset()
     types: frozenset[str] | None = None
     outer: tuple[dict[str, Any], ...] = ()  # their schema objects, whose constraints a tagged string must meet
+    #: every schema that may judge the value as a whole (asked on first use; see _Related): what may stand in for
+    #: it when it cannot be read is decided against them. None: the root document (its own schema only)
+    roots: Callable[[], tuple[Any, ...]] | None = None
 
 
 _NONE = _Inh()
+
+
+class _Related:
+    """The schema objects that may judge one object or array value, or the values it holds: those of the value
+    (itself, its $ref targets, allOf branches), the enclosing ones of the same value (``outer``), and what they
+    reach through ``$ref``, ``allOf``, ``oneOf``, ``anyOf``, ``then``, ``else``, ``dependentSchemas`` and schema
+    ``dependencies`` (any branch may be the one that applies). Gathered once, on first use (a tagged value below).
+
+    Whether null may stand in for a child value is asked of all of them (:meth:`property`, :meth:`undeclared`,
+    :meth:`items`): null is returned only where every one that may apply to the child accepts null; a ``not`` or a
+    dynamic reference among them makes it a placeholder (which one applies cannot be told from the schema).
+    """
+
+    def __init__(self, compiler: _Compiler, schemas: list[Any], at: _At) -> None:
+        self._compiler, self._schemas, self._at = compiler, schemas, at
+        self._found: tuple[list[dict[str, Any]], bool] | None = None
+
+    def _all(self) -> tuple[list[dict[str, Any]], bool]:
+        if self._found is None:
+            out: list[dict[str, Any]] = []
+            opaque = False
+            seen: set[int] = set()
+            todo = list(self._schemas)
+            while todo:
+                s = todo.pop()
+                if not isinstance(s, dict) or id(s) in seen:
+                    continue
+                seen.add(id(s))
+                out.append(s)
+                opaque = opaque or any(k in s for k in ("not", "$dynamicRef", "$recursiveRef"))
+                for k in ("allOf", "oneOf", "anyOf"):
+                    todo.extend(s[k] if isinstance(s.get(k), list) else ())
+                todo.extend(s[k] for k in ("then", "else") if k in s)
+                for k in ("dependentSchemas", "dependencies"):
+                    todo.extend(s[k].values() if isinstance(s.get(k), dict) else ())
+                if isinstance(s.get("$ref"), str):
+                    todo.append(self._compiler.resolve(s["$ref"], self._at))
+            self._found = (out, opaque)
+        return self._found
+
+    def property(self, name: str) -> tuple[Any, ...]:
+        """The schemas that may apply to the value of declared property ``name``: its declarations, the
+        patternProperties whose regex may match it, else additionalProperties, in every related schema object."""
+        found, opaque = self._all()
+        out: list[Any] = [False] if opaque else []
+        for s in found:
+            props, pats = s.get("properties"), s.get("patternProperties")
+            declared = isinstance(props, dict) and name in props
+            if declared:
+                out.append(props[name])  # type: ignore[index]  # a dict holding name
+            matched = [sub for rx, sub in pats.items() if _may_match(rx, name)] if isinstance(pats, dict) else []
+            out.extend(matched)
+            if not declared and not matched and "additionalProperties" in s:
+                out.append(s["additionalProperties"])
+        return tuple(out)
+
+    def undeclared(self) -> tuple[Any, ...]:
+        """The schemas that may apply to the value of a key no property declares: every patternProperties and
+        additionalProperties schema of every related schema object."""
+        found, opaque = self._all()
+        out: list[Any] = [False] if opaque else []
+        for s in found:
+            pats = s.get("patternProperties")
+            out.extend(pats.values() if isinstance(pats, dict) else ())
+            out.extend([s["additionalProperties"]] if "additionalProperties" in s else [])
+        return tuple(out)
+
+    def items(self, at: int | None, start: int = 0) -> tuple[Any, ...]:
+        """The schemas that may apply to the array item at position ``at`` (None: any position from ``start`` on),
+        read as the draft reads each related schema object (``prefixItems`` + ``items``, or the array form of
+        ``items`` + ``additionalItems``)."""
+        found, opaque = self._all()
+        out: list[Any] = [False] if opaque else []
+        for s in found:
+            items, listed = s.get("items"), s.get("prefixItems")
+            prefix: list[Any] = []
+            if isinstance(items, list):  # draft 4 to 2019-09 tuple form
+                prefix, rest = items, s.get("additionalItems")
+            elif self._compiler.legacy:
+                rest = items
+            else:
+                prefix, rest = listed if isinstance(listed, list) else [], items
+            if at is not None:
+                out.extend([prefix[at]] if at < len(prefix) else [rest] if rest is not None else [])
+            else:
+                out.extend([*prefix[start:], *([rest] if rest is not None else [])])
+        return tuple(out)
+
+
+def _may_match(rx: str, name: str) -> bool:
+    """Whether a patternProperties regex matches a property name; True when that cannot be told in bounded time."""
+    try:
+        return bool(bounded(rx).search(name))
+    except Exception:
+        return True
 
 
 def _esc(name: str) -> str:
@@ -188,6 +288,26 @@ def _bounded(rx: str, path: str, what: str) -> None:
             "pattern may use)",
             field_path=path,
         ) from None
+
+
+def _min_length(roots: tuple[Any, ...], compiler: _Compiler, at: _At) -> int:
+    """The largest ``minLength`` among ``roots`` and the schemas they reach (allOf, oneOf, anyOf, $ref): what a
+    placeholder standing in for the value must meet (the largest, whichever branch applies)."""
+    longest = 0
+    todo = list(roots)
+    seen: set[int] = set()
+    while todo:
+        s = todo.pop()
+        if not isinstance(s, dict) or id(s) in seen:
+            continue
+        seen.add(id(s))
+        if isinstance(s.get("minLength"), int) and not isinstance(s["minLength"], bool):
+            longest = max(longest, s["minLength"])
+        for k in ("allOf", "oneOf", "anyOf"):
+            todo.extend(s[k] if isinstance(s.get(k), list) else ())
+        if isinstance(s.get("$ref"), str):
+            todo.append(compiler.resolve(s["$ref"], at))
+    return longest
 
 
 def _unicode(name: str) -> bool:
@@ -237,7 +357,9 @@ def merge(a: Node | None, b: Node | None, path: str) -> Node | None:
         and a.kind == b.kind
         and (a.domain == b.domain or None in (a.domain, b.domain))
     ):
-        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags)
+        # one value: null may stand in only if both admit it, and a placeholder must meet both minLengths
+        nullable, shortest = a.nullable and b.nullable, max(a.min_length, b.min_length)
+        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags, nullable, shortest)
     if isinstance(a, RecordNode) and isinstance(b, RecordNode):
         return _merge_records(a, b, path)
     if isinstance(a, ArrayNode) and isinstance(b, ArrayNode):
@@ -304,6 +426,7 @@ class _Compiler:
         self.visited: set[int] = set()
         self.work = 0  # subschemas visited, bounded by MAX_VISITS (see _step)
         self.defs: list[tuple[Any, str]] = []
+        self.together: list[tuple[str, str]] = []  # see FieldPlan.together
 
     def resolve(self, ref: str, at: _At) -> Any:
         try:
@@ -384,11 +507,12 @@ class _Compiler:
         kinds = None if types is None else types - {"null"}
         here: list[Node | None] = [RefNode(r) for r in sorted(recursive)]
         element: tuple[str, frozenset[str]] | None = None  # ("array"|"object", tags every element/value carries)
+        roots = inh.roots if inh.roots is not None else (lambda: (schema, *(s for s, _, _ in also)))
         if subject and not delegate:
             self.subject(at, frozenset(tags), kinds)
         if encrypt and not delegate and kinds != frozenset():
             if kinds == _STRING:
-                here.append(self.leaf(at, frozenset(tags), [m for m, _, _ in members], inh))
+                here.append(self.leaf(at, frozenset(tags), [m for m, _, _ in members], inh, roots()))
             elif kinds == _ARRAY_T and any(k in m for m, _, _ in members for k in _ARRAY):
                 element = ("array", frozenset(tags))
             elif kinds == _OBJECT_T and self.is_map(members):
@@ -401,12 +525,19 @@ class _Compiler:
                     "and maps of strings (additionalProperties) can be encrypted: tag the string properties inside",
                     field_path=at.path,
                 )
-        down = _Inh(frozenset(tags) if delegate else frozenset(), types, (*inh.outer, *(m for m, _, _ in members)))
-        parts = [self.keywords(m, replace(at, ptr=ptr), st, element, down) for m, ptr, st in members]
-        parts = [merge(p, r, at.path) for p, r in zip(parts, self.records(members, at, element), strict=True)]
+        outer = (*inh.outer, *(m for m, _, _ in members))
+        down = _Inh(frozenset(tags) if delegate else frozenset(), types, outer, roots)
+        related = _Related(self, list(outer), at)  # for the values this one holds
+        parts = [self.keywords(m, replace(at, ptr=ptr), st, element, down, related) for m, ptr, st in members]
+        records = self.records(members, at, element, related)
+        parts = [merge(p, r, at.path) for p, r in zip(parts, records, strict=True)]
         node: Node | None = None
         for part in (*here, *parts):
             node = merge(node, part, at.path)
+        if isinstance(node, ArrayNode | NullableNode) and isinstance(_unwrap(node), ArrayNode):
+            for kw in ("uniqueItems", "contains"):
+                if any(kw in m and m[kw] is not False for m, _, _ in members):
+                    self.together.append((at.path, kw))
         for ref in {r for _, _, st in members for r in st[len(stack) :]} & self.recursive:
             self.name(ref, [p for (_, _, st), p in zip(members, parts, strict=True) if ref in st], types, at)
         if node is not None and types is not None and "null" in types and not isinstance(node, NullableNode):
@@ -426,14 +557,25 @@ class _Compiler:
         if types is not None and "null" in types:
             self.nullable_refs.add(ref)
 
+    def accepts_null(self, schema: Any) -> bool:
+        """Whether null validates against ``schema`` (jsonschema, through the serde's matcher); False when that
+        cannot be told (a reference the matcher cannot follow): a placeholder then stands in, never a guess."""
+        if isinstance(schema, bool):
+            return schema
+        try:
+            return bool(self.matcher(schema)(None))
+        except Exception:
+            return False
+
     def is_map(self, members: list[Member]) -> bool:
         if any(m.get("properties") or m.get("patternProperties") for m, _, _ in members):
             return False
         return any(isinstance(m.get("additionalProperties"), dict) for m, _, _ in members)
 
-    def leaf(self, at: _At, tags: frozenset[str], members: list[dict[str, Any]], inh: _Inh) -> Leaf:
+    def leaf(self, at: _At, tags: frozenset[str], members: list[dict[str, Any]], inh: _Inh, roots: Any) -> Leaf:
         found: set[str] = set()
         encodings: set[Any] = set()
+        shortest = _min_length(roots, self, at)
         todo: list[Any] = [*members, *inh.outer]
         seen: set[int] = set()
         while todo:
@@ -444,6 +586,8 @@ class _Compiler:
             found.update(k for k in _BLOCKING if k in s)
             if isinstance(s.get("minLength"), int) and s["minLength"] > _MIN_CIPHERTEXT_CHARS:
                 found.add("minLength")
+            if isinstance(s.get("minLength"), int):
+                shortest = max(shortest, s["minLength"])
             if "contentEncoding" in s:
                 encodings.add(s["contentEncoding"])
             for k in ("allOf", "oneOf", "anyOf"):
@@ -462,7 +606,9 @@ class _Compiler:
                 "ciphertext cannot satisfy; move that check to the producer",
                 field_path=at.path,
             )
-        leaf = Leaf(at.path, "base64" if encodings else "string", self.rules.domain_for(tags, at.path), tags)
+        kind: Literal["string", "base64"] = "base64" if encodings else "string"
+        nullable = all(self.accepts_null(r) for r in roots)
+        leaf = Leaf(at.path, kind, self.rules.domain_for(tags, at.path), tags, nullable, shortest)
         self.leaves.append(leaf)
         return leaf
 
@@ -482,7 +628,13 @@ class _Compiler:
 
     # -- the keywords of one schema object ------------------------------------------------------------------------
     def keywords(
-        self, m: dict[str, Any], at: _At, stack: tuple[str, ...], element: tuple[str, frozenset[str]] | None, inh: _Inh
+        self,
+        m: dict[str, Any],
+        at: _At,
+        stack: tuple[str, ...],
+        element: tuple[str, frozenset[str]] | None,
+        inh: _Inh,
+        related: _Related,
     ) -> Node | None:
         node: Node | None = None
         for key, value in m.items():
@@ -504,7 +656,7 @@ class _Compiler:
                         self.forbid(f"dependencies/{_esc(str(k))}", v, at)
             else:  # not, if/then/else, contains, propertyNames, unevaluated*, dependentSchemas, unknown keywords
                 self.forbid(key, value, at, schema=key in _SCHEMA_VALUED)
-        return merge(node, self.array(m, at, stack, element), at.path)
+        return merge(node, self.array(m, at, stack, element, related), at.path)
 
     def choice(self, key: str, branches: Any, at: _At, stack: tuple[str, ...], inh: _Inh) -> Node | None:
         if not isinstance(branches, list):
@@ -524,7 +676,9 @@ class _Compiler:
             return None
         return ChoiceNode(key, at.path, tuple((self.matcher(b), n) for b, n in zip(branches, nodes, strict=True)))
 
-    def records(self, members: list[Member], at: _At, element: tuple[str, frozenset[str]] | None) -> list[Node | None]:
+    def records(
+        self, members: list[Member], at: _At, element: tuple[str, frozenset[str]] | None, related: _Related
+    ) -> list[Node | None]:
         """Per schema object: its object keywords. A property declared by several of them is one value."""
         by_name: dict[str, list[Member]] = {}
         for m, ptr, st in members:
@@ -539,7 +693,9 @@ class _Compiler:
                 group = by_name.pop(name, None)
                 if group:  # the first schema object declaring it walks them all
                     first, *rest = group
-                    node = self.walk(first[0], replace(at.prop(name), ptr=first[1]), first[2], prop=True, also=(*rest,))
+                    where = replace(at.prop(name), ptr=first[1])
+                    inh = _Inh(roots=partial(related.property, name))
+                    node = self.walk(first[0], where, first[2], inh, prop=True, also=(*rest,))
                     steps.extend([FieldStep(name, node)] if node is not None else [])
             patterns, all_patterns = [], []
             for rx, sub in pats.items() if isinstance(pats, dict) else ():
@@ -548,14 +704,17 @@ class _Compiler:
                 except (re.error, RecursionError) as exc:
                     raise PolicyError(f"patternProperties regex {rx!r} is invalid: {exc}", field_path=at.path) from None
                 all_patterns.append(rx)
-                node = self.walk(sub, at.under(f"patternProperties/{_esc(rx)}", "[*]"), st)
+                node = self.walk(
+                    sub, at.under(f"patternProperties/{_esc(rx)}", "[*]"), st, _Inh(roots=related.undeclared)
+                )
                 if node is not None:  # tagged: the engine searches every key of the object with it
                     _bounded(rx, f"{at.path}[*]", "a tagged patternProperties regex")
                 patterns.extend([(rx, node)] if node is not None else [])
             extra = None
             if extra_schema is not None:
                 tags = element[1] if element and element[0] == "object" else frozenset()
-                extra = self.walk(extra_schema, at.under("additionalProperties", "[*]"), st, _Inh(tags))
+                where = at.under("additionalProperties", "[*]")
+                extra = self.walk(extra_schema, where, st, _Inh(tags, roots=related.undeclared))
             for rx in all_patterns if extra is not None else ():  # they decide which keys the tagged schema covers
                 _bounded(rx, f"{at.path}[*]", "a patternProperties regex beside a tagged additionalProperties")
             declared = frozenset(props) if isinstance(props, dict) else frozenset()
@@ -577,7 +736,12 @@ class _Compiler:
         return out
 
     def array(
-        self, m: dict[str, Any], at: _At, stack: tuple[str, ...], element: tuple[str, frozenset[str]] | None
+        self,
+        m: dict[str, Any],
+        at: _At,
+        stack: tuple[str, ...],
+        element: tuple[str, frozenset[str]] | None,
+        related: _Related,
     ) -> Node | None:
         items = m.get("items")
         prefix: Any = []
@@ -592,8 +756,12 @@ class _Compiler:
         for key in (*ignored, *(("prefixItems",) if self.legacy or prefix_kw == "items" else ())):
             if key in m:
                 self.forbid(key, m[key], at, reason="this draft ignores it here, so it applies to no value")
-        inh = _Inh(element[1] if element and element[0] == "array" else frozenset())
-        nodes = tuple(self.walk(s, at.under(f"{prefix_kw}/{i}", f"[{i}]"), stack, inh) for i, s in enumerate(prefix))
+        tags = element[1] if element and element[0] == "array" else frozenset()
+        nodes = tuple(
+            self.walk(s, at.under(f"{prefix_kw}/{i}", f"[{i}]"), stack, _Inh(tags, roots=partial(related.items, i)))
+            for i, s in enumerate(prefix)
+        )
+        inh = _Inh(tags, roots=partial(related.items, None, len(prefix)))
         last = self.walk(rest, at.under(rest_kw, "[]"), stack, inh) if rest is not None else None
         if last is None and all(n is None for n in nodes):
             return None

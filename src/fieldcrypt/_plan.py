@@ -56,12 +56,19 @@ class Leaf:
 
     ``kind``: ``string`` (UTF-8 text, ciphertext as unpadded base64 text), ``bytes`` (raw), or ``base64`` (a JSON
     string with ``contentEncoding: base64``: the decoded bytes are encrypted, the ciphertext is padded base64).
+
+    What a reader may put here instead of a value it cannot read (``fieldcrypt._engine.Outcomes``): ``nullable``,
+    whether the schema admits null at this value's position (Avro: the value is a branch of a union holding
+    ``"null"``; JSON Schema: every schema that may apply to the value accepts null), decided by the compiler once;
+    ``min_length``, the largest JSON ``minLength`` a placeholder must meet here.
     """
 
     path: str  # schema path for messages, e.g. "bench.Event.items[].email"
     kind: Literal["string", "bytes", "base64"]
     domain: str | None
     tags: frozenset[str]
+    nullable: bool = False
+    min_length: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,9 @@ class FieldPlan:
     #: what a version-2 value's associated data binds the value to besides its path: a JSON schema's ``$id``, else
     #: its ``title`` (None: neither, so the default key domain); Avro: "" (its paths start at the record's full name)
     identity: str | None = None
+    #: JSON: (array path, keyword) of each array holding tagged values whose ``uniqueItems`` or ``contains`` judges
+    #: its items together: stand-ins for unreadable values (equal to one another) could break it
+    together: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_empty(self) -> bool:

@@ -74,10 +74,14 @@ WRITE_CONF: Mapping[str, str] = {
 }
 #: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
-    "fieldcrypt.on.erased": "raise | null | placeholder | marker, for values whose key was shredded (default null)",
+    "fieldcrypt.on.erased": "raise | null | placeholder | marker, for values whose key was shredded (default null: "
+    "None where the schema admits null at the value's position, else the placeholder; marker objects are not "
+    "schema-valid)",
     "fieldcrypt.on.denied": "raise | null | placeholder | marker, for values this consumer has no key for "
     "(default raise)",
-    "fieldcrypt.placeholder": "the text returned in 'placeholder' mode (default <erased>)",
+    "fieldcrypt.placeholder": "the text standing in for an unreadable value in 'placeholder' mode, and in 'null' "
+    "mode where the schema does not admit null (bytes fields: its UTF-8 bytes; base64 strings: their base64; "
+    "default <erased>)",
     "fieldcrypt.min.format.version": "the lowest value format version read: 1 (default) or 2, to refuse values "
     "of format 1 (UnsupportedFormatError) once every producer writes 2",
     "fieldcrypt.on.plaintext": "raise | accept, for tagged fields holding plaintext (records written before "
@@ -275,11 +279,13 @@ class PlanCache:
         parse: Callable[[Schema], Any],
         compile_plan: Callable[[Any, TagRules], FieldPlan],
         rules: TagRules,
+        check: Callable[[FieldPlan, str | None], None] | None = None,
     ) -> None:
         self._registry = registry
         self._parse = parse
         self._compile = compile_plan
         self._rules = rules
+        self._check = check  # a deserializer's: what its outcomes need of each plan (Outcomes.check)
         self._plans: dict[int | str, CachedPlan] = {}
         self._membership: dict[tuple[str, str], bool] = {}  # (subject, schema id or GUID) -> not a version of it
         self._lock = threading.Lock()
@@ -306,6 +312,8 @@ class PlanCache:
                 schema = writer_schema_by_id(self._registry, schema_id, subject)  # a bad id: UnknownSchemaError
             try:
                 plan = self.compile(schema)
+                if self._check is not None:
+                    self._check(plan, subject)
                 cached = CachedPlan(
                     schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
                 )
@@ -938,14 +946,17 @@ def decrypt_record(
     domain: str,
     ctx: SerializationContext | None,
     parsed_writer: Any,
+    outcomes: Outcomes | None = None,
 ) -> tuple[Any, RecordState | None]:
     """Decrypt a decoded record; returns it and its counts (for ``SerdeStats._record``, once the record is done).
     When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from CSFLE to fieldcrypt), a
     record fieldcrypt cannot read as its own (plaintext included, and values that merely look like a fieldcrypt
     header) is handed to confluent's ENCRYPT executor, which authenticates it with CSFLE's own keys; each tagged
     value is then judged as it came out (``_not_decrypted_by_csfle``). If that fails too, fieldcrypt's verdict
-    stands, with the user's outcomes (``on.plaintext=accept`` included). A value is never returned unverified."""
-    runner, outcomes, keyring, stats = cached.runner, serde._opts.outcomes, serde._keyring, serde.stats
+    stands, with the user's outcomes (``on.plaintext=accept`` included). A value is never returned unverified.
+    ``outcomes``: the serde's, with a reader schema's nullability (``Outcomes.reader_nulls``); default its own."""
+    runner, keyring, stats = cached.runner, serde._keyring, serde.stats
+    outcomes = outcomes or serde._opts.outcomes
     if ctx is None or subject is None or not has_encrypt_rules(cached.source):
         return runner.decrypt_counted(record, keyring, subject, domain, outcomes, stats)
     original = copy.deepcopy(record)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka.schema_registry import (
@@ -33,7 +34,8 @@ from confluent_kafka.serialization import SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
 from fieldcrypt._avro_depth import check_depth, is_recursive
-from fieldcrypt._avro_policy import compile_avro
+from fieldcrypt._avro_policy import compile_avro, reader_nulls
+from fieldcrypt._engine import Outcomes
 from fieldcrypt._lookalike import avro_candidates as lookalikes
 from fieldcrypt._lookalike import has_binary
 from fieldcrypt._lookalike import mode_of as untagged_mode
@@ -44,6 +46,7 @@ from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
     WRITE_CONF,
+    CachedPlan,
     PlanCache,
     PolicyCheck,
     WriteEntries,
@@ -203,7 +206,11 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             valid,
         )
         self._keyring = check_keyring(keyring)
-        self._plans = PlanCache(schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules)
+        self._plans = PlanCache(
+            schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules, self._opts.outcomes.check
+        )
+        #: (writer schema id, reader schema id or "local") -> the outcomes with the reader's nullability
+        self._reader_outcomes: dict[tuple[int | str, int | str], Outcomes] = {}
         self._subjects: dict[
             tuple[str, str, str | None], str
         ] = {}  # (topic, field) -> subject, for topic-based strategies
@@ -238,6 +245,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             writer = cached.parsed
             if subject is None and isinstance(writer, dict):
                 subject = subject_of(self, ctx, writer.get("name"))
+            # one lookup per record, as confluent makes: it decides both the stand-ins and the shape returned
+            latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
             state = None  # the record's counts, once its tagged values are decrypted
             untagged = None  # field paths of ciphertexts in untagged fields, accepted (fieldcrypt._lookalike)
             if _is_bytes_schema(writer):  # confluent writes a bytes schema's value raw, without Avro's length
@@ -265,7 +274,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                     found = lookalikes(record, payload.getvalue(), not self._binary_schema(cached.schema_id, writer))
                 else:
                     domain = key_domain(self._opts.domain, subject)
-                    record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer)
+                    outcomes = self._outcomes_for(cached, subject, latest)
+                    record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer, outcomes)
                     found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
                 if found is not None:  # rare: judged against the record as it arrived
                     untagged = review_lookalikes(
@@ -277,7 +287,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                         self._on_untagged,
                         None if plan.is_empty else lambda: self._decode_again(payload, start, writer, plan.named_read),
                     )
-                out = self._resolve(record, cached, writer, subject, ctx)
+                out = self._resolve(record, cached, writer, subject, ctx, latest)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
@@ -305,12 +315,35 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             return schemaless_reader(again, writer, None, return_named_type=True, return_named_type_override=True)
         return schemaless_reader(again, writer, None, False)
 
+    def _outcomes_for(self, cached: CachedPlan, subject: str | None, latest: Any) -> Outcomes:
+        """What unreadable values read as for a record of ``cached``'s schema returned in the reader's shape: null
+        only where the writer's and the reader's schema both admit it (``reader_nulls``), once per schema pair."""
+        outcomes = self._opts.outcomes
+        if "null" not in (outcomes.on_erased, outcomes.on_denied):
+            return outcomes
+        reader = self._reader_for(subject, cached.schema_id, latest)
+        if reader is None:
+            return outcomes
+        key = (cached.schema_id, latest.schema_id if latest is not None else "local")
+        found = self._reader_outcomes.get(key)
+        if found is None:
+            found = replace(outcomes, reader_nulls=reader_nulls(cached.parsed, reader))
+            if len(self._reader_outcomes) < 10_000:
+                self._reader_outcomes[key] = found
+        return found
+
     def _resolve(
-        self, record: Any, cached: Any, writer: Any, subject: str | None, ctx: SerializationContext | None
+        self,
+        record: Any,
+        cached: Any,
+        writer: Any,
+        subject: str | None,
+        ctx: SerializationContext | None,
+        latest: Any,
     ) -> Any:
-        """The decrypted record in the reader's shape: migration rules or schema resolution, then READ rules."""
+        """The decrypted record in the reader's shape: migration rules or schema resolution, then READ rules.
+        ``latest``: the reader schema use.latest.version names (looked up once for the record), or None."""
         plan = cached.runner.plan
-        latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
         if latest is not None and ctx is not None and subject is not None and cached.source is not None:
             if plan.named_read:
                 record = _untuple(record)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, prefix_schema_id_serializer
@@ -27,6 +28,7 @@ from jsonschema.exceptions import SchemaError
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
+from fieldcrypt._engine import Outcomes
 from fieldcrypt._json_policy import compile_json
 from fieldcrypt._lookalike import candidates as lookalikes
 from fieldcrypt._lookalike import mode_of as untagged_mode
@@ -38,6 +40,7 @@ from fieldcrypt._serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
     WRITE_CONF,
+    CachedPlan,
     PlanCache,
     PolicyCheck,
     WriteEntries,
@@ -344,7 +347,10 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             lambda s: _Parsed(self, s),
             _compile,
             self._opts.rules,
+            self._opts.outcomes.check,
         )
+        #: (writer schema id, reader schema id) -> the outcomes with the reader schema's nullability
+        self._reader_outcomes: dict[tuple[int | str, int], Outcomes] = {}
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._latest_mode = is_latest_mode(self)
         self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
@@ -399,7 +405,8 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             untagged = None  # field paths of ciphertexts in untagged properties, accepted (fieldcrypt._lookalike)
             if not cached.runner.plan.is_empty:
                 domain = key_domain(self._opts.domain, subject)
-                document, state = decrypt_record(self, cached, document, subject, domain, ctx, None)
+                outcomes = self._outcomes_for(cached, subject, None if reader is cached.parsed else latest)
+                document, state = decrypt_record(self, cached, document, subject, domain, ctx, None, outcomes)
             found = lookalikes(document)  # values that may be ciphertext, once decrypted (None: the usual answer)
             if found is not None:  # rare: judged against the document as it arrived
                 untagged = review_lookalikes(
@@ -427,6 +434,26 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             raise
         self.stats._record(state, untagged)  # counted once the record is done: one lock per record
         return document
+
+    def _outcomes_for(self, cached: CachedPlan, subject: str | None, latest: Any) -> Outcomes:
+        """What unreadable values read as when the document is validated against a reader schema (``latest``, None:
+        the writer's alone): null only where both schemas admit it at the value's path, and the placeholder checked
+        against the reader's minLength too; the reader's plan is compiled once per schema pair."""
+        outcomes = self._opts.outcomes
+        if latest is None or latest.schema_id is None or latest.schema_id == cached.schema_id or not outcomes.stands_in:
+            return outcomes
+        key = (cached.schema_id, latest.schema_id)
+        found = self._reader_outcomes.get(key)
+        if found is None:
+            plan = self._plans.compile(latest.schema)
+            outcomes.check(plan, subject)
+            nullable: dict[str, bool] = {}
+            for leaf in plan.leaves:  # a path several oneOf branches reach: null only if each admits it
+                nullable[leaf.path] = nullable.get(leaf.path, True) and leaf.nullable
+            found = replace(outcomes, reader_nulls=frozenset(p for p, ok in nullable.items() if ok))
+            if len(self._reader_outcomes) < 10_000:
+                self._reader_outcomes[key] = found
+        return found
 
     def _reader_for(self, latest: Any) -> _Parsed | None:
         """The parsed reader schema of ``latest`` (looked up once per record by the caller), or None."""
