@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from conftest import customer, load_schema, value_ctx
 from fieldcrypt import Keyring, create_key_store
 from fieldcrypt.avro import AvroSerializer
 from fieldcrypt.cli import main
+from fieldcrypt.errors import format_key_id
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -136,3 +139,59 @@ def test_reserved_encryptions_are_named_for_what_they_are(registry, keyring: Key
     for command in ("list", "show"):
         code, out, _ = run(capsys, "keys", command, "--help")
         assert code == 0 and "encryptions reserved by producers (in blocks of" in " ".join(out.split())
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+
+
+@pytest.mark.parametrize("columns", [100, 80])
+def test_terminal_tables_never_break_a_header_key_id_date_or_domain(
+    store_url: str, kek_uri: str, columns: int, monkeypatch, capsys
+) -> None:
+    domains = ["customer-events-value", "orders-value"]
+    with Keyring(store_url, kek_uri) as kr:
+        for d in domains:
+            for i in range(3):
+                kr.encryption_key(d, f"cust-{i:06d}")
+        kr.encryption_key(domains[1])
+        kr.rotate(domains[0], "cust-000001", reason="scheduled rotation after the quarterly review of key usage")
+        kr.shred_person("cust-000002", reason="erasure request ERASE-4711 received by the privacy office")
+        ids = {format_key_id(k.key_id) for k in kr.keys()} | {format_key_id(r.key_id) for r in kr.export_shred_log()}
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal, as wide as COLUMNS says
+    s = ["--store", store_url]
+    commands = {
+        ("keys", "list", "--state", "all", *s): ["KEY_ID", "DATA_SUBJECT", "RESERVED", "CREATED_AT", "SHREDDED_AT"],
+        ("keys", "audit", *s): ["SEQ", "OPERATION", "DATA_SUBJECT", "KEY_IDS", "REASON", "DETAIL"],
+        ("keys", "shred", "--domain", domains[1], "--reason", "r", "--dry-run", *s): ["DATA_SUBJECT", "KEY_ID"],
+    }
+    for argv, headers in commands.items():
+        code, out, _ = run(capsys, *argv)
+        out = ANSI.sub("", out)
+        assert code == 0 and max(len(line.rstrip()) for line in out.splitlines()) <= columns, out
+        for h in headers:  # every header whole, never DATA_SUBJE / CT
+            assert re.search(rf"(?<![A-Z_]){h}(?![A-Z_])", out), (h, out)
+        found = re.findall(r"0x[0-9a-f]+", out)
+        assert found and all(re.fullmatch(r"0x[0-9a-f]{8}", k) for k in found), out  # no key id cut short
+        assert set(found) <= ids
+        assert len(re.findall(ISO, out)) == len(re.findall(r"\d{4}-\d\d-", out)), out  # no date cut short
+        for d in domains:
+            assert out.count(d) == out.count(d[:10]), (d, out)  # no domain cut short
+    code, out, _ = run(capsys, "keys", "list", "--state", "all", *s)
+    assert set(re.findall(r"0x[0-9a-f]{8}", out)) == ids  # every key listed, whole
+    if "─" not in out:  # too wide for a table here: one block of NAME  value lines per key
+        assert len([line for line in out.splitlines() if line.startswith("KEY_ID  ")]) == len(ids)
+    code, out, _ = run(capsys, *next(iter(c for c in commands if "--dry-run" in c)))
+    assert "─" in out  # a table that fits is still a rich table
+
+
+def test_terminal_table_falls_back_to_plain_when_nothing_fits(
+    store_url: str, kek_uri: str, monkeypatch, capsys
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders-value", "cust-1")
+    monkeypatch.setenv("COLUMNS", "30")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "keys", "list", "--store", store_url)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["KEY_ID", "DOMAIN", "DATA_SUBJECT"]  # the plain table

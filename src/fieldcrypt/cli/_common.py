@@ -2,7 +2,9 @@
 
 Tables and progress bars use rich (``pip install 'fieldcrypt[cli]'``) when the output is a terminal; without rich,
 or when the output is a pipe or a file, tables are plain aligned text (stable for scripts: one row per line, no
-borders, no wrapping) and progress is a single redrawn line on stderr.
+borders, no wrapping) and progress is a single redrawn line on stderr. A rich table never breaks a header, key id,
+date, domain or data subject across lines (only free text such as a reason or a KEK URI wraps); a table too wide for
+the terminal is printed as one block of ``NAME  value`` lines per row instead.
 """
 
 from __future__ import annotations
@@ -83,15 +85,15 @@ def given(value: str | None, flag: str) -> str | None:
     return value
 
 
-def _abbreviated(ids: list[str]) -> str:
-    return ",".join(ids[:4]) + (f",+{len(ids) - 4}" if len(ids) > 4 else "")
+def _abbreviated(ids: list[str], sep: str = ",") -> str:
+    return sep.join(ids[:4]) + (f"{sep}+{len(ids) - 4}" if len(ids) > 4 else "")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, sep: str = ",") -> str:
     if value in (None, "", []):
         return "-"
     if isinstance(value, list):
-        return clean(_abbreviated([str(v) for v in value]))
+        return clean(_abbreviated([str(v) for v in value], sep))
     if isinstance(value, dict):
         return clean(", ".join(f"{k}={v}" for k, v in value.items()))
     return clean(str(value))
@@ -107,25 +109,91 @@ def _rich_console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
+#: columns of free text (an admin's reason, a KEK URI, a hint): the only ones a rich table wraps between words and
+#: folds within a word. Every other cell (key ids, dates, domains, data subjects, counts, states) stays whole.
+FREE_TEXT = frozenset({"reason", "kek", "detail", "description", "hint"})
+#: the narrowest a free-text column is squeezed to (a longer word, such as a KEK URI, folds)
+_FREE_MIN = 8
+#: how far apart rich puts two columns here: one padding (collapsed) and a one-character divider (no outer edge)
+_GAP = 2
+
+
+def _rich_widths(cols: list[str], cells: dict[str, list[str]], lists: set[str], room: int) -> dict[str, int] | None:
+    """Column widths (cells, without the gaps) that fit ``room``: every header, and every cell of a column that is
+    neither free text nor a list, whole; list columns (key ids) broken only between items; free text squeezed down to
+    ``_FREE_MIN`` (never below its header). None when that does not fit."""
+    from rich.cells import cell_len
+
+    natural = {c: max(len(c), *(cell_len(v) for v in cells[c])) for c in cols}
+    least = dict(natural)
+    for c in cols:
+        if c in FREE_TEXT:
+            least[c] = max(len(c), min(natural[c], _FREE_MIN))
+        elif c in lists:
+            least[c] = max(len(c), *(cell_len(w) for v in cells[c] for w in v.split()))
+    widths = dict(natural)
+    excess = sum(widths.values()) - room
+    while excess > 0:
+        roomiest = max(cols, key=lambda c: widths[c] - least[c])
+        give = min(excess, widths[roomiest] - least[roomiest])
+        if give <= 0:
+            return None
+        widths[roomiest] -= give
+        excess -= give
+    return widths
+
+
 def table(rows: list[dict[str, Any]], *, title: str | None = None) -> str | None:
-    """Rows as a table: rich on a terminal (printed here; returns None), plain aligned text otherwise."""
+    """Rows as a table: rich on a terminal (printed here; returns None), plain aligned text otherwise.
+
+    On a terminal, no header, key id, date, domain or data subject is ever broken across lines: only free-text
+    columns (``FREE_TEXT``) wrap, and lists wrap between items. When the table cannot fit that way, each row is
+    printed as a block of ``NAME  value`` lines instead (as psql's expanded display); on a terminal narrower than
+    that too, the plain table."""
     if not rows:
         return "(none)"
     cols = list(rows[0])
-    cells = {c: [_cell(r.get(c)) for r in rows] for c in cols}
     console = _rich_console()
     if console is not None:
         from rich import box
-        from rich.markup import escape
+        from rich.cells import cell_len
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-        for c in cols:
-            t.add_column(c.upper(), overflow="fold")
-        for i in range(len(rows)):
-            t.add_row(*(escape(cells[c][i]) for c in cols))
-        console.print(t)
-        return None
+        lists = {c for c in cols if any(isinstance(r.get(c), list) for r in rows)}
+        cells = {c: [_cell(r.get(c), ", " if c in lists else ",") for r in rows] for c in cols}
+        widths = _rich_widths(cols, cells, lists, console.width - _GAP * (len(cols) - 1))
+        if widths is not None:
+            t = Table(
+                box=box.SIMPLE_HEAD,
+                show_edge=False,
+                pad_edge=False,
+                collapse_padding=True,
+                title=title,
+                title_justify="left",
+            )
+            for c in cols:
+                wraps = c in FREE_TEXT or c in lists
+                t.add_column(c.upper(), width=widths[c], no_wrap=not wraps, overflow="fold" if wraps else "crop")
+            for i in range(len(rows)):
+                t.add_row(*(Text(cells[c][i]) for c in cols))
+            console.print(t)
+            return None
+        label = max(len(c) for c in cols)
+        whole = [cell_len(v) for c in cols if c not in FREE_TEXT and c not in lists for v in cells[c]]
+        if label + _GAP + max(whole, default=0) <= console.width:
+            if title:
+                console.print(Text(title))
+            for i in range(len(rows)):
+                grid = Table.grid(padding=(0, _GAP, 0, 0))
+                grid.add_column(no_wrap=True, width=label)
+                grid.add_column(overflow="fold")
+                for c in cols:
+                    grid.add_row(Text(c.upper()), Text(cells[c][i]))
+                if i:
+                    console.print()
+                console.print(grid)
+            return None
     return plain_table(rows, title=title)
 
 
