@@ -195,3 +195,23 @@ def test_terminal_table_falls_back_to_plain_when_nothing_fits(
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = run(capsys, "keys", "list", "--store", store_url)
     assert code == 0 and out.splitlines()[0].split()[:3] == ["KEY_ID", "DOMAIN", "DATA_SUBJECT"]  # the plain table
+
+
+def test_keys_help_says_what_the_commands_do(capsys) -> None:
+    def helped(*argv: str) -> str:
+        assert main([*argv, "--help"]) == 0
+        return " ".join(capsys.readouterr().out.split())
+
+    rotate = helped("keys", "rotate")
+    assert (
+        "Without --data-subject: every active key of the domain, its domain-wide key and each data subject's key"
+        in (rotate)
+    )
+    assert "rotate only this person's key in the domain (default: every active key of the domain)" in rotate
+    listing = helped("keys", "list")
+    assert "--state {active,retired,shredded,stored,all}" in listing
+    assert "(default: all with --domain or --data-subject, else stored)" in listing
+    shred = helped("keys", "shred")
+    assert "it lists every key it will destroy (data subject, domain, key id) and asks you to type yes" in shred
+    assert "list every key that would be destroyed (data subject, domain, key id); destroy nothing" in shred
+    assert "the file to write (mode 0600; its directory must exist)" in helped("keys", "shred-log")

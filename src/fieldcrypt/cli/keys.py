@@ -283,8 +283,9 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     c = cmd(
         "shred",
         "destroy keys: their data is erased everywhere",
-        "Destroy keys: every copy of the data they encrypted becomes unreadable. Asks for confirmation on a "
-        "terminal; scripts pass --yes. Exit 6: destroyed, but a copy may remain in the SQLite write-ahead log "
+        "Destroy keys: every copy of the data they encrypted becomes unreadable. On a terminal it lists every key it "
+        "will destroy (data subject, domain, key id) and asks you to type yes; scripts pass --yes. Exit 6: "
+        "destroyed, but a copy may remain in the SQLite write-ahead log "
         "while a reader holds it; re-run the same command.",
     )
     c.add_argument("--domain", help="a whole domain, or with --data-subject/--from-file: only in this domain")
@@ -293,7 +294,11 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         "--from-file", "--file", dest="from_file", help="a file of data-subject ids, one per line (# comments allowed)"
     )
     c.add_argument("--reason", required=True, help="why (e.g. the erasure request's ticket); kept in the audit log")
-    c.add_argument("--dry-run", action="store_true", help="list what would be destroyed; destroy nothing")
+    c.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every key that would be destroyed (data subject, domain, key id); destroy nothing",
+    )
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (needed without a terminal)")
     c = cmd("audit", "show the audit log (append-only: who did what, when, why)")
     c.add_argument("--limit", type=int, default=None, help="only the newest N entries")
@@ -301,7 +306,7 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     c.add_argument("--operation", choices=OPERATIONS, help="only entries of this operation")
     c.add_argument("--since", help="only entries at or after this ISO-8601 date or time (UTC unless given)")
     c = cmd("shred-log", "export the shred log to a file (JSON lines; keep it apart from database backups)")
-    c.add_argument("file", help="the file to write (mode 0600)")
+    c.add_argument("file", help="the file to write (mode 0600; its directory must exist)")
     c.add_argument("--force", action="store_true", help="replace an existing file")
     c = cmd("restore", "after restoring an older backup of the store: re-apply a shred log")
     c.add_argument("--shred-log", required=True, help="the shred-log file exported with 'keys shred-log'")
