@@ -696,6 +696,13 @@ def test_shred_log_into_a_missing_directory_is_a_configuration_error(
     assert not missing.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_restore_from_a_missing_shred_log_is_a_configuration_error(store_url: str, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "mnt" / "shred-log.jsonl"
+    code, _, err = run(capsys, "keys", "restore", "--shred-log", str(missing), "--store", store_url)
+    assert code == 3 and f"shred log {str(missing)!r} cannot be read: No such file or directory" in err
+    assert "Errno" not in err
+
+
 def test_shred_log_write_failure_names_the_file_not_its_temporary(
     store_url: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:

@@ -67,7 +67,11 @@ def read(path: str | os.PathLike[str]) -> list[ShredRecord]:
     """Every entry of a shred-log file. Blank lines are skipped; any other line must be a complete entry."""
     p = Path(path)
     out: list[ShredRecord] = []
-    with open(p, encoding="utf-8") as f:
+    try:
+        f = open(p, encoding="utf-8")  # closed by the with below; only the open is guarded here
+    except OSError as exc:
+        raise ConfigurationError(f"shred log {str(p)!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    with f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
