@@ -52,10 +52,11 @@ def test_no_plaintext_on_the_wire_and_plain_consumer_reads_ciphertext(registry, 
 def test_nested_plaintext_absent(registry, keyring: Keyring) -> None:
     rec = order(3)
     data = AvroSerializer(registry, load_schema("order.avsc"), keyring=keyring)(rec, value_ctx())
-    for secret in ["Zoë Ångström 3", "Hauptstraße 3", "Old Road 3", "w3@corp.example", "h3@home.example", "10003"]:
+    secrets = ["Zoë Ångström 3", "Hauptstraße 3", "Berlin", "Old Road 3", "Bonn", "Köln", "w3@corp.example", "10003"]
+    for secret in [*secrets, "h3@home.example"]:
         assert secret.encode() not in data
     assert rec["signature"] not in data
-    assert b"Berlin" in data and b"gold" in data  # untagged values are written as they are
+    assert b"gold" in data  # untagged values are written as they are
 
 
 def test_framing_matches_confluent(registry, keyring: Keyring) -> None:
