@@ -81,6 +81,20 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_fresh_clone_timer_knows_its_pages() -> None:
+    """tools/fresh_clone.py (the figures in docs/getting-started/index.md) names pages that exist and run here."""
+    import subprocess
+    import sys
+
+    plan = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "fresh_clone.py"), "--plan"], capture_output=True, text=True, timeout=60
+    )
+    assert plan.returncode == 0, plan.stderr
+    for role in ("quick-start", "developers", "key-admins", "auditors"):
+        assert f"{role}: clone, python3 -m venv .venv, then" in plan.stdout
+    assert "docs/erasure-runbook.md" in plan.stdout
+
+
 # --- the harness catches what it is for ----------------------------------------------------------------------
 
 
