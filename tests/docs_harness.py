@@ -550,7 +550,7 @@ class PageRun:
                         f"\n{output}"
                     )
             outputs.append(output)
-            n += 2 if want and n + 1 < len(commands) and commands[n + 1][0].strip() == "echo $?" else 1
+            n += 2 if n + 1 < len(commands) and commands[n + 1][0].strip() == "echo $?" else 1
         return "".join(outputs)
 
     def run_shell(self, line: str, block: Block, want: int) -> str:
