@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
@@ -290,10 +290,8 @@ def _bounded(rx: str, path: str, what: str) -> None:
         ) from None
 
 
-def _min_length(roots: tuple[Any, ...], compiler: _Compiler, at: _At) -> int:
-    """The largest ``minLength`` among ``roots`` and the schemas they reach (allOf, oneOf, anyOf, $ref): what a
-    placeholder standing in for the value must meet (the largest, whichever branch applies)."""
-    longest = 0
+def _reached(roots: Any, compiler: _Compiler, at: _At) -> Iterator[dict[str, Any]]:
+    """Each schema object among ``roots`` and those they reach through allOf, oneOf, anyOf and $ref, once."""
     todo = list(roots)
     seen: set[int] = set()
     while todo:
@@ -301,13 +299,18 @@ def _min_length(roots: tuple[Any, ...], compiler: _Compiler, at: _At) -> int:
         if not isinstance(s, dict) or id(s) in seen:
             continue
         seen.add(id(s))
-        if isinstance(s.get("minLength"), int) and not isinstance(s["minLength"], bool):
-            longest = max(longest, s["minLength"])
+        yield s
         for k in ("allOf", "oneOf", "anyOf"):
             todo.extend(s[k] if isinstance(s.get(k), list) else ())
         if isinstance(s.get("$ref"), str):
             todo.append(compiler.resolve(s["$ref"], at))
-    return longest
+
+
+def _min_length(roots: tuple[Any, ...], compiler: _Compiler, at: _At) -> int:
+    """The largest ``minLength`` among ``roots`` and the schemas they reach (allOf, oneOf, anyOf, $ref): what a
+    placeholder standing in for the value must meet (the largest, whichever branch applies)."""
+    lengths = (s["minLength"] for s in _reached(roots, compiler, at) if isinstance(s.get("minLength"), int))
+    return max((n for n in lengths if not isinstance(n, bool)), default=0)
 
 
 def _unicode(name: str) -> bool:
@@ -576,13 +579,7 @@ class _Compiler:
         found: set[str] = set()
         encodings: set[Any] = set()
         shortest = _min_length(roots, self, at)
-        todo: list[Any] = [*members, *inh.outer]
-        seen: set[int] = set()
-        while todo:
-            s = todo.pop()
-            if not isinstance(s, dict) or id(s) in seen:
-                continue
-            seen.add(id(s))
+        for s in _reached([*members, *inh.outer], self, at):
             found.update(k for k in _BLOCKING if k in s)
             if isinstance(s.get("minLength"), int) and s["minLength"] > _MIN_CIPHERTEXT_CHARS:
                 found.add("minLength")
@@ -590,10 +587,6 @@ class _Compiler:
                 shortest = max(shortest, s["minLength"])
             if "contentEncoding" in s:
                 encodings.add(s["contentEncoding"])
-            for k in ("allOf", "oneOf", "anyOf"):
-                todo.extend(s[k] if isinstance(s.get(k), list) else ())
-            if isinstance(s.get("$ref"), str):
-                todo.append(self.resolve(s["$ref"], at))
         if encodings - {"base64"}:
             raise PolicyError(
                 f"the value is tagged for encryption but has contentEncoding {sorted(map(str, encodings))}; only "

@@ -41,6 +41,18 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
         yield cond, args
 
 
+def _where(domain: str | None, person: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause (empty without filters) and its arguments, for the domain and person given."""
+    where, args = [], []
+    if domain is not None:
+        where.append("domain = ?")
+        args.append(domain)
+    if person is not None:
+        where.append("person = ?")
+        args.append(person)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _record(row: Sequence[Any]) -> KeyRecord:
     key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions = row
     return KeyRecord(
@@ -118,14 +130,7 @@ class SqlKeyStore(KeyStore):
         return _record(rows[0]) if rows else None
 
     def keys(self, domain: str | None = None, person: str | None = None) -> Iterator[KeyRecord]:
-        where, args = [], []
-        if domain is not None:
-            where.append("domain = ?")
-            args.append(domain)
-        if person is not None:
-            where.append("person = ?")
-            args.append(person)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(domain, person)
         rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys{clause} ORDER BY domain, person, version", args)
         return iter([_record(r) for r in rows])
 
@@ -146,14 +151,7 @@ class SqlKeyStore(KeyStore):
         return _shred(rows[0]) if rows else None
 
     def shredded_keys(self, domain: str | None = None, person: str | None = None) -> Iterator[ShredRecord]:
-        where, args = [], []
-        if domain is not None:
-            where.append("domain = ?")
-            args.append(domain)
-        if person is not None:
-            where.append("person = ?")
-            args.append(person)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(domain, person)
         rows = self._read(
             f"SELECT key_id, domain, person, shredded_at FROM fieldcrypt_shredded{clause} "
             "ORDER BY domain, person, shredded_at, key_id",
