@@ -771,3 +771,44 @@ def run_on_tty(argv: list[str], env: dict[str, str], answer: str) -> tuple[int, 
     os.close(fd)
     text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
     return os.waitstatus_to_exitcode(status), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours and cursor moves
+
+
+# --- commands in prose ------------------------------------------------------------------------------------------
+
+_INLINE = re.compile(r"`(fieldcrypt [^`]+)`")
+
+
+def inline_commands(page: Path) -> list[tuple[int, str]]:
+    """``fieldcrypt ...`` written in inline code in a page's prose (not in fenced blocks), with line numbers."""
+    found = []
+    fenced = False
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            found += [(number, m.group(1)) for m in _INLINE.finditer(line)]
+    return found
+
+
+def check_inline(command: str, where: str) -> None:
+    """A command named in prose (``fieldcrypt keys shred --data-subject ID``, with placeholders and ``[...]``)
+    names a real command, and each ``--flag`` it shows is one of that command's options."""
+    parser = cli_parser()
+    words = command.replace("[", " ").replace("]", " ").replace("|", " ").split()[1:]
+    path: list[str] = []
+    while words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or words[0].startswith("-"):
+            break
+        if words[0] not in subs[0].choices:
+            if path or not words[0].isidentifier():
+                break  # a positional argument or a placeholder
+            raise DocsError(f"{where}: `{command}`: fieldcrypt has no command {words[0]!r}")
+        parser = subs[0].choices[words.pop(0)]
+        path.append(parser.prog)
+    options = {o for a in parser._actions for o in a.option_strings}
+    for word in words:
+        flag = word.split("=", 1)[0].rstrip(",.;:)")
+        if flag.startswith("--") and len(flag) > 2 and flag not in options:
+            raise DocsError(f"{where}: `{command}`: {parser.prog} has no option {flag}")

@@ -145,3 +145,20 @@ def test_install_lines_name_real_extras() -> None:
         check_install(["pip", "install", ".[brokers]"], "t")
     with pytest.raises(DocsError, match=r"environment \.venv, not"):
         check_install(["python3", "-m", "venv", "env"], "t")
+
+
+def test_commands_in_prose_name_real_commands_and_flags() -> None:
+    """`fieldcrypt ...` in a sentence is documentation too: its command and flags exist."""
+    from docs_harness import check_inline, inline_commands
+
+    checked = 0
+    for page in PAGES:
+        for number, command in inline_commands(page):
+            check_inline(command, f"{page.relative_to(ROOT)}:{number}")
+            checked += 1
+    assert checked > 20
+    check_inline("fieldcrypt keys shred --data-subject ID [--dry-run]", "t")
+    with pytest.raises(DocsError, match="has no option --person"):
+        check_inline("fieldcrypt keys shred --person ID", "t")
+    with pytest.raises(DocsError, match="no command 'erase'"):
+        check_inline("fieldcrypt erase --data-subject ID", "t")
