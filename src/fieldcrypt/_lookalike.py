@@ -12,8 +12,8 @@ The deserializers look for such values in every record they read:
    payload (in C) skips even the walk when no string there can start like a ciphertext
    (:func:`avro_candidates`).
 2. :func:`review`, only when some value passed: its text is decoded (unpadded base64 as string fields carry it,
-   padded base64 as JSON ``contentEncoding: base64`` does) and :func:`fieldcrypt._wire.parse` decides whether it is
-   a value ciphertext. In a record with tagged values, the record is decoded again as it arrived: a candidate that
+   padded base64 as JSON ``contentEncoding: base64`` does) and :func:`fieldcrypt._wire.parse_value` decides whether it
+   is a value ciphertext. In a record with tagged values, the record is decoded again as it arrived: a candidate that
    decryption changed was a tagged value (its plaintext merely looks like a ciphertext); one it left as it was is
    in an untagged field. The keyring (through its cache) then says whether the key store knows the key it names:
    held, shredded, or held but not for this KEK. A key the store does not know leaves the value alone (a random
@@ -51,12 +51,14 @@ __all__ = [
     "candidates",
     "declared_names",
     "field_path",
+    "fieldcrypts",
     "has_binary",
     "key_id_of",
     "key_known",
     "mode_of",
     "quick",
     "review",
+    "value_of",
 ]
 
 CONF_KEY = "fieldcrypt.on.untagged.ciphertext"
@@ -219,6 +221,16 @@ def key_id_of(v: Any) -> int | None:
     """The key id of a value ciphertext held as text (unpadded or padded base64) or bytes, a newer writer's value
     whose feature this release does not read included (its header still names the key); None when ``v`` is not
     one."""
+    found = value_of(v)
+    if found is None:
+        return None
+    return found.key_id if isinstance(found, _wire.UnsupportedValue) else found[1]
+
+
+def value_of(v: Any) -> _wire.Value | _wire.UnsupportedValue | None:
+    """A value ciphertext held as text (unpadded or padded base64) or bytes, parsed
+    (:func:`fieldcrypt._wire.parse_value`); a newer writer's value as the ``UnsupportedValue`` it raises; None when
+    ``v`` is not one."""
     try:
         if type(v) is str:
             try:
@@ -229,12 +241,33 @@ def key_id_of(v: Any) -> int | None:
             blob = v
         else:
             return None
-        key_id: int = _wire.parse(blob)[0]
+        return _wire.parse_value(blob)
     except _wire.UnsupportedValue as exc:
-        return exc.key_id
+        return exc
     except (ValueError, TypeError):
         return None
-    return key_id
+
+
+def fieldcrypts(values: list[Any], keyring: Keyring | None, meter: KeyMeter | None = None) -> bool | None:
+    """Whether the values of one record (its non-null tagged values, and any others that may hold its ciphertexts)
+    are fieldcrypt's, where Confluent CSFLE ciphertexts may sit (a record whose writer schema carries an ENCRYPT
+    rule); None when none parses as a value ciphertext (:func:`value_of`). Layout alone cannot tell: a CSFLE
+    ciphertext's first bytes are random, and about 1 in 256 parses as a fieldcrypt value. They are fieldcrypt's when
+    every one parses and together they form one record's encrypted values (:func:`fieldcrypt._wire.forms_record`: a
+    fieldcrypt writer's record always does; a CSFLE record with one tagged value about once in 65,536, with more far
+    less often), or when one names a key the key store knows (:func:`key_known`). Without a key store (``keyring``
+    None) the layout decides, and values of a newer writer's format feature are fieldcrypt's when all are.
+    ``KeyStoreUnavailableError`` propagates."""
+    parsed = [value_of(v) for v in values]
+    found = [p for p in parsed if p is not None]
+    if not found:
+        return None
+    whole = len(found) == len(parsed)
+    if whole and _wire.forms_record(found):
+        return True
+    if keyring is None:
+        return whole and all(isinstance(p, _wire.UnsupportedValue) for p in found)
+    return any(key_known(keyring, p.key_id if isinstance(p, _wire.UnsupportedValue) else p[1], meter) for p in found)
 
 
 def key_known(keyring: Keyring, key_id: int, meter: KeyMeter | None = None) -> bool:

@@ -5,7 +5,13 @@ Every record is decoded with its writer schema from the registry (Avro or JSON S
 * **tagged fields** (those the schema tags for encryption, with the producers' tag configuration): each value is a
   fieldcrypt ciphertext (recognised by its format, ``fieldcrypt._wire``: no key is needed to see that a value is
   not in clear), empty, or **plaintext** (a finding). With a key store and KEK, ciphertexts are also decrypted
-  and counted as readable, erased (key shredded), denied (no key) or tampered (a finding).
+  and counted as readable, erased (key shredded), denied (no key) or tampered (a finding). In a record whose writer
+  schema carries a Confluent CSFLE ENCRYPT rule, the layout alone cannot tell: about 1 CSFLE ciphertext in 256 parses
+  as a fieldcrypt value. There the values that parse (tagged, and untagged lookalikes) are fieldcrypt ciphertext
+  only when together they form one fieldcrypt record or (with a key store) one names a key the store knows
+  (``fieldcrypt._lookalike.fieldcrypts``); otherwise they count as the record's other CSFLE values do (plaintext:
+  scan has no CSFLE keys), not as fieldcrypt ciphertext. (Without keys, a CSFLE record whose only tagged value
+  happens to be a whole fieldcrypt value 0 still counts as one: about once in 65,536.)
 * **untagged fields**: every text value (strings, UTF-8 bytes, map keys and undeclared object keys) is given to the
   detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding. A string or bytes value
   that is a fieldcrypt ciphertext (by its format; with a key store, only one naming a key the store knows) is a
@@ -42,7 +48,7 @@ from fieldcrypt import _wire
 from fieldcrypt._avro_depth import check_depth
 from fieldcrypt._avro_policy import compile_avro, named_types
 from fieldcrypt._engine import Denied, Erased, Outcomes
-from fieldcrypt._lookalike import key_id_of, key_known
+from fieldcrypt._lookalike import fieldcrypts, key_id_of, key_known
 from fieldcrypt._lookalike import quick as quick_lookalike
 from fieldcrypt._plan import (
     ArrayNode,
@@ -57,6 +63,7 @@ from fieldcrypt._plan import (
     UnionNode,
 )
 from fieldcrypt._regex import Unmatchable, bounded
+from fieldcrypt._rules import has_encrypt_rules
 from fieldcrypt._serde import CachedPlan, PlanCache, PolicyCheck, split_conf
 from fieldcrypt._topic import (
     BadRecord,
@@ -716,9 +723,14 @@ class _Scanner:
         subject.schema_ids.add(schema_id)
         subject.records += 1
         reports: list[tuple[_Tagged, FieldReport, str]] = []
-        for t in tagged:
+        states = [_state(t.leaf, t.value) for t in tagged]
+        if has_encrypt_rules(schema.schema):  # CSFLE ciphertexts may be here: layout alone does not tell them apart
+            values = [t.value for t in tagged] + [v for _, v in lookalikes if key_id_of(v) is not None]
+            if fieldcrypts(values, self.keyring) is False:
+                states = ["plaintext" if s == "ciphertext" else s for s in states]  # not fieldcrypt's: CSFLE's
+                lookalikes = []
+        for t, state in zip(tagged, states, strict=True):
             fr = subject.field_of(t.path, True, t.leaf.path)
-            state = _state(t.leaf, t.value)
             fr.values += 1
             if state == "ciphertext":
                 fr.ciphertext += 1

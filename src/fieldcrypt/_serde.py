@@ -19,6 +19,7 @@ from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
 from fieldcrypt._engine import STRICT, Outcomes, PlanRunner, RecordState
+from fieldcrypt._lookalike import fieldcrypts, value_of
 from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt._rules import csfle_read, has_encrypt_rules
 from fieldcrypt._schema_lookup import registry_failure, writer_schema_by_id
@@ -951,34 +952,42 @@ def decrypt_record(
     """Decrypt a decoded record; returns it and its counts (for ``SerdeStats._record``, once the record is done).
     When its writer schema carries a Confluent CSFLE ENCRYPT rule (a topic moving from CSFLE to fieldcrypt), a
     record fieldcrypt cannot read as its own (plaintext included, and values that merely look like a fieldcrypt
-    header) is handed to confluent's ENCRYPT executor, which authenticates it with CSFLE's own keys; each tagged
-    value is then judged as it came out (``_not_decrypted_by_csfle``). If that fails too, fieldcrypt's verdict
-    stands, with the user's outcomes (``on.plaintext=accept`` included). A value is never returned unverified.
+    header, naming an unknown key, or a key of the store by chance without forming a fieldcrypt record) is handed to
+    confluent's ENCRYPT executor, which authenticates it with CSFLE's own keys; each tagged value is then judged as
+    it came out (``_not_decrypted_by_csfle``). If that fails too, fieldcrypt's verdict stands, with the user's
+    outcomes (``on.plaintext=accept`` included), unless the values that look like fieldcrypt's are not
+    (``_fieldcrypts_verdict``). A value is never returned unverified.
     ``outcomes``: the serde's, with a reader schema's nullability (``Outcomes.reader_nulls``); default its own."""
     runner, keyring, stats = cached.runner, serde._keyring, serde.stats
     outcomes = outcomes or serde._opts.outcomes
     if ctx is None or subject is None or not has_encrypt_rules(cached.source):
         return runner.decrypt_counted(record, keyring, subject, domain, outcomes, stats)
     original = copy.deepcopy(record)
-    # unknown key ids and plaintext must raise here, to be told apart from CSFLE values (a CSFLE ciphertext is
-    # base64 text too, and one in 128 starts with bytes that parse as a fieldcrypt header)
+    # unknown key ids, denied keys and plaintext must raise here, to be told apart from CSFLE values (a CSFLE
+    # ciphertext is base64 text too, and about one in 256 parses as a fieldcrypt value, naming a random key id). An
+    # erased value is returned only from a record whose structure the engine checked (value 0 and its nonce; in
+    # format 2 each position and the count), which a CSFLE record has about once in 65,536 per tagged value
     first = replace(outcomes, on_denied="raise", on_plaintext="raise")
     try:
         return runner.decrypt_counted(record, keyring, subject, domain, first, stats)
     except DecryptionError as exc:
         unknown = type(exc) is KeyNotFoundError and exc.owner is None  # no key of fieldcrypt's: maybe CSFLE's
-        if isinstance(exc, (KeyShreddedError, KeyCorruptedError)):
-            raise  # fieldcrypt's key, erased (on.erased=raise) or its stored row tampered with
-        if isinstance(exc, (AccessDeniedError, KeyNotFoundError)) and not unknown:
+        held = isinstance(exc, (AccessDeniedError, KeyNotFoundError, KeyCorruptedError)) and not unknown
+        if held and _forms_record(runner, original, subject):
+            # fieldcrypt's key (shredded, denied, its stored row tampered with), named by a fieldcrypt record: a CSFLE
+            # record would have to name one of the store's keys by chance and form a record too
+            if isinstance(exc, (KeyShreddedError, KeyCorruptedError)):
+                raise  # erased (on.erased=raise), or its stored row tampered with
             return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # the user's outcome
-        # anything else (not a ciphertext, a header out of place, an unknown key id, an unsupported format) may be a
-        # CSFLE value: confluent's executor is asked, and each value judged after it ran
+        # anything else (not a ciphertext, a header out of place, an unknown key id, an unsupported format, a held
+        # key named by values that form no fieldcrypt record) may be a CSFLE value: confluent's executor is asked,
+        # and each value judged after it ran
     assert cached.source is not None
     try:
         out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
         undecrypted = _not_decrypted_by_csfle(runner, original, out, subject)
     except Exception:
-        return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
+        return _fieldcrypts_verdict(runner, original, keyring, subject, domain, outcomes, stats)  # not CSFLE either
     if undecrypted is None:
         return out, RecordState(keyring, subject, domain, None)  # CSFLE's values: not fieldcrypt's to count
     if undecrypted:  # some values CSFLE decrypted, others it returned as they came: never a record to trust
@@ -987,7 +996,54 @@ def decrypt_record(
             subject=subject,
             field_path=undecrypted[0],
         )
-    return runner.decrypt_counted(original, keyring, subject, domain, outcomes, stats)  # CSFLE decrypted nothing
+    return _fieldcrypts_verdict(runner, original, keyring, subject, domain, outcomes, stats)  # CSFLE decrypted nothing
+
+
+def _forms_record(runner: PlanRunner, record: Any, subject: str | None) -> bool:
+    """Whether the record's tagged values, as they came, are one fieldcrypt record by their layout
+    (``fieldcrypt._lookalike.fieldcrypts`` without a key store): a fieldcrypt writer's record always is."""
+    return bool(fieldcrypts([v for _, v in runner.tagged_values(record, subject) if v is not None], None))
+
+
+def _fieldcrypts_verdict(
+    runner: PlanRunner,
+    record: Any,
+    keyring: Keyring,
+    subject: str | None,
+    domain: str,
+    outcomes: Outcomes,
+    stats: SerdeStats | None,
+) -> tuple[Any, RecordState | None]:
+    """fieldcrypt's verdict on a record of a schema with a CSFLE ENCRYPT rule that confluent's executor did not
+    decrypt (no CSFLE keys here, as in ``fieldcrypt verify``, its DEK registry down, or not CSFLE's). A CSFLE
+    ciphertext whose first bytes parse as a fieldcrypt header (about 1 in 256) would be judged as fieldcrypt's:
+    tampered, of a newer format, or the ``on.denied`` outcome of a key id that is CSFLE bytes. So where that verdict
+    is not a plain reading, the record's values that parse are looked at (``fieldcrypt._lookalike.fieldcrypts``):
+    when they neither form a fieldcrypt record nor name a key the store knows, the record is refused as holding no
+    fieldcrypt ciphertext, naming no key."""
+    seen = runner.tagged_values(record, subject)  # as it came: the engine decrypts in place
+    values = [v for _, v in seen if v is not None]
+    try:
+        out, state = runner.decrypt_counted(record, keyring, subject, domain, outcomes, stats)
+    except DecryptionError:
+        if fieldcrypts(values, keyring) is False:
+            raise _not_fieldcrypts(seen, subject) from None
+        raise
+    if state is not None and state.denied and fieldcrypts(values, keyring) is False:
+        state.refused()
+        raise _not_fieldcrypts(seen, subject)
+    return out, state
+
+
+def _not_fieldcrypts(seen: list[tuple[str, Any]], subject: str | None) -> DecryptionError:
+    paths = [p for p, v in seen if value_of(v) is not None]
+    return DecryptionError(
+        "the record's tagged values are not fieldcrypt ciphertexts of this key store (a value that starts like one "
+        "names no key the store knows, and they do not form a fieldcrypt record: a Confluent CSFLE ciphertext), and "
+        "Confluent's ENCRYPT executor did not decrypt them",
+        subject=subject,
+        field_path=paths[0] if paths else None,
+    )
 
 
 def _not_decrypted_by_csfle(runner: PlanRunner, before: Any, after: Any, subject: str | None) -> list[str] | None:

@@ -15,7 +15,10 @@ partition and offset, and the reading goes on:
 ``schema-refused``          its schema cannot be honoured with this tag configuration (PolicyError)
 ``undecodable``             its bytes are not a record of its schema (MalformedRecordError)
 ``tampered``                a ciphertext is altered or moved, a stored key fails authentication, or the
-                            record mixes ciphertext and plaintext in tagged fields (DecryptionError)
+                            record mixes ciphertext and plaintext in tagged fields (DecryptionError); on a topic
+                            moving from CSFLE, also a record whose values look like fieldcrypt ciphertext but are
+                            none of this key store's (CSFLE ciphertexts, which verify cannot decrypt: the detail
+                            says so and names no key id)
 ==========================  ===========================================================================
 
 Values in fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows

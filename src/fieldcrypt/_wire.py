@@ -84,6 +84,7 @@ __all__ = [
     "derive_nonce",
     "encode_base64",
     "encode_text",
+    "forms_record",
     "key_header",
     "key_header_v2",
     "lp",
@@ -328,3 +329,19 @@ def parse_value(blob: bytes) -> Value:
 
 _MIN_LEN_V2 = 7 + TAG_LEN  # header (version, flags, key id), a one-byte index, the tag
 _MIN_LEN_V2_FIRST = _MIN_LEN_V2 + NONCE_LEN + COUNT_LEN
+
+
+def forms_record(values: list[Value | UnsupportedValue]) -> bool:
+    """Whether parsed values can be the encrypted values of one record as a reader requires them, order aside: one
+    format version, indexes 0 to m-1 each once (value 0 carrying the record nonce) and, in version 2, the count m in
+    value 0. False when a value is of a format feature this reader does not read (its layout past the key id is not
+    known). A value whose first bytes are random (a Confluent CSFLE ciphertext) parses as a value in about 1 case in
+    256; a record of such values forms one far less often (a single value: about 1 in 65,536, index 0 of version 1).
+    """
+    parsed = [v for v in values if not isinstance(v, UnsupportedValue)]
+    if not parsed or len(parsed) != len(values):
+        return False
+    version = parsed[0][0]
+    if any(v[0] != version for v in parsed) or sorted(v[2] for v in parsed) != list(range(len(parsed))):
+        return False
+    return version != 2 or next(v[4] for v in parsed if v[2] == 0) == len(parsed)
