@@ -414,21 +414,39 @@ def _write_json(schema: dict[str, Any], value: Any, keyring: Keyring) -> tuple[S
     ],
     ids=["minLength", "base64-minLength", "uniqueItems", "contains"],
 )
-def test_a_stand_in_that_cannot_fit_is_refused_when_the_schema_is_first_read(
+def test_a_stand_in_that_cannot_fit_fails_only_the_records_it_would_stand_in(
     prop: dict[str, Any], value: Any, keyrings: Callable[[str], Keyring], stores: Callable[[str], str]
 ) -> None:
     store = stores("producer")
     reg, data = _write_json(_json_with(prop), value, keyrings(store))
-    keyring = keyrings(store)
+    # the schema is read, and a record whose values are readable reads as written, whatever the modes
     for conf in ({}, {"fieldcrypt.on.erased": "placeholder"}, {"fieldcrypt.on.denied": "null"}):
+        assert reader("json", reg, keyrings(store), conf)(data, value_ctx())["v"] == value
+    # once the person is shredded, a stand-in there would break the schema: that record is refused, naming the field
+    keyrings(store).shred_person("p-1")
+    for conf in ({}, {"fieldcrypt.on.erased": "placeholder"}):
         with pytest.raises(ConfigurationError, match=r"fieldcrypt\.on\.erased") as err:
-            reader("json", reg, keyring, conf)(data, value_ctx())
+            reader("json", reg, keyrings(store), conf)(data, value_ctx())
         assert err.value.field_path is not None and err.value.field_path.startswith("$.v")
-    # nothing stands in (raise, marker): the schema is read
-    conf = {"fieldcrypt.on.erased": "raise"}
-    assert reader("json", reg, keyring, conf)(data, value_ctx())["v"] == value
-    conf = {"fieldcrypt.on.erased": "marker"}
-    assert reader("json", reg, keyring, conf)(data, value_ctx())["v"] == value
+    # nothing stands in (raise, marker): the truth, as configured
+    with pytest.raises(KeyShreddedError):
+        reader("json", reg, keyrings(store), {"fieldcrypt.on.erased": "raise"})(data, value_ctx())
+    marked = reader("json", reg, keyrings(store), {"fieldcrypt.on.erased": "marker"})(data, value_ctx())["v"]
+    assert all(isinstance(m, Erased) for m in (marked if isinstance(marked, list) else [marked]))
+
+
+def test_one_stand_in_in_a_unique_items_array_is_read(
+    keyrings: Callable[[str], Keyring], stores: Callable[[str], str]
+) -> None:
+    """uniqueItems fails only on equal stand-ins: one erased item among clear ones keeps the array unique."""
+    store = stores("producer")
+    schema = _json_with({"type": "array", "items": {"type": ["string", "integer"]}, "uniqueItems": True})
+    schema["properties"]["v"]["items"] = {"oneOf": [{"type": "string", "confluent:tags": PII}, {"type": "integer"}]}
+    reg, data = _write_json(schema, ["secret", 7, 8], keyrings(store))
+    keyrings(store).shred_person("p-1")
+    out = reader("json", reg, keyrings(store), {})(data, value_ctx())
+    assert out["v"] == ["<erased>", 7, 8]
+    jsonschema.validate(out, schema)
 
 
 def test_a_placeholder_long_enough_for_minlength_is_read(

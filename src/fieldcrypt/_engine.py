@@ -113,8 +113,10 @@ class Outcomes:
     says), else the placeholder; ``placeholder``: the placeholder; ``marker``: an ``Erased`` or ``Denied`` object
     (never valid against the schema: for code that inspects each value). The placeholder is the ``placeholder``
     text as the field's type holds it (:meth:`stand_in`). ``null`` and ``placeholder`` keep the record valid
-    against its schema; :meth:`check` refuses a schema where the placeholder could not. A tampered or moved
-    ciphertext always raises ``DecryptionError``.
+    against its schema; a record where a stand-in could not (shorter than a JSON ``minLength``; in an array whose
+    ``uniqueItems`` or ``contains`` judges its items together, :func:`_array`) is a ``ConfigurationError`` naming
+    the field, and records without unreadable values there read as usual. A tampered or moved ciphertext always
+    raises ``DecryptionError``.
     """
 
     on_erased: str = "null"
@@ -129,6 +131,8 @@ class Outcomes:
     #: the record is returned in a reader schema's shape (Avro schema resolution, a JSON reader schema): the writer's
     #: value paths at which the reader's schema admits null too (None: no reader schema, the writer's decides)
     reader_nulls: frozenset[str] | None = None
+    #: (value path, minLength) where a JSON reader schema asks more of a placeholder than the writer's
+    reader_min_lengths: frozenset[tuple[str, int]] = frozenset()
 
     def __post_init__(self) -> None:
         if type(self.min_version) is not int or self.min_version not in _wire.FORMAT_VERSIONS:
@@ -166,32 +170,6 @@ class Outcomes:
             return _wire.encode_base64(self.placeholder.encode("utf-8"))
         raise AssertionError(f"unknown leaf kind {kind!r}")
 
-    def check(self, plan: FieldPlan, subject: str | None = None) -> None:
-        """Refuse (``ConfigurationError``) a schema in which the placeholder, or equal stand-ins, would make a record
-        invalid: a JSON ``minLength`` longer than the placeholder; an array whose ``uniqueItems`` or ``contains``
-        judges tagged items together. Run once per schema, when its plan is compiled (``null`` and ``placeholder``
-        modes only: ``raise`` returns nothing, ``marker`` is not schema-valid by design)."""
-        if not self.stands_in:
-            return
-        for leaf in plan.leaves:
-            if leaf.min_length and leaf.kind != "bytes" and len(self.stand_in(leaf.kind)) < leaf.min_length:
-                raise ConfigurationError(
-                    f"fieldcrypt.placeholder is shorter{' once base64-encoded' if leaf.kind == 'base64' else ''} "
-                    f"({len(self.stand_in(leaf.kind))} characters) than the field's minLength ({leaf.min_length}), "
-                    "so a record with an unreadable value would not match its schema: set a longer "
-                    "fieldcrypt.placeholder, or fieldcrypt.on.erased / fieldcrypt.on.denied to raise or marker",
-                    subject=subject,
-                    field_path=leaf.path,
-                )
-        for path, keyword in plan.together:
-            raise ConfigurationError(
-                f"the array's {keyword} judges its tagged items together, and stand-ins for unreadable values are "
-                "equal to one another, so a record with unreadable values could fail it: set fieldcrypt.on.erased "
-                "and fieldcrypt.on.denied to raise or marker, or drop the keyword",
-                subject=subject,
-                field_path=path,
-            )
-
     def apply(self, exc: FieldcryptError, leaf: Leaf, key_id: int, st: RecordState) -> Any:
         erased = isinstance(exc, KeyShreddedError)
         if erased:
@@ -206,7 +184,19 @@ class Outcomes:
         st.stood_in += 1
         if mode == "null" and leaf.nullable and (self.reader_nulls is None or leaf.path in self.reader_nulls):
             return None
-        return self.stand_in(leaf.kind)
+        value = self.stand_in(leaf.kind)
+        need = max([leaf.min_length, *(n for p, n in self.reader_min_lengths if p == leaf.path)])
+        if need and leaf.kind != "bytes" and len(value) < need:
+            raise ConfigurationError(
+                f"fieldcrypt.placeholder is shorter{' once base64-encoded' if leaf.kind == 'base64' else ''} "
+                f"({len(value)} characters) than the field's minLength ({need}), so this record, with an "
+                f"unreadable value there, would not match its schema: set a longer fieldcrypt.placeholder, or "
+                "fieldcrypt.on.erased / fieldcrypt.on.denied to raise or marker",
+                subject=st.subject,
+                field_path=leaf.path,
+                key_id=key_id,
+            )
+        return value
 
 
 STRICT = Outcomes(on_erased="raise", on_denied="raise")
@@ -856,6 +846,36 @@ def _nullable(child: Step, name: str | None, *, writing: bool) -> Step:
 
 
 def _array(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bool) -> Step:
+    step = _array_items(node, compile_node, writing=writing)
+    together = node.together
+    if writing or together is None:
+        return step
+
+    def judged_together(v: Any, p: str, st: RecordState) -> Any:
+        # uniqueItems / contains judge the items together: a stand-in (equal to every other) placed here must not
+        # make the record fail them
+        stood_in = st.stood_in
+        out = step(v, p, st)
+        if st.stood_in != stood_in and ("contains" in together or _duplicates(out)):
+            raise ConfigurationError(
+                f"with stand-ins for unreadable values (equal to one another) the array would fail its {together}, "
+                "so the record would not match its schema: set fieldcrypt.on.erased and fieldcrypt.on.denied to "
+                "raise or marker for this schema, or drop the keyword",
+                subject=st.subject,
+                field_path=p,
+            )
+        return out
+
+    return judged_together
+
+
+def _duplicates(items: list[Any]) -> bool:
+    """Whether a JSON array holds two equal items. (Only stand-ins, all equal text, are new in it: the items the
+    writer validated were unique, so comparing their canonical JSON is enough.)"""
+    return len({json.dumps(x, sort_keys=True) for x in items}) < len(items)
+
+
+def _array_items(node: ArrayNode, compile_node: Callable[[Node], Step], *, writing: bool) -> Step:
     items = compile_node(node.items) if node.items is not None else None
     prefix = [compile_node(n) if n is not None else None for n in node.prefix]
     error = EncryptionError if writing else DecryptionError

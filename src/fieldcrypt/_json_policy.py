@@ -132,7 +132,6 @@ def compile_json(
         data_subject_kind=subject[2] if subject else "string",
         decisions=tuple(c.tags.decisions),
         identity=schema_identity(schema),
-        together=tuple(dict.fromkeys(c.together)),
     )
 
 
@@ -369,7 +368,9 @@ def merge(a: Node | None, b: Node | None, path: str) -> Node | None:
         width = max(len(a.prefix), len(b.prefix))
         at = [a.prefix[i] if i < len(a.prefix) else a.items for i in range(width)]
         bt = [b.prefix[i] if i < len(b.prefix) else b.items for i in range(width)]
-        return ArrayNode(merge(a.items, b.items, path), tuple(merge(x, y, path) for x, y in zip(at, bt, strict=True)))
+        together = " and ".join(dict.fromkeys(k for t in (a.together, b.together) if t for k in t.split(" and ")))
+        prefix = tuple(merge(x, y, path) for x, y in zip(at, bt, strict=True))
+        return ArrayNode(merge(a.items, b.items, path), prefix, together or None)
     raise PolicyError(
         f"the schemas that apply to this value call for different treatments ({type(a).__name__} and "
         f"{type(b).__name__}, e.g. a tagged string in one allOf branch and an object in another, or two tagged "
@@ -429,7 +430,6 @@ class _Compiler:
         self.visited: set[int] = set()
         self.work = 0  # subschemas visited, bounded by MAX_VISITS (see _step)
         self.defs: list[tuple[Any, str]] = []
-        self.together: list[tuple[str, str]] = []  # see FieldPlan.together
 
     def resolve(self, ref: str, at: _At) -> Any:
         try:
@@ -537,10 +537,14 @@ class _Compiler:
         node: Node | None = None
         for part in (*here, *parts):
             node = merge(node, part, at.path)
-        if isinstance(node, ArrayNode | NullableNode) and isinstance(_unwrap(node), ArrayNode):
-            for kw in ("uniqueItems", "contains"):
-                if any(kw in m and m[kw] is not False for m, _, _ in members):
-                    self.together.append((at.path, kw))
+        array = _unwrap(node) if node is not None else None
+        if isinstance(array, ArrayNode):
+            kws = [
+                kw for kw in ("uniqueItems", "contains") if any(kw in m and m[kw] is not False for m, _, _ in members)
+            ]
+            if kws:  # the reader checks stand-ins placed in it (_engine._array)
+                array = replace(array, together=" and ".join(kws))
+                node = replace(node, child=array) if isinstance(node, NullableNode) else array
         for ref in {r for _, _, st in members for r in st[len(stack) :]} & self.recursive:
             self.name(ref, [p for (_, _, st), p in zip(members, parts, strict=True) if ref in st], types, at)
         if node is not None and types is not None and "null" in types and not isinstance(node, NullableNode):
@@ -851,7 +855,8 @@ def _prune(node: Node | None, live: set[str], nullable: set[str]) -> Node | None
         child = _prune(node.child, live, nullable)
         return NullableNode(_unwrap(child)) if child is not None else None
     if isinstance(node, ArrayNode):
-        return ArrayNode(_prune(node.items, live, nullable), tuple(_prune(n, live, nullable) for n in node.prefix))
+        prefix = tuple(_prune(n, live, nullable) for n in node.prefix)
+        return replace(node, items=_prune(node.items, live, nullable), prefix=prefix)
     if isinstance(node, ChoiceNode):
         return replace(node, branches=tuple((m, _prune(n, live, nullable)) for m, n in node.branches))
     if isinstance(node, RecordNode):

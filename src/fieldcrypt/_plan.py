@@ -97,10 +97,13 @@ class RecordNode:
 
 @dataclass(frozen=True)
 class ArrayNode:
-    """An array. ``items`` applies to every element past ``prefix`` (JSON ``prefixItems``: per-position nodes)."""
+    """An array. ``items`` applies to every element past ``prefix`` (JSON ``prefixItems``: per-position nodes).
+    ``together``: the JSON keyword (``uniqueItems``, ``contains``) that judges its items together, so stand-ins for
+    unreadable values (equal to one another) could break it (None: no such keyword)."""
 
     items: Node | None
     prefix: tuple[Node | None, ...] = ()
+    together: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,6 @@ class FieldPlan:
     #: what a version-2 value's associated data binds the value to besides its path: a JSON schema's ``$id``, else
     #: its ``title`` (None: neither, so the default key domain); Avro: "" (its paths start at the record's full name)
     identity: str | None = None
-    #: JSON: (array path, keyword) of each array holding tagged values whose ``uniqueItems`` or ``contains`` judges
-    #: its items together: stand-ins for unreadable values (equal to one another) could break it
-    together: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_empty(self) -> bool:

@@ -280,13 +280,11 @@ class PlanCache:
         parse: Callable[[Schema], Any],
         compile_plan: Callable[[Any, TagRules], FieldPlan],
         rules: TagRules,
-        check: Callable[[FieldPlan, str | None], None] | None = None,
     ) -> None:
         self._registry = registry
         self._parse = parse
         self._compile = compile_plan
         self._rules = rules
-        self._check = check  # a deserializer's: what its outcomes need of each plan (Outcomes.check)
         self._plans: dict[int | str, CachedPlan] = {}
         self._membership: dict[tuple[str, str], bool] = {}  # (subject, schema id or GUID) -> not a version of it
         self._lock = threading.Lock()
@@ -313,8 +311,6 @@ class PlanCache:
                 schema = writer_schema_by_id(self._registry, schema_id, subject)  # a bad id: UnknownSchemaError
             try:
                 plan = self.compile(schema)
-                if self._check is not None:
-                    self._check(plan, subject)
                 cached = CachedPlan(
                     schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
                 )

@@ -206,9 +206,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             valid,
         )
         self._keyring = check_keyring(keyring)
-        self._plans = PlanCache(
-            schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules, self._opts.outcomes.check
-        )
+        self._plans = PlanCache(schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules)
         #: (writer schema id, reader schema id or "local") -> the outcomes with the reader's nullability
         self._reader_outcomes: dict[tuple[int | str, int | str], Outcomes] = {}
         self._subjects: dict[

@@ -347,7 +347,6 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             lambda s: _Parsed(self, s),
             _compile,
             self._opts.rules,
-            self._opts.outcomes.check,
         )
         #: (writer schema id, reader schema id) -> the outcomes with the reader schema's nullability
         self._reader_outcomes: dict[tuple[int | str, int], Outcomes] = {}
@@ -446,11 +445,16 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         found = self._reader_outcomes.get(key)
         if found is None:
             plan = self._plans.compile(latest.schema)
-            outcomes.check(plan, subject)
             nullable: dict[str, bool] = {}
+            longest: dict[str, int] = {}
             for leaf in plan.leaves:  # a path several oneOf branches reach: null only if each admits it
                 nullable[leaf.path] = nullable.get(leaf.path, True) and leaf.nullable
-            found = replace(outcomes, reader_nulls=frozenset(p for p, ok in nullable.items() if ok))
+                longest[leaf.path] = max(longest.get(leaf.path, 0), leaf.min_length)
+            found = replace(
+                outcomes,
+                reader_nulls=frozenset(p for p, ok in nullable.items() if ok),
+                reader_min_lengths=frozenset((p, n) for p, n in longest.items() if n),
+            )
             if len(self._reader_outcomes) < 10_000:
                 self._reader_outcomes[key] = found
         return found
