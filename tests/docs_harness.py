@@ -10,11 +10,15 @@ How a page runs (tests/test_docs_run.py):
   and no ``FIELDCRYPT_*`` variable set;
 - ``bash`` blocks line by line in bash (``set -eo pipefail``; the environment and the working directory carry from
   one line and one block to the next, as in one terminal); ``console`` blocks run each ``$ `` command, and a
-  ``$ echo $?`` after a command states the exit status it must have; table headers shown in the expected output
-  must appear in the real output;
+  ``$ echo $?`` after a command states the exit status it must have; every output line shown must be printed
+  (whitespace aside), except lines holding what differs between runs (key ids, temporary paths, ports, times,
+  ciphertexts) and lines elided with ``...``;
+- other blocks are checked for what they name: YAML (``fieldcrypt`` commands, the pre-commit hook's args), TOML (a
+  configuration file, read by the CLI's own loader); a block spelt ``sh``, ``py``... or an unlabelled one holding
+  ``fieldcrypt`` commands fails (it would run nowhere);
 - ``python`` blocks in one interpreter per page, sharing their globals, as in one script;
 - installation lines (``python3 -m venv .venv``, ``pip install SPEC``) are checked, not run: every extra they name
-  exists, and the test environment has what the line would install (``tools/fresh_clone.sh`` runs them for real);
+  exists, and the test environment has what the line would install (``tools/fresh_clone.py`` runs them for real);
 - long-running commands (``fieldcrypt dev up``, ``mkdocs serve``, ``end_to_end.py --keep``) start in the
   background, as in a second terminal; the page waits until they are ready and stops them (Ctrl-C) at its end;
 - the names of a real deployment map to the page's own: ``/etc/``, ``/var/lib/``, ``/mnt/`` to directories of the
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import pty
@@ -51,16 +56,29 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNABLE = {"bash", "console", "python"}
+#: spellings of a runnable language the harness would not run: a block in one of them fails the suite
+MISSPELT = {
+    "sh": "bash",
+    "shell": "bash",
+    "zsh": "bash",
+    "shell-session": "console",
+    "py": "python",
+    "python3": "python",
+    "pycon": "python",
+    "ipython": "python",
+}
 DIRECTIVES = {"not-run", "file", "capture", "exit", "tty", "raises", "python-setup"}
 LINKED = ("schemas", "examples", "bench", "docs", "src", "tools", "pyproject.toml", "mkdocs.yml")
 COMMAND_TIMEOUT = 300.0
@@ -336,19 +354,64 @@ def check_python(code: str, where: str) -> None:
     import importlib
 
     assert isinstance(tree, ast.Module)
+    bound: dict[str, Any] = {}  # names the block binds to fieldcrypt objects
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fieldcrypt":
             module = importlib.import_module(node.module)
             for alias in node.names:
                 if not hasattr(module, alias.name):
                     raise DocsError(f"{where}: {node.module} has no {alias.name}")
+                bound[alias.asname or alias.name] = getattr(module, alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "fieldcrypt":
                     importlib.import_module(alias.name)
+                    bound[(alias.asname or alias.name).split(".")[0]] = importlib.import_module("fieldcrypt")
+
+    def resolve(expr: ast.expr) -> Any:
+        if isinstance(expr, ast.Name):
+            return bound.get(expr.id)
+        if isinstance(expr, ast.Attribute):
+            owner = resolve(expr.value)
+            if owner is None or not isinstance(owner, types.ModuleType):
+                return None
+            if not hasattr(owner, expr.attr):
+                raise DocsError(f"{where}: {owner.__name__} has no {expr.attr}")
+            return getattr(owner, expr.attr)
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            resolve(node)
+        if isinstance(node, ast.Call) and not any(isinstance(a, ast.Starred) for a in node.args):
+            target = resolve(node.func)
+            if target is None or any(k.arg is None for k in node.keywords):
+                continue
+            try:
+                signature = inspect.signature(target)
+            except (TypeError, ValueError):
+                continue
+            try:
+                signature.bind(*[None] * len(node.args), **{k.arg: None for k in node.keywords if k.arg})
+            except TypeError as exc:
+                name = getattr(target, "__qualname__", str(target))
+                raise DocsError(
+                    f"{where}: {name}(...) as the page calls it does not fit its signature: {exc}"
+                ) from None
 
 
 def check_block(block: Block) -> None:
+    if block.lang.lower() in MISSPELT or (block.lang != block.lang.lower() and block.lang.lower() in RUNNABLE):
+        raise DocsError(
+            f"{block.where}: a ```{block.lang} block is neither run nor checked: write ```"
+            f"{MISSPELT.get(block.lang.lower(), block.lang.lower())}"
+        )
+    if block.lang in ("", "text") and re.search(r"^(\$ )?fieldcrypt \S", block.text, re.M):
+        raise DocsError(f"{block.where}: a block of fieldcrypt commands must be ```bash or ```console, to be run")
+    if block.lang == "yaml":
+        check_yaml(block)
+    elif block.lang == "toml":
+        check_toml(block)
     if block.lang == "python":
         if "--8<--" in block.text:  # a snippet the site includes from a file that runs elsewhere
             for path in re.findall(r'--8<--\s*"([^":]+)', block.text):
@@ -364,6 +427,38 @@ def check_block(block: Block) -> None:
         for command, _ in console_commands(block.text):
             for words in simple_commands(command):
                 check_line(words, block.where)
+
+
+def check_yaml(block: Block) -> None:
+    """A YAML block (a CI job, a pre-commit config): each ``fieldcrypt ...`` command line in it, and the args of
+    the ``fieldcrypt-schema-lint`` hook, name real commands and options."""
+    lines = block.text.splitlines()
+    for n, line in enumerate(lines):
+        m = re.search(r"(?:^|run: |- |\| )\s*(fieldcrypt [^#]*)", line)
+        if m:
+            command = m.group(1).rstrip(" \\")
+            if line.rstrip().endswith("\\") and n + 1 < len(lines):
+                command += " " + lines[n + 1].strip().rstrip(" \\")
+            check_inline(command.replace("'", " ").replace('"', " "), block.where)
+    hook_args = re.search(r"id: fieldcrypt-schema-lint\b.*?args: \[([^\]]*)\]", block.text, re.S)
+    if hook_args:
+        flags = [a.strip() for a in hook_args.group(1).split(",")]
+        check_inline("fieldcrypt schema lint " + " ".join(flags), block.where)
+
+
+def check_toml(block: Block) -> None:
+    """A TOML block is a fieldcrypt configuration file: the CLI's own loader reads it (unknown keys, bad values)."""
+    import tempfile
+
+    from fieldcrypt.cli._config import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.toml"
+        path.write_text(block.text, encoding="utf-8")
+        try:
+            load(path, required=True)
+        except Exception as exc:
+            raise DocsError(f"{block.where}: the configuration file does not load: {exc}") from None
 
 
 def console_commands(text: str) -> list[tuple[str, list[str]]]:
@@ -385,6 +480,18 @@ def console_commands(text: str) -> list[tuple[str, list[str]]]:
             raise DocsError(f"console block starts with output, not a `$ ` command: {line!r}")
         i += 1
     return out
+
+
+#: what differs from run to run in a command's output: such lines of a console block are illustrative
+_VOLATILE = re.compile(
+    r"0x[0-9a-f]{8}|/tmp/|127\.0\.0\.1:\d|\d{4}-\d\d-\d\dT|\bAg[A-Za-z0-9+/]{6}|…|^\s*\.\.\.\s*$|pid \d"
+)
+
+
+def shown_lines(expected: list[str]) -> list[str]:
+    """The lines of a console block's shown output that every run prints as shown (the rest vary: key ids, temporary
+    paths, ports, times, ciphertexts, and lines elided with ...)."""
+    return [line for line in expected if line.strip() and not _VOLATILE.search(line)]
 
 
 def header_lines(expected: list[str]) -> list[str]:
@@ -514,12 +621,17 @@ class PageRun:
             output = self.run_bash(block)
         else:
             output = self.run_console(block)
+        self.capture(block, output, required=True)
+
+    def capture(self, block: Block, output: str, *, required: bool) -> None:
+        """``capture NAME REGEX`` marks: NAME stands for the first group of REGEX in the block's output from now on."""
         for capture in block.all("capture"):
             name, _, regex = capture.partition(" ")
             m = re.search(regex.strip(), output, re.M)
-            if not m:
+            if m:
+                self.subs[name] = m.group(1)
+            elif required and name not in self.subs:
                 raise DocsError(f"{block.where}: capture {name}: /{regex.strip()}/ matched nothing in:\n{output}")
-            self.subs[name] = m.group(1)
 
     def run_bash(self, block: Block) -> str:
         lines = logical_lines(block.text)
@@ -542,11 +654,13 @@ class PageRun:
             elif block.directive("exit") is not None and n == len(commands) - 1:
                 want = int(block.directive("exit") or 0)
             output = self.run_shell(command, block, want)
-            plain = " ".join(output.split())
-            for head in header_lines(expected):
-                if head not in plain:
+            self.capture(block, output, required=False)  # the rest of the block shows the captured names too
+            printed = {" ".join(line.split()) for line in output.splitlines()}
+            for line in shown_lines(expected):
+                wanted = " ".join(self.substitute(line).split())
+                if not any(wanted in p for p in printed):
                     raise DocsError(
-                        f"{block.where}: `{command}` shows the header {head!r}, which the command no longer prints:"
+                        f"{block.where}: `{command}` is shown printing {line.strip()!r}, which it does not print:"
                         f"\n{output}"
                     )
             outputs.append(output)
@@ -562,8 +676,7 @@ class PageRun:
         line = self.substitute(line)
         self.transcript.append(f"$ {line}")
         if self._is_background(line):
-            self.start_background(line, block)
-            return ""
+            return self.start_background(line, block)
         state = self.tmp / "state"
         state.mkdir(exist_ok=True)
         script = (
@@ -617,7 +730,8 @@ class PageRun:
         last = line.split("&&")[-1].strip()
         return any(p.match(last) for p in self._BACKGROUND)
 
-    def start_background(self, line: str, block: Block) -> None:
+    def start_background(self, line: str, block: Block) -> str:
+        """Start ``line``'s last command as a second terminal would, and wait until it is ready: its output so far."""
         *before, last = [p.strip() for p in line.split("&&")]
         if before:
             self.run_shell(" && ".join(before), block, 0)
@@ -642,15 +756,16 @@ class PageRun:
             if "--env-file" in words:
                 env_file = self.cwd / words[words.index("--env-file") + 1]
                 if env_file.exists():
-                    return
+                    time.sleep(0.2)  # the banner is printed with the file
+                    return log.read_text(errors="replace")
             elif "mkdocs" in words[0] and "Serving on" in text:
                 with urllib.request.urlopen("http://127.0.0.1:8000/", timeout=10) as page:
                     assert page.status == 200
-                return
+                return text
             elif "end_to_end.py" in last and re.search(r"^OK$", text, re.M):
-                return
+                return text
             elif "fieldcrypt" in words[0] and "export FIELDCRYPT_" in text:
-                return
+                return text
             time.sleep(0.2)
         raise DocsError(f"{block.where}: `{last}` was not ready in {READY_TIMEOUT:.0f} s:\n{log.read_text()}")
 
