@@ -794,7 +794,9 @@ def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_ur
 
         monkeypatch.setattr(kr.store, "active_keys", spy)
         seen: list[int] = []
-        done = kr.rotate_domain("orders-value", reason="scheduled rotation", progress=lambda n, t: seen.append(n))
+        report = kr.rotate_domain("orders-value", reason="scheduled rotation", progress=lambda n, t: seen.append(n))
+        done = report.rotated
+        assert report.skipped == () and report.domain == "orders-value"
         assert pages == [None, "cust-0", "cust-2", "cust-4"]  # never the whole domain in one read
         assert [(r.person, r.retired, r.version) for r in done] == [(p, before[p], 2) for p in [None, *PERSONS]]
         assert seen == [1, 2, 3, 4, 5, 6]
@@ -809,7 +811,7 @@ def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_ur
             (r.person, (r.retired, r.key_id)) for r in done[1:]
         ]
         assert kr.encryption_key("orders-value", "cust-3").key_id == after["cust-3"].key_id  # used from now on
-        assert kr.rotate_domain("nowhere") == []
+        assert kr.rotate_domain("nowhere") == fieldcrypt.RotationReport("nowhere", (), ())
 
 
 def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
@@ -839,7 +841,7 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
     code, _, err = run(capsys, *rotate, "--data-subject", "nobody")
     assert code == 5 and "no active key of this data subject in domain 'orders-value'" in err
     # a failure midway says how many were rotated before it (they stay rotated, and audited)
-    real = Keyring._create
+    real = Keyring._rotate_key
     calls: list[int] = []
 
     def flaky(self: Keyring, *a: Any, **kw: Any) -> Any:
@@ -848,7 +850,7 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
             raise KeyStoreUnavailableError("KEK 'local-kek:///x' is unavailable; it could not wrap a new data key")
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(Keyring, "_create", flaky)
+    monkeypatch.setattr(Keyring, "_rotate_key", flaky)
     code, _, err = run(capsys, *rotate, "--reason", "r")
     assert code == 4 and "2 active keys of domain 'orders-value' were rotated before the error below" in err
 

@@ -39,7 +39,7 @@ from fieldcrypt.errors import (
     UnknownSchemaError,
     UnsupportedFormatError,
 )
-from fieldcrypt.keyring import Keyring, Rotation, RotationPolicy, ShredReport
+from fieldcrypt.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
 from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, create_key_store, open_store
 from fieldcrypt.stats import SerdeStats
@@ -69,10 +69,12 @@ __all__ = [
     "PolicyError",
     "Rotation",
     "RotationPolicy",
+    "RotationReport",
     "SchemaRegistryUnavailableError",
     "SerdeStats",
     "ShredRecord",
     "ShredReport",
+    "SkippedRotation",
     "SystemClock",
     "UnknownSchemaError",
     "UnsupportedFormatError",

@@ -66,13 +66,14 @@ from fieldcrypt.keys import _fork, shredlog
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
-from fieldcrypt.keys.report import PersonShred, Rotation, ShredReport
+from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.store import (
     OPERATIONS,
     AuditEntry,
     KeyRecord,
     KeyStore,
     ShredRecord,
+    WrapFn,
     WrapLater,
     check_id,
     check_shred_target,
@@ -80,10 +81,20 @@ from fieldcrypt.keys.store import (
     redact_url,
 )
 
-__all__ = ["KeyMeter", "Keyring", "PersonShred", "Rotation", "RotationPolicy", "ShredReport"]
+__all__ = [
+    "KeyMeter",
+    "Keyring",
+    "PersonShred",
+    "Rotation",
+    "RotationPolicy",
+    "RotationReport",
+    "ShredReport",
+    "SkippedRotation",
+]
 
 log = logging.getLogger("fieldcrypt.keys")  # the events are listed in docs/observability.md
 T = TypeVar("T")
+R = TypeVar("R")
 _perf = time.perf_counter
 #: the reasons the keyring itself gives for creating or rotating a key (logged; an admin's reason is not)
 _AUTOMATIC = frozenset({"first use", "max_age reached", "max_encryptions reached", "previous key shredded"})
@@ -576,63 +587,18 @@ class Keyring:
             deadline = self._deadline()
         charge = self.rotation.leased if lease else 0
         audit = self._audit(operation, reason, domain=domain, person=person)
-        made: _Wrapped | None = None
-        if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
-            made_in_tx: list[_Wrapped] = []
 
-            def wrap_inside(key_id: int, version: int) -> bytes:
-                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
-                return made_in_tx[-1].wrapped
-
-            record = self._call(
-                lambda: self.store.create(
-                    domain, person, self.kek.uri, wrap_inside, self.clock.now(), audit, retire=retire, charge=charge
-                )
+        def put(wrap: WrapFn, key_id: int | None) -> KeyRecord:
+            now = self.clock.now()
+            if not self._prewrap:  # a plugin store whose create() takes no key_id
+                return self.store.create(domain, person, self.kek.uri, wrap, now, audit, retire=retire, charge=charge)
+            return self.store.create(
+                domain, person, self.kek.uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id
             )
-            made = made_in_tx[-1] if made_in_tx else None
-        else:
-            if version is not None:
-                made = self._wrap_new(domain, person, _fresh_id(), version, deadline)
-            for _ in range(_CREATE_ROUNDS):
-                wrap = partial(_take_prepared, made)
-                proposed = made.key.key_id if made is not None else None
-                try:
-                    record = self._call(
-                        lambda w=wrap, k=proposed: self.store.create(  # type: ignore[misc]
-                            domain,
-                            person,
-                            self.kek.uri,
-                            w,
-                            self.clock.now(),
-                            audit,
-                            retire=retire,
-                            charge=charge,
-                            key_id=k,
-                        )
-                    )
-                except WrapLater as later:
-                    made = self._wrap_new(domain, person, later.key_id, later.version, deadline)
-                    continue
-                break
-            else:
-                raise KeyStoreUnavailableError(
-                    f"could not create a data key in domain {domain!r}: the key store's versions kept changing while "
-                    "new keys were wrapped"
-                )
+
+        made, record = self._store_new_key(domain, person, version, deadline, put)
         if made is not None and made.key.key_id == record.key_id:
-            kid = format_key_id(record.key_id)
-            why = reason if reason in _AUTOMATIC else "requested"  # an admin's own words go to the audit log only
-            event = "key.created" if operation == "create" else "key.rotated"
-            log.info(
-                "new data key %s in domain %r%s (%s: %s)",
-                kid,
-                domain,
-                " for a data subject" if person is not None else "",
-                "created" if operation == "create" else "rotated",
-                why,
-                extra=_ev(event, kid, domain=domain, per_person=person is not None, reason=why),
-            )
-            key = made.key
+            key = self._created(made, domain, person, operation, reason)
             if lease:
                 key.lease(charge)
                 return self._activate(key, record.created_at)
@@ -640,6 +606,75 @@ class Keyring:
         key = self._unwrap(record, deadline)
         key.lease(0)
         return key
+
+    def _rotate_key(self, current: KeyRecord, reason: str) -> DataKey | None:
+        """An admin's rotation of ``current``: its next version, made only if ``current`` is still the active key
+        when the store's transaction runs (a compare-and-swap, :meth:`KeyStore.rotate`). None when it is not (it
+        was shredded, or another rotation retired it): nothing is created then, no audit entry written."""
+        domain, person, deadline = current.domain, current.person, self._deadline()
+        audit = self._audit("rotate", reason, domain=domain, person=person)
+
+        def put(wrap: WrapFn, key_id: int | None) -> KeyRecord | None:
+            now = self.clock.now()
+            return self.store.rotate(domain, person, current.key_id, self.kek.uri, wrap, now, audit, key_id=key_id)
+
+        made, record = self._store_new_key(domain, person, current.version + 1, deadline, put)
+        self._active.discard((domain, person))
+        if record is None:
+            return None
+        if made is None or made.key.key_id != record.key_id:  # a plugin store that kept a key of its own making
+            return self._unwrap(record, deadline)
+        return self._created(made, domain, person, "rotate", reason)
+
+    def _store_new_key(
+        self,
+        domain: str,
+        person: str | None,
+        version: int | None,
+        deadline: float,
+        put: Callable[[WrapFn, int | None], R],
+    ) -> tuple[_Wrapped | None, R]:
+        """``put(wrap, key_id)``: a store call that may insert a new key, wrapped outside its transaction (see
+        :meth:`_create`). Returns the key wrapped for it last (None if none was) and what ``put`` returned."""
+        if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
+            made_in_tx: list[_Wrapped] = []
+
+            def wrap_inside(key_id: int, version: int) -> bytes:
+                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
+                return made_in_tx[-1].wrapped
+
+            result = self._call(lambda: put(wrap_inside, None))
+            return (made_in_tx[-1] if made_in_tx else None), result
+        made = None if version is None else self._wrap_new(domain, person, _fresh_id(), version, deadline)
+        for _ in range(_CREATE_ROUNDS):
+            wrap = partial(_take_prepared, made)
+            proposed = made.key.key_id if made is not None else None
+            try:
+                result = self._call(lambda w=wrap, k=proposed: put(w, k))  # type: ignore[misc]
+            except WrapLater as later:
+                made = self._wrap_new(domain, person, later.key_id, later.version, deadline)
+                continue
+            return made, result
+        raise KeyStoreUnavailableError(
+            f"could not create a data key in domain {domain!r}: the key store's versions kept changing while "
+            "new keys were wrapped"
+        )
+
+    def _created(self, made: _Wrapped, domain: str, person: str | None, operation: str, reason: str) -> DataKey:
+        """The key this process made and the store kept: logged (the reason only if the keyring gave it)."""
+        kid = format_key_id(made.key.key_id)
+        why = reason if reason in _AUTOMATIC else "requested"  # an admin's own words go to the audit log only
+        event = "key.created" if operation == "create" else "key.rotated"
+        log.info(
+            "new data key %s in domain %r%s (%s: %s)",
+            kid,
+            domain,
+            " for a data subject" if person is not None else "",
+            "created" if operation == "create" else "rotated",
+            why,
+            extra=_ev(event, kid, domain=domain, per_person=person is not None, reason=why),
+        )
+        return made.key
 
     def _wrap_new(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
         """A new data key wrapped for (key_id, version), with retries within ``deadline``; outside any transaction."""
@@ -764,48 +799,54 @@ class Keyring:
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """Replace the active key of (domain, person) by a new version now (``person`` None: the domain-wide key
-        only; :meth:`rotate_domain` replaces every person's too). Returns None if it has no key."""
+        only; :meth:`rotate_domain` replaces every person's too). Returns the new key, or None when nothing was
+        rotated: (domain, person) has no active key (never had one, or it was shredded, also while this call ran),
+        or another rotation replaced it first. A shredded person never gets a key from a rotation."""
         check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
+        if not isinstance(reason, str):
+            raise ConfigurationError("reason must be a str")
         current = self._call(lambda: self.store.active(domain, person))
         if current is None:
             return None
-        key = self._create(domain, person, current.key_id, "rotate", reason or "requested", version=current.version + 1)
-        self._active.discard((domain, person))
-        return self._call(lambda: self.store.get(key.key_id))
+        key = self._rotate_key(current, reason or "requested")
+        return None if key is None else self._call(lambda: self.store.get(key.key_id))
 
     def rotate_domain(
         self, domain: str, *, reason: str = "", progress: Callable[[int, int], None] | None = None
-    ) -> list[Rotation]:
+    ) -> RotationReport:
         """Replace every active key of a domain now: the domain-wide key and each data subject's key, each by its
         next version, each rotation in its own store transaction with its own audit entry (as :meth:`rotate`).
         The keys are read a page of ``_ROTATE_PAGE`` at a time, in data-subject order, so a domain of millions of
-        persons is never held in one read or transaction. Returns what was rotated, in that order (empty if the
-        domain has no active key). ``progress(done, 0)`` after each key. A failure (KMS, store) raises; the keys
-        rotated before it stay rotated (and audited)."""
+        persons is never held in one read or transaction. ``progress(rotated, 0)`` after each key.
+
+        Each rotation retires exactly the key listed, if it is still the active one (a compare-and-swap in the
+        store's transaction). A listed key that is no longer active when its turn comes, because it was shredded or
+        another rotation replaced it, is skipped: no key is created for it (a shredded person stays without one)
+        and it is reported in ``skipped``, not ``rotated``. Returns both, in data-subject order (both empty if the
+        domain has no active key). A failure (KMS, store) raises; the keys rotated before it stay rotated (and
+        audited)."""
         check_id(domain, "domain")
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
-        done: list[Rotation] = []
+        rotated: list[Rotation] = []
+        skipped: list[SkippedRotation] = []
         after: str | None = None
         while True:
             page = self._call(lambda a=after: self.store.active_keys(domain, a, _ROTATE_PAGE))  # type: ignore[misc]
             for current in page:
-                key = self._create(
-                    domain,
-                    current.person,
-                    current.key_id,
-                    "rotate",
-                    reason or "requested",
-                    version=current.version + 1,
-                )
-                self._active.discard((domain, current.person))
-                done.append(Rotation(domain, current.person, current.key_id, key.key_id, key.version))
+                key = self._rotate_key(current, reason or "requested")
+                if key is None:
+                    gone = self._call(lambda c=current: self.store.shredded(c.key_id))  # type: ignore[misc]
+                    why = "shredded" if gone is not None else "rotated elsewhere"
+                    skipped.append(SkippedRotation(domain, current.person, current.key_id, why))
+                else:
+                    rotated.append(Rotation(domain, current.person, current.key_id, key.key_id, key.version))
                 if progress is not None:
-                    progress(len(done), 0)
+                    progress(len(rotated), 0)
             if len(page) < _ROTATE_PAGE:
-                return done
+                return RotationReport(domain, tuple(rotated), tuple(skipped))
             after = page[-1].person or ""
 
     def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -74,6 +75,80 @@ def test_rotation_retires_and_is_raced_safely(store: KeyStore) -> None:
     # a second process asking to retire v1 again gets v2, not v3
     assert store.create("d", "p", "k", wrap_with(b"3"), 3.0, audit("rotate"), retire=v1.key_id) == v2
     assert store.audit_log()[-1].key_ids == (v1.key_id, v2.key_id)
+
+
+def test_rotate_retires_only_the_listed_key_while_it_is_active(store: KeyStore) -> None:
+    v1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+    v2 = store.rotate("d", "p", v1.key_id, "k", wrap_with(b"2"), 2.0, audit("rotate"))
+    assert v2 is not None and v2.version == 2 and store.active("d", "p") == v2
+    assert store.get(v1.key_id).state == "retired"  # type: ignore[union-attr]
+    assert store.audit_log()[-1].key_ids == (v1.key_id, v2.key_id)
+    entries = len(store.audit_log())
+    # compare and swap: the key listed is no longer the active one (rotated elsewhere): nothing changes
+    assert store.rotate("d", "p", v1.key_id, "k", wrap_with(b"3"), 3.0, audit("rotate")) is None
+    # shredded: no key is created for the person (create() would make a fresh version 1)
+    store.shred(None, ["p"], 4.0, audit("shred"))
+    assert store.rotate("d", "p", v2.key_id, "k", wrap_with(b"4"), 5.0, audit("rotate")) is None
+    assert store.rotate("d", "p", 12345, "k", wrap_with(b"5"), 5.0, audit("rotate")) is None  # never held
+    assert store.active("d", "p") is None and list(store.keys("d", "p")) == []
+    assert len(store.audit_log()) == entries + 1  # the shred only
+    # the KeyStore default (plugin stores written before rotate) agrees
+    w1 = store.create("d", "q", "k", wrap_with(b"6"), 6.0, audit())
+    w2 = KeyStore.rotate(store, "d", "q", w1.key_id, "k", wrap_with(b"7"), 7.0, audit("rotate"))
+    assert w2 is not None and w2.version == 2 and store.active("d", "q") == w2
+    assert KeyStore.rotate(store, "d", "q", w1.key_id, "k", wrap_with(b"8"), 8.0, audit("rotate")) is None
+    store.shred(None, ["q"], 9.0, audit("shred"))
+    assert KeyStore.rotate(store, "d", "q", w2.key_id, "k", wrap_with(b"9"), 9.0, audit("rotate")) is None
+    assert list(store.keys("d", "q")) == []
+
+
+def test_rotate_wrap_later_rolls_the_retirement_back(store: KeyStore) -> None:
+    v1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+
+    def later(key_id: int, version: int) -> bytes:
+        raise WrapLater(key_id, version)
+
+    with pytest.raises(WrapLater) as asked:
+        store.rotate("d", "p", v1.key_id, "k", later, 2.0, audit("rotate"))
+    assert asked.value.version == 2 and store.active("d", "p") == v1 and len(store.audit_log()) == 1
+    v2 = store.rotate("d", "p", v1.key_id, "k", wrap_with(b"2"), 3.0, audit("rotate"), key_id=asked.value.key_id)
+    assert v2 is not None and v2.key_id == asked.value.key_id and v2.version == 2
+
+
+def test_a_shred_overlapping_a_rotation_destroys_the_new_key_too(store_url: str, store: KeyStore) -> None:
+    """A shred that starts while a rotation's transaction is open (it waits for it) also destroys the key that
+    rotation makes: on PostgreSQL a DELETE under READ COMMITTED would re-check the row it waited for, never see the
+    new one, and leave the person with an active key after the shred."""
+    v1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+    other = open_store(store_url)
+    shredding: list[threading.Thread] = []
+    outcome: list[object] = []
+
+    def shred() -> None:
+        try:
+            outcome.append(other.shred(None, ["p"], 3.0, audit("shred")))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    def wrap_while_a_shred_waits(key_id: int, version: int) -> bytes:
+        # inside the rotation's transaction, after v1 was retired: a shred starts and must wait for it
+        shredding.append(threading.Thread(target=shred))
+        shredding[0].start()
+        shredding[0].join(0.5)
+        assert shredding[0].is_alive(), f"the shred did not wait for the rotation's transaction: {outcome}"
+        return b"2" + key_id.to_bytes(4, "big")
+
+    try:
+        v2 = store.rotate("d", "p", v1.key_id, "k", wrap_while_a_shred_waits, 2.0, audit("rotate"))
+        shredding[0].join(30)
+        assert v2 is not None and len(outcome) == 1 and isinstance(outcome[0], list), outcome
+        assert sorted(r.key_id for r in outcome[0]) == sorted([v1.key_id, v2.key_id])
+        assert store.active("d", "p") is None and list(store.keys("d", "p")) == []
+        assert {r.key_id for r in store.shred_log()} == {v1.key_id, v2.key_id}
+    finally:
+        for t in shredding:
+            t.join(30)
+        other.close()
 
 
 def test_active_keys_pages_a_domain_by_data_subject(store: KeyStore) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from fieldcrypt.cli._common import (
     EXIT_OK,
     EXIT_PENDING,
+    NotFoundError,
     Progress,
     UsageError,
     clean,
@@ -27,7 +28,7 @@ from fieldcrypt.cli._common import (
 )
 from fieldcrypt.cli._config import Settings
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
-from fieldcrypt.keyring import Keyring, Rotation, ShredReport
+from fieldcrypt.keyring import Keyring, ShredReport, SkippedRotation
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, create_key_store, redact_url
@@ -403,14 +404,13 @@ def _rotate(args: argparse.Namespace, kr: Keyring, progress: Progress) -> None:
     if person is not None:
         new = kr.rotate(domain, person, reason=args.reason)
         if new is None:
-            raise KeyNotFoundError(f"no active key of this data subject in domain {domain!r}: nothing rotated")
+            raise NotFoundError(_not_rotated(kr, domain, person))
         rows = [_key_row(new)]
         emit(args, rows, lambda: print("rotated; new active key:") or table(rows))
         return
-    done: list[Rotation] = []
     try:
         with progress.running():
-            done = kr.rotate_domain(domain, reason=args.reason, progress=progress)
+            report = kr.rotate_domain(domain, reason=args.reason, progress=progress)
     except FieldcryptError:
         count = progress.done
         if count:  # the ones before the failure stay rotated: say so (each is in the audit log)
@@ -419,8 +419,12 @@ def _rotate(args: argparse.Namespace, kr: Keyring, progress: Progress) -> None:
                 "rotated before the error below (see 'fieldcrypt keys audit --operation rotate')\n"
             )
         raise
+    done, skipped = report.rotated, report.skipped
     if not done:
-        raise KeyNotFoundError(f"no active key in domain {domain!r}: nothing rotated")
+        raise NotFoundError(
+            f"no active key in domain {domain!r}: nothing rotated"
+            + (f" ({_skipped_text(skipped)}; no key was created for them)" if skipped else "")
+        )
     subjects = sum(1 for r in done if r.person is not None)
     rows = [
         {
@@ -431,7 +435,14 @@ def _rotate(args: argparse.Namespace, kr: Keyring, progress: Progress) -> None:
         }
         for r in done
     ]
-    summary = {"domain": domain, "rotated": len(done), "data_subject_keys": subjects, "keys": rows}
+    skipped_rows = [{"data_subject": r.person, "key_id": format_key_id(r.key_id), "skipped": r.why} for r in skipped]
+    summary = {
+        "domain": domain,
+        "rotated": len(done),
+        "data_subject_keys": subjects,
+        "keys": rows,
+        "skipped": skipped_rows,
+    }
     parts = [f"{subjects} data subject{'' if subjects == 1 else 's'}' keys"] if subjects else []
     if len(done) > subjects:
         parts.insert(0, "the domain-wide key")
@@ -445,10 +456,41 @@ def _rotate(args: argparse.Namespace, kr: Keyring, progress: Progress) -> None:
         if shown is not None:
             print(shown)
         if len(rows) > _ROTATIONS_SHOWN:
-            return f"... and {len(rows) - _ROTATIONS_SHOWN} more (--json lists them all)"
+            print(f"... and {len(rows) - _ROTATIONS_SHOWN} more (--json lists them all)")
+        if skipped:
+            print(f"{_skipped_text(skipped)}; not rotated, and no key was created for them:")
+            print(table(skipped_rows[:_ROTATIONS_SHOWN]))
+            if len(skipped_rows) > _ROTATIONS_SHOWN:
+                print(f"... and {len(skipped_rows) - _ROTATIONS_SHOWN} more (--json lists them all)")
         return None
 
     emit(args, summary, text)
+
+
+def _skipped_text(skipped: tuple[SkippedRotation, ...]) -> str:
+    """How many listed keys were no longer active when their turn came, and why (``keys rotate`` of a domain)."""
+    shredded = sum(1 for r in skipped if r.why == "shredded")
+    why = [f"{shredded} shredded"] if shredded else []
+    if len(skipped) > shredded:
+        why.append(f"{len(skipped) - shredded} rotated elsewhere")
+    return f"{_count(len(skipped), 'key')} skipped ({' and '.join(why)} while this command ran)"
+
+
+def _not_rotated(kr: Keyring, domain: str, person: str) -> str:
+    """Why ``keys rotate --data-subject`` rotated nothing (exit 5)."""
+    if kr.store.active(domain, person) is not None:
+        return (
+            f"the active key of this data subject in domain {domain!r} was replaced by another rotation while this "
+            "one ran: nothing rotated by this command"
+        )
+    gone = kr.shredded_keys(domain, person)
+    if gone:
+        return (
+            f"this data subject's keys in domain {domain!r} were shredded ({_count(len(gone), 'key')}, last at "
+            f"{_time(max(r.shredded_at for r in gone))}): the data subject is erased; nothing rotated, and no key "
+            "was created (a producer writing new data for them creates one)"
+        )
+    return f"no active key of this data subject in domain {domain!r}: nothing rotated"
 
 
 def _key_id(text: str) -> int:

@@ -86,6 +86,11 @@ class SqlKeyStore(KeyStore):
 
     _lock = threading.RLock()
 
+    def _hold_key_writes(self, ex: Execute) -> None:
+        """Called first in a shred's transaction: wait for every key write in flight (a rotation or creation) to
+        commit, and hold new ones until this transaction ends, so the shred deletes the keys they made too. A store
+        whose write transactions are serialized already (SQLite's ``BEGIN IMMEDIATE``) has nothing to do."""
+
     # -- policies (what producers encrypt, per schema and domain: see fieldcrypt._serde.PolicyCheck) -----------------
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         with self._tx() as ex:
@@ -261,20 +266,61 @@ class SqlKeyStore(KeyStore):
                 return current  # already there, or another process rotated it first
             if current is not None:
                 ex("UPDATE fieldcrypt_keys SET state = 'retired' WHERE key_id = ?", (current.key_id,))
-            (last,) = ex(
-                "SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_keys WHERE domain = ? AND person = ?",
-                (domain, person or ""),
-            )[0]
-            key_id = self._unused_id(ex, key_id)
-            version = int(last) + 1
-            record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now, encryptions=charge)
-            ex(
-                f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?)",
-                (key_id, domain, person or "", version, kek_uri, record.wrapped, now, charge),
-            )
-            ids = (key_id,) if current is None else (current.key_id, key_id)
-            self._audit(ex, _with(audit, key_ids=ids, domain=domain, person=person))
-            return record
+            retired = None if current is None else current.key_id
+            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retired, charge, key_id)
+
+    def rotate(
+        self,
+        domain: str,
+        person: str | None,
+        retire: int,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        key_id: int | None = None,
+    ) -> KeyRecord | None:
+        with self._tx((domain, person or "")) as ex:
+            # compare and swap: only the key listed, and only while it is the active one (a shred deletes it, a
+            # rotation elsewhere retires it; either way this changes nothing)
+            if not ex(
+                "UPDATE fieldcrypt_keys SET state = 'retired' "
+                "WHERE key_id = ? AND domain = ? AND person = ? AND state = 'active' RETURNING key_id",
+                (retire, domain, person or ""),
+            ):
+                return None
+            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retire, 0, key_id)
+
+    def _insert_next(
+        self,
+        ex: Execute,
+        domain: str,
+        person: str | None,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        retired: int | None,
+        charge: int,
+        key_id: int | None,
+    ) -> KeyRecord:
+        """Insert the next version of (domain, person) as its active key, and its audit entry (naming ``retired``,
+        the key it replaces, if any), in the caller's transaction."""
+        (last,) = ex(
+            "SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_keys WHERE domain = ? AND person = ?",
+            (domain, person or ""),
+        )[0]
+        key_id = self._unused_id(ex, key_id)
+        version = int(last) + 1
+        record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now, encryptions=charge)
+        ex(
+            f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+            (key_id, domain, person or "", version, kek_uri, record.wrapped, now, charge),
+        )
+        ids = (key_id,) if retired is None else (retired, key_id)
+        self._audit(ex, _with(audit, key_ids=ids, domain=domain, person=person))
+        return record
 
     @staticmethod
     def _unused_id(ex: Execute, proposed: int | None = None) -> int:
@@ -314,6 +360,7 @@ class SqlKeyStore(KeyStore):
         people = check_shred_target(domain, persons)
         destroyed: list[ShredRecord] = []
         with self._tx() as ex:
+            self._hold_key_writes(ex)
             earlier: dict[str, int] = {}
             if people is not None:
                 for cond, args in _conditions(domain, people):
@@ -366,6 +413,7 @@ class SqlKeyStore(KeyStore):
         entries = list(entries)
         destroyed: list[int] = []
         with self._tx() as ex:
+            self._hold_key_writes(ex)
             for i in range(0, len(entries), _BATCH):
                 chunk = entries[i : i + _BATCH]
                 marks = ", ".join("?" * len(chunk))

@@ -1,5 +1,5 @@
 """What an admin operation did: a shred, per person (the evidence a key admin keeps for an erasure request), and a
-rotation of a whole domain, per key."""
+rotation of a whole domain, per key (rotated, or skipped)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fieldcrypt.keys.store import ShredRecord
 
-__all__ = ["PersonShred", "Rotation", "ShredReport"]
+__all__ = ["PersonShred", "Rotation", "RotationReport", "ShredReport", "SkippedRotation"]
 
 
 def _count(n: int, noun: str) -> str:
@@ -71,11 +71,34 @@ class ShredReport:
 @dataclass(frozen=True)
 class Rotation:
     """One active key replaced by :meth:`fieldcrypt.Keyring.rotate_domain`: the key retired (``retired``, its id)
-    and the new active key (``key_id``, ``version``) of (``domain``, ``person``; None: the domain-wide key). If
-    another process rotated the key first, ``key_id`` is the key it made."""
+    and the new active key (``key_id``, ``version``) of (``domain``, ``person``; None: the domain-wide key), both
+    by this call."""
 
     domain: str
     person: str | None = field(repr=False)
     retired: int
     key_id: int
     version: int
+
+
+@dataclass(frozen=True)
+class SkippedRotation:
+    """An active key :meth:`fieldcrypt.Keyring.rotate_domain` listed but did not rotate, because it was no longer the
+    active key of (``domain``, ``person``) when its turn came: ``why`` is ``"shredded"`` (the key was destroyed; no
+    key was created for that person) or ``"rotated elsewhere"`` (another rotation retired it first; the new key is
+    not this call's). ``key_id``: the key listed."""
+
+    domain: str
+    person: str | None = field(repr=False)
+    key_id: int
+    why: str
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """What :meth:`fieldcrypt.Keyring.rotate_domain` did to a domain's active keys, in data-subject order (the
+    domain-wide key first): each key it rotated, and each it skipped. Both empty: the domain had no active key."""
+
+    domain: str
+    rotated: tuple[Rotation, ...] = ()
+    skipped: tuple[SkippedRotation, ...] = ()

@@ -153,6 +153,42 @@ class KeyStore(abc.ABC):
         inside its transaction.
         """
 
+    def rotate(
+        self,
+        domain: str,
+        person: str | None,
+        retire: int,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        key_id: int | None = None,
+    ) -> KeyRecord | None:
+        """An admin's rotation, as a compare-and-swap: if the key ``retire`` is still the active key of (domain,
+        person), retire it and create the next version (``wrap`` and ``key_id`` as for :meth:`create`; ``audit``
+        written in the same transaction, naming both keys) and return the new key. Otherwise (the key was shredded,
+        or another rotation retired it first) change nothing, write no audit entry and return None: unlike
+        :meth:`create`, this never makes a key for a (domain, person) whose listed key is gone.
+
+        The built-in stores do this in one transaction. This default, for plugin stores written before it, checks
+        and then calls :meth:`create`: a shred that commits between the two can still be followed by a new key, so
+        a plugin should override it."""
+        current = self.active(domain, person)
+        if current is None or current.key_id != retire:
+            return None
+        asked: list[int] = []
+
+        def wrap_here(new_id: int, version: int) -> bytes:
+            asked.append(new_id)
+            return wrap(new_id, version)
+
+        if key_id is None:
+            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire)
+        else:
+            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire, key_id=key_id)
+        return made if asked and made.key_id == asked[-1] else None
+
     @abc.abstractmethod
     def reserve(self, key_id: int, count: int, limit: int) -> int | None:
         """Atomically charge up to ``count`` encryptions to the key, never taking its count beyond ``limit``, and
