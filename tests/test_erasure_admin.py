@@ -409,6 +409,33 @@ def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, sto
     assert asked.splitlines()[-1] == "Type 'yes' to record it: " and "no key held" in asked
 
 
+@pytest.mark.parametrize("answer", ["YES", "Yes", " yes", "yes ", "y", "yes yes", "\tyes"])
+def test_only_the_exact_answer_yes_destroys_on_a_terminal(populated: Keyring, store_url: str, answer: str) -> None:
+    before = state(populated)
+    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    code, asked, everything = on_tty(shred, answer)
+    assert asked.endswith("Type 'yes' to destroy them: ")
+    assert code == 1 and "nothing destroyed" in everything[len(asked) :]
+    assert state(populated) == before and len(populated.keys(person="cust-1")) == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "destroys"),
+    [("yes\n", True), ("yes\r\n", True), ("yes\r", True), ("yes", True), ("YES\n", False), (" yes\n", False),
+     ("yes\n\n", False), ("yes\r\r\n", False), ("", False)],
+)  # fmt: skip
+def test_the_confirmation_removes_only_the_line_end(
+    populated: Keyring, store_url: str, monkeypatch, capsys, line: str, destroys: bool
+) -> None:
+    before = state(populated)
+    monkeypatch.setattr("sys.stdin", FakeTty(line))
+    code, _, err = run(capsys, "keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "t")
+    if destroys:
+        assert code == 0 and populated.keys(person="cust-1") == []
+    else:
+        assert code == 1 and "nothing destroyed" in err and state(populated) == before
+
+
 def test_dry_run_lists_every_key_with_its_domain(populated: Keyring, store_url: str, capsys) -> None:
     ids = sorted((k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1"))
     args = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "t", "--dry-run"]

@@ -382,11 +382,17 @@ def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
             raise UsageError("refusing to shred without confirmation: not a terminal; pass --yes in scripts")
         sys.stderr.write(_confirmation(plan))  # in one write: the table, then the question
         sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() != "yes":
-            sys.stderr.write("not confirmed; nothing destroyed\n")
+        if not _confirmed(sys.stdin.readline()):
+            sys.stderr.write("not confirmed (only 'yes' destroys); nothing destroyed\n")
             raise NotConfirmed
     report = run()
     return report, EXIT_PENDING if report.pending else EXIT_OK
+
+
+def _confirmed(line: str) -> bool:
+    """Whether the answer read from the terminal is exactly ``yes``: the line's end (newline, CR, or both) removed,
+    nothing else. ``YES``, `` yes``, ``yes.`` or ``y`` destroy nothing."""
+    return line.removesuffix("\n").removesuffix("\r") == "yes"
 
 
 class NotConfirmed(Exception):
