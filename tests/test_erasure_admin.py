@@ -756,6 +756,125 @@ def test_kek_create_write_failure_names_the_file_not_its_temporary(tmp_path: Pat
     assert code == 3 and f"directory {str(tmp_path / 'no')!r}" in err
 
 
+@pytest.fixture
+def one_shred(store_url: str, kek_uri: str) -> str:
+    """A store whose shred log holds one entry."""
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders-value", "cust-1")
+        kr.shred_person("cust-1", reason="r")
+    return store_url
+
+
+def leftovers(*dirs: Path) -> list[Path]:
+    return [f for d in dirs for f in d.glob(".*.tmp")]
+
+
+def test_shred_log_force_writes_through_a_symlink(one_shred: str, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other-storage"
+    other.mkdir()
+    target, link = other / "shred-log.jsonl", tmp_path / "shred-log.jsonl"
+    target.write_text("old content\n")
+    link.symlink_to(target)
+    code, _, err = run(capsys, "keys", "shred-log", str(link), "--store", one_shred)
+    assert code == 3 and "already exists" in err and "--force" in err  # the target exists: never without asking
+    with umask(0):
+        code, _, err = run(capsys, "keys", "shred-log", str(link), "--store", one_shred, "--force")
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link stays a link
+    entries = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [e["data_subject"] for e in entries] == ["cust-1"] and mode(target) == 0o600
+    assert not leftovers(tmp_path, other)
+    # a dangling link is written through (its target created), not replaced
+    target.unlink()
+    code, _, err = run(capsys, "keys", "shred-log", str(link), "--store", one_shred)
+    assert code == 0, err
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 1 and mode(target) == 0o600
+    # a link to a link: the last target
+    chain = tmp_path / "chain.jsonl"
+    chain.symlink_to(link)
+    code, _, err = run(capsys, "keys", "shred-log", str(chain), "--store", one_shred, "--force")
+    assert code == 0 and chain.is_symlink() and link.is_symlink() and len(target.read_text().splitlines()) == 1
+
+
+def test_shred_log_through_a_dangling_symlink_into_a_missing_directory(one_shred: str, tmp_path: Path, capsys) -> None:
+    link = tmp_path / "shred-log.jsonl"
+    link.symlink_to(tmp_path / "unmounted" / "shred-log.jsonl")
+    for extra in ([], ["--force"]):
+        code, out, err = run(capsys, "keys", "shred-log", str(link), "--store", one_shred, *extra)
+        assert code == 3 and out == "" and "Traceback" not in err
+        assert f"directory {str(tmp_path / 'unmounted')!r} does not exist" in err and "symbolic link" in err
+    assert link.is_symlink() and not (tmp_path / "unmounted").exists() and not leftovers(tmp_path)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, _, err = run(capsys, "keys", "shred-log", str(loop), "--store", one_shred, "--force")
+    assert code == 3 and "symbolic link that cannot be followed" in err and loop.is_symlink()
+
+
+def test_kek_create_force_writes_through_a_symlink(tmp_path: Path, capsys) -> None:
+    other = tmp_path / "secrets"
+    other.mkdir()
+    target, link = other / "kek.json", tmp_path / "kek.json"
+    target.write_text("old keyset\n")
+    link.symlink_to(target)
+    code, _, err = run(capsys, "kek", "create", str(link))
+    assert code == 3 and "already exists" in err and target.read_text() == "old keyset\n"
+    code, out, err = run(capsys, "kek", "create", str(link), "--force")
+    assert code == 0, err
+    assert out.strip() == f"local-kek://{link}"  # the URI names the link, as given
+    assert link.is_symlink() and os.readlink(link) == str(target) and mode(target) == 0o600
+    assert fieldcrypt.open_kek(out.strip()).uri == out.strip() and "old keyset" not in target.read_text()
+    assert not leftovers(tmp_path, other)
+    target.unlink()  # dangling: its target is created
+    code, out, err = run(capsys, "kek", "create", str(link))
+    assert code == 0 and link.is_symlink() and target.is_file() and mode(target) == 0o600, err
+    dangling = tmp_path / "elsewhere.json"
+    dangling.symlink_to(tmp_path / "unmounted" / "kek.json")
+    code, _, err = run(capsys, "kek", "create", str(dangling), "--force")
+    assert code == 3 and f"directory {str(tmp_path / 'unmounted')!r}" in err and "does not exist" in err
+    assert dangling.is_symlink() and not (tmp_path / "unmounted").exists()
+
+
+@pytest.mark.parametrize("path", ["", " ", "-"])
+def test_empty_or_stdout_file_arguments_are_usage_errors(
+    one_shred: str, tmp_path: Path, monkeypatch, capsys, path: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    code, out, err = run(capsys, "keys", "shred-log", path, "--store", one_shred)
+    what = "is not written to standard output ('-')" if path == "-" else "the path of the shred log is empty"
+    assert code == 2 and out == "" and what in err, err
+    code, _, err = run(capsys, "kek", "create", path, "--force")
+    what = "is not written to standard output ('-')" if path == "-" else "the path of the KEK file is empty"
+    assert code == 2 and what in err, err
+    if path != "-":
+        code, _, err = run(capsys, "keys", "restore", "--shred-log", path, "--store", one_shred)
+        assert code == 2 and "--shred-log is empty" in err, err
+    assert sorted(tmp_path.iterdir()) == before  # nothing written, no file named '-'
+
+
+def test_the_api_refuses_an_empty_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="the path of the shred log is empty"):
+        fieldcrypt.keys.shredlog.write("", [], overwrite=True)
+    with pytest.raises(ConfigurationError, match="the path of the KEK file is empty"):
+        fieldcrypt.create_local_kek("", overwrite=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_of_an_empty_shred_log_warns(one_shred: str, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "copy.jsonl"
+    empty.write_text("")
+    code, out, err = run(capsys, "keys", "restore", "--shred-log", str(empty), "--store", one_shred)
+    assert code == 0 and out.strip() == "0 shred-log entries applied; 0 restored keys destroyed again"
+    assert f"warning: the shred log {str(empty)!r} is empty (0 entries)" in err and "truncated" in err
+    code, out, err = run(capsys, "keys", "restore", "--shred-log", str(empty), "--store", one_shred, "--json")
+    assert code == 0 and json.loads(out)["applied"] == 0 and "is empty" in err
+    full = tmp_path / "full.jsonl"
+    run(capsys, "keys", "shred-log", str(full), "--store", one_shred)
+    code, _, err = run(capsys, "keys", "restore", "--shred-log", str(full), "--store", one_shred)
+    assert code == 0 and "warning" not in err
+
+
 def test_configured_shred_log_in_a_missing_directory_destroys_nothing(
     store_url: str, kek_uri: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -773,6 +892,13 @@ def test_configured_shred_log_in_a_missing_directory_destroys_nothing(
     assert code == 3 and "nothing was destroyed" in err and ".tmp" not in err
     with Keyring(store_url, kek_uri) as kr:
         assert state(kr) == before
+    # a symbolic link to a file in a missing directory (storage not mounted): the same, before anything is destroyed
+    link = tmp_path / "shred-log.jsonl"
+    link.symlink_to(log_file)
+    with Keyring(store_url, kek_uri, shred_log=link) as kr:
+        with pytest.raises(ConfigurationError, match=r"directory .*mnt'? does not exist; nothing was destroyed"):
+            kr.shred_person("cust-1", reason="r")
+        assert state(kr) == before and link.is_symlink()
 
 
 def test_shred_log_append_failure_says_the_keys_are_destroyed(

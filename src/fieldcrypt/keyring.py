@@ -64,6 +64,7 @@ from fieldcrypt.errors import (
 )
 from fieldcrypt.keys import _fork, shredlog
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
+from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
@@ -906,9 +907,11 @@ class Keyring:
             destroyed = tuple(ShredRecord(r.key_id, r.domain, r.person, now) for r in held)
             return self._report(target, domain, people, destroyed, dry_run=True, pending=False)
         log_file = self._shred_log
-        if log_file is not None and not log_file.parent.is_dir():  # refused before anything is destroyed
+        where = None if log_file is None else destination(log_file, "the shred log")  # a link: its target's directory
+        if log_file is not None and where is not None and not where.parent.is_dir():  # refused before any is destroyed
             raise ConfigurationError(
-                f"shred_log {str(log_file)!r}: directory {str(log_file.parent)!r} does not exist; nothing was destroyed"
+                f"shred_log {shown(log_file, where)}: directory {str(where.parent)!r} does not exist; nothing was "
+                "destroyed"
             )
         batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
         audit = self._audit("shred", reason, domain=domain, detail=batch)

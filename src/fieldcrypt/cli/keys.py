@@ -307,14 +307,27 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     c.add_argument("--operation", choices=OPERATIONS, help="only entries of this operation")
     c.add_argument("--since", help="only entries at or after this ISO-8601 date or time (UTC unless given)")
     c = cmd("shred-log", "export the shred log to a file (JSON lines; keep it apart from database backups)")
-    c.add_argument("file", help="the file to write (mode 0600; its directory must exist)")
+    c.add_argument(
+        "file", help="the file to write (mode 0600; its directory must exist); a symbolic link is written through"
+    )
     c.add_argument("--force", action="store_true", help="replace an existing file")
     c = cmd("restore", "after restoring an older backup of the store: re-apply a shred log")
     c.add_argument("--shred-log", required=True, help="the shred-log file exported with 'keys shred-log'")
     c.add_argument("--reason", default="", help="why, for the audit log")
 
 
+def _file_argument(path: str, what: str) -> None:
+    """Refuse a file argument that names no file: empty or blank (``Path("")`` is the current directory), or ``-``
+    (standard output: a KEK or a list of erased data subjects is written to a file of mode 0600, never to a terminal
+    or a pipe)."""
+    if not path.strip():
+        raise UsageError(f"the path of {what} is empty; name the file to write")
+    if path == "-":
+        raise UsageError(f"{what} is not written to standard output ('-'): name a file (it is written mode 0600)")
+
+
 def _run_kek(args: argparse.Namespace) -> int:
+    _file_argument(args.path, "the KEK file")
     uri = create_local_kek(args.path, overwrite=args.force)
     emit(args, {"kek": uri, "path": args.path}, lambda: uri)
     return EXIT_OK
@@ -531,6 +544,10 @@ def _check_usage(args: argparse.Namespace) -> None:
     for flag in ("domain", "data_subject"):
         if hasattr(args, flag):
             given(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.action == "shred-log":
+        _file_argument(args.file, "the shred log")
+    if args.action == "restore" and not args.shred_log.strip():
+        raise UsageError("--shred-log is empty; name the shred-log file to re-apply")
     if args.action == "shred" and not args.reason.strip():
         raise UsageError("--reason is empty or blank; say why (e.g. the erasure request's reference)")
     if args.action == "audit":
@@ -594,6 +611,12 @@ def _run_keys(args: argparse.Namespace) -> int:
             )
         elif args.action == "restore":
             applied = shredlog.read(args.shred_log)
+            if not applied:  # a file cut to nothing would otherwise restore "successfully"
+                sys.stderr.write(
+                    f"fieldcrypt: warning: the shred log {clean(args.shred_log)!r} is empty (0 entries): if it is a "
+                    "copy, it may be truncated; check it against the original, or write it anew from a current key "
+                    "store with 'fieldcrypt keys shred-log FILE'\n"
+                )
             destroyed = kr.restore(applied, reason=args.reason)
             pending = bool(destroyed) and not kr.purge()
             code = EXIT_PENDING if pending else EXIT_OK

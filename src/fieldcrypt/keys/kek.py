@@ -119,6 +119,7 @@ from tink import aead, secret_key_access
 
 from fieldcrypt._crypto import ensure_tink
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.keys._files import check_path, destination, shown
 
 __all__ = [
     "DEFAULT_KMS_TIMEOUT",
@@ -196,20 +197,28 @@ def create_local_kek(path: str | os.PathLike[str], *, overwrite: bool = False) -
     Refuses to overwrite an existing file unless ``overwrite=True``: losing a KEK loses every key it wrapped. The
     keyset is written to a fresh temporary file in the same directory (mode 0600, fsynced), then hard-linked into
     place, which fails rather than clobbers if the file appeared meanwhile (``overwrite=True``: renamed over it).
+    A symbolic link is written through (its target gets the keyset, the link stays; the URI names the link).
     """
     ensure_tink()
-    p = Path(path).absolute()
-    if p.exists() and not overwrite:
+    p = check_path(path, "the KEK file").absolute()  # the URI names the path asked for (a link stays a link)
+    target = destination(p, "the KEK file")
+    if target.exists() and not overwrite:
         raise _exists(p)
-    if not p.parent.is_dir():
-        raise ConfigurationError(f"directory {str(p.parent)!r} for the KEK file does not exist")
+    if target.is_dir():
+        raise ConfigurationError(f"cannot write the KEK file {shown(p, target)}: it is a directory")
+    if not target.parent.is_dir():
+        raise ConfigurationError(
+            f"directory {str(target.parent)!r} for the KEK file {shown(p, target)} does not exist"
+            if target != p
+            else f"directory {str(p.parent)!r} for the KEK file does not exist"
+        )
     handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
     text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
     try:
-        _write_keyset(p, text, overwrite)
+        _write_keyset(target, text, overwrite)
     except OSError as exc:  # named by the file asked for, never by the temporary file beside it
         raise ConfigurationError(
-            f"cannot write the KEK file {str(p)!r}: {exc.strerror or type(exc).__name__}"
+            f"cannot write the KEK file {shown(p, target)}: {exc.strerror or type(exc).__name__}"
         ) from None
     return f"{LOCAL_SCHEME}://{p}"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, format_key_id
+from fieldcrypt.keys._files import check_path, destination, shown
 from fieldcrypt.keys.store import ShredRecord
 
 __all__ = ["append", "iso_time", "parse_time", "read", "row", "write"]
@@ -88,16 +89,21 @@ def read(path: str | os.PathLike[str]) -> list[ShredRecord]:
 
 
 def write(path: str | os.PathLike[str], entries: Iterable[ShredRecord], *, overwrite: bool = False) -> int:
-    """Write a whole shred-log file (mode 0600: it names data subjects). Returns how many entries it holds."""
-    p = Path(path)
+    """Write a whole shred-log file (mode 0600: it names data subjects). Returns how many entries it holds.
+
+    A symbolic link is written through: its target gets the new content (renamed into place in the target's
+    directory) and the link stays a link; a dangling link's target is created."""
+    asked = check_path(path, "the shred log")
+    p = destination(asked, "the shred log")
+    name = shown(asked, p)
     if not p.parent.is_dir():
         raise ConfigurationError(
-            f"cannot write the shred log {str(p)!r}: directory {str(p.parent)!r} does not exist (or is not a directory)"
+            f"cannot write the shred log {name}: directory {str(p.parent)!r} does not exist (or is not a directory)"
         )
     if p.is_dir():
-        raise ConfigurationError(f"cannot write the shred log {str(p)!r}: it is a directory")
+        raise ConfigurationError(f"cannot write the shred log {name}: it is a directory")
     if p.exists() and not overwrite:
-        raise ConfigurationError(f"{str(p)!r} already exists; pass --force (overwrite=True) to replace it")
+        raise ConfigurationError(f"{name} already exists; pass --force (overwrite=True) to replace it")
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     count = 0
     try:
@@ -115,7 +121,7 @@ def write(path: str | os.PathLike[str], entries: Iterable[ShredRecord], *, overw
             raise
     except OSError as exc:  # named by the file asked for, never by the temporary file beside it
         raise ConfigurationError(
-            f"cannot write the shred log {str(p)!r}: {exc.strerror or type(exc).__name__}; nothing was written"
+            f"cannot write the shred log {name}: {exc.strerror or type(exc).__name__}; nothing was written"
         ) from None
     return count
 
