@@ -583,3 +583,77 @@ def test_a_placeholder_that_would_match_another_oneof_branch_is_refused(
     jsonschema.validate(out, schema)
     marked = reader("json", reg, keyring, {"fieldcrypt.on.erased": "marker"})(data, value_ctx())
     assert isinstance(marked["v"]["s"], Erased)
+
+
+# --- the record value itself: never None (a tombstone) --------------------------------------------------------------
+ROOT_SCHEMAS: dict[str, list[dict[str, Any] | list[Any]]] = {
+    "avro": [
+        ["null", {"type": "string", "confluent:tags": PII}],
+        ["null", "int", {"type": "string", "confluent:tags": PII}],
+        ["null", {"type": "bytes", "confluent:tags": PII}],
+    ],
+    "json": [
+        {"type": ["string", "null"], "confluent:tags": PII},
+        {"oneOf": [{"type": "null"}, {"type": "string", "confluent:tags": PII}]},
+        {"$ref": "#/$defs/Opt", "$defs": {"Opt": {"type": ["string", "null"], "confluent:tags": PII}}},
+    ],
+}
+
+
+def _root_value(schema: Any) -> Any:
+    """What the producer writes: bytes for an Avro bytes branch, else text."""
+    return b"secret bytes" if isinstance(schema, list) and schema[-1]["type"] == "bytes" else "secret"
+
+
+@pytest.mark.parametrize("how", ["erased", "denied"])
+@pytest.mark.parametrize(
+    ("fmt", "schema"), [(fmt, s) for fmt, schemas in ROOT_SCHEMAS.items() for s in schemas], ids=lambda v: str(v)
+)
+def test_an_unreadable_nullable_root_value_reads_as_the_placeholder_not_none(
+    fmt: str, schema: Any, how: str, keyrings: Callable[[str], Keyring], stores: Callable[[str], str]
+) -> None:
+    """A record value of None is what confluent's deserializers return for a Kafka tombstone (compacting sinks
+    delete the key): an erased or denied value that is the whole record reads as the placeholder, valid against
+    the schema, with the default on.erased=null (and on.denied=null)."""
+    store = stores(f"producer-{uuid.uuid4().hex}")
+    producer = keyrings(store)
+    reg = registry()
+    value = _root_value(schema)
+    if fmt == "avro":
+        data = AvroSerializer(reg, json.dumps(schema), keyring=producer)(value, value_ctx())
+    else:
+        data = JSONSerializer(json.dumps(schema), reg, keyring=producer)(value, value_ctx())
+    assert data is not None and (value if isinstance(value, bytes) else value.encode()) not in data
+    assert reader(fmt, reg, keyrings(store), {})(data, value_ctx()) == value  # readable: as written
+    if how == "erased":
+        [domain] = {k.domain for k in producer.keys()}
+        producer.shred_domain(domain, reason="erasure")
+        keyring, conf = keyrings(store), {}
+    else:
+        keyring, conf = keyrings("elsewhere"), {"fieldcrypt.on.denied": "null"}
+    out = reader(fmt, reg, keyring, conf)(data, value_ctx())
+    assert out is not None
+    assert out == (PLACEHOLDER.encode() if isinstance(value, bytes) else PLACEHOLDER)
+    if fmt == "avro":
+        assert fastavro.validation.validate(out, fastavro.parse_schema(json.loads(json.dumps(schema))))
+    else:
+        jsonschema.validate(out, schema)
+    # placeholder mode: the same; raise and marker: unchanged
+    key = f"fieldcrypt.on.{how}"
+    assert reader(fmt, reg, keyring, {key: "placeholder"})(data, value_ctx()) == out
+    assert isinstance(
+        reader(fmt, reg, keyring, {key: "marker"})(data, value_ctx()), Erased if how == "erased" else Denied
+    )
+
+
+def test_the_root_value_is_never_nullable_in_the_plan() -> None:
+    """Decided at compile time, like every other position; values below the root keep their own nullability."""
+    for schema in ROOT_SCHEMAS["avro"]:
+        plan = compile_avro(fastavro.parse_schema(schema), TagRules())
+        assert [leaf.nullable for leaf in plan.leaves] == [False], schema
+    for schema in ROOT_SCHEMAS["json"]:
+        assert set(_json_plan(schema).values()) == {(False, 0)}, schema
+    wrapped = {"type": "array", "items": {"type": ["string", "null"], "confluent:tags": PII}}
+    assert _json_plan(wrapped) == {"$[]": (True, 0)}
+    avro_items = {"type": "array", "items": ["null", {"type": "string", "confluent:tags": PII}]}
+    assert [leaf.nullable for leaf in compile_avro(fastavro.parse_schema(avro_items), TagRules()).leaves] == [True]

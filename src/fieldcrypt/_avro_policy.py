@@ -110,7 +110,7 @@ def compile_avro(schema: Any, rules: TagRules, collector: TagCollector | None = 
     """Compile a fastavro-parsed schema (``fastavro.parse_schema``) into a :class:`FieldPlan`. ``collector``: the
     :class:`TagCollector` to read tags with (default: ``rules.collector()``)."""
     compiler = _Compiler(named_types(schema), collector or rules.collector(), rules)
-    root = compiler.node(schema, _root_path(schema), frozenset())
+    root = compiler.node(schema, _root_path(schema), frozenset(), root=True)
     subject = compiler.data_subject(schema)
     compiler.tags.finish()
     return FieldPlan(
@@ -164,12 +164,15 @@ class _Compiler:
             return self.named[t]
         return t
 
-    def node(self, t: Any, path: str, inherited: frozenset[str], nullable: bool = False) -> Node | None:
+    def node(
+        self, t: Any, path: str, inherited: frozenset[str], nullable: bool = False, *, root: bool = False
+    ) -> Node | None:
         """The plan for a value of schema ``t`` at ``path``; ``inherited``: the tags of the enclosing field;
-        ``nullable``: the value is a branch of a union holding ``"null"`` (so null may stand in for it)."""
+        ``nullable``: the value is a branch of a union holding ``"null"`` (so null may stand in for it); ``root``:
+        the value is the whole record value (see :meth:`_union`)."""
         t = self._resolve(t, path)
         if isinstance(t, list):
-            return self._union(t, path, inherited)
+            return self._union(t, path, inherited, root=root)
         own = self.tags.inline(t.get("confluent:tags", MISSING), path) if isinstance(t, dict) else frozenset()
         tags = self.tags.applies(path, inherited | own, (t,))
         if self.rules.data_subject in own & tags:
@@ -177,7 +180,7 @@ class _Compiler:
         encrypt = tags & self.rules.encrypt
         kind = t.get("type") if isinstance(t, dict) else t
         if isinstance(kind, (dict, list)):  # {"type": {"type": ...}}: a schema wrapped once more
-            return self.node(kind, path, tags, nullable)
+            return self.node(kind, path, tags, nullable, root=root)
         if kind in ("string", "bytes"):
             if not encrypt:
                 return None
@@ -213,7 +216,10 @@ class _Compiler:
             return None
         raise PolicyError(f"the schema has a type fieldcrypt does not know: {_type_name(t)}", field_path=path or None)
 
-    def _union(self, branches: list[Any], path: str, inherited: frozenset[str]) -> Node | None:
+    def _union(self, branches: list[Any], path: str, inherited: frozenset[str], *, root: bool = False) -> Node | None:
+        """A union. Its branches may stand in with null when it holds ``"null"``, except at the ``root``: a record
+        value of None is what confluent's deserializers return for a tombstone (a deletion, to compacting sinks), so
+        an unreadable root value reads as the placeholder, never as None."""
         resolved_all = [(b, self._resolve(b, path)) for b in branches]
         for _, r in resolved_all:
             if isinstance(r, list) or (isinstance(r, dict) and isinstance(r.get("type"), list)):
@@ -226,7 +232,7 @@ class _Compiler:
         for b, resolved in resolved_all:
             name = _branch_name(resolved)
             where = f"{path}<{name}>" if several else path
-            node = None if name == "null" else self.node(b, where, inherited, has_null)
+            node = None if name == "null" else self.node(b, where, inherited, has_null and not root)
             compiled.append((name, b, resolved, node))
         if all(n is None for *_, n in compiled):
             return None

@@ -110,8 +110,9 @@ class Outcomes:
 
     ``raise``: raise ``KeyShreddedError`` / ``AccessDeniedError`` / ``KeyNotFoundError``; ``null``: None where the
     schema admits null at the value's position (``Leaf.nullable``, and the reader schema's where ``reader_nulls``
-    says), else the placeholder; ``placeholder``: the placeholder; ``marker``: an ``Erased`` or ``Denied`` object
-    (never valid against the schema: for code that inspects each value). The placeholder is the ``placeholder``
+    says), else the placeholder (always at the root: a None record would read as a tombstone); ``placeholder``:
+    the placeholder; ``marker``: an ``Erased`` or ``Denied`` object (never valid against the schema: for code that
+    inspects each value). The placeholder is the ``placeholder``
     text as the field's type holds it (:meth:`stand_in`). ``null`` and ``placeholder`` keep the record valid
     against its schema; a record where a stand-in could not (shorter than a JSON ``minLength``; in an array whose
     ``uniqueItems`` or ``contains`` judges its items together, :func:`_array`) is a ``ConfigurationError`` naming

@@ -103,6 +103,9 @@ def _by_name(step: FieldStep) -> str:
     return step.name
 
 
+#: the path of the document itself (every other value's path is longer: $.a, $[], $[*])
+_ROOT = "$"
+
 #: the most subschema visits one compilation may make (see _Compiler._step); real schemas need a few thousand
 MAX_VISITS = 20_000
 
@@ -114,7 +117,7 @@ def compile_json(
     ``matcher(subschema)`` tells whether a value validates against a subschema (refs resolved from the root);
     ``collector``: the :class:`TagCollector` to read tags with (default: ``rules.collector()``)."""
     c = _Compiler(schema, rules, resolve, matcher, collector)
-    root = c.walk(schema, _At("$", "$", (), "#"), ())
+    root = c.walk(schema, _At(_ROOT, _ROOT, (), "#"), ())
     c.scan_unreferenced()
     c.tags.finish()
     root, named = c.prune(root)
@@ -604,7 +607,9 @@ class _Compiler:
                 field_path=at.path,
             )
         kind: Literal["string", "base64"] = "base64" if encodings else "string"
-        nullable = all(self.accepts_null(r) for r in roots)
+        # the document itself ($) never: a record value of None is what confluent's deserializers return for a
+        # tombstone (a deletion, to compacting sinks), so an unreadable root value reads as the placeholder
+        nullable = at.path != _ROOT and all(self.accepts_null(r) for r in roots)
         leaf = Leaf(at.path, kind, self.rules.domain_for(tags, at.path), tags, nullable, shortest)
         self.leaves.append(leaf)
         return leaf

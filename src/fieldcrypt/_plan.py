@@ -59,7 +59,8 @@ class Leaf:
 
     What a reader may put here instead of a value it cannot read (``fieldcrypt._engine.Outcomes``): ``nullable``,
     whether the schema admits null at this value's position (Avro: the value is a branch of a union holding
-    ``"null"``; JSON Schema: every schema that may apply to the value accepts null), decided by the compiler once;
+    ``"null"``; JSON Schema: every schema that may apply to the value accepts null), decided by the compiler once,
+    and never true for the record value itself (a None record is a Kafka tombstone to confluent's deserializers);
     ``min_length``, the largest JSON ``minLength`` a placeholder must meet here.
     """
 
