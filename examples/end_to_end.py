@@ -47,7 +47,7 @@ from confluent_kafka.serialization import StringDeserializer, StringSerializer
 
 import fieldcrypt
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
-from fieldcrypt.dev import CONSUMER_DEFAULTS, Broker, RegistryServer, create_topic
+from fieldcrypt.dev import CONSUMER_DEFAULTS, Broker, BrokerError, RegistryServer, create_topic
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 from fieldcrypt.lint import lint_schema
 
@@ -162,7 +162,14 @@ class Format:
 
 
 def produce(bootstrap: str, fmt: Format, records: list[dict[str, Any]]) -> None:
-    create_topic(bootstrap, fmt.topic)  # one partition: Tansu would auto-create four
+    try:
+        create_topic(bootstrap, fmt.topic)  # one partition: Tansu would auto-create four
+    except BrokerError as exc:  # e.g. --topic names a topic an earlier run (or someone else) made with 4 partitions
+        raise BrokerError(
+            f"{exc}; the demo needs topics of one partition (it reads the records back in the order sent): pass "
+            "another --topic NAME, or start a fresh stack (stop `fieldcrypt dev up` and run it again: its topics "
+            "live in memory)"
+        ) from None
     producer = SerializingProducer(
         {
             "bootstrap.servers": bootstrap,
@@ -435,3 +442,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:  # Ctrl-C or kill mid-run: everything started is stopped by now
         print("\ninterrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    # a broker, topic, key store or KEK problem: one line saying what to do, not a traceback
+    except fieldcrypt.FieldcryptError as exc:
+        print(f"end_to_end.py: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

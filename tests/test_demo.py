@@ -9,10 +9,13 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
 from conftest import ROOT
+
+import fieldcrypt
 
 #: the README's promise: the whole demo in under a minute of machine time
 DEMO_LIMIT_S = 60
@@ -135,6 +138,39 @@ def test_the_demo_derives_the_tagged_fields_from_the_schema(monkeypatch: pytest.
 def test_the_demo_needs_someone_left_after_the_shred() -> None:
     result = subprocess.run([sys.executable, str(DEMO), "--records", "1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--records: at least 2" in result.stderr
+
+
+@pytest.mark.broker
+def test_a_topic_with_other_partitions_is_a_clean_error(broker: Any, tmp_path) -> None:
+    """Against an existing stack, --topic NAME may name a topic made earlier with another partition count (Tansu
+    auto-creates 4): one line on stderr saying what to do, exit 1, no traceback."""
+    name = f"customer-events-{uuid.uuid4().hex[:6]}"
+    broker.create_topic(name, partitions=4)
+    argv = ["--bootstrap-servers", broker.bootstrap_servers, "--topic", name, "--state", str(tmp_path)]
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(DEMO), *argv], capture_output=True, text=True, timeout=DEMO_LIMIT_S)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - started < 20  # at once: not after create_topic's 30 s wait for a count that won't come
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"end_to_end.py: topic {name!r} did not appear with 1 partition(s) (it has 4)")
+    assert "pass another --topic NAME" in result.stderr and "`fieldcrypt dev up`" in result.stderr
+    assert "OK" not in result.stdout.splitlines()
+
+
+def test_a_fieldcrypt_error_is_a_clean_error(tmp_path) -> None:
+    """Any other fieldcrypt error escaping the demo (a KEK file or key store that does not exist): one line, exit 1."""
+    kek = fieldcrypt.create_local_kek(tmp_path / "kek.json")
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    for store, kek_uri, says in (
+        (missing, f"local-kek://{tmp_path / 'nokek.json'}", "fieldcrypt kek create"),
+        (missing, kek, "fieldcrypt keys init"),
+    ):
+        argv = ["--store", store, "--kek", kek_uri]
+        result = subprocess.run([sys.executable, str(DEMO), *argv], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("end_to_end.py: ") and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "missing.db").exists()
 
 
 def test_the_demo_uses_only_public_api() -> None:
