@@ -151,6 +151,92 @@ def test_a_shred_overlapping_a_rotation_destroys_the_new_key_too(store_url: str,
         other.close()
 
 
+def _held_shred(store_url: str, hold: str) -> tuple[KeyStore, threading.Event, threading.Event]:
+    """A second store whose shred stops at its first ``hold`` step (``_log_shreds``: right after the first DELETE
+    of a chunk; ``_audit``: after every DELETE) until released, its transaction open."""
+    other = open_store(store_url)
+    reached, release = threading.Event(), threading.Event()
+    step = getattr(other, hold)
+
+    def held(*args: object) -> object:
+        if not reached.is_set():
+            reached.set()
+            assert release.wait(30), "never released"
+        return step(*args)
+
+    setattr(other, hold, held)
+    return other, reached, release
+
+
+def test_an_open_shred_does_not_block_other_persons_key_writes(store_url: str, store: KeyStore) -> None:
+    """While a shred's transaction is open (a batch of 100,000 persons takes tens of seconds on PostgreSQL),
+    producers create and top up the keys of other persons at once: the shred locks only the rows it deletes."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: a shred holds every other write until it commits")
+    import time
+
+    store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+    q = store.create("d", "q", "k", wrap_with(b"2"), 1.0, audit())
+    r = store.create("d", "r", "k", wrap_with(b"3"), 1.0, audit())
+    other, reached, release = _held_shred(store_url, "_audit")
+    outcome: list[object] = []
+    shredding = threading.Thread(target=lambda: outcome.append(other.shred(None, ["p"], 3.0, audit("shred"))))
+    shredding.start()
+    try:
+        assert reached.wait(10), outcome
+        started = time.monotonic()
+        made = store.create("d", "new", "k", wrap_with(b"4"), 2.0, audit(), charge=7)  # a new person's first record
+        assert store.reserve(q.key_id, 5, 100) == 5  # a lease top-up
+        rotated = store.rotate("d", "r", r.key_id, "k", wrap_with(b"5"), 2.0, audit("rotate"))
+        assert time.monotonic() - started < 1.0
+        assert made.encryptions == 7 and rotated is not None and shredding.is_alive()
+    finally:
+        release.set()
+        shredding.join(30)
+        other.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], list) and [x.person for x in outcome[0]] == ["p"]
+    assert store.active("d", "new") == made and store.active("d", "r") == rotated
+
+
+def test_a_shred_deletes_again_the_keys_committed_during_its_first_delete(store_url: str, store: KeyStore) -> None:
+    """After its first DELETE a shred deletes again, in a new statement, until nothing is left: a key committed
+    for a shredded person meanwhile (here a first use in another domain) is destroyed and logged like the others,
+    and a rotation of a key the shred has deleted waits for it and then finds nothing to rotate."""
+    p1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
+    keep = store.create("d", "q", "k", wrap_with(b"2"), 1.0, audit())
+    other, reached, release = _held_shred(store_url, "_log_shreds")
+    outcome: list[object] = []
+    rotation: list[object] = []
+    shredding = threading.Thread(target=lambda: outcome.append(other.shred(None, ["p", "q2"], 3.0, audit("shred"))))
+    rotating = threading.Thread(
+        target=lambda: rotation.append(store.rotate("d", "p", p1.key_id, "k", wrap_with(b"4"), 2.0, audit("rotate")))
+    )
+    shredding.start()
+    try:
+        assert reached.wait(10), outcome
+        if store_url.startswith("postgresql"):  # SQLite's single writer holds both until the shred commits
+            late = store.create("e", "p", "k", wrap_with(b"3"), 2.0, audit())  # committed after the first DELETE
+            rotating.start()
+            rotating.join(0.5)
+            assert rotating.is_alive(), "the rotation did not wait for the shred's row lock"
+    finally:
+        release.set()
+        shredding.join(30)
+        if rotating.is_alive() or rotation:
+            rotating.join(30)
+        other.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], list), outcome
+    destroyed = {x.key_id for x in outcome[0]}
+    if store_url.startswith("postgresql"):
+        assert rotation == [None] and destroyed == {p1.key_id, late.key_id}
+    else:
+        assert destroyed == {p1.key_id}
+    assert list(store.keys(person="p")) == [] and store.active("d", "q") == keep
+    assert {x.key_id for x in store.shred_log()} == destroyed
+    shreds = [e for e in store.audit_log() if e.operation == "shred"]
+    assert [(e.person, set(e.key_ids)) for e in shreds] == [("p", destroyed), ("q2", set())]
+
+
 def test_active_keys_pages_a_domain_by_data_subject(store: KeyStore) -> None:
     dom = store.create("d", None, "k", wrap_with(b"0"), 1.0, audit())
     a, c = (store.create("d", p, "k", wrap_with(b"1"), 1.0, audit()) for p in ("a", "c"))

@@ -86,11 +86,6 @@ class SqlKeyStore(KeyStore):
 
     _lock = threading.RLock()
 
-    def _hold_key_writes(self, ex: Execute) -> None:
-        """Called first in a shred's transaction: wait for every key write in flight (a rotation or creation) to
-        commit, and hold new ones until this transaction ends, so the shred deletes the keys they made too. A store
-        whose write transactions are serialized already (SQLite's ``BEGIN IMMEDIATE``) has nothing to do."""
-
     # -- policies (what producers encrypt, per schema and domain: see fieldcrypt._serde.PolicyCheck) -----------------
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         with self._tx() as ex:
@@ -360,7 +355,6 @@ class SqlKeyStore(KeyStore):
         people = check_shred_target(domain, persons)
         destroyed: list[ShredRecord] = []
         with self._tx() as ex:
-            self._hold_key_writes(ex)
             earlier: dict[str, int] = {}
             if people is not None:
                 for cond, args in _conditions(domain, people):
@@ -390,9 +384,41 @@ class SqlKeyStore(KeyStore):
         return destroyed
 
     def _delete(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
-        rows = ex(f"DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person", args)
-        out = [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
-        self._log_shreds(ex, out)
+        """Delete the keys ``cond`` selects (one chunk of persons, or a domain), again and again in new statements
+        until one deletes nothing, and log every key deleted.
+
+        Why again: under PostgreSQL's READ COMMITTED a DELETE sees the rows committed when it began (its snapshot).
+        A rotation (``rotate``, or ``create`` with ``retire``) that retired a key before our DELETE reached it holds
+        that row; the DELETE waits for it, then deletes the retired row, but never sees the new key the rotation
+        inserted, even one it inserted before our DELETE began (uncommitted then, so not in the snapshot). It took
+        a table lock to stop that, which stalled every producer's key creation and lease top-up for the whole
+        shred (one transaction: tens of seconds for 100,000 persons). Now: any such rotation has committed by the
+        time our DELETE ends (the DELETE waited for it), so the next statement's new snapshot holds its key, and
+        deletes it (and waits in turn for a rotation of that key, and so on).
+
+        Why a pass that deletes nothing ends it: every row we delete stays locked until we commit. A rotation
+        whose compare-and-swap UPDATE comes after our DELETE took the row waits for our commit, then finds the
+        row gone: it changes nothing and makes no key (``rotate`` returns None; ``create`` with ``retire`` retires
+        nothing and makes the next key only after we commit, as any creation after a shred). So a rotation can add
+        a key to a targeted person only if it retired, before we deleted it, a row that we then deleted (we waited
+        for its commit, so the next pass sees its key) or a row we never saw (itself committed after our last
+        snapshot, by a rotation of the same (domain, person): these are serialized by its advisory lock, so
+        following them back ends at a first-use creation). When a pass finds nothing, no key from a rotation is
+        left. A first-use creation (no active key of that domain and person to read; with one, even one we have
+        deleted, ``create`` returns it) committed before our last pass's snapshot is destroyed too, as a record the
+        producer writes under it before the shred commits would be; one committing later is a creation the
+        shred does not reach: it read and wrote nothing the shred touches, so it is exactly the key the producer
+        would get just after the shred (docs/key-lifecycle.md, "A shred racing a key creation"). Producers' writes
+        to other persons' keys never wait for a shred. Each pass uses the (domain, person) or person index and
+        only this chunk's persons; SQLite's single writer makes every pass after the first find nothing."""
+        out: list[ShredRecord] = []
+        while True:
+            rows = ex(f"DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person", args)
+            if not rows:
+                break
+            deleted = [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
+            self._log_shreds(ex, deleted)
+            out += deleted
         return out
 
     @staticmethod
@@ -413,7 +439,9 @@ class SqlKeyStore(KeyStore):
         entries = list(entries)
         destroyed: list[int] = []
         with self._tx() as ex:
-            self._hold_key_writes(ex)
+            # by key id: a rotation of a listed key that retired it first is waited for, and the row it retired (the
+            # same key id) deleted; one that comes after our DELETE waits for it and finds the key gone. The key a
+            # rotation made is not a restored shredded key, and deleting again by key id would find nothing new.
             for i in range(0, len(entries), _BATCH):
                 chunk = entries[i : i + _BATCH]
                 marks = ", ".join("?" * len(chunk))

@@ -4,8 +4,8 @@
 
 Creation of a domain's or person's key is serialized with a transaction-scoped advisory lock, and a partial
 unique index allows one active key per (domain, person), so concurrent first use on many hosts yields one key. A
-shred locks the keys table against writes (not reads) until it commits, so no rotation or creation in flight
-escapes it.
+shred locks only the rows it deletes, and deletes again until nothing is left, so no key a rotation in flight makes
+escapes it (SqlKeyStore._delete) while other persons' key writes go on.
 Deleted rows stay in the table file until VACUUM and in WAL, replicas and backups: see docs/key-lifecycle.md.
 """
 
@@ -176,12 +176,6 @@ class PostgresKeyStore(SqlKeyStore):
                     yield ex
             except self._psycopg.Error as exc:
                 raise self._fail(exc) from exc
-
-    def _hold_key_writes(self, ex: Execute) -> None:
-        # Without it a rotation committing while a shred's DELETE waits for the retired row would leave its new key:
-        # under READ COMMITTED the DELETE re-checks the rows it saw, never rows committed after it began. Conflicts
-        # with every INSERT, UPDATE and DELETE of the table (reads go on), as SQLite's single writer does.
-        ex("LOCK TABLE fieldcrypt_keys IN SHARE ROW EXCLUSIVE MODE", ())
 
     def close(self) -> None:
         with self._lock:
