@@ -494,16 +494,6 @@ def shown_lines(expected: list[str]) -> list[str]:
     return [line for line in expected if line.strip() and not _VOLATILE.search(line)]
 
 
-def header_lines(expected: list[str]) -> list[str]:
-    """Table headers among the expected output lines: three or more upper-case words."""
-    heads = []
-    for line in expected:
-        words = line.split()
-        if len(words) >= 3 and all(re.fullmatch(r"[A-Z][A-Z0-9_-]*", w) for w in words):
-            heads.append(" ".join(words))
-    return heads
-
-
 # --- running a page ---------------------------------------------------------------------------------------------
 
 

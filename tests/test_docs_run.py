@@ -15,10 +15,10 @@ from docs_harness import (
     check_block,
     check_fieldcrypt_args,
     console_commands,
-    header_lines,
     logical_lines,
     pages,
     read_blocks,
+    shown_lines,
     simple_commands,
 )
 
@@ -158,7 +158,8 @@ def test_shell_reading() -> None:
     assert simple_commands("a && b --x 'y z' | c; d > out # note") == [["a"], ["b", "--x", "y z"], ["c"], ["d"]]
     commands = console_commands("$ fieldcrypt keys list\nKEY_ID  DOMAIN  STATE\n0x1  d  active\n$ echo $?\n0\n")
     assert commands[0] == ("fieldcrypt keys list", ["KEY_ID  DOMAIN  STATE", "0x1  d  active"])
-    assert header_lines(commands[0][1]) == ["KEY_ID DOMAIN STATE"]
+    assert shown_lines(commands[0][1]) == ["KEY_ID  DOMAIN  STATE", "0x1  d  active"]  # no volatile key id here
+    assert shown_lines(["cust-1  0x83408078", "...", "/tmp/x", "OK"]) == ["OK"]
     with pytest.raises(DocsError):
         console_commands("output first\n$ ls\n")
 

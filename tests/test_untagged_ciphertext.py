@@ -275,6 +275,21 @@ def forged_value(key_id: int, *, text: bool = True) -> Any:
     return encode_text(blob) if text else blob
 
 
+def write_untagged(fmt: str, swap: Swap, record: dict[str, Any], keyring: Keyring) -> tuple[bytes, Any, str]:
+    """``record`` written with the swap's schema untagged, to a new topic; a fieldcrypt deserializer for it."""
+    untagged_schema = untag(swap.text)
+    topic = f"plain-{uuid.uuid4().hex[:8]}"
+    de: Any
+    if fmt == "avro":
+        data = AvroSerializer(swap.registry, untagged_schema, keyring=keyring)(record, value_ctx(topic))
+        de = AvroDeserializer(swap.registry, keyring=keyring)
+    else:
+        data = JSONSerializer(untagged_schema, swap.registry, keyring=keyring)(record, value_ctx(topic))
+        de = JSONDeserializer(None, schema_registry_client=swap.registry, keyring=keyring)
+    assert data is not None
+    return data, de, topic
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_lookalike_naming_a_key_the_store_never_held_is_left_alone(fmt: str, keyring: Keyring) -> None:
     """A random token can parse as a ciphertext by chance (and so can one of another key store): it is returned,
@@ -282,14 +297,7 @@ def test_a_lookalike_naming_a_key_the_store_never_held_is_left_alone(fmt: str, k
     swap = Swap(fmt, keyring)
     record = dict(swap.record)
     record["country"] = forged_value(0x0BADC0DE)
-    untagged_schema = untag(swap.text)
-    topic = f"plain-{uuid.uuid4().hex[:8]}"
-    if fmt == "avro":
-        data = AvroSerializer(swap.registry, untagged_schema, keyring=keyring)(record, value_ctx(topic))
-        de: Any = AvroDeserializer(swap.registry, keyring=keyring)
-    else:
-        data = JSONSerializer(untagged_schema, swap.registry, keyring=keyring)(record, value_ctx(topic))
-        de = JSONDeserializer(None, schema_registry_client=swap.registry, keyring=keyring)
+    data, de, topic = write_untagged(fmt, swap, record, keyring)
     assert de(data, value_ctx(topic)) == record
     assert de.stats.untagged_ciphertext == 0 and de.stats.errors == 0
 
@@ -487,13 +495,6 @@ def test_a_newer_writers_value_in_an_untagged_field_is_not_passed_through(fmt: s
     assert key_id_of(newer) == key_id
     swap = Swap(fmt, keyring)
     record = dict(swap.record, country=newer)
-    untagged_schema = untag(swap.text)
-    topic = f"plain-{uuid.uuid4().hex[:8]}"
-    if fmt == "avro":
-        data = AvroSerializer(swap.registry, untagged_schema, keyring=keyring)(record, value_ctx(topic))
-        de: Any = AvroDeserializer(swap.registry, keyring=keyring)
-    else:
-        data = JSONSerializer(untagged_schema, swap.registry, keyring=keyring)(record, value_ctx(topic))
-        de = JSONDeserializer(None, schema_registry_client=swap.registry, keyring=keyring)
+    data, de, topic = write_untagged(fmt, swap, record, keyring)
     with pytest.raises(DecryptionError):
         de(data, value_ctx(topic))
