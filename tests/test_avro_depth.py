@@ -15,8 +15,8 @@ from confluent_kafka.schema_registry import Schema
 from conftest import value_ctx
 
 from fieldcrypt import Keyring
-from fieldcrypt._avro_depth import MAX_DEPTH, check_depth, is_recursive
 from fieldcrypt.avro import AvroDeserializer
+from fieldcrypt.avro.depth import MAX_DEPTH, check_depth, is_recursive
 from fieldcrypt.errors import MalformedRecordError
 
 TREE = {

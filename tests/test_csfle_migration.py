@@ -27,9 +27,10 @@ from conftest import value_ctx
 from test_scan import fields, run
 
 import fieldcrypt
-from fieldcrypt import DecryptionError, KeyNotFoundError, Keyring, KeyShreddedError, _wire
-from fieldcrypt._lookalike import CONF_KEY, value_of
+from fieldcrypt import DecryptionError, KeyNotFoundError, Keyring, KeyShreddedError
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.core.lookalike import CONF_KEY, value_of
+from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 RULE_CONF = {"secret": "a-local-kms-secret"}
@@ -309,7 +310,7 @@ def test_csfle_values_that_look_like_a_fieldcrypt_header_still_read(keyring: Key
     """A CSFLE ciphertext's first bytes are random: one in 128 starts with a fieldcrypt format byte (0x01 or 0x02),
     and about one Avro string in 800 parses as a whole fieldcrypt value (an index out of place, an unknown key id).
     Such CSFLE history is still handed to confluent's executor."""
-    from fieldcrypt import _wire
+    from fieldcrypt.crypto import wire as _wire
 
     registry, csfle, _, de_cls, rules = _setup("avro")
     de = de_cls(registry, conf={"use.latest.version": True}, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring)
@@ -368,7 +369,7 @@ def test_csfle_history_is_decrypted_under_on_plaintext_accept(keyring: Keyring) 
 # Its first byte is 0x01 or 0x02 once in 128, and about once in 256 the whole value parses as a fieldcrypt value
 # (measured on 40,000 real ones: bytes 1 in 247, padded base64 1 in 260, Avro strings, where fieldcrypt's unpadded
 # text admits only lengths without padding, 1 in 800), naming a random key id. A record of them forms a fieldcrypt
-# record (fieldcrypt._wire.forms_record) far less often: one value about once in 65,536 (index 0 of format 1).
+# record (fieldcrypt.crypto.wire.forms_record) far less often: one value about once in 65,536 (index 0 of format 1).
 # Generated ones cover the common classes; the rare ones are built with the writer's own DEK and a chosen IV, which
 # confluent's executor decrypts like any other.
 THREE = {
@@ -500,7 +501,7 @@ def test_generated_csfle_values_that_parse_as_fieldcrypt_values_read_through_eve
 
 def test_the_untagged_field_check_leaves_csfle_values_alone(keyring: Keyring) -> None:
     """CSFLE ciphertexts that parse as fieldcrypt values, in a field fieldcrypt does not tag, next to fieldcrypt's own
-    values: the untagged-field check (``fieldcrypt._lookalike``) asks the key store, which never held their key ids,
+    values: the untagged-field check (``fieldcrypt.core.lookalike``) asks the key store, which never held their key ids,
     and returns them as they are, in its strictest mode. (Unchanged: a value naming a key the store holds would be
     refused; for a random key id that is about one chance in 2**32 per key in the store.)"""
     writer = _CsfleWriter(THREE, ("PII", "SECRET"))

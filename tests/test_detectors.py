@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import fieldcrypt.inspect.detectors
 from fieldcrypt import detectors
 from fieldcrypt.detectors import (
     Detector,
@@ -140,7 +141,7 @@ def test_checksums() -> None:
 def test_no_built_in_detector_finds_anything_in_fieldcrypt_ciphertext() -> None:
     import random
 
-    from fieldcrypt import _wire
+    from fieldcrypt.crypto import wire as _wire
 
     rng = random.Random(7)
     for _ in range(500):
@@ -163,7 +164,7 @@ def test_default_set_and_selection() -> None:
 
 
 def test_register_and_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detectors, "_registered", {})
+    monkeypatch.setattr(fieldcrypt.inspect.detectors, "_registered", {})
     custom = Detector("employee_id", "ACME employee ids", lambda text: text.count("E-"), default=False)
     register_detector(custom)
     assert get_detector("employee_id") is custom and custom not in detectors.default_detectors()

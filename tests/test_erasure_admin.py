@@ -933,7 +933,7 @@ def per_person_domain(kr: Keyring) -> dict[str | None, int]:
 
 
 def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_uri: str, monkeypatch) -> None:
-    monkeypatch.setattr("fieldcrypt.keyring._ROTATE_PAGE", 2)
+    monkeypatch.setattr("fieldcrypt.keys.keyring._ROTATE_PAGE", 2)
     with Keyring(store_url, kek_uri) as kr:
         before = per_person_domain(kr)
         other = kr.keys("payments-value")

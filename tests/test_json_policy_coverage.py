@@ -12,9 +12,20 @@ from confluent_kafka.schema_registry.json_schema import JSONSerializer as Conflu
 from conftest import value_ctx
 
 from fieldcrypt import EncryptionError, Keyring, PolicyError
-from fieldcrypt._json_policy import compile_json
-from fieldcrypt._plan import ArrayNode, ChoiceNode, FieldPlan, Leaf, Node, NullableNode, RecordNode, RefNode, TagRules
-from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer, _Parsed
+from fieldcrypt.core.plan import (
+    ArrayNode,
+    ChoiceNode,
+    FieldPlan,
+    Leaf,
+    Node,
+    NullableNode,
+    RecordNode,
+    RefNode,
+    TagRules,
+)
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+from fieldcrypt.json_schema.policy import compile_json
+from fieldcrypt.json_schema.serde import _Parsed
 
 PII = ["PII"]
 RULES = TagRules.from_conf(plaintext=["PUBLIC"])

@@ -31,8 +31,8 @@ from fieldcrypt import (
     PolicyError,
     create_key_store,
 )
-from fieldcrypt import _wire as wire
 from fieldcrypt._testing.broker import CONSUMER_DEFAULTS
+from fieldcrypt.crypto import wire
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 CUSTOMER = load_schema("customer_event.schema.json")

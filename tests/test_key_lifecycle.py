@@ -36,7 +36,7 @@ def serde(registry: Any, keyring: Keyring, **read_conf: Any) -> tuple[AvroSerial
 def key_ids(data: bytes, registry: Any) -> set[int]:
     from confluent_kafka.schema_registry.avro import AvroDeserializer as Plain
 
-    from fieldcrypt import _wire
+    from fieldcrypt.crypto import wire as _wire
 
     rec = Plain(registry)(data, value_ctx())
     return {_wire.parse(_wire.decode_text(rec[f]))[0] for f in ("email", "ssn", "fullName") if rec[f] is not None}

@@ -12,9 +12,9 @@ import pytest
 from conftest import customer, load_schema, value_ctx
 
 from fieldcrypt import FieldcryptError, Keyring, create_key_store
-from fieldcrypt import _wire as wire
-from fieldcrypt._crypto import _key_bytes
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire
+from fieldcrypt.crypto.cipher import _key_bytes
 
 CANARY = "CANARY-7f3a9-secret@example.com"
 
@@ -91,7 +91,7 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     import tink
     from tink import secret_key_access
 
-    from fieldcrypt._crypto import wrap_ad
+    from fieldcrypt.crypto.cipher import wrap_ad
 
     record = keyring.store.get(key_id)
     assert record is not None

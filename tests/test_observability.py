@@ -33,7 +33,7 @@ from fieldcrypt import (
 )
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
-from fieldcrypt.stats import LATENCY_BUCKETS
+from fieldcrypt.observe.stats import LATENCY_BUCKETS
 
 FORMATS = ("avro", "json")
 PII = ("email", "ssn", "fullName")
@@ -275,7 +275,7 @@ def test_snapshot_as_dict_reset_and_the_old_read_stats(registry, keyring: Keyrin
 
     assert copying.deepcopy(copy) == copy and pickle.loads(pickle.dumps(copy)) == copy
 
-    from fieldcrypt._engine import ReadStats  # the name fieldcrypt verify uses
+    from fieldcrypt.core.engine import ReadStats  # the name fieldcrypt verify uses
 
     assert ReadStats is SerdeStats
     again = ReadStats(**{**asdict(copy), "plaintext_by_field": dict(copy.plaintext_by_field)})
@@ -292,7 +292,7 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     import tink
     from tink import secret_key_access
 
-    from fieldcrypt._crypto import _key_bytes, wrap_ad
+    from fieldcrypt.crypto.cipher import _key_bytes, wrap_ad
 
     rec = keyring.store.get(key_id)
     assert rec is not None

@@ -12,9 +12,9 @@ from confluent_kafka.schema_registry.schema_registry_client import Metadata, Met
 from conftest import avsc, customer, value_ctx
 
 from fieldcrypt import Keyring, PolicyError
-from fieldcrypt._avro_policy import compile_avro
-from fieldcrypt._plan import TagRules
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.avro.policy import compile_avro
+from fieldcrypt.core.plan import TagRules
 
 
 def leaves(schema: Any, rules: TagRules | None = None) -> list[str]:
@@ -178,7 +178,7 @@ def test_metadata_list_hash_bug_is_worked_around() -> None:
     answer = {"id": 7, "schema": json.dumps(schema), "metadata": {"tags": {"**.country": ["PII"]}}}
     parsed = RegisteredSchema.from_dict(answer).schema
     # confluent-kafka 2.16.0 could not hash such a schema (list tag values); 2.16.1 can: tags are read either way
-    from fieldcrypt._serde import PlanCache
+    from fieldcrypt.core.serde import PlanCache
 
     cache = PlanCache(None, lambda s: fastavro.parse_schema(json.loads(s.schema_str)), compile_avro, TagRules())  # type: ignore[arg-type]
     plan = cache.compile(parsed)

@@ -42,11 +42,11 @@ from fieldcrypt import (
     Keyring,
     KeyShreddedError,
     KeyStoreUnavailableError,
-    _wire,
     create_key_store,
 )
-from fieldcrypt._crypto import encrypted_keyset
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire as _wire
+from fieldcrypt.crypto.cipher import encrypted_keyset
 from fieldcrypt.errors import KeyCorruptedError, KeyNotFoundError
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 from fieldcrypt.keys.kek import Kek

@@ -185,7 +185,7 @@ SPLIT_CONF = {"fieldcrypt.tags": ["PII", "FIN"], "fieldcrypt.tag.domains": {"FIN
 
 
 def _rewrite_value0(text: str, *, count: int | None = None, key_id: int | None = None) -> str:
-    from fieldcrypt import _wire
+    from fieldcrypt.crypto import wire as _wire
 
     blob = bytearray(_wire.decode_text(text))
     assert blob[0] == 2 and blob[6] == 0  # version 2, value 0

@@ -1,4 +1,4 @@
-"""fieldcrypt._regex: schema patterns matched in linear time (RE2), with Python's ``re`` answers.
+"""fieldcrypt.core.regex: schema patterns matched in linear time (RE2), with Python's ``re`` answers.
 
 Written from the attack: ``^(a+)+$`` searched in 34 ``a`` and a ``!`` ran for hours with ``re``. Every answer is
 compared with ``re`` itself (handwritten patterns for each construct, generated ones, every BMP code point for the
@@ -14,7 +14,7 @@ from confluent_kafka.schema_registry.wildcard_matcher import wildcard_match as c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fieldcrypt._regex import Unmatchable, Unsupported, bounded, wildcard, wildcard_match
+from fieldcrypt.core.regex import Unmatchable, Unsupported, bounded, wildcard, wildcard_match
 
 ATTACK = "a" * 34 + "!"
 

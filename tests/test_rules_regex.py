@@ -23,10 +23,10 @@ from confluent_kafka.schema_registry import Metadata, MetadataTags, Schema
 from conftest import value_ctx
 
 from fieldcrypt import ConfigurationError, Keyring, PolicyError
-from fieldcrypt._json_validation import bounded_transform, bounded_validate
-from fieldcrypt._regex import wildcard_match, wildcard_stars
 from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.core.regex import wildcard_match, wildcard_stars
 from fieldcrypt.json_schema import JSONSerializer
+from fieldcrypt.json_schema.validation import bounded_transform, bounded_validate
 
 EVIL = "^(a+)+$"
 KEY = "a" * 30 + "!"  # with EVIL, Python's re backtracks for hours
@@ -164,7 +164,7 @@ def test_the_json_transformer_validates_on_re2_only() -> None:
 def test_the_rule_context_matches_wildcards_on_re2() -> None:
     from confluent_kafka.schema_registry.common.serde import RuleContext
 
-    from fieldcrypt._rules import _bounded_tags, _BoundedRuleContext
+    from fieldcrypt.core.confluent import _bounded_tags, _BoundedRuleContext
 
     assert _BoundedRuleContext.get_tags.__globals__["wildcard_match"] is wildcard_match
     assert RuleContext.get_tags.__globals__["wildcard_match"] is not wildcard_match

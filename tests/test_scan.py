@@ -22,10 +22,10 @@ from fastavro import parse_schema, schemaless_reader
 
 import fieldcrypt
 from fieldcrypt import Keyring
-from fieldcrypt._plan import TagRules
-from fieldcrypt._scan import tagged_values, walk_avro
 from fieldcrypt.avro import AvroSerializer
 from fieldcrypt.cli import main
+from fieldcrypt.core.plan import TagRules
+from fieldcrypt.inspect.scan import tagged_values, walk_avro
 from fieldcrypt.json_schema import JSONSerializer
 
 SIGNUP = json.dumps(
@@ -377,7 +377,7 @@ def test_records_an_attacker_writes_are_scanned_or_counted_never_shown(broker, h
 def test_tagged_values_and_untagged_text_follow_the_schema() -> None:
     from fastavro import parse_schema
 
-    from fieldcrypt._avro_policy import compile_avro
+    from fieldcrypt.avro.policy import compile_avro
 
     schema = parse_schema(json.loads(load_schema("order.avsc")))
     plan = compile_avro(schema, TagRules())

@@ -203,7 +203,7 @@ def _ground_truth(registry_url: str, bootstrap: str, topics: dict[str, str], tot
     from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import StringDeserializer
 
-    from fieldcrypt import _wire
+    from fieldcrypt.crypto import wire as _wire
 
     consumer = DeserializingConsumer(
         {

@@ -23,9 +23,9 @@ from conftest import value_ctx
 
 import fieldcrypt
 from fieldcrypt import ConfigurationError, Denied, Erased, Keyring, KeyShreddedError
-from fieldcrypt._avro_policy import compile_avro, reader_nulls
-from fieldcrypt._plan import TagRules
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.avro.policy import compile_avro, reader_nulls
+from fieldcrypt.core.plan import TagRules
 from fieldcrypt.errors import KeyNotFoundError
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
@@ -469,8 +469,8 @@ def test_a_placeholder_long_enough_for_minlength_is_read(
 def _json_plan(schema: dict[str, Any]) -> dict[str, tuple[bool, int]]:
     from confluent_kafka.schema_registry.json_schema import JSONSerializer as ConfluentJSONSerializer
 
-    from fieldcrypt._json_policy import compile_json
-    from fieldcrypt.json_schema import _Parsed
+    from fieldcrypt.json_schema.policy import compile_json
+    from fieldcrypt.json_schema.serde import _Parsed
 
     text = json.dumps(schema)
     parsed = _Parsed(ConfluentJSONSerializer(text, registry()), Schema(text, "JSON"))
@@ -548,8 +548,8 @@ def test_avro_nullability_per_value_position() -> None:
 
 
 def test_one_value_two_schemas_merge_to_the_stricter_stand_in() -> None:
-    from fieldcrypt._json_policy import merge
-    from fieldcrypt._plan import Leaf
+    from fieldcrypt.core.plan import Leaf
+    from fieldcrypt.json_schema.policy import merge
 
     loose = Leaf("$.v", "string", None, frozenset(PII), nullable=True, min_length=3)
     strict = Leaf("$.v", "string", None, frozenset(PII), nullable=False, min_length=5)

@@ -12,8 +12,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentAv
 from conftest import avsc, customer, load_schema, value_ctx
 
 from fieldcrypt import DecryptionError, Keyring
-from fieldcrypt import _wire as wire
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire
 
 TAGGED = ("email", "ssn", "fullName")
 

@@ -27,10 +27,10 @@ from pg import pg_schema_url
 
 import fieldcrypt
 from fieldcrypt import Keyring, create_key_store
-from fieldcrypt._lookalike import candidates, declared_names, field_path, key_id_of
-from fieldcrypt._serde import WRITE_CONF
-from fieldcrypt._wire import decode_text, encode_base64, encode_text
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.core.lookalike import candidates, declared_names, field_path, key_id_of
+from fieldcrypt.core.serde import WRITE_CONF
+from fieldcrypt.crypto.wire import decode_text, encode_base64, encode_text
 from fieldcrypt.errors import AccessDeniedError, ConfigurationError, DecryptionError, KeyShreddedError
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 

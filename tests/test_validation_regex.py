@@ -25,9 +25,10 @@ from conftest import value_ctx
 from jsonschema import validators
 
 from fieldcrypt import EncryptionError, Keyring, PolicyError
-from fieldcrypt._json_validation import NO_REMOTE, bounded_class, refusals, searches_re
 from fieldcrypt.errors import MalformedRecordError
-from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer, _fast_validator
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+from fieldcrypt.json_schema.serde import _fast_validator
+from fieldcrypt.json_schema.validation import NO_REMOTE, bounded_class, refusals, searches_re
 from fieldcrypt.lint import lint_schema
 
 EVIL = "^(a+)+$"

@@ -227,10 +227,10 @@ class _Spy:
 def test_kafka_properties_from_x_and_a_properties_file_reach_the_consumer(
     mixed: MixedTopic, capfd, monkeypatch, tmp_path: Path
 ) -> None:
-    import fieldcrypt._topic
+    import fieldcrypt.inspect.topic
 
     spy = _Spy()
-    monkeypatch.setattr(fieldcrypt._topic, "Consumer", spy)
+    monkeypatch.setattr(fieldcrypt.inspect.topic, "Consumer", spy)
     props = tmp_path / "client.properties"
     props.write_text(f"# kcat -F style\nbootstrap.servers={mixed.bootstrap}\nclient.id=from-file\nfetch.min.bytes=1\n")
     registry = ["--schema-registry", mixed.registry_url]
@@ -396,10 +396,10 @@ class _FakeConsumer:
 
 
 def test_brokers_that_stop_answering_while_reading_are_unavailable(monkeypatch) -> None:
-    import fieldcrypt._topic
-    from fieldcrypt._topic import TopicReader, UnavailableError
+    import fieldcrypt.inspect.topic
+    from fieldcrypt.inspect.topic import TopicReader, UnavailableError
 
-    monkeypatch.setattr(fieldcrypt._topic, "Consumer", _FakeConsumer)
+    monkeypatch.setattr(fieldcrypt.inspect.topic, "Consumer", _FakeConsumer)
     start = time.monotonic()
     with TopicReader("t", {"bootstrap.servers": "b1:9092"}, timeout=0.5) as reader:
         with pytest.raises(UnavailableError, match=r"stopped answering for 0.5s after 0 record\(s\)"):
@@ -408,19 +408,19 @@ def test_brokers_that_stop_answering_while_reading_are_unavailable(monkeypatch) 
 
 
 def test_refused_credentials_end_at_once_as_a_configuration_error(monkeypatch) -> None:
-    import fieldcrypt._topic
-    from fieldcrypt._topic import TopicReader
+    import fieldcrypt.inspect.topic
     from fieldcrypt.errors import ConfigurationError
+    from fieldcrypt.inspect.topic import TopicReader
 
-    monkeypatch.setattr(fieldcrypt._topic, "Consumer", _FakeConsumer)
+    monkeypatch.setattr(fieldcrypt.inspect.topic, "Consumer", _FakeConsumer)
     monkeypatch.setattr(_FakeConsumer, "refuse", True)
     with pytest.raises(ConfigurationError, match="refused the credentials: SASL authentication error"):
         TopicReader("t", {"bootstrap.servers": "b1:9092"}, timeout=30)
 
 
 def test_a_registry_answer_that_is_not_a_schema_is_a_configuration_error() -> None:
-    from fieldcrypt._topic import Schemas
     from fieldcrypt.errors import ConfigurationError
+    from fieldcrypt.inspect.topic import Schemas
 
     class Garbled:
         def get_schema(self, schema_id: int) -> Any:

@@ -15,8 +15,8 @@ from conftest import value_ctx
 
 import fieldcrypt
 from fieldcrypt import Keyring, RotationPolicy
-from fieldcrypt import _wire as wire
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "avro_v1.json").read_text())
 V2 = json.loads((Path(__file__).parent / "vectors" / "v2.json").read_text())
@@ -66,7 +66,7 @@ def test_encryption_reproduces_frozen_bytes(frozen) -> None:
         registry, json.dumps(VECTORS["schema"]), conf={"fieldcrypt.format.version": 1}, keyring=keyring
     )
     for case in VECTORS["cases"]:
-        with mock.patch("fieldcrypt._engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
             assert ser(_record(case["record"]), value_ctx(VECTORS["topic"])).hex() == case["framed"]
 
 
@@ -112,7 +112,7 @@ def test_v2_frozen_bytes_decrypt_and_reproduce(frozen, fmt: str) -> None:
     for case in V2[fmt]["cases"]:
         record = _record(case["record"])
         assert de(bytes.fromhex(case["framed"]), value_ctx(V2["topic"])) == record
-        with mock.patch("fieldcrypt._engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
             assert ser(record, value_ctx(V2["topic"])).hex() == case["framed"]
 
 

@@ -21,8 +21,8 @@ Public API (everything else is private and may change)::
 
 from __future__ import annotations
 
-from fieldcrypt._engine import Denied, Erased
 from fieldcrypt.clock import Clock, FakeClock, SystemClock
+from fieldcrypt.core.engine import Denied, Erased
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -39,10 +39,10 @@ from fieldcrypt.errors import (
     UnknownSchemaError,
     UnsupportedFormatError,
 )
-from fieldcrypt.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
+from fieldcrypt.keys.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, create_key_store, open_store
-from fieldcrypt.stats import SerdeStats
+from fieldcrypt.observe.stats import SerdeStats
 
 __version__ = "0.1.0"
 

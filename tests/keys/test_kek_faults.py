@@ -34,7 +34,7 @@ from tink import aead
 from tink.integration import awskms, gcpkms, hcvault
 
 from fieldcrypt import create_local_kek, open_kek
-from fieldcrypt._crypto import ensure_tink
+from fieldcrypt.crypto.cipher import ensure_tink
 from fieldcrypt.keys.kek import Kek, classify_failure, is_transient
 
 ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"

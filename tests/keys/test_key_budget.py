@@ -24,8 +24,9 @@ from conftest import customer, load_schema, value_ctx
 from pg import pg_schema_url
 
 import fieldcrypt
-from fieldcrypt import FakeClock, KeyNotFoundError, Keyring, RotationPolicy, _wire
+from fieldcrypt import FakeClock, KeyNotFoundError, Keyring, RotationPolicy
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire as _wire
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'budget.db'}"),

@@ -10,7 +10,7 @@ import tink
 from tink import aead
 
 from fieldcrypt import Kek, Keyring, create_key_store, create_local_kek
-from fieldcrypt._crypto import _legacy_wrap_ad, unwrap_data_key, wrap_ad
+from fieldcrypt.crypto.cipher import _legacy_wrap_ad, unwrap_data_key, wrap_ad
 from fieldcrypt.keys.kek import open_kek
 
 PERSON = "person-4711-do-not-log"

@@ -64,7 +64,7 @@ def main() -> None:
     cases = []
     for i, rec in enumerate(RECORDS):
         nonce = bytes(range(i * 12, i * 12 + 12))
-        with mock.patch("fieldcrypt._engine._urandom", return_value=nonce):
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=nonce):
             data = ser(rec, ctx)
         cases.append(
             {

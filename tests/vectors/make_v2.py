@@ -68,7 +68,7 @@ def _cases(ser: object, records: list[dict[str, object]], ctx: SerializationCont
     cases = []
     for i, rec in enumerate(records):
         nonce = bytes(range(first + i * 12, first + i * 12 + 12))
-        with mock.patch("fieldcrypt._engine._urandom", return_value=nonce):
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=nonce):
             data = ser(rec, ctx)  # type: ignore[operator]
         cases.append(
             {

@@ -28,9 +28,9 @@ from fieldcrypt.cli._common import (
 )
 from fieldcrypt.cli._config import Settings
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
-from fieldcrypt.keyring import Keyring, ShredReport, SkippedRotation
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
+from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation
 from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, create_key_store, redact_url
 
 __all__ = ["keyring_of", "register"]

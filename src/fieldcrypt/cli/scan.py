@@ -80,7 +80,7 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 
 
 def _detectors(args: argparse.Namespace) -> list[Any]:
-    from fieldcrypt.detectors import load_detector, select_detectors
+    from fieldcrypt.inspect.detectors import load_detector, select_detectors
 
     extra = [d for spec in args.detector or [] for d in load_detector(spec)]
     if args.detectors is not None and not args.detectors.strip():
@@ -120,12 +120,12 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fieldcrypt._scan import scan_topic
-    from fieldcrypt._topic import registry_client
+    from fieldcrypt.inspect.scan import scan_topic
+    from fieldcrypt.inspect.topic import registry_client
 
     detectors = _detectors(args)
     if args.list_detectors:
-        from fieldcrypt.detectors import available_detectors
+        from fieldcrypt.inspect.detectors import available_detectors
 
         chosen = {d.name for d in detectors}
         known = [

@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fieldcrypt._topic import MALFORMED_ANSWER, not_a_registry, registry_client
 from fieldcrypt.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -30,7 +29,16 @@ from fieldcrypt.cli._common import (
     table,
 )
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
-from fieldcrypt.lint import NAME_HINTS, Hint, SchemaReport, lint_schema, parse_hints, removed_tags, rules_from_conf
+from fieldcrypt.inspect.lint import (
+    NAME_HINTS,
+    Hint,
+    SchemaReport,
+    lint_schema,
+    parse_hints,
+    removed_tags,
+    rules_from_conf,
+)
+from fieldcrypt.inspect.topic import MALFORMED_ANSWER, not_a_registry, registry_client
 
 __all__ = ["classify", "register"]
 
@@ -378,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _invalid(source: str, why: str) -> SchemaReport:
-    from fieldcrypt.lint import Finding
+    from fieldcrypt.inspect.lint import Finding
 
     return SchemaReport(source, None, findings=[Finding("invalid", None, f"{source}: {why}")])
 
@@ -386,7 +394,7 @@ def _invalid(source: str, why: str) -> SchemaReport:
 def _compare(report: SchemaReport, before: SchemaReport | None) -> SchemaReport:
     if before is None:
         return report
-    from fieldcrypt.lint import Finding
+    from fieldcrypt.inspect.lint import Finding
 
     report.previous = before.source
     if any(f.kind == "invalid" for f in before.findings):

@@ -198,8 +198,8 @@ def _schema_type(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fieldcrypt._topic import registry_client
-    from fieldcrypt._verify import verify_topic
+    from fieldcrypt.inspect.topic import registry_client
+    from fieldcrypt.inspect.verify import verify_topic
 
     topic = topic_of(args)
     schema_type = _schema_type(args)

@@ -86,7 +86,7 @@ class SqlKeyStore(KeyStore):
 
     _lock = threading.RLock()
 
-    # -- policies (what producers encrypt, per schema and domain: see fieldcrypt._serde.PolicyCheck) -----------------
+    # -- policies (what producers encrypt, per schema and domain: see fieldcrypt.core.serde.PolicyCheck) --------
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         with self._tx() as ex:
             ex(

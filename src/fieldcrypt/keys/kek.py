@@ -117,7 +117,7 @@ from typing import Any, Literal
 import tink
 from tink import aead, secret_key_access
 
-from fieldcrypt._crypto import ensure_tink
+from fieldcrypt.crypto.cipher import ensure_tink
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys._files import check_path, destination, shown
 

@@ -49,8 +49,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from fieldcrypt._crypto import DataKey, encrypted_keyset, new_data_key, unwrap_data_key, unwrap_handle, wrap_handle
 from fieldcrypt.clock import Clock, SystemClock
+from fieldcrypt.crypto.cipher import (
+    DataKey,
+    encrypted_keyset,
+    new_data_key,
+    unwrap_data_key,
+    unwrap_handle,
+    wrap_handle,
+)
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fieldcrypt._regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported, wildcard, wildcard_match, wildcard_stars
+from fieldcrypt.core.regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported, wildcard, wildcard_match, wildcard_stars
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [
@@ -57,7 +57,7 @@ class Leaf:
     ``kind``: ``string`` (UTF-8 text, ciphertext as unpadded base64 text), ``bytes`` (raw), or ``base64`` (a JSON
     string with ``contentEncoding: base64``: the decoded bytes are encrypted, the ciphertext is padded base64).
 
-    What a reader may put here instead of a value it cannot read (``fieldcrypt._engine.Outcomes``): ``nullable``,
+    What a reader may put here instead of a value it cannot read (``fieldcrypt.core.engine.Outcomes``): ``nullable``,
     whether the schema admits null at this value's position (Avro: the value is a branch of a union holding
     ``"null"``; JSON Schema: every schema that may apply to the value accepts null), decided by the compiler once,
     and never true for the record value itself (a None record is a Kafka tombstone to confluent's deserializers);

@@ -3,20 +3,20 @@
 Every record is decoded with its writer schema from the registry (Avro or JSON Schema, per schema id) and walked:
 
 * **tagged fields** (those the schema tags for encryption, with the producers' tag configuration): each value is a
-  fieldcrypt ciphertext (recognised by its format, ``fieldcrypt._wire``: no key is needed to see that a value is
+  fieldcrypt ciphertext (recognised by its format, ``fieldcrypt.crypto.wire``: no key is needed to see that a value is
   not in clear), empty, or **plaintext** (a finding). With a key store and KEK, ciphertexts are also decrypted
   and counted as readable, erased (key shredded), denied (no key) or tampered (a finding). In a record whose writer
   schema carries a Confluent CSFLE ENCRYPT rule, the layout alone cannot tell: about 1 CSFLE ciphertext in 256 parses
   as a fieldcrypt value. There the values that parse (tagged, and untagged lookalikes) are fieldcrypt ciphertext
   only when together they form one fieldcrypt record or (with a key store) one names a key the store knows
-  (``fieldcrypt._lookalike.fieldcrypts``); otherwise they count as the record's other CSFLE values do (plaintext:
+  (``fieldcrypt.core.lookalike.fieldcrypts``); otherwise they count as the record's other CSFLE values do (plaintext:
   scan has no CSFLE keys), not as fieldcrypt ciphertext. (Without keys, a CSFLE record whose only tagged value
   happens to be a whole fieldcrypt value 0 still counts as one: about once in 65,536.)
 * **untagged fields**: every text value (strings, UTF-8 bytes, map keys and undeclared object keys) is given to the
   detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding. A string or bytes value
   that is a fieldcrypt ciphertext (by its format; with a key store, only one naming a key the store knows) is a
   finding too: the schema of its record does not tag the field (a record re-framed with the id of a schema version
-  without the tag, ``fieldcrypt._lookalike``).
+  without the tag, ``fieldcrypt.core.lookalike``).
 * records that are **not Confluent-framed** but are text (JSON or plain) are scanned as text, under the subject
   ``(not Confluent-framed)``; those that cannot be read at all (binary without framing, unknown schema id, a
   Protobuf schema, bytes that do not decode with their schema, a schema the tag configuration cannot honour) are
@@ -44,13 +44,14 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _PlainJSON
 from fastavro import schemaless_reader
 
-from fieldcrypt import _wire
-from fieldcrypt._avro_depth import check_depth
-from fieldcrypt._avro_policy import compile_avro, named_types
-from fieldcrypt._engine import Denied, Erased, Outcomes
-from fieldcrypt._lookalike import fieldcrypts, key_id_of, key_known
-from fieldcrypt._lookalike import quick as quick_lookalike
-from fieldcrypt._plan import (
+from fieldcrypt.avro.depth import check_depth
+from fieldcrypt.avro.policy import compile_avro, named_types
+from fieldcrypt.avro.serde import _ParsedSchemas
+from fieldcrypt.core.confluent import has_encrypt_rules
+from fieldcrypt.core.engine import Denied, Erased, Outcomes
+from fieldcrypt.core.lookalike import fieldcrypts, key_id_of, key_known
+from fieldcrypt.core.lookalike import quick as quick_lookalike
+from fieldcrypt.core.plan import (
     ArrayNode,
     ChoiceNode,
     FieldPlan,
@@ -62,10 +63,20 @@ from fieldcrypt._plan import (
     RefNode,
     UnionNode,
 )
-from fieldcrypt._regex import Unmatchable, bounded
-from fieldcrypt._rules import has_encrypt_rules
-from fieldcrypt._serde import CachedPlan, PlanCache, PolicyCheck, split_conf
-from fieldcrypt._topic import (
+from fieldcrypt.core.regex import Unmatchable, bounded
+from fieldcrypt.core.serde import CachedPlan, PlanCache, PolicyCheck, split_conf
+from fieldcrypt.crypto import wire as _wire
+from fieldcrypt.errors import (
+    ConfigurationError,
+    DecryptionError,
+    FieldcryptError,
+    KeyStoreUnavailableError,
+    MalformedRecordError,
+    PolicyError,
+    SchemaRegistryUnavailableError,
+)
+from fieldcrypt.inspect.detectors import Detector
+from fieldcrypt.inspect.topic import (
     BadRecord,
     BadRecords,
     RecordSchema,
@@ -76,20 +87,9 @@ from fieldcrypt._topic import (
     registry_errors,
     schema_id_of,
 )
-from fieldcrypt.avro import _ParsedSchemas
-from fieldcrypt.detectors import Detector
-from fieldcrypt.errors import (
-    ConfigurationError,
-    DecryptionError,
-    FieldcryptError,
-    KeyStoreUnavailableError,
-    MalformedRecordError,
-    PolicyError,
-    SchemaRegistryUnavailableError,
-)
-from fieldcrypt.json_schema import _compile as _compile_json
-from fieldcrypt.json_schema import _Parsed, _validate
-from fieldcrypt.keyring import Keyring
+from fieldcrypt.json_schema.serde import _compile as _compile_json
+from fieldcrypt.json_schema.serde import _Parsed, _validate
+from fieldcrypt.keys.keyring import Keyring
 
 __all__ = ["RAW_SUBJECT", "FieldReport", "ScanReport", "SubjectReport", "scan_topic"]
 

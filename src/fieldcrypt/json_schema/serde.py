@@ -28,15 +28,14 @@ from jsonschema.exceptions import SchemaError
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
-from fieldcrypt._engine import Outcomes
-from fieldcrypt._json_policy import compile_json
-from fieldcrypt._lookalike import candidates as lookalikes
-from fieldcrypt._lookalike import mode_of as untagged_mode
-from fieldcrypt._lookalike import review as review_lookalikes
-from fieldcrypt._plan import FieldPlan, TagRules
-from fieldcrypt._rules import has_migrations, migrate, read_rules_json, write_rules_json
-from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
-from fieldcrypt._serde import (
+from fieldcrypt.core.confluent import has_migrations, migrate, read_rules_json, write_rules_json
+from fieldcrypt.core.engine import Outcomes
+from fieldcrypt.core.lookalike import candidates as lookalikes
+from fieldcrypt.core.lookalike import mode_of as untagged_mode
+from fieldcrypt.core.lookalike import review as review_lookalikes
+from fieldcrypt.core.plan import FieldPlan, TagRules
+from fieldcrypt.core.schemas import reader_schema, registry_failure, subject_lookup, writer_schema_of
+from fieldcrypt.core.serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
     WRITE_CONF,
@@ -57,8 +56,9 @@ from fieldcrypt._serde import (
     split_conf,
 )
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
-from fieldcrypt.keyring import Keyring
-from fieldcrypt.stats import SerdeStats
+from fieldcrypt.json_schema.policy import compile_json
+from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["JSONDeserializer", "JSONSerializer"]
 
@@ -111,10 +111,11 @@ def _fast_validator(schema: Any, source: Schema) -> Callable[[Any], Any] | None:
     any "invalid" is re-checked by jsonschema (which also words the error). Formats are not checked, as jsonschema
     does not check them by default either. Never for a schema with a regex (``pattern``, ``patternProperties``,
     anywhere): the generated code would search record data with Python's backtracking ``re``, so jsonschema, whose
-    searches run on RE2 here (fieldcrypt._json_validation), validates those alone; nor one whose ``$ref`` leaves it
+    searches run on RE2 here (fieldcrypt.json_schema.validation), validates those alone; nor one whose ``$ref``
+    leaves it
     (fastjsonschema would fetch it with urllib, and compile its patterns).
     """
-    from fieldcrypt._json_validation import NO_REMOTE, REGEX_KEYWORDS
+    from fieldcrypt.json_schema.validation import NO_REMOTE, REGEX_KEYWORDS
 
     if source.references or not isinstance(schema, dict) or schema.get("$schema") not in _FAST_DRAFTS:
         return None
@@ -138,7 +139,7 @@ class _Parsed:
     """A registered JSON schema, parsed with confluent's reference resolution, and its validators.
 
     ``validator`` is confluent's (the draft's jsonschema class, the metaschema checked), extended so that every
-    regex it searches record data with runs on RE2, with ``re.search``'s answers (fieldcrypt._json_validation);
+    regex it searches record data with runs on RE2, with ``re.search``'s answers (fieldcrypt.json_schema.validation);
     ``evolve`` keeps that class. ``refusals``: (regex, where, reason) of each regex of the schema, or of a schema it
     references, that the bounded engine does not run; :meth:`check` raises the first as a ``PolicyError`` (when the
     plan is compiled, and before any validation: docs/policy.md, "Patterns")."""
@@ -146,7 +147,7 @@ class _Parsed:
     __slots__ = ("_matchers", "_writing", "fast", "refusals", "registry", "schema", "source", "validator")
 
     def __init__(self, serde: Any, source: Schema) -> None:
-        from fieldcrypt._json_validation import bounded_validator, refusals
+        from fieldcrypt.json_schema.validation import bounded_validator, refusals
 
         bare = Schema(source.schema_str, source.schema_type or _JSON, source.references or [])
         self.source = bare
@@ -173,7 +174,7 @@ class _Parsed:
         since the evolved validator keeps the root's resolver). Cached per subschema object."""
         found = self._matchers.get(id(subschema))
         if found is None or found[0] is not subschema:
-            from fieldcrypt._regex import Unmatchable
+            from fieldcrypt.core.regex import Unmatchable
             from fieldcrypt.errors import DecryptionError
 
             is_valid: Callable[[Any], bool] = self.validator.evolve(schema=subschema).is_valid
@@ -207,7 +208,7 @@ def _validate(parsed: _Parsed, document: Any, subject: str | None, error: type[E
             return
         except Exception:
             pass
-    from fieldcrypt._regex import Unmatchable
+    from fieldcrypt.core.regex import Unmatchable
 
     try:
         parsed.validator.validate(document)  # its regexes run on RE2: linear in the document (_Parsed)
@@ -332,7 +333,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         *,
         keyring: Keyring,
     ) -> None:
-        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt._lookalike)
+        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
         valid = [*_ConfluentJSONDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
@@ -401,7 +402,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                     raise malformed(exc, subject) from exc
             self._policy(cached, self._opts.domain or subject, subject)
             state = None
-            untagged = None  # field paths of ciphertexts in untagged properties, accepted (fieldcrypt._lookalike)
+            untagged = None  # field paths of ciphertexts in untagged properties, accepted (fieldcrypt.core.lookalike)
             if not cached.runner.plan.is_empty:
                 domain = key_domain(self._opts.domain, subject)
                 outcomes = self._outcomes_for(cached, subject, None if reader is cached.parsed else latest)

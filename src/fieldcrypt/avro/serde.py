@@ -8,10 +8,10 @@
     deserializer = AvroDeserializer(registry, keyring=keyring)
 
 They subclass confluent's classes, take the same positional arguments and conf keys (plus ``fieldcrypt.*``
-keys, see ``fieldcrypt._serde.FIELDCRYPT_CONF``), and write the same Confluent framing. Fields tagged ``PII``
+keys, see ``fieldcrypt.core.serde.FIELDCRYPT_CONF``), and write the same Confluent framing. Fields tagged ``PII``
 (inline ``"confluent:tags"`` or registry ``metadata.tags``) are encrypted; everything else is byte-for-byte what
 confluent's serializer writes. Confluent data-contract rules (CEL, CEL_FIELD, JSONata migrations) run through
-confluent's own executors, around encryption (``fieldcrypt._rules``); ENCRYPT rules are replaced by fieldcrypt's
+confluent's own executors, around encryption (``fieldcrypt.core.confluent``); ENCRYPT rules are replaced by fieldcrypt's
 encryption. Differences from confluent's classes: docs/compatibility.md.
 """
 
@@ -33,16 +33,16 @@ from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
-from fieldcrypt._avro_depth import check_depth, is_recursive
-from fieldcrypt._avro_policy import compile_avro, reader_nulls
-from fieldcrypt._engine import Outcomes
-from fieldcrypt._lookalike import avro_candidates as lookalikes
-from fieldcrypt._lookalike import has_binary
-from fieldcrypt._lookalike import mode_of as untagged_mode
-from fieldcrypt._lookalike import review as review_lookalikes
-from fieldcrypt._rules import migrate, read_rules_avro, write_rules_avro
-from fieldcrypt._schema_lookup import reader_schema, registry_failure, subject_lookup, writer_schema_of
-from fieldcrypt._serde import (
+from fieldcrypt.avro.depth import check_depth, is_recursive
+from fieldcrypt.avro.policy import compile_avro, reader_nulls
+from fieldcrypt.core.confluent import migrate, read_rules_avro, write_rules_avro
+from fieldcrypt.core.engine import Outcomes
+from fieldcrypt.core.lookalike import avro_candidates as lookalikes
+from fieldcrypt.core.lookalike import has_binary
+from fieldcrypt.core.lookalike import mode_of as untagged_mode
+from fieldcrypt.core.lookalike import review as review_lookalikes
+from fieldcrypt.core.schemas import reader_schema, registry_failure, subject_lookup, writer_schema_of
+from fieldcrypt.core.serde import (
     FIELDCRYPT_CONF,
     READ_CONF,
     WRITE_CONF,
@@ -64,8 +64,8 @@ from fieldcrypt._serde import (
     subject_of,
 )
 from fieldcrypt.errors import ConfigurationError
-from fieldcrypt.keyring import Keyring
-from fieldcrypt.stats import SerdeStats
+from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["AvroDeserializer", "AvroSerializer"]
 
@@ -190,7 +190,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         *,
         keyring: Keyring,
     ) -> None:
-        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt._lookalike)
+        conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
         valid = [*_ConfluentAvroDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
@@ -216,7 +216,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         self.stats = SerdeStats("deserializer")
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
-        self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt._lookalike)
+        self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt.core.lookalike)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
@@ -246,7 +246,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             # one lookup per record, as confluent makes: it decides both the stand-ins and the shape returned
             latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
             state = None  # the record's counts, once its tagged values are decrypted
-            untagged = None  # field paths of ciphertexts in untagged fields, accepted (fieldcrypt._lookalike)
+            untagged = None  # field paths of ciphertexts in untagged fields, accepted (fieldcrypt.core.lookalike)
             if _is_bytes_schema(writer):  # confluent writes a bytes schema's value raw, without Avro's length
                 out = payload.read()
                 if not cached.runner.plan.is_empty:  # a tagged top-level bytes value: decrypted, or refused
@@ -296,7 +296,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         return out
 
     def _binary_schema(self, schema_id: int | str, writer: Any) -> bool:
-        """Whether the writer's schema may hold bytes or fixed values (fieldcrypt._lookalike.has_binary), by id."""
+        """Whether the writer's schema may hold bytes or fixed values (fieldcrypt.core.lookalike.has_binary), by id."""
         binary = self._binary.get(schema_id)
         if binary is None:
             binary = has_binary(writer)
@@ -306,7 +306,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
 
     @staticmethod
     def _decode_again(payload: io.BytesIO, start: int, writer: Any, named: bool) -> Any:
-        """The record as it arrived, before decryption changed it: its bytes decoded again (fieldcrypt._lookalike)."""
+        """The record as it arrived, before decryption changed it: its bytes decoded again
+        (fieldcrypt.core.lookalike)."""
         again = io.BytesIO(payload.getvalue())
         again.seek(start)
         if named:

@@ -22,7 +22,7 @@ partition and offset, and the reading goes on:
 ==========================  ===========================================================================
 
 Values in fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows
-(a record re-framed with the id of a schema version without the tag: ``fieldcrypt._lookalike``) are read as they
+(a record re-framed with the id of a schema version without the tag: ``fieldcrypt.core.lookalike``) are read as they
 are and listed per subject and field path, with the first offsets (``untagged_ciphertext``).
 
 Findings (what makes ``fieldcrypt verify`` exit 7): plaintext values in tagged fields, ciphertext in untagged
@@ -41,17 +41,6 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fieldcrypt._topic import (
-    BadRecord,
-    BadRecords,
-    NotFoundError,
-    Schemas,
-    Span,
-    TopicReader,
-    UnavailableError,
-    registry_errors,
-    schema_id_of,
-)
 from fieldcrypt.avro import AvroDeserializer
 from fieldcrypt.errors import (
     ConfigurationError,
@@ -64,8 +53,19 @@ from fieldcrypt.errors import (
     UnknownSchemaError,
     format_key_id,
 )
+from fieldcrypt.inspect.topic import (
+    BadRecord,
+    BadRecords,
+    NotFoundError,
+    Schemas,
+    Span,
+    TopicReader,
+    UnavailableError,
+    registry_errors,
+    schema_id_of,
+)
 from fieldcrypt.json_schema import JSONDeserializer
-from fieldcrypt.keyring import Keyring
+from fieldcrypt.keys.keyring import Keyring
 
 __all__ = ["Counts", "Untagged", "VerifyReport", "bad_record_of", "verify_topic"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fieldcrypt._avro_policy import named_types
+from fieldcrypt.avro.policy import named_types
 from fieldcrypt.errors import MalformedRecordError
 
 __all__ = ["MAX_DEPTH", "check_depth", "is_recursive"]

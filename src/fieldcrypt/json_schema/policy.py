@@ -40,7 +40,7 @@ Refused (``PolicyError``):
 - Conflicting plans for one value (a string in one ``allOf`` branch, an object in another), two tagged
   ``oneOf``/``anyOf`` on one value, a recursive ``$ref`` to a non-object schema, an invalid pattern regex, a
   ``patternProperties`` regex the engine matches (a tagged one, or any beside a tagged ``additionalProperties``)
-  that the bounded regex engine cannot run (``fieldcrypt._regex``: a backreference, a lookaround...).
+  that the bounded regex engine cannot run (``fieldcrypt.core.regex``: a backreference, a lookaround...).
 
 ``default``, ``const``, ``enum`` and ``examples`` hold data, not schemas: not walked. ``$defs``/``definitions``
 apply only through ``$ref``: an unreferenced definition is scanned (malformed or undeclared tags still raise)
@@ -56,7 +56,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
-from fieldcrypt._plan import (
+from fieldcrypt.core.plan import (
     MISSING,
     ArrayNode,
     ChoiceNode,
@@ -71,7 +71,7 @@ from fieldcrypt._plan import (
     TagCollector,
     TagRules,
 )
-from fieldcrypt._regex import Unsupported, bounded
+from fieldcrypt.core.regex import Unsupported, bounded
 from fieldcrypt.errors import PolicyError
 
 __all__ = ["compile_json", "merge"]
@@ -280,7 +280,7 @@ def _esc(name: str) -> str:
 
 
 def _bounded(rx: str, path: str, what: str) -> None:
-    """A regex the engine will match must run on the bounded engine (``fieldcrypt._regex``): a schema is not a
+    """A regex the engine will match must run on the bounded engine (``fieldcrypt.core.regex``): a schema is not a
     way to stall a producer or a lint run. Refused otherwise, never matched with Python's backtracking ``re``."""
     try:
         bounded(rx)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fieldcrypt._engine import RecordState
+    from fieldcrypt.core.engine import RecordState
 
 __all__ = ["LATENCY_BUCKETS", "SerdeStats"]
 
@@ -155,7 +155,7 @@ class SerdeStats:
     # -- counting (the serdes and the engine; not public) --------------------------------------------------------
     def _record(self, st: RecordState | None, untagged: list[str] | None = None) -> None:
         """One record returned; ``st``: its engine state (None when its schema tags nothing); ``untagged``: the
-        field paths of the ciphertexts it holds in untagged fields (``fieldcrypt._lookalike``), if any."""
+        field paths of the ciphertexts it holds in untagged fields (``fieldcrypt.core.lookalike``), if any."""
         lock = self._lock
         lock.acquire()
         try:
@@ -212,7 +212,7 @@ class SerdeStats:
             self.errors += 1
             self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
 
-    # the keyring's KeyMeter protocol (fieldcrypt.keyring): lookups made outside a record (policy checks)
+    # the keyring's KeyMeter protocol (fieldcrypt.keys.keyring): lookups made outside a record (policy checks)
     def key_miss(self) -> None:
         with self._lock:
             self.key_lookups += 1

@@ -15,9 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fieldcrypt import _wire
-from fieldcrypt._crypto import CIPHER_ERRORS, DataKey
-from fieldcrypt._plan import (
+from fieldcrypt.core.plan import (
     MISSING,
     ArrayNode,
     ChoiceNode,
@@ -30,6 +28,8 @@ from fieldcrypt._plan import (
     RefNode,
     UnionNode,
 )
+from fieldcrypt.crypto import wire as _wire
+from fieldcrypt.crypto.cipher import CIPHER_ERRORS, DataKey
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -41,8 +41,8 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
     format_key_id,
 )
-from fieldcrypt.keyring import Keyring
-from fieldcrypt.stats import SerdeStats
+from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["Denied", "Erased", "Outcomes", "PlanRunner", "ReadStats", "RecordState"]
 
@@ -1012,7 +1012,7 @@ def _other_keys(node: RecordNode, compile_node: Callable[[Node], Step], error: t
     """JSON objects: the keys not declared in ``properties`` (patternProperties, additionalProperties)."""
     if not node.patterns and node.extra is None:
         return None
-    from fieldcrypt._regex import Unmatchable, Unsupported, bounded
+    from fieldcrypt.core.regex import Unmatchable, Unsupported, bounded
     from fieldcrypt.errors import PolicyError
 
     declared = {s.name: s.node for s in node.steps}

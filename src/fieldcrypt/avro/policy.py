@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fieldcrypt._plan import (
+from fieldcrypt.core.plan import (
     MISSING,
     ArrayNode,
     FieldPlan,

@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from tink import aead, secret_key_access
 from tink.proto import aes_gcm_pb2, tink_pb2
 
-from fieldcrypt import _wire
+from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.errors import format_key_id
 
 __all__ = [

@@ -18,12 +18,12 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
-from fieldcrypt._engine import STRICT, Outcomes, PlanRunner, RecordState
-from fieldcrypt._lookalike import fieldcrypts, value_of
-from fieldcrypt._plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
-from fieldcrypt._rules import csfle_read, has_encrypt_rules
-from fieldcrypt._schema_lookup import registry_failure, writer_schema_by_id
-from fieldcrypt._wire import FORMAT_VERSIONS, LATEST_VERSION
+from fieldcrypt.core.confluent import csfle_read, has_encrypt_rules
+from fieldcrypt.core.engine import STRICT, Outcomes, PlanRunner, RecordState
+from fieldcrypt.core.lookalike import fieldcrypts, value_of
+from fieldcrypt.core.plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
+from fieldcrypt.core.schemas import registry_failure, writer_schema_by_id
+from fieldcrypt.crypto.wire import FORMAT_VERSIONS, LATEST_VERSION
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -38,8 +38,8 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
     format_key_id,
 )
-from fieldcrypt.keyring import Keyring
-from fieldcrypt.stats import SerdeStats
+from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = [
     "FIELDCRYPT_CONF",
@@ -73,7 +73,7 @@ WRITE_CONF: Mapping[str, str] = {
     "schema_str, or, among the fields it would write in clear, than earlier producers of the subject (recorded in "
     "the key store) or any registered version of the subject (default False: refused)",
 }
-#: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt._engine.Outcomes)
+#: deserializer-only keys: what to return for a value that cannot be read (see fieldcrypt.core.engine.Outcomes)
 READ_CONF: Mapping[str, str] = {
     "fieldcrypt.on.erased": "raise | null | placeholder | marker, for values whose key was shredded (default null: "
     "None where the schema admits null at the value's position, else the placeholder; marker objects are not "
@@ -187,7 +187,7 @@ class CachedPlan:
     parsed: Any
     runner: PlanRunner
     fingerprint: str = ""  # of the schema as registered (text, references, metadata.tags): see PolicyCheck
-    source: Schema | None = None  # the schema as registered (its ruleSet is run by fieldcrypt._rules)
+    source: Schema | None = None  # the schema as registered (its ruleSet is run by fieldcrypt.core.confluent)
 
 
 def schema_fingerprint(schema: Schema) -> str:
@@ -872,7 +872,7 @@ def value_paths(plans: PlanCache, schema: Schema) -> dict[str, Any]:
     it was visited with (a JSON object's, to tell whether it takes properties it does not declare): the policy
     compiler's walk under rules that decide nothing (schema lint's recorder). Empty when it cannot be walked (then
     ``writes_path`` counts every path as written: refuse rather than guess)."""
-    from fieldcrypt.lint import _neutral, _Visit
+    from fieldcrypt.inspect.lint import _neutral, _Visit
 
     tags = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else None
     try:
@@ -997,7 +997,7 @@ def decrypt_record(
 
 def _forms_record(runner: PlanRunner, record: Any, subject: str | None) -> bool:
     """Whether the record's tagged values, as they came, are one fieldcrypt record by their layout
-    (``fieldcrypt._lookalike.fieldcrypts`` without a key store): a fieldcrypt writer's record always is."""
+    (``fieldcrypt.core.lookalike.fieldcrypts`` without a key store): a fieldcrypt writer's record always is."""
     return bool(fieldcrypts([v for _, v in runner.tagged_values(record, subject) if v is not None], None))
 
 
@@ -1014,7 +1014,7 @@ def _fieldcrypts_verdict(
     decrypt (no CSFLE keys here, as in ``fieldcrypt verify``, its DEK registry down, or not CSFLE's). A CSFLE
     ciphertext whose first bytes parse as a fieldcrypt header (about 1 in 256) would be judged as fieldcrypt's:
     tampered, of a newer format, or the ``on.denied`` outcome of a key id that is CSFLE bytes. So where that verdict
-    is not a plain reading, the record's values that parse are looked at (``fieldcrypt._lookalike.fieldcrypts``):
+    is not a plain reading, the record's values that parse are looked at (``fieldcrypt.core.lookalike.fieldcrypts``):
     when they neither form a fieldcrypt record nor name a key the store knows, the record is refused as holding no
     fieldcrypt ciphertext, naming no key."""
     seen = runner.tagged_values(record, subject)  # as it came: the engine decrypts in place

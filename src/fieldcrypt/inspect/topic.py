@@ -43,9 +43,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-# the CLI's errors (exit 5 and 4), raised here so that library callers and the CLI see the same ones
-from fieldcrypt._schema_lookup import HTTP_ERRORS as _HTTP_ERRORS
 from fieldcrypt.cli._common import NotFoundError, UnavailableError
+
+# the CLI's errors (exit 5 and 4), raised here so that library callers and the CLI see the same ones
+from fieldcrypt.core.schemas import HTTP_ERRORS as _HTTP_ERRORS
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
 
 __all__ = [

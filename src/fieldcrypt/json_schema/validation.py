@@ -8,7 +8,7 @@ or not, and a value of 34 ``a`` and a ``!`` stalled every producer writing it an
 
 :func:`bounded_validator` gives an instance of confluent's validator class extended
 (``jsonschema.validators.extend``) with its own keyword functions, re-bound: the same code, whose ``re`` (and that of
-the jsonschema helpers it calls) is :class:`_BoundedRe`, a ``search`` on RE2 (:func:`fieldcrypt._regex.bounded`).
+the jsonschema helpers it calls) is :class:`_BoundedRe`, a ``search`` on RE2 (:func:`fieldcrypt.core.regex.bounded`).
 The answers stay Python's ``re.search``'s, so what is valid does not change; only the time does. ``evolve`` (what
 ``descend``, ``$ref`` and :meth:`fieldcrypt.json_schema._Parsed.matcher` use) keeps the extended class, also into a
 subschema whose ``$schema`` names another draft (jsonschema would switch to that draft's plain class).
@@ -18,10 +18,10 @@ the schema or a schema it references, refuses the schema (:func:`refusals`; a ``
 where it stands, raised by :class:`fieldcrypt.json_schema._Parsed` when the schema is first used): never searched
 with ``re`` instead, never skipped. One met only while validating (in a schema a remote ``$ref`` fetched) is a
 ``PolicyError`` then. A text holding a lone surrogate (not Unicode; RE2 searches UTF-8) raises
-:class:`fieldcrypt._regex.Unmatchable` out of the validator: the caller refuses the record.
+:class:`fieldcrypt.core.regex.Unmatchable` out of the validator: the caller refuses the record.
 
 confluent's own JSON field transformer, which fieldcrypt runs for a schema with field-level rules
-(:mod:`fieldcrypt._rules`), picks ``oneOf``/``anyOf`` branches and ``type``-list members with jsonschema's plain
+(:mod:`fieldcrypt.core.confluent`), picks ``oneOf``/``anyOf`` branches and ``type``-list members with jsonschema's plain
 ``validate``: :func:`bounded_transform` is that transformer re-bound to :func:`bounded_validate`.
 """
 
@@ -37,7 +37,7 @@ from typing import Any, cast
 import attrs
 from jsonschema import validators
 
-from fieldcrypt._regex import Bounded, Unsupported, bounded
+from fieldcrypt.core.regex import Bounded, Unsupported, bounded
 from fieldcrypt.errors import PolicyError
 
 __all__ = [

@@ -12,8 +12,9 @@ The deserializers look for such values in every record they read:
    payload (in C) skips even the walk when no string there can start like a ciphertext
    (:func:`avro_candidates`).
 2. :func:`review`, only when some value passed: its text is decoded (unpadded base64 as string fields carry it,
-   padded base64 as JSON ``contentEncoding: base64`` does) and :func:`fieldcrypt._wire.parse_value` decides whether it
-   is a value ciphertext. In a record with tagged values, the record is decoded again as it arrived: a candidate that
+   padded base64 as JSON ``contentEncoding: base64`` does) and :func:`fieldcrypt.crypto.wire.parse_value` decides
+   whether it is a value ciphertext. In a record with tagged values, the record is decoded again as it arrived: a
+   candidate that
    decryption changed was a tagged value (its plaintext merely looks like a ciphertext); one it left as it was is
    in an untagged field. The keyring (through its cache) then says whether the key store knows the key it names:
    held, shredded, or held but not for this KEK. A key the store does not know leaves the value alone (a random
@@ -32,7 +33,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fieldcrypt import _wire
+from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -42,7 +43,7 @@ from fieldcrypt.errors import (
     KeyNotFoundError,
     KeyShreddedError,
 )
-from fieldcrypt.keyring import KeyMeter, Keyring
+from fieldcrypt.keys.keyring import KeyMeter, Keyring
 
 __all__ = [
     "CONF_KEY",
@@ -229,8 +230,8 @@ def key_id_of(v: Any) -> int | None:
 
 def value_of(v: Any) -> _wire.Value | _wire.UnsupportedValue | None:
     """A value ciphertext held as text (unpadded or padded base64) or bytes, parsed
-    (:func:`fieldcrypt._wire.parse_value`); a newer writer's value as the ``UnsupportedValue`` it raises; None when
-    ``v`` is not one."""
+    (:func:`fieldcrypt.crypto.wire.parse_value`); a newer writer's value as the ``UnsupportedValue`` it raises; None
+    when ``v`` is not one."""
     try:
         if type(v) is str:
             try:
@@ -253,7 +254,8 @@ def fieldcrypts(values: list[Any], keyring: Keyring | None, meter: KeyMeter | No
     are fieldcrypt's, where Confluent CSFLE ciphertexts may sit (a record whose writer schema carries an ENCRYPT
     rule); None when none parses as a value ciphertext (:func:`value_of`). Layout alone cannot tell: a CSFLE
     ciphertext's first bytes are random, and about 1 in 256 parses as a fieldcrypt value. They are fieldcrypt's when
-    every one parses and together they form one record's encrypted values (:func:`fieldcrypt._wire.forms_record`: a
+    every one parses and together they form one record's encrypted values
+    (:func:`fieldcrypt.crypto.wire.forms_record`: a
     fieldcrypt writer's record always does; a CSFLE record with one tagged value about once in 65,536, with more far
     less often), or when one names a key the key store knows (:func:`key_known`). Without a key store (``keyring``
     None) the layout decides, and values of a newer writer's format feature are fieldcrypt's when all are.

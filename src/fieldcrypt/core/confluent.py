@@ -19,8 +19,8 @@ names: the JSON transformer picks ``oneOf``/``anyOf`` branches and ``type``-list
 ``validate`` (a schema's ``pattern`` searched in a value), and ``RuleContext.get_tags`` matches ``metadata.tags``
 wildcards against each field's full name. So a hostile schema with a rule could stall a consumer. fieldcrypt runs
 both on RE2 with the same answers: the JSON transformer is confluent's own code re-bound to a bounded ``validate``
-(:func:`fieldcrypt._json_validation.bounded_transform`), and every rule context the field transformers below are
-handed matches its wildcards with :func:`fieldcrypt._regex.wildcard_match` (:func:`_bounded_tags`).
+(:func:`fieldcrypt.json_schema.validation.bounded_transform`), and every rule context the field transformers below are
+handed matches its wildcards with :func:`fieldcrypt.core.regex.wildcard_match` (:func:`_bounded_tags`).
 
 The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.
 """
@@ -42,7 +42,7 @@ from confluent_kafka.serialization import SerializationContext
 from fastavro.schema import expand_schema
 from referencing import Resource
 
-from fieldcrypt import _regex
+from fieldcrypt.core import regex as _regex
 
 __all__ = [
     "csfle_read",
@@ -198,7 +198,7 @@ def read_rules_avro(
 
 
 def _json_transformer(serde: Any, schema: Schema) -> Any:
-    from fieldcrypt._json_validation import bounded_transform
+    from fieldcrypt.json_schema.validation import bounded_transform
 
     transform = bounded_transform()  # confluent's, its branch choices validated on RE2
     parsed, ref_registry = serde._get_parsed_schema(schema)

@@ -1,0 +1,12 @@
+"""Avro: fieldcrypt's twins of confluent-kafka's ``AvroSerializer`` and ``AvroDeserializer`` (plus ``keyring=``).
+
+    from fieldcrypt.avro import AvroSerializer, AvroDeserializer
+
+The format folder: ``policy.py`` compiles an Avro schema to a field plan, ``depth.py`` guards recursive schemas,
+``serde.py`` holds the serde classes, ``confluent.py`` the uses of confluent-kafka's private Avro API, and
+``format.py`` the :class:`fieldcrypt.core.format.SchemaFormat` that registers all of it (docs/architecture.md).
+"""
+
+from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
+
+__all__ = ["AvroDeserializer", "AvroSerializer"]
