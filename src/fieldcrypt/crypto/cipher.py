@@ -26,6 +26,7 @@ from tink import aead, secret_key_access
 from tink.proto import aes_gcm_pb2, tink_pb2
 
 from fieldcrypt.crypto import wire as _wire
+from fieldcrypt.crypto.failures import fails_authentication
 from fieldcrypt.errors import format_key_id
 
 __all__ = [
@@ -125,8 +126,6 @@ def _kek_decrypt(kek: aead.Aead, encrypted: bytes, key_id: int, domain: str, per
 def _may_be_legacy(exc: BaseException) -> bool:
     """Whether a failed unwrap may be a key wrapped with the legacy context: only an authentication failure can be.
     A denied or unavailable KEK is not asked twice (one KMS call per attempt, as the retry budget promises)."""
-    from fieldcrypt.keys.kek import fails_authentication  # kek imports this module
-
     return fails_authentication(exc)
 
 
