@@ -41,7 +41,8 @@ from fieldcrypt.errors import (
 )
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
 from fieldcrypt.keys.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, create_key_store, open_store
+from fieldcrypt.keys.registry import create_key_store, open_store
+from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord
 from fieldcrypt.observe.stats import SerdeStats
 
 __version__ = "0.1.0"

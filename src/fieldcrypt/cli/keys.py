@@ -31,7 +31,8 @@ from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundEr
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation
-from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, create_key_store, redact_url
+from fieldcrypt.keys.registry import create_key_store
+from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, redact_url
 
 __all__ = ["keyring_of", "register"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from fieldcrypt.dev.broker import Broker, create_topic
 from fieldcrypt.dev.registry import RegistryServer
 from fieldcrypt.keys.kek import create_local_kek, open_kek
-from fieldcrypt.keys.store import create_key_store
+from fieldcrypt.keys.registry import create_key_store
 
 __all__ = [
     "ENV_BOOTSTRAP_SERVERS",

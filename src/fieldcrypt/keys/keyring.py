@@ -74,6 +74,7 @@ from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
+from fieldcrypt.keys.registry import open_store
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.store import (
     OPERATIONS,
@@ -85,7 +86,6 @@ from fieldcrypt.keys.store import (
     WrapLater,
     check_id,
     check_shred_target,
-    open_store,
     redact_url,
 )
 

@@ -24,7 +24,6 @@ import abc
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 
 from fieldcrypt.errors import ConfigurationError, format_key_id
 
@@ -37,9 +36,7 @@ __all__ = [
     "WrapLater",
     "check_id",
     "check_shred_target",
-    "create_key_store",
     "missing_store_error",
-    "open_store",
     "redact_url",
 ]
 
@@ -414,47 +411,3 @@ def missing_store_error(url: str, what: str) -> ConfigurationError:
         f"key store {redact_url(url)!r} {what}; create it explicitly with "
         f"`fieldcrypt keys init --store URL` or fieldcrypt.create_key_store(URL)"
     )
-
-
-def _scheme(url: object) -> str:
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"key store {redact_url(url) if isinstance(url, str) else type(url).__name__!r} is not a URL; "
-            "use sqlite:///PATH, postgresql://... or a plugin's scheme"
-        )
-    return url.split("://", 1)[0].lower()
-
-
-def open_store(url: str, *, create: bool = False) -> KeyStore:
-    """Open the key store a URL names. It must exist (see :func:`create_key_store`) unless ``create=True``, which
-    creates it, or upgrades its tables to this version's, and is what ``fieldcrypt keys init`` calls.
-
-    Raises ``ConfigurationError`` for an unknown scheme and for a store that does not exist."""
-    scheme = _scheme(url)
-    if scheme == "sqlite":
-        from fieldcrypt.keys.sqlite import SqliteKeyStore
-
-        return SqliteKeyStore(url, create=create)
-    if scheme in ("postgresql", "postgres"):
-        from fieldcrypt.keys.postgres import PostgresKeyStore
-
-        return PostgresKeyStore(url, create=create)
-    for ep in entry_points(group="fieldcrypt.keystore"):
-        if ep.name == scheme:
-            store = ep.load()(url)
-            if not isinstance(store, KeyStore):
-                raise ConfigurationError(f"key store plugin {scheme!r} did not return a KeyStore")
-            if create:
-                store.initialize()
-            return store
-    raise ConfigurationError(
-        f"no key store for scheme {scheme}://; known: sqlite://, postgresql://, and 'fieldcrypt.keystore' entry points"
-    )
-
-
-def create_key_store(url: str) -> str:
-    """Create the key store a URL names (a new SQLite file is mode 0600), or bring an existing one's tables up to
-    this version; returns the URL. Idempotent: an existing store keeps every key. The API twin of
-    ``fieldcrypt keys init --store URL``."""
-    open_store(url, create=True).close()
-    return url
