@@ -17,10 +17,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from fieldcrypt.core.engine import RecordState
+
+class RecordState(Protocol):
+    """What the counters read from one record's engine state (``fieldcrypt.core.engine.RecordState`` has it): its
+    value count, key lookups and misses, unreadable outcomes and the paths of plaintext values. Stated here, so
+    observability needs nothing from the engine that feeds it."""
+
+    count: int
+    lookups: int
+    misses: int
+    erased: int
+    denied: int
+    plain: list[str] | None
 
 __all__ = ["LATENCY_BUCKETS", "SerdeStats"]
 
