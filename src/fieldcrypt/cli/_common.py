@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fieldcrypt.errors import FieldcryptError
+from fieldcrypt.inspect.topic import NotFoundError, UnavailableError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -50,14 +50,6 @@ EXIT_FINDINGS = 7
 
 class UsageError(Exception):
     """A command line that cannot mean what was asked (exit 2); nothing was changed."""
-
-
-class NotFoundError(FieldcryptError):
-    """What a command was asked to read does not exist (a topic, a subject, a file): exit 5."""
-
-
-class UnavailableError(FieldcryptError):
-    """A broker or schema registry did not answer within the timeout: exit 4."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -43,9 +43,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from fieldcrypt.cli._common import NotFoundError, UnavailableError
-
-# the CLI's errors (exit 5 and 4), raised here so that library callers and the CLI see the same ones
 from fieldcrypt.core.schemas import HTTP_ERRORS as _HTTP_ERRORS
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
 
@@ -62,6 +59,16 @@ __all__ = [
     "registry_errors",
     "schema_id_of",
 ]
+
+
+# the CLI's errors (exit 5 and 4; fieldcrypt.cli._common maps them), raised here so that library callers and the CLI
+# see the same ones
+class NotFoundError(FieldcryptError):
+    """What a command was asked to read does not exist (a topic, a subject, a file): exit 5."""
+
+
+class UnavailableError(FieldcryptError):
+    """A broker or schema registry did not answer within the timeout: exit 4."""
 
 
 #: what verify and scan set on their consumer, whatever the properties say: no group membership, no commits
