@@ -37,6 +37,17 @@ ATTRIBUTES = [
 WRITE_ATTRIBUTES = ["_auto_register", "_normalize_schemas", "_known_subjects_lock", "_schema_name"]
 
 
+#: what fieldcrypt.core.confluent.configured reads, per confluent serde class (fields of Configured)
+_SERIALIZER = ["registry", "schema", "schema_name", "to_dict", "schema_id_serializer"]
+_DESERIALIZER = ["registry", "schema", "from_dict", "schema_id_deserializer"]
+CONFIGURED = {
+    "AvroSerializer": [*_SERIALIZER, "strict", "strict_allow_default", "parsed_schema"],
+    "AvroDeserializer": [*_DESERIALIZER, "reader_schema", "return_record_name"],
+    "JSONSerializer": [*_SERIALIZER, "validate", "json_encode"],
+    "JSONDeserializer": [*_DESERIALIZER, "validate", "json_decode"],
+}
+
+
 def _instances() -> list[object]:
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     return [
@@ -61,6 +72,116 @@ def test_private_methods_and_attributes_used_still_exist(serde: object) -> None:
         assert hasattr(serde, name), f"{type(serde).__name__}.{name} is gone"
 
 
+@pytest.mark.parametrize("serde", _instances(), ids=lambda s: type(s).__name__)
+def test_the_constructor_settings_read_still_exist(serde: object) -> None:
+    from fieldcrypt.core.confluent import CONFIGURED as ATTRS
+    from fieldcrypt.core.confluent import default_conf
+
+    for field in CONFIGURED[type(serde).__name__]:
+        assert hasattr(serde, ATTRS[field]), f"{type(serde).__name__}.{ATTRS[field]} is gone"
+    assert "auto.register.schemas" in default_conf(type(serde)) or "Deserializer" in type(serde).__name__
+    assert default_conf(type(serde))
+    if type(serde).__name__.startswith("JSON"):
+        assert callable(getattr(serde, "_get_validator", None)), f"{type(serde).__name__}._get_validator is gone"
+
+
+def test_registry_client_internals_used_still_exist() -> None:
+    from fieldcrypt.core.confluent import registry_transport_error, rest_client, wildcard_to_regexp
+
+    client = SchemaRegistryClient({"url": "http://localhost:1"})
+    assert rest_client(client) is not None and hasattr(rest_client(client), "base_urls")
+    assert issubclass(registry_transport_error(), Exception)
+    assert wildcard_to_regexp("**.ssn")
+
+
 def test_rule_helpers_used_still_exist() -> None:
     assert callable(common_avro.transform) and callable(common_avro.get_inline_tags)
     assert callable(common_json.transform) and common_json.DEFAULT_SPEC is not None
+
+
+# -- quarantine: only these modules touch confluent's private API ------------------------------------------------
+
+#: one module per format boundary (docs/compatibility.md): the shared serde base and rule execution, then each format
+QUARANTINE = frozenset({"fieldcrypt.core.confluent", "fieldcrypt.avro.confluent", "fieldcrypt.json_schema.confluent"})
+
+
+def _confluent_private_names() -> frozenset[str]:
+    """Every private attribute of confluent's serdes and registry clients, read from real instances and classes (so a
+    release that adds one is covered): what a fieldcrypt module outside the quarantine must not touch."""
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    objects: list[object] = [*_instances(), registry, SchemaRegistryClient({"url": "http://localhost:1"})]
+    objects += [type(o) for o in objects]
+    return frozenset(name for o in objects for name in dir(o) if name.startswith("_") and not name.startswith("__"))
+
+
+def _is_confluent_subclass(cls: object) -> bool:
+    return isinstance(cls, type) and any(c.__module__.startswith("confluent_kafka") for c in cls.__mro__[1:])
+
+
+def _private_uses(module_name: str, source: str, private: frozenset[str]) -> list[str]:
+    """Where a module touches confluent's private API: ``x._name`` (and ``getattr(x, "_name")``) for a private name
+    of confluent's, on anything but ``self`` of a fieldcrypt class that is not a confluent subclass (which has its own
+    attributes), and imports of confluent's private modules or underscore names."""
+    import ast
+    import importlib
+
+    tree = ast.parse(source)
+    found: list[str] = []
+
+    def confluent_self(classes: list[str]) -> bool:
+        obj: object = importlib.import_module(module_name)  # only modules with classes: never a __main__
+        for name in classes:
+            obj = getattr(obj, name, None)
+        return _is_confluent_subclass(obj)
+
+    def visit(node: ast.AST, classes: list[str]) -> None:
+        if isinstance(node, ast.ClassDef):
+            classes = [*classes, node.name]
+        names: list[tuple[ast.expr, str]] = []
+        if isinstance(node, ast.Attribute):
+            names.append((node.value, node.attr))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            names.append((node.args[0], node.args[1].value))
+        for target, name in names:
+            if name not in private:
+                continue
+            own = isinstance(target, ast.Name) and target.id in ("self", "cls") and not confluent_self(classes)
+            if not own:
+                found.append(f"{module_name}:{node.lineno}: .{name}")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for m in modules:
+                if m.startswith("confluent_kafka") and any(p.startswith("_") for p in m.split(".")):
+                    found.append(f"{module_name}:{node.lineno}: import {m}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("confluent_kafka"):
+                found.extend(f"{module_name}:{node.lineno}: import {a.name}" for a in node.names if a.name[:1] == "_")
+        for child in ast.iter_child_nodes(node):
+            visit(child, classes)
+
+    visit(tree, [])
+    return found
+
+
+def test_only_the_quarantine_modules_touch_confluents_private_api() -> None:
+    import pathlib
+
+    import fieldcrypt
+
+    root = pathlib.Path(fieldcrypt.__file__).parent
+    private = _confluent_private_names()
+    assert {"_registry", "_schema", "_execute_rules", "_get_parsed_schema", "_rest_client"} <= private
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name in QUARANTINE:
+            continue
+        found += _private_uses(name, path.read_text(encoding="utf-8"), private)
+    assert not found, "confluent's private API outside " + ", ".join(sorted(QUARANTINE)) + ":\n" + "\n".join(found)

@@ -22,20 +22,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka.schema_registry import (
-    Schema,
-    SchemaRegistryClient,
-    prefix_schema_id_serializer,
-)
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer as _ConfluentAvroDeserializer
 from confluent_kafka.schema_registry.avro import AvroSerializer as _ConfluentAvroSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
+from fieldcrypt.avro.confluent import ParsedSchemas, field_rules
 from fieldcrypt.avro.depth import check_depth, is_recursive
 from fieldcrypt.avro.policy import compile_avro, reader_nulls
-from fieldcrypt.core.confluent import migrate, read_rules_avro, write_rules_avro
+from fieldcrypt.core.confluent import (
+    configured,
+    default_conf,
+    is_latest_mode,
+    migrate,
+    read_rules,
+    subject_of,
+    write_rules,
+)
 from fieldcrypt.core.engine import Outcomes
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
 from fieldcrypt.core.lookalike import has_binary
@@ -55,13 +60,11 @@ from fieldcrypt.core.serde import (
     check_framing,
     check_keyring,
     decrypt_record,
-    is_latest_mode,
     key_domain,
     malformed,
     prefix_framed,
     refused,
     split_conf,
-    subject_of,
 )
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys.keyring import Keyring
@@ -90,15 +93,7 @@ def _untuple(value: Any) -> Any:
     return value
 
 
-class _ParsedSchemas:
-    """Parse a registered schema with confluent's reference resolution, ignoring metadata (see ``_registry``)."""
-
-    def __init__(self, serde: Any) -> None:
-        self._serde = serde
-
-    def __call__(self, schema: Schema) -> Any:
-        bare = Schema(schema.schema_str, schema.schema_type or _AVRO, schema.references or [])
-        return self._serde._get_parsed_schema(bare)
+_ParsedSchemas = ParsedSchemas  # (fieldcrypt.avro.confluent)
 
 
 class AvroSerializer(_ConfluentAvroSerializer):
@@ -116,58 +111,66 @@ class AvroSerializer(_ConfluentAvroSerializer):
         keyring: Keyring,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
-        valid = [*_ConfluentAvroSerializer._default_conf, *FIELDCRYPT_CONF, *WRITE_CONF]
+        valid = [*default_conf(_ConfluentAvroSerializer), *FIELDCRYPT_CONF, *WRITE_CONF]
         call_confluent_init(
             lambda: super(AvroSerializer, self).__init__(
                 schema_registry_client, schema_str, to_dict, confluent_conf, rule_conf, rule_registry
             ),
             valid,
         )
+        self._confluent = configured(self)  # what confluent's constructor set up, read on every record
         self._keyring = check_keyring(keyring)
         #: what this serializer has done: records, values encrypted, key lookups, errors (fieldcrypt.SerdeStats)
         self.stats = SerdeStats("serializer")
-        parse = _ParsedSchemas(self)
+        parse = ParsedSchemas(self)
         self._plans = PlanCache(schema_registry_client, parse, compile_avro, self._opts.rules)
         # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
-        local_plan = self._plans.compile(self._schema) if self._schema is not None else None
+        schema = self._confluent.schema
+        local_plan = self._plans.compile(schema) if schema is not None else None
         self._entries = WriteEntries(
-            self, self._plans, _AVRO, self._parsed_schema, local_plan, allow_tag_removal=self._opts.allow_tag_removal
+            self,
+            self._plans,
+            _AVRO,
+            self._confluent.parsed_schema,
+            local_plan,
+            allow_tag_removal=self._opts.allow_tag_removal,
         )
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
-        self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
+        c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
-            subject = cached_subject(self, self._subjects, ctx, self._schema_name)
+            subject = cached_subject(self, self._subjects, ctx, c.schema_name)
             if subject is None:
                 raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
             assert ctx is not None  # a subject implies a context
             cached, prefix, schema_id = self._entries.get(subject)
-            value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+            value = c.to_dict(obj, ctx) if c.to_dict is not None else obj
             if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
-                value = write_rules_avro(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
+                value = write_rules(self, ctx, subject, cached.source, value, field_rules)  # WRITE rules: plaintext
             domain = self._opts.domain or subject
             self._policy(cached, domain, subject)
             encrypted, state = cached.runner.encrypt_counted(
                 value, self._keyring, subject, domain, self.stats, self._opts.format_version
             )
             fo = io.BytesIO()
-            if self._prefix_framing:
+            if c.prefix_framing:
                 fo.write(prefix)
             if _is_bytes_schema(cached.parsed):
                 fo.write(encrypted if isinstance(encrypted, bytes) else str(encrypted).encode())
             else:
                 schemaless_writer(
-                    fo, cached.parsed, encrypted, strict=self._strict, strict_allow_default=self._strict_allow_default
+                    fo, cached.parsed, encrypted, strict=c.strict, strict_allow_default=c.strict_allow_default
                 )
-            if self._prefix_framing:
+            if c.prefix_framing:
                 out = fo.getvalue()
             else:
-                out = self._schema_id_serializer(fo.getvalue(), ctx, schema_id)
+                assert c.schema_id_serializer is not None
+                out = c.schema_id_serializer(fo.getvalue(), ctx, schema_id)
         except Exception as exc:
             refused(self.stats, exc)
             raise
@@ -192,7 +195,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
     ) -> None:
         conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
-        valid = [*_ConfluentAvroDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
+        valid = [*default_conf(_ConfluentAvroDeserializer), *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
             lambda: super(AvroDeserializer, self).__init__(
                 schema_registry_client,
@@ -205,8 +208,9 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             ),
             valid,
         )
+        self._confluent = configured(self)  # what confluent's constructor set up, read on every record
         self._keyring = check_keyring(keyring)
-        self._plans = PlanCache(schema_registry_client, _ParsedSchemas(self), compile_avro, self._opts.rules)
+        self._plans = PlanCache(schema_registry_client, ParsedSchemas(self), compile_avro, self._opts.rules)
         #: (writer schema id, reader schema id or "local") -> the outcomes with the reader's nullability
         self._reader_outcomes: dict[tuple[int | str, int | str], Outcomes] = {}
         self._subjects: dict[
@@ -232,7 +236,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             else:
                 sid = SchemaId(_AVRO)
                 try:
-                    raw = self._schema_id_deserializer(data, ctx, sid)
+                    raw = self._confluent.schema_id_deserializer(data, ctx, sid)  # type: ignore[misc]
                 except Exception as exc:
                     raise malformed(exc, subject) from exc
                 payload = raw if isinstance(raw, io.BytesIO) else io.BytesIO(raw)
@@ -252,7 +256,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 if not cached.runner.plan.is_empty:  # a tagged top-level bytes value: decrypted, or refused
                     self._policy(cached, self._opts.domain or subject, subject)
                     domain = key_domain(self._opts.domain, subject)
-                    out, state = decrypt_record(self, cached, out, subject, domain, ctx, writer)
+                    out, state = decrypt_record(self, cached, out, subject, domain, ctx, writer, field_rules)
             else:
                 plan = cached.runner.plan
                 start = payload.tell()  # where the record's bytes begin (decoded again only to judge a lookalike)
@@ -273,7 +277,9 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 else:
                     domain = key_domain(self._opts.domain, subject)
                     outcomes = self._outcomes_for(cached, subject, latest)
-                    record, state = decrypt_record(self, cached, record, subject, domain, ctx, writer, outcomes)
+                    record, state = decrypt_record(
+                        self, cached, record, subject, domain, ctx, writer, field_rules, outcomes
+                    )
                     found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
                 if found is not None:  # rare: judged against the record as it arrived
                     untagged = review_lookalikes(
@@ -348,9 +354,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
                 record = _untuple(record)
             record, migrated = migrate(self, ctx, subject, cached.source, latest, record)
             if migrated:  # as confluent: the migration rules produce the reader's shape, no resolution follows
-                return self._read_rules(ctx, subject, latest.schema, _ParsedSchemas(self)(latest.schema), record)
+                return self._read_rules(ctx, subject, latest.schema, ParsedSchemas(self)(latest.schema), record)
+        c = self._confluent
         reader = self._reader_for(subject, cached.schema_id, latest)
-        if reader is not None or self._return_record_name:
+        if reader is not None or c.return_record_name:
             try:
                 record = self._project(record, writer, reader if reader is not None else writer)
             except Exception as exc:
@@ -360,8 +367,8 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         reader_raw: Schema | None
         if latest is not None:
             reader_raw, reader_parsed = latest.schema, reader if reader is not None else writer
-        elif self._reader_schema is not None:
-            reader_raw, reader_parsed = self._schema, self._reader_schema
+        elif c.reader_schema is not None:
+            reader_raw, reader_parsed = c.schema, c.reader_schema
         else:
             reader_raw, reader_parsed = cached.source, writer
         return self._read_rules(ctx, subject, reader_raw, reader_parsed, record)
@@ -371,9 +378,10 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
     ) -> Any:
         """READ domain rules on the decrypted record (plaintext), then from_dict, as confluent orders them."""
         if ctx is not None and subject is not None:
-            record = read_rules_avro(self, ctx, subject, raw, parsed, record)
-        if self._from_dict is not None:
-            return self._from_dict(record, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
+            record = read_rules(self, ctx, subject, raw, parsed, record, field_rules)
+        from_dict = self._confluent.from_dict
+        if from_dict is not None:
+            return from_dict(record, ctx)  # confluent passes ctx as it came
         return record
 
     def _reader_for(self, subject: str | None, writer_id: int | str, latest: Any) -> Any:
@@ -383,12 +391,12 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             if latest is not None:
                 if latest.schema_id == writer_id:
                     return None
-                return _ParsedSchemas(self)(latest.schema)
-        return self._reader_schema
+                return ParsedSchemas(self)(latest.schema)
+        return self._confluent.reader_schema
 
     def _project(self, record: Any, writer: Any, reader: Any) -> Any:
         """Apply Avro schema resolution (reader schema, record names) to a decrypted record."""
         buf = io.BytesIO()
         schemaless_writer(buf, writer, record)
         buf.seek(0)
-        return schemaless_reader(buf, writer, reader, self._return_record_name)
+        return schemaless_reader(buf, writer, reader, self._confluent.return_record_name)

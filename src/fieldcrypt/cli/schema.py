@@ -267,8 +267,9 @@ class _Registry:
         self.client = registry_client(args.settings.registry_conf(), args.timeout)
 
     def call(self, what: str, fn: Any, *params: Any) -> Any:
-        from confluent_kafka.schema_registry.common._httpx_compat import httpx
         from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        from fieldcrypt.core.confluent import registry_transport_error
 
         try:
             return fn(*params)
@@ -283,7 +284,7 @@ class _Registry:
             if status >= 500 or status < 0:
                 raise UnavailableError(f"{what}: the schema registry failed (HTTP {status})") from None
             raise FieldcryptError(f"{what}: the schema registry answered HTTP {status}: {exc.error_message}") from None
-        except (httpx.TransportError, OSError) as exc:
+        except (registry_transport_error(), OSError) as exc:
             raise UnavailableError(f"{what}: the schema registry did not answer ({type(exc).__name__})") from None
         except MALFORMED_ANSWER as exc:
             raise not_a_registry(what, exc) from None

@@ -1,8 +1,23 @@
-"""confluent's data-contract rules (``ruleSet``), executed through confluent's own rule machinery.
+"""The quarantine of confluent-kafka's private serde API, shared by every format (docs/compatibility.md).
+
+Only this module and each format's ``confluent.py`` (``fieldcrypt.avro.confluent``,
+``fieldcrypt.json_schema.confluent``) touch confluent's private attributes, methods and modules;
+``tests/test_confluent_private_api.py`` checks that, and that every private name used here still exists, so an
+upgrade that moves one fails loudly. What is here:
+
+* **the serde base**: what confluent's constructor set up (:func:`configured`: a frozen :class:`Configured` read once,
+  so the serde classes' hot path reads plain attributes), the subject name strategy (:func:`subject_of`), the schema
+  a serializer writes with (:func:`writer_schema`, :func:`is_latest_mode`, :func:`auto_registers`), the registry
+  lookups a deserializer makes (:func:`get_writer_schema`, :func:`get_reader_schema`), the conf keys confluent
+  accepts (:func:`default_conf`), and the registry client's REST client and HTTP library (:func:`rest_client`,
+  :func:`registry_transport_error`, :func:`wildcard_to_regexp`);
+* **confluent's data-contract rules** (``ruleSet``), executed through confluent's own rule machinery.
 
 fieldcrypt's serdes run the rules of the schema written or read exactly where confluent's classes run them, by
 calling confluent's ``_execute_rules`` / ``_get_migrations`` / ``_execute_migrations`` with confluent's own field
-transformers (``common.avro.transform``, ``common.json_schema.transform``) and the serde's rule registry:
+transformers (``common.avro.transform``, ``common.json_schema.transform``: each format's ``confluent.py`` hands its
+own to :func:`write_rules`, :func:`read_rules` and :func:`csfle_read` as a :data:`FieldRules`) and the serde's rule
+registry:
 
     write:  to_dict -> WRITE domain rules (CEL, CEL_FIELD, JSONata...) -> fieldcrypt encrypts -> encode
     read:   decode -> fieldcrypt decrypts -> migration rules (UPGRADE/DOWNGRADE) -> READ domain rules -> from_dict
@@ -19,8 +34,8 @@ names: the JSON transformer picks ``oneOf``/``anyOf`` branches and ``type``-list
 ``validate`` (a schema's ``pattern`` searched in a value), and ``RuleContext.get_tags`` matches ``metadata.tags``
 wildcards against each field's full name. So a hostile schema with a rule could stall a consumer. fieldcrypt runs
 both on RE2 with the same answers: the JSON transformer is confluent's own code re-bound to a bounded ``validate``
-(:func:`fieldcrypt.json_schema.validation.bounded_transform`), and every rule context the field transformers below are
-handed matches its wildcards with :func:`fieldcrypt.core.regex.wildcard_match` (:func:`_bounded_tags`).
+(:func:`fieldcrypt.json_schema.validation.bounded_transform`), and every rule context the formats' field transformers
+are handed matches its wildcards with :func:`fieldcrypt.core.regex.wildcard_match` (:func:`bounded_tags`).
 
 The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.
 """
@@ -29,31 +44,184 @@ from __future__ import annotations
 
 import copy
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import attrs
-from confluent_kafka.schema_registry import RegisteredSchema, Schema
-from confluent_kafka.schema_registry.common import avro as _avro
-from confluent_kafka.schema_registry.common import json_schema as _json
+from confluent_kafka.schema_registry import RegisteredSchema, Schema, prefix_schema_id_serializer
 from confluent_kafka.schema_registry.common import serde as _serde
 from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
 from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import SerializationContext
-from fastavro.schema import expand_schema
-from referencing import Resource
 
 from fieldcrypt.core import regex as _regex
 
 __all__ = [
+    "CONFIGURED",
+    "Configured",
+    "FieldRules",
+    "auto_registers",
+    "bounded_tags",
+    "configured",
     "csfle_read",
+    "default_conf",
+    "get_reader_schema",
+    "get_writer_schema",
     "has_encrypt_rules",
     "has_migrations",
+    "is_latest_mode",
     "migrate",
-    "read_rules_avro",
-    "read_rules_json",
-    "write_rules_avro",
-    "write_rules_json",
+    "read_rules",
+    "registry_transport_error",
+    "rest_client",
+    "subject_of",
+    "wildcard_to_regexp",
+    "write_rules",
+    "writer_schema",
 ]
+
+# -- the serde base: what confluent's constructors set up -----------------------------------------------------------
+
+#: the private attributes of confluent's serdes :func:`configured` reads, by the field of :class:`Configured` they fill
+#: (a serde class has the ones of its role and format; the upgrade test checks each class has its own)
+CONFIGURED: dict[str, str] = {
+    "registry": "_registry",
+    "schema": "_schema",
+    "schema_name": "_schema_name",
+    "to_dict": "_to_dict",
+    "from_dict": "_from_dict",
+    "schema_id_serializer": "_schema_id_serializer",
+    "schema_id_deserializer": "_schema_id_deserializer",
+    "strict": "_strict",
+    "strict_allow_default": "_strict_allow_default",
+    "parsed_schema": "_parsed_schema",
+    "reader_schema": "_reader_schema",
+    "return_record_name": "_return_record_name",
+    "validate": "_validate",
+    "json_encode": "_json_encode",
+    "json_decode": "_json_decode",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """What confluent's serde constructor set up from its arguments and conf, read once right after it ran
+    (:func:`configured`): the fieldcrypt serde classes read these on every record instead of confluent's private
+    attributes. A field the serde's role or format does not have is None (False for the flags)."""
+
+    registry: Any
+    schema: Schema | None
+    schema_name: str | None
+    to_dict: Callable[..., Any] | None
+    from_dict: Callable[..., Any] | None
+    schema_id_serializer: Callable[..., Any] | None
+    schema_id_deserializer: Callable[..., Any] | None
+    strict: bool
+    strict_allow_default: bool
+    parsed_schema: Any  # Avro: confluent's parsed schema_str
+    reader_schema: Any  # Avro deserializer: the parsed reader schema (schema_str), or None
+    return_record_name: bool
+    validate: bool  # JSON: validate documents
+    json_encode: Callable[..., Any] | None
+    json_decode: Callable[..., Any] | None
+    prefix_framing: bool  # the serializer writes the 5-byte prefix (confluent's default schema id serializer)
+
+
+def configured(serde: Any) -> Configured:
+    """:class:`Configured` from a serde whose confluent constructor has run."""
+    values: dict[str, Any] = {
+        field: getattr(serde, attr, None) for field, attr in CONFIGURED.items()
+    }  # (confluent's are slots)
+    for flag in ("strict", "strict_allow_default", "return_record_name", "validate"):
+        values[flag] = bool(values[flag])
+    return Configured(**values, prefix_framing=values["schema_id_serializer"] is prefix_schema_id_serializer)
+
+
+def default_conf(cls: type) -> list[str]:
+    """The conf keys a confluent serde class accepts."""
+    return list(cls._default_conf)  # type: ignore[attr-defined]
+
+
+def subject_of(serde: Any, ctx: SerializationContext | None, record_name: str | None) -> str | None:
+    """The registry subject, through confluent's configured subject name strategy."""
+    if ctx is None:
+        return None
+    if serde._strategy_accepts_client:
+        return serde._subject_name_func(ctx, record_name, serde._registry, serde._subject_name_conf)  # type: ignore[no-any-return]
+    return serde._subject_name_func(ctx, record_name)  # type: ignore[no-any-return]
+
+
+def writer_schema(serde: Any, subject: str) -> Any:
+    """What confluent's serializer would write with for ``subject``: the registered schema (``RegisteredSchema``)
+    from use.schema.id / use.latest.version / use.latest.with.metadata, else the serializer's own schema,
+    registered (auto.register.schemas) or looked up."""
+    from fieldcrypt.errors import ConfigurationError
+
+    latest = serde._get_reader_schema(subject)
+    if latest is not None:
+        return latest
+    if serde._schema is None:
+        raise ConfigurationError("no schema to write with: pass schema_str, or set use.latest.version", subject=subject)
+    with serde._known_subjects_lock:
+        if serde._auto_register:
+            return serde._registry.register_schema_full_response(
+                subject, serde._schema, normalize_schemas=serde._normalize_schemas
+            )
+        return serde._registry.lookup_schema(subject, serde._schema, normalize_schemas=serde._normalize_schemas)
+
+
+def is_latest_mode(serde: Any) -> bool:
+    """True when the schema to write with can change between calls (so it is not cached per subject)."""
+    return bool(
+        serde._use_latest_version or serde._use_latest_with_metadata is not None or serde._use_schema_id is not None
+    )
+
+
+def auto_registers(serde: Any) -> bool:
+    """Whether the serializer registers its schema (``auto.register.schemas``)."""
+    return bool(serde._auto_register)
+
+
+def get_writer_schema(serde: Any, sid: Any, subject: str | None) -> Any:
+    """The schema a record names in a header (schema id or GUID: confluent's ``SchemaId``), as confluent's
+    deserializer looks it up (through its client's cache)."""
+    return serde._get_writer_schema(sid, subject)
+
+
+def get_reader_schema(serde: Any, subject: str) -> Any:
+    """The reader schema use.latest.version / use.latest.with.metadata / use.schema.id name (None without them)."""
+    return serde._get_reader_schema(subject)
+
+
+def rest_client(registry: Any) -> Any:
+    """The REST client of confluent's registry client (its ``base_urls``, direct uncached ``get``), or None for a
+    client without one."""
+    return getattr(registry, "_rest_client", None)
+
+
+def registry_transport_error() -> type[BaseException]:
+    """The transport error base class of the HTTP library confluent's registry client uses."""
+    from confluent_kafka.schema_registry.common._httpx_compat import httpx
+
+    return httpx.TransportError
+
+
+def wildcard_to_regexp(pattern: str) -> str:
+    """confluent's translation of a ``metadata.tags`` path wildcard to a regular expression (``.`` separated)."""
+    from confluent_kafka.schema_registry.wildcard_matcher import _wildcard_to_regexp
+
+    return _wildcard_to_regexp(pattern, ".")
+
+
+# -- data-contract rules --------------------------------------------------------------------------------------------
+
+#: confluent's field transformer for one rule: ``(rule_ctx, field_transform, message) -> message``
+Transformer = Callable[[Any, Any, Any], Any]
+#: a format's rule fields: ``(serde, schema, parsed or None) -> (transformer, inline tags)``, the transformer
+#: confluent's own for the format, calling :func:`bounded_tags` on every rule context first
+#: (``fieldcrypt.avro.confluent``, ``fieldcrypt.json_schema.confluent``)
+FieldRules = Callable[[Any, Schema, Any], tuple[Transformer, Any]]
 
 #: rule types fieldcrypt's own encryption replaces
 _REPLACED = frozenset({"ENCRYPT", "ENCRYPT_PAYLOAD"})
@@ -98,15 +266,18 @@ class _BoundedRuleContext(_serde.RuleContext):
     get_tags = _rebound_get_tags()
 
 
-def _bounded_tags(rule_ctx: Any) -> Any:
+def bounded_tags(rule_ctx: Any) -> Any:
     """``rule_ctx`` (the ``RuleContext`` confluent made for one rule, before its transformer enters any field) as a
-    :class:`_BoundedRuleContext` (it has ``__slots__``: the class is swapped, nothing else changes). Every field
-    transformer below calls this first, also for the context confluent's DLQ action makes to redact a record."""
+    :class:`_BoundedRuleContext` (it has ``__slots__``: the class is swapped, nothing else changes). Every format's
+    field transformer calls this first, also for the context confluent's DLQ action makes to redact a record."""
     if type(rule_ctx) is _serde.RuleContext:
         rule_ctx.__class__ = _BoundedRuleContext
     elif not isinstance(rule_ctx, _BoundedRuleContext):  # a confluent release that makes another kind: look first
         raise RuntimeError(f"cannot bound the wildcard matching of a {type(rule_ctx).__qualname__}")
     return rule_ctx
+
+
+_bounded_tags = bounded_tags  # the name tests know
 
 
 def _encrypt_rules_only(schema: Schema) -> Schema:
@@ -141,89 +312,51 @@ def _without_replay_headers(ctx: SerializationContext) -> SerializationContext:
 
 
 def csfle_read(
-    serde: Any, ctx: SerializationContext, subject: str, writer_raw: Schema, parsed: Any, record: Any
+    serde: Any,
+    ctx: SerializationContext,
+    subject: str,
+    writer_raw: Schema,
+    parsed: Any,
+    record: Any,
+    field_rules: FieldRules,
 ) -> Any:
     """Decrypt a record Confluent CSFLE wrote (migration from CSFLE): the writer schema's ENCRYPT rules only, through
     confluent's FieldEncryptionExecutor (registered by the application, with its DEK registry and ``rule_conf``).
-    ``parsed`` is the writer schema as this serde parses it (fastavro dict, or None for JSON)."""
+    ``parsed`` is the writer schema as this serde parses it (fastavro dict, or None for JSON); ``field_rules``: the
+    format's (:data:`FieldRules`)."""
     target = _encrypt_rules_only(writer_raw)
     ctx = _without_replay_headers(ctx)
-    if parsed is not None:
-        expanded = expand_schema(parsed)
-
-        def avro_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-            return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
-
-        inline = _avro.get_inline_tags(parsed)
-        return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, inline, avro_transformer)
-    transformer = _json_transformer(serde, writer_raw)
-    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, None, transformer)
+    transformer, inline = field_rules(serde, writer_raw, parsed)
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, record, inline, transformer)
 
 
-def write_rules_avro(serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any) -> Any:
-    target = _domain_rules(written)
-    if target is None or written is None:
-        return value
-    parsed = serde._get_parsed_schema(written)
-    expanded = expand_schema(parsed)
-
-    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
-
-    return serde._execute_rules(
-        ctx,
-        subject,
-        RuleMode.WRITE,
-        None,
-        target,
-        copy.deepcopy(value),
-        _avro.get_inline_tags(parsed),
-        field_transformer,
-    )
-
-
-def read_rules_avro(
-    serde: Any, ctx: SerializationContext, subject: str, reader_raw: Schema | None, reader: Any, value: Any
+def write_rules(
+    serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any, field_rules: FieldRules
 ) -> Any:
-    target = _domain_rules(reader_raw)
-    if target is None:
-        return value
-    expanded = expand_schema(reader)
-
-    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return _avro.transform(_bounded_tags(rule_ctx), expanded, msg, field_transform)
-
-    inline = _avro.get_inline_tags(reader) if reader is not None else None
-    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, field_transformer)
-
-
-def _json_transformer(serde: Any, schema: Schema) -> Any:
-    from fieldcrypt.json_schema.validation import bounded_transform
-
-    transform = bounded_transform()  # confluent's, its branch choices validated on RE2
-    parsed, ref_registry = serde._get_parsed_schema(schema)
-    resolver = ref_registry.resolver_with_root(Resource.from_contents(parsed, default_specification=_json.DEFAULT_SPEC))
-
-    def field_transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-        return transform(_bounded_tags(rule_ctx), parsed, ref_registry, resolver, "$", msg, field_transform)
-
-    return field_transformer
-
-
-def write_rules_json(serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any) -> Any:
+    """The WRITE domain rules of the schema written, on a deep copy of the plaintext record."""
     target = _domain_rules(written)
     if target is None or written is None:
         return value
-    transformer = _json_transformer(serde, written)
-    return serde._execute_rules(ctx, subject, RuleMode.WRITE, None, target, copy.deepcopy(value), None, transformer)
+    transformer, inline = field_rules(serde, written, None)
+    return serde._execute_rules(ctx, subject, RuleMode.WRITE, None, target, copy.deepcopy(value), inline, transformer)
 
 
-def read_rules_json(serde: Any, ctx: SerializationContext, subject: str, reader_raw: Schema | None, value: Any) -> Any:
+def read_rules(
+    serde: Any,
+    ctx: SerializationContext,
+    subject: str,
+    reader_raw: Schema | None,
+    parsed: Any,
+    value: Any,
+    field_rules: FieldRules,
+) -> Any:
+    """The READ domain rules of the reader schema (``parsed``: as this serde parsed it, None when it did not) on the
+    decrypted record."""
     target = _domain_rules(reader_raw)
     if target is None or reader_raw is None:
         return value
-    transformer = _json_transformer(serde, reader_raw)
-    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, None, transformer)
+    transformer, inline = field_rules(serde, reader_raw, parsed)
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, transformer)
 
 
 def migrate(

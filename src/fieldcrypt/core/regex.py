@@ -131,18 +131,18 @@ def bounded(pattern: str, whole: bool = False) -> Bounded:
 def wildcard(pattern: str) -> Bounded:
     """A ``metadata.tags`` path wildcard (``**.ssn``, ``Order.*``) compiled as confluent's ``wildcard_match`` reads
     it: confluent's own translation to a regex, matched whole. Raises as :func:`bounded` does."""
-    from confluent_kafka.schema_registry.wildcard_matcher import _wildcard_to_regexp
+    from fieldcrypt.core.confluent import wildcard_to_regexp
 
-    return bounded(_wildcard_to_regexp(pattern, "."), whole=True)
+    return bounded(wildcard_to_regexp(pattern), whole=True)
 
 
 def wildcard_stars(pattern: str) -> int:
     """How many unbounded repetitions (a ``*`` or ``**`` of the wildcard) confluent's translation of ``pattern``
     holds: with k of them, confluent's own ``wildcard_match`` (Python's ``re``) may take time of the order of
     n**k in a field name of n characters that fails to match. Raises ``re.error`` for a translation Python refuses."""
-    from confluent_kafka.schema_registry.wildcard_matcher import _wildcard_to_regexp
+    from fieldcrypt.core.confluent import wildcard_to_regexp
 
-    count, stack = 0, [_parser.parse(_wildcard_to_regexp(pattern, "."))]
+    count, stack = 0, [_parser.parse(wildcard_to_regexp(pattern))]
     while stack:
         for op, av in stack.pop():
             name = op.name

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from confluent_kafka.schema_registry.error import OAuthTokenError, SchemaRegistryError
 from confluent_kafka.serialization import SerializationError
 
+from fieldcrypt.core.confluent import get_reader_schema, get_writer_schema
 from fieldcrypt.errors import (
     ConfigurationError,
     FieldcryptError,
@@ -174,14 +175,14 @@ def writer_schema_of(serde: Any, sid: Any, subject: str | None) -> Any:
     if sid.id is not None:
         _check_id(sid.id, subject)
     what = f"schema id {sid.id}" if sid.id is not None else f"schema GUID {sid.guid}"
-    return ask(lambda: serde._get_writer_schema(sid, subject), what, subject, role="writer")
+    return ask(lambda: get_writer_schema(serde, sid, subject), what, subject, role="writer")
 
 
 def reader_schema(serde: Any, subject: str) -> Any:
     """use.latest.version / use.latest.with.metadata / use.schema.id: the reader schema the consumer's settings
     name, through confluent's ``_get_reader_schema`` (None without those settings)."""
     return ask(
-        lambda: serde._get_reader_schema(subject), f"the reader schema of subject {subject!r}", subject, role="reader"
+        lambda: get_reader_schema(serde, subject), f"the reader schema of subject {subject!r}", subject, role="reader"
     )
 
 

@@ -18,10 +18,21 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext, SerializationError
 
-from fieldcrypt.core.confluent import csfle_read, has_encrypt_rules
+from fieldcrypt.core.confluent import (
+    FieldRules,
+    auto_registers,
+    configured,
+    csfle_read,
+    has_encrypt_rules,
+    is_latest_mode,
+    rest_client,
+    subject_of,
+    writer_schema,
+)
 from fieldcrypt.core.engine import STRICT, Outcomes, PlanRunner, RecordState
 from fieldcrypt.core.lookalike import fieldcrypts, value_of
 from fieldcrypt.core.plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
+from fieldcrypt.core.recorder import Recorder, neutral
 from fieldcrypt.core.schemas import registry_failure, writer_schema_by_id
 from fieldcrypt.crypto.wire import FORMAT_VERSIONS, LATEST_VERSION
 from fieldcrypt.errors import (
@@ -170,15 +181,6 @@ def check_keyring(keyring: object) -> Keyring:
     if not isinstance(keyring, Keyring):
         raise ConfigurationError("keyring= must be a fieldcrypt.Keyring (where keys live and what wraps them)")
     return keyring
-
-
-def subject_of(serde: Any, ctx: SerializationContext | None, record_name: str | None) -> str | None:
-    """The registry subject, through confluent's configured subject name strategy."""
-    if ctx is None:
-        return None
-    if serde._strategy_accepts_client:
-        return serde._subject_name_func(ctx, record_name, serde._registry, serde._subject_name_conf)  # type: ignore[no-any-return]
-    return serde._subject_name_func(ctx, record_name)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -390,30 +392,6 @@ def cached_subject(
     return subject
 
 
-def writer_schema(serde: Any, subject: str) -> Any:
-    """What confluent's serializer would write with for ``subject``: the registered schema (``RegisteredSchema``)
-    from use.schema.id / use.latest.version / use.latest.with.metadata, else the serializer's own schema,
-    registered (auto.register.schemas) or looked up."""
-    latest = serde._get_reader_schema(subject)
-    if latest is not None:
-        return latest
-    if serde._schema is None:
-        raise ConfigurationError("no schema to write with: pass schema_str, or set use.latest.version", subject=subject)
-    with serde._known_subjects_lock:
-        if serde._auto_register:
-            return serde._registry.register_schema_full_response(
-                subject, serde._schema, normalize_schemas=serde._normalize_schemas
-            )
-        return serde._registry.lookup_schema(subject, serde._schema, normalize_schemas=serde._normalize_schemas)
-
-
-def is_latest_mode(serde: Any) -> bool:
-    """True when the schema to write with can change between calls (so it is not cached per subject)."""
-    return bool(
-        serde._use_latest_version or serde._use_latest_with_metadata is not None or serde._use_schema_id is not None
-    )
-
-
 WriteEntry = tuple[CachedPlan, bytes, SchemaId]
 
 #: error codes of a 404 answer to "the latest version of this subject" that mean it has none: subject not found
@@ -442,8 +420,11 @@ class WriteEntries:
         local_parsed: Any = None,
         local_plan: FieldPlan | None = None,
         allow_tag_removal: bool = False,
+        undeclared: Callable[[str, Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self._serde = serde
+        self._configured = configured(serde)  # the registry client and local schema confluent's constructor set up
+        self._undeclared = undeclared  # the format's: whether a parent value path takes values it does not declare
         self._plans = plans
         self._local_plan = local_plan
         self._allow_removal = allow_tag_removal
@@ -464,7 +445,7 @@ class WriteEntries:
     def _resolve(self, subject: str) -> WriteEntry:
         record: tuple[str, list[str]] | None = None  # the key store's record: its name and what it held
         deferred: set[str] = set()  # paths only the latest version's metadata.tags could keep (see _check_local)
-        registering = not self.latest_mode and self._serde._auto_register and self._local_plan is not None
+        registering = not self.latest_mode and auto_registers(self._serde) and self._local_plan is not None
         if registering:  # checked before the registration: a refused schema is not registered
             assert self._local_plan is not None
             record, deferred = self._check_local(subject, self._local_plan)
@@ -479,7 +460,7 @@ class WriteEntries:
             raise self._refused[key].with_context(subject=subject)
         schema = registered.schema
         if (schema is None or schema.schema_str is None) and not self.latest_mode:
-            schema = self._serde._schema  # a registry answering the registration with the id only: what was sent
+            schema = self._configured.schema  # a registry answering the registration with the id only: what was sent
             if registering and deferred:  # whether it inherited the latest version's metadata.tags: read it back
                 schema = self._read_back(subject, registered.schema_id, schema)
         if not registering and not self.latest_mode:
@@ -517,7 +498,7 @@ class WriteEntries:
         record, which can only refuse too much), and the record's name up to 0.x, by the registry URLs as this
         client spells them, still read so that what was recorded under it is not lost."""
         where = json.dumps(["encrypted-fields", subject])
-        urls = getattr(getattr(self._serde._registry, "_rest_client", None), "base_urls", None) or []
+        urls = getattr(rest_client(self._configured.registry), "base_urls", None) or []
         legacy = json.dumps(["encrypted-fields", sorted(map(str, urls)), subject])
         return tuple(  # type: ignore[return-value]
             "encrypted-fields:" + hashlib.sha256(w.encode("utf-8")).hexdigest() for w in (where, legacy)
@@ -553,7 +534,7 @@ class WriteEntries:
         name, before = self._read_record(subject)
         if self._allow_removal:
             return (name, before), set()
-        writes = self._writes(self._serde._schema)
+        writes = self._writes(self._configured.schema)
         mine = encrypted_paths(local)
         lost_before = {p for p in set(before) - mine if writes(p)}
         by_version: dict[str, tuple[int | None, int | None]] = {}  # a lost path -> the newest version encrypting it
@@ -630,8 +611,8 @@ class WriteEntries:
             known = value_paths(self._plans, schema)
             if len(self._written) < 10_000:
                 self._written[schema_fingerprint(schema)] = known
-        values, is_json = known, self._type == "JSON"
-        return lambda path: writes_path(path, values, is_json)
+        values, undeclared = known, self._undeclared
+        return lambda path: writes_path(path, values, undeclared)
 
     def _registered(
         self, subject: str, key: tuple[str, int | None], verb: str, skip: int | None = None
@@ -659,7 +640,7 @@ class WriteEntries:
         """The subject's version numbers, newest first, each with whether it is soft-deleted (listed only with
         ``deleted=True``; a client that keeps no deleted versions, as confluent's ``mock://`` one, lists the live
         ones again)."""
-        registry = self._serde._registry
+        registry = self._configured.registry
         try:
             live = {int(v) for v in registry.get_versions(subject)}
         except SchemaRegistryError as exc:
@@ -710,8 +691,8 @@ class WriteEntries:
         ``metadata``, so with confluent's own client the registry is asked directly, uncached (the caller keeps
         the answer); another client class (the mock registry, one with its own ``get_version``) is asked through
         ``get_version`` / ``get_schema``. ``deleted``: a soft-deleted version (asked with ``deleted=true``)."""
-        registry = self._serde._registry
-        rest: Any = getattr(registry, "_rest_client", None)
+        registry = self._configured.registry
+        rest: Any = rest_client(registry)
         direct = rest is not None and type(registry).get_version is SchemaRegistryClient.get_version
         try:
             if version is None:
@@ -796,7 +777,7 @@ class WriteEntries:
         """What the local schema encrypts in a registry that inherits the latest version's ``metadata`` into a
         version registered without any. Nothing when the local schema has metadata of its own, or when those tags
         do not fit it (then no registry could keep them)."""
-        local = self._serde._schema
+        local = self._configured.schema
         tags = metadata.tags.tags if metadata is not None and metadata.tags is not None else None
         if not tags or local is None or local.metadata is not None:
             return set()
@@ -860,8 +841,8 @@ def _version_sources(by_version: Mapping[str, tuple[int | None, int | None]]) ->
 
 @dataclass(frozen=True)
 class _Recording(TagRules):
-    """Tag rules whose collector is a given lint recorder (``value_paths``): no tag is decisive, every value
-    position is visited."""
+    """Tag rules whose collector is a given recorder (``value_paths``): no tag is decisive, every value position is
+    visited."""
 
     def collector(self) -> Any:
         return self.__dict__["_visit"]
@@ -870,15 +851,13 @@ class _Recording(TagRules):
 def value_paths(plans: PlanCache, schema: Schema) -> dict[str, Any]:
     """Every value path a schema can write (tagged or not), spelled as plan paths are, each with the schema objects
     it was visited with (a JSON object's, to tell whether it takes properties it does not declare): the policy
-    compiler's walk under rules that decide nothing (schema lint's recorder). Empty when it cannot be walked (then
-    ``writes_path`` counts every path as written: refuse rather than guess)."""
-    from fieldcrypt.inspect.lint import _neutral, _Visit
-
+    compiler's walk under rules that decide nothing (``fieldcrypt.core.recorder``, schema lint's too). Empty when it
+    cannot be walked (then ``writes_path`` counts every path as written: refuse rather than guess)."""
     tags = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else None
     try:
-        neutral = _neutral(plans._rules.with_metadata(tags))
-        rules = _Recording(**{name: getattr(neutral, name) for name in neutral.__dataclass_fields__})
-        visit = _Visit(neutral)
+        undecided = neutral(plans._rules.with_metadata(tags))
+        rules = _Recording(**{name: getattr(undecided, name) for name in undecided.__dataclass_fields__})
+        visit = Recorder(undecided)
         object.__setattr__(rules, "_visit", visit)
         plans._compile(plans._parse(schema), rules)
     except Exception:
@@ -890,36 +869,23 @@ def value_paths(plans: PlanCache, schema: Schema) -> dict[str, Any]:
 _BRANCH = re.compile(r"<[^<>]*>")
 
 
-def writes_path(path: str, values: Mapping[str, Any], is_json: bool) -> bool:
+#: a format's answer to "does the value at this parent path take values its schema does not declare" (a JSON object
+#: without ``additionalProperties: false``), given every value path of the schema (``value_paths``)
+Undeclared = Callable[[str, Mapping[str, Any]], bool]
+
+
+def writes_path(path: str, values: Mapping[str, Any], undeclared: Undeclared | None) -> bool:
     """Whether a schema with these value paths (``value_paths``) would write a value at ``path``, so dropping its
-    tag writes it in clear. The data-subject id's mark always counts (values would go under the shared key). Avro:
-    only a path the schema has (union branches aside: ``f<string>`` and ``f`` are the same field). JSON: a path it
-    has, or one an object it has (or could write) takes as an undeclared property: every object does unless it
-    says ``additionalProperties: false`` (or ``unevaluatedProperties: false``) without ``patternProperties``."""
+    tag writes it in clear. The data-subject id's mark always counts (values would go under the shared key). A path
+    the schema has (union branches aside: ``f<string>`` and ``f`` are the same field), or, in a format whose values
+    take undeclared children (``undeclared``: JSON objects), one a value it has (or could write) takes as one."""
     if not values or path.endswith(" (data-subject id)") or path in values:
         return True
     if _BRANCH.sub("", path) in {_BRANCH.sub("", p) for p in values}:  # a union's branches changed, not the field
         return True
-    if not is_json:
+    if undeclared is None:
         return False
-    return any(
-        path[i + 1 :] and _takes_undeclared(path[:i], values) for i in range(len(path)) if path[i] == "." and path[:i]
-    )
-
-
-def _takes_undeclared(parent: str, values: Mapping[str, Any]) -> bool:
-    calls = values.get(parent)
-    if calls is None:  # not in the schema: written only as an undeclared value of an object above it
-        return writes_path(parent, values, True)
-    for members in calls:
-        if not any(
-            isinstance(m, dict)
-            and (m.get("additionalProperties") is False or m.get("unevaluatedProperties") is False)
-            and not m.get("patternProperties")
-            for m in members
-        ):
-            return True
-    return False
+    return any(path[i + 1 :] and undeclared(path[:i], values) for i in range(len(path)) if path[i] == "." and path[:i])
 
 
 def malformed(exc: Exception, subject: str | None) -> FieldcryptError:
@@ -943,6 +909,7 @@ def decrypt_record(
     domain: str,
     ctx: SerializationContext | None,
     parsed_writer: Any,
+    field_rules: FieldRules,
     outcomes: Outcomes | None = None,
 ) -> tuple[Any, RecordState | None]:
     """Decrypt a decoded record; returns it and its counts (for ``SerdeStats._record``, once the record is done).
@@ -953,6 +920,7 @@ def decrypt_record(
     it came out (``_not_decrypted_by_csfle``). If that fails too, fieldcrypt's verdict stands, with the user's
     outcomes (``on.plaintext=accept`` included), unless the values that look like fieldcrypt's are not
     (``_fieldcrypts_verdict``). A value is never returned unverified.
+    ``field_rules``: the format's, for confluent's executor (``fieldcrypt.core.confluent.FieldRules``).
     ``outcomes``: the serde's, with a reader schema's nullability (``Outcomes.reader_nulls``); default its own."""
     runner, keyring, stats = cached.runner, serde._keyring, serde.stats
     outcomes = outcomes or serde._opts.outcomes
@@ -980,7 +948,7 @@ def decrypt_record(
         # and each value judged after it ran
     assert cached.source is not None
     try:
-        out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original))
+        out = csfle_read(serde, ctx, subject, cached.source, parsed_writer, copy.deepcopy(original), field_rules)
         undecrypted = _not_decrypted_by_csfle(runner, original, out, subject)
     except Exception:
         return _fieldcrypts_verdict(runner, original, keyring, subject, domain, outcomes, stats)  # not CSFLE either

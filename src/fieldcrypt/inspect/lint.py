@@ -45,6 +45,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from fieldcrypt.core.plan import FieldPlan, TagCollector, TagRules
+from fieldcrypt.core.recorder import Recorder, ValueRecord, neutral
 from fieldcrypt.core.regex import bounded, wildcard_match
 from fieldcrypt.core.serde import FIELDCRYPT_CONF, READ_CONF, WRITE_CONF, split_conf
 from fieldcrypt.errors import ConfigurationError, PolicyError
@@ -292,49 +293,8 @@ class SchemaReport:
 # -- the tag collectors lint compiles with -------------------------------------------------------------------------
 
 
-@dataclass
-class _Value:
-    tags: frozenset[str] = frozenset()
-    calls: list[tuple[Any, ...]] = field(default_factory=list)  # the schema objects of each visit
-
-
-class _Visit(TagCollector):
-    """Records every value position and every tag placement, deciding nothing (the compiler runs with rules under
-    which no tag is decisive, so it visits the whole schema whatever the tags say)."""
-
-    def __init__(self, rules: TagRules) -> None:
-        super().__init__(rules)
-        self.values: dict[str, _Value] = {}
-        self.placements: list[tuple[str, str]] = []  # (location, tag)
-        self._raw_at: dict[int, tuple[Any, str]] = {}  # id of a "confluent:tags" list -> (it, its location)
-        self.paths_of: dict[str, set[str]] = {}  # a tag location (JSON pointer) -> the value paths it applies to
-
-    def inline(self, raw: object, location: str) -> frozenset[str]:
-        try:
-            tags = super().inline(raw, location)
-        except PolicyError:  # malformed: the deciding pass refuses it, with the serializer's words
-            return frozenset()
-        if isinstance(raw, list):
-            self._raw_at[id(raw)] = (raw, location)
-        return tags
-
-    def _decide(self, tags: frozenset[str], location: str) -> frozenset[str]:
-        self.placements.extend((location, t) for t in sorted(tags))
-        return tags
-
-    def applies(self, path: str, tags: frozenset[str], schemas: tuple[Any, ...]) -> frozenset[str]:
-        value = self.values.setdefault(path, _Value())
-        value.tags |= tags
-        value.calls.append(schemas)
-        for s in schemas:
-            raw = s.get("confluent:tags") if isinstance(s, dict) else None
-            known = self._raw_at.get(id(raw)) if raw is not None else None
-            if known is not None and known[0] is raw:
-                self.paths_of.setdefault(known[1], set()).add(path)
-        return tags
-
-    def finish(self) -> None:
-        pass
+_Value = ValueRecord
+_Visit = Recorder
 
 
 def _covers(paths: set[str], path: str) -> bool:
@@ -387,9 +347,7 @@ class _Deciding(TagCollector):
             super().finish()
 
 
-def _neutral(rules: TagRules) -> TagRules:
-    """Rules under which no tag encrypts or names a data subject (the metadata.tags patterns are kept)."""
-    return TagRules(frozenset({"\0lint"}), "\0lint-subject", {}, rules.metadata_tags, frozenset())
+_neutral = neutral
 
 
 def _undecided_reason(rules: TagRules, tag: str, location: str) -> str:

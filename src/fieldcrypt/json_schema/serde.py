@@ -14,11 +14,11 @@ The deserializer validates what it receives, as confluent's does, then decrypts.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, prefix_schema_id_serializer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _ConfluentJSONDeserializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer as _ConfluentJSONSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
@@ -28,7 +28,15 @@ from jsonschema.exceptions import SchemaError
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
-from fieldcrypt.core.confluent import has_migrations, migrate, read_rules_json, write_rules_json
+from fieldcrypt.core.confluent import (
+    configured,
+    default_conf,
+    has_migrations,
+    is_latest_mode,
+    migrate,
+    read_rules,
+    write_rules,
+)
 from fieldcrypt.core.engine import Outcomes
 from fieldcrypt.core.lookalike import candidates as lookalikes
 from fieldcrypt.core.lookalike import mode_of as untagged_mode
@@ -48,14 +56,15 @@ from fieldcrypt.core.serde import (
     check_framing,
     check_keyring,
     decrypt_record,
-    is_latest_mode,
     key_domain,
     malformed,
     prefix_framed,
     refused,
     split_conf,
+    writes_path,
 )
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
+from fieldcrypt.json_schema import confluent as _confluent
 from fieldcrypt.json_schema.policy import compile_json
 from fieldcrypt.keys.keyring import Keyring
 from fieldcrypt.observe.stats import SerdeStats
@@ -151,8 +160,8 @@ class _Parsed:
 
         bare = Schema(source.schema_str, source.schema_type or _JSON, source.references or [])
         self.source = bare
-        self.schema, self.registry = serde._get_parsed_schema(bare)
-        confluent_validator = serde._get_validator(bare, self.schema, self.registry)
+        self.schema, self.registry = _confluent.parse(serde, bare)
+        confluent_validator = _confluent.validator(serde, bare, self.schema, self.registry)
         self.validator = bounded_validator(confluent_validator, self.schema, self.registry)
         self.refusals = refusals(self.schema, self.registry)
         self.fast = _fast_validator(self.schema, bare)
@@ -228,6 +237,25 @@ def _validate(parsed: _Parsed, document: Any, subject: str | None, error: type[E
         raise error(message) from None
 
 
+def takes_undeclared(parent: str, values: Mapping[str, Any]) -> bool:
+    """Whether the value at ``parent`` (a value path of a schema whose every value path is in ``values``, with the
+    schema objects of each visit: ``fieldcrypt.core.serde.value_paths``) takes properties it does not declare: every
+    object does unless it says ``additionalProperties: false`` (or ``unevaluatedProperties: false``) without
+    ``patternProperties``; a path not in the schema is written only as an undeclared value of an object above it."""
+    calls = values.get(parent)
+    if calls is None:
+        return writes_path(parent, values, takes_undeclared)
+    for members in calls:
+        if not any(
+            isinstance(m, dict)
+            and (m.get("additionalProperties") is False or m.get("unevaluatedProperties") is False)
+            and not m.get("patternProperties")
+            for m in members
+        ):
+            return True
+    return False
+
+
 class JSONSerializer(_ConfluentJSONSerializer):
     """confluent's ``JSONSerializer`` that encrypts tagged properties. Same arguments, plus ``keyring=``."""
 
@@ -244,13 +272,14 @@ class JSONSerializer(_ConfluentJSONSerializer):
         keyring: Keyring,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
-        valid = [*_ConfluentJSONSerializer._default_conf, *FIELDCRYPT_CONF, *WRITE_CONF]
+        valid = [*default_conf(_ConfluentJSONSerializer), *FIELDCRYPT_CONF, *WRITE_CONF]
         call_confluent_init(
             lambda: super(JSONSerializer, self).__init__(
                 schema_str, schema_registry_client, to_dict, confluent_conf, rule_conf, rule_registry, json_encode
             ),
             valid,
         )
+        self._confluent = configured(self)  # what confluent's constructor set up, read on every record
         self._keyring = check_keyring(keyring)
         #: what this serializer has done: records, values encrypted, key lookups, errors (fieldcrypt.SerdeStats)
         self.stats = SerdeStats("serializer")
@@ -258,20 +287,26 @@ class JSONSerializer(_ConfluentJSONSerializer):
         # reject bad tags when the serializer first sees the schema; what is written must keep every tag of it
         local_plan = self._local_plan()
         self._entries = WriteEntries(
-            self, self._plans, _JSON, None, local_plan, allow_tag_removal=self._opts.allow_tag_removal
+            self,
+            self._plans,
+            _JSON,
+            None,
+            local_plan,
+            allow_tag_removal=self._opts.allow_tag_removal,
+            undeclared=takes_undeclared,
         )
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
-        self._prefix_framing = self._schema_id_serializer is prefix_schema_id_serializer
 
     def _local_plan(self) -> FieldPlan | None:
         """The plan of the local ``schema_str``. Under use.latest.version / use.schema.id confluent never resolves
         that text's ``$ref``s (the registered schema carries the references), and neither does this: a local schema
         whose references only the registry can resolve gives no local plan, and the written schema decides."""
-        if self._schema is None:
+        schema = self._confluent.schema
+        if schema is None:
             return None
         try:
-            return self._plans.compile(self._schema)
+            return self._plans.compile(schema)
         except PolicyError as exc:
             if is_latest_mode(self) and exc.reason.startswith("cannot resolve $ref"):
                 return None
@@ -286,16 +321,17 @@ class JSONSerializer(_ConfluentJSONSerializer):
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
+        c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
-            subject = cached_subject(self, self._subjects, ctx, self._schema_name)
+            subject = cached_subject(self, self._subjects, ctx, c.schema_name)
             if subject is None:
                 raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
             assert ctx is not None  # a subject implies a context
             cached, prefix, schema_id = self._entries.get(subject)
-            value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
+            value = c.to_dict(obj, ctx) if c.to_dict is not None else obj
             if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
-                value = write_rules_json(self, ctx, subject, cached.source, value)  # WRITE rules see plaintext
-            if self._validate:
+                value = write_rules(self, ctx, subject, cached.source, value, _confluent.field_rules)  # on plaintext
+            if c.validate:
                 try:
                     _validate(cached.parsed, value, subject)  # the plaintext, before encryption
                 except RecursionError:
@@ -305,12 +341,14 @@ class JSONSerializer(_ConfluentJSONSerializer):
             encrypted, state = cached.runner.encrypt_counted(
                 value, self._keyring, subject, domain, self.stats, self._opts.format_version
             )
-            encoded = self._json_encode(encrypted)
+            assert c.json_encode is not None
+            encoded = c.json_encode(encrypted)
             payload = encoded.encode("utf-8") if isinstance(encoded, str) else encoded
-            if self._prefix_framing:
+            if c.prefix_framing:
                 out = prefix + payload
             else:
-                out = self._schema_id_serializer(payload, ctx, schema_id)
+                assert c.schema_id_serializer is not None
+                out = c.schema_id_serializer(payload, ctx, schema_id)
         except Exception as exc:
             refused(self.stats, exc)
             raise
@@ -335,13 +373,14 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
     ) -> None:
         conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
-        valid = [*_ConfluentJSONDeserializer._default_conf, *FIELDCRYPT_CONF, *READ_CONF]
+        valid = [*default_conf(_ConfluentJSONDeserializer), *FIELDCRYPT_CONF, *READ_CONF]
         call_confluent_init(
             lambda: super(JSONDeserializer, self).__init__(
                 schema_str, from_dict, schema_registry_client, confluent_conf, rule_conf, rule_registry, json_decode
             ),
             valid,
         )
+        self._confluent = configured(self)  # what confluent's constructor set up, read on every record
         self._keyring = check_keyring(keyring)
         self._plans = PlanCache(
             schema_registry_client,  # type: ignore[arg-type]
@@ -361,6 +400,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
             return None
+        c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
             subject = subject_lookup(ctx, cached_subject, self, self._subjects, ctx, None)  # may ask the registry
@@ -371,22 +411,23 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             else:
                 sid = SchemaId(_JSON)
                 try:
-                    raw = self._schema_id_deserializer(data, ctx, sid)
+                    assert c.schema_id_deserializer is not None
+                    raw = c.schema_id_deserializer(data, ctx, sid)
                 except Exception as exc:
                     raise malformed(exc, subject) from exc
                 payload = raw.read() if isinstance(raw, io.BytesIO) else raw
                 key = sid.id if sid.id is not None else str(sid.guid)
-                writer = writer_schema_of(self, sid, subject) if self._registry is not None else None
+                writer = writer_schema_of(self, sid, subject) if c.registry is not None else None
             from_record = writer is not None  # a header named it
-            if self._registry is None:
-                if self._schema is None:
+            if c.registry is None:
+                if c.schema is None:
                     raise ConfigurationError("pass schema_str or a schema registry client")
-                key, writer, from_record = "local", self._schema, False
+                key, writer, from_record = "local", c.schema, False
             cached = self._plans.get(key) or self._plans.load(key, subject, writer, from_record=from_record)
             if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
                 subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
             try:
-                document = self._json_decode(payload)
+                document = c.json_decode(payload)  # type: ignore[misc]
             except Exception as exc:
                 raise malformed(exc, subject) from exc
             latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
@@ -395,7 +436,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             )
             # with migration rules the document arrives in the writer's shape, and the rules make the reader's
             reader = cached.parsed if migrating else (self._reader_for(latest) or cached.parsed)
-            if self._validate:
+            if c.validate:
                 try:  # what arrived: ciphertext in tagged properties
                     _validate(reader, document, subject, MalformedRecordError)
                 except Exception as exc:
@@ -406,7 +447,9 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             if not cached.runner.plan.is_empty:
                 domain = key_domain(self._opts.domain, subject)
                 outcomes = self._outcomes_for(cached, subject, None if reader is cached.parsed else latest)
-                document, state = decrypt_record(self, cached, document, subject, domain, ctx, None, outcomes)
+                document, state = decrypt_record(
+                    self, cached, document, subject, domain, ctx, None, _confluent.field_rules, outcomes
+                )
             found = lookalikes(document)  # values that may be ciphertext, once decrypted (None: the usual answer)
             if found is not None:  # rare: judged against the document as it arrived
                 untagged = review_lookalikes(
@@ -416,16 +459,16 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
                     subject,
                     cached.parsed.schema,
                     self._on_untagged,
-                    None if cached.runner.plan.is_empty else lambda: self._json_decode(payload),
+                    None if cached.runner.plan.is_empty else lambda: c.json_decode(payload),  # type: ignore[misc]
                 )
             if ctx is not None and subject is not None:
                 if migrating:
                     assert latest is not None and cached.source is not None
                     document, _ = migrate(self, ctx, subject, cached.source, latest, document)
-                reader_raw = latest.schema if latest is not None else (self._schema or cached.source)
-                document = read_rules_json(self, ctx, subject, reader_raw, document)
-            if self._from_dict is not None:
-                document = self._from_dict(document, ctx)  # type: ignore[arg-type]  # confluent passes ctx as it came
+                reader_raw = latest.schema if latest is not None else (c.schema or cached.source)
+                document = read_rules(self, ctx, subject, reader_raw, None, document, _confluent.field_rules)
+            if c.from_dict is not None:
+                document = c.from_dict(document, ctx)  # confluent passes ctx as it came
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
