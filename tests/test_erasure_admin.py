@@ -34,6 +34,7 @@ import fieldcrypt
 from fieldcrypt import ConfigurationError, FakeClock, Keyring, KeyStoreUnavailableError
 from fieldcrypt.cli import main
 from fieldcrypt.errors import format_key_id
+from fieldcrypt.keys.admin import KeyAdmin
 from fieldcrypt.keys.store import redact_url
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
@@ -933,7 +934,7 @@ def per_person_domain(kr: Keyring) -> dict[str | None, int]:
 
 
 def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_uri: str, monkeypatch) -> None:
-    monkeypatch.setattr("fieldcrypt.keys.keyring._ROTATE_PAGE", 2)
+    monkeypatch.setattr("fieldcrypt.keys.admin._ROTATE_PAGE", 2)
     with Keyring(store_url, kek_uri) as kr:
         before = per_person_domain(kr)
         other = kr.keys("payments-value")
@@ -994,16 +995,16 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
     code, _, err = run(capsys, *rotate, "--data-subject", "nobody")
     assert code == 5 and "no active key of this data subject in domain 'orders-value'" in err
     # a failure midway says how many were rotated before it (they stay rotated, and audited)
-    real = Keyring._rotate_key
+    real = KeyAdmin._rotate_key
     calls: list[int] = []
 
-    def flaky(self: Keyring, *a: Any, **kw: Any) -> Any:
+    def flaky(self: KeyAdmin, *a: Any, **kw: Any) -> Any:
         calls.append(1)
         if len(calls) == 3:
             raise KeyStoreUnavailableError("KEK 'local-kek:///x' is unavailable; it could not wrap a new data key")
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(Keyring, "_rotate_key", flaky)
+    monkeypatch.setattr(KeyAdmin, "_rotate_key", flaky)
     code, _, err = run(capsys, *rotate, "--reason", "r")
     assert code == 4 and "2 active keys of domain 'orders-value' were rotated before the error below" in err
 

@@ -14,7 +14,7 @@ import pytest
 
 from fieldcrypt import ConfigurationError, FakeClock, Keyring, RotationPolicy
 from fieldcrypt.keys.cache import TtlCache
-from fieldcrypt.keys.keyring import MAX_CACHE_TTL, MAX_RETRIES
+from fieldcrypt.keys.source import MAX_CACHE_TTL, MAX_RETRIES
 
 NOT_A_DURATION = [math.inf, -math.inf, math.nan, -1, -0.5, 0, True, False, "300", None, [300]]
 

@@ -17,6 +17,7 @@ import fieldcrypt
 from fieldcrypt import KeyRecord, Keyring, RotationReport, SkippedRotation
 from fieldcrypt.cli import main
 from fieldcrypt.errors import format_key_id
+from fieldcrypt.keys.admin import KeyAdmin
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'rotate.db'}"),
@@ -133,16 +134,16 @@ def test_cli_rotate_reports_a_person_shredded_meanwhile_as_skipped(
 ) -> None:
     with Keyring(store_url, kek_uri) as kr:
         before = populate(kr)
-    real = Keyring._rotate_key
+    real = KeyAdmin._rotate_key
     shredded: list[int] = []
 
-    def shred_p3_first(self: Keyring, current: KeyRecord, reason: str) -> Any:
+    def shred_p3_first(self: KeyAdmin, current: KeyRecord, reason: str) -> Any:
         if not shredded:  # another admin's shred lands after the domain's keys were listed
             with Keyring(store_url, kek_uri) as other:
                 shredded.append(len(other.shred_person("p3").destroyed))
         return real(self, current, reason)
 
-    monkeypatch.setattr(Keyring, "_rotate_key", shred_p3_first)
+    monkeypatch.setattr(KeyAdmin, "_rotate_key", shred_p3_first)
     rotate = ["keys", "rotate", "--domain", DOMAIN, "--store", store_url, "--kek", kek_uri, "--reason", "r"]
     code, out, err = run(capsys, *rotate)
     assert code == 0, err
@@ -155,7 +156,7 @@ def test_cli_rotate_reports_a_person_shredded_meanwhile_as_skipped(
     skipped_row = next(line for line in lines if line.startswith("p3 "))
     assert skipped_row.split() == ["p3", format_key_id(before["p3"]), "shredded"]
     shredded.clear()
-    monkeypatch.setattr(Keyring, "_rotate_key", shred_p3_first)  # p3 has no key now: listed no more
+    monkeypatch.setattr(KeyAdmin, "_rotate_key", shred_p3_first)  # p3 has no key now: listed no more
     code, out, _ = run(capsys, *rotate, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["rotated"] == 5 and summary["skipped"] == [] and shredded == [0]
@@ -168,15 +169,15 @@ def test_cli_rotate_json_lists_skipped_keys_and_nothing_left_is_exit_5(
 ) -> None:
     with Keyring(store_url, kek_uri) as kr:
         before = populate(kr)
-    real = Keyring._rotate_key
+    real = KeyAdmin._rotate_key
 
-    def shred_everyone_first(self: Keyring, current: KeyRecord, reason: str) -> Any:
+    def shred_everyone_first(self: KeyAdmin, current: KeyRecord, reason: str) -> Any:
         with Keyring(store_url, kek_uri) as other:
             if other.keys(DOMAIN):
                 other.shred_domain(DOMAIN, reason="erasure of the whole domain")
         return real(self, current, reason)
 
-    monkeypatch.setattr(Keyring, "_rotate_key", shred_everyone_first)
+    monkeypatch.setattr(KeyAdmin, "_rotate_key", shred_everyone_first)
     code, out, err = run(capsys, "keys", "rotate", "--domain", DOMAIN, "--store", store_url, "--kek", kek_uri)
     assert code == 5 and out == ""
     assert (

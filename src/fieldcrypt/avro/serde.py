@@ -67,7 +67,7 @@ from fieldcrypt.core.serde import (
     split_conf,
 )
 from fieldcrypt.errors import ConfigurationError
-from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["AvroDeserializer", "AvroSerializer"]
@@ -108,7 +108,7 @@ class AvroSerializer(_ConfluentAvroSerializer):
         rule_conf: dict[str, Any] | None = None,
         rule_registry: Any = None,
         *,
-        keyring: Keyring,
+        keyring: KeySource,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
         valid = [*default_conf(_ConfluentAvroSerializer), *FIELDCRYPT_CONF, *WRITE_CONF]
@@ -191,7 +191,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
         rule_conf: dict[str, Any] | None = None,
         rule_registry: Any = None,
         *,
-        keyring: Keyring,
+        keyring: KeySource,
     ) -> None:
         conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)

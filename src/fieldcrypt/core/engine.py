@@ -41,7 +41,7 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
     format_key_id,
 )
-from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["Denied", "Erased", "Outcomes", "PlanRunner", "ReadStats", "RecordState"]
@@ -239,7 +239,7 @@ class RecordState:
 
     def __init__(
         self,
-        keyring: Keyring,
+        keyring: KeySource,
         subject: str | None,
         default_domain: str,
         person: str | None,
@@ -399,7 +399,7 @@ class PlanRunner:
     def encrypt(
         self,
         record: Any,
-        keyring: Keyring,
+        keyring: KeySource,
         subject: str | None,
         default_domain: str,
         stats: SerdeStats | None = None,
@@ -415,7 +415,7 @@ class PlanRunner:
     def encrypt_counted(
         self,
         record: Any,
-        keyring: Keyring,
+        keyring: KeySource,
         subject: str | None,
         default_domain: str,
         stats: SerdeStats | None,
@@ -463,7 +463,7 @@ class PlanRunner:
     def decrypt(
         self,
         record: Any,
-        keyring: Keyring,
+        keyring: KeySource,
         subject: str | None,
         default_domain: str,
         outcomes: Outcomes = STRICT,
@@ -478,7 +478,7 @@ class PlanRunner:
     def decrypt_counted(
         self,
         record: Any,
-        keyring: Keyring,
+        keyring: KeySource,
         subject: str | None,
         default_domain: str,
         outcomes: Outcomes,

@@ -43,7 +43,7 @@ from fieldcrypt.errors import (
     KeyNotFoundError,
     KeyShreddedError,
 )
-from fieldcrypt.keys.keyring import KeyMeter, Keyring
+from fieldcrypt.keys.source import KeyMeter, KeySource
 
 __all__ = [
     "CONF_KEY",
@@ -249,7 +249,7 @@ def value_of(v: Any) -> _wire.Value | _wire.UnsupportedValue | None:
         return None
 
 
-def fieldcrypts(values: list[Any], keyring: Keyring | None, meter: KeyMeter | None = None) -> bool | None:
+def fieldcrypts(values: list[Any], keyring: KeySource | None, meter: KeyMeter | None = None) -> bool | None:
     """Whether the values of one record (its non-null tagged values, and any others that may hold its ciphertexts)
     are fieldcrypt's, where Confluent CSFLE ciphertexts may sit (a record whose writer schema carries an ENCRYPT
     rule); None when none parses as a value ciphertext (:func:`value_of`). Layout alone cannot tell: a CSFLE
@@ -272,7 +272,7 @@ def fieldcrypts(values: list[Any], keyring: Keyring | None, meter: KeyMeter | No
     return any(key_known(keyring, p.key_id if isinstance(p, _wire.UnsupportedValue) else p[1], meter) for p in found)
 
 
-def key_known(keyring: Keyring, key_id: int, meter: KeyMeter | None = None) -> bool:
+def key_known(keyring: KeySource, key_id: int, meter: KeyMeter | None = None) -> bool:
     """Whether the key store knows ``key_id``: holds it (readable here, or only under another KEK, or corrupt) or
     shredded it. ``KeyStoreUnavailableError`` (and other failures to ask) propagate: nothing is decided."""
     try:
@@ -319,7 +319,7 @@ def field_path(at: tuple[Any, ...], names: frozenset[str]) -> str:
 
 def review(
     found: Found,
-    keyring: Keyring,
+    keyring: KeySource,
     meter: KeyMeter | None,
     subject: str | None,
     schema: Any,

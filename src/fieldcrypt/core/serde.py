@@ -49,7 +49,7 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
     format_key_id,
 )
-from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = [
@@ -177,8 +177,8 @@ def key_domain(configured: str | None, subject: str | None) -> str:
     return domain
 
 
-def check_keyring(keyring: object) -> Keyring:
-    if not isinstance(keyring, Keyring):
+def check_keyring(keyring: object) -> KeySource:
+    if not isinstance(keyring, KeySource):
         raise ConfigurationError("keyring= must be a fieldcrypt.Keyring (where keys live and what wraps them)")
     return keyring
 
@@ -241,7 +241,7 @@ class PolicyCheck:
     once per schema and domain per serde; schemas without any tag need no check (no configuration encrypts them).
     """
 
-    def __init__(self, keyring: Keyring, *, writing: bool, stats: SerdeStats | None = None) -> None:
+    def __init__(self, keyring: KeySource, *, writing: bool, stats: SerdeStats | None = None) -> None:
         self._keyring = keyring
         self._writing = writing
         self._stats = stats  # the serde's: the key-store calls made here are its calls
@@ -515,7 +515,7 @@ class WriteEntries:
 
     def _merge(self, name: str, paths: list[str], subject: str) -> list[str]:
         """Add ``paths`` to the record (none: just read it); returns what it held before."""
-        keyring: Keyring = self._serde._keyring
+        keyring: KeySource = self._serde._keyring
         try:
             with keyring.metering(self._serde.stats):
                 return keyring.merge_policy(name, paths)
@@ -972,7 +972,7 @@ def _forms_record(runner: PlanRunner, record: Any, subject: str | None) -> bool:
 def _fieldcrypts_verdict(
     runner: PlanRunner,
     record: Any,
-    keyring: Keyring,
+    keyring: KeySource,
     subject: str | None,
     domain: str,
     outcomes: Outcomes,

@@ -66,7 +66,7 @@ from fieldcrypt.core.serde import (
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
 from fieldcrypt.json_schema import confluent as _confluent
 from fieldcrypt.json_schema.policy import compile_json
-from fieldcrypt.keys.keyring import Keyring
+from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["JSONDeserializer", "JSONSerializer"]
@@ -269,7 +269,7 @@ class JSONSerializer(_ConfluentJSONSerializer):
         rule_registry: Any = None,
         json_encode: Callable[[Any], str | bytes] | None = None,
         *,
-        keyring: Keyring,
+        keyring: KeySource,
     ) -> None:
         confluent_conf, self._opts = split_conf(conf)
         valid = [*default_conf(_ConfluentJSONSerializer), *FIELDCRYPT_CONF, *WRITE_CONF]
@@ -369,7 +369,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
         rule_registry: Any = None,
         json_decode: Callable[[Any], Any] | None = None,
         *,
-        keyring: Keyring,
+        keyring: KeySource,
     ) -> None:
         conf, self._on_untagged = untagged_mode(conf)  # fieldcrypt.on.untagged.ciphertext (fieldcrypt.core.lookalike)
         confluent_conf, self._opts = split_conf(conf, reading=True)
