@@ -24,7 +24,7 @@ from conftest import value_ctx
 
 from fieldcrypt import ConfigurationError, Keyring, PolicyError
 from fieldcrypt.avro import AvroSerializer
-from fieldcrypt.core.regex import wildcard_match, wildcard_stars
+from fieldcrypt.core.confluent import wildcard_match, wildcard_stars
 from fieldcrypt.json_schema import JSONSerializer
 from fieldcrypt.json_schema.validation import bounded_transform, bounded_validate
 

@@ -23,9 +23,10 @@ from fastavro import parse_schema, schemaless_reader
 import fieldcrypt
 from fieldcrypt import Keyring
 from fieldcrypt.avro import AvroSerializer
+from fieldcrypt.avro.format import walk_avro
 from fieldcrypt.cli import main
 from fieldcrypt.core.plan import TagRules
-from fieldcrypt.inspect.scan import tagged_values, walk_avro
+from fieldcrypt.inspect.scan import tagged_values
 from fieldcrypt.json_schema import JSONSerializer
 
 SIGNUP = json.dumps(

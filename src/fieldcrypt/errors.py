@@ -5,6 +5,7 @@ Every error is a :class:`FieldcryptError`; catch the subclass you act on differe
     FieldcryptError
     ├── ConfigurationError          bad constructor argument, conf key, URL, missing extra or KEK file
     ├── PolicyError                 the schema's tags cannot be honoured (e.g. a tag on an int field)
+    │   └── UnsupportedSchemaTypeError  a schema type no format of fieldcrypt reads (PROTOBUF, an unknown one)
     ├── KeyStoreUnavailableError    the key store or the KEK could not be reached, after retries (retryable later)
     ├── SchemaRegistryUnavailableError  the registry could not be asked for a record's schema: no answer, 5xx, 408,
     │                               429 (after confluent's retries) or 401/403; the record may be good: retry later
@@ -48,6 +49,7 @@ __all__ = [
     "SchemaRegistryUnavailableError",
     "UnknownSchemaError",
     "UnsupportedFormatError",
+    "UnsupportedSchemaTypeError",
 ]
 
 
@@ -97,6 +99,12 @@ class ConfigurationError(FieldcryptError, ValueError):
 
 class PolicyError(FieldcryptError, ValueError):
     """The schema asks for something fieldcrypt cannot do (a tag on an unsupported type, two data-subject fields...)."""
+
+
+class UnsupportedSchemaTypeError(PolicyError):
+    """A schema type (the registry's ``schemaType``) that no registered fieldcrypt format reads
+    (``fieldcrypt.formats.format_for``): the message names it and the supported ones. Not an
+    ``UnsupportedFormatError``, which is about a value's wire format and may mean tampering."""
 
 
 class KeyStoreUnavailableError(FieldcryptError):

@@ -35,7 +35,7 @@ names: the JSON transformer picks ``oneOf``/``anyOf`` branches and ``type``-list
 wildcards against each field's full name. So a hostile schema with a rule could stall a consumer. fieldcrypt runs
 both on RE2 with the same answers: the JSON transformer is confluent's own code re-bound to a bounded ``validate``
 (:func:`fieldcrypt.json_schema.validation.bounded_transform`), and every rule context the formats' field transformers
-are handed matches its wildcards with :func:`fieldcrypt.core.regex.wildcard_match` (:func:`bounded_tags`).
+are handed matches its wildcards with :func:`wildcard_match` (:func:`bounded_tags`).
 
 The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.
 """
@@ -76,6 +76,9 @@ __all__ = [
     "registry_transport_error",
     "rest_client",
     "subject_of",
+    "wildcard",
+    "wildcard_match",
+    "wildcard_stars",
     "wildcard_to_regexp",
     "write_rules",
     "writer_schema",
@@ -214,6 +217,38 @@ def wildcard_to_regexp(pattern: str) -> str:
     return _wildcard_to_regexp(pattern, ".")
 
 
+# -- metadata.tags wildcards, as confluent reads them, on RE2 ------------------------------------------------------
+
+
+def wildcard(pattern: str) -> _regex.Bounded:
+    """A ``metadata.tags`` path wildcard (``**.ssn``, ``Order.*``) compiled as confluent's ``wildcard_match`` reads
+    it: confluent's own translation to a regex, matched whole. Raises as :func:`bounded` does."""
+    return _regex.bounded(wildcard_to_regexp(pattern), whole=True)
+
+
+def wildcard_stars(pattern: str) -> int:
+    """How many unbounded repetitions (a ``*`` or ``**`` of the wildcard) confluent's translation of ``pattern``
+    holds: with k of them, confluent's own ``wildcard_match`` (Python's ``re``) may take time of the order of
+    n**k in a field name of n characters that fails to match. Raises ``re.error`` for a translation Python refuses."""
+    count, stack = 0, [_regex._parser.parse(wildcard_to_regexp(pattern))]
+    while stack:
+        for op, av in stack.pop():
+            name = op.name
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                count += av[1] == _regex._constants.MAXREPEAT
+                stack.append(av[2])
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                stack.append(av[-1])
+            elif name == "BRANCH":
+                stack.extend(av[1])
+    return count
+
+
+def wildcard_match(text: str, pattern: str) -> bool:
+    """confluent's ``wildcard_match(text, pattern)``, in time linear in ``text``."""
+    return wildcard(pattern).search(text)
+
+
 # -- data-contract rules --------------------------------------------------------------------------------------------
 
 #: confluent's field transformer for one rule: ``(rule_ctx, field_transform, message) -> message``
@@ -255,7 +290,7 @@ def _rebound_get_tags() -> Any:
     fieldcrypt's, on RE2 with the same answers."""
     plain = _serde.RuleContext.get_tags
     env = dict(plain.__globals__)
-    env["wildcard_match"] = _regex.wildcard_match
+    env["wildcard_match"] = wildcard_match
     return types.FunctionType(plain.__code__, env, plain.__name__, plain.__defaults__, plain.__closure__)
 
 

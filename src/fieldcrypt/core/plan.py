@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fieldcrypt.core.regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported, wildcard, wildcard_match, wildcard_stars
+from fieldcrypt.core.confluent import wildcard, wildcard_match, wildcard_stars
+from fieldcrypt.core.regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [

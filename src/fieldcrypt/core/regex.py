@@ -46,9 +46,6 @@ __all__ = [
     "Unmatchable",
     "Unsupported",
     "bounded",
-    "wildcard",
-    "wildcard_match",
-    "wildcard_stars",
 ]
 
 try:  # pragma: no cover - which one depends on the Python version
@@ -126,39 +123,6 @@ def bounded(pattern: str, whole: bool = False) -> Bounded:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise Unsupported(f"too large for the bounded engine ({detail})") from None
     return Bounded(pattern, source, compiled)
-
-
-def wildcard(pattern: str) -> Bounded:
-    """A ``metadata.tags`` path wildcard (``**.ssn``, ``Order.*``) compiled as confluent's ``wildcard_match`` reads
-    it: confluent's own translation to a regex, matched whole. Raises as :func:`bounded` does."""
-    from fieldcrypt.core.confluent import wildcard_to_regexp
-
-    return bounded(wildcard_to_regexp(pattern), whole=True)
-
-
-def wildcard_stars(pattern: str) -> int:
-    """How many unbounded repetitions (a ``*`` or ``**`` of the wildcard) confluent's translation of ``pattern``
-    holds: with k of them, confluent's own ``wildcard_match`` (Python's ``re``) may take time of the order of
-    n**k in a field name of n characters that fails to match. Raises ``re.error`` for a translation Python refuses."""
-    from fieldcrypt.core.confluent import wildcard_to_regexp
-
-    count, stack = 0, [_parser.parse(wildcard_to_regexp(pattern))]
-    while stack:
-        for op, av in stack.pop():
-            name = op.name
-            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                count += av[1] == _constants.MAXREPEAT
-                stack.append(av[2])
-            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
-                stack.append(av[-1])
-            elif name == "BRANCH":
-                stack.extend(av[1])
-    return count
-
-
-def wildcard_match(text: str, pattern: str) -> bool:
-    """confluent's ``wildcard_match(text, pattern)``, in time linear in ``text``."""
-    return wildcard(pattern).search(text)
 
 
 # -- writing Python's tree as RE2 ---------------------------------------------------------------------------------

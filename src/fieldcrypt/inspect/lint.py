@@ -44,11 +44,14 @@ from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from fieldcrypt.core.confluent import wildcard_match
+from fieldcrypt.core.format import SchemaFormat, ValueShape
 from fieldcrypt.core.plan import FieldPlan, TagCollector, TagRules
 from fieldcrypt.core.recorder import Recorder, ValueRecord, neutral
-from fieldcrypt.core.regex import bounded, wildcard_match
+from fieldcrypt.core.regex import bounded
 from fieldcrypt.core.serde import FIELDCRYPT_CONF, READ_CONF, WRITE_CONF, split_conf
-from fieldcrypt.errors import ConfigurationError, PolicyError
+from fieldcrypt.errors import ConfigurationError, PolicyError, UnsupportedSchemaTypeError
+from fieldcrypt.formats import format_for, supported
 
 __all__ = [
     "FORMAT_HINTS",
@@ -431,10 +434,6 @@ def _unique(items: list[tuple[str | None, str]]) -> list[tuple[str | None, str]]
 # -- parsing, as the serializers parse ----------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """The text is not a schema lint can read; the message never quotes the schema's values."""
-
-
 def _safe(exc: BaseException) -> str:
     """Why parsing failed, without any part of the schema's values (fastavro quotes defaults, jsonschema quotes
     the offending subschema)."""
@@ -460,135 +459,9 @@ def _safe(exc: BaseException) -> str:
     return f"not a valid schema ({name})"
 
 
-def _avro_compile(schema: Schema, registry: SchemaRegistryClient | None) -> Compile:
-    from confluent_kafka.schema_registry.avro import AvroSerializer as _Confluent
-
-    from fieldcrypt.avro.policy import compile_avro
-    from fieldcrypt.avro.serde import _ParsedSchemas
-
-    try:
-        parsed = _ParsedSchemas(_Confluent(registry, None))(schema)
-    except Exception as exc:
-        raise _Invalid(_safe(_clearer(exc, schema))) from None
-    return lambda rules, collector: compile_avro(parsed, rules, collector)
-
-
-def _clearer(exc: Exception, schema: Schema) -> BaseException:
-    """fastavro's own error for a schema confluent's repository parsing failed on with a bare TypeError or
-    KeyError (an unknown named type, a missing ``type``), when plain ``parse_schema`` names the problem."""
-    if not isinstance(exc, (TypeError, KeyError)) or schema.references:
-        return exc
-    import fastavro
-
-    try:
-        fastavro.parse_schema(json.loads(schema.schema_str or ""))
-    except Exception as plain:
-        return plain
-    return exc
-
-
-def _json_compile(
-    schema: Schema, registry: SchemaRegistryClient | None
-) -> tuple[Compile, Any, list[tuple[str, str, str]]]:
-    """How to compile the plan, the parsed schema, and (regex, where, reason) of each regex validation would search
-    records with that the bounded engine does not run (the serializer refuses the schema for it)."""
-    from confluent_kafka.schema_registry.json_schema import JSONSerializer as _Confluent
-
-    from fieldcrypt.json_schema.policy import compile_json
-    from fieldcrypt.json_schema.serde import _Parsed
-
-    try:
-        parsed = _Parsed(_Confluent(None, registry), schema)
-    except Exception as exc:
-        raise _Invalid(_safe(exc)) from None
-    return (
-        (lambda rules, collector: compile_json(parsed.schema, rules, parsed.resolve, parsed.matcher, collector)),
-        parsed.schema,
-        parsed.refusals,
-    )
-
-
 # -- rows ----------------------------------------------------------------------------------------------------------
 
 _SUFFIX = re.compile(r"(?:\[\]|\[\*\]|<[^<>]*>)+$")
-_JSON_ORDER = ("string", "integer", "number", "boolean", "object", "array", "null")
-
-
-@dataclass(frozen=True)
-class _Shape:
-    type: str
-    container: bool
-    encryptable: bool  # a tag here could be enforced: hints make sense
-    fmt: str | None = None
-
-
-def _avro_shape(calls: list[tuple[Any, ...]]) -> _Shape:
-    types = [s for call in calls for s in call]
-    t = types[-1] if types else None
-    if isinstance(t, str):
-        return _Shape(t, False, t in ("string", "bytes"))
-    if not isinstance(t, dict):
-        return _Shape("-", False, False)
-    kind, logical = str(t.get("type")), t.get("logicalType")
-    if kind in ("record", "error", "enum", "fixed"):
-        shown = f"{kind} {str(t.get('name', '')).rsplit('.', 1)[-1]}"
-    else:
-        shown = f"{kind} ({logical})" if isinstance(logical, str) else kind
-    return _Shape(shown, kind in ("record", "error", "array", "map"), kind in ("string", "bytes") and not logical)
-
-
-def _json_types(members: tuple[Any, ...]) -> frozenset[str] | None:
-    found: frozenset[str] | None = None
-    for m in members:
-        t = m.get("type") if isinstance(m, dict) else None
-        if isinstance(t, str):
-            ts = frozenset({t})
-        elif isinstance(t, list):
-            ts = frozenset(x for x in t if isinstance(x, str))
-        else:
-            continue
-        if found is None:
-            found = ts
-        else:
-            both = found & ts
-            if ("integer" in found and "number" in ts) or ("number" in found and "integer" in ts):
-                both |= {"integer"}
-            found = both
-    return found
-
-
-_JSON_CONTAINER_KEYS = ("properties", "patternProperties", "additionalProperties", "items", "prefixItems")
-
-
-def _json_shape(calls: list[tuple[Any, ...]]) -> _Shape:
-    kinds: set[str] = set()
-    for members in calls:
-        kinds |= _json_types(members) or set()
-    objects = [m for call in calls for m in call if isinstance(m, dict)]
-    fmt = next((m["format"] for m in objects if isinstance(m.get("format"), str)), None)
-    encoding = next((m["contentEncoding"] for m in objects if isinstance(m.get("contentEncoding"), str)), None)
-    if kinds:
-        container = bool(kinds & {"object", "array"}) and kinds <= {"object", "array", "null"}
-    else:
-        container = any(k in m for m in objects for k in _JSON_CONTAINER_KEYS)
-    shown = "|".join(k for k in _JSON_ORDER if k in kinds) or ("object" if container else "any")
-    note = fmt or encoding
-    return _Shape(
-        f"{shown} ({note})" if note else shown, container, not container and (not kinds or "string" in kinds), fmt
-    )
-
-
-def _names(path: str, schema_type: str, root_title: str) -> tuple[str, str] | None:
-    """The field name a path ends with, and the name of the record or object holding it."""
-    base = _SUFFIX.sub("", path)
-    if schema_type == "AVRO":
-        parts = base.rsplit(".", 2)
-        return (parts[-1], parts[-2] if len(parts) >= 2 else "") if base else None
-    if base in ("$", ""):
-        return None
-    head, _, name = base.rpartition(".")
-    parent = _SUFFIX.sub("", head).rpartition(".")[2]
-    return name, (root_title if parent in ("$", "") else parent)
 
 
 @dataclass(frozen=True)
@@ -672,7 +545,7 @@ def _pattern_leaves(plan: FieldPlan) -> dict[str, tuple[str, Any]]:
 
 
 def _rows(
-    outcome: _Outcome, rules: TagRules, schema_type: str, root_title: str, hinting: _HintConf, domain: str | None
+    outcome: _Outcome, rules: TagRules, fmt: SchemaFormat, parsed: Any, hinting: _HintConf, domain: str | None
 ) -> list[Row]:
     plan, visit = outcome.plan, outcome.visit
     leaves = {leaf.path: leaf for leaf in plan.leaves} if plan is not None else {}
@@ -682,18 +555,16 @@ def _rows(
         if path is not None:
             reasons.setdefault(path, []).append(why if where == path else f"{why} (tagged at {where})")
     decisive = rules.encrypt | {rules.data_subject}
-    by_pattern = _pattern_leaves(plan) if plan is not None and schema_type == "JSON" else {}
-    conditional = _conditional_leaves(plan) if plan is not None and schema_type == "JSON" else {}
+    by_pattern = _pattern_leaves(plan) if plan is not None else {}  # (plans without patternProperties: none)
+    conditional = _conditional_leaves(plan) if plan is not None else {}  # (plans without oneOf/anyOf: none)
     rows = []
     paths = list(dict.fromkeys([*visit.values, *reasons, *leaves]))
     for path in paths:
         value = visit.values.get(path, _Value())
         if path not in visit.values:  # a tag location that is no value (an unreferenced JSON definition)
-            shape = _Shape("-", False, False)
-        elif schema_type == "AVRO":
-            shape = _avro_shape(value.calls)
+            shape = ValueShape("-", False, False)
         else:
-            shape = _json_shape(value.calls)
+            shape = fmt.shape(value.calls)
         tags = value.tags | outcome.tags_at.get(path, frozenset())
         leaf = leaves.get(path)
         if leaf is not None:
@@ -723,7 +594,7 @@ def _rows(
         hint = None
         hintable = shape.encryptable or (not shape.container and shape.type != "-")
         if verdict in ("clear", "plaintext (declared)") and hintable and not hinting.ignored(path):
-            names = _names(path, schema_type, root_title)
+            names = fmt.names(_SUFFIX.sub("", path), parsed)
             if names is not None:
                 hint = hint_for(names[0], names[1], shape.fmt, hinting.hints, hinting.formats)
         rows.append(
@@ -782,26 +653,30 @@ def lint_schema(
     rules, domain = rules_from_conf(conf)
     if isinstance(schema, str):
         schema = Schema(schema, (schema_type or "AVRO").upper())
-    kind = (schema_type or schema.schema_type or "AVRO").upper()
+    given = schema_type or schema.schema_type
     domain = domain or subject
-    report = SchemaReport(source, kind, subject, version, schema_id)
-    if kind not in ("AVRO", "JSON"):
+    try:
+        fmt = format_for(given)
+    except UnsupportedSchemaTypeError:
+        kind = str(given).upper()
+        report = SchemaReport(source, kind, subject, version, schema_id)
         report.findings.append(
-            Finding("invalid", None, f"{source}: schema type {kind}: fieldcrypt's serdes are Avro and JSON Schema")
+            Finding("invalid", None, f"{source}: schema type {kind}: fieldcrypt's serdes are {supported()}")
         )
         return report
+    kind = fmt.schema_type
+    report = SchemaReport(source, kind, subject, version, schema_id)
     bare = Schema(schema.schema_str, kind, schema.references or [])
-    root_title = ""
-    regexes: list[tuple[str, str, str]] = []
     try:
-        if kind == "AVRO":
-            compile_plan = _avro_compile(bare, registry)
-        else:
-            compile_plan, parsed, regexes = _json_compile(bare, registry)
-            root_title = parsed.get("title", "") if isinstance(parsed, dict) else ""
-    except _Invalid as exc:
-        report.findings.append(Finding("invalid", None, f"{source}: {exc}"))
+        parsed = fmt.parser(registry, writing=True)(bare)
+    except Exception as exc:
+        report.findings.append(Finding("invalid", None, f"{source}: {_safe(fmt.explain(exc, bare))}"))
         return report
+    regexes = list(fmt.refusals(parsed))  # the serializer refuses these after the plan's own
+
+    def compile_plan(rules: TagRules, collector: TagCollector) -> FieldPlan:
+        return fmt.compile(parsed, rules, collector)
+
     meta = schema.metadata.tags.tags if schema.metadata is not None and schema.metadata.tags is not None else None
     try:
         rules = rules.with_metadata(meta)
@@ -813,7 +688,7 @@ def lint_schema(
         report.findings.append(Finding("invalid", None, f"{source}: nested too deeply to compile"))
         return report
     hinting = _HintConf(hints, formats, ignore_hints)
-    report.rows = _rows(outcome, rules, kind, str(root_title), hinting, domain)
+    report.rows = _rows(outcome, rules, fmt, parsed, hinting, domain)
     for path, reason, where in _located(outcome):
         at = f" (tagged at {where})" if where != path else ""
         message = f"{path}: {reason}{at}" if path is not None else reason

@@ -31,24 +31,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer as _PlainAvro
 from confluent_kafka.schema_registry.error import SchemaRegistryError
-from confluent_kafka.schema_registry.json_schema import JSONDeserializer as _PlainJSON
-from fastavro import schemaless_reader
 
-from fieldcrypt.avro.depth import check_depth
-from fieldcrypt.avro.policy import compile_avro, named_types
-from fieldcrypt.avro.serde import _ParsedSchemas
 from fieldcrypt.core.confluent import has_encrypt_rules
 from fieldcrypt.core.engine import Denied, Erased, Outcomes
+from fieldcrypt.core.format import Undecodable, Walker, plan_of
+from fieldcrypt.core.format import walk_document as walk_json
 from fieldcrypt.core.lookalike import fieldcrypts, key_id_of, key_known
 from fieldcrypt.core.lookalike import quick as quick_lookalike
 from fieldcrypt.core.plan import (
@@ -71,10 +65,11 @@ from fieldcrypt.errors import (
     DecryptionError,
     FieldcryptError,
     KeyStoreUnavailableError,
-    MalformedRecordError,
     PolicyError,
     SchemaRegistryUnavailableError,
+    UnsupportedSchemaTypeError,
 )
+from fieldcrypt.formats import format_for, supported
 from fieldcrypt.inspect.detectors import Detector
 from fieldcrypt.inspect.topic import (
     BadRecord,
@@ -87,8 +82,6 @@ from fieldcrypt.inspect.topic import (
     registry_errors,
     schema_id_of,
 )
-from fieldcrypt.json_schema.serde import _compile as _compile_json
-from fieldcrypt.json_schema.serde import _Parsed, _validate
 from fieldcrypt.keys.keyring import Keyring
 
 __all__ = ["RAW_SUBJECT", "FieldReport", "ScanReport", "SubjectReport", "scan_topic"]
@@ -100,7 +93,6 @@ MAX_TEXT = 100_000
 #: partitions and offsets kept per field (of the records where it had a finding)
 MAX_OFFSETS = 20
 _OUTCOMES = Outcomes(on_erased="marker", on_denied="marker", on_plaintext="accept")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -406,146 +398,13 @@ def _at(record: Any, at: tuple[Any, ...]) -> Any:
     return v
 
 
-# -- untagged text: the record's shape, from its schema ---------------------------------------------------------
-
-Visit = Callable[[str, str, tuple[Any, ...] | None], None]  # text, field path, position (None: a key)
-Raw = Callable[[Any, str, tuple[Any, ...]], None]  # a str or bytes value as decoded, field path, position
-
-
-def _avro_kind(t: Any) -> Any:
-    return t.get("type") if isinstance(t, dict) else t
-
-
-#: the Avro types a decoded Python value can come from
-_AVRO_KINDS: dict[type, tuple[str, ...]] = {
-    str: ("string", "enum"),
-    bytes: ("bytes", "fixed"),
-    list: ("array",),
-    dict: ("record", "error", "map"),
-}
-
-
-def _avro_branch(branches: list[Any], v: Any, named: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The union branch a decoded value came from (schema, value); (None, v) when none can hold it."""
-    resolved = [named.get(b, b) if isinstance(b, str) else b for b in branches]
-    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str):
-        for r in resolved:
-            if (r.get("name") if isinstance(r, dict) else r) == v[0]:
-                return r, v[1]
-        return None, v[1]
-    want = _AVRO_KINDS.get(type(v), ())
-    candidates = [r for r in resolved if _avro_kind(r) in want]
-    if isinstance(v, dict) and len(candidates) > 1:
-        for r in candidates:
-            if _avro_kind(r) in ("record", "error") and {f["name"] for f in r["fields"]} == set(v):
-                return r, v
-    return (candidates[0] if candidates else None), v
-
-
-def walk_avro(schema: Any, record: Any, visit: Visit, raw: Raw | None = None) -> None:
-    """Every text of an Avro record (strings, UTF-8 bytes, map keys) with its field path; ``raw`` also sees every
-    string and bytes value as it is (binary ones too)."""
-    named = named_types(schema)
-
-    def walk(t: Any, v: Any, path: str, at: tuple[Any, ...]) -> None:
-        if v is None:
-            return
-        if isinstance(t, str) and t in named:
-            t = named[t]
-        if isinstance(t, list):
-            branch, inner = _avro_branch(t, v, named)
-            if branch is not None:
-                walk(branch, inner, path, at)
-            return
-        kind = _avro_kind(t)
-        if isinstance(kind, (dict, list)):
-            walk(kind, v, path, at)
-        elif kind in ("record", "error") and isinstance(v, dict):
-            for f in t["fields"]:
-                if f["name"] in v:
-                    walk(f["type"], v[f["name"]], f"{path}.{f['name']}", (*at, f["name"]))
-        elif kind == "array" and isinstance(v, list):
-            for i, x in enumerate(v):
-                walk(t["items"], x, f"{path}[]", (*at, i))
-        elif kind == "map" and isinstance(v, dict):
-            for k, x in v.items():
-                if isinstance(k, str):
-                    visit(k, f"{path}(keys)", None)
-                walk(t["values"], x, f"{path}[*]", (*at, k))
-        elif kind in ("string", "bytes"):
-            _text(v, path, at, visit, raw)
-        # enum symbols, numbers, booleans, fixed and logical types (dates, UUIDs, decimals) are not scanned
-
-    walk(schema, record, "$", ())
-
-
-def walk_json(
-    document: Any,
-    visit: Visit,
-    declared: frozenset[str] | None,
-    plain_key: Callable[[str], bool] | None = None,
-    raw: Raw | None = None,
-) -> None:
-    """Every text of a JSON document with its field path. Object keys are shown when the schema declares them
-    (``declared``: schema text, not data), else as ``[*]`` and scanned as text. Without a schema (``declared`` None:
-    a record that is not Confluent-framed), a key is shown only if it looks like an identifier and ``plain_key``
-    says no detector finds anything in it; integers are then scanned as their digits (a bare card number)."""
-
-    def walk(v: Any, path: str, at: tuple[Any, ...]) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if declared is not None:
-                    shown = k in declared
-                else:
-                    shown = bool(_IDENTIFIER.fullmatch(k)) and plain_key is not None and plain_key(k)
-                if not shown:
-                    visit(k, f"{path}(keys)", None)
-                walk(x, f"{path}.{k}" if shown else f"{path}[*]", (*at, k))
-        elif isinstance(v, list):
-            for i, x in enumerate(v):
-                walk(x, f"{path}[]", (*at, i))
-        elif declared is None and isinstance(v, int) and not isinstance(v, bool):
-            visit(str(v), path, at)
-        else:
-            _text(v, path, at, visit, raw)
-
-    walk(document, "$", ())
-
-
-def _text(v: Any, path: str, at: tuple[Any, ...], visit: Visit, raw: Raw | None = None) -> None:
-    if raw is not None:
-        raw(v, path, at)
-    if isinstance(v, str):
-        visit(v, path, at)
-    elif isinstance(v, (bytes, bytearray)):
-        try:
-            visit(bytes(v).decode("utf-8"), path, at)
-        except UnicodeDecodeError:
-            pass  # binary: not text to scan
-
-
-def declared_properties(schema: Any) -> frozenset[str]:
-    """Every property name a JSON schema declares anywhere (``properties`` keys): names, not data."""
-    found: set[str] = set()
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            props = node.get("properties")
-            if isinstance(props, dict):
-                found.update(k for k in props if isinstance(k, str))
-            stack.extend(v for k, v in node.items() if k not in ("default", "const", "enum", "examples"))
-        elif isinstance(node, list):
-            stack.extend(node)
-    return frozenset(found)
-
-
 # -- the scan ---------------------------------------------------------------------------------------------------
 
 
 class _Formats:
-    """Per schema type: the plan cache (schemas parsed with confluent's own reference resolution, compiled with the
-    tag configuration) and the decoder. No fieldcrypt deserializer is needed: decoding takes no key."""
+    """Per schema type, through the format registry (``fieldcrypt.formats``): the plan cache (schemas parsed with
+    confluent's own reference resolution, compiled with the tag configuration), the decoder and the record walker.
+    No fieldcrypt deserializer is needed: decoding takes no key."""
 
     def __init__(self, registry: SchemaRegistryClient, conf: Mapping[str, Any]) -> None:
         rest, self.options = split_conf(dict(conf), reading=True)
@@ -554,17 +413,18 @@ class _Formats:
         self._registry = registry
         self._plans: dict[str, PlanCache] = {}
         self._refused: dict[int, BadRecord] = {}
-        self._declared: dict[int, frozenset[str]] = {}
+        self._walkers: dict[int, Walker] = {}
 
     def _cache(self, kind: str) -> PlanCache:
         found = self._plans.get(kind)
         if found is None:
-            rules = self.options.rules
-            if kind == "AVRO":
-                found = PlanCache(self._registry, _ParsedSchemas(_PlainAvro(self._registry)), compile_avro, rules)
-            else:
-                plain = _PlainJSON(None, schema_registry_client=self._registry)
-                found = PlanCache(self._registry, lambda s: _Parsed(plain, s), _compile_json, rules)
+            fmt = format_for(kind)
+            found = PlanCache(
+                self._registry,
+                fmt.parser(self._registry, writing=False),
+                lambda parsed, rules: plan_of(fmt, parsed, rules),
+                self.options.rules,
+            )
             self._plans[kind] = found
         return found
 
@@ -585,37 +445,17 @@ class _Formats:
             raise bad from None
 
     def decode(self, schema: RecordSchema, cached: CachedPlan, payload: bytes) -> Any:
-        if schema.schema_type == "AVRO":
-            parsed = cached.parsed
-            if parsed == "bytes" or (isinstance(parsed, dict) and parsed.get("type") == "bytes"):
-                return payload
-            named = cached.runner.plan.named_read
-            try:
-                check_depth(parsed, payload)  # a deep record of a recursive schema would crash fastavro's reader
-                return schemaless_reader(
-                    io.BytesIO(payload), parsed, None, return_named_type=named, return_named_type_override=named
-                )
-            except MalformedRecordError as exc:
-                raise BadRecord("undecodable", f"schema id {schema.schema_id}: {exc.reason}") from None
-            except Exception as exc:
-                raise BadRecord(
-                    "undecodable",
-                    f"the record does not decode with schema id {schema.schema_id} ({type(exc).__name__})",
-                ) from None
+        fmt = format_for(schema.schema_type)
+        named = cached.runner.plan.named_read
         try:
-            document = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRecord("undecodable", f"the record is not JSON ({type(exc).__name__})") from None
-        try:
-            _validate(cached.parsed, document, schema.subject, MalformedRecordError)
-        except (MalformedRecordError, RecursionError) as exc:
-            raise BadRecord("undecodable", str(exc) or type(exc).__name__) from None
-        return document
+            return fmt.decode(cached.parsed, payload, named=named, schema_id=schema.schema_id, subject=schema.subject)
+        except Undecodable as exc:
+            raise BadRecord("undecodable", str(exc)) from None
 
-    def declared(self, schema: RecordSchema, cached: CachedPlan) -> frozenset[str]:
-        found = self._declared.get(schema.schema_id)
+    def walker(self, schema: RecordSchema, cached: CachedPlan) -> Walker:
+        found = self._walkers.get(schema.schema_id)
         if found is None:
-            found = self._declared[schema.schema_id] = declared_properties(cached.parsed.schema)
+            found = self._walkers[schema.schema_id] = format_for(schema.schema_type).walker(cached.parsed)
         return found
 
 
@@ -689,11 +529,13 @@ class _Scanner:
             self.raw(data, part, partition, offset)
             return
         schema = self.schemas.get(schema_id, part)
-        if schema.schema_type not in ("AVRO", "JSON"):
+        try:
+            format_for(schema.schema_type)
+        except UnsupportedSchemaTypeError:
             raise BadRecord(
                 "unsupported-schema-type",
-                f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads Avro and JSON Schema",
-            )
+                f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads {supported()}",
+            ) from None
         cached = self.formats.plan(schema)
         found: list[tuple[str, str]] = []  # (path, text) of the untagged texts, gathered before anything is counted
         try:
@@ -713,10 +555,7 @@ class _Scanner:
                 if quick_lookalike(value) and at not in skip:
                     lookalikes.append((path, value))
 
-            if schema.schema_type == "AVRO":
-                walk_avro(cached.parsed, record, visit, raw)
-            else:
-                walk_json(record, visit, self.formats.declared(schema, cached), raw=raw)
+            self.formats.walker(schema, cached)(record, visit, raw)
         except RecursionError:
             raise BadRecord("undecodable", f"schema id {schema_id}: the record is nested too deeply to scan") from None
         subject = self.report.subject_of(schema.subject, part, schema.schema_type)

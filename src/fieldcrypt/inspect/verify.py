@@ -41,7 +41,6 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fieldcrypt.avro import AvroDeserializer
 from fieldcrypt.errors import (
     ConfigurationError,
     DecryptionError,
@@ -51,8 +50,10 @@ from fieldcrypt.errors import (
     PolicyError,
     SchemaRegistryUnavailableError,
     UnknownSchemaError,
+    UnsupportedSchemaTypeError,
     format_key_id,
 )
+from fieldcrypt.formats import format_by_key, format_for, keys, supported
 from fieldcrypt.inspect.topic import (
     BadRecord,
     BadRecords,
@@ -64,7 +65,6 @@ from fieldcrypt.inspect.topic import (
     registry_errors,
     schema_id_of,
 )
-from fieldcrypt.json_schema import JSONDeserializer
 from fieldcrypt.keys.keyring import Keyring
 
 __all__ = ["Counts", "Untagged", "VerifyReport", "bad_record_of", "verify_topic"]
@@ -78,7 +78,6 @@ _READ_CONF = {
 }
 #: partitions and offsets kept per (subject, field) with ciphertext in an untagged field
 MAX_OFFSETS = 20
-_FORMATS = {"avro": "AVRO", "json": "JSON"}
 
 
 @dataclass
@@ -230,20 +229,17 @@ def verify_topic(
     ``fmt``: ``avro`` or ``json`` to check every record's schema type against."""
     if by not in ("domain", "data-subject"):
         raise ConfigurationError("by must be domain or data-subject")
-    if fmt is not None and fmt not in _FORMATS:
-        raise ConfigurationError("fmt must be avro or json")
+    if fmt is not None and fmt not in keys():
+        raise ConfigurationError(f"fmt must be {' or '.join(keys())}")
+    wanted = format_by_key(fmt).schema_type if fmt is not None else None
     read_conf = {**(conf or {}), **_READ_CONF}
     domain = read_conf.get("fieldcrypt.domain") or f"{topic}-value"
-    serdes: dict[str, AvroDeserializer | JSONDeserializer] = {}
+    serdes: dict[str, Any] = {}  # schema type -> the format's fieldcrypt deserializer
 
-    def deserializer(kind: str) -> AvroDeserializer | JSONDeserializer:
+    def deserializer(kind: str) -> Any:
         found = serdes.get(kind)
         if found is None:
-            if kind == "AVRO":
-                found = AvroDeserializer(registry, conf=dict(read_conf), keyring=keyring)
-            else:
-                found = JSONDeserializer(None, schema_registry_client=registry, conf=dict(read_conf), keyring=keyring)
-            serdes[kind] = found
+            found = serdes[kind] = format_for(kind).deserializer_for(registry, read_conf, keyring)
         return found
 
     schemas = Schemas(registry, topic)
@@ -270,12 +266,14 @@ def verify_topic(
             try:
                 schema_id = schema_id_of(data, msg.headers())
                 schema = schemas.get(schema_id)
-                if schema.schema_type not in ("AVRO", "JSON"):
+                try:
+                    format_for(schema.schema_type)
+                except UnsupportedSchemaTypeError:
                     raise BadRecord(
                         "unsupported-schema-type",
-                        f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads Avro and JSON",
-                    )
-                if fmt is not None and schema.schema_type != _FORMATS[fmt]:
+                        f"schema id {schema_id} is of schema type {schema.schema_type}; fieldcrypt reads {supported()}",
+                    ) from None
+                if wanted is not None and schema.schema_type != wanted:
                     raise BadRecord(
                         "format-mismatch", f"schema id {schema_id} is of schema type {schema.schema_type}, not {fmt}"
                     )
