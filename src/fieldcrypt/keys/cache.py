@@ -33,6 +33,8 @@ class TtlCache(Generic[K, V]):
         self.ttl = float(ttl)
         self._clock = clock
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        # guards writes only: held around a few dict operations (microseconds), never while a key store or KMS is
+        # called, so the async door may read from the event loop (get() takes it only to drop an expired entry)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -66,13 +68,18 @@ class TtlCache(Generic[K, V]):
     def sweep(self) -> int:
         """Drop every expired entry now, without waiting for a lookup; returns how many were dropped."""
         now = self._clock.now()
+        # a copy taken in one C call: get() moves entries to the end without the lock, which would break a
+        # Python-level iteration ("OrderedDict mutated during iteration") and kill the sweeper thread. The scan runs
+        # outside the lock, so a lookup never waits for it; the lock covers only the deletions, each re-checked (an
+        # entry put again meanwhile stays)
+        dead = [(k, entry) for k, entry in list(self._data.items()) if entry[0] <= now]
+        dropped = 0
         with self._lock:
-            # a copy taken in one C call: get() moves entries to the end without the lock, which would break a
-            # Python-level iteration ("OrderedDict mutated during iteration") and kill the sweeper thread
-            dead = [k for k, (until, _) in list(self._data.items()) if until <= now]
-            for k in dead:
-                del self._data[k]
-        return len(dead)
+            for k, entry in dead:
+                if self._data.get(k) is entry:
+                    del self._data[k]
+                    dropped += 1
+        return dropped
 
     def discard(self, key: K) -> None:
         with self._lock:
