@@ -140,3 +140,15 @@ def test_no_import_cycles() -> None:
 )
 def test_the_cycle_check_finds_circles(edges: dict[str, set[str]], expected: list[list[str]]) -> None:
     assert sorted(_cycles(edges)) == expected
+
+
+def test_the_public_face_and_the_key_commands_load_no_record_path() -> None:
+    """``import fieldcrypt`` and the CLI's start (``fieldcrypt keys ...``) load keys and crypto, not the plan, the
+    engine or confluent-kafka's schema-registry clients (~0.3 s more per command)."""
+    code = (
+        "import sys, fieldcrypt, fieldcrypt.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('confluent_kafka.schema_registry', "
+        "'fieldcrypt.core.engine', 'fieldcrypt.core.plan', 'fieldcrypt.avro', 'fieldcrypt.json_schema'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

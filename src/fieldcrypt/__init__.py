@@ -22,7 +22,7 @@ Public API (everything else is private and may change)::
 from __future__ import annotations
 
 from fieldcrypt.clock import Clock, FakeClock, SystemClock
-from fieldcrypt.core.engine import Denied, Erased
+from fieldcrypt.core.outcomes import Denied, Erased
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,

@@ -97,6 +97,7 @@ class AvroFormat:
     name = "Avro"
     schema_type = "AVRO"
     key = "avro"
+    suffixes: tuple[str, ...] = (".avsc", ".avro")
     serializer: type = AvroSerializer
     deserializer: type = AvroDeserializer
 

@@ -41,11 +41,11 @@ from fieldcrypt.core.confluent import (
     subject_of,
     write_rules,
 )
-from fieldcrypt.core.engine import Outcomes
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
 from fieldcrypt.core.lookalike import has_binary
 from fieldcrypt.core.lookalike import mode_of as untagged_mode
 from fieldcrypt.core.lookalike import review as review_lookalikes
+from fieldcrypt.core.outcomes import Outcomes
 from fieldcrypt.core.schemas import reader_schema, registry_failure, subject_lookup, writer_schema_of
 from fieldcrypt.core.serde import (
     FIELDCRYPT_CONF,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fieldcrypt.inspect.topic import NotFoundError, UnavailableError
+from fieldcrypt.inspect.errors import NotFoundError, UnavailableError
 
 __all__ = [
     "EXIT_CONFIG",

@@ -29,6 +29,7 @@ from fieldcrypt.cli._common import (
     table,
 )
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
+from fieldcrypt.formats import formats, keys
 from fieldcrypt.inspect.lint import (
     NAME_HINTS,
     Hint,
@@ -66,7 +67,7 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--type",
-        choices=["avro", "json"],
+        choices=keys(),
         help="the files' schema type (default: by extension; a .json file with JSON Schema keywords is JSON Schema, "
         "a record/enum/fixed is Avro, anything else is refused)",
     )
@@ -193,10 +194,15 @@ def classify(path: str, text: str, forced: str | None) -> str:
     if forced is not None:
         return forced.upper()
     suffix = Path(path).suffix.lower()
-    if suffix in (".avsc", ".avro"):
-        return "AVRO"
+    for fmt in formats():
+        if suffix in fmt.suffixes:
+            return fmt.schema_type
     if suffix != ".json":
-        raise ValueError("unknown file type (expected .avsc, .avro or .json): pass --type avro or --type json")
+        known = [s for fmt in formats() for s in fmt.suffixes] + [".json"]
+        raise ValueError(
+            f"unknown file type (expected {', '.join(known[:-1])} or {known[-1]}): pass "
+            + " or ".join(f"--type {k}" for k in keys())
+        )
     import json
 
     try:

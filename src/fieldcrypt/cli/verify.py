@@ -32,6 +32,7 @@ from fieldcrypt.cli._common import (
     table,
 )
 from fieldcrypt.cli.keys import keyring_of
+from fieldcrypt.formats import keys
 
 __all__ = [
     "add_range_options",
@@ -125,13 +126,13 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     add_topic_options(p, "verify")
     p.add_argument(
         "--schema-type",
-        choices=["avro", "json"],
+        choices=keys(),
         default=None,
         help="a check, never needed to read: each record's format (Avro or JSON Schema) is read from the registry "
         "by its schema id; with this, records of the other type count as bad records (format-mismatch)",
     )
     # the old spelling, kept hidden so scripts that pass it keep working (it did the same check)
-    p.add_argument("--format", dest="old_format", choices=["avro", "json"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--format", dest="old_format", choices=keys(), default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--by", choices=["domain", "data-subject"], default="domain", help="count per key domain or per data subject"
     )

@@ -69,6 +69,9 @@ class SchemaFormat(Protocol):
     schema_type: str
     #: the short name the CLI takes (``--type``, ``--format``): ``avro``, ``json``
     key: str
+    #: file suffixes that hold this format's schemas and no other's (``.avsc``; ``schema lint`` reads ``.json``
+    #: files by their content, as Avro and JSON Schema both use it)
+    suffixes: tuple[str, ...]
     #: the serde classes (subclasses of confluent's, plus ``keyring=``)
     serializer: type
     deserializer: type

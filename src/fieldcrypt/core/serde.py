@@ -29,8 +29,9 @@ from fieldcrypt.core.confluent import (
     subject_of,
     writer_schema,
 )
-from fieldcrypt.core.engine import STRICT, Outcomes, PlanRunner, RecordState
+from fieldcrypt.core.engine import PlanRunner, RecordState
 from fieldcrypt.core.lookalike import fieldcrypts, value_of
+from fieldcrypt.core.outcomes import STRICT, Outcomes
 from fieldcrypt.core.plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt.core.recorder import Recorder, neutral
 from fieldcrypt.core.schemas import registry_failure, writer_schema_by_id

@@ -40,11 +40,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from fieldcrypt.core.confluent import has_encrypt_rules
-from fieldcrypt.core.engine import Denied, Erased, Outcomes
 from fieldcrypt.core.format import Undecodable, Walker, plan_of
 from fieldcrypt.core.format import walk_document as walk_json
 from fieldcrypt.core.lookalike import fieldcrypts, key_id_of, key_known
 from fieldcrypt.core.lookalike import quick as quick_lookalike
+from fieldcrypt.core.outcomes import Denied, Erased, Outcomes
 from fieldcrypt.core.plan import (
     ArrayNode,
     ChoiceNode,

@@ -45,6 +45,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from fieldcrypt.core.schemas import HTTP_ERRORS as _HTTP_ERRORS
 from fieldcrypt.errors import ConfigurationError, FieldcryptError
+from fieldcrypt.inspect.errors import NotFoundError, UnavailableError
 
 __all__ = [
     "BadRecord",
@@ -59,16 +60,6 @@ __all__ = [
     "registry_errors",
     "schema_id_of",
 ]
-
-
-# the CLI's errors (exit 5 and 4; fieldcrypt.cli._common maps them), raised here so that library callers and the CLI
-# see the same ones
-class NotFoundError(FieldcryptError):
-    """What a command was asked to read does not exist (a topic, a subject, a file): exit 5."""
-
-
-class UnavailableError(FieldcryptError):
-    """A broker or schema registry did not answer within the timeout: exit 4."""
 
 
 #: what verify and scan set on their consumer, whatever the properties say: no group membership, no commits

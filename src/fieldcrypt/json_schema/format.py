@@ -51,6 +51,7 @@ class JSONSchemaFormat:
     name = "JSON Schema"
     schema_type = "JSON"
     key = "json"
+    suffixes: tuple[str, ...] = ()
     serializer: type = JSONSerializer
     deserializer: type = JSONDeserializer
 

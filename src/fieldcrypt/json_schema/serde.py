@@ -37,10 +37,10 @@ from fieldcrypt.core.confluent import (
     read_rules,
     write_rules,
 )
-from fieldcrypt.core.engine import Outcomes
 from fieldcrypt.core.lookalike import candidates as lookalikes
 from fieldcrypt.core.lookalike import mode_of as untagged_mode
 from fieldcrypt.core.lookalike import review as review_lookalikes
+from fieldcrypt.core.outcomes import Outcomes
 from fieldcrypt.core.plan import FieldPlan, TagRules
 from fieldcrypt.core.schemas import reader_schema, registry_failure, subject_lookup, writer_schema_of
 from fieldcrypt.core.serde import (
