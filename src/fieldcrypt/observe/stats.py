@@ -32,6 +32,7 @@ class RecordState(Protocol):
     denied: int
     plain: list[str] | None
 
+
 __all__ = ["LATENCY_BUCKETS", "SerdeStats"]
 
 #: upper bounds (seconds) of the key-store latency histogram's buckets; a last bucket holds the slower calls
