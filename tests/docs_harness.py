@@ -6,8 +6,8 @@ statically: its ``fieldcrypt`` command lines are parsed by the real CLI parser, 
 How a page runs (tests/test_docs_run.py):
 
 - in a fresh directory holding links to the repository's ``schemas/``, ``examples/``, ``bench/``, ``docs/``,
-  ``src/``, ``pyproject.toml`` and ``mkdocs.yml``, and ``.venv`` linked to the test environment, with ``HOME`` there
-  and no ``FIELDCRYPT_*`` variable set;
+  ``src/``, ``tests/``, ``pyproject.toml`` and ``mkdocs.yml``, and ``.venv`` linked to the test environment, with
+  ``HOME`` there and no ``FIELDCRYPT_*`` variable set;
 - ``bash`` blocks line by line in bash (``set -eo pipefail``; the environment and the working directory carry from
   one line and one block to the next, as in one terminal); ``console`` blocks run each ``$ `` command, and a
   ``$ echo $?`` after a command states the exit status it must have; every output line shown must be printed
@@ -80,7 +80,7 @@ MISSPELT = {
     "ipython": "python",
 }
 DIRECTIVES = {"not-run", "file", "capture", "exit", "tty", "raises", "python-setup"}
-LINKED = ("schemas", "examples", "bench", "docs", "src", "tools", "pyproject.toml", "mkdocs.yml")
+LINKED = ("schemas", "examples", "bench", "docs", "src", "tests", "tools", "pyproject.toml", "mkdocs.yml")
 COMMAND_TIMEOUT = 300.0
 READY_TIMEOUT = 120.0
 
@@ -90,7 +90,7 @@ def rel(page: Path) -> str:
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 # --- reading a page ---------------------------------------------------------------------------------------------

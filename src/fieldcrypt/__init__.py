@@ -38,6 +38,7 @@ from fieldcrypt.errors import (
     SchemaRegistryUnavailableError,
     UnknownSchemaError,
     UnsupportedFormatError,
+    UnsupportedSchemaTypeError,
 )
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
 from fieldcrypt.keys.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
@@ -79,6 +80,7 @@ __all__ = [
     "SystemClock",
     "UnknownSchemaError",
     "UnsupportedFormatError",
+    "UnsupportedSchemaTypeError",
     "__version__",
     "create_key_store",
     "create_local_kek",
