@@ -54,7 +54,6 @@ from fieldcrypt.core.serde import (
     CachedPlan,
     PlanCache,
     PolicyCheck,
-    WriteEntries,
     cached_subject,
     call_confluent_init,
     check_framing,
@@ -66,6 +65,7 @@ from fieldcrypt.core.serde import (
     refused,
     split_conf,
 )
+from fieldcrypt.core.written import WriteEntries
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats

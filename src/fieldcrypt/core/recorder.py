@@ -2,7 +2,7 @@
 
 A format's policy compiler, run with :func:`neutral` rules and a :class:`Recorder`, visits the whole schema whatever
 its tags say: schema lint builds its rows from the visit (``fieldcrypt.inspect.lint``), and a serializer asks which
-value paths a schema can write at all (``fieldcrypt.core.serde.value_paths``) before it refuses a dropped tag.
+value paths a schema can write at all (``fieldcrypt.core.written.value_paths``) before it refuses a dropped tag.
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ from fieldcrypt.core.serde import (
     CachedPlan,
     PlanCache,
     PolicyCheck,
-    WriteEntries,
     cached_subject,
     call_confluent_init,
     check_framing,
@@ -61,8 +60,8 @@ from fieldcrypt.core.serde import (
     prefix_framed,
     refused,
     split_conf,
-    writes_path,
 )
+from fieldcrypt.core.written import WriteEntries, writes_path
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
 from fieldcrypt.json_schema import confluent as _confluent
 from fieldcrypt.json_schema.policy import compile_json
@@ -239,7 +238,7 @@ def _validate(parsed: _Parsed, document: Any, subject: str | None, error: type[E
 
 def takes_undeclared(parent: str, values: Mapping[str, Any]) -> bool:
     """Whether the value at ``parent`` (a value path of a schema whose every value path is in ``values``, with the
-    schema objects of each visit: ``fieldcrypt.core.serde.value_paths``) takes properties it does not declare: every
+    schema objects of each visit: ``fieldcrypt.core.written.value_paths``) takes properties it does not declare: every
     object does unless it says ``additionalProperties: false`` (or ``unevaluatedProperties: false``) without
     ``patternProperties``; a path not in the schema is written only as an undeclared value of an object above it."""
     calls = values.get(parent)
