@@ -63,8 +63,7 @@ class KeyAdmin:
         self._log_file = shred_log
 
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
-        """The stored keys, active and retired (metadata; wrapped material is never shown). Shredded keys are gone
-        from the store: :meth:`shredded_keys` lists them."""
+        """The work of :meth:`fieldcrypt.Keyring.keys`, documented there."""
         if domain is not None:
             check_id(domain, "domain")
         if person is not None:
@@ -72,8 +71,7 @@ class KeyAdmin:
         return list(self._src._call(lambda: self._src.store.keys(domain, person)))
 
     def shredded_keys(self, domain: str | None = None, person: str | None = None) -> list[ShredRecord]:
-        """The destroyed keys (from the shred log: id, domain, person, shred time) of one domain and/or person, or
-        all of them."""
+        """The work of :meth:`fieldcrypt.Keyring.shredded_keys`, documented there."""
         if domain is not None:
             check_id(domain, "domain")
         if person is not None:
@@ -81,10 +79,7 @@ class KeyAdmin:
         return list(self._src._call(lambda: self._src.store.shredded_keys(domain, person)))
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
-        """Replace the active key of (domain, person) by a new version now (``person`` None: the domain-wide key
-        only; :meth:`rotate_domain` replaces every person's too). Returns the new key, or None when nothing was
-        rotated: (domain, person) has no active key (never had one, or it was shredded, also while this call ran),
-        or another rotation replaced it first. A shredded person never gets a key from a rotation."""
+        """The work of :meth:`fieldcrypt.Keyring.rotate`, documented there."""
         check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
@@ -99,17 +94,7 @@ class KeyAdmin:
     def rotate_domain(
         self, domain: str, *, reason: str = "", progress: Callable[[int, int], None] | None = None
     ) -> RotationReport:
-        """Replace every active key of a domain now: the domain-wide key and each data subject's key, each by its
-        next version, each rotation in its own store transaction with its own audit entry (as :meth:`rotate`).
-        The keys are read a page of ``_ROTATE_PAGE`` at a time, in data-subject order, so a domain of millions of
-        persons is never held in one read or transaction. ``progress(rotated, 0)`` after each key.
-
-        Each rotation retires exactly the key listed, if it is still the active one (a compare-and-swap in the
-        store's transaction). A listed key that is no longer active when its turn comes, because it was shredded or
-        another rotation replaced it, is skipped: no key is created for it (a shredded person stays without one)
-        and it is reported in ``skipped``, not ``rotated``. Returns both, in data-subject order (both empty if the
-        domain has no active key). A failure (KMS, store) raises; the keys rotated before it stay rotated (and
-        audited)."""
+        """The work of :meth:`fieldcrypt.Keyring.rotate_domain`, documented there."""
         check_id(domain, "domain")
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
@@ -154,8 +139,7 @@ class KeyAdmin:
         return self._src._created(made, domain, person, "rotate", reason)
 
     def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
-        """Re-wrap every stored data key under the primary KEK (``kek[0]``); no Kafka data is touched.
-        Afterwards the other KEKs can be retired. Returns how many keys were rewrapped."""
+        """The work of :meth:`fieldcrypt.Keyring.rewrap`, documented there."""
         records = list(self._src._call(lambda: self._src.store.keys()))
         items: list[tuple[int, str, bytes]] = []
         for i, record in enumerate(records):
@@ -195,23 +179,21 @@ class KeyAdmin:
         return self._src._call(attempt, deadline)
 
     def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
-        """Destroy every key of a domain (all persons, all versions): its data is erased everywhere."""
+        """The work of :meth:`fieldcrypt.Keyring.shred_domain`, documented there."""
         check_id(domain, "domain")
         return self._shred(f"domain {domain!r}", domain, None, reason, dry_run)
 
     def shred_person(
         self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False
     ) -> ShredReport:
-        """Destroy one person's keys in every domain (or one domain): their data is erased everywhere."""
+        """The work of :meth:`fieldcrypt.Keyring.shred_person`, documented there."""
         check_id(person, "data-subject id")
         return self._shred("data subject", domain, [person], reason, dry_run)
 
     def shred_persons(
         self, persons: Iterable[str], *, domain: str | None = None, reason: str = "", dry_run: bool = False
     ) -> ShredReport:
-        """Destroy the keys of many persons in one transaction (e.g. a file of erasure requests). Every id must be
-        a non-blank ``str`` and there must be at least one; otherwise ``ConfigurationError`` and nothing is
-        destroyed. The audit log gets one entry per person, naming the keys destroyed or "no key held"."""
+        """The work of :meth:`fieldcrypt.Keyring.shred_persons`, documented there."""
         people = check_shred_target(domain, persons)
         assert people is not None
         return self._shred(_count(len(people), "data subject"), domain, people, reason, dry_run)
@@ -296,8 +278,7 @@ class KeyAdmin:
         return ShredReport(target, destroyed, previously, persons, dry_run=dry_run, pending=pending)
 
     def purge(self) -> bool:
-        """Ask the store to drop every copy of destroyed rows from its files (SQLite: truncate the WAL), retrying
-        with backoff while a reader blocks it. False when still blocked: the last shred is "pending"."""
+        """The work of :meth:`fieldcrypt.Keyring.purge`, documented there."""
         delay = self._src._retry.backoff
         for attempt in range(self._src._retry.attempts + 2):
             if self._src._call(self._src.store.purge):
@@ -317,9 +298,7 @@ class KeyAdmin:
     def restore(
         self, entries: Iterable[ShredRecord] | None = None, *, reason: str = "", quiet: bool = False
     ) -> list[int]:
-        """After restoring the key store from an older backup: re-apply the shred log (``entries``, or the
-        ``shred_log`` file this keyring keeps), so no shredded key comes back. Returns the ids destroyed again.
-        A torn or corrupt line in the file is a ``ConfigurationError`` naming the line; nothing is applied."""
+        """The work of :meth:`fieldcrypt.Keyring.restore`, documented there."""
         if entries is None:
             if self._log_file is None or not self._log_file.exists():
                 raise ConfigurationError("no shred log to re-apply: pass entries or configure shred_log=PATH")
@@ -347,8 +326,7 @@ class KeyAdmin:
         operation: str | None = None,
         since: float | None = None,
     ) -> list[AuditEntry]:
-        """The append-only audit log of key operations, oldest first; optionally only the newest ``limit``, those
-        naming one data subject, one operation (create, rotate, rewrap, shred, restore), or at/after ``since``."""
+        """The work of :meth:`fieldcrypt.Keyring.audit`, documented there."""
         if person is not None:
             check_id(person, "data-subject id")
         if operation is not None and operation not in OPERATIONS:
