@@ -26,7 +26,8 @@ from fieldcrypt import ConfigurationError, Keyring, PolicyError
 from fieldcrypt.avro import AvroSerializer
 from fieldcrypt.core.confluent import wildcard_match, wildcard_stars
 from fieldcrypt.json_schema import JSONSerializer
-from fieldcrypt.json_schema.validation import bounded_transform, bounded_validate
+from fieldcrypt.json_schema.confluent import bounded_transform
+from fieldcrypt.json_schema.validation import bounded_validate
 
 EVIL = "^(a+)+$"
 KEY = "a" * 30 + "!"  # with EVIL, Python's re backtracks for hours

@@ -34,7 +34,7 @@ names: the JSON transformer picks ``oneOf``/``anyOf`` branches and ``type``-list
 ``validate`` (a schema's ``pattern`` searched in a value), and ``RuleContext.get_tags`` matches ``metadata.tags``
 wildcards against each field's full name. So a hostile schema with a rule could stall a consumer. fieldcrypt runs
 both on RE2 with the same answers: the JSON transformer is confluent's own code re-bound to a bounded ``validate``
-(:func:`fieldcrypt.json_schema.validation.bounded_transform`), and every rule context the formats' field transformers
+(:func:`fieldcrypt.json_schema.confluent.bounded_transform`), and every rule context the formats' field transformers
 are handed matches its wildcards with :func:`wildcard_match` (:func:`bounded_tags`).
 
 The private confluent methods and helpers used here are checked by ``tests/test_confluent_private_api.py``.

@@ -22,7 +22,8 @@ with ``re`` instead, never skipped. One met only while validating (in a schema a
 
 confluent's own JSON field transformer, which fieldcrypt runs for a schema with field-level rules
 (:mod:`fieldcrypt.core.confluent`), picks ``oneOf``/``anyOf`` branches and ``type``-list members with jsonschema's plain
-``validate``: :func:`bounded_transform` is that transformer re-bound to :func:`bounded_validate`.
+``validate``: :func:`fieldcrypt.json_schema.confluent.bounded_transform` is that transformer re-bound to
+:func:`bounded_validate`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from jsonschema import validators
@@ -44,7 +45,6 @@ __all__ = [
     "NO_REMOTE",
     "REGEX_KEYWORDS",
     "bounded_class",
-    "bounded_transform",
     "bounded_validate",
     "bounded_validator",
     "patterns_of",
@@ -81,12 +81,12 @@ _REBOUND: dict[Any, Any] = {}
 _LOCK = threading.Lock()
 
 
-def _names(code: types.CodeType) -> set[str]:
+def names_in(code: types.CodeType) -> set[str]:
     """The global names ``code`` (and the functions, comprehensions and generators written inside it) refers to."""
     found = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            found |= _names(const)
+            found |= names_in(const)
     return found
 
 
@@ -103,7 +103,7 @@ def _rebound(fn: Any) -> Any:
     copy.__kwdefaults__, copy.__qualname__, copy.__doc__ = fn.__kwdefaults__, fn.__qualname__, fn.__doc__
     copy.__module__ = fn.__module__
     _REBOUND[fn] = copy  # before the walk: a helper that calls itself (or a cycle) reaches the copy
-    for name in _names(fn.__code__):
+    for name in names_in(fn.__code__):
         value = fn.__globals__.get(name)
         if value is re:
             env[name] = _BoundedRe
@@ -157,56 +157,10 @@ def bounded_validator(validator: Any, schema: Any, registry: Any) -> Any:
 
 def bounded_validate(instance: Any, schema: Any, cls: Any = None, *args: Any, **kwargs: Any) -> None:
     """``jsonschema.validate`` (same arguments, same class choice, the metaschema checked as it does) with the
-    validator class bounded: what confluent's field transformer calls, in :func:`bounded_transform`."""
+    validator class bounded: what confluent's field transformer calls, in
+    :func:`fieldcrypt.json_schema.confluent.bounded_transform`."""
     base = cls if cls is not None else validators.validator_for(schema)
     validators.validate(instance, schema, bounded_class(base), *args, **kwargs)
-
-
-_TRANSFORM: list[Any] = []
-
-
-def bounded_transform() -> Callable[..., Any]:
-    """confluent's JSON field transformer (``common.json_schema.transform``), re-bound: each function of that
-    module copied with a copy of its globals in which ``validate`` (jsonschema's, with which the transformer picks
-    the ``oneOf``/``anyOf`` branch and the ``type``-list member a rule applies to) is :func:`bounded_validate`, and
-    the module's own functions are these copies (so the recursion stays in them). The same code, the same answers,
-    every regex on RE2. Raises ``RuntimeError`` if the module reaches ``re`` or jsonschema's validation another way
-    (a confluent release that does must be looked at, not run with a backtracking search)."""
-    if _TRANSFORM:
-        return cast(Callable[..., Any], _TRANSFORM[0])
-    import jsonschema
-    from confluent_kafka.schema_registry.common import json_schema as module
-
-    with _LOCK:
-        if _TRANSFORM:
-            return cast(Callable[..., Any], _TRANSFORM[0])
-        env: dict[str, Any] = dict(vars(module))
-        env["validate"] = bounded_validate
-        own = {
-            name: fn
-            for name, fn in vars(module).items()
-            if isinstance(fn, types.FunctionType) and fn.__module__ == module.__name__
-        }
-        for name, fn in own.items():
-            copy = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-            copy.__kwdefaults__, copy.__qualname__, copy.__doc__ = fn.__kwdefaults__, fn.__qualname__, fn.__doc__
-            copy.__module__ = fn.__module__
-            env[name] = copy
-        unbounded = (re, jsonschema, validators, jsonschema.validate, validators.validate, validators.validator_for)
-        for name, fn in own.items():
-            for used in sorted(_names(fn.__code__)):
-                value = env.get(used)
-                if any(value is u for u in unbounded) or (
-                    isinstance(value, types.FunctionType)
-                    and value.__module__ != module.__name__
-                    and value.__module__.startswith("jsonschema")
-                ):
-                    raise RuntimeError(
-                        f"confluent's {module.__name__}.{name} reaches {used!r} ({value!r}): fieldcrypt cannot bound "
-                        "the regexes its field transformer searches records with"
-                    )
-        _TRANSFORM.append(env["transform"])
-        return cast(Callable[..., Any], _TRANSFORM[0])
 
 
 # -- the patterns a schema holds ------------------------------------------------------------------------------------
@@ -290,7 +244,7 @@ def searches_re(fn: Callable[..., Any]) -> bool:
         if f in seen or not isinstance(f, types.FunctionType):
             continue
         seen.add(f)
-        for name in _names(f.__code__):
+        for name in names_in(f.__code__):
             value = f.__globals__.get(name)
             if value is re:
                 return True
