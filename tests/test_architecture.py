@@ -20,19 +20,28 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the allowed order, top to bottom: each layer may import only the layers below it; ``a | b`` are siblings that
-#: do not import each other (pyproject.toml [tool.importlinter], docs/architecture.md)
-LAYERS = [
-    "cli | _testing | lint | detectors | metrics",
-    "dev",
-    "inspect",
-    "formats",
-    "avro | json_schema",
-    "core",
-    "keys | observe",
-    "crypto",
-    "errors | clock",
-]
+
+def _format_packages() -> list[str]:
+    """The folders of the registered formats (``fieldcrypt.formats``): ``avro``, ``json_schema``, ..."""
+    from fieldcrypt.formats import formats
+
+    return sorted(type(f).__module__.split(".")[1] for f in formats())
+
+
+def _stated_layers() -> list[str]:
+    """The allowed order, top to bottom: each layer may import only the layers below it; ``a | b`` are siblings
+    that do not import each other. The formats' layer holds every registered format's folder."""
+    return [
+        "cli | _testing | lint | detectors | metrics",
+        "dev",
+        "inspect",
+        "formats",
+        " | ".join(_format_packages()),
+        "core",
+        "keys | observe",
+        "crypto",
+        "errors | clock",
+    ]
 
 
 def _contracts() -> dict[str, dict[str, object]]:
@@ -41,18 +50,31 @@ def _contracts() -> dict[str, dict[str, object]]:
 
 
 def test_the_layer_order_is_the_stated_one() -> None:
+    """pyproject.toml's layers are these, in this order, with every registered format in the formats' layer (a new
+    format folder must be placed there)."""
     layers = _contracts()["layers"]
-    assert layers["layers"] == LAYERS and layers["containers"] == ["fieldcrypt"] and layers["exhaustive"] is True
+    assert layers["layers"] == _stated_layers() and layers["containers"] == ["fieldcrypt"]
+    assert layers["exhaustive"] is True
+
+
+def test_every_format_is_held_to_the_record_path_contracts() -> None:
+    """The contracts that name the formats name every registered one: a new format's serde may not import key
+    administration, and the core may not import it."""
+    contracts = _contracts()
+    for package in _format_packages():
+        assert f"fieldcrypt.{package}" in contracts["record-path-no-admin"]["source_modules"], package
+        assert f"fieldcrypt.{package}" in contracts["core-knows-no-format"]["forbidden_modules"], package
 
 
 def test_docs_draw_the_same_layers() -> None:
-    """docs/architecture.md lists the layers in this order (its table of layers), so the picture cannot drift."""
+    """docs/architecture.md's table of layers lists them in this order, so the picture cannot drift."""
     text = (ROOT / "docs" / "architecture.md").read_text()
+    text = text[text.index("## Layers") :]
     at = 0
-    for layer in LAYERS:
+    for layer in _stated_layers():
         first = layer.split(" | ")[0]
-        found = text.find(f"`{first}", at)
-        assert found >= 0, f"docs/architecture.md does not name layer {layer!r} after the ones above it"
+        found = text.find(f"`{first}`", at)
+        assert found >= 0, f"docs/architecture.md's layers do not name {layer!r} after the ones above it"
         at = found
 
 

@@ -2,11 +2,13 @@
 (``pip install 'fieldcrypt[metrics]'``; docs/observability.md)."""
 
 from fieldcrypt.observe.metrics import (
+    LATENCY_BUCKETS,
     StatsCollector,
     register_prometheus,
 )
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "StatsCollector",
     "register_prometheus",
 ]

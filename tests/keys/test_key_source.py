@@ -225,6 +225,35 @@ def test_cancelling_every_waiter_still_finishes_the_key(counted: Any) -> None:
     assert store.calls["create"] == 1
 
 
+def test_a_loop_closed_mid_lookup_leaves_no_flight_and_is_freed(counted: Any) -> None:
+    """A caller that gives up (a timeout) and closes its loop before the executor call ends: the lookup still ends,
+    its flight is forgotten, and the closed loop is not kept alive by the key source."""
+    import gc
+    import weakref
+
+    keyring, store, _ = counted
+    store.delay = 0.2
+    door = AsyncKeySource(keyring)
+    loop = asyncio.new_event_loop()
+
+    async def impatient() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(door.encryption_key("orders", "cust-1"), 0.01)
+
+    loop.run_until_complete(impatient())
+    loop.close()
+    deadline = time.monotonic() + 10
+    while keyring._flights and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not keyring._flights
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None
+    [record] = keyring.store.keys("orders", "cust-1")
+    assert keyring.encryption_key("orders", "cust-1").key_id == record.key_id
+
+
 def test_a_store_error_reaches_every_waiter_and_a_later_call_retries(counted: Any) -> None:
     keyring, store, aead = counted
     store.delay = 0.02

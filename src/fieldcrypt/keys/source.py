@@ -861,11 +861,25 @@ class AsyncKeySource:
         name = (loop, lookup)
         flight = flights.get(name)
         if flight is None:
-            flight = loop.run_in_executor(None, contextvars.copy_context().run, cold)
+            flight = loop.run_in_executor(None, _cold_then_forget, flights, name, contextvars.copy_context(), cold)
             flights[name] = flight
             flight.add_done_callback(partial(_landed, flights, name))
         result: DataKey = await asyncio.shield(flight)
         return result
+
+
+def _cold_then_forget(
+    flights: dict[Any, asyncio.Future[Any]], name: Any, context: contextvars.Context, cold: Callable[[], DataKey]
+) -> DataKey:
+    """The executor's side of a shared lookup: ``cold()`` in the caller's context, then its flight forgotten from
+    this thread too, so a loop closed before :func:`_landed` could run (``loop.close()`` after a timeout) leaves no
+    entry (and no reference to the loop) behind. Until the lookup ends the entry is its own: no other flight of the
+    same name can start while it is there. A caller arriving between the two starts a new lookup, which the cold
+    path's per-key lock and the cache answer."""
+    try:
+        return context.run(cold)
+    finally:
+        flights.pop(name, None)
 
 
 def _landed(flights: dict[Any, asyncio.Future[Any]], name: Any, flight: asyncio.Future[Any]) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["StatsCollector", "register_prometheus"]
+__all__ = ["LATENCY_BUCKETS", "StatsCollector", "register_prometheus"]
 
 _LABELS = ("serde", "role")
 
