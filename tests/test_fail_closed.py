@@ -58,7 +58,7 @@ def test_key_store_unavailable_is_retried_with_backoff_then_fails_closed(registr
     before = copy.deepcopy(rec)
     with pytest.raises(KeyStoreUnavailableError) as err:
         ser(rec, value_ctx())
-    assert err.value.subject == "orders-value"  # the first store call is the policy record (see _serde.PolicyCheck)
+    assert err.value.subject == "orders-value"  # the first store call is the policy record (see core.serde.PolicyCheck)
     assert rec == before
     assert store.calls == 4 and slept == [0.1, 0.2, 0.4]
 

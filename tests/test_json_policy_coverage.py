@@ -391,7 +391,7 @@ print(json.dumps({"seconds": time.monotonic() - start, "clear": b"open-value" in
 
 
 def test_a_hostile_pattern_cannot_stall_the_serializer_or_the_deserializer(store_url: str, kek_uri: str) -> None:
-    """The serializer's plan and its per-key matching (``_engine._other_keys``) on the attack: a key of 34 ``a`` and a
+    """The serializer's plan and its per-key matching (``engine._other_keys``) on the attack: a key of 34 ``a`` and a
     ``!`` is searched with the tagged ``^(a+)+$`` on every write and read. In a child process, so a regression fails
     on its timeout instead of stalling the suite."""
     import subprocess

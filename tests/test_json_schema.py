@@ -156,7 +156,7 @@ def test_fail_closed(registry, kek_uri: str, store_url: str, broker) -> None:
     rec = json_customer(1)
     with pytest.raises(KeyStoreUnavailableError) as err:
         ser(rec, value_ctx())
-    assert err.value.subject == "orders-value"  # the first store call is the policy record (_serde.PolicyCheck)
+    assert err.value.subject == "orders-value"  # the first store call is the policy record (core.serde.PolicyCheck)
     topic = f"json-closed-{uuid.uuid4().hex[:6]}"
     broker.create_topic(topic)
     producer = SerializingProducer({"bootstrap.servers": broker.bootstrap_servers, "value.serializer": ser})

@@ -140,7 +140,7 @@ def key_of(fmt: str, registry: Any, data: bytes, topic: str = "orders") -> int:
 
 
 def repoint(fmt: str, registry: Any, data: bytes, field: str, key_id: int) -> bytes:
-    """``data`` with one value's header naming ``key_id`` (bytes 1..4 of the value, see ``_wire``); nothing else
+    """``data`` with one value's header naming ``key_id`` (bytes 1..4 of the value, see ``crypto.wire``); nothing else
     changes, so the record stays valid for its schema."""
     text = ciphertexts(fmt, registry, data)[field]
     blob = _wire.decode_text(text)

@@ -51,7 +51,7 @@ __all__ = ["compile_avro", "named_types", "reader_nulls"]
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _NAMED = ("record", "error", "enum", "fixed")
 _SUBJECT_TYPES = {"string": "string", "int": "int", "long": "int"}
-#: what fastavro's reader returns for a branch, as the engine names Python types (``_engine._FAMILY``)
+#: what fastavro's reader returns for a branch, as the engine names Python types (``core.engine._FAMILY``)
 _FAMILIES = {
     "null": "None",
     "boolean": "bool",

@@ -118,7 +118,7 @@ class RecordState:
         self.default_domain = default_domain
         self.person = person
         self.keys: dict[str, DataKey] = {}
-        self.count = 0  # encrypted values so far: the next value's index (see _wire)
+        self.count = 0  # encrypted values so far: the next value's index (see crypto.wire)
         self.nonce: bytes | None = None  # the record nonce
         self.last_key: DataKey | None = None  # read side: the key of the previous value
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable

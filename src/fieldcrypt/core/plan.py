@@ -6,7 +6,7 @@ A plan is a tree of frozen nodes that follows only the parts of a record that le
     ArrayNode(items, prefix) / MapNode(values) / NullableNode(child) / RefNode(name)  (RefNode: recursive types)
     UnionNode(branches)  (Avro unions of several types)  /  ChoiceNode(branches)  (JSON oneOf/anyOf)
 
-Avro and JSON Schema compile to the same nodes, so both serdes share one engine (``_engine``).
+Avro and JSON Schema compile to the same nodes, so both serdes share one engine (``core.engine``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ wraps it with the key-encryption key (``tink.proto_keyset_format.serialize_encry
 naming the key id, domain, person and version), so DEKs leave this module only wrapped.
 
 The field cipher is AES-256-GCM on that key. fieldcrypt chooses the nonce itself (one random nonce per record,
-see ``_wire``), which Tink's Python API does not accept, so the cipher call goes through ``cryptography``'s
+see ``crypto.wire``), which Tink's Python API does not accept, so the cipher call goes through ``cryptography``'s
 AESGCM on the same key bytes. A value with index 0 is exactly Tink's RAW AES-GCM output (nonce || ct || tag).
 """
 

@@ -8,8 +8,8 @@
     report.findings                                     # refused tags, tags removed, personal-looking fields in clear
 
 **The verdicts are the serializers'.** The schema is parsed as the serializers parse it (confluent's own parsing,
-through the registry for references) and compiled by the same policy compilers (``_avro_policy``,
-``_json_policy``) with the same tag rules, so a schema lint refuses is one the serializer refuses, with the same
+through the registry for references) and compiled by the same policy compilers (``avro.policy``,
+``json_schema.policy``) with the same tag rules, so a schema lint refuses is one the serializer refuses, with the same
 reason at the same location, and the paths lint calls encrypted are exactly the paths the plan encrypts. The
 serializer stops at the first refusal; lint then drops the refused tags and compiles again, to report every
 refusal in one run (the first one listed is the serializer's).
@@ -653,7 +653,7 @@ def lint_schema(
     rules, domain = rules_from_conf(conf)
     if isinstance(schema, str):
         schema = Schema(schema, (schema_type or "AVRO").upper())
-    given = schema_type or schema.schema_type
+    given = schema_type or schema.schema_type or None  # "" is what confluent means by no type: Avro
     domain = domain or subject
     try:
         fmt = format_for(given)

@@ -545,7 +545,7 @@ class _Compiler:
             kws = [
                 kw for kw in ("uniqueItems", "contains") if any(kw in m and m[kw] is not False for m, _, _ in members)
             ]
-            if kws:  # the reader checks stand-ins placed in it (_engine._array)
+            if kws:  # the reader checks stand-ins placed in it (core.engine._array)
                 array = replace(array, together=" and ".join(kws))
                 node = replace(node, child=array) if isinstance(node, NullableNode) else array
         for ref in {r for _, _, st in members for r in st[len(stack) :]} & self.recursive:
