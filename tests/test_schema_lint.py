@@ -1128,3 +1128,18 @@ def test_hostile_metadata_tags_wildcards_cannot_stall_lint_or_crash_it() -> None
     report = lint_schema(Schema(json.dumps(avro), "AVRO", metadata=_meta({"a[": ("PII",)})), "AVRO")
     assert [(f.kind, f.path) for f in report.findings] == [("refused", None)]
     assert "metadata.tags path pattern 'a['" in report.findings[0].message
+
+
+@pytest.mark.parametrize(("schema_type", "kind"), [("", "AVRO"), (None, "AVRO"), ("avro", "AVRO"), ("AVRO", "AVRO")])
+def test_a_schema_without_a_type_is_avro_as_confluent_reads_it(schema_type: str | None, kind: str) -> None:
+    text = '{"type": "record", "name": "R", "fields": [{"name": "email", "type": "string", "confluent:tags": ["PII"]}]}'
+    report = lint_schema(Schema(text, schema_type))
+    assert report.schema_type == kind and not [f for f in report.findings if f.kind == "invalid"]
+    assert [(row.path, row.verdict) for row in report.rows] == [("R.email", "encrypted")]
+
+
+@pytest.mark.parametrize("schema_type", ["PROTOBUF", " AVRO", "xml"])
+def test_a_schema_type_no_format_reads_is_an_invalid_finding_naming_the_supported_ones(schema_type: str) -> None:
+    report = lint_schema(Schema('{"type": "string"}', schema_type))
+    [finding] = report.findings
+    assert finding.kind == "invalid" and "Avro and JSON Schema" in finding.message
