@@ -71,6 +71,9 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stdout + build.stderr
     assert not (ROOT / "docs" / "cli.md").exists(), "cli.md is generated at build time, not committed"
 
+    # the architecture's diagram is a mermaid block, which Material renders as a diagram (not shown as code)
+    architecture = (site / "architecture" / "index.html").read_text(encoding="utf-8")
+    assert '<pre class="mermaid">' in architecture and "flowchart TD" in architecture
     page = (site / "cli" / "index.html").read_text(encoding="utf-8")
     assert "docs-canary" not in page and "not-a-password" not in page
     parser = cli_parser()
