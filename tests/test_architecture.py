@@ -32,7 +32,7 @@ def _stated_layers() -> list[str]:
     """The allowed order, top to bottom: each layer may import only the layers below it; ``a | b`` are siblings
     that do not import each other. The formats' layer holds every registered format's folder."""
     return [
-        "cli | _testing | lint | detectors | metrics",
+        "cli | _testing | lint | detectors | metrics | keyring | stats",
         "dev",
         "inspect",
         "formats",
@@ -174,3 +174,25 @@ def test_the_public_face_and_the_key_commands_load_no_record_path() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_public_module_paths_of_before_the_split_still_work() -> None:
+    """``fieldcrypt.keyring`` and ``fieldcrypt.stats`` (public names before the keys and observability got their
+    folders) still hold what they held, and a ``SerdeStats`` pickled under the old module path loads."""
+    import pickle
+
+    import fieldcrypt
+    import fieldcrypt.keyring
+    import fieldcrypt.metrics
+    import fieldcrypt.stats
+
+    assert fieldcrypt.keyring.Keyring is fieldcrypt.Keyring
+    assert fieldcrypt.keyring.RotationPolicy is fieldcrypt.RotationPolicy
+    assert {"KeyMeter", "PersonShred", "ShredReport", "SkippedRotation"} <= set(fieldcrypt.keyring.__all__)
+    assert fieldcrypt.stats.SerdeStats is fieldcrypt.SerdeStats
+    assert fieldcrypt.stats.LATENCY_BUCKETS == fieldcrypt.metrics.LATENCY_BUCKETS
+    stats = fieldcrypt.SerdeStats()
+    stats.records = 3
+    old = pickle.dumps(stats, protocol=0).replace(b"fieldcrypt.observe.stats", b"fieldcrypt.stats")
+    assert b"fieldcrypt.stats\n" in old
+    assert pickle.loads(old).records == 3
