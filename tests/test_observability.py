@@ -140,12 +140,18 @@ def test_erased_and_denied_values(fmt: str, registry, keyring: Keyring, store_ur
     s = de.stats
     assert (s.records, s.values, s.erased, s.denied, s.values_decrypted) == (3, 9, 6, 0, 3)
     assert s.key_lookups == 3  # one per record and key, erased ones too (not one per value)
+    # per field path: person 0's two records, 3 tagged values each
+    assert sum(s.erased_by_field.values()) == 6 and len(s.erased_by_field) == 3 and not s.denied_by_field
+    assert set(s.erased_by_field.values()) == {2}
+    assert s.as_dict()["erased_by_field"] == s.erased_by_field
 
     stranger = Keyring(store_url, fieldcrypt.create_local_kek(tmp_path / "other-kek.json"))  # cannot unwrap any key
     _, blind = serde(fmt, registry, stranger, on_denied="null", on_erased="null")
     [blind(d, value_ctx()) for d in data]
     b = blind.stats
     assert (b.records, b.values, b.erased, b.denied, b.values_decrypted, b.errors) == (3, 9, 6, 3, 0, 0)
+    assert b.erased_by_field == s.erased_by_field and set(b.denied_by_field.values()) == {1}
+    assert len(b.denied_by_field) == 3  # person 1's record: each tagged field once, by path, never a value
     assert b.key_lookups == 3
     # one warning per key this consumer cannot unwrap, not one per value: the answer is cached
     denied = [r for r in caplog.records if getattr(r, "event", None) == "key.denied"]

@@ -94,6 +94,7 @@ class RecordState:
         "stood_in",
         "subject",
         "total",
+        "unreadable",
         "version",
     )
 
@@ -123,6 +124,7 @@ class RecordState:
         self.last_key: DataKey | None = None  # read side: the key of the previous value
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
+        self.unreadable: list[tuple[bool, str]] | None = None  # read side: (erased, path) of unreadable values
         self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
         self.version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
         self.ident = b""  # version 2: lp(schema identity), bound into every value's associated data

@@ -23,6 +23,8 @@ class Counts(Protocol):
     erased: int
     denied: int
     stood_in: int
+    #: (erased, field path) of each unreadable value, for the per-field counters
+    unreadable: list[tuple[bool, str]] | None
 
 
 class _Unreadable:
@@ -137,6 +139,9 @@ class Outcomes:
             st.erased += 1
         else:
             st.denied += 1
+        if st.unreadable is None:
+            st.unreadable = []
+        st.unreadable.append((erased, leaf.path))
         mode = self.on_erased if erased else self.on_denied
         if mode == "raise":
             raise exc.with_context(subject=st.subject, field_path=leaf.path) from None

@@ -31,6 +31,7 @@ class RecordState(Protocol):
     erased: int
     denied: int
     plain: list[str] | None
+    unreadable: list[tuple[bool, str]] | None
 
 
 __all__ = ["LATENCY_BUCKETS", "SerdeStats"]
@@ -53,12 +54,13 @@ class SerdeStats:
 
     Values: ``values`` ciphertext values handled (a serializer encrypted them; a deserializer found them: read,
     erased or denied), of which ``erased`` (key shredded) and ``denied`` (no access) were returned as the
-    ``fieldcrypt.on.erased`` / ``on.denied`` outcome; ``plaintext`` tagged values read as plaintext
-    (``fieldcrypt.on.plaintext=accept``), per field path in ``plaintext_by_field``; ``untagged_ciphertext`` values
-    of fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows,
-    returned as they are (``fieldcrypt.on.untagged.ciphertext=accept``; a record re-framed with the id of a schema
-    version without the tag), per field path (``$.email``) in ``untagged_ciphertext_by_field``. Values of refused
-    records are not counted.
+    ``fieldcrypt.on.erased`` / ``on.denied`` outcome, per field path in ``erased_by_field`` / ``denied_by_field``
+    (so a consumer holding the keys of some key domains sees which fields it cannot read); ``plaintext`` tagged
+    values read as plaintext (``fieldcrypt.on.plaintext=accept``), per field path in ``plaintext_by_field``;
+    ``untagged_ciphertext`` values of fields the record's schema does not tag that hold a fieldcrypt ciphertext of a
+    key the key store knows, returned as they are (``fieldcrypt.on.untagged.ciphertext=accept``; a record re-framed
+    with the id of a schema version without the tag), per field path (``$.email``) in
+    ``untagged_ciphertext_by_field``. Values of refused records are not counted.
 
     Keys: ``key_cache_hits`` / ``key_cache_misses``: data-key lookups this serde made (one per record and key,
     not one per value), answered from the keyring's memory (a key, or a cached "shredded", "unknown" or "no
@@ -77,6 +79,8 @@ class SerdeStats:
     values: int = 0
     erased: int = 0
     denied: int = 0
+    erased_by_field: dict[str, int] = field(default_factory=dict)
+    denied_by_field: dict[str, int] = field(default_factory=dict)
     plaintext: int = 0
     plaintext_by_field: dict[str, int] = field(default_factory=dict)
     untagged_ciphertext: int = 0
@@ -179,6 +183,9 @@ class SerdeStats:
                 if st.erased or st.denied:
                     self.erased += st.erased
                     self.denied += st.denied
+                    for erased, path in st.unreadable or ():
+                        by_path = self.erased_by_field if erased else self.denied_by_field
+                        by_path[path] = by_path.get(path, 0) + 1
                 plain = st.plain
                 if plain:
                     self.plaintext += len(plain)
