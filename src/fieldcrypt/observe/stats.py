@@ -79,8 +79,6 @@ class SerdeStats:
     values: int = 0
     erased: int = 0
     denied: int = 0
-    erased_by_field: dict[str, int] = field(default_factory=dict)
-    denied_by_field: dict[str, int] = field(default_factory=dict)
     plaintext: int = 0
     plaintext_by_field: dict[str, int] = field(default_factory=dict)
     untagged_ciphertext: int = 0
@@ -92,6 +90,9 @@ class SerdeStats:
     key_store_seconds: float = 0.0
     key_store_max_seconds: float = 0.0
     key_store_latency: list[int] = field(default_factory=_no_buckets)
+    # after every older field, so positional construction and the repr's order stay as they were
+    erased_by_field: dict[str, int] = field(default_factory=dict)
+    denied_by_field: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # not a dataclass field: dataclasses.asdict and SerdeStats(**asdict(s)) keep working
