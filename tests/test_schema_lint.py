@@ -1138,8 +1138,8 @@ def test_a_schema_without_a_type_is_avro_as_confluent_reads_it(schema_type: str 
     assert [(row.path, row.verdict) for row in report.rows] == [("R.email", "encrypted")]
 
 
-@pytest.mark.parametrize("schema_type", ["PROTOBUF", " AVRO", "xml"])
-def test_a_schema_type_no_format_reads_is_an_invalid_finding_naming_the_supported_ones(schema_type: str) -> None:
+@pytest.mark.parametrize("schema_type", ["PROTOBUF", " AVRO", "xml", 0, False, b"AVRO"])
+def test_a_schema_type_no_format_reads_is_an_invalid_finding_naming_the_supported_ones(schema_type: object) -> None:
     report = lint_schema(Schema('{"type": "string"}', schema_type))
     [finding] = report.findings
     assert finding.kind == "invalid" and "Avro and JSON Schema" in finding.message

@@ -653,7 +653,9 @@ def lint_schema(
     rules, domain = rules_from_conf(conf)
     if isinstance(schema, str):
         schema = Schema(schema, (schema_type or "AVRO").upper())
-    given = schema_type or schema.schema_type or None  # "" is what confluent means by no type: Avro
+    given = schema_type if schema_type is not None else schema.schema_type
+    if given == "":  # what confluent means by no type: Avro; any other non-string is refused by the registry
+        given = None
     domain = domain or subject
     try:
         fmt = format_for(given)
