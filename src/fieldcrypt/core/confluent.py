@@ -56,6 +56,7 @@ from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.core import regex as _regex
+from fieldcrypt.errors import ConfigurationError
 
 __all__ = [
     "CONFIGURED",
@@ -159,8 +160,6 @@ def writer_schema(serde: Any, subject: str) -> Any:
     """What confluent's serializer would write with for ``subject``: the registered schema (``RegisteredSchema``)
     from use.schema.id / use.latest.version / use.latest.with.metadata, else the serializer's own schema,
     registered (auto.register.schemas) or looked up."""
-    from fieldcrypt.errors import ConfigurationError
-
     latest = serde._get_reader_schema(subject)
     if latest is not None:
         return latest

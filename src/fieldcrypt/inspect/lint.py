@@ -296,10 +296,6 @@ class SchemaReport:
 # -- the tag collectors lint compiles with -------------------------------------------------------------------------
 
 
-_Value = ValueRecord
-_Visit = Recorder
-
-
 def _covers(paths: set[str], path: str) -> bool:
     """``path`` is one of ``paths`` or inside one of them (array items, map values, union branches)."""
     return any(path == p or (path.startswith(p) and path[len(p) : len(p) + 1] in ("[", "<")) for p in paths)
@@ -350,9 +346,6 @@ class _Deciding(TagCollector):
             super().finish()
 
 
-_neutral = neutral
-
-
 def _undecided_reason(rules: TagRules, tag: str, location: str) -> str:
     try:
         TagCollector(rules).inline([tag], location)
@@ -370,7 +363,7 @@ Compile = Callable[[TagRules, TagCollector], FieldPlan]
 @dataclass
 class _Outcome:
     plan: FieldPlan | None
-    visit: _Visit
+    visit: Recorder
     refusals: list[tuple[str | None, str]]
     tags_at: dict[str, frozenset[str]]
 
@@ -378,10 +371,10 @@ class _Outcome:
 def _run(compile_plan: Compile, rules: TagRules) -> _Outcome:
     """Compile as the serializer does; on a refusal, drop what was refused and compile again, until the schema
     compiles or nothing more can be dropped. The first refusal is the serializer's."""
-    visit = _Visit(_neutral(rules))
+    visit = Recorder(neutral(rules))
     refusals: list[tuple[str | None, str]] = []
     try:
-        compile_plan(_neutral(rules), visit)
+        compile_plan(neutral(rules), visit)
     except PolicyError as exc:  # not about tags ($ref, regex): the deciding pass meets it too
         refusals.append((exc.field_path, exc.reason))
     known = rules.encrypt | rules.plaintext | {rules.data_subject}
@@ -560,7 +553,7 @@ def _rows(
     rows = []
     paths = list(dict.fromkeys([*visit.values, *reasons, *leaves]))
     for path in paths:
-        value = visit.values.get(path, _Value())
+        value = visit.values.get(path, ValueRecord())
         if path not in visit.values:  # a tag location that is no value (an unreferenced JSON definition)
             shape = ValueShape("-", False, False)
         else:
