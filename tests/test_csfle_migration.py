@@ -583,8 +583,19 @@ def test_a_real_fieldcrypt_record_is_never_taken_for_csfle(keyring: Keyring) -> 
 
 @pytest.mark.parametrize(
     "first",
-    [b"\x01\x0b\xad\xc0\xde\x00", b"\x02\x01", b"\x02\x04"],
-    ids=["format-1-value-0-unknown-key", "format-2-reserved-mode", "format-2-reserved-masked-view"],
+    [
+        b"\x01\x0b\xad\xc0\xde\x00",
+        b"\x02\x01",
+        b"\x02\x05",
+        # flags 0x04, key id, index 1, a view of 16 bytes under another key id: a masked view naming unknown keys
+        b"\x02\x04\x0b\xad\xc0\xde\x01\x10\x0b\xad\xf0\x0d",
+    ],
+    ids=[
+        "format-1-value-0-unknown-key",
+        "format-2-reserved-mode",
+        "format-2-reserved-mode-with-view",
+        "format-2-masked-view-unknown-keys",
+    ],
 )
 def test_without_csfle_keys_a_csfle_value_is_never_read_as_a_key_or_format_of_fieldcrypt(
     first: bytes, keyring: Keyring

@@ -158,3 +158,92 @@ def test_v2_layout_as_documented() -> None:
     assert blob[:2] == b"\x02\x00" and blob[6] == 1 and len(blob) == 2 + 4 + 1 + 3 + 16  # index 1, no nonce
     labels = [wire.decode_text(t["label"]) for t in seen["tags"]]
     assert [b[6] for b in labels] == [2, 3]
+
+
+# -- format version 2 with masked views (tests/vectors/v2_views.json: the values' and the views' keys) -----------
+VIEWS = json.loads((Path(__file__).parent / "vectors" / "v2_views.json").read_text())
+
+
+def _add_view_key(tmp_path: Path) -> None:
+    k = VIEWS["view_key"]
+    db = sqlite3.connect(tmp_path / "keys.db")
+    db.execute(
+        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
+        (
+            k["key_id"],
+            k["domain"],
+            k["person"],
+            k["version"],
+            f"local-kek://{tmp_path / 'kek.json'}",
+            bytes.fromhex(k["wrapped"]),
+        ),
+    )
+    db.commit()
+
+
+def _view_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> tuple[Any, Any]:
+    from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+    text, conf = json.dumps(VIEWS[fmt]["schema"]), VIEWS["conf"]
+    registry.register_schema(f"{VIEWS['topic']}-value", Schema(text, fmt.upper()))
+    if fmt == "avro":
+        return AvroSerializer(registry, text, conf=conf, keyring=keyring), AvroDeserializer(
+            registry, conf=conf, keyring=keyring
+        )
+    return (
+        JSONSerializer(text, registry, conf=conf, keyring=keyring),
+        JSONDeserializer(None, schema_registry_client=registry, conf=conf, keyring=keyring),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_v2_view_frozen_bytes_decrypt_and_reproduce(frozen, tmp_path: Path, fmt: str) -> None:
+    keyring, registry = frozen
+    _add_view_key(tmp_path)
+    ser, de = _view_serdes(fmt, registry, keyring)
+    for case in VIEWS[fmt]["cases"]:
+        assert de(bytes.fromhex(case["framed"]), value_ctx(VIEWS["topic"])) == case["record"]
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+            assert ser(case["record"], value_ctx(VIEWS["topic"])).hex() == case["framed"]
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_v2_view_frozen_bytes_read_as_masks_without_the_values_key(tmp_path: Path, fmt: str) -> None:
+    """A reader whose key store holds only the views' key reads the frozen records' masks."""
+    (tmp_path / "kek.json").write_text(json.dumps(VECTORS["kek_keyset"]))
+    (tmp_path / "kek.json").chmod(0o600)
+    fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    _add_view_key(tmp_path)
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    with Keyring(
+        f"sqlite:///{tmp_path / 'keys.db'}",
+        f"local-kek://{tmp_path / 'kek.json'}",
+        rotation=RotationPolicy(max_age=None),
+    ) as keyring:
+        _, de = _view_serdes(fmt, registry, keyring)
+        first, second = (bytes.fromhex(c["framed"]) for c in VIEWS[fmt]["cases"])
+        got = de(first, value_ctx(VIEWS["topic"]))
+        assert got == {"person": "p-1", "email": "***@example.com", "name": "Z. Å.", "aliases": ["A. L."], "plain": "v"}
+        assert de(second, value_ctx(VIEWS["topic"])) == dict(VIEWS[fmt]["cases"][1]["record"], email="***@y")
+
+
+def test_v2_view_layout_as_documented() -> None:
+    """docs/wire-format.md: flags 0x04; after the index (and, on index 0, nonce and count) the view: LEB128 v, the
+    view key id, v bytes of sealed masked text; then the value's own ciphertext and tag."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer as Plain
+
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    registry.register_schema(f"{VIEWS['topic']}-value", Schema(json.dumps(VIEWS["avro"]["schema"]), "AVRO"))
+    case = VIEWS["avro"]["cases"][0]
+    seen = Plain(registry)(bytes.fromhex(case["framed"]), value_ctx(VIEWS["topic"]))
+    email = wire.decode_text(seen["email"])
+    assert email[:2] == b"\x02\x04" and int.from_bytes(email[2:6], "big") == VECTORS["key"]["key_id"]
+    assert email[6] == 0 and email[7:19] == bytes.fromhex(case["record_nonce"])
+    assert int.from_bytes(email[19:23], "big") == 3  # email, name, one alias
+    masked = len("***@example.com")
+    assert email[23] == masked + 16 and int.from_bytes(email[24:28], "big") == VIEWS["view_key"]["key_id"]
+    assert len(email) == 23 + 1 + 4 + masked + 16 + len("Vector@Example.COM") + 16
+    name = wire.decode_text(seen["name"])
+    assert name[:2] == b"\x02\x04" and name[6] == 1 and name[7] == len("Z. Å.".encode()) + 16
+    assert len(name) == 7 + 1 + 4 + len("Z. Å.".encode()) + 16 + len("Zoë Ångström".encode()) + 16

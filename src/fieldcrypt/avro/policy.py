@@ -190,7 +190,14 @@ class _Compiler:
                     "convert its ciphertext: drop the logicalType or the tag",
                     field_path=path,
                 )
-            leaf = Leaf(path=path, kind=kind, domain=self.rules.domain_for(tags, path), tags=tags, nullable=nullable)
+            leaf = Leaf(
+                path=path,
+                kind=kind,
+                domain=self.rules.domain_for(tags, path),
+                tags=tags,
+                nullable=nullable,
+                mask=self.rules.mask_for(tags, path, kind),
+            )
             self.leaves.append(leaf)
             return leaf
         if kind in ("record", "error"):

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX, MaskError, apply_mask, get_mask, view_domain
 from fieldcrypt.core.outcomes import STRICT, Denied, Erased, Outcomes
 from fieldcrypt.core.plan import (
     MISSING,
@@ -37,6 +38,7 @@ from fieldcrypt.errors import (
     EncryptionError,
     FieldcryptError,
     KeyNotFoundError,
+    KeyShreddedError,
     UnsupportedFormatError,
 )
 from fieldcrypt.keys.source import KeySource
@@ -83,6 +85,7 @@ class RecordState:
         "last_key",
         "last_missing",
         "lookups",
+        "masked",
         "misses",
         "nonce",
         "outcomes",
@@ -96,6 +99,7 @@ class RecordState:
         "total",
         "unreadable",
         "version",
+        "view_ids",
     )
 
     def __init__(
@@ -125,6 +129,8 @@ class RecordState:
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
         self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
         self.unreadable: list[tuple[bool, str]] | None = None  # read side: (erased, path) of unreadable values
+        self.masked: list[str] | None = None  # read side: paths of values read as their masked view
+        self.view_ids: set[int] | None = None  # read side: the view keys looked up (one lookup counted per key)
         self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
         self.version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
         self.ident = b""  # version 2: lp(schema identity), bound into every value's associated data
@@ -288,6 +294,12 @@ class PlanRunner:
         ``version``: the value format written (``fieldcrypt.format.version``)."""
         if self._enc_root is None:
             return record, None
+        if default_domain and default_domain.endswith(VIEW_DOMAIN_SUFFIX):
+            raise ConfigurationError(
+                f"the key domain {default_domain!r} ends in {VIEW_DOMAIN_SUFFIX!r}, which is reserved for masked "
+                "views: set fieldcrypt.domain",
+                subject=subject,
+            )
         try:
             person = self.person_of(record)
         except FieldcryptError as exc:
@@ -926,9 +938,10 @@ def _first(pair: tuple[str, Any]) -> str:
     return pair[0]
 
 
-def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:
-    """The record's first value in this domain: ask the keyring (the caller found nothing in ``st.keys``)."""
-    domain = leaf.domain or st.default_domain
+def _key_for_write(leaf: Leaf, st: RecordState, domain: str | None = None) -> DataKey:
+    """The record's first value in this domain (default: the leaf's): ask the keyring (the caller found nothing in
+    ``st.keys``)."""
+    domain = domain or leaf.domain or st.default_domain
     st.lookups += 1
     try:
         key = st.keyring.encryption_key(domain, st.person, st)
@@ -938,13 +951,13 @@ def _key_for_write(leaf: Leaf, st: RecordState) -> DataKey:
     return key
 
 
-def _renew(leaf: Leaf, st: RecordState, key: DataKey) -> DataKey:
+def _renew(leaf: Leaf, st: RecordState, key: DataKey, domain: str | None = None) -> DataKey:
     st.lookups += 1
     try:
         renewed = st.keyring.renew(key, st)
     except FieldcryptError as exc:
         raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
-    st.keys[leaf.domain or st.default_domain] = renewed
+    st.keys[domain or leaf.domain or st.default_domain] = renewed
     return renewed
 
 
@@ -1004,7 +1017,7 @@ class _Pending:
     value goes and tells it where (``parent[slot]``); ``_seal`` encrypts it and puts the ciphertext there.
     """
 
-    __slots__ = ("ad", "data", "index", "key", "leaf", "nonce", "parent", "slot", "union", "wrap")
+    __slots__ = ("ad", "data", "index", "key", "leaf", "nonce", "parent", "slot", "union", "view", "wrap")
 
     def __init__(
         self, key: DataKey, index: int, nonce: bytes, data: bytes, ad: bytes, wrap: Callable[[bytes], Any], leaf: Leaf
@@ -1019,6 +1032,7 @@ class _Pending:
         self.parent: Any = None
         self.slot: Any = None
         self.union: str | None = None  # the Avro union branch name, when the value is written in tuple notation
+        self.view: tuple[DataKey, bytes] | None = None  # the masked view: its key and the masked text (UTF-8)
 
     def _head(self, count: bytes) -> bytes:
         if self.index == 0:
@@ -1027,7 +1041,8 @@ class _Pending:
 
     def stand_in(self) -> Any:
         """A value of the final one's type and length (for checks made before the count is known)."""
-        value = self.wrap(self._head(bytes(_wire.COUNT_LEN)) + bytes(len(self.data) + _wire.TAG_LEN))
+        view = b"" if self.view is None else _wire.view_part(0, bytes(len(self.view[1]) + _wire.TAG_LEN))
+        value = self.wrap(self._head(bytes(_wire.COUNT_LEN)) + view + bytes(len(self.data) + _wire.TAG_LEN))
         return value if self.union is None else (self.union, value)
 
 
@@ -1042,13 +1057,21 @@ def _seal(pending: list[_Pending], st: RecordState) -> Any:
     out = _NOT_ROOT
     for x in pending:
         key = x.key
+        view = x.view
+        header, prefix, part = key.header2, key.ad_prefix2, b""
+        if view is not None:  # flags bit 2, bound in the value's own associated data too
+            header, prefix = _wire.with_view(header), _wire.with_view(prefix)
+        ad = prefix + tail + x.ad
         try:
-            ct = key.cipher.encrypt(x.nonce, x.data, key.ad_prefix2 + tail + x.ad)
+            ct = key.cipher.encrypt(x.nonce, x.data, ad)
+            if view is not None:
+                part = _wire.view_part(view[0].key_id, view[0].cipher.encrypt(x.nonce, view[1], ad + _wire.VIEW_AD))
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted", subject=st.subject, field_path=x.leaf.path, key_id=key.key_id
             ) from None
-        head = key.header2 + _INDEX0 + x.nonce + count if x.index == 0 else key.header2 + _varint(x.index)
+        head = header + _INDEX0 + x.nonce + count if x.index == 0 else header + _varint(x.index)
+        head += part
         value = x.wrap(head + ct)
         if x.union is not None:
             value = (x.union, value)
@@ -1066,6 +1089,8 @@ def _enc_leaf(leaf: Leaf) -> Step:
     wrap = wraps[leaf.kind]
     fixed_domain = leaf.domain
     memo: dict[str, bytes] = {}
+    mask = get_mask(leaf.mask) if leaf.mask is not None else None
+    view_fixed = view_domain(fixed_domain) if fixed_domain is not None else None
 
     def enc(v: Any, p: str, st: RecordState) -> Any:
         if v is None:
@@ -1086,9 +1111,15 @@ def _enc_leaf(leaf: Leaf) -> Step:
             else:
                 nonce = _derive(st.nonce, index)  # type: ignore[arg-type]
             pending = _Pending(key, index, nonce, data, pad, wrap, leaf)
+            if mask is not None:
+                pending.view = _view_for_write(mask, v, leaf, view_fixed, st)
             st.pending.append(pending)  # type: ignore[union-attr]  # a list when writing version 2
             return pending
         else:
+            if mask is not None:  # (the serializer refuses fieldcrypt.masks with format 1 when it is made)
+                raise EncryptionError(
+                    "format version 1 cannot carry a masked view", subject=st.subject, field_path=leaf.path
+                )
             ad = key.ad_prefix + pad
             if index == 0:
                 nonce = st.nonce = _urandom(_wire.NONCE_LEN)
@@ -1107,6 +1138,68 @@ def _enc_leaf(leaf: Leaf) -> Step:
     return enc
 
 
+def _view_for_write(mask: Any, v: str, leaf: Leaf, fixed: str | None, st: RecordState) -> tuple[DataKey, bytes]:
+    """The masked view of ``v``: its key (the view domain's, same person) and the masked text. A value the mask cannot
+    read refuses the record (nothing is sent): the error names the mask, never the value."""
+    try:
+        text = apply_mask(mask, v).encode("utf-8")
+    except MaskError as exc:
+        raise EncryptionError(
+            f"the value cannot be given its masked view ({leaf.mask!r} mask): {exc}",
+            subject=st.subject,
+            field_path=leaf.path,
+        ) from None
+    domain = fixed or view_domain(st.default_domain)
+    key = st.keys.get(domain) or _key_for_write(leaf, st, domain)
+    while next(key.budget[0], None) is None:  # one leased encryption of the view key, as for a value's
+        key = _renew(leaf, st, key, domain)
+    return key, text
+
+
+def _read_view(
+    view: tuple[int, bytes],
+    denied: DecryptionError,
+    key_id: int,
+    nonce: bytes,
+    pad: bytes,
+    leaf: Leaf,
+    domain: str,
+    st: RecordState,
+) -> Any:
+    """What a reader without the value's key reads (``denied``: why it has none): the masked view, when it holds the
+    view key; else the ``on.denied`` outcome (the ``on.erased`` one when the view key was shredded). A view that does
+    not authenticate is tampering."""
+    view_id, sealed = view
+    seen = st.view_ids
+    if seen is None:
+        seen = st.view_ids = set()
+    if view_id not in seen:
+        seen.add(view_id)
+        st.lookups += 1
+    expected = view_domain(domain)
+    try:
+        key = st.keyring.decryption_key(view_id, st)
+    except (KeyNotFoundError, AccessDeniedError) as exc:
+        if exc.owner is not None and exc.owner != (expected, st.person):
+            raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased" or "denied"
+        if isinstance(exc, KeyShreddedError):
+            return st.outcomes.apply(exc, leaf, view_id, st)
+        return st.outcomes.apply(denied, leaf, key_id, st)
+    except FieldcryptError as exc:
+        raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
+    if key.domain != expected or key.person != st.person:
+        raise _moved(leaf, st, key_id)
+    ad = _wire.with_view(_wire.ad_prefix_v2(key_id, domain, st.person)) + st.ident + pad + _wire.VIEW_AD
+    try:
+        text = key.cipher.decrypt(nonce, sealed, ad).decode("utf-8")
+    except _DEC_ERRORS:
+        raise _moved(leaf, st, key_id) from None
+    if st.masked is None:
+        st.masked = []
+    st.masked.append(leaf.path)
+    return text
+
+
 def _dec_leaf(leaf: Leaf) -> Step:
     kind = leaf.kind
     unwrap: Callable[[Any], bytes] = {"string": _a2b, "bytes": _as_bytes, "base64": _wire.decode_base64}[kind]
@@ -1118,7 +1211,7 @@ def _dec_leaf(leaf: Leaf) -> Step:
         if v is None:
             return None
         try:
-            version, key_id, index, record_nonce, count, body = _parse(unwrap(v))
+            version, key_id, index, record_nonce, count, body, view = _parse(unwrap(v))
         except _wire.UnsupportedValue:
             raise UnsupportedFormatError(
                 "the value was written with a format feature this reader does not read (a newer fieldcrypt): upgrade "
@@ -1160,8 +1253,12 @@ def _dec_leaf(leaf: Leaf) -> Step:
                 key = st.last_key = st.keyring.decryption_key(key_id, st)
             except (KeyNotFoundError, AccessDeniedError) as exc:
                 st.last_missing = key_id
-                if exc.owner is not None and exc.owner != (fixed_domain or st.default_domain, st.person):
+                domain = fixed_domain or st.default_domain
+                if exc.owner is not None and exc.owner != (domain, st.person):
                     raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased"
+                if view is not None and not isinstance(exc, KeyShreddedError) and is_text:
+                    # no access to the value (never an erased one: the person is erased, the mask with them)
+                    return _read_view(view, exc, key_id, nonce, memo.get(p) or _remember(memo, p), leaf, domain, st)
                 return st.outcomes.apply(exc, leaf, key_id, st)
             except FieldcryptError as exc:
                 raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
@@ -1170,6 +1267,8 @@ def _dec_leaf(leaf: Leaf) -> Step:
         pad = memo.get(p) or _remember(memo, p)
         if version == 2:  # every value binds the count value 0 carries
             ad = key.ad_prefix2 + st.ident + pad  # st.ident: lp(schema identity) and n, from value 0
+            if view is not None:  # the flags (bit 2) are bound too; a reader of the value does not open its view
+                ad = _wire.with_view(key.ad_prefix2) + st.ident + pad
         else:
             ad = key.ad_prefix + pad
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fieldcrypt.core.confluent import wildcard, wildcard_match, wildcard_stars
+from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX, get_mask
 from fieldcrypt.core.regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported
 from fieldcrypt.errors import ConfigurationError, PolicyError
 
@@ -63,6 +64,9 @@ class Leaf:
     ``"null"``; JSON Schema: every schema that may apply to the value accepts null), decided by the compiler once,
     and never true for the record value itself (a None record is a Kafka tombstone to confluent's deserializers);
     ``min_length``, the largest JSON ``minLength`` a placeholder must meet here.
+
+    ``mask``: the name of the mask whose output the writer also writes, as the value's masked view, under the key
+    domain ``<domain>/masked`` (``fieldcrypt.masks``; ``fieldcrypt.core.masks``), None for no view.
     """
 
     path: str  # schema path for messages, e.g. "bench.Event.items[].email"
@@ -71,6 +75,7 @@ class Leaf:
     tags: frozenset[str]
     nullable: bool = False
     min_length: int = 0
+    mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,8 @@ class TagRules:
     domains: Mapping[str, str] = field(default_factory=dict)
     metadata_tags: tuple[tuple[str, frozenset[str]], ...] = ()
     plaintext: frozenset[str] = frozenset()
+    #: tag -> mask name (``fieldcrypt.masks``): values carrying the tag also get a masked view
+    masks: Mapping[str, str] = field(default_factory=dict)
 
     def with_metadata(self, tags: object) -> TagRules:
         if not tags:
@@ -251,6 +258,28 @@ class TagRules:
             )
         return next(iter(named)) if named else None
 
+    def mask_for(self, tags: frozenset[str], path: str, kind: str) -> str | None:
+        """The mask of an encrypted value carrying ``tags`` (None: no masked view). Two masks for one value, or a
+        mask on a value that is not text, is a ``PolicyError`` naming the value's path."""
+        if not self.masks:
+            return None
+        named = {self.masks[t] for t in tags & self.encrypt if t in self.masks}
+        if not named:
+            return None
+        if len(named) > 1:
+            raise PolicyError(
+                f"tags give the value several masks ({', '.join(sorted(named))}) in fieldcrypt.masks; a value has "
+                "one masked view",
+                field_path=path,
+            )
+        if kind != "string":
+            raise PolicyError(
+                f"a tag of fieldcrypt.masks marks the value for a masked view, but it is {kind}, not text: only "
+                "string values can be masked (drop the mask for this tag, or tag the value otherwise)",
+                field_path=path,
+            )
+        return next(iter(named))
+
     def collector(self) -> TagCollector:
         return TagCollector(self)
 
@@ -260,6 +289,7 @@ class TagRules:
         data_subject: object = DEFAULT_DATA_SUBJECT_TAG,
         domains: object = None,
         plaintext: object = (),
+        masks: object = None,
     ) -> TagRules:
         encrypt = _tag_list(tags, "fieldcrypt.tags", allow_empty=False)
         clear = _tag_list(plaintext, "fieldcrypt.plaintext.tags", allow_empty=True)
@@ -270,6 +300,12 @@ class TagRules:
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in domains.items()
         ):
             raise ConfigurationError("fieldcrypt.tag.domains must map tag names to non-empty domain names")
+        reserved = sorted(v for v in domains.values() if v.endswith(VIEW_DOMAIN_SUFFIX))
+        if reserved:
+            raise ConfigurationError(
+                f"fieldcrypt.tag.domains names {', '.join(map(repr, reserved))}: key domains ending in "
+                f"{VIEW_DOMAIN_SUFFIX!r} are reserved for masked views"
+            )
         stray = sorted(set(domains) - encrypt)
         if stray:
             raise ConfigurationError(
@@ -282,7 +318,27 @@ class TagRules:
         both = sorted(encrypt & clear)
         if both:
             raise ConfigurationError(f"tags {', '.join(map(repr, both))} are both encrypted and declared plaintext")
-        return TagRules(encrypt, data_subject, dict(domains), (), clear)
+        return TagRules(encrypt, data_subject, dict(domains), (), clear, _masks(masks, encrypt))
+
+
+def _masks(value: object, encrypt: frozenset[str]) -> dict[str, str]:
+    """``fieldcrypt.masks``: tag -> the name of a known mask, each tag one of ``fieldcrypt.tags`` (a masked view is a
+    second form of an encrypted value, never of a value left in clear)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigurationError('fieldcrypt.masks must map tag names to mask names, e.g. {"PII": "email"}')
+    stray = sorted(set(value) - encrypt)
+    if stray:
+        raise ConfigurationError(
+            f"fieldcrypt.masks maps {', '.join(map(repr, stray))}, which fieldcrypt.tags does not list: only "
+            f"encrypted values get a masked view (fieldcrypt.tags: {sorted(encrypt)})"
+        )
+    for name in value.values():
+        get_mask(name)  # an unknown name: ConfigurationError listing the known ones
+    return dict(value)
 
 
 def _tag_list(value: object, key: str, *, allow_empty: bool) -> frozenset[str]:

@@ -23,6 +23,7 @@ from fieldcrypt.core.confluent import (
 )
 from fieldcrypt.core.engine import PlanRunner, RecordState
 from fieldcrypt.core.lookalike import fieldcrypts, value_of
+from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX
 from fieldcrypt.core.outcomes import STRICT, Outcomes
 from fieldcrypt.core.plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt.core.schemas import registry_failure, writer_schema_by_id
@@ -67,6 +68,9 @@ FIELDCRYPT_CONF: Mapping[str, str] = {
     "tag in a schema must be encrypted, the data-subject tag, or listed here",
     "fieldcrypt.tag.domains": "dict mapping a tag to a named key domain shared across subjects",
     "fieldcrypt.domain": "the default key domain (default: the registry subject)",
+    "fieldcrypt.masks": "dict mapping a tag of fieldcrypt.tags to a mask (email, phone, card, name, date, or a "
+    "registered one): its values also get a masked view, under the key domain <domain>/masked, for consumers "
+    "granted only that view (format version 2; producers and consumers must agree; default none)",
 }
 #: serializer-only keys
 WRITE_CONF: Mapping[str, str] = {
@@ -125,10 +129,15 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         rest.pop("fieldcrypt.data.subject.tag", DEFAULT_DATA_SUBJECT_TAG),
         rest.pop("fieldcrypt.tag.domains", None),
         rest.pop("fieldcrypt.plaintext.tags", ()),
+        rest.pop("fieldcrypt.masks", None),
     )
     domain = rest.pop("fieldcrypt.domain", None)
     if domain is not None and (not isinstance(domain, str) or not domain.strip()):
         raise ConfigurationError("fieldcrypt.domain must be a non-empty string")
+    if domain is not None and domain.endswith(VIEW_DOMAIN_SUFFIX):
+        raise ConfigurationError(
+            f"fieldcrypt.domain {domain!r}: key domains ending in {VIEW_DOMAIN_SUFFIX!r} are reserved for masked views"
+        )
     allow = False
     version = LATEST_VERSION
     if not reading:
@@ -136,6 +145,11 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         if not isinstance(allow, bool):
             raise ConfigurationError("fieldcrypt.allow.tag.removal must be True or False")
         version = _version(rest.pop("fieldcrypt.format.version", LATEST_VERSION), "fieldcrypt.format.version")
+        if version < 2 and rules.masks:
+            raise ConfigurationError(
+                "fieldcrypt.masks needs value format version 2 (format 1 cannot carry a masked view): drop "
+                "fieldcrypt.format.version=1 once consumers read format 2, or drop fieldcrypt.masks until then"
+            )
     return (rest if conf is not None else None), Options(rules, domain, outcomes, allow, version)
 
 
@@ -166,6 +180,12 @@ def key_domain(configured: str | None, subject: str | None) -> str:
     domain = configured or subject
     if domain is None:
         raise ConfigurationError("cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain")
+    if domain.endswith(VIEW_DOMAIN_SUFFIX):
+        raise ConfigurationError(
+            f"the subject names the key domain {domain!r}, but key domains ending in {VIEW_DOMAIN_SUFFIX!r} are "
+            "reserved for masked views: set fieldcrypt.domain",
+            subject=subject,
+        )
     return domain
 
 
@@ -202,7 +222,11 @@ def policy_of(plan: FieldPlan, domain: str) -> str:
     """What a plan encrypts, under which domains, and the data-subject field: the part of a producer's
     configuration its consumers must share, as canonical JSON."""
     fields = sorted({(leaf.path, leaf.domain or domain) for leaf in plan.leaves})
-    return json.dumps({"v": 1, "encrypt": fields, "subject": plan.data_subject_path}, separators=(",", ":"))
+    policy: dict[str, Any] = {"v": 1, "encrypt": fields, "subject": plan.data_subject_path}
+    masks = sorted({(leaf.path, leaf.mask) for leaf in plan.leaves if leaf.mask is not None})
+    if masks:  # (absent without masks: policies recorded before masked views still compare equal)
+        policy["mask"] = masks
+    return json.dumps(policy, separators=(",", ":"))
 
 
 def _describe(mine: str, theirs: str) -> str:
@@ -221,6 +245,14 @@ def _describe(mine: str, theirs: str) -> str:
         parts.append(f"{', '.join(moved)} use another key domain (fieldcrypt.domain / fieldcrypt.tag.domains)")
     if a["subject"] != b["subject"]:
         parts.append(f"the data-subject field is {b['subject']} for producers, {a['subject']} here")
+    our_masks = {p: m for p, m in a.get("mask", ())}
+    their_masks = {p: m for p, m in b.get("mask", ())}
+    masked = sorted(p for p in set(our_masks) | set(their_masks) if our_masks.get(p) != their_masks.get(p))
+    if masked:
+        said = ", ".join(
+            f"{p} ({their_masks.get(p) or 'none'} for producers, {our_masks.get(p) or 'none'} here)" for p in masked
+        )
+        parts.append(f"the masked views differ (fieldcrypt.masks): {said}")
     return "; ".join(parts) or "the recorded policy differs"
 
 
@@ -257,7 +289,7 @@ class PolicyCheck:
                 raise ConfigurationError(
                     f"this fieldcrypt configuration disagrees with {who} (recorded in the key store): "
                     f"{_describe(mine, theirs)}; align fieldcrypt.tags, fieldcrypt.plaintext.tags, "
-                    "fieldcrypt.data.subject.tag and fieldcrypt.tag.domains",
+                    "fieldcrypt.data.subject.tag, fieldcrypt.tag.domains and fieldcrypt.masks",
                     subject=subject,
                 )
         if len(self._done) < 10_000:

@@ -7,17 +7,29 @@ Format version 2::
 
     offset  size   content
     0       1      format version, 0x02
-    1       1      flags: bits 0-1 mode (0: record-bound AES-256-GCM; 1: deterministic, reserved), bit 2: a masked
-                   view follows (reserved), bits 3-7 zero. This release writes and reads flags 0x00 only; any other
-                   value is refused as a feature of a newer writer (docs/wire-format.md plans the reserved ones)
+    1       1      flags: bits 0-1 mode (0: record-bound AES-256-GCM; 1: deterministic, reserved), bit 2 (0x04):
+                   the value carries a masked view, bits 3-7 zero. This release writes and reads flags 0x00 and
+                   0x04; any other value is refused as a feature of a newer writer (docs/wire-format.md)
     2       4      key id, unsigned big-endian
     6       1..5   value index i in the record, unsigned LEB128
     ...     12     only when i == 0: the record nonce N, 96 random bits
     ...     4      only when i == 0: n, the number of record-bound values in the record, unsigned big-endian
-    ...     n      AES-256-GCM ciphertext of the value
+    -- only when flags bit 2 is set: the masked view --
+    ...     1..5   v, the length of the view's sealed text below, unsigned LEB128 (minimal; v >= 16)
+    ...     4      view key id, unsigned big-endian: a data key of the key domain "<domain>/masked", same person
+    ...     v      AES-256-GCM ciphertext and tag of the masked text (UTF-8) under the view key
+    -- then, as without a view --
+    ...     m      AES-256-GCM ciphertext of the value
     ...     16     AES-GCM tag
 
-    total: n + 40 bytes for the first encrypted value of a record, n + 23 for each later one (i < 128)
+    total: m + 40 bytes for the first encrypted value of a record, m + 23 for each later one (i < 128); a view adds
+    len(varint(v)) + 4 + v bytes, v = len(masked text) + 16
+
+Associated data of a view: the value's own associated data (below, with the flags byte 0x04) followed by
+``b"view"``. Its nonce is the value's own (``N`` or ``N XOR i``): the view key is a key of a ``/masked`` domain,
+which encrypts views only (no value is ever written under such a domain), one view per value, so a (view key,
+nonce) pair repeats only if a record nonce does, the bound the values themselves have. The view comes before the
+value's ciphertext so that a reader finds where that ciphertext begins without knowing its length.
 
 Associated data, version 2::
 
@@ -75,6 +87,8 @@ __all__ = [
     "LATEST_VERSION",
     "NONCE_LEN",
     "TAG_LEN",
+    "VIEW",
+    "VIEW_AD",
     "UnsupportedValue",
     "ad_prefix",
     "ad_prefix_v2",
@@ -92,9 +106,15 @@ __all__ = [
     "parse_value",
     "path_ad",
     "varint",
+    "view_part",
+    "with_view",
 ]
 
 FORMAT_VERSION = 1  # of key_header / parse / ad_prefix: version 1
+#: version-2 flags bit 2: the value carries a masked view
+VIEW = 0x04
+#: what a view's associated data appends to its value's
+VIEW_AD = b"view"
 LATEST_VERSION = 2
 FORMAT_VERSIONS = (1, 2)
 NONCE_LEN = 12
@@ -155,7 +175,7 @@ def parse(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
     more); raises ``ValueError`` if ``blob`` is neither.
     """
     if blob[:1] == b"\x02":
-        value = parse_value(blob)
+        value = parse_value(blob)  # (a masked view is skipped: the body is the value's own)
         return value[1], value[2], value[3], value[5]
     if len(blob) < _MIN_LEN or blob[0] != FORMAT_VERSION:
         raise ValueError("not a fieldcrypt value ciphertext")
@@ -238,8 +258,8 @@ def decode_base64(text: str) -> bytes:
 # -- version 2 ---------------------------------------------------------------------------------------------------
 _AD_MAGIC_V2 = b"fieldcrypt\x02"
 _RECORD_BOUND = 0x00
-#: v2 flags this release knows of (mode bits 0-1, masked-view bit 2); only _RECORD_BOUND is written and read
-_KNOWN_FLAGS = frozenset({_RECORD_BOUND})
+#: v2 flags this release writes and reads: record-bound values (mode 0), with or without a masked view (bit 2)
+_KNOWN_FLAGS = frozenset({_RECORD_BOUND, VIEW})
 
 
 class UnsupportedValue(ValueError):
@@ -251,13 +271,29 @@ class UnsupportedValue(ValueError):
         self.key_id = key_id
 
 
-#: a parsed value ciphertext: (version, key id, index, record nonce or None, count n or None, GCM body)
-Value = tuple[int, int, int, "bytes | None", "int | None", bytes]
+#: a parsed value ciphertext: (version, key id, index, record nonce or None, count n or None, GCM body, view or
+#: None), the view as (view key id, its GCM body)
+Value = tuple[int, int, int, "bytes | None", "int | None", bytes, "tuple[int, bytes] | None"]
 
 
 def key_header_v2(key_id: int, flags: int = _RECORD_BOUND) -> bytes:
     """The first 6 bytes of every version-2 value a key encrypts: version, flags and key id."""
     return bytes((2, flags)) + _LEN.pack(key_id)
+
+
+def view_part(view_key_id: int, sealed: bytes) -> bytes:
+    """The masked view as a value carries it (flags bit 2), before the value's own ciphertext: v, the view key id,
+    and ``sealed`` (the view's GCM ciphertext and tag, v bytes)."""
+    return varint(len(sealed)) + _LEN.pack(view_key_id) + sealed
+
+
+def with_view(header_or_ad_prefix: bytes) -> bytes:
+    """A version-2 key header (:func:`key_header_v2`) or associated-data prefix (:func:`ad_prefix_v2`) written with
+    flags 0x00, with the flags byte set to :data:`VIEW` instead."""
+    at = 1 if header_or_ad_prefix[:1] == b"\x02" else len(_AD_MAGIC_V2)
+    if header_or_ad_prefix[at] != _RECORD_BOUND:
+        raise ValueError("not a version-2 header or associated-data prefix of flags 0x00")
+    return header_or_ad_prefix[:at] + bytes((VIEW,)) + header_or_ad_prefix[at + 1 :]
 
 
 def count_field(count: int) -> bytes:
@@ -298,15 +334,15 @@ def parse_value(blob: bytes) -> Value:
     if n >= _MIN_LEN_V2 and blob[0] == 2 and blob[1] == 0 and blob[6] < 0x80:  # the common case, without a call
         index = blob[6]
         if index:
-            return 2, _unpack_key_id(blob, 2)[0], index, None, None, blob[7:]
+            return 2, _unpack_key_id(blob, 2)[0], index, None, None, blob[7:], None
         if n >= _MIN_LEN_V2_FIRST:
-            return 2, _unpack_key_id(blob, 2)[0], 0, blob[7:19], _unpack_key_id(blob, 19)[0], blob[23:]
+            return 2, _unpack_key_id(blob, 2)[0], 0, blob[7:19], _unpack_key_id(blob, 19)[0], blob[23:], None
         raise ValueError("not a fieldcrypt value ciphertext")
     if not n:
         raise ValueError("not a fieldcrypt value ciphertext")
     if blob[0] == 1:
-        key_id, index, nonce, body = parse(blob)
-        return 1, key_id, index, nonce, None, body
+        key_id, index, first, body = parse(blob)
+        return 1, key_id, index, first, None, body, None
     if blob[0] != 2 or n < _MIN_LEN_V2:
         raise ValueError("not a fieldcrypt value ciphertext")
     flags = blob[1]
@@ -316,15 +352,24 @@ def parse_value(blob: bytes) -> Value:
         raise UnsupportedValue("a format-2 value feature this reader does not read", _unpack_key_id(blob, 2)[0])
     key: int = _unpack_key_id(blob, 2)[0]
     index, pos = _index(blob, 6)
+    nonce: bytes | None = None
+    count: int | None = None
     if index == 0:
         end = pos + NONCE_LEN + COUNT_LEN
         if n < end + TAG_LEN:
             raise ValueError("not a fieldcrypt value ciphertext")
         # n is authenticated by the values themselves: an altered n (0 included) fails their tags, as tampering
-        return 2, key, 0, blob[pos : pos + NONCE_LEN], _unpack_key_id(blob, pos + NONCE_LEN)[0], blob[end:]
+        nonce, count, pos = blob[pos : pos + NONCE_LEN], _unpack_key_id(blob, pos + NONCE_LEN)[0], end
+    view: tuple[int, bytes] | None = None
+    if flags & VIEW:
+        length, pos = _index(blob, pos)
+        start = pos + 4
+        if length < TAG_LEN or n < start + length:
+            raise ValueError("not a fieldcrypt value ciphertext")
+        view, pos = (_unpack_key_id(blob, pos)[0], blob[start : start + length]), start + length
     if n - pos < TAG_LEN:
         raise ValueError("not a fieldcrypt value ciphertext")
-    return 2, key, index, None, None, blob[pos:]
+    return 2, key, index, nonce, count, blob[pos:], view
 
 
 _MIN_LEN_V2 = 7 + TAG_LEN  # header (version, flags, key id), a one-byte index, the tag

@@ -356,15 +356,22 @@ def merge(a: Node | None, b: Node | None, path: str) -> Node | None:
         assert isinstance(choice, ChoiceNode)
         branches = tuple((m, merge(n, other, path)) for m, n in choice.branches)
         return ChoiceNode(choice.keyword, choice.path, branches)
+    if isinstance(a, Leaf) and isinstance(b, Leaf) and None not in (a.mask, b.mask) and a.mask != b.mask:
+        raise PolicyError(
+            f"the schemas that apply to this value give it several masks ({a.mask}, {b.mask}) in "
+            "fieldcrypt.masks; a value has one masked view",
+            field_path=path,
+        )
     if (
         isinstance(a, Leaf)
         and isinstance(b, Leaf)
         and a.kind == b.kind
         and (a.domain == b.domain or None in (a.domain, b.domain))
+        and (a.mask == b.mask or None in (a.mask, b.mask))
     ):
         # one value: null may stand in only if both admit it, and a placeholder must meet both minLengths
         nullable, shortest = a.nullable and b.nullable, max(a.min_length, b.min_length)
-        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags, nullable, shortest)
+        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags, nullable, shortest, a.mask or b.mask)
     if isinstance(a, RecordNode) and isinstance(b, RecordNode):
         return _merge_records(a, b, path)
     if isinstance(a, ArrayNode) and isinstance(b, ArrayNode):
@@ -610,7 +617,8 @@ class _Compiler:
         # the document itself ($) never: a record value of None is what confluent's deserializers return for a
         # tombstone (a deletion, to compacting sinks), so an unreadable root value reads as the placeholder
         nullable = at.path != _ROOT and all(self.accepts_null(r) for r in roots)
-        leaf = Leaf(at.path, kind, self.rules.domain_for(tags, at.path), tags, nullable, shortest)
+        domain, mask = self.rules.domain_for(tags, at.path), self.rules.mask_for(tags, at.path, kind)
+        leaf = Leaf(at.path, kind, domain, tags, nullable, shortest, mask)
         self.leaves.append(leaf)
         return leaf
 

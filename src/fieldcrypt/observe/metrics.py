@@ -103,6 +103,8 @@ class StatsCollector:
                 counter("values_plaintext", [*labels, path], n)
             for path, n in sorted(s.untagged_ciphertext_by_field.items()):
                 counter("values_untagged_ciphertext", [*labels, path], n)
+            for path, n in sorted(s.masked_by_field.items()):
+                counter("values_masked", [*labels, path], n)
             counter("key_cache_hits", labels, s.key_cache_hits)
             counter("key_cache_misses", labels, s.key_cache_misses)
             counter("key_store_failures", labels, s.key_store_failures)
@@ -132,6 +134,11 @@ class StatsCollector:
             counter(
                 "values_untagged_ciphertext",
                 "Ciphertexts in fields the schema does not tag, read as they are (fieldcrypt.on.untagged.ciphertext)",
+                ("field",),
+            ),
+            counter(
+                "values_masked",
+                "Values without access to their key read as their masked view (fieldcrypt.masks)",
                 ("field",),
             ),
             counter("key_cache_hits", "Data-key lookups answered from the keyring's memory"),

@@ -32,6 +32,7 @@ class RecordState(Protocol):
     denied: int
     plain: list[str] | None
     unreadable: list[tuple[bool, str]] | None
+    masked: list[str] | None
 
 
 __all__ = ["LATENCY_BUCKETS", "SerdeStats"]
@@ -60,7 +61,9 @@ class SerdeStats:
     ``untagged_ciphertext`` values of fields the record's schema does not tag that hold a fieldcrypt ciphertext of a
     key the key store knows, returned as they are (``fieldcrypt.on.untagged.ciphertext=accept``; a record re-framed
     with the id of a schema version without the tag), per field path (``$.email``) in
-    ``untagged_ciphertext_by_field``. Values of refused records are not counted.
+    ``untagged_ciphertext_by_field``. ``masked``: values this deserializer had no key for but read as their masked
+    view (``fieldcrypt.masks``: it holds the key of the ``<domain>/masked`` domain), per field path in
+    ``masked_by_field``; they count as readable, not as denied. Values of refused records are not counted.
 
     Keys: ``key_cache_hits`` / ``key_cache_misses``: data-key lookups this serde made (one per record and key,
     not one per value), answered from the keyring's memory (a key, or a cached "shredded", "unknown" or "no
@@ -93,6 +96,8 @@ class SerdeStats:
     # after every older field, so positional construction and the repr's order stay as they were
     erased_by_field: dict[str, int] = field(default_factory=dict)
     denied_by_field: dict[str, int] = field(default_factory=dict)
+    masked: int = 0
+    masked_by_field: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # not a dataclass field: dataclasses.asdict and SerdeStats(**asdict(s)) keep working
@@ -187,6 +192,12 @@ class SerdeStats:
                     for erased, path in st.unreadable or ():
                         by_path = self.erased_by_field if erased else self.denied_by_field
                         by_path[path] = by_path.get(path, 0) + 1
+                masked = st.masked
+                if masked:
+                    self.masked += len(masked)
+                    by_mask = self.masked_by_field
+                    for p in masked:
+                        by_mask[p] = by_mask.get(p, 0) + 1
                 plain = st.plain
                 if plain:
                     self.plaintext += len(plain)
