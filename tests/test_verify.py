@@ -13,19 +13,23 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import SerializingProducer
+from confluent_kafka import Producer, SerializingProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import customer, load_schema
 from test_scan import MixedTopic, assert_nothing_planted, build_mixed_topic, run
 
+import fieldcrypt
 from fieldcrypt import Keyring
 from fieldcrypt.avro import AvroSerializer
 from fieldcrypt.cli import main
+from fieldcrypt.keys.kek import Kek
 
 
 @pytest.fixture(autouse=True)
@@ -68,18 +72,31 @@ def test_verify_counts_and_lists_bad_records_and_goes_on(mixed: MixedTopic, capf
     assert report["partitions"] == [{"partition": 0, "from": 0, "to": 10, "read": 10}]
     assert report["rows"] == [
         {
-            "domain": f"{mixed.topic}-value",
-            "records": 5,  # offsets 0, 1, 2 (shredded), 3 (plaintext history), 6 (JSON Schema)
+            "domain": f"{mixed.topic}-value",  # the key store's domain of the values' keys
+            "key": "known",
+            "records": 4,  # offsets 0, 1, 2 (shredded), 6 (JSON Schema)
             "readable": 8,
             "erased": 2,
             "denied": 0,
+            "tampered": 1,  # offset 7: its altered email names a key of this domain
+            "plaintext": 0,
+            "plaintext_fields": {},
+        },
+        {
+            "domain": None,  # plaintext values have no key, so no domain
+            "key": "none",
+            "records": 1,  # offset 3 (plaintext history)
+            "readable": 0,
+            "erased": 0,
+            "denied": 0,
+            "tampered": 0,
             "plaintext": 3,
             "plaintext_fields": {
                 "test.scan.Address.street": 1,
                 "test.scan.Signup.email": 1,
                 "test.scan.Signup.phone": 1,
             },
-        }
+        },
     ]
     bad = report["bad_records"]
     assert [(b["offset"], b["reason"]) for b in bad["first"]] == [
@@ -116,7 +133,7 @@ def test_verify_schema_type_is_a_check_not_a_requirement(mixed: MixedTopic, capf
     assert code == 7 and "Traceback" not in out + err
     report = json.loads(out)
     assert report["bad_records"]["by_reason"]["format-mismatch"] == 5  # the Avro records: 0, 1, 2, 3, 7
-    assert report["rows"][0]["records"] == 1  # the JSON Schema record
+    assert report["rows"][0]["records"] == 1  # the JSON Schema record (its values, all of one domain)
     # the old spelling still works for scripts (hidden from help); both given must agree
     code, old, _ = run(capfd, "verify", *mixed.args("--json", "--format", "json", *mixed.keys()))
     assert code == 7 and json.loads(old)["bad_records"]["by_reason"] == report["bad_records"]["by_reason"]
@@ -328,7 +345,7 @@ def test_registry_basic_auth_from_registry_conf_and_environment(mixed: MixedTopi
         monkeypatch.setenv("FIELDCRYPT_REGISTRY_USER_INFO", user_info)
         code, out, err = run(capfd, "verify", *argv[1:], *mixed.keys())
         assert code == 7, out
-        assert json.loads(out)["rows"][0]["records"] == 5
+        assert json.loads(out)["rows"][0]["records"] == 4  # the records with encrypted values
         assert proxy.requests and proxy.requests[-1].startswith("Basic ")
         # numbers given as text, as on a command line, reach the client as numbers
         code, out, _ = run(
@@ -428,3 +445,260 @@ def test_a_registry_answer_that_is_not_a_schema_is_a_configuration_error() -> No
 
     with pytest.raises(ConfigurationError, match="is not a schema registry's"):
         Schemas(Garbled(), "t").get(1)  # type: ignore[arg-type]
+
+
+# --- --by domain: each value's domain from the key store, each outcome for the keyring given ---------------------
+
+#: a record with two key domains: its email is "contact" data, its diagnosis "health" data (fieldcrypt.tag.domains)
+TWO_DOMAINS = json.dumps(
+    {
+        "type": "record",
+        "name": "Visit",
+        "namespace": "test.verify",
+        "fields": [
+            {"name": "patientId", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+            {"name": "email", "type": "string", "confluent:tags": ["CONTACT"]},
+            {"name": "diagnosis", "type": "string", "confluent:tags": ["HEALTH"]},
+        ],
+    }
+)
+TWO_DOMAINS_CONF = {
+    "fieldcrypt.tags": ["CONTACT", "HEALTH"],
+    "fieldcrypt.tag.domains": {"CONTACT": "contact", "HEALTH": "health"},
+}
+#: the same, as verify's options
+TWO_DOMAINS_ARGS = ("--tag", "CONTACT,HEALTH", "--tag-domain", "CONTACT=contact", "--tag-domain", "HEALTH=health")
+PATIENTS = ("pat-0", "pat-1", "pat-2")
+
+
+def domain_keyring(store: str, keks: dict[str, str | Kek], *, writer: bool = False, **kw: Any) -> Keyring:
+    """A keyring over ``store`` with each domain's KEK (``keks``: domain -> KEK); a ``writer``'s keys of each domain
+    are wrapped by that domain's KEK.
+
+    The one place to switch once a Keyring takes the mapping itself (``Keyring(store, keks)``). Today: for a
+    writer, each domain's keys of ``PATIENTS`` are created first by a keyring holding only that domain's KEK (the
+    first KEK wraps new keys); the keyring returned holds every KEK (the others unwrap)."""
+    if writer:
+        for domain, kek in keks.items():
+            with Keyring(store, kek) as one:
+                for person in PATIENTS:
+                    one.encryption_key(domain, person)
+    return Keyring(store, list(keks.values()), **kw)
+
+
+@dataclass
+class DomainTopic:
+    """A topic of ``PATIENTS``' visits (contact and health values, each domain's keys under its own KEK; ``pat-2``
+    shredded) and one record of another key store's (its key ids unknown to this store)."""
+
+    topic: str
+    bootstrap: str
+    registry_url: str
+    store: str
+    contact_kek: str
+    health_kek: str
+
+    def args(self, *more: str) -> list[str]:
+        return [self.topic, "-b", self.bootstrap, "--schema-registry", self.registry_url, "--store", self.store, *more]
+
+
+def build_domain_topic(broker: Any, http_registry: Any, tmp: Path) -> DomainTopic:
+    topic = f"visits-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp / 'keys.db'}")
+    contact = fieldcrypt.create_local_kek(tmp / "contact.json")
+    health = fieldcrypt.create_local_kek(tmp / "health.json")
+    other_store = fieldcrypt.create_key_store(f"sqlite:///{tmp / 'other.db'}")
+    other_kek = fieldcrypt.create_local_kek(tmp / "other.json")
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    with domain_keyring(store, {"contact": contact, "health": health}, writer=True) as kr:
+        ser = AvroSerializer(registry, TWO_DOMAINS, conf=TWO_DOMAINS_CONF, keyring=kr)
+        for person in PATIENTS:
+            producer.produce(topic, value=ser(visit(person), ctx), partition=0)
+        kr.shred_person("pat-2", reason="test erasure")
+    with Keyring(other_store, other_kek) as elsewhere:
+        ser = AvroSerializer(registry, TWO_DOMAINS, conf=TWO_DOMAINS_CONF, keyring=elsewhere)
+        producer.produce(topic, value=ser(visit("pat-9"), ctx), partition=0)
+    assert producer.flush(30) == 0
+    return DomainTopic(topic, broker.bootstrap_servers, http_registry.url, store, contact, health)
+
+
+def visit(person: str) -> dict[str, str]:
+    return {"patientId": person, "email": f"{person}@mail.test", "diagnosis": f"secret-diagnosis-of-{person}"}
+
+
+@pytest.fixture(scope="module")
+def visits(broker: Any, http_registry: Any, tmp_path_factory: pytest.TempPathFactory) -> DomainTopic:
+    return build_domain_topic(broker, http_registry, tmp_path_factory.mktemp("visits"))
+
+
+def by_domain(out: str) -> dict[str | None, dict[str, Any]]:
+    report = json.loads(out)
+    assert report["by"] == "domain"
+    rows: dict[str | None, dict[str, Any]] = {}
+    for row in report["rows"]:
+        domain = row.pop("domain")
+        assert (domain is None) == (row["key"] != "known")
+        name = domain if domain is not None else f"({row['key']})"
+        assert name not in rows
+        rows[name] = row
+    return rows
+
+
+def assert_no_secrets(*texts: str) -> None:
+    whole = "\n".join(texts)
+    for person in (*PATIENTS, "pat-9"):
+        assert person not in whole  # no person id (nor a value: they all hold it) with --by domain
+    assert "secret-diagnosis" not in whole and "@mail.test" not in whole
+
+
+def row(records: int, readable: int = 0, erased: int = 0, denied: int = 0, **rest: Any) -> dict[str, Any]:
+    return {
+        "key": rest.pop("key", "known"),
+        "records": records,
+        "readable": readable,
+        "erased": erased,
+        "denied": denied,
+        "tampered": rest.pop("tampered", 0),
+        "plaintext": rest.pop("plaintext", 0),
+        "plaintext_fields": rest.pop("plaintext_fields", {}),
+        **rest,
+    }
+
+
+@pytest.mark.broker
+def test_verify_by_domain_names_the_key_stores_domains(visits: DomainTopic, capfd) -> None:
+    keks = ("--kek", visits.contact_kek, "--kek", visits.health_kek)
+    code, out, err = run(capfd, "verify", *visits.args("--json", "--by", "domain", *keks, *TWO_DOMAINS_ARGS))
+    assert code == 0, err
+    assert by_domain(out) == {
+        "contact": row(3, readable=2, erased=1),
+        "health": row(3, readable=2, erased=1),
+        # another key store's record: its key ids are unknown here, denied, in no domain (never guessed)
+        "(unknown)": row(1, denied=2, key="unknown"),
+    }
+    assert json.loads(out)["findings"] == {"plaintext": 0, "untagged_ciphertext": 0, "tampered": 0, "bad_records": 0}
+    assert_no_secrets(out, err)
+    # the domain comes from the key store, not from the reader's options: --domain names none of these
+    code, again, _ = run(capfd, "verify", *visits.args("--json", *keks, *TWO_DOMAINS_ARGS, "--domain", "not-a-domain"))
+    assert code == 0 and by_domain(again) == by_domain(out)
+    # the text table: the same rows, the unknown key ids by name
+    code, text, err = run(capfd, "verify", *visits.args(*keks, *TWO_DOMAINS_ARGS))
+    assert code == 0, err
+    lines = [line.split() for line in text.splitlines()]
+    assert ["DOMAIN", "RECORDS", "READABLE", "ERASED", "DENIED", "TAMPERED", "PLAINTEXT", "PLAINTEXT_FIELDS"] in lines
+    assert ["contact", "3", "2", "1", "0", "0", "0"] in lines and ["health", "3", "2", "1", "0", "0", "0"] in lines
+    assert ["(unknown", "key)", "1", "0", "0", "2", "0", "0"] in lines and "no findings" in text
+    assert_no_secrets(text, err)
+
+
+@pytest.mark.broker
+def test_verify_by_domain_without_a_domains_kek_is_denied_not_erased_nor_tampered(visits: DomainTopic, capfd) -> None:
+    for kek, readable, denied in ((visits.contact_kek, "contact", "health"), (visits.health_kek, "health", "contact")):
+        code, out, err = run(capfd, "verify", *visits.args("--json", "--kek", kek, *TWO_DOMAINS_ARGS))
+        assert code == 0, err  # denied values are information, as before
+        rows = by_domain(out)
+        assert rows[readable] == row(3, readable=2, erased=1)
+        assert rows[denied] == row(3, readable=0, erased=1, denied=2)  # pat-2's key was shredded: erased still
+        assert rows["(unknown)"] == row(1, denied=2, key="unknown")
+        assert json.loads(out)["clean"] is True
+        assert_no_secrets(out, err)
+
+
+@pytest.mark.broker
+def test_verify_by_domain_python_api_and_the_kms_outcomes(broker: Any, http_registry: Any, tmp_path: Path) -> None:
+    from kms_fakes import closed_port, fake_kms, kek_at
+
+    from fieldcrypt.errors import KeyStoreUnavailableError
+    from fieldcrypt.inspect.verify import NO_KEY, UNKNOWN_KEY, verify_topic
+
+    topic = f"kms-visits-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    contact = fieldcrypt.create_local_kek(tmp_path / "contact.json")
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    kafka = {"bootstrap.servers": broker.bootstrap_servers}
+    with fake_kms() as kms:
+        with domain_keyring(store, {"contact": contact, "health": kek_at(kms.endpoint)}, writer=True) as kr:
+            ser = AvroSerializer(registry, TWO_DOMAINS, conf=TWO_DOMAINS_CONF, keyring=kr)
+            producer = Producer(kafka)
+            for person in PATIENTS:
+                producer.produce(topic, value=ser(visit(person), SerializationContext(topic, MessageField.VALUE)))
+            assert producer.flush(30) == 0
+
+        def verify(health: Kek, **kw: Any) -> Any:
+            with domain_keyring(store, {"contact": contact, "health": health}, **kw) as reader:
+                return verify_topic(reader, topic, kafka, registry, by="domain", timeout=10, conf=TWO_DOMAINS_CONF)
+
+        report = verify(kek_at(kms.endpoint))
+        assert {k: (v.records, v.readable, v.erased, v.denied) for k, v in report.rows.items()} == {
+            "contact": (3, 3, 0, 0),
+            "health": (3, 3, 0, 0),
+        }
+        assert UNKNOWN_KEY not in report.rows and NO_KEY not in report.rows and report.clean
+
+        # a KMS that refuses the KEK (AccessDeniedException): denied, not erased, not tampered
+        kms.fail("Decrypt", "AccessDeniedException")
+        report = verify(kek_at(kms.endpoint))
+        assert report.as_dict()["rows"] == [
+            {"domain": "contact", **row(3, readable=3)},
+            {"domain": "health", **row(3, denied=3)},
+        ]
+        assert report.clean and report.findings()["tampered"] == 0
+
+        # a KMS that is down (connection refused): unavailable, the run ends; never a report of denied values
+        kms.fail("Decrypt", None)
+        with pytest.raises(KeyStoreUnavailableError, match="unavailable"):
+            verify(kek_at(closed_port()), retries=1, backoff=0.001)
+
+
+@pytest.mark.broker
+def test_verify_cli_kms_down_is_exit_4_and_refused_is_denied(
+    broker: Any, http_registry: Any, tmp_path: Path, capfd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kms_fakes import closed_port, fake_kms, kek_at
+
+    import fieldcrypt.cli.verify
+
+    topic = f"kms-cli-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    contact = fieldcrypt.create_local_kek(tmp_path / "contact.json")
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    argv = [topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--store", store]
+    argv += ["--kek", contact, *TWO_DOMAINS_ARGS, "--timeout", "10"]
+    with fake_kms() as kms:
+        with domain_keyring(store, {"contact": contact, "health": kek_at(kms.endpoint)}, writer=True) as kr:
+            ser = AvroSerializer(registry, TWO_DOMAINS, conf=TWO_DOMAINS_CONF, keyring=kr)
+            producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+            producer.produce(topic, value=ser(visit("pat-0"), SerializationContext(topic, MessageField.VALUE)))
+            assert producer.flush(30) == 0
+        health: list[Kek] = []
+        monkeypatch.setattr(  # the CLI's keyring, with the fake KMS's KEK for health (the CLI would take its URI)
+            fieldcrypt.cli.verify,
+            "keyring_of",
+            lambda args, needs_kek: domain_keyring(store, {"contact": contact, "health": health[-1]}, retries=1),
+        )
+        kms.fail("Decrypt", "AccessDeniedException")
+        health.append(kek_at(kms.endpoint))
+        code, out, err = run(capfd, "verify", *argv, "--json")
+        assert code == 0, err
+        rows = by_domain(out)
+        assert rows == {"contact": row(1, readable=1), "health": row(1, denied=1)}
+        health.append(kek_at(closed_port()))
+        code, out, err = run(capfd, "verify", *argv)
+        assert code == 4 and out == "", out
+        assert "unavailable" in err and "denied" not in err and len(err.splitlines()) == 1, err
+
+
+def test_verify_by_an_unknown_value_is_refused_listing_the_accepted_ones(capsys, tmp_path: Path) -> None:
+    from fieldcrypt.errors import ConfigurationError
+    from fieldcrypt.inspect.verify import verify_topic
+
+    assert main(["verify", "t", "--by", "person"]) == 2
+    err = capsys.readouterr().err
+    assert "--by" in err and "'domain'" in err and "'data-subject'" in err
+    with pytest.raises(ConfigurationError, match=r"by must be one of: domain, data-subject \(not 'person'\)"):
+        verify_topic(None, "t", {}, None, by="person")  # type: ignore[arg-type]

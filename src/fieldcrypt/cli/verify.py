@@ -2,6 +2,11 @@
 that are readable, erased (key shredded) or denied (no key), the plaintext values in tagged fields, and the
 records that could not be verified (with their partitions and offsets).
 
+``--by domain`` (the default) names each value's domain as the key store records it (the row of the key its header
+names, or the shred log's entry for a shredded key), never as the reader's options say; values naming a key id the
+store never held are in the row ``(unknown key)``, plaintext values in tagged fields in ``(no key)`` (in ``--json``:
+``"domain": null`` with ``"key": "unknown"`` or ``"none"``). The exit codes are the same for both ``--by``.
+
 Exit codes: 0 no findings; 7 findings: plaintext values in tagged fields, fieldcrypt ciphertext in untagged fields
 (a record re-framed with the id of a schema version without the tag), tampered records, or other bad records
 (not Confluent-framed, unknown schema id, undecodable...); erased and denied values are information. 3, 4, 5: a
@@ -33,6 +38,7 @@ from fieldcrypt.cli._common import (
 )
 from fieldcrypt.cli.keys import keyring_of
 from fieldcrypt.formats import keys
+from fieldcrypt.inspect.verify import BY, NO_KEY, UNKNOWN_KEY
 
 __all__ = [
     "add_range_options",
@@ -134,7 +140,10 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     # the old spelling, kept hidden so scripts that pass it keep working (it did the same check)
     p.add_argument("--format", dest="old_format", choices=keys(), default=None, help=argparse.SUPPRESS)
     p.add_argument(
-        "--by", choices=["domain", "data-subject"], default="domain", help="count per key domain or per data subject"
+        "--by",
+        choices=BY,
+        default="domain",
+        help="count per key domain (as the key store records each value's key; default) or per data subject",
     )
     add_range_options(p)
     add_policy_options(p)
@@ -179,6 +188,19 @@ def untagged_lines(found: list[dict[str, Any]]) -> list[str]:
             "the field: a record re-framed with another schema version's id?)"
         )
     return lines
+
+
+def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as the table shows them: a row that is no domain by its name (``(unknown key)``, ``(no key)``)."""
+    names = {"unknown": UNKNOWN_KEY, "none": NO_KEY}
+    shown = []
+    for row in rows:
+        if "key" not in row:  # --by data-subject
+            shown.append(row)
+            continue
+        rest = {k: v for k, v in row.items() if k not in ("domain", "key")}
+        shown.append({"domain": row["domain"] if row["key"] == "known" else names[row["key"]], **rest})
+    return shown
 
 
 _LABELS = {
@@ -228,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     data = report.as_dict()
 
     def text() -> str | None:
-        shown = table(data["rows"])
+        shown = table(shown_rows(data["rows"]))
         if shown is not None:
             print(shown)
         print(

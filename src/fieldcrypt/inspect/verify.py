@@ -19,6 +19,9 @@ partition and offset, and the reading goes on:
                             moving from CSFLE, also a record whose values look like fieldcrypt ciphertext but are
                             none of this key store's (CSFLE ciphertexts, which verify cannot decrypt: the detail
                             says so and names no key id)
+``unattributed``            (``by="domain"``) its values read, but the key domains of its values, asked of the key
+                            store after, do not give the outcomes the deserializer gave (a key shredded or restored
+                            meanwhile): its values are counted in no domain
 ==========================  ===========================================================================
 
 Values in fields the record's schema does not tag that hold a fieldcrypt ciphertext of a key the key store knows
@@ -28,7 +31,19 @@ are and listed per subject and field path, with the first offsets (``untagged_ci
 Findings (what makes ``fieldcrypt verify`` exit 7): plaintext values in tagged fields, ciphertext in untagged
 fields, tampered records, and other bad records. Readable, erased and denied values, and tombstones (records
 without a value), are information. A key store or KMS that is unavailable, a broker or registry that does not
-answer, and a tag configuration that disagrees with the producers' end the run with an error instead.
+answer, and a tag configuration that disagrees with the producers' end the run with an error instead: an
+unavailable KMS is never counted as denied.
+
+Per key domain (``by="domain"``), the domain of a value is the key store's, never the reader's configuration: the
+value's header names its key id, and the key's row in the store (or, for a shredded key, its shred-log entry) names
+the domain. The outcome is what the keyring given reads: ``readable``; ``erased`` (the key was shredded); ``denied``
+(the store holds the key but no KEK of the keyring unwraps it, a KMS refusing access included, or the store holds
+no key of that id). Two rows are not domains, and their ``domain`` is None in :meth:`VerifyReport.as_dict`:
+``UNKNOWN_KEY`` (values naming a key id the store never held nor shredded: another store's, or a corrupt header;
+denied, and never guessed to be any domain) and ``NO_KEY`` (plaintext values in tagged fields: no key, so no
+domain). A row's ``records`` are the records holding a value of it (one record may count in several rows); its
+``tampered``, the tampered records whose refusal names a key of the domain (the key id a tampered value names is not
+authenticated: a hint where to look, not proof).
 """
 
 from __future__ import annotations
@@ -41,10 +56,16 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from fieldcrypt.core.format import Undecodable
+from fieldcrypt.core.lookalike import key_id_of
 from fieldcrypt.errors import (
+    AccessDeniedError,
     ConfigurationError,
     DecryptionError,
     FieldcryptError,
+    KeyCorruptedError,
+    KeyNotFoundError,
+    KeyShreddedError,
     KeyStoreUnavailableError,
     MalformedRecordError,
     PolicyError,
@@ -58,6 +79,7 @@ from fieldcrypt.inspect.topic import (
     BadRecord,
     BadRecords,
     NotFoundError,
+    RecordSchema,
     Schemas,
     Span,
     TopicReader,
@@ -67,7 +89,24 @@ from fieldcrypt.inspect.topic import (
 )
 from fieldcrypt.keys.keyring import Keyring
 
-__all__ = ["Counts", "Untagged", "VerifyReport", "bad_record_of", "verify_topic"]
+__all__ = [
+    "BY",
+    "NO_KEY",
+    "UNKNOWN_KEY",
+    "Counts",
+    "DomainCounts",
+    "Untagged",
+    "VerifyReport",
+    "bad_record_of",
+    "verify_topic",
+]
+
+#: what ``by`` may be: count per key domain (as the key store records it) or per data subject
+BY = ("domain", "data-subject")
+#: the row of values naming a key id the key store never held nor shredded (with ``by="domain"``): not a domain
+UNKNOWN_KEY = "(unknown key)"
+#: the row of plaintext values in tagged fields (with ``by="domain"``): no key, so no domain
+NO_KEY = "(no key)"
 
 #: the deserializers' outcomes: every value is counted, none raises but tampering
 _READ_CONF = {
@@ -95,6 +134,11 @@ class Counts:
     def readable(self) -> int:
         return self.values - self.erased - self.denied
 
+    def add_plaintext(self, values: int, by_field: Mapping[str, int]) -> None:
+        self.plaintext += values
+        for path, n in by_field.items():
+            self.plaintext_by_field[path] = self.plaintext_by_field.get(path, 0) + n
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.records,
@@ -104,6 +148,39 @@ class Counts:
             "plaintext": self.plaintext,
             "plaintext_fields": dict(sorted(self.plaintext_by_field.items())),
         }
+
+
+@dataclass
+class DomainCounts(Counts):
+    """One key domain's row (``by="domain"``): as :class:`Counts`, and ``tampered``: the tampered records whose
+    refusal names a key of this domain."""
+
+    tampered: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "readable": self.readable,
+            "erased": self.erased,
+            "denied": self.denied,
+            "tampered": self.tampered,
+            "plaintext": self.plaintext,
+            "plaintext_fields": dict(sorted(self.plaintext_by_field.items())),
+        }
+
+
+def _row_name(label: str) -> dict[str, Any]:
+    """A domain row's name in the JSON output: the domain, or None and what the row holds instead."""
+    if label == UNKNOWN_KEY:
+        return {"domain": None, "key": "unknown"}
+    if label == NO_KEY:
+        return {"domain": None, "key": "none"}
+    return {"domain": label, "key": "known"}
+
+
+def _row_order(label: str) -> tuple[int, str]:
+    """Domains first, by name; then the unknown key ids; then the plaintext values."""
+    return ({UNKNOWN_KEY: 1, NO_KEY: 2}.get(label, 0), label)
 
 
 @dataclass
@@ -157,7 +234,7 @@ class VerifyReport:
             "partitions": [s.as_dict() for s in self.spans],
             "records": self.records,
             "tombstones": self.tombstones,
-            "rows": [{self.by: k, **v.as_dict()} for k, v in sorted(self.rows.items())],
+            "rows": self._rows(),
             "untagged_ciphertext": [
                 {
                     "subject": subject,
@@ -172,6 +249,102 @@ class VerifyReport:
             "findings": self.findings(),
             "clean": self.clean,
         }
+
+    def _rows(self) -> list[dict[str, Any]]:
+        if self.by != "domain":
+            return [{self.by: k, **v.as_dict()} for k, v in sorted(self.rows.items())]
+        return [{**_row_name(k), **v.as_dict()} for k, v in sorted(self.rows.items(), key=lambda kv: _row_order(kv[0]))]
+
+    def row(self, name: str) -> Counts:
+        """The row of ``name`` (a domain, a data subject, ``UNKNOWN_KEY`` or ``NO_KEY``), created empty."""
+        found = self.rows.get(name)
+        if found is None:
+            found = self.rows[name] = DomainCounts() if self.by == "domain" else Counts()
+        return found
+
+
+_UNATTRIBUTED = BadRecord(
+    "unattributed",
+    "its values read, but verify could not give each encrypted value's key domain the same outcome (a key shredded or "
+    "restored while the record was read?)",
+)
+
+
+def _judge(keyring: Keyring, key_id: int) -> tuple[str, str]:
+    """A key id's row and what its values read as with ``keyring``: its domain as the key store records it (the key's
+    row, or the shred log's entry for a shredded key), or ``UNKNOWN_KEY``; ``readable``, ``erased``, ``denied`` (a KEK
+    that may not unwrap it, or an id the store never held) or ``tampered`` (its stored key fails authentication). A
+    key store or KMS that is unavailable raises ``KeyStoreUnavailableError``: nothing is decided."""
+    outcome = "readable"
+    owner: tuple[str, str | None] | None
+    try:
+        owner = (keyring.decryption_key(key_id).domain, None)
+    except KeyShreddedError as exc:
+        owner, outcome = exc.owner, "erased"
+    except AccessDeniedError as exc:
+        owner, outcome = exc.owner, "denied"
+    except KeyCorruptedError as exc:
+        owner, outcome = exc.owner, "tampered"
+    except KeyNotFoundError:
+        owner, outcome = None, "denied"
+    if owner is None:
+        return UNKNOWN_KEY, outcome
+    if owner[0] in (UNKNOWN_KEY, NO_KEY):
+        raise ConfigurationError(
+            f"the key store holds keys of domain {owner[0]!r}, the name verify --by domain gives values that are in no "
+            "domain: count with --by data-subject",
+            key_id=key_id,
+        )
+    return owner[0], outcome
+
+
+def _domain_row(report: VerifyReport, label: str) -> DomainCounts:
+    row = report.row(label)
+    assert isinstance(row, DomainCounts)
+    return row
+
+
+def _by_domain(
+    keyring: Keyring, de: Any, schema: RecordSchema, data: bytes, read: tuple[int, int, int]
+) -> dict[str, tuple[int, int, int]] | None:
+    """Per row (a domain, or ``UNKNOWN_KEY``): the record's encrypted values, erased and denied. The record is decoded
+    again as it arrived (nothing decrypted) and the key id each tagged ciphertext names is judged by :func:`_judge`.
+    None when that does not add up to what the deserializer read (``read``: values, erased, denied), so no value is
+    counted under an outcome the deserializer did not give it."""
+    cached = de._plans.get(schema.schema_id)
+    if cached is None:
+        return None
+    try:
+        raw = format_for(schema.schema_type).decode(
+            cached.parsed,
+            data[5:],
+            named=cached.runner.plan.named_read,
+            schema_id=schema.schema_id,
+            subject=schema.subject,
+        )
+        tagged = cached.runner.tagged_values(raw, schema.subject)
+    except (Undecodable, FieldcryptError):
+        return None
+    rows: dict[str, list[int]] = {}
+    judged: dict[int, tuple[str, str]] = {}
+    for _, value in tagged:
+        key_id = key_id_of(value) if value is not None else None
+        if key_id is None:
+            continue  # null, or plaintext (counted by the deserializer)
+        found = judged.get(key_id)
+        if found is None:
+            found = judged[key_id] = _judge(keyring, key_id)
+        label, outcome = found
+        if outcome == "tampered":
+            return None
+        row = rows.setdefault(label, [0, 0, 0])
+        row[0] += 1
+        row[1] += outcome == "erased"
+        row[2] += outcome == "denied"
+    totals = tuple(sum(r[i] for r in rows.values()) for i in range(3))
+    if totals != read:
+        return None
+    return {label: (r[0], r[1], r[2]) for label, r in rows.items()}
 
 
 def bad_record_of(exc: Exception, schema_id: int) -> BadRecord:
@@ -227,13 +400,12 @@ def verify_topic(
     (``by="data-subject"``), what its encrypted values read as. ``conf``: fieldcrypt conf keys for the deserializers
     (``fieldcrypt.tags``, ``fieldcrypt.plaintext.tags``, ``fieldcrypt.tag.domains``, ``fieldcrypt.domain``);
     ``fmt``: ``avro`` or ``json`` to check every record's schema type against."""
-    if by not in ("domain", "data-subject"):
-        raise ConfigurationError("by must be domain or data-subject")
+    if by not in BY:
+        raise ConfigurationError(f"by must be one of: {', '.join(BY)} (not {by!r})")
     if fmt is not None and fmt not in keys():
         raise ConfigurationError(f"fmt must be {' or '.join(keys())}")
     wanted = format_by_key(fmt).schema_type if fmt is not None else None
     read_conf = {**(conf or {}), **_READ_CONF}
-    domain = read_conf.get("fieldcrypt.domain") or f"{topic}-value"
     serdes: dict[str, Any] = {}  # schema type -> the format's fieldcrypt deserializer
 
     def deserializer(kind: str) -> Any:
@@ -285,23 +457,39 @@ def verify_topic(
                 with registry_errors(f"schema id {schema_id}"):
                     record: Any = de(data, ctx)
             except Exception as exc:
-                report.bad.add(msg, bad_record_of(exc, schema_id))
+                bad = bad_record_of(exc, schema_id)
+                report.bad.add(msg, bad)
+                if by == "domain" and bad.reason == "tampered" and isinstance(exc, FieldcryptError):
+                    if exc.key_id is not None:  # the key id a tampered value names: unauthenticated, a hint
+                        _domain_row(report, _judge(keyring, exc.key_id)[0]).tampered += 1
                 continue
+            read = (stats.values - before[0], stats.erased - before[1], stats.denied - before[2])
+            plaintext = stats.plaintext - before[3]
+            gains = ((path, n - before[4].get(path, 0)) for path, n in stats.plaintext_by_field.items())
+            plaintext_fields = {path: n for path, n in gains if n}
             if by == "domain":
-                key = domain
+                by_domain = _by_domain(keyring, de, schema, data, read)
+                if by_domain is None:
+                    report.bad.add(msg, _UNATTRIBUTED)  # a finding: never counted under a guessed domain
+                for label, (values, erased, denied) in (by_domain or {}).items():
+                    row = report.row(label)
+                    row.records += 1
+                    row.values += values
+                    row.erased += erased
+                    row.denied += denied
+                if plaintext:  # values without a key: in no domain
+                    row = report.row(NO_KEY)
+                    row.records += 1
+                    row.add_plaintext(plaintext, plaintext_fields)
             else:
                 plan = de._plans.get(schema_id)
                 key = (plan.runner.person_of(record) if plan is not None else None) or "-"
-            row = report.rows.setdefault(key, Counts())
-            row.records += 1
-            row.values += stats.values - before[0]
-            row.erased += stats.erased - before[1]
-            row.denied += stats.denied - before[2]
-            row.plaintext += stats.plaintext - before[3]
-            for path, n in stats.plaintext_by_field.items():
-                gained = n - before[4].get(path, 0)
-                if gained:
-                    row.plaintext_by_field[path] = row.plaintext_by_field.get(path, 0) + gained
+                row = report.row(key)
+                row.records += 1
+                row.values += read[0]
+                row.erased += read[1]
+                row.denied += read[2]
+                row.add_plaintext(plaintext, plaintext_fields)
             for path, n in stats.untagged_ciphertext_by_field.items():
                 gained = n - untagged_before.get(path, 0)
                 if gained:
