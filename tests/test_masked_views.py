@@ -359,3 +359,66 @@ def test_two_masks_on_one_value_or_a_mask_on_bytes_is_a_policy_error(world: Worl
     with pytest.raises(PolicyError) as merged:
         JSONSerializer(json.dumps(split), world.registry, conf=both, keyring=world.producer)
     assert merged.value.field_path is not None and "masks" in str(merged.value)
+
+
+# -- schema lint and scan know masked fields --------------------------------------------------------------------------
+MASK_FLAGS = ["--tag", "PII,EMAIL,NAME", "--tag-domain", "EMAIL=contact"]
+MASK_FLAGS += ["--mask", "EMAIL=email", "--mask", "NAME=name"]
+
+
+def test_schema_lint_shows_each_fields_masked_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fieldcrypt.cli import main
+    from fieldcrypt.lint import lint_schema
+
+    report = lint_schema(json.dumps(AVRO), "AVRO", conf=CONF, subject=SUBJECT)
+    rows = {r.path: r for r in report.rows}
+    assert rows["example.crm.Contact.email"].mask == "email" and rows["example.crm.Contact.email"].domain == "contact"
+    assert rows["example.crm.Contact.fullName"].mask == "name" and rows["example.crm.Contact.ssn"].mask is None
+    assert rows["example.crm.Contact.country"].mask is None
+    for fmt, schema in (("avro", AVRO), ("json", JSON_SCHEMA)):
+        path = tmp_path / ("contact.avsc" if fmt == "avro" else "contact.schema.json")
+        path.write_text(json.dumps(schema))
+        assert main(["schema", "lint", str(path), "--json", *MASK_FLAGS]) == 0
+        found = {r["path"]: r["mask"] for r in json.loads(capsys.readouterr().out)[0]["rows"]}
+        assert found[PATHS[fmt]["email"]] == "email" and found[PATHS[fmt]["ssn"]] is None
+        assert main(["schema", "lint", str(path), *MASK_FLAGS]) == 0
+        out = capsys.readouterr().out
+        assert "MASKED VIEW" in out.upper() and "email (contact/masked)" in out and "name ((subject)/masked)" in out
+    assert main(["schema", "lint", str(path), "--mask", "EMAIL=email"]) != 0  # EMAIL is not a tag of --tag
+    assert "fieldcrypt.tags does not list" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+def test_scan_counts_values_with_a_view_and_those_read_as_masks(
+    broker: Any, http_registry: Any, world: World, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from fieldcrypt.cli import main
+
+    topic = f"masked-{world.tmp.name[-8:]}".replace("_", "-")
+    broker.create_topic(topic)
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    conf = {**CONF, "fieldcrypt.domain": SUBJECT}  # the key domains the world's KEKs were given
+    ser = AvroSerializer(registry, json.dumps(AVRO), conf=conf, keyring=world.producer)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for person in PEOPLE:
+        producer.produce(topic, value=ser(record(person, ssn=None), value_ctx(topic)), partition=0)
+    assert producer.flush(30) == 0
+    common = [topic, "--bootstrap-servers", broker.bootstrap_servers, "--schema-registry", http_registry.url]
+    common += ["--timeout", "10", "--json", *MASK_FLAGS, "--domain", SUBJECT]
+
+    code = main(["scan", *common])
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    fields = {f["field"]: f for s in json.loads(out)["subjects"] for f in s["fields"] if f["tagged"]}
+    assert (fields["$.email"]["ciphertext"], fields["$.email"]["with_view"]) == (2, 2)
+    assert fields["$.fullName"]["with_view"] == 2
+    keys = ["--store", world.store, "--kek", world.keks["contact/masked"], "--kek", world.keks[f"{SUBJECT}/masked"]]
+    code = main(["scan", *common, *keys])
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    fields = {f["field"]: f for s in json.loads(out)["subjects"] for f in s["fields"] if f["tagged"]}
+    assert (fields["$.email"]["readable"], fields["$.email"]["masked"], fields["$.email"]["denied"]) == (2, 2, 0)
+    assert "jane" not in out and "***@" not in out and "J. V. D." not in out

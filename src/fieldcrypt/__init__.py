@@ -9,6 +9,7 @@ Public API (everything else is private and may change)::
     fieldcrypt.avro.AvroDeserializer
     fieldcrypt.json_schema.JSONSerializer / JSONDeserializer   the same for JSON Schema
     fieldcrypt.Erased, fieldcrypt.Denied   what an unreadable value reads as with fieldcrypt.on.*="marker"
+    fieldcrypt.register_mask           add a mask for masked views (fieldcrypt.masks; docs/policy.md)
     fieldcrypt.SerdeStats              the counters on serializer.stats / deserializer.stats (docs/observability.md)
     fieldcrypt.metrics                 optional Prometheus export of those counters (pip install 'fieldcrypt[metrics]')
     fieldcrypt.create_key_store        make a key store (explicitly; opening a missing one is an error)
@@ -22,6 +23,7 @@ Public API (everything else is private and may change)::
 from __future__ import annotations
 
 from fieldcrypt.clock import Clock, FakeClock, SystemClock
+from fieldcrypt.core.masks import register_mask
 from fieldcrypt.core.outcomes import Denied, Erased
 from fieldcrypt.errors import (
     AccessDeniedError,
@@ -86,4 +88,5 @@ __all__ = [
     "create_local_kek",
     "open_kek",
     "open_store",
+    "register_mask",
 ]

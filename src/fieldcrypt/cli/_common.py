@@ -309,6 +309,13 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--domain", metavar="DOMAIN", help="the default key domain (fieldcrypt.domain; default: the subject)"
     )
+    g.add_argument(
+        "--mask",
+        action="append",
+        metavar="TAG=MASK",
+        help="the mask of a tag's masked view (fieldcrypt.masks: email, phone, card, name, date or a plug-in; "
+        "repeatable)",
+    )
 
 
 def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -332,6 +339,16 @@ def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
         conf["fieldcrypt.tag.domains"] = domains
     if args.domain is not None:
         conf["fieldcrypt.domain"] = given(args.domain, "--domain")
+    if getattr(args, "mask", None) is not None:
+        masks: dict[str, str] = {}
+        for item in args.mask:
+            tag, eq, mask = item.partition("=")
+            if not eq or not tag.strip() or not mask.strip():
+                raise UsageError("--mask expects TAG=MASK, e.g. --mask EMAIL=email")
+            if masks.get(tag.strip(), mask.strip()) != mask.strip():
+                raise UsageError("--mask gives one tag two masks")
+            masks[tag.strip()] = mask.strip()
+        conf["fieldcrypt.masks"] = masks
     return conf
 
 

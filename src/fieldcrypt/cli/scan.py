@@ -99,6 +99,8 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
     without findings were left out."""
     rows: list[dict[str, Any]] = []
     quiet = 0
+    # the masked-view columns only where a value carries one (fieldcrypt.masks)
+    views = any(f.with_view for s in report.subjects.values() for f in s.fields.values())
     for (_, part), subject in sorted(report.subjects.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         for f in sorted(subject.fields.values(), key=lambda f: (not f.tagged, f.field)):
             if not f.tagged and not f.flagged and not f.ciphertext:
@@ -109,10 +111,13 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
                 row["part"] = part
             row.update(field=f.field, tagged="yes" if f.tagged else "no", values=f.values)
             row["ciphertext"] = f.ciphertext if f.tagged or f.ciphertext else ""
+            if views:
+                row["with view"] = f.with_view if f.tagged else ""
             row["plaintext"] = f.plaintext if f.tagged else ""
             if report.decrypted:
-                for name in ("readable", "erased", "denied", "tampered"):
-                    row[name] = getattr(f, name) if f.tagged else ""
+                for name in ("readable", "masked", "erased", "denied", "tampered"):
+                    if name != "masked" or views:
+                        row[name] = getattr(f, name) if f.tagged else ""
             row["detected"] = ", ".join(f"{k} {v}" for k, v in sorted(f.detections.items()))
             row["offsets"] = _offsets(f)
             rows.append(row)

@@ -425,6 +425,7 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
         if report.previous:
             title += f", compared with {report.previous}"
         if report.rows:
+            masked = any(r.mask for r in report.rows)  # the column only where a value has a masked view
             rows = [
                 {
                     "path": r.path,
@@ -432,6 +433,11 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
                     "verdict": r.verdict,
                     "tags": list(r.tags),
                     "domain": (r.domain or "(subject)") if r.verdict == "encrypted" else None,
+                    **(
+                        {"masked view": f"{r.mask} ({r.domain or '(subject)'}/masked)" if r.mask else None}
+                        if masked
+                        else {}
+                    ),
                     "hint": f"pii-hint:{r.hint}" if r.hint else None,
                 }
                 for r in report.rows

@@ -16,7 +16,8 @@ refusal in one run (the first one listed is the serializer's).
 
 Each value the compiler visits is a row (containers, records, arrays and maps, are not: their values are):
 
-    encrypted             the plan encrypts it (``domain``: its key domain; None: the default, the subject)
+    encrypted             the plan encrypts it (``domain``: its key domain; None: the default, the subject; ``mask``:
+                          the mask of its masked view, ``fieldcrypt.masks``, None for no view)
     data-subject          the data-subject id (written in clear; per-person keys)
     plaintext (declared)  a tag of ``fieldcrypt.plaintext.tags``: left in clear on purpose
     clear                 no tag
@@ -227,6 +228,9 @@ class Row:
     reason: str | None = None  # refused: why
     hint: str | None = None  # the personal-data category its name or format suggests (values not encrypted)
     encryptable: bool = True  # a tag of fieldcrypt.tags here could be enforced (string or bytes)
+    #: encrypted values with a masked view: the mask's name (fieldcrypt.masks); the view's key domain is the value's
+    #: followed by /masked
+    mask: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -235,6 +239,7 @@ class Row:
             "verdict": self.verdict,
             "tags": list(self.tags),
             "domain": self.domain,
+            "mask": self.mask,
             "reason": self.reason,
             "hint": f"pii-hint:{self.hint}" if self.hint else None,
         }
@@ -600,6 +605,7 @@ def _rows(
                 reason=reason,
                 hint=hint,
                 encryptable=shape.encryptable,
+                mask=leaf.mask if leaf is not None and verdict == "encrypted" else None,
             )
         )
     return rows

@@ -101,7 +101,9 @@ _OUTCOMES = Outcomes(on_erased="marker", on_denied="marker", on_plaintext="accep
 @dataclass
 class FieldReport:
     """One field path of one subject. Tagged fields count their values as ciphertext, empty or plaintext (and, when
-    decrypted, readable, erased, denied, tampered or unverified); untagged ones count the values scanned and, per
+    decrypted, readable, erased, denied, tampered or unverified; ``with_view``: of the ciphertexts, those carrying a
+    masked view, ``fieldcrypt.masks``; ``masked``: of the readable ones, those read as their view, the key store
+    granting the view's key but not the value's); untagged ones count the values scanned and, per
     detector, the values it flagged, and the fieldcrypt ciphertexts they hold (``ciphertext``: a finding there).
     ``offsets``: the first records where the field had a finding."""
 
@@ -117,6 +119,8 @@ class FieldReport:
     denied: int = 0
     tampered: int = 0
     unverified: int = 0
+    with_view: int = 0
+    masked: int = 0
     flagged: int = 0  # untagged values in which a detector found something
     detections: dict[str, int] = dataclasses.field(default_factory=dict)
     offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)
@@ -143,11 +147,13 @@ class FieldReport:
                 values=self.values,
                 empty=self.empty,
                 ciphertext=self.ciphertext,
+                with_view=self.with_view,
                 plaintext=self.plaintext,
             )
             if decrypted:
                 out.update(
                     readable=self.readable,
+                    masked=self.masked,
                     erased=self.erased,
                     denied=self.denied,
                     tampered=self.tampered,
@@ -382,6 +388,20 @@ def _state(leaf: Leaf, v: Any) -> str:
     return "empty" if v in ("", b"") else "plaintext"
 
 
+def _has_view(leaf: Leaf, v: Any) -> bool:
+    """Whether a value counted as ciphertext carries a masked view (format 2, flags bit 2), by its layout."""
+    try:
+        if leaf.kind == "bytes":
+            blob = v if isinstance(v, bytes) else b""
+        elif leaf.kind == "base64":
+            blob = _wire.decode_base64(v)
+        else:
+            blob = _wire.decode_text(v)
+        return _wire.parse_value(blob)[6] is not None
+    except (ValueError, TypeError):
+        return False
+
+
 def _pair(v: Any) -> bool:
     return isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
 
@@ -573,6 +593,8 @@ class _Scanner:
             fr.values += 1
             if state == "ciphertext":
                 fr.ciphertext += 1
+                if _has_view(t.leaf, t.value):
+                    fr.with_view += 1
             elif state == "empty":
                 fr.empty += 1
             else:
@@ -608,7 +630,7 @@ class _Scanner:
         try:
             if self._policy is not None:
                 self._policy(cached, domain, subject)
-            out, _ = cached.runner.decrypt_counted(
+            out, state = cached.runner.decrypt_counted(
                 copy.deepcopy(record), self.keyring, subject, domain, _OUTCOMES, None
             )
         except (KeyStoreUnavailableError, ConfigurationError):
@@ -624,6 +646,7 @@ class _Scanner:
                 if fr is not blamed:
                     fr.unverified += 1
             return
+        views = list(state.masked or ()) if state is not None else []  # leaf paths of the values read as views
         for t, fr in ciphertexts:
             value = _at(out, t.at)
             if isinstance(value, Erased):
@@ -632,6 +655,9 @@ class _Scanner:
                 fr.denied += 1
             else:
                 fr.readable += 1
+                if t.leaf.path in views and _has_view(t.leaf, t.value):  # (views are read in the walk's order)
+                    views.remove(t.leaf.path)
+                    fr.masked += 1
 
 
 def scan_topic(
