@@ -44,3 +44,11 @@ def test_bench_lifecycle_smoke() -> None:
         "sqlite",
     )
     assert "40 people" in out
+
+
+@pytest.mark.slow
+def test_bench_masks_smoke() -> None:
+    out = _run("bench/bench_masks.py", "--records", "40", "--repeat", "1")
+    assert "# ratios" in out
+    for line in ("avro masks vs plain", "json masks vs plain", "masks-view-read"):
+        assert line in out, line
