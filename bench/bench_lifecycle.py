@@ -62,7 +62,8 @@ def fill(url: str, people: int, skip: set[int] | None = None) -> float:
     fieldcrypt.create_key_store(url)  # creates the tables
     skip = skip or set()
     rows = (
-        (random.getrandbits(32) | 1, DOMAIN, person(i), 1, "active", "bench", os.urandom(100), 0.0, 0)
+        # the columns of fieldcrypt_keys, branch_id (0: wrapped by the KEK itself) last
+        (random.getrandbits(32) | 1, DOMAIN, person(i), 1, "active", "bench", os.urandom(100), 0.0, 0, 0)
         for i in range(people)
         if i not in skip
     )
@@ -73,7 +74,7 @@ def fill(url: str, people: int, skip: set[int] | None = None) -> float:
         db = sqlite3.connect(url[len("sqlite:///") :])
         db.execute("PRAGMA journal_mode = WAL")
         with db:
-            db.executemany("INSERT OR IGNORE INTO fieldcrypt_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR IGNORE INTO fieldcrypt_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.close()
     else:
         import psycopg

@@ -192,7 +192,7 @@ def test_keys_init_creates_is_private_and_idempotent(fresh_url: str, kek_uri: st
     with Keyring(fresh_url, kek_uri) as kr:
         assert [k.key_id for k in kr.keys()] == [made.key_id]
         assert kr.decryption_key(made.key_id).key_id == made.key_id
-        assert [e.operation for e in kr.audit()] == ["create"]
+        assert [e.operation for e in kr.audit()] == ["kek-map", "create", "create"]  # KEK recorded; branch; key
 
 
 def test_existing_non_sqlite_file_is_refused_and_left_alone(tmp_path: Path, capsys) -> None:
@@ -1119,4 +1119,4 @@ def test_audit_since_must_be_epoch_seconds(keyring: Keyring) -> None:
     keyring.encryption_key("d", "p")
     with pytest.raises(ConfigurationError, match="epoch seconds"):
         keyring.audit(since="2020-01-01")  # type: ignore[arg-type]
-    assert [e.operation for e in keyring.audit(since=0)] == ["create"]
+    assert [e.operation for e in keyring.audit(since=0)] == ["kek-map", "create", "create"]

@@ -55,7 +55,8 @@ def test_rotation_by_age(registry, store_url: str, kek_uri: str) -> None:
     versions = {k.version: k.state for k in keyring.keys(person="cust-1")}
     assert versions == {1: "retired", 2: "active"}
     assert de(old, value_ctx()) == customer(1) and de(new, value_ctx()) == customer(1)
-    assert [e.operation for e in keyring.audit()] == ["create", "rotate"]
+    # the domain's KEK is recorded, its branch key made, then the data key; at max_age both are replaced
+    assert [e.operation for e in keyring.audit()] == ["kek-map", "create", "create", "rotate", "rotate"]
 
 
 def test_rotation_by_count(registry, store_url: str, kek_uri: str) -> None:
@@ -172,15 +173,21 @@ def test_rotation_and_rewrap_keep_old_data_readable(registry, store_url: str, ke
     mid = ser2(customer(0), value_ctx())
     assert all(de2(d, value_ctx()) == customer(i) for i, d in enumerate(before))
     seen = []
-    assert during.rewrap(reason="KEK rotation", progress=lambda n, total: seen.append((n, total))) == 4
-    assert seen[-1] == (4, 4)
+    # one KMS call: the domain's branch key moves to the new KEK; the 4 data keys under it need none
+    assert during.rewrap(reason="KEK rotation", progress=lambda n, total: seen.append((n, total))) == 1
+    assert seen[-1] == (1, 1)
     assert {k.kek_uri for k in during.keys()} == {new_kek}
+    assert during.domains()[0].keks == (new_kek,)  # the old KEK, now unused, was retired
     after = Keyring(store_url, new_kek)  # the old KEK is retired: everything still reads
     _, de3 = serde(registry, after)
     assert [de3(d, value_ctx()) for d in before] == [customer(i) for i in range(3)]
     assert de3(mid, value_ctx()) == customer(0)
     assert key_ids(mid, registry) == {rotated.key_id}
-    assert [e.operation for e in after.audit()] == ["create", "create", "create", "rotate", "rewrap"]
+    assert [e.operation for e in after.audit()] == [
+        *("kek-map", "create"),  # the domain's KEK recorded, its branch key made
+        *("create", "create", "create", "rotate"),
+        *("kek-add", "kek-promote", "rewrap", "kek-retire"),  # the one-shot KEK rotation, each step audited
+    ]
 
 
 def test_restore_from_older_backup_cannot_resurrect(registry, tmp_path: Path, kek_uri: str) -> None:
@@ -215,7 +222,7 @@ def test_audit_has_one_entry_per_operation_and_no_plaintext(registry, keyring: K
     keyring.shred_person("cust-2", reason="erasure")
     keyring.restore([], reason="drill")
     ops = [e.operation for e in keyring.audit()]
-    assert ops == ["create", "create", "rotate", "rewrap", "shred", "restore"]
+    assert ops == ["kek-map", "create", "create", "create", "rotate", "rewrap", "shred", "restore"]
     for entry in keyring.audit():
         assert CANARY not in repr(entry) and entry.actor and entry.at > 0
     import sqlite3

@@ -230,7 +230,20 @@ def test_big_lease_producer_moves_to_a_new_key_within_the_cache_ttl(store_url: s
 
 # -- 11. expired cache entries leave without a lookup ----------------------------------------------------------------
 def caches(kr: Keyring) -> dict[str, int]:
-    return {"by_id": len(kr._by_id), "active": len(kr._active), "missing": len(kr._missing)}
+    return {
+        "by_id": len(kr._by_id),
+        "active": len(kr._active),
+        "missing": len(kr._missing),
+        # the domains' recorded KEKs and the branch keys (by id, and each domain's active one)
+        "domain": len(kr._domain_keks),
+        "branch": len(kr._branches),
+        "active branch": len(kr._active_branches),
+    }
+
+
+#: what the two tests below leave cached: two data keys (one active), one unknown id, two domains' KEK records,
+#: their two branch keys, one of them the active branch of the domain written to
+KEPT = {"by_id": 2, "active": 1, "missing": 1, "domain": 2, "branch": 2, "active branch": 1}
 
 
 def sweepers() -> set[threading.Thread]:
@@ -248,9 +261,9 @@ def test_idle_keyring_drops_expired_keys_and_its_sweeper_stops_on_close(store_ur
         kr.decryption_key(other)
         with pytest.raises(KeyNotFoundError):
             kr.decryption_key(0x0BADBEEF)
-        assert caches(kr) == {"by_id": 2, "active": 1, "missing": 1}
+        assert caches(kr) == KEPT
         time.sleep(0.6)  # idle: no lookup at all
-        assert caches(kr) == {"by_id": 0, "active": 0, "missing": 0}
+        assert not any(caches(kr).values())
         assert mine.is_alive()
     finally:
         kr.close()
@@ -268,6 +281,6 @@ def test_sweep_drops_exactly_the_expired_entries(store_url: str, kek_uri: str) -
         with pytest.raises(KeyNotFoundError):
             kr.decryption_key(0x0BADBEEF)
         clock.advance(59)
-        assert kr.sweep() == 0 and caches(kr) == {"by_id": 2, "active": 1, "missing": 1}
+        assert kr.sweep() == 0 and caches(kr) == KEPT
         clock.advance(2)
-        assert kr.sweep() == 4 and caches(kr) == {"by_id": 0, "active": 0, "missing": 0}
+        assert kr.sweep() == sum(KEPT.values()) and not any(caches(kr).values())

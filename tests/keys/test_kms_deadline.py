@@ -202,13 +202,16 @@ def test_a_producer_waiting_on_a_silent_kms_holds_no_store_lock(silent: Silent, 
     waiting = Keyring(any_store, [URI, kek_uri], kms_timeout=3.0, retries=0)  # new keys: the silent KMS wraps them
     other = Keyring(any_store, kek_uri)  # another producer, and an admin, with their own connection
     try:
-        call = Outcome(lambda: waiting.encryption_key("silent-domain"))
+        call = Outcome(lambda: waiting.encryption_key("silent-domain"))  # its branch key: wrapped by the silent KMS
         assert silent.accepted.wait(2), "the wrap never reached the KMS"
         start = time.monotonic()
-        same = other.encryption_key("silent-domain")  # SQLite: the write lock; PostgreSQL: the domain's lock
+        # SQLite: the write lock; PostgreSQL: the domain's locks (the domain's KEK is recorded before the wrap)
+        assert other.domain_keks("silent-domain").primary == URI  # type: ignore[union-attr]
+        other.map_kek("waiting-domain", kek_uri, reason="ticket-0")
         another = other.encryption_key("other-domain")
         other.shred_domain("other-domain", reason="ticket-1")
-        assert waiting.store.active("silent-domain", None) is not None  # the waiting keyring's own connection
+        other.shred_domain("silent-domain", reason="ticket-1")  # a write to the domain the wrap is for
+        assert waiting.store.domain_keks("silent-domain") is not None  # the waiting keyring's own connection
         waiting.shred_domain("never-used", reason="ticket-2")  # a write through it, from another thread
         took = time.monotonic() - start
         assert took < 1.5, f"the key store was blocked for {took:.1f} s by a KMS call"
@@ -216,7 +219,9 @@ def test_a_producer_waiting_on_a_silent_kms_holds_no_store_lock(silent: Silent, 
         call.join(5)
         assert isinstance(call.error, KeyStoreUnavailableError), call.error
         assert call.took < 3.0 + 1.0
-        assert waiting.store.active("silent-domain", None).key_id == same.key_id  # type: ignore[union-attr]
+        # nothing half-made: no branch key, no data key
+        assert waiting.store.active("silent-domain", None) is None
+        assert waiting.store.active_branch("silent-domain") is None
         assert waiting.store.get(another.key_id) is None
     finally:
         waiting.close()
@@ -366,7 +371,9 @@ def test_a_shred_between_the_wrap_and_the_insert_of_a_rotation_stays_a_shred(any
         # the audit log orders them as they happened: the shred of the old key, then the new key
         trail = [(e.operation, e.key_ids) for e in store.audit(person="p-1")]
         assert trail[-2:] == [("shred", (old.key_id,)), ("rotate", (new.key_id,))], trail
-        assert gated.encrypts == 3  # version 1; version 2 (never stored); version 1 again, after the shred
+        # the KMS wraps branch keys only: version 1, then version 2 (due by age too); data keys are wrapped by the
+        # domain's branch key, locally
+        assert gated.encrypts == 2
     finally:
         store.close()
 
@@ -375,11 +382,13 @@ def test_a_domain_shred_during_a_first_creation_does_not_stop_new_records(any_st
     producer = Keyring(any_store, gated_kek(gated), kms_timeout=15)
     admin = Keyring(any_store, plain_kek(gated))
     try:
-        earlier = admin.encryption_key("orders", "p-2")  # another person's key, in the domain about to be shredded
         gated.armed = True
-        call = Outcome(lambda: producer.encryption_key("orders"))
+        call = Outcome(lambda: producer.encryption_key("orders"))  # wraps the domain's first branch key
         assert gated.entered.wait(5)
+        earlier = admin.encryption_key("orders", "p-2")  # another person's key, under a branch key of its own
+        branch = admin.store.active_branch("orders")
         report = admin.shred_domain("orders", reason="decommissioned")
+        assert branch is not None and admin.store.branch(branch.key_id) is None  # the branch key is destroyed too
         assert [r.key_id for r in report.destroyed] == [earlier.key_id]
         gated.gate.set()
         new = call.join(10).value
@@ -451,4 +460,7 @@ def test_rewrap_to_a_silent_new_kms_names_the_new_kek(silent: Silent, store_url:
         with pytest.raises(KeyStoreUnavailableError) as err:
             rotating.rewrap(reason="rotate to KMS")
     assert URI in str(err.value) and kek_uri not in str(err.value)
-    assert f"{key_id:08x}" in str(err.value)
+    with Keyring(store_url, kek_uri) as old:
+        branch = old.store.active_branch("orders")
+        assert branch is not None and old.store.get(key_id).branch_id == branch.key_id  # type: ignore[union-attr]
+    assert f"branch key 0x{branch.key_id:08x}" in str(err.value)  # the key it could not wrap, by its id

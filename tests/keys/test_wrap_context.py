@@ -45,7 +45,8 @@ def test_the_kek_never_sees_domain_or_person(tmp_path: Path, local: Kek) -> None
     assert len(rec.seen) >= 2
     for ad in rec.seen:
         assert PERSON.encode() not in ad and DOMAIN.encode() not in ad
-        assert ad.startswith(b"fieldcrypt-dek\x02") and len(ad) == len(b"fieldcrypt-dek\x02") + 32
+        # the KEK wraps the domain's branch key (data keys are wrapped by it, locally): a digest of its context
+        assert ad.startswith(b"fieldcrypt-branch\x01") and len(ad) == len(b"fieldcrypt-branch\x01") + 32
 
 
 def test_the_digest_binds_every_part_of_the_context() -> None:

@@ -21,6 +21,16 @@ know is an error, never ignored::
     url = "https://registry.internal"
     "basic.auth.user.info" = "user:password"
 
+A KEK per key domain (the ``"*"`` entry: every other domain)::
+
+    [kek]
+    contact = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/contact"
+    health = "aws-kms://arn:aws:kms:eu-west-1:111122223333:key/health"
+    "*" = "local-kek:///etc/fieldcrypt/kek.json"
+
+and the same as flags or in the environment: ``--kek contact=URI --kek health=URI --kek URI``,
+``FIELDCRYPT_KEK="contact=URI,health=URI,URI"``.
+
 Environment variables: ``FIELDCRYPT_STORE``, ``FIELDCRYPT_KEK`` (one URI, or several separated by commas),
 ``FIELDCRYPT_ACTOR``, ``FIELDCRYPT_SHRED_LOG``, ``FIELDCRYPT_KMS_TIMEOUT``, ``FIELDCRYPT_BOOTSTRAP_SERVERS``,
 ``FIELDCRYPT_KAFKA_CONFIG`` (a properties file), ``FIELDCRYPT_SCHEMA_REGISTRY`` (the registry URL),
@@ -195,9 +205,21 @@ def load(path: Path, required: bool) -> dict[str, Any]:
             raise ConfigurationError(f"configuration file {str(path)!r}: {exc.reason}") from None
     if "kek" in data:
         kek = data["kek"]
-        keks = [kek] if isinstance(kek, str) else kek
+        if isinstance(kek, dict):  # [kek] table: domain (or "*") = URI or [URI, ...]
+            keks: Any = []
+            for domain, uris in kek.items():
+                items = [uris] if isinstance(uris, str) else uris
+                if not domain.strip() or not isinstance(items, list) or not items:
+                    keks = []
+                    break
+                keks += [uri if domain == "*" else f"{domain}={uri}" for uri in items]
+        else:
+            keks = [kek] if isinstance(kek, str) else kek
         if not isinstance(keks, list) or not keks or not all(isinstance(k, str) and k.strip() for k in keks):
-            raise ConfigurationError(f"configuration file {str(path)!r}: kek must be a URI or a list of URIs")
+            raise ConfigurationError(
+                f"configuration file {str(path)!r}: kek must be a URI, a list of URIs, or a [kek] table mapping key "
+                'domains (and "*" for the others) to a URI or a list of URIs'
+            )
         data["kek"] = keks
     for key in ("kafka", "registry"):
         if key in data:
@@ -284,6 +306,24 @@ def _unescape(text: str, where: str, number: int) -> str:
             out.append(_ESCAPES.get(nxt, nxt))
             pos += 2
     return "".join(out)
+
+
+def kek_setting(items: list[str]) -> list[str] | dict[str, list[str]]:
+    """The ``kek`` of a Keyring from KEK settings: each a URI (every domain's KEK, the ``"*"`` entry) or
+    ``DOMAIN=URI`` (that domain's). A ``=`` counts only before the URI's ``://``, so a URI holding ``=`` stays one.
+    Only URIs: a list, as before; any ``DOMAIN=URI``: a mapping."""
+    mapping: dict[str, list[str]] = {}
+    for item in items:
+        head, eq, uri = item.partition("=")
+        if eq and "://" not in head:
+            if not head.strip() or not uri.strip():
+                raise UsageError(f"a KEK setting of the form DOMAIN=URI has an empty {'domain' if uri else 'URI'}")
+            mapping.setdefault(head.strip(), []).append(uri.strip())
+        else:
+            mapping.setdefault("*", []).append(item)
+    if list(mapping) == ["*"]:
+        return mapping["*"]
+    return mapping
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from fieldcrypt.cli._common import (
     plain_table,
     table,
 )
-from fieldcrypt.cli._config import Settings
+from fieldcrypt.cli._config import Settings, kek_setting
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
@@ -236,6 +236,31 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     create.add_argument("path", help="where to write the keyset file")
     create.add_argument("--force", action="store_true", help="overwrite an existing file (loses its keys!)")
     create.set_defaults(run=_run_kek)
+    kek_list = kek_sub.add_parser(
+        "list",
+        parents=[common, store],
+        help="which KEK wraps each key domain (primary, and accepted ones during a change)",
+        description="List each key domain's KEKs as the key store records them: PRIMARY wraps its new keys; "
+        "ACCEPTED may still wrap some of its keys during a KEK change; KEYS counts the keys each KEK wraps.",
+    )
+    kek_list.set_defaults(run=_run_domain_kek)
+    for name, help_text in (
+        ("map", "record the KEK of a domain that has none yet (before its first producer runs)"),
+        ("add", "step 1 of a KEK change: accept a new KEK for a domain (then let every client learn it)"),
+        ("promote", "step 2: make an accepted KEK the domain's primary (then: keys rewrap --domain)"),
+        ("retire", "step 4: drop an accepted KEK that no longer wraps any key of the domain"),
+    ):
+        p = kek_sub.add_parser(
+            name,
+            parents=[common, store],
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. An audited admin act; the keyring opened with "
+            "--kek must hold the KEK named.",
+        )
+        p.add_argument("domain", help="the key domain")
+        p.add_argument("uri", help="the KEK's URI")
+        p.add_argument("--reason", default="", help="why, for the audit log")
+        p.set_defaults(run=_run_domain_kek)
 
     keys = sub.add_parser("keys", help="data keys: list, rotate, rewrap, shred, audit", description="Data keys.")
     ks = keys.add_subparsers(dest="action", metavar="ACTION")
@@ -279,7 +304,15 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         "--data-subject", help="rotate only this person's key in the domain (default: every active key of the domain)"
     )
     c.add_argument("--reason", default="", help="why, for the audit log")
-    c = cmd("rewrap", "re-wrap every key under the new KEK (--kek); old KEKs with --old-kek")
+    c = cmd(
+        "rewrap",
+        "re-wrap keys under their domain's primary KEK (one domain with --domain); old KEKs with --old-kek",
+        "Re-wrap the keys of a domain (--domain) or of every domain that another KEK wraps under the domain's "
+        "primary KEK: its branch keys (one KMS call each; the data keys under them need none) and any data key "
+        "wrapped by a KEK directly. With --kek NEW --old-kek OLD (no DOMAIN=URI), NEW is first added and promoted "
+        "for each domain, and OLD retired once unused: a one-shot KEK rotation, each step audited.",
+    )
+    c.add_argument("--domain", help="only this key domain (other domains are not touched)")
     c.add_argument("--old-kek", action="append", default=[], help="a KEK that wrapped existing keys (repeatable)")
     c.add_argument("--reason", default="", help="why, for the audit log")
     c = cmd(
@@ -334,6 +367,28 @@ def _run_kek(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_domain_kek(args: argparse.Namespace) -> int:
+    """``fieldcrypt kek list|map|add|promote|retire``: the KEKs of key domains, as the key store records them."""
+    kr = keyring_of(args, needs_kek=args.action != "list")
+    try:
+        if args.action != "list":
+            domain = given(args.domain, "DOMAIN")
+            assert domain is not None
+            act = {"map": kr.map_kek, "add": kr.add_kek, "promote": kr.promote_kek, "retire": kr.retire_kek}
+            act[args.action](domain, args.uri, reason=args.reason)
+        rows = []
+        for d in kr.domains():
+            if args.action != "list" and d.domain != args.domain:
+                continue
+            used = kr.store.kek_usage(d.domain)
+            for role, uri in [("primary", d.primary), *(("accepted", u) for u in d.accepted)]:
+                rows.append({"domain": d.domain, "role": role, "kek": uri, "keys": used.get(uri, 0)})
+        emit(args, rows, lambda: table(rows))
+    finally:
+        kr.close()
+    return EXIT_OK
+
+
 def store_url(settings: Settings) -> str:
     if not settings.store:
         raise ConfigurationError(
@@ -346,16 +401,16 @@ def keyring_of(args: argparse.Namespace, *, needs_kek: bool) -> Keyring:
     """The Keyring the settings name (store and KEKs); without a KEK, one that can list, shred and audit."""
     settings: Settings = args.settings
     url = store_url(settings)
-    keks: list[str | Kek] = list(settings.keks)
-    keks += getattr(args, "old_kek", None) or []
-    if not keks:
+    items = list(settings.keks) + list(getattr(args, "old_kek", None) or [])
+    kek: Any = kek_setting(items)
+    if not items:
         if needs_kek:
             raise ConfigurationError(
                 "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
             )
-        keks = [Kek("(no KEK given)", _NoKekAead())]
+        kek = [Kek("(no KEK given)", _NoKekAead())]
     timeout = DEFAULT_KMS_TIMEOUT if settings.kms_timeout is None else settings.kms_timeout
-    return Keyring(url, keks, actor=settings.actor, shred_log=settings.shred_log, kms_timeout=timeout)
+    return Keyring(url, kek, actor=settings.actor, shred_log=settings.shred_log, kms_timeout=timeout)
 
 
 def _persons_file(path: str) -> list[str]:
@@ -587,8 +642,16 @@ def _run_keys(args: argparse.Namespace) -> int:
         elif args.action == "rotate":
             _rotate(args, kr, progress)
         elif args.action == "rewrap":
-            count = kr.rewrap(reason=args.reason, progress=progress)
-            emit(args, {"rewrapped": count, "kek": kr.kek.uri}, lambda: f"{count} keys rewrapped under {kr.kek.uri}")
+            domain = given(args.domain, "--domain")
+            count = kr.rewrap(domain=domain, reason=args.reason, progress=progress)
+            where = {d.domain: d.primary for d in kr.domains() if domain is None or d.domain == domain}
+            emit(
+                args,
+                {"rewrapped": count, "kek": kr.kek.uri if domain is None else where.get(domain), "domains": where},
+                lambda: (
+                    f"{count} keys rewrapped" + "".join(f"\n  {clean(d)}: {clean(uri)}" for d, uri in where.items())
+                ),
+            )
         elif args.action == "shred":
             report, code = _shred(args, kr)
             summary = _shred_summary(report, args.reason)

@@ -85,6 +85,8 @@ class Outcomes:
     on_erased: str = "null"
     on_denied: str = "raise"
     placeholder: str = "<erased>"
+    #: the placeholder of a denied value: never the erased one, so no reader takes "no access" for an erasure
+    denied_placeholder: str = "<denied>"
     #: ``raise``: a tagged field holding plaintext is a DecryptionError; ``accept``: it is returned as it is (and
     #: counted), unless another tagged value of the same record is a fieldcrypt ciphertext
     on_plaintext: str = "raise"
@@ -107,30 +109,37 @@ class Outcomes:
         for name in ("on_erased", "on_denied"):
             if getattr(self, name) not in _MODES:
                 raise ConfigurationError(f"fieldcrypt.{name.replace('_', '.')} must be one of {', '.join(_MODES)}")
-        if not isinstance(self.placeholder, str):
-            raise ConfigurationError("fieldcrypt.placeholder must be a string")
-        try:
-            self.placeholder.encode("utf-8")
-        except UnicodeEncodeError:
+        for name, text in (("placeholder", self.placeholder), ("denied.placeholder", self.denied_placeholder)):
+            if not isinstance(text, str):
+                raise ConfigurationError(f"fieldcrypt.{name} must be a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"fieldcrypt.{name} must be valid Unicode (it holds a lone surrogate)"
+                ) from None
+        if self.placeholder == self.denied_placeholder:
             raise ConfigurationError(
-                "fieldcrypt.placeholder must be valid Unicode (it holds a lone surrogate)"
-            ) from None
+                "fieldcrypt.placeholder and fieldcrypt.denied.placeholder must differ: an erased value and one this "
+                "consumer may not read are different outcomes"
+            )
 
     @property
     def stands_in(self) -> bool:
         """Whether a value may be replaced by null or the placeholder (a ``null`` or ``placeholder`` mode)."""
         return self.on_erased in _STAND_INS or self.on_denied in _STAND_INS
 
-    def stand_in(self, kind: str) -> Any:
+    def stand_in(self, kind: str, *, denied: bool = False) -> Any:
         """The placeholder as a field of ``kind`` holds it: the text (string); its UTF-8 bytes (Avro bytes); the
         base64 of its UTF-8 bytes (a JSON string with ``contentEncoding: base64``, whose readable values are returned
         as base64 text too). One rule: a reader decoding the field gets the placeholder's UTF-8 bytes."""
+        text = self.denied_placeholder if denied else self.placeholder
         if kind == "string":
-            return self.placeholder
+            return text
         if kind == "bytes":
-            return self.placeholder.encode("utf-8")
+            return text.encode("utf-8")
         if kind == "base64":
-            return _wire.encode_base64(self.placeholder.encode("utf-8"))
+            return _wire.encode_base64(text.encode("utf-8"))
         raise AssertionError(f"unknown leaf kind {kind!r}")
 
     def apply(self, exc: FieldcryptError, leaf: Leaf, key_id: int, st: Counts) -> Any:
@@ -150,11 +159,12 @@ class Outcomes:
         st.stood_in += 1
         if mode == "null" and leaf.nullable and (self.reader_nulls is None or leaf.path in self.reader_nulls):
             return None
-        value = self.stand_in(leaf.kind)
+        value = self.stand_in(leaf.kind, denied=not erased)
         need = max([leaf.min_length, *(n for p, n in self.reader_min_lengths if p == leaf.path)])
         if need and leaf.kind != "bytes" and len(value) < need:
             raise ConfigurationError(
-                f"fieldcrypt.placeholder is shorter{' once base64-encoded' if leaf.kind == 'base64' else ''} "
+                f"fieldcrypt.{'placeholder' if erased else 'denied.placeholder'} is shorter"
+                f"{' once base64-encoded' if leaf.kind == 'base64' else ''} "
                 f"({len(value)} characters) than the field's minLength ({need}), so this record, with an "
                 f"unreadable value there, would not match its schema: set a longer fieldcrypt.placeholder, or "
                 "fieldcrypt.on.erased / fieldcrypt.on.denied to raise or marker",

@@ -90,6 +90,8 @@ READ_CONF: Mapping[str, str] = {
     "fieldcrypt.placeholder": "the text standing in for an unreadable value in 'placeholder' mode, and in 'null' "
     "mode where the schema does not admit null (bytes fields: its UTF-8 bytes; base64 strings: their base64; "
     "default <erased>)",
+    "fieldcrypt.denied.placeholder": "the text standing in for a value this consumer may not read (no key, or a "
+    "KEK without access), as fieldcrypt.placeholder does for an erased one (default <denied>; never equal to it)",
     "fieldcrypt.min.format.version": "the lowest value format version read: 1 (default) or 2, to refuse values "
     "of format 1 (UnsupportedFormatError) once every producer writes 2",
     "fieldcrypt.on.plaintext": "raise | accept, for tagged fields holding plaintext (records written before "
@@ -121,6 +123,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
             on_erased=rest.pop("fieldcrypt.on.erased", "null"),
             on_denied=rest.pop("fieldcrypt.on.denied", "raise"),
             placeholder=rest.pop("fieldcrypt.placeholder", "<erased>"),
+            denied_placeholder=rest.pop("fieldcrypt.denied.placeholder", "<denied>"),
             on_plaintext=rest.pop("fieldcrypt.on.plaintext", "raise"),
             min_version=_version(rest.pop("fieldcrypt.min.format.version", 1), "fieldcrypt.min.format.version"),
         )
@@ -284,6 +287,8 @@ class PolicyCheck:
                     theirs = keyring.publish_policy(fp, mine) if self._writing else keyring.published_policy(fp)
             except FieldcryptError as exc:
                 raise exc.with_context(subject=subject) from exc
+            if self._writing:
+                self._field_domains(plan, domain, subject)
             if theirs is not None and theirs != mine:
                 who = "another producer of this schema" if self._writing else "the producers of this schema"
                 raise ConfigurationError(
@@ -294,6 +299,28 @@ class PolicyCheck:
                 )
         if len(self._done) < 10_000:
             self._done.add((cached.fingerprint, domain))
+
+    def _field_domains(self, plan: FieldPlan, domain: str, subject: str | None) -> None:
+        """Record, per default domain (the subject) and field path, the key domain its values go to (first writer
+        wins, whatever the schema version); a producer that would put a field under another domain is refused
+        before it writes, so one misconfigured producer cannot put ``health`` fields under ``contact`` keys."""
+        keyring = self._keyring
+        for leaf in plan.leaves:
+            mine = leaf.domain or domain
+            name = hashlib.sha256(f"field-domain\0{domain}\0{leaf.path}".encode()).hexdigest()
+            try:
+                with keyring.metering(self._stats):
+                    recorded = keyring.publish_policy(name, mine)
+            except FieldcryptError as exc:
+                raise exc.with_context(subject=subject, field_path=leaf.path) from exc
+            if recorded != mine:
+                raise ConfigurationError(
+                    f"the producers of this subject encrypt this field (tags {', '.join(sorted(leaf.tags))}) under "
+                    f"key domain {recorded!r} (recorded in the key store); this configuration would use {mine!r}: "
+                    "align fieldcrypt.tag.domains and fieldcrypt.domain",
+                    subject=subject,
+                    field_path=leaf.path,
+                )
 
 
 class PlanCache:

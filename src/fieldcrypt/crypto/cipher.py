@@ -31,13 +31,18 @@ from fieldcrypt.errors import format_key_id
 
 __all__ = [
     "CIPHER_ERRORS",
+    "BranchKey",
     "DataKey",
     "encrypted_keyset",
+    "new_branch_key",
     "new_data_key",
     "rewrap_data_key",
+    "unwrap_branch_handle",
+    "unwrap_branch_key",
     "unwrap_data_key",
     "unwrap_handle",
     "wrap_ad",
+    "wrap_branch_handle",
     "wrap_handle",
 ]
 
@@ -233,3 +238,56 @@ def unwrap_data_key(
         return _from_keyset(keyset, key_id, domain, person, version)
     except (DecodeError, ValueError) as exc:
         raise TinkError("the wrapped data key is not a valid keyset") from exc
+
+
+# -- branch keys: one per key domain (and version) between the KEK and the domain's data keys ---------------------
+@dataclass(frozen=True, eq=False)
+class BranchKey:
+    """An unwrapped branch key: a Tink AES-256-GCM AEAD that wraps the data keys of one domain locally, so a new or
+    cold (domain, person) key costs no KMS call. ``repr`` shows ids only."""
+
+    branch_id: int
+    domain: str
+    version: int
+    aead: Any = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"BranchKey(branch_id={format_key_id(self.branch_id)}, domain={self.domain!r}, version={self.version})"
+
+
+def branch_ad(branch_id: int, domain: str, version: int) -> bytes:
+    """Associated data binding a wrapped branch key to its id, domain and version (a digest, as for data keys: the
+    KEK may log it). Its prefix differs from a data key's, so neither wrapped form passes for the other."""
+    context = branch_id.to_bytes(4, "big") + _wire.lp(domain.encode()) + version.to_bytes(4, "big")
+    return b"fieldcrypt-branch\x01" + hashlib.sha256(context).digest()
+
+
+def new_branch_key(branch_id: int, domain: str, version: int, kek: aead.Aead) -> tuple[BranchKey, bytes]:
+    """A fresh branch key and its form wrapped by the KEK (one KMS call)."""
+    ensure_tink()
+    handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
+    wrapped = tink.proto_keyset_format.serialize_encrypted(handle, kek, branch_ad(branch_id, domain, version))
+    return BranchKey(branch_id, domain, version, handle.primitive(aead.Aead)), wrapped
+
+
+def unwrap_branch_handle(wrapped: bytes, branch_id: int, domain: str, version: int, kek: aead.Aead) -> Any:
+    """The stored branch key as a Tink keyset handle (one KMS call). Raises ``tink.TinkError`` if the KEK or the
+    associated data does not match."""
+    ensure_tink()
+    return tink.proto_keyset_format.parse_encrypted(wrapped, kek, branch_ad(branch_id, domain, version))
+
+
+def unwrap_branch_key(wrapped: bytes, branch_id: int, domain: str, version: int, kek: aead.Aead) -> BranchKey:
+    """The stored branch key, usable (one KMS call)."""
+    handle = unwrap_branch_handle(wrapped, branch_id, domain, version, kek)
+    try:
+        primitive = handle.primitive(aead.Aead)
+    except TinkError as exc:
+        raise TinkError("the wrapped branch key is not an AEAD keyset") from exc
+    return BranchKey(branch_id, domain, version, primitive)
+
+
+def wrap_branch_handle(handle: Any, branch_id: int, domain: str, version: int, new: aead.Aead) -> bytes:
+    """A branch key's handle wrapped under another KEK (a domain's KEK change: one KMS call per branch key)."""
+    rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(handle, new, branch_ad(branch_id, domain, version))
+    return rewrapped

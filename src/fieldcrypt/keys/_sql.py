@@ -10,17 +10,34 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from fieldcrypt.errors import format_key_id
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, WrapFn, check_shred_target
+from fieldcrypt.keys.store import (
+    AuditEntry,
+    BranchGone,
+    DomainKeks,
+    KeyRecord,
+    KeyStore,
+    ShredRecord,
+    WrapFn,
+    check_shred_target,
+)
 
 __all__ = ["TABLES", "Execute", "SqlKeyStore"]
 
 #: the tables every built-in store holds; a store missing some of them must be initialized (or upgraded) first
-TABLES = ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit", "fieldcrypt_policies")
+TABLES = (
+    "fieldcrypt_keys",
+    "fieldcrypt_shredded",
+    "fieldcrypt_audit",
+    "fieldcrypt_policies",
+    "fieldcrypt_domains",
+    "fieldcrypt_branches",
+)
 
 #: runs one statement inside the current transaction and returns its rows
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
-_COLUMNS = "key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions"
+_COLUMNS = "key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions, branch_id"
+_BRANCH_COLUMNS = "branch_id, domain, '', version, kek_uri, wrapped, created_at, state, 0, 0"
 _BATCH = 500
 
 
@@ -54,7 +71,7 @@ def _where(domain: str | None, person: str | None) -> tuple[str, list[Any]]:
 
 
 def _record(row: Sequence[Any]) -> KeyRecord:
-    key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions = row
+    key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions, branch_id = row
     return KeyRecord(
         key_id=int(key_id),
         domain=str(domain),
@@ -65,7 +82,15 @@ def _record(row: Sequence[Any]) -> KeyRecord:
         created_at=float(created_at),
         state=str(state),
         encryptions=int(encryptions),
+        branch_id=int(branch_id or 0),
     )
+
+
+def _domain_record(row: Sequence[Any]) -> DomainKeks:
+    import json
+
+    domain, primary, accepted = row
+    return DomainKeks(str(domain), str(primary), tuple(str(u) for u in json.loads(accepted or "[]")))
 
 
 def _shred(row: Sequence[Any]) -> ShredRecord:
@@ -85,6 +110,161 @@ class SqlKeyStore(KeyStore):
         """One read-only statement."""
 
     _lock = threading.RLock()
+    supports_branches = True
+
+    def _upgrade(self, ex: Execute, now: float) -> None:
+        """After the tables exist: record the KEKs of every domain that holds keys made before domain records (its
+        newest key's KEK as primary, any other as accepted), once, with an audit entry each."""
+        import json
+
+        rows = ex(
+            "SELECT k.domain, k.kek_uri, MAX(k.created_at) FROM fieldcrypt_keys k "
+            "WHERE NOT EXISTS (SELECT 1 FROM fieldcrypt_domains d WHERE d.domain = k.domain) "
+            "GROUP BY k.domain, k.kek_uri ORDER BY k.domain, 3 DESC, k.kek_uri",
+            (),
+        )
+        found: dict[str, list[str]] = {}
+        for domain, kek_uri, _at in rows:
+            found.setdefault(str(domain), []).append(str(kek_uri))
+        for domain, keks in found.items():
+            ex(
+                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, ?, ?)",
+                (domain, keks[0], json.dumps(keks[1:]), now),
+            )
+            self._audit(
+                ex,
+                AuditEntry(
+                    at=now,
+                    actor="fieldcrypt keys init",
+                    operation="kek-map",
+                    domain=domain,
+                    reason="recorded from the keys held when the store was upgraded",
+                    detail=f"primary {keks[0]}" + (f"; accepted {', '.join(keks[1:])}" if keks[1:] else ""),
+                ),
+            )
+
+    # -- key domains' KEKs and branch keys ----------------------------------------------------------------------
+    def domain_keks(self, domain: str) -> DomainKeks | None:
+        rows = self._read("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains WHERE domain = ?", (domain,))
+        return _domain_record(rows[0]) if rows else None
+
+    def domains(self) -> list[DomainKeks]:
+        rows = self._read("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains ORDER BY domain")
+        return [_domain_record(r) for r in rows]
+
+    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+        with self._tx() as ex:
+            if ex(
+                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, '[]', ?) "
+                "ON CONFLICT (domain) DO NOTHING RETURNING domain",
+                (domain, kek_uri, now),
+            ):
+                self._audit(ex, _with(audit, domain=domain, detail=f"primary {kek_uri}"))
+            rows = ex("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains WHERE domain = ?", (domain,))
+        return _domain_record(rows[0])
+
+    def change_domain_keks(self, expected: DomainKeks, new: DomainKeks, audit: AuditEntry) -> DomainKeks | None:
+        import json
+
+        with self._tx() as ex:
+            if not ex(
+                "UPDATE fieldcrypt_domains SET primary_kek = ?, accepted = ? "
+                "WHERE domain = ? AND primary_kek = ? AND accepted = ? RETURNING domain",
+                (
+                    new.primary,
+                    json.dumps(list(new.accepted)),
+                    expected.domain,
+                    expected.primary,
+                    json.dumps(list(expected.accepted)),
+                ),
+            ):
+                return None
+            self._audit(ex, _with(audit, domain=expected.domain))
+        return new
+
+    def domains_in_use(self) -> list[str]:
+        rows = self._read(
+            "SELECT domain FROM fieldcrypt_keys UNION SELECT domain FROM fieldcrypt_branches "
+            "UNION SELECT domain FROM fieldcrypt_domains ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
+
+    def kek_usage(self, domain: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT kek_uri, COUNT(*) FROM fieldcrypt_branches WHERE domain = ? GROUP BY kek_uri "
+            "UNION ALL SELECT kek_uri, COUNT(*) FROM fieldcrypt_keys WHERE domain = ? AND branch_id = 0 "
+            "GROUP BY kek_uri",
+            (domain, domain),
+        )
+        counts: dict[str, int] = {}
+        for uri, n in rows:
+            counts[str(uri)] = counts.get(str(uri), 0) + int(n)
+        return counts
+
+    def branch(self, branch_id: int) -> KeyRecord | None:
+        rows = self._read(f"SELECT {_BRANCH_COLUMNS} FROM fieldcrypt_branches WHERE branch_id = ?", (branch_id,))
+        return _record(rows[0]) if rows else None
+
+    def active_branch(self, domain: str) -> KeyRecord | None:
+        rows = self._read(
+            f"SELECT {_BRANCH_COLUMNS} FROM fieldcrypt_branches WHERE domain = ? AND state = 'active'", (domain,)
+        )
+        return _record(rows[0]) if rows else None
+
+    def branches(self, domain: str | None = None) -> list[KeyRecord]:
+        clause, args = _where(domain, None)
+        rows = self._read(f"SELECT {_BRANCH_COLUMNS} FROM fieldcrypt_branches{clause} ORDER BY domain, version", args)
+        return [_record(r) for r in rows]
+
+    def create_branch(
+        self,
+        domain: str,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        retire: int | None = None,
+        key_id: int | None = None,
+    ) -> KeyRecord:
+        with self._tx((domain, "\x00branch")) as ex:
+            rows = ex(
+                f"SELECT {_BRANCH_COLUMNS} FROM fieldcrypt_branches WHERE domain = ? AND state = 'active'", (domain,)
+            )
+            current = _record(rows[0]) if rows else None
+            if current is not None and (retire is None or current.key_id != retire):
+                return current
+            if current is not None:
+                ex("UPDATE fieldcrypt_branches SET state = 'retired' WHERE branch_id = ?", (current.key_id,))
+            (last,) = ex("SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_branches WHERE domain = ?", (domain,))[0]
+            branch_id = self._unused_id(ex, key_id)
+            version = int(last) + 1
+            record = KeyRecord(branch_id, domain, None, version, kek_uri, wrap(branch_id, version), now)
+            ex(
+                "INSERT INTO fieldcrypt_branches (branch_id, domain, version, state, kek_uri, wrapped, created_at) "
+                "VALUES (?, ?, ?, 'active', ?, ?, ?)",
+                (branch_id, domain, version, kek_uri, record.wrapped, now),
+            )
+            ids = (branch_id,) if current is None else (current.key_id, branch_id)
+            self._audit(
+                ex, _with(audit, key_ids=ids, domain=domain, person=None, detail=f"branch key, wrapped by {kek_uri}")
+            )
+            return record
+
+    def update_branches(self, items: Iterable[tuple[int, str, bytes]], audit: AuditEntry) -> int:
+        done: list[int] = []
+        with self._tx() as ex:
+            for branch_id, kek_uri, wrapped in items:
+                if ex(
+                    "UPDATE fieldcrypt_branches SET kek_uri = ?, wrapped = ? WHERE branch_id = ? RETURNING branch_id",
+                    (kek_uri, wrapped, branch_id),
+                ):
+                    ex("UPDATE fieldcrypt_keys SET kek_uri = ? WHERE branch_id = ?", (kek_uri, branch_id))
+                    done.append(branch_id)
+            self._audit(
+                ex, _with(audit, key_ids=tuple(done), detail=f"{len(done)} branch keys rewrapped; {audit.detail}")
+            )
+        return len(done)
 
     # -- policies (what producers encrypt, per schema and domain: see fieldcrypt.core.serde.PolicyCheck) --------
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
@@ -250,6 +430,7 @@ class SqlKeyStore(KeyStore):
         retire: int | None = None,
         charge: int = 0,
         key_id: int | None = None,
+        branch_id: int = 0,
     ) -> KeyRecord:
         with self._tx((domain, person or "")) as ex:
             rows = ex(
@@ -262,7 +443,7 @@ class SqlKeyStore(KeyStore):
             if current is not None:
                 ex("UPDATE fieldcrypt_keys SET state = 'retired' WHERE key_id = ?", (current.key_id,))
             retired = None if current is None else current.key_id
-            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retired, charge, key_id)
+            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retired, charge, key_id, branch_id)
 
     def rotate(
         self,
@@ -275,6 +456,7 @@ class SqlKeyStore(KeyStore):
         audit: AuditEntry,
         *,
         key_id: int | None = None,
+        branch_id: int = 0,
     ) -> KeyRecord | None:
         with self._tx((domain, person or "")) as ex:
             # compare and swap: only the key listed, and only while it is the active one (a shred deletes it, a
@@ -285,7 +467,7 @@ class SqlKeyStore(KeyStore):
                 (retire, domain, person or ""),
             ):
                 return None
-            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retire, 0, key_id)
+            return self._insert_next(ex, domain, person, kek_uri, wrap, now, audit, retire, 0, key_id, branch_id)
 
     def _insert_next(
         self,
@@ -299,23 +481,45 @@ class SqlKeyStore(KeyStore):
         retired: int | None,
         charge: int,
         key_id: int | None,
+        branch_id: int = 0,
     ) -> KeyRecord:
         """Insert the next version of (domain, person) as its active key, and its audit entry (naming ``retired``,
-        the key it replaces, if any), in the caller's transaction."""
+        the key it replaces, if any), in the caller's transaction. ``branch_id``: the branch key wrapping it, which
+        must still be in the store (else :class:`BranchGone`, and the caller's transaction rolls back)."""
+        if branch_id:  # the row names the KEK of its branch key, as it is now
+            kek_uri = self._check_branch(ex, domain, branch_id)
         (last,) = ex(
             "SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_keys WHERE domain = ? AND person = ?",
             (domain, person or ""),
         )[0]
         key_id = self._unused_id(ex, key_id)
         version = int(last) + 1
-        record = KeyRecord(key_id, domain, person, version, kek_uri, wrap(key_id, version), now, encryptions=charge)
+        wrapped = wrap(key_id, version)
+        record = KeyRecord(
+            key_id, domain, person, version, kek_uri, wrapped, now, encryptions=charge, branch_id=branch_id
+        )
         ex(
-            f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?)",
-            (key_id, domain, person or "", version, kek_uri, record.wrapped, now, charge),
+            f"INSERT INTO fieldcrypt_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+            (key_id, domain, person or "", version, kek_uri, record.wrapped, now, charge, branch_id),
         )
         ids = (key_id,) if retired is None else (retired, key_id)
         self._audit(ex, _with(audit, key_ids=ids, domain=domain, person=person))
         return record
+
+    #: appended to the read of a branch key a new data key is wrapped by (PostgreSQL: `` FOR SHARE``)
+    _share = ""
+
+    def _check_branch(self, ex: Execute, domain: str, branch_id: int) -> str:
+        """The KEK of the branch key, which must be in the store, in ``domain``. PostgreSQL locks its row until
+        commit, so a domain shred, which deletes the domain's branch keys before its data keys, waits for the key
+        inserted here and then deletes it too (SQLite has one writer at a time)."""
+        rows = ex(
+            f"SELECT kek_uri FROM fieldcrypt_branches WHERE branch_id = ? AND domain = ?{self._share}",
+            (branch_id, domain),
+        )
+        if not rows:
+            raise BranchGone(branch_id)
+        return str(rows[0][0])
 
     @staticmethod
     def _unused_id(ex: Execute, proposed: int | None = None) -> int:
@@ -325,8 +529,8 @@ class SqlKeyStore(KeyStore):
         while True:
             if key_id and not ex(
                 "SELECT 1 FROM fieldcrypt_keys WHERE key_id = ? UNION ALL SELECT 1 FROM fieldcrypt_shredded "
-                "WHERE key_id = ?",
-                (key_id, key_id),
+                "WHERE key_id = ? UNION ALL SELECT 1 FROM fieldcrypt_branches WHERE branch_id = ?",
+                (key_id, key_id, key_id),
             ):
                 return key_id
             key_id = secrets.randbits(32)
@@ -362,11 +566,17 @@ class SqlKeyStore(KeyStore):
                         f"SELECT person, COUNT(*) FROM fieldcrypt_shredded WHERE {cond} GROUP BY person", args
                     ):
                         earlier[str(person)] = int(n)
+            branches = 0
+            if people is None:  # first: a key being inserted under one of them is waited for, and found below
+                branches = len(ex("DELETE FROM fieldcrypt_branches WHERE domain = ? RETURNING branch_id", (domain,)))
             for cond, args in _conditions(domain, people):
                 destroyed += self._delete(ex, cond, args, now)
             if people is None:
                 ids = tuple(r.key_id for r in destroyed)
-                self._audit(ex, _with(audit, key_ids=ids, person=None, detail=_detail(len(ids), 0, audit.detail)))
+                detail = _detail(len(ids), 0, audit.detail)
+                if branches:
+                    detail += f"; {branches} branch {'key' if branches == 1 else 'keys'} destroyed"
+                self._audit(ex, _with(audit, key_ids=ids, person=None, detail=detail))
             else:
                 mine: dict[str, list[int]] = {p: [] for p in people}
                 for r in destroyed:

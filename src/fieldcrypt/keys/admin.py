@@ -19,7 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fieldcrypt.crypto.cipher import DataKey, unwrap_handle, wrap_handle
+from fieldcrypt.crypto.cipher import (
+    DataKey,
+    unwrap_branch_handle,
+    unwrap_handle,
+    wrap_branch_handle,
+    wrap_handle,
+)
 from fieldcrypt.errors import ConfigurationError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys._files import destination, shown
@@ -29,6 +35,7 @@ from fieldcrypt.keys.source import KeySource, _ev, _wrap_failure
 from fieldcrypt.keys.store import (
     OPERATIONS,
     AuditEntry,
+    DomainKeks,
     KeyRecord,
     ShredRecord,
     WrapFn,
@@ -46,6 +53,12 @@ _ROTATE_PAGE = 500
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _text(reason: object) -> str:
+    if not isinstance(reason, str):
+        raise ConfigurationError("reason must be a str")
+    return reason
 
 
 def _unwrap_handle(record: KeyRecord, old: Kek) -> Any:
@@ -124,10 +137,11 @@ class KeyAdmin:
         domain, person, deadline = current.domain, current.person, self._src._deadline()
         audit = self._src._audit("rotate", reason, domain=domain, person=person)
 
-        def put(wrap: WrapFn, key_id: int | None) -> KeyRecord | None:
+        def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord | None:
             now = self._src.clock.now()
+            extra = {"branch_id": branch_id} if branch_id else {}
             return self._src.store.rotate(
-                domain, person, current.key_id, self._src.kek.uri, wrap, now, audit, key_id=key_id
+                domain, person, current.key_id, kek_uri, wrap, now, audit, key_id=key_id, **extra
             )
 
         made, record = self._src._store_new_key(domain, person, current.version + 1, deadline, put)
@@ -138,43 +152,198 @@ class KeyAdmin:
             return self._src._unwrap(record, deadline)
         return self._src._created(made, domain, person, "rotate", reason)
 
-    def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
-        """The work of :meth:`fieldcrypt.Keyring.rewrap`, documented there."""
-        records = list(self._src._call(lambda: self._src.store.keys()))
-        items: list[tuple[int, str, bytes]] = []
-        for i, record in enumerate(records):
-            if record.kek_uri != self._src.kek.uri or len(self._src.keks) == 1:
-                # unwrapped by the KEK that can (its failures name it), then wrapped by the primary (its failures
-                # name the primary: a silent or refusing new KMS is not blamed on the old KEK)
-                handle = self._src._with_kek(record, partial(_unwrap_handle, record))
-                items.append((record.key_id, self._src.kek.uri, self._wrap_existing(record, handle)))
-            if progress is not None:
-                progress(i + 1, len(records))
-        audit = self._src._audit("rewrap", reason, detail=f"to {self._src.kek.uri}")
-        done = self._src._call(lambda: self._src.store.update_wrapped(items, audit))
+    # -- which KEKs wrap a domain's keys: map, add, promote, rewrap, retire (each an audited act) ----------------
+    def domains(self) -> list[DomainKeks]:
+        """The work of :meth:`fieldcrypt.Keyring.domains`, documented there."""
+        return list(self._src._call(self._src.store.domains))
+
+    def map_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """The work of :meth:`fieldcrypt.Keyring.map_kek`, documented there."""
+        check_id(domain, "domain")
+        self._check_reachable(domain, kek_uri)
+        audit = self._src._audit("kek-map", _text(reason) or "requested", domain=domain)
+        record = self._src._call(lambda: self._src.store.claim_domain(domain, kek_uri, self._src.clock.now(), audit))
+        self._src._forget_domain(domain)
+        if record.primary != kek_uri:
+            raise ConfigurationError(
+                f"key domain {domain!r} is already wrapped by KEK {record.primary!r}; change it with add_kek, "
+                "promote_kek, rewrap and retire_kek (`fieldcrypt kek add|promote|retire`, "
+                "`fieldcrypt keys rewrap`)"
+            )
+        return record
+
+    def add_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """The work of :meth:`fieldcrypt.Keyring.add_kek`, documented there."""
+        current = self._recorded(domain)
+        if kek_uri in current.keks:
+            return current
+        self._check_reachable(domain, kek_uri)
+        new = DomainKeks(domain, current.primary, (*current.accepted, kek_uri))
+        return self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
+
+    def promote_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """The work of :meth:`fieldcrypt.Keyring.promote_kek`, documented there."""
+        current = self._recorded(domain)
+        if current.primary == kek_uri:
+            return current
+        if kek_uri not in current.accepted:
+            raise ConfigurationError(
+                f"KEK {kek_uri!r} is not an accepted KEK of key domain {domain!r}: add it first (add_kek, "
+                "`fieldcrypt keys kek add`) and let every client learn it, then promote it"
+            )
+        self._check_reachable(domain, kek_uri)
+        accepted = (*(u for u in current.accepted if u != kek_uri), current.primary)
+        new = DomainKeks(domain, kek_uri, accepted)
+        return self._change(current, new, "kek-promote", reason, f"primary {kek_uri}; was {current.primary}")
+
+    def retire_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """The work of :meth:`fieldcrypt.Keyring.retire_kek`, documented there."""
+        current = self._recorded(domain)
+        if kek_uri == current.primary:
+            raise ConfigurationError(
+                f"KEK {kek_uri!r} is the primary KEK of key domain {domain!r}: promote another one first"
+            )
+        if kek_uri not in current.accepted:
+            return current
+        used = self._src._call(lambda: self._src.store.kek_usage(domain)).get(kek_uri, 0)
+        if used:
+            raise ConfigurationError(
+                f"KEK {kek_uri!r} still wraps {_count(used, 'key')} of key domain {domain!r}: rewrap the domain first "
+                f"(`fieldcrypt keys rewrap --domain {domain}`)"
+            )
+        new = DomainKeks(domain, current.primary, tuple(u for u in current.accepted if u != kek_uri))
+        return self._change(current, new, "kek-retire", reason, f"retired {kek_uri}")
+
+    def _recorded(self, domain: str) -> DomainKeks:
+        check_id(domain, "domain")
+        self._src._forget_domain(domain)
+        record = self._src.domain_keks(domain)
+        if record is None:
+            raise ConfigurationError(
+                f"key domain {domain!r} has no recorded KEK yet (no key was made in it): map its first KEK with "
+                "map_kek (`fieldcrypt kek map`), or let its first producer record it"
+            )
+        return record
+
+    def _change(self, current: DomainKeks, new: DomainKeks, operation: str, reason: str, detail: str) -> DomainKeks:
+        audit = self._src._audit(operation, _text(reason) or "requested", domain=current.domain, detail=detail)
+        done = self._src._call(lambda: self._src.store.change_domain_keks(current, new, audit))
+        self._src._forget_domain(current.domain)
+        if done is None:
+            raise ConfigurationError(
+                f"the KEKs of key domain {current.domain!r} changed while this change was made (another admin?); "
+                "look again (`fieldcrypt kek list`) and retry"
+            )
         log.info(
-            "%d data keys rewrapped under KEK %r",
-            done,
-            self._src.kek.uri,
-            extra=_ev("key.rewrapped", kek=self._src.kek.uri, keys=done),
+            "key domain %r: %s",
+            current.domain,
+            detail,
+            extra=_ev(f"key.{operation}", domain=current.domain, kek=new.primary),
         )
         return done
 
-    def _wrap_existing(self, record: KeyRecord, handle: Any) -> bytes:
-        """A stored data key (``handle``, unwrapped) wrapped under the primary KEK, with retries within the deadline."""
-        kek, deadline = self._src.kek, self._src._deadline()
+    def _check_reachable(self, domain: str, kek_uri: str) -> None:
+        """An admin act naming a KEK must hold it (so a typo cannot stop every producer): a KEK this keyring was
+        configured with, for this domain or as its default."""
+        if not isinstance(kek_uri, str) or not kek_uri.strip():
+            raise ConfigurationError("a KEK URI must be a non-empty str")
+        if kek_uri not in {k.uri for k in self._src.keks}:
+            raise ConfigurationError(
+                f"this keyring does not hold KEK {kek_uri!r}: open the keyring with it (kek={{{domain!r}: "
+                f"[{kek_uri!r}, ...]}}, or --kek {domain}={kek_uri}) so that the change is made by someone who can "
+                "use it"
+            )
+
+    def rewrap(
+        self, *, domain: str | None = None, reason: str = "", progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """The work of :meth:`fieldcrypt.Keyring.rewrap`, documented there."""
+        if domain is not None:
+            check_id(domain, "domain")
+        domains = [domain] if domain is not None else self._src._call(self._src.store.domains_in_use)
+        done = 0
+        for d in domains:
+            done += self._rewrap_domain(d, reason, progress)
+        return done
+
+    def _rewrap_domain(self, domain: str, reason: str, progress: Callable[[int, int], None] | None) -> int:
+        """Move the keys of one domain that another KEK wraps to its primary KEK. With a keyring that names no KEK
+        for the domain of its own, whose first KEK is not yet the domain's primary (``keys rewrap --kek NEW --kek
+        OLD``), that KEK is added and promoted first, and the KEKs left unused are retired: each an audited act."""
+        src = self._src
+        src._forget_domain(domain)
+        record = src.domain_keks(domain)
+        held, own = src._held(domain)
+        if record is not None and not own and held and record.primary != held[0].uri:
+            self.add_kek(domain, held[0].uri, reason=reason or "rewrap to the keyring's KEK")
+            record = self.promote_kek(domain, held[0].uri, reason=reason or "rewrap to the keyring's KEK")
+        target = src._writing_kek(domain)
+        branches = [b for b in src._call(lambda: src.store.branches(domain)) if b.kek_uri != target.uri]
+        direct = [
+            r
+            for r in src._call(lambda: src.store.keys(domain))
+            # one KEK in all: rewrapped in place (moves keys wrapped before the digest context to it)
+            if not r.branch_id and (r.kek_uri != target.uri or len(src.keks) == 1)
+        ]
+        total = len(branches) + len(direct)
+        moved_branches: list[tuple[int, str, bytes]] = []
+        for i, b in enumerate(branches):
+            handle = src._with_kek(
+                b,
+                lambda kek, b=b: unwrap_branch_handle(b.wrapped, b.key_id, b.domain, b.version, kek.aead),  # type: ignore[misc]
+                what="branch key",
+            )
+            wrapped = self._wrap_with(
+                target,
+                f"branch key {format_key_id(b.key_id)}",
+                lambda h=handle, b=b: wrap_branch_handle(h, b.key_id, b.domain, b.version, target.aead),  # type: ignore[misc]
+            )
+            moved_branches.append((b.key_id, target.uri, wrapped))
+            if progress is not None:
+                progress(i + 1, total)
+        items: list[tuple[int, str, bytes]] = []
+        for i, record_ in enumerate(direct, len(branches)):
+            handle = src._with_kek(record_, partial(_unwrap_handle, record_))
+            wrapped = self._wrap_with(
+                target,
+                f"data key {format_key_id(record_.key_id)}",
+                lambda h=handle, r=record_: wrap_handle(h, r.key_id, r.domain, r.person, r.version, target.aead),  # type: ignore[misc]
+            )
+            items.append((record_.key_id, target.uri, wrapped))
+            if progress is not None:
+                progress(i + 1, total)
+        done = 0
+        if moved_branches:
+            audit = src._audit("rewrap", reason, domain=domain, detail=f"to {target.uri}")
+            done += src._call(lambda: src.store.update_branches(moved_branches, audit))
+        if items or not moved_branches:
+            audit = src._audit("rewrap", reason, domain=domain, detail=f"to {target.uri}")
+            done += src._call(lambda: src.store.update_wrapped(items, audit))
+        src._forget_domain(domain)
+        if not own and held and record is not None:
+            # the one-shot form (keys rewrap --kek NEW --kek OLD): the old KEKs, now unused, are retired
+            current = src.domain_keks(domain)
+            for uri in current.accepted if current is not None else ():
+                if not src._call(lambda: src.store.kek_usage(domain)).get(uri, 0):
+                    self.retire_kek(domain, uri, reason=reason or "unused after rewrap")
+        log.info(
+            "%d keys of domain %r rewrapped under KEK %r",
+            done,
+            domain,
+            target.uri,
+            extra=_ev("key.rewrapped", domain=domain, kek=target.uri, keys=done),
+        )
+        return done
+
+    def _wrap_with(self, kek: Kek, what: str, wrap: Callable[[], bytes]) -> bytes:
+        """``wrap()`` (a KEK call to ``kek``), with retries within the deadline; its failures name ``kek``."""
+        deadline = self._src._deadline()
 
         def attempt() -> bytes:
             try:
-                return self._src._kms(
-                    lambda: wrap_handle(handle, record.key_id, record.domain, record.person, record.version, kek.aead),
-                    deadline,
-                    f"KEK {kek.uri!r}",
-                )
+                return self._src._kms(wrap, deadline, f"KEK {kek.uri!r}")
             except Exception as exc:  # tink.TinkError, a KMS client's own exception, KmsTimeout
-                raise _wrap_failure(
-                    kek, exc, self._src.kms_timeout, f"data key {format_key_id(record.key_id)}"
-                ) from exc
+                raise _wrap_failure(kek, exc, self._src.kms_timeout, what) from exc
 
         return self._src._call(attempt, deadline)
 

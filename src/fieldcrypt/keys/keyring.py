@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from fieldcrypt.clock import Clock
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.source import DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL, KeyMeter, KeySource, RotationPolicy
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, redact_url
+from fieldcrypt.keys.store import AuditEntry, DomainKeks, KeyRecord, KeyStore, ShredRecord, redact_url
 
 if TYPE_CHECKING:
     from fieldcrypt.keys.admin import KeyAdmin
@@ -42,8 +42,18 @@ __all__ = [
 
 
 class Keyring(KeySource):
-    """Where data keys live (``store``: URL or :class:`KeyStore`) and what wraps them (``kek``: URI or :class:`Kek`,
-    or a list whose first entry wraps new keys and whose others still unwrap keys they wrapped, for KEK rotation).
+    """Where data keys live (``store``: URL or :class:`KeyStore`) and what wraps them (``kek``).
+
+    ``kek`` is one KEK (URI or :class:`Kek`), a list of them, or a mapping from key domain to KEK(s), with ``"*"``
+    for every domain the mapping does not name::
+
+        Keyring(store, {"contact": "aws-kms://.../contact", "health": "aws-kms://.../health", "*": "local-kek://d"})
+
+    The key store records which KEK wraps each domain (when its first key is made, or by :meth:`map_kek`); a keyring
+    whose KEK for a domain disagrees with the record may not write to it (``ConfigurationError`` naming the domain),
+    and a key is unwrapped only by its domain's recorded KEK, never by another KEK the keyring holds. A keyring
+    without a domain's KEK reads its values as denied (``fieldcrypt.on.denied``). A plain KEK or list is the ``"*"``
+    entry: the first KEK is recorded for a new domain; the others unwrap keys they wrapped (KEK rotation).
 
     The store must exist (:func:`fieldcrypt.create_key_store`, ``fieldcrypt keys init``).
     """
@@ -51,7 +61,7 @@ class Keyring(KeySource):
     def __init__(
         self,
         store: str | KeyStore,
-        kek: str | Kek | Sequence[str | Kek],
+        kek: str | Kek | Sequence[str | Kek] | Mapping[str, str | Kek | Sequence[str | Kek]],
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_ttl: float = DEFAULT_CACHE_TTL,
@@ -133,10 +143,44 @@ class Keyring(KeySource):
         audited)."""
         return self._admin().rotate_domain(domain, reason=reason, progress=progress)
 
-    def rewrap(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
-        """Re-wrap every stored data key under the primary KEK (``kek[0]``); no Kafka data is touched.
-        Afterwards the other KEKs can be retired. Returns how many keys were rewrapped."""
-        return self._admin().rewrap(reason=reason, progress=progress)
+    def rewrap(
+        self, *, domain: str | None = None, reason: str = "", progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Re-wrap the keys of one domain (or of every domain) that another KEK wraps under the domain's primary
+        KEK: its branch keys (one KMS call each) and any data key wrapped by a KEK directly; no Kafka data is
+        touched, and other domains are not. Returns how many keys were rewrapped. Each domain's rewrap is audited.
+
+        A keyring configured with a plain KEK list (``[NEW, OLD]``, no entry of the domain's own) whose first KEK is
+        not yet the domain's primary first adds and promotes it, and afterwards retires the KEKs left unused: the
+        one-shot KEK rotation of ``fieldcrypt keys rewrap --kek NEW --kek OLD``."""
+        return self._admin().rewrap(domain=domain, reason=reason, progress=progress)
+
+    # -- which KEK wraps each key domain ---------------------------------------------------------------------------
+    def domains(self) -> list[DomainKeks]:
+        """The recorded KEKs of every key domain (primary and accepted), ordered by domain."""
+        return self._admin().domains()
+
+    def map_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """Record ``kek_uri`` as the KEK of a domain that has none yet (before its first producer runs), as an
+        audited ``kek-map``. The same KEK again is a no-op; another is a ``ConfigurationError`` (change a domain's
+        KEK with :meth:`add_kek`, :meth:`promote_kek`, :meth:`rewrap`, :meth:`retire_kek`). This keyring must hold
+        the KEK, so a typo cannot stop every producer."""
+        return self._admin().map_kek(domain, kek_uri, reason=reason)
+
+    def add_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """Step 1 of a KEK change: accept ``kek_uri`` for a domain besides its primary (audited ``kek-add``). Then
+        let every client learn it (add it to their KEK mapping for the domain) before :meth:`promote_kek`."""
+        return self._admin().add_kek(domain, kek_uri, reason=reason)
+
+    def promote_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """Step 2: make an accepted KEK the domain's primary (new branch keys are wrapped by it); the old primary
+        stays accepted (audited ``kek-promote``). Step 3 is :meth:`rewrap` of the domain."""
+        return self._admin().promote_kek(domain, kek_uri, reason=reason)
+
+    def retire_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
+        """Step 4: drop an accepted KEK that wraps none of the domain's keys any more (audited ``kek-retire``);
+        refused while it still wraps one, or while it is the primary."""
+        return self._admin().retire_kek(domain, kek_uri, reason=reason)
 
     def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
         """Destroy every key of a domain (all persons, all versions): its data is erased everywhere."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -60,6 +61,23 @@ _SCHEMA = [
         fingerprint TEXT PRIMARY KEY,
         policy      TEXT NOT NULL,
         created_at  DOUBLE PRECISION NOT NULL)""",
+    "ALTER TABLE fieldcrypt_keys ADD COLUMN IF NOT EXISTS branch_id BIGINT NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_domains (
+        domain      TEXT PRIMARY KEY,
+        primary_kek TEXT NOT NULL,
+        accepted    TEXT NOT NULL DEFAULT '[]',
+        created_at  DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_branches (
+        branch_id   BIGINT PRIMARY KEY,
+        domain      TEXT    NOT NULL,
+        version     INTEGER NOT NULL,
+        state       TEXT    NOT NULL,
+        kek_uri     TEXT    NOT NULL,
+        wrapped     BYTEA   NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        UNIQUE (domain, version))""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS fieldcrypt_branches_one_active ON fieldcrypt_branches (domain) "
+    "WHERE state = 'active'",
     """CREATE OR REPLACE FUNCTION fieldcrypt_audit_append_only() RETURNS trigger AS $$
         BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS fieldcrypt_audit_append_only ON fieldcrypt_audit",
@@ -78,6 +96,8 @@ def _sql(statement: str) -> str:
 
 
 class PostgresKeyStore(SqlKeyStore):
+    _share = " FOR SHARE"
+
     def __init__(self, url: str, *, create: bool = False, connect_timeout: int = 10) -> None:
         try:
             import psycopg
@@ -102,6 +122,7 @@ class PostgresKeyStore(SqlKeyStore):
             ex("SELECT pg_advisory_xact_lock(?)", (_lock_id("fieldcrypt", "schema"),))
             for statement in _SCHEMA:
                 ex(statement, ())
+            self._upgrade(ex, time.time())
 
     def _check_tables(self) -> None:
         """The database (in its search_path) must hold fieldcrypt's tables: a mistyped database or schema is an

@@ -55,13 +55,21 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from fieldcrypt.clock import Clock, SystemClock
-from fieldcrypt.crypto.cipher import DataKey, encrypted_keyset, new_data_key, unwrap_data_key
+from fieldcrypt.crypto.cipher import (
+    BranchKey,
+    DataKey,
+    encrypted_keyset,
+    new_branch_key,
+    new_data_key,
+    unwrap_branch_key,
+    unwrap_data_key,
+)
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -78,9 +86,23 @@ from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
 from fieldcrypt.keys.registry import open_store
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord, WrapFn, WrapLater, redact_url
+from fieldcrypt.keys.store import (
+    AuditEntry,
+    BranchGone,
+    DomainKeks,
+    KeyRecord,
+    KeyStore,
+    ShredRecord,
+    WrapFn,
+    WrapLater,
+    check_id,
+    redact_url,
+)
 
-__all__ = ["AsyncKeySource", "KeyMeter", "KeySource", "RotationPolicy"]
+__all__ = ["DEFAULT_DOMAIN", "AsyncKeySource", "KeyMeter", "KeySource", "RotationPolicy"]
+
+#: the key of a KEK mapping that stands for every domain the mapping does not name
+DEFAULT_DOMAIN = "*"
 
 log = logging.getLogger("fieldcrypt.keys")  # the events are listed in docs/observability.md
 T = TypeVar("T")
@@ -198,7 +220,7 @@ class KeySource:
     def __init__(
         self,
         store: str | KeyStore,
-        kek: str | Kek | Sequence[str | Kek],
+        kek: str | Kek | Sequence[str | Kek] | Mapping[str, str | Kek | Sequence[str | Kek]],
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_ttl: float = DEFAULT_CACHE_TTL,
@@ -210,9 +232,6 @@ class KeySource:
         sleep: Callable[[float], None] = time.sleep,
         kms_timeout: float = DEFAULT_KMS_TIMEOUT,
     ) -> None:
-        keks = [kek] if isinstance(kek, (str, Kek)) else list(kek)
-        if not keks or not all(isinstance(k, (str, Kek)) for k in keks):
-            raise ConfigurationError("kek must be a KEK URI such as local-kek:///path/kek.json, a Kek, or a list")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
             raise ConfigurationError(f"retries must be an int from 0 to {MAX_RETRIES}")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
@@ -221,8 +240,12 @@ class KeySource:
         backoff = _seconds(backoff, "backoff", MAX_BACKOFF, zero=True)
         self.kms_timeout = check_kms_timeout(kms_timeout)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.keks = [open_kek(k, timeout=self.kms_timeout) if isinstance(k, str) else k for k in keks]
-        self.kek = self.keks[0]
+        self._kek_map = _kek_map(kek, self.kms_timeout)
+        self.keks = list({k.uri: k for keks in self._kek_map.values() for k in keks}.values())
+        default = self._kek_map.get(DEFAULT_DOMAIN)
+        #: the KEK that wraps new keys of a domain without recorded KEKs and without an entry of its own (the first
+        #: of the ``"*"`` entry, or the first KEK given)
+        self.kek = default[0] if default else self.keks[0]
         self._remote = any(k.remote for k in self.keks)  # KEK calls get a worker thread and a deadline
         if isinstance(store, KeyStore):
             self.store = store
@@ -230,7 +253,9 @@ class KeySource:
             self.store = open_store(store)
         else:
             raise ConfigurationError("store must be a key store URL such as sqlite:///keys.db, or a KeyStore")
-        self._prewrap = _takes_key_id(self.store)
+        self._prewrap = _takes(self.store, "key_id")
+        #: new data keys are wrapped by a branch key of their domain (stores that keep them: the built-in ones)
+        self._branching = self.store.supports_branches and _takes(self.store, "branch_id")
         rotation = rotation or RotationPolicy()
         if not isinstance(rotation, RotationPolicy):
             raise ConfigurationError("rotation must be a fieldcrypt.RotationPolicy")
@@ -274,6 +299,10 @@ class KeySource:
         self._missing: TtlCache[int, Callable[[], DecryptionError]] = TtlCache(size, ttl, self.clock)
         self._key_locks = KeyLocks()
         self._kms_runner = KmsRunner()
+        #: the KEKs the store records per domain (None: none recorded), and the unwrapped branch keys
+        self._domain_keks: TtlCache[str, tuple[DomainKeks | None]] = TtlCache(size, ttl, self.clock)
+        self._branches: TtlCache[int, BranchKey] = TtlCache(size, ttl, self.clock)
+        self._active_branches: TtlCache[str, BranchKey] = TtlCache(size, ttl, self.clock)
         #: the async door's cold lookups in flight, by (event loop, lookup): see AsyncKeySource
         self._flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[Any]] = {}
 
@@ -302,7 +331,9 @@ class KeySource:
 
     def sweep(self) -> int:
         """Drop every expired cache entry now (the sweeper thread calls this); returns how many were dropped."""
-        return sum(cache.sweep() for cache in (self._by_id, self._active, self._erased, self._missing))
+        caches = (self._by_id, self._active, self._erased, self._missing)
+        caches += (self._domain_keks, self._branches, self._active_branches)  # type: ignore[assignment]
+        return sum(cache.sweep() for cache in caches)
 
     # -- the sync door ------------------------------------------------------------------------------------------------
     def encryption_key(self, domain: str, person: str | None = None, meter: KeyMeter | None = None) -> DataKey:
@@ -361,6 +392,7 @@ class KeySource:
                 return cached
             if meter is not None:
                 meter.key_miss()
+            self._writing_kek(domain)  # a writer whose KEK of the domain is not its recorded primary is refused
             record = self._call(lambda: self.store.active(domain, person))
             if record is None:
                 key = self._create(domain, person, None, "create", "first use", deadline, lease=True, version=1)
@@ -605,12 +637,13 @@ class KeySource:
         charge = self.rotation.leased if lease else 0
         audit = self._audit(operation, reason, domain=domain, person=person)
 
-        def put(wrap: WrapFn, key_id: int | None) -> KeyRecord:
+        def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord:
             now = self.clock.now()
             if not self._prewrap:  # a plugin store whose create() takes no key_id
-                return self.store.create(domain, person, self.kek.uri, wrap, now, audit, retire=retire, charge=charge)
+                return self.store.create(domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge)
+            extra = {"branch_id": branch_id} if branch_id else {}
             return self.store.create(
-                domain, person, self.kek.uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id
+                domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id, **extra
             )
 
         made, record = self._store_new_key(domain, person, version, deadline, put)
@@ -630,31 +663,50 @@ class KeySource:
         person: str | None,
         version: int | None,
         deadline: float,
-        put: Callable[[WrapFn, int | None], R],
+        put: Callable[[WrapFn, int | None, int, str], R],
     ) -> tuple[_Wrapped | None, R]:
-        """``put(wrap, key_id)``: a store call that may insert a new key, wrapped outside its transaction (see
-        :meth:`_create`). Returns the key wrapped for it last (None if none was) and what ``put`` returned."""
+        """``put(wrap, key_id, branch_id, kek_uri)``: a store call that may insert a new key, wrapped outside its
+        transaction (see :meth:`_create`) by the domain's active branch key ``branch_id`` (0: by the KEK
+        ``kek_uri`` itself, for a store without branch keys). Returns the key wrapped for it last (None if none was)
+        and what ``put`` returned."""
         if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
             made_in_tx: list[_Wrapped] = []
+            kek_uri = self._writing_kek(domain).uri
 
             def wrap_inside(key_id: int, version: int) -> bytes:
                 made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
                 return made_in_tx[-1].wrapped
 
-            result = self._call(lambda: put(wrap_inside, None))
+            result = self._call(lambda: put(wrap_inside, None, 0, kek_uri))
             return (made_in_tx[-1] if made_in_tx else None), result
-        made = None if version is None else self._wrap_new(domain, person, _fresh_id(), version, deadline)
         for _ in range(_CREATE_ROUNDS):
-            wrap = partial(_take_prepared, made)
-            proposed = made.key.key_id if made is not None else None
+            # a branch-wrapped key's row names the KEK of its branch key (the store fills it in)
+            kek_uri = self._writing_kek(domain).uri
+            branch = self._active_branch(domain, deadline) if self._branching else None
+            branch_id = 0 if branch is None else branch.branch_id
+            made = None if version is None else self._wrap_new(domain, person, _fresh_id(), version, deadline, branch)
             try:
-                result = self._call(lambda w=wrap, k=proposed: put(w, k))  # type: ignore[misc]
-            except WrapLater as later:
-                made = self._wrap_new(domain, person, later.key_id, later.version, deadline)
+                for _ in range(_CREATE_ROUNDS):
+                    wrap = partial(_take_prepared, made)
+                    proposed = made.key.key_id if made is not None else None
+                    try:
+                        result = self._call(
+                            lambda w=wrap, k=proposed, b=branch_id, u=kek_uri: put(w, k, b, u)  # type: ignore[misc]
+                        )
+                    except WrapLater as later:
+                        made = self._wrap_new(domain, person, later.key_id, later.version, deadline, branch)
+                        continue
+                    return made, result
+            except BranchGone:  # the domain was shredded (or its branch key purged) meanwhile: take the next one
+                self._active_branches.discard(domain)
+                self._branches.discard(branch_id)
                 continue
-            return made, result
+            raise KeyStoreUnavailableError(
+                f"could not create a data key in domain {domain!r}: the key store's versions kept changing while "
+                "new keys were wrapped"
+            )
         raise KeyStoreUnavailableError(
-            f"could not create a data key in domain {domain!r}: the key store's versions kept changing while "
+            f"could not create a data key in domain {domain!r}: its branch keys kept disappearing (shredded) while "
             "new keys were wrapped"
         )
 
@@ -674,12 +726,19 @@ class KeySource:
         )
         return made.key
 
-    def _wrap_new(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
-        """A new data key wrapped for (key_id, version), with retries within ``deadline``; outside any transaction."""
+    def _wrap_new(
+        self, domain: str, person: str | None, key_id: int, version: int, deadline: float, branch: BranchKey | None
+    ) -> _Wrapped:
+        """A new data key wrapped for (key_id, version): by ``branch`` (locally, no KMS call), or by the domain's
+        primary KEK when the store keeps no branch keys (with retries within ``deadline``); outside any
+        transaction."""
+        if branch is not None:
+            key, wrapped = new_data_key(key_id, domain, person, version, branch.aead)
+            return _Wrapped(key, wrapped)
         return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline), deadline)
 
     def _wrap_attempt(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
-        kek = self.kek
+        kek = self._writing_kek(domain)
         try:
             key, wrapped = self._kms(
                 lambda: new_data_key(key_id, domain, person, version, kek.aead), deadline, f"KEK {kek.uri!r}"
@@ -687,6 +746,211 @@ class KeySource:
         except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
             raise _wrap_failure(kek, exc, self.kms_timeout) from exc
         return _Wrapped(key, wrapped)
+
+    # -- which KEK, per key domain ------------------------------------------------------------------------------------
+    def _held(self, domain: str) -> tuple[tuple[Kek, ...], bool]:
+        """The KEKs this key source holds for ``domain``, and whether its configuration names the domain itself
+        (else they are the ``"*"`` entry's, or none)."""
+        own = self._kek_map.get(domain)
+        if own is not None:
+            return own, True
+        return self._kek_map.get(DEFAULT_DOMAIN, ()), False
+
+    def kek_uris(self, domain: str) -> tuple[str, ...]:
+        """The URIs of the KEKs this key source holds for ``domain`` (its own entry, else the ``"*"`` entry's)."""
+        return tuple(k.uri for k in self._held(domain)[0])
+
+    def domain_keks(self, domain: str) -> DomainKeks | None:
+        """The KEKs the key store records for ``domain`` (cached for ``cache_ttl``), or None if it records none."""
+        cached = self._domain_keks.get(domain)
+        if cached is not None:
+            return cached[0]
+        found = self._call(lambda: self.store.domain_keks(domain))
+        self._domain_keks.put(domain, (found,))
+        return found
+
+    def _writing_kek(self, domain: str) -> Kek:
+        """The KEK that wraps ``domain``'s new (branch) keys: the primary the store records for it, which this key
+        source must hold. A domain without a record gets this key source's KEK for it, recorded first-writer-wins
+        (an audited ``kek-map``). A configuration that disagrees with the record is a ``ConfigurationError`` naming
+        the domain: keys of one domain are never wrapped by two KEKs by accident."""
+        held, own = self._held(domain)
+        record = self.domain_keks(domain)
+        if record is None:
+            if not held:
+                raise ConfigurationError(
+                    f"key domain {domain!r} has no KEK: this keyring's KEK mapping has no entry for it and no "
+                    f"{DEFAULT_DOMAIN!r} entry; map it (kek={{{domain!r}: 'URI'}})"
+                )
+            audit = self._audit("kek-map", "first key of the domain", domain=domain)
+            record = self._call(lambda: self.store.claim_domain(domain, held[0].uri, self.clock.now(), audit))
+            self._domain_keks.put(domain, (record,))
+        for kek in held:
+            if kek.uri == record.primary:
+                return kek
+        configured = ", ".join(repr(k.uri) for k in held) or "none"
+        where = f"maps it to {configured}" if own else f"holds {configured} for it (its {DEFAULT_DOMAIN!r} entry)"
+        raise ConfigurationError(
+            f"key domain {domain!r} is wrapped by KEK {record.primary!r} (recorded in the key store), but this keyring "
+            f"{where}; configure the domain's KEK, or change it with `fieldcrypt kek add|promote` and "
+            "`fieldcrypt keys rewrap`"
+        )
+
+    def _kek_of(self, record: KeyRecord, what: str) -> Kek:
+        """The one KEK that may unwrap ``record`` (a data key wrapped by a KEK, or a branch key): the KEK its row
+        names, which must be one the store records for its domain (else the row is tampered with:
+        ``KeyCorruptedError``) and one this key source holds for that domain (else ``AccessDeniedError``, without any
+        KMS call). No other KEK is ever tried on it."""
+        recorded = self.domain_keks(record.domain)
+        allowed = recorded.keks if recorded is not None else (record.kek_uri,)
+        if record.kek_uri not in allowed:
+            err = KeyCorruptedError(
+                f"the key store says this {what} of domain {record.domain!r} is wrapped by KEK {record.kek_uri!r}, "
+                f"which is not a KEK recorded for that domain: its row was tampered with or swapped",
+                key_id=record.key_id,
+            )
+            err.owner = (record.domain, record.person)
+            raise err
+        held, _own = self._held(record.domain)
+        for kek in held:
+            if kek.uri == record.kek_uri:
+                return kek
+        err2 = AccessDeniedError(
+            f"this keyring holds no KEK of key domain {record.domain!r} (its keys are wrapped by {record.kek_uri!r})",
+            key_id=record.key_id,
+        )
+        err2.owner = (record.domain, record.person)
+        raise err2
+
+    # -- branch keys --------------------------------------------------------------------------------------------------
+    def _active_branch(self, domain: str, deadline: float) -> BranchKey | None:
+        """The branch key that wraps ``domain``'s new data keys (made on first use, and anew when older than
+        ``rotation.max_age``), or None when the store keeps no branch keys."""
+        if not self.store.supports_branches:
+            return None
+        cached = self._active_branches.get(domain)
+        if cached is not None:
+            return cached
+
+        def timeout() -> KeyStoreUnavailableError:
+            return KeyStoreUnavailableError(
+                f"another thread of this process has been fetching the branch key of domain {domain!r} for longer "
+                f"than kms_timeout ({self.kms_timeout:g} s)"
+            )
+
+        with self._key_locks.hold(("branch", domain), deadline, timeout):  # one thread per domain makes it
+            cached = self._active_branches.get(domain, count=False)
+            if cached is not None:
+                return cached
+            return self._load_active_branch(domain, deadline)
+
+    def _load_active_branch(self, domain: str, deadline: float) -> BranchKey:
+        record = self._call(lambda: self.store.active_branch(domain))
+        if record is not None and not self._expired(record):
+            branch = self._branch_key(record, deadline)
+        else:
+            branch = self._new_branch(domain, record, deadline)
+        until = None
+        if self.rotation.max_age is not None:
+            made = record.created_at if record is not None and branch.branch_id == record.key_id else self.clock.now()
+            until = made + self.rotation.max_age
+        self._active_branches.put(domain, branch, until)
+        return branch
+
+    def _new_branch(self, domain: str, current: KeyRecord | None, deadline: float) -> BranchKey:
+        """A new branch key of ``domain`` (retiring ``current``), wrapped by the domain's primary KEK outside the
+        store's transaction; or the one another process made meanwhile."""
+        kek = self._writing_kek(domain)
+        reason = "first use" if current is None else "max_age reached"
+        audit = self._audit("create" if current is None else "rotate", reason, domain=domain)
+        retire = None if current is None else current.key_id
+
+        def wrap_new(branch_id: int, version: int) -> tuple[BranchKey, bytes]:
+            def attempt() -> tuple[BranchKey, bytes]:
+                try:
+                    return self._kms(
+                        lambda: new_branch_key(branch_id, domain, version, kek.aead), deadline, f"KEK {kek.uri!r}"
+                    )
+                except Exception as exc:  # tink.TinkError, a KMS client's own exception, KmsTimeout
+                    raise _wrap_failure(kek, exc, self.kms_timeout, "a new branch key") from exc
+
+            return self._call(attempt, deadline)
+
+        # wrapped (a KMS call) outside the store's transaction, for the id and version the store then checks, as a
+        # data key is (see _create)
+        made = [wrap_new(_fresh_id(), 1 if current is None else current.version + 1)]
+        for _ in range(_CREATE_ROUNDS):
+            prepared = made[-1]
+
+            def take(branch_id: int, version: int, p: tuple[BranchKey, bytes] = prepared) -> bytes:
+                if p[0].branch_id == branch_id and p[0].version == version:
+                    return p[1]
+                raise WrapLater(branch_id, version)
+
+            try:
+                record = self._call(
+                    lambda t=take, k=prepared[0].branch_id: self.store.create_branch(  # type: ignore[misc]
+                        domain, kek.uri, t, self.clock.now(), audit, retire=retire, key_id=k
+                    )
+                )
+            except WrapLater as later:
+                made.append(wrap_new(later.key_id, later.version))
+                continue
+            break
+        else:
+            raise KeyStoreUnavailableError(
+                f"could not create a branch key in domain {domain!r}: the key store's versions kept changing"
+            )
+        made_keys = [m[0] for m in made]
+        if made_keys[-1].branch_id == record.key_id:
+            log.info(
+                "new branch key %s in domain %r (%s)",
+                format_key_id(record.key_id),
+                domain,
+                reason,
+                extra=_ev("key.branch_created", record.key_id, domain=domain, kek=kek.uri),
+            )
+            self._branches.put(record.key_id, made_keys[-1])
+            return made_keys[-1]
+        return self._branch_key(record, deadline)
+
+    def _branch(self, branch_id: int, owner: KeyRecord, deadline: float) -> BranchKey:
+        """The branch key that wraps the data key ``owner`` (cached)."""
+        cached = self._branches.get(branch_id)
+        if cached is None:
+            record = self._call(lambda: self.store.branch(branch_id))
+            if record is None or record.domain != owner.domain:
+                err = KeyCorruptedError(
+                    "the data key names a branch key its domain does not hold: its key-store row is corrupt, or was "
+                    "tampered with or swapped",
+                    key_id=owner.key_id,
+                )
+                err.owner = (owner.domain, owner.person)
+                raise err
+            try:
+                cached = self._branch_key(record, deadline)
+            except (DecryptionError, KeyStoreUnavailableError) as exc:  # named by the data key asked for
+                again = type(exc)(exc.reason, key_id=owner.key_id)
+                if isinstance(again, DecryptionError):
+                    again.owner = (owner.domain, owner.person)
+                raise again from None
+        if cached.domain != owner.domain:
+            raise _corrupt(owner)
+        return cached
+
+    def _branch_key(self, record: KeyRecord, deadline: float) -> BranchKey:
+        """A stored branch key, unwrapped by the one KEK that may (one KMS call), and cached."""
+        cached = self._branches.get(record.key_id)
+        if cached is not None:
+            return cached
+        branch = self._with_kek(
+            record,
+            lambda kek: unwrap_branch_key(record.wrapped, record.key_id, record.domain, record.version, kek.aead),
+            deadline,
+            "branch key",
+        )
+        self._branches.put(record.key_id, branch)
+        return branch
 
     def _kms(self, fn: Callable[[], T], deadline: float, what: str) -> T:
         """``fn()`` (a KEK call), waited for at most until ``deadline`` when a configured KEK is remote (then it
@@ -696,55 +960,60 @@ class KeySource:
         return self._kms_runner.run(fn, deadline, what)
 
     def _unwrap(self, record: KeyRecord, deadline: float | None = None) -> DataKey:
+        until = self._deadline() if deadline is None else deadline
+        if record.branch_id:
+            branch = self._branch(record.branch_id, record, until)
+            try:
+                return unwrap_data_key(
+                    record.wrapped, record.key_id, record.domain, record.person, record.version, branch.aead
+                )
+            except Exception:  # the branch key is local: a failure is the row's, never the KMS's
+                raise _corrupt(record) from None
         return self._with_kek(
             record,
             lambda kek: unwrap_data_key(
                 record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead
             ),
-            deadline,
+            until,
         )
 
-    def _with_kek(self, record: KeyRecord, use: Callable[[Kek], T], deadline: float | None = None) -> T:
-        """``use(kek)`` with the first configured KEK that can unwrap ``record`` (the one that wrapped it first).
+    def _with_kek(
+        self, record: KeyRecord, use: Callable[[Kek], T], deadline: float | None = None, what: str = "data key"
+    ) -> T:
+        """``use(kek)`` with the one KEK that may unwrap ``record`` (see :meth:`_kek_of`).
 
-        Each failure is classified (:func:`fieldcrypt.keys.kek.classify_failure`); transient ones are retried
+        A failure is classified (:func:`fieldcrypt.keys.kek.classify_failure`); transient ones are retried
         with backoff (the whole attempt, through ``_call``), within ``deadline`` (default: ``kms_timeout`` from
         now)."""
         inner = encrypted_keyset(record.wrapped)
         if inner is None:
             raise _corrupt(record)
+        kek = self._kek_of(record, what)
         until = self._deadline() if deadline is None else deadline
-        return self._call(lambda: self._try_keks(record, use, inner, until), until)
+        return self._call(lambda: self._try_kek(record, kek, use, inner, until), until)
 
-    def _try_keks(self, record: KeyRecord, use: Callable[[Kek], T], inner: bytes, deadline: float) -> T:
-        verdicts: list[tuple[Kek, str, str]] = []
-        for kek in sorted(self.keks, key=lambda k: k.uri != record.kek_uri):
-            try:
-                return self._kms(lambda k=kek: use(k), deadline, f"KEK {kek.uri!r}")  # type: ignore[misc]
-            except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
-                verdict = classify_failure(kek, exc, inner)
-                if verdict == "corrupt" and kek.uri != record.kek_uri and not _names_own_key(kek, inner):
-                    verdict = "denied"  # a KEK that did not wrap it cannot say "tampered", unless the prefix is its own
-                verdicts.append((kek, verdict, type(exc).__name__))
-        kinds = {v for _, v, _ in verdicts}
-        if "corrupt" in kinds:
+    def _try_kek(self, record: KeyRecord, kek: Kek, use: Callable[[Kek], T], inner: bytes, deadline: float) -> T:
+        try:
+            return self._kms(lambda: use(kek), deadline, f"KEK {kek.uri!r}")
+        except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
+            verdict, name = classify_failure(kek, exc, inner), type(exc).__name__
+        if verdict == "corrupt":
             raise _corrupt(record)
-        for kek, verdict, name in verdicts:
-            if verdict == "unavailable" and name == KmsTimeout.__name__:
-                raise KeyStoreUnavailableError(
-                    f"KEK {kek.uri!r} did not answer within kms_timeout ({self.kms_timeout:g} s)", key_id=record.key_id
-                )
-            if verdict == "unavailable":
-                raise KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable ({name})", key_id=record.key_id)
-        for kek, verdict, name in verdicts:
-            if verdict != "denied":
-                raise KeyStoreUnavailableError(
-                    f"KEK {kek.uri!r} failed with an error fieldcrypt does not recognise ({name}); "
-                    "it is not reported as no access",
-                    key_id=record.key_id,
-                )
+        if verdict == "unavailable" and name == KmsTimeout.__name__:
+            raise KeyStoreUnavailableError(
+                f"KEK {kek.uri!r} did not answer within kms_timeout ({self.kms_timeout:g} s)", key_id=record.key_id
+            )
+        if verdict == "unavailable":
+            raise KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable ({name})", key_id=record.key_id)
+        if verdict != "denied":
+            raise KeyStoreUnavailableError(
+                f"KEK {kek.uri!r} failed with an error fieldcrypt does not recognise ({name}); "
+                "it is not reported as no access",
+                key_id=record.key_id,
+            )
         err = AccessDeniedError(
-            f"no configured KEK can unwrap this data key (it was wrapped by {record.kek_uri!r})", key_id=record.key_id
+            f"KEK {kek.uri!r} refused to unwrap this key of domain {record.domain!r}: this process has no access to it",
+            key_id=record.key_id,
         )
         err.owner = (record.domain, record.person)
         raise err
@@ -763,6 +1032,11 @@ class KeySource:
         for key_id in key_ids:
             self._by_id.discard(key_id)
         self._active.clear()
+
+    def _forget_domain(self, domain: str) -> None:
+        """The KEKs of ``domain`` changed (an admin act): the next use reads them again."""
+        self._domain_keks.discard(domain)
+        self._active_branches.discard(domain)
 
     def _forget_active(self, domain: str, person: str | None) -> None:
         """(domain, person) has a new active key (an admin's rotation): the next lookup reads it."""
@@ -784,6 +1058,9 @@ class KeySource:
         self._by_id.clear()
         self._active.clear()
         self._missing.clear()
+        self._domain_keks.clear()
+        self._branches.clear()
+        self._active_branches.clear()
 
     def close(self) -> None:
         self._closed = True
@@ -917,13 +1194,50 @@ def _take_prepared(made: _Wrapped | None, key_id: int, version: int) -> bytes:
     raise WrapLater(key_id, version)
 
 
-def _takes_key_id(store: KeyStore) -> bool:
-    """Whether ``store.create`` accepts ``key_id`` (every built-in store; a plugin written before it may not)."""
+def _takes(store: KeyStore, name: str) -> bool:
+    """Whether ``store.create`` accepts the keyword ``name`` (every built-in store; a plugin written before it may
+    not)."""
     try:
         params = inspect.signature(store.create).parameters
     except (TypeError, ValueError):
         return False
-    return "key_id" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _kek_map(kek: object, timeout: float) -> dict[str, tuple[Kek, ...]]:
+    """A KEK configuration as {key domain or ``"*"``: the KEKs held for it}, each opened once. A KEK, or a list of
+    them, is the ``"*"`` entry. Anything else (an empty list or mapping, a key that is not a domain, a value that is
+    not a KEK) is a ``ConfigurationError``."""
+    usage = (
+        "kek must be a KEK URI such as local-kek:///path/kek.json, a Kek, a list of them, or a mapping from key domain "
+        f"(or {DEFAULT_DOMAIN!r} for every other domain) to one of those"
+    )
+    if isinstance(kek, Mapping):
+        entries = list(kek.items())
+        if not entries:
+            raise ConfigurationError(f"{usage}; the mapping is empty")
+    else:
+        entries = [(DEFAULT_DOMAIN, kek)]
+    opened: dict[str, Kek] = {}
+    out: dict[str, tuple[Kek, ...]] = {}
+    for domain, value in entries:
+        if domain != DEFAULT_DOMAIN:
+            check_id(domain, "a key domain in the KEK mapping")
+        items = [value] if isinstance(value, (str, Kek)) else value
+        if isinstance(items, (bytes, bytearray, Mapping)) or not isinstance(items, Sequence) or not items:
+            raise ConfigurationError(f"{usage} (entry {domain!r})")
+        keks: list[Kek] = []
+        for k in items:
+            if isinstance(k, Kek):
+                found = opened.setdefault(k.uri, k)
+            elif isinstance(k, str) and k.strip():
+                found = opened.get(k) or opened.setdefault(k, open_kek(k, timeout=timeout))
+            else:
+                raise ConfigurationError(f"{usage} (entry {domain!r} holds a {type(k).__name__})")
+            if found not in keks:
+                keks.append(found)
+        out[domain] = tuple(keks)
+    return out
 
 
 def _ev(event: str, key_id: int | str | None = None, **fields: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,23 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_policies (
     policy      TEXT    NOT NULL,              -- JSON: the fields producers encrypt, their domains, the data subject
     created_at  REAL    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS fieldcrypt_domains (
+    domain      TEXT    PRIMARY KEY,
+    primary_kek TEXT    NOT NULL,              -- the KEK that wraps the domain's new branch keys
+    accepted    TEXT    NOT NULL DEFAULT '[]', -- JSON list: KEKs that may still wrap some of its keys
+    created_at  REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fieldcrypt_branches (
+    branch_id   INTEGER PRIMARY KEY,           -- from the key ids' space: never a data key's id
+    domain      TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    state       TEXT    NOT NULL,              -- 'active' | 'retired'
+    kek_uri     TEXT    NOT NULL,
+    wrapped     BLOB    NOT NULL,
+    created_at  REAL    NOT NULL,
+    UNIQUE (domain, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS fieldcrypt_branches_one_active ON fieldcrypt_branches (domain) WHERE state = 'active';
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_u BEFORE UPDATE ON fieldcrypt_audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_d BEFORE DELETE ON fieldcrypt_audit
@@ -118,9 +136,15 @@ class SqliteKeyStore(SqlKeyStore):
 
     def initialize(self) -> None:
         try:
-            self._connection().executescript(_SCHEMA)
+            db = self._connection()
+            db.executescript(_SCHEMA)
+            columns = {str(r[1]) for r in db.execute("PRAGMA table_info(fieldcrypt_keys)").fetchall()}
         except sqlite3.Error as exc:
             raise KeyStoreUnavailableError(f"cannot create the SQLite key store {self._path!r}") from exc
+        with self._tx() as ex:
+            if "branch_id" not in columns:  # a store made before branch keys
+                ex("ALTER TABLE fieldcrypt_keys ADD COLUMN branch_id INTEGER NOT NULL DEFAULT 0", ())
+            self._upgrade(ex, time.time())
 
     def _check_tables(self) -> None:
         rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fieldcrypt%'")

@@ -30,6 +30,8 @@ from fieldcrypt.errors import ConfigurationError, format_key_id
 __all__ = [
     "OPERATIONS",
     "AuditEntry",
+    "BranchGone",
+    "DomainKeks",
     "KeyRecord",
     "KeyStore",
     "ShredRecord",
@@ -57,6 +59,33 @@ class WrapLater(Exception):
         self.version = version
 
 
+class BranchGone(Exception):
+    """Raised by :meth:`KeyStore.create` and :meth:`KeyStore.rotate` when the branch key named by ``branch_id`` is no
+    longer in the store (its domain was shredded, or it was retired and purged): the new data key, wrapped by it,
+    would be unreadable. Nothing was written; the keyring drops the branch key it cached and tries again."""
+
+    def __init__(self, branch_id: int) -> None:
+        super().__init__(f"branch key {format_key_id(branch_id)} is gone")
+        self.branch_id = branch_id
+
+
+@dataclass(frozen=True)
+class DomainKeks:
+    """The KEKs of one key domain, as the key store records them: ``primary`` wraps the domain's new (branch) keys;
+    ``accepted`` KEKs may still wrap some of its keys (during a KEK change). A key of the domain wrapped by any other
+    KEK is refused as tampered. Recorded when the domain's first key is made (or by an admin beforehand); changed
+    only by audited admin acts (:meth:`fieldcrypt.Keyring.add_kek`, ``promote_kek``, ``retire_kek``)."""
+
+    domain: str
+    primary: str
+    accepted: tuple[str, ...] = ()
+
+    @property
+    def keks(self) -> tuple[str, ...]:
+        """Every KEK that may wrap a key of this domain, the primary first."""
+        return (self.primary, *self.accepted)
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """One stored data key. ``person`` is None for a domain-wide key. ``encryptions`` counts the encryptions
@@ -72,6 +101,10 @@ class KeyRecord:
     created_at: float
     state: str = "active"  # 'active' (used for new data) or 'retired' (decrypts old data only)
     encryptions: int = 0
+    #: the branch key of the domain that wraps this data key (``wrapped`` is then a local AES-GCM ciphertext under
+    #: it, and ``kek_uri`` names the KEK that wraps that branch key); 0: wrapped by the KEK itself (keys made before
+    #: branch keys, and stores without them). For a branch key's own record: 0.
+    branch_id: int = 0
 
     def __repr__(self) -> str:
         who = "" if self.person is None else ", person=<set>"
@@ -132,6 +165,7 @@ class KeyStore(abc.ABC):
         retire: int | None = None,
         charge: int = 0,
         key_id: int | None = None,
+        branch_id: int = 0,
     ) -> KeyRecord:
         """Atomically return the active key of (domain, person), creating it if there is none. A key created here
         starts with ``charge`` encryptions counted (the creator's first lease, saving a :meth:`reserve`).
@@ -148,6 +182,9 @@ class KeyStore(abc.ABC):
         KMS: it returns a key wrapped beforehand for exactly that pair, or raises ``WrapLater``. A store whose
         ``create`` takes no ``key_id`` (a plugin written before it) still works: its ``wrap`` then calls the KMS
         inside its transaction.
+
+        ``branch_id``: the branch key of ``domain`` that ``wrap`` wraps the new key with (0: the KEK itself); if the
+        store no longer holds it, :class:`BranchGone` is raised and nothing is written.
         """
 
     def rotate(
@@ -161,6 +198,7 @@ class KeyStore(abc.ABC):
         audit: AuditEntry,
         *,
         key_id: int | None = None,
+        branch_id: int = 0,
     ) -> KeyRecord | None:
         """An admin's rotation, as a compare-and-swap: if the key ``retire`` is still the active key of (domain,
         person), retire it and create the next version (``wrap`` and ``key_id`` as for :meth:`create`; ``audit``
@@ -180,10 +218,11 @@ class KeyStore(abc.ABC):
             asked.append(new_id)
             return wrap(new_id, version)
 
+        extra: dict[str, int] = {} if not branch_id else {"branch_id": branch_id}
         if key_id is None:
-            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire)
+            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire, **extra)
         else:
-            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire, key_id=key_id)
+            made = self.create(domain, person, kek_uri, wrap_here, now, audit, retire=retire, key_id=key_id, **extra)
         return made if asked and made.key_id == asked[-1] else None
 
     @abc.abstractmethod
@@ -295,6 +334,73 @@ class KeyStore(abc.ABC):
         return the set as it was before, sorted. Stores that keep no policies return ``[]``."""
         return []
 
+    # -- key domains and their KEKs; branch keys (the built-in stores; a plugin store without them keeps data keys
+    # -- wrapped by the KEK directly, and a KEK mismatch between processes is not detected for it) -----------------
+    #: whether the store keeps domain KEK records and branch keys (:class:`fieldcrypt.keys._sql.SqlKeyStore` does)
+    supports_branches = False
+
+    def domain_keks(self, domain: str) -> DomainKeks | None:
+        """The KEKs recorded for ``domain``, or None (no key was ever made in it, or the store keeps none)."""
+        return None
+
+    def domains(self) -> list[DomainKeks]:
+        """Every domain's recorded KEKs, ordered by domain."""
+        return []
+
+    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+        """Record ``kek_uri`` as the primary KEK of ``domain`` unless the domain has a record already (first writer
+        wins; ``audit`` written only if this call recorded it); return the record. Stores without domain records
+        return one naming ``kek_uri``."""
+        return DomainKeks(domain, kek_uri)
+
+    def change_domain_keks(self, expected: DomainKeks, new: DomainKeks, audit: AuditEntry) -> DomainKeks | None:
+        """An admin's change of a domain's KEKs, as a compare-and-swap: if the record is still ``expected``, write
+        ``new`` and ``audit`` in one transaction and return ``new``; else change nothing and return None."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no KEK records per key domain")
+
+    def domains_in_use(self) -> list[str]:
+        """Every domain that holds keys or has recorded KEKs, sorted."""
+        return sorted({r.domain for r in self.keys()} | {d.domain for d in self.domains()})
+
+    def kek_usage(self, domain: str) -> dict[str, int]:
+        """How many keys of ``domain`` each KEK wraps (branch keys, and data keys wrapped by a KEK directly)."""
+        counts: dict[str, int] = {}
+        for r in self.keys(domain):
+            if not r.branch_id:
+                counts[r.kek_uri] = counts.get(r.kek_uri, 0) + 1
+        return counts
+
+    def branch(self, branch_id: int) -> KeyRecord | None:
+        """The branch key with this id (a :class:`KeyRecord` with ``person`` None), or None."""
+        return None
+
+    def active_branch(self, domain: str) -> KeyRecord | None:
+        """The branch key of ``domain`` that wraps its new data keys, or None."""
+        return None
+
+    def branches(self, domain: str | None = None) -> list[KeyRecord]:
+        """The branch keys (of one domain), ordered by domain and version."""
+        return []
+
+    def create_branch(
+        self,
+        domain: str,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        retire: int | None = None,
+        key_id: int | None = None,
+    ) -> KeyRecord:
+        """As :meth:`create`, for the active branch key of ``domain`` (``kek_uri``: the KEK that wraps it)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
+
+    def update_branches(self, items: Iterable[tuple[int, str, bytes]], audit: AuditEntry) -> int:
+        """Replace (branch_id, kek_uri, wrapped) of existing branch keys (a domain's KEK change); the data keys they
+        wrap are relabelled with the new KEK. Returns how many were updated."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
+
     def initialize(self) -> None:  # noqa: B027 - optional hook; a store without tables has nothing to create
         """Create (or upgrade) what the store needs; called by :func:`create_key_store`. Idempotent."""
 
@@ -315,8 +421,8 @@ class KeyStore(abc.ABC):
 _SECRET_PARAM = re.compile(r"pass|secret|token|credential|auth|key$", re.IGNORECASE)
 
 
-#: the operations the audit log records
-OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore")
+#: the operations the audit log records (``kek-*``: changes to which KEKs a key domain uses)
+OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore", "kek-map", "kek-add", "kek-promote", "kek-retire")
 
 
 def check_id(value: object, what: str) -> str:
