@@ -365,3 +365,19 @@ def _sql(store: str, statement: str, *args: Any) -> None:
 
     with psycopg.connect(store, autocommit=True) as conn:
         conn.execute(statement.replace("?", "%s"), args)
+
+
+def test_shredding_a_domain_or_a_person_in_it_shreds_its_masked_views_too(store: str, keks: dict[str, str]) -> None:
+    mapping = {"contact": keks["contact"], "contact/masked": keks["default"], "contactless": keks["health"]}
+    with Keyring(store, mapping) as kr:
+        value, view = kr.encryption_key("contact", "p-1"), kr.encryption_key("contact/masked", "p-1")
+        kept = kr.encryption_key("contactless", "p-1")  # a domain whose name only starts alike
+        dry = kr.shred_person("p-1", domain="contact", reason="erasure 2", dry_run=True)
+        assert sorted(r.key_id for r in dry.destroyed) == sorted([value.key_id, view.key_id])
+        report = kr.shred_person("p-1", domain="contact", reason="erasure 2")
+        assert sorted(r.key_id for r in report.destroyed) == sorted([value.key_id, view.key_id])
+        assert kr.decryption_key(kept.key_id).key_id == kept.key_id
+        kr.encryption_key("contact", "p-2"), kr.encryption_key("contact/masked", "p-2")
+        kr.shred_domain("contact", reason="decommissioned")
+        assert kr.keys("contact") == [] and kr.keys("contact/masked") == []
+        assert kr.store.branches("contact/masked") == [] and kr.keys("contactless") != []

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 
 from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.keys.store import VIEW_SUFFIX
 
 __all__ = [
     "BUILTIN_MASKS",
@@ -236,7 +237,7 @@ def apply_mask(fn: MaskFn, value: str) -> str:
 
 
 #: the key domain of a value's masked view is the value's domain followed by this (reserved for views)
-VIEW_DOMAIN_SUFFIX = "/masked"
+VIEW_DOMAIN_SUFFIX = VIEW_SUFFIX  # the key store's: shredding a domain (or a person in it) shreds its views too
 
 
 def view_domain(domain: str) -> str:

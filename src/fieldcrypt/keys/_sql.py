@@ -19,6 +19,7 @@ from fieldcrypt.keys.store import (
     ShredRecord,
     WrapFn,
     check_shred_target,
+    with_views,
 )
 
 __all__ = ["TABLES", "Execute", "SqlKeyStore"]
@@ -43,9 +44,11 @@ _BATCH = 500
 
 def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[tuple[str, list[Any]]]:
     """WHERE clauses (with their arguments) selecting a domain's rows, or some persons' rows (in one domain, or in
-    all), in batches of at most ``_BATCH`` persons."""
+    all), in batches of at most ``_BATCH`` persons. A domain counts with the domain of its masked views."""
+    domains = with_views(domain) if domain is not None else []
+    in_domains = f"domain IN ({', '.join('?' * len(domains))})"
     if persons is None:
-        yield "domain = ?", [domain]
+        yield in_domains, list(domains)
         return
     people = list(persons)
     for i in range(0, len(people), _BATCH):
@@ -53,8 +56,8 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
         cond = f"person IN ({', '.join('?' * len(chunk))})"
         args: list[Any] = list(chunk)
         if domain is not None:
-            cond += " AND domain = ?"
-            args.append(domain)
+            cond += f" AND {in_domains}"
+            args += domains
         yield cond, args
 
 
@@ -568,7 +571,15 @@ class SqlKeyStore(KeyStore):
                         earlier[str(person)] = int(n)
             branches = 0
             if people is None:  # first: a key being inserted under one of them is waited for, and found below
-                branches = len(ex("DELETE FROM fieldcrypt_branches WHERE domain = ? RETURNING branch_id", (domain,)))
+                assert domain is not None
+                views = with_views(domain)
+                branches = len(
+                    ex(
+                        f"DELETE FROM fieldcrypt_branches WHERE domain IN ({', '.join('?' * len(views))}) "
+                        "RETURNING branch_id",
+                        views,
+                    )
+                )
             for cond, args in _conditions(domain, people):
                 destroyed += self._delete(ex, cond, args, now)
             if people is None:

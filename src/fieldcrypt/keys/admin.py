@@ -41,6 +41,7 @@ from fieldcrypt.keys.store import (
     WrapFn,
     check_id,
     check_shred_target,
+    with_views,
 )
 
 __all__ = ["KeyAdmin"]
@@ -417,9 +418,16 @@ class KeyAdmin:
         return report
 
     def _held(self, domain: str | None, people: list[str] | None) -> list[KeyRecord]:
+        """What a shred would destroy (a domain with its masked views' domain)."""
+        domains: list[str | None] = [None] if domain is None else list(with_views(domain))
         if people is None:
-            return list(self._src._call(lambda: self._src.store.keys(domain)))
-        return [r for p in people for r in self._src._call(lambda p=p: self._src.store.keys(domain, p))]  # type: ignore[misc]
+            return [r for d in domains for r in self._src._call(lambda d=d: self._src.store.keys(d))]  # type: ignore[misc]
+        return [
+            r
+            for p in people
+            for d in domains
+            for r in self._src._call(lambda p=p, d=d: self._src.store.keys(d, p))  # type: ignore[misc]
+        ]
 
     def _report(
         self,

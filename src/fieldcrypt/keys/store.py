@@ -29,6 +29,7 @@ from fieldcrypt.errors import ConfigurationError, format_key_id
 
 __all__ = [
     "OPERATIONS",
+    "VIEW_SUFFIX",
     "AuditEntry",
     "BranchGone",
     "DomainKeks",
@@ -40,7 +41,18 @@ __all__ = [
     "check_shred_target",
     "missing_store_error",
     "redact_url",
+    "with_views",
 ]
+
+#: the suffix of the key domain that holds the masked views of a domain's values (``contact`` -> ``contact/masked``):
+#: shredding a domain, or a person in a domain, shreds its views too
+VIEW_SUFFIX = "/masked"
+
+
+def with_views(domain: str) -> list[str]:
+    """A domain and the domain of its masked views (a views domain alone: itself)."""
+    return [domain] if domain.endswith(VIEW_SUFFIX) else [domain, domain + VIEW_SUFFIX]
+
 
 #: called with (key_id, version) inside the store's transaction; returns the wrapped DEK for that id, or raises
 #: :class:`WrapLater` (the keyring's never calls a KMS there)
