@@ -45,7 +45,7 @@ from fieldcrypt.errors import (
 from fieldcrypt.keys.kek import Kek, create_local_kek, open_kek
 from fieldcrypt.keys.keyring import Keyring, Rotation, RotationPolicy, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.registry import create_key_store, open_store
-from fieldcrypt.keys.store import AuditEntry, KeyRecord, KeyStore, ShredRecord
+from fieldcrypt.keys.store import AuditEntry, DomainKeks, KeyRecord, KeyStore, ShredRecord
 from fieldcrypt.observe.stats import SerdeStats
 
 __version__ = "0.1.0"
@@ -57,6 +57,7 @@ __all__ = [
     "ConfigurationError",
     "DecryptionError",
     "Denied",
+    "DomainKeks",
     "EncryptionError",
     "Erased",
     "FakeClock",

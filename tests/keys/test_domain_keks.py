@@ -381,3 +381,32 @@ def test_shredding_a_domain_or_a_person_in_it_shreds_its_masked_views_too(store:
         kr.shred_domain("contact", reason="decommissioned")
         assert kr.keys("contact") == [] and kr.keys("contact/masked") == []
         assert kr.store.branches("contact/masked") == [] and kr.keys("contactless") != []
+
+
+# -- a store made before domain records and branch keys ----------------------------------------------------------------
+def test_keys_init_upgrades_an_older_store_and_records_its_domains_keks(store: str, keks: dict[str, str]) -> None:
+    from fieldcrypt.keys.registry import open_store
+
+    class Direct(type(open_store(store))):  # type: ignore[misc]
+        supports_branches = False  # data keys wrapped by the KEK itself, as before branch keys
+
+    with Keyring(Direct(store), keks["contact"]) as old:
+        made = [old.encryption_key("contact", f"p-{i}").key_id for i in range(3)]
+    # what an older fieldcrypt's store looks like: no domain records, no branch keys, no branch_id column
+    for statement in (
+        "DROP TABLE fieldcrypt_domains",
+        "DROP TABLE fieldcrypt_branches",
+        "ALTER TABLE fieldcrypt_keys DROP COLUMN branch_id",
+    ):
+        _sql(store, statement)
+    with pytest.raises(ConfigurationError, match="upgraded"):
+        Keyring(store, keks["contact"])
+    assert cli(["keys", "init", "--store", store]) == 0
+    with Keyring(store, {"contact": keks["contact"]}) as kr:
+        assert kr.domains() == [fieldcrypt.DomainKeks("contact", keks["contact"])]
+        assert [kr.decryption_key(k).key_id for k in made] == made  # wrapped by the KEK: read as before
+        new = kr.encryption_key("contact", "p-9")
+        assert kr.store.get(new.key_id).branch_id != 0  # type: ignore[union-attr]
+        assert kr.audit(operation="kek-map")[-1].actor == "fieldcrypt keys init"  # recorded by the upgrade
+    with Keyring(store, {"contact": keks["health"]}) as wrong, pytest.raises(ConfigurationError, match="'contact'"):
+        wrong.encryption_key("contact", "p-10")

@@ -230,4 +230,4 @@ class Keyring(KeySource):
         return self._admin().audit(limit, person=person, operation=operation, since=since)
 
     def __repr__(self) -> str:
-        return f"Keyring(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
+        return f"Keyring(store={redact_url(self.store.url)!r}, kek={self._kek_repr()})"

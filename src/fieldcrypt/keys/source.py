@@ -1074,8 +1074,15 @@ class KeySource:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _kek_repr(self) -> str:
+        """The KEK configuration as repr shows it: the URI (of the first KEK), or the mapping of URIs per domain."""
+        if list(self._kek_map) == [DEFAULT_DOMAIN]:
+            return repr(self.kek.uri)
+        shown = {d: [k.uri for k in keks] if len(keks) > 1 else keks[0].uri for d, keks in self._kek_map.items()}
+        return repr(shown)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(store={redact_url(self.store.url)!r}, kek={self.kek.uri!r})"
+        return f"{type(self).__name__}(store={redact_url(self.store.url)!r}, kek={self._kek_repr()})"
 
 
 class AsyncKeySource:
