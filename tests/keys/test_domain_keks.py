@@ -410,3 +410,21 @@ def test_keys_init_upgrades_an_older_store_and_records_its_domains_keks(store: s
         assert kr.audit(operation="kek-map")[-1].actor == "fieldcrypt keys init"  # recorded by the upgrade
     with Keyring(store, {"contact": keks["health"]}) as wrong, pytest.raises(ConfigurationError, match="'contact'"):
         wrong.encryption_key("contact", "p-10")
+
+
+def test_a_producer_that_has_not_seen_a_promotion_never_makes_a_branch_key_under_the_old_kek(
+    store: str, keks: dict[str, str]
+) -> None:
+    from fieldcrypt import FakeClock, RotationPolicy
+
+    old, new = keks["contact"], keks["new"]
+    clock = FakeClock(1_000.0)
+    producer = Keyring(store, {"contact": [old, new]}, clock=clock, rotation=RotationPolicy(max_age=60))
+    producer.encryption_key("contact", "p-1")  # the domain's record (primary: old) is cached now
+    with Keyring(store, {"contact": [old, new]}) as admin:
+        admin.add_kek("contact", new)
+        admin.promote_kek("contact", new)
+    clock.advance(61)  # the branch key is due: the producer makes the next one, under the primary of now
+    producer.encryption_key("contact", "p-1")
+    assert [b.kek_uri for b in producer.store.branches("contact")] == [old, new]
+    producer.close()

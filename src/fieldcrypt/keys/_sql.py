@@ -14,6 +14,7 @@ from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
     DomainKeks,
+    KekChanged,
     KeyRecord,
     KeyStore,
     ShredRecord,
@@ -237,6 +238,9 @@ class SqlKeyStore(KeyStore):
             current = _record(rows[0]) if rows else None
             if current is not None and (retire is None or current.key_id != retire):
                 return current
+            primary = ex("SELECT primary_kek FROM fieldcrypt_domains WHERE domain = ?", (domain,))
+            if primary and str(primary[0][0]) != kek_uri:  # promoted meanwhile: never a branch under an old KEK
+                raise KekChanged(domain, str(primary[0][0]))
             if current is not None:
                 ex("UPDATE fieldcrypt_branches SET state = 'retired' WHERE branch_id = ?", (current.key_id,))
             (last,) = ex("SELECT COALESCE(MAX(version), 0) FROM fieldcrypt_branches WHERE domain = ?", (domain,))[0]

@@ -90,6 +90,7 @@ from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
     DomainKeks,
+    KekChanged,
     KeyRecord,
     KeyStore,
     ShredRecord,
@@ -859,8 +860,20 @@ class KeySource:
 
     def _new_branch(self, domain: str, current: KeyRecord | None, deadline: float) -> BranchKey:
         """A new branch key of ``domain`` (retiring ``current``), wrapped by the domain's primary KEK outside the
-        store's transaction; or the one another process made meanwhile."""
-        kek = self._writing_kek(domain)
+        store's transaction; or the one another process made meanwhile. If an admin promoted another KEK since this
+        process read the domain's record, the record is read again (and this process must hold the new primary)."""
+        try:
+            return self._new_branch_under(self._writing_kek(domain), domain, current, deadline)
+        except KekChanged:
+            self._forget_domain(domain)
+        try:
+            return self._new_branch_under(self._writing_kek(domain), domain, current, deadline)
+        except KekChanged:
+            raise KeyStoreUnavailableError(
+                f"the primary KEK of key domain {domain!r} kept changing while a branch key was made"
+            ) from None
+
+    def _new_branch_under(self, kek: Kek, domain: str, current: KeyRecord | None, deadline: float) -> BranchKey:
         reason = "first use" if current is None else "max_age reached"
         audit = self._audit("create" if current is None else "rotate", reason, domain=domain)
         retire = None if current is None else current.key_id

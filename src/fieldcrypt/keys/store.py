@@ -33,6 +33,7 @@ __all__ = [
     "AuditEntry",
     "BranchGone",
     "DomainKeks",
+    "KekChanged",
     "KeyRecord",
     "KeyStore",
     "ShredRecord",
@@ -79,6 +80,16 @@ class BranchGone(Exception):
     def __init__(self, branch_id: int) -> None:
         super().__init__(f"branch key {format_key_id(branch_id)} is gone")
         self.branch_id = branch_id
+
+
+class KekChanged(Exception):
+    """Raised by :meth:`KeyStore.create_branch` when the KEK named is no longer the domain's recorded primary (an
+    admin promoted another meanwhile): nothing was written; the keyring reads the record again."""
+
+    def __init__(self, domain: str, primary: str) -> None:
+        super().__init__(f"the primary KEK of key domain {domain!r} is now {primary!r}")
+        self.domain = domain
+        self.primary = primary
 
 
 @dataclass(frozen=True)
@@ -405,7 +416,9 @@ class KeyStore(abc.ABC):
         retire: int | None = None,
         key_id: int | None = None,
     ) -> KeyRecord:
-        """As :meth:`create`, for the active branch key of ``domain`` (``kek_uri``: the KEK that wraps it)."""
+        """As :meth:`create`, for the active branch key of ``domain`` (``kek_uri``: the KEK that wraps it, which must
+        be the domain's recorded primary when the transaction runs, else :class:`KekChanged` and nothing is
+        written)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
 
     def update_branches(self, items: Iterable[tuple[int, str, bytes]], audit: AuditEntry) -> int:
