@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -303,7 +304,9 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     rec = keyring.store.get(key_id)
     assert rec is not None
     ad = wrap_ad(rec.key_id, rec.domain, rec.person, rec.version)
-    handle = tink.proto_keyset_format.parse_encrypted(rec.wrapped, keyring.kek.aead, ad)
+    # the data key is wrapped by its domain's branch key (itself wrapped by the KEK)
+    wrapping = keyring._branch(rec.branch_id, rec, time.monotonic() + 5).aead if rec.branch_id else keyring.kek.aead
+    handle = tink.proto_keyset_format.parse_encrypted(rec.wrapped, wrapping, ad)
     return _key_bytes(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
 
 
@@ -329,7 +332,7 @@ def test_no_value_person_or_key_in_logs_stats_or_metrics(
     stranger = Keyring(store_url, fieldcrypt.create_local_kek(tmp_path / "other-kek.json"))
     _, blind = serde(fmt, registry, stranger, on_denied="null")
     denied = blind(good, value_ctx())
-    assert denied["email"] == "<erased>" and denied["ssn"] is None  # null only where the schema admits it
+    assert denied["email"] == "<denied>" and denied["ssn"] is None  # null only where the schema admits it
     fresh = Keyring(store_url, kek_uri)  # another consumer process: it loads the key from the store
     assert serde(fmt, registry, fresh)[1](good, value_ctx()) == mine
     fresh.close()
