@@ -3,6 +3,7 @@ asserted (they are measured in full runs, docs/benchmarks.md); that it runs, and
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,17 @@ def test_bench_masks_smoke() -> None:
     assert "# ratios" in out
     for line in ("avro masks vs plain", "json masks vs plain", "masks-view-read"):
         assert line in out, line
+
+
+@pytest.mark.slow
+def test_bench_kms_calls_smoke() -> None:
+    """Counted by moto's server: before branch keys a KMS wrap (Encrypt + Tink's Decrypt check) per person and an
+    unwrap per person; after, one of each per domain whatever the number of people."""
+    out = _run("bench/bench_kms_calls.py", "--people", "30")
+    rows = {(r["case"], r["phase"]): r for r in map(json.loads, (x for x in out.splitlines() if x.startswith("{")))}
+    assert (rows["before", "producer"]["kms_encrypt"], rows["before", "producer"]["kms_decrypt"]) == (30, 30)
+    assert (rows["before", "consumer"]["kms_encrypt"], rows["before", "consumer"]["kms_decrypt"]) == (0, 30)
+    assert (rows["after", "producer"]["kms_encrypt"], rows["after", "producer"]["kms_decrypt"]) == (1, 1)
+    assert (rows["after", "consumer"]["kms_encrypt"], rows["after", "consumer"]["kms_decrypt"]) == (0, 1)
+    assert all(r["kms_other"] == 0 for r in rows.values())
+    assert "ratio 30x" in out
