@@ -21,6 +21,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -165,6 +166,7 @@ def main() -> None:
             rows[case] = measure(case, functools.partial(make, url), f"aws-kms://{arn}", args.people, moto)
     finally:
         moto.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
     print(f"\n# KMS calls for {args.people} cold people, before (a KMS wrap per data key) / after (branch keys)")
     for phase in ("producer", "consumer"):
