@@ -31,8 +31,8 @@ from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundEr
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation
-from fieldcrypt.keys.registry import create_key_store
-from fieldcrypt.keys.store import OPERATIONS, AuditEntry, KeyRecord, ShredRecord, redact_url
+from fieldcrypt.keys.registry import create_key_store, grant_role
+from fieldcrypt.keys.store import OPERATIONS, ROLES, AuditEntry, KeyRecord, ShredRecord, redact_url
 
 __all__ = ["keyring_of", "register"]
 
@@ -345,6 +345,17 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         "file", help="the file to write (mode 0600; its directory must exist); a symbolic link is written through"
     )
     c.add_argument("--force", action="store_true", help="replace an existing file")
+    c = cmd(
+        "grant",
+        "give a PostgreSQL role a fieldcrypt role: producer, consumer, admin or auditor",
+        "Give the database role DBROLE (created beforehand, e.g. CREATE ROLE name LOGIN) what a fieldcrypt ROLE may "
+        "do in the PostgreSQL key store at --store: consumer: read keys; producer: read keys, create keys, charge "
+        "leases, record key domains and policies (through the store's functions only); admin: also rotate, rewrap, "
+        "shred and restore; auditor: read the audit log, the shred log and the KEKs of key domains, no key "
+        "material. Run by the store's owner; GRANTs only (run again: no change). SQLite stores are single-user.",
+    )
+    c.add_argument("--role", required=True, choices=ROLES, help="the fieldcrypt role to give")
+    c.add_argument("dbrole", metavar="DBROLE", help="the PostgreSQL role (a login, or a group role of logins)")
     c = cmd("restore", "after restoring an older backup of the store: re-apply a shred log")
     c.add_argument("--shred-log", required=True, help="the shred-log file exported with 'keys shred-log'")
     c.add_argument("--reason", default="", help="why, for the audit log")
@@ -593,6 +604,20 @@ def _run_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_grant(args: argparse.Namespace) -> int:
+    target = store_url(args.settings)
+    dbrole = given(args.dbrole, "DBROLE")
+    assert dbrole is not None
+    done = grant_role(target, args.role, dbrole)
+    url = redact_url(target)
+    emit(
+        args,
+        {"store": url, "role": args.role, "database_role": dbrole, "statements": done},
+        lambda: f"database role {clean(dbrole)!r} is a fieldcrypt {args.role} of key store {url}",
+    )
+    return EXIT_OK
+
+
 def _check_usage(args: argparse.Namespace) -> None:
     """Refuse a bad command line before anything is opened, so a usage error is exit 2 whatever the settings."""
     if args.action == "show":
@@ -621,6 +646,8 @@ def _run_keys(args: argparse.Namespace) -> int:
     _check_usage(args)
     if args.action == "init":
         return _run_init(args)
+    if args.action == "grant":
+        return _run_grant(args)
     kr = keyring_of(args, needs_kek=args.action in ("rewrap", "rotate"))
     progress = Progress(args.action, sys.stderr.isatty() if args.progress is None else args.progress)
     code = EXIT_OK

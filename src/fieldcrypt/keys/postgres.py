@@ -7,21 +7,41 @@ unique index allows one active key per (domain, person), so concurrent first use
 shred locks only the rows it deletes, and deletes again until nothing is left, so no key a rotation in flight makes
 escapes it (SqlKeyStore._delete) while other persons' key writes go on.
 Deleted rows stay in the table file until VACUUM and in WAL, replicas and backups: see docs/key-lifecycle.md.
+
+Least privilege (docs/least-privilege.md): producers create keys, charge leases and record domains and policies
+only through the SECURITY DEFINER functions of :mod:`fieldcrypt.keys._pg_roles` (this store always uses them,
+whatever role it connects as, so one code path is tested); :meth:`PostgresKeyStore.grant` gives a database role
+one of the four fieldcrypt roles. A role that tries what it may not gets a ``ConfigurationError`` naming the act and
+the grant that allows it, never ``KeyStoreUnavailableError`` (retrying cannot help).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import shlex
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
-from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore
-from fieldcrypt.keys.store import missing_store_error, redact_url, scrub
+from fieldcrypt.keys._pg_roles import ACTS, FUNCTIONS, GRANTS, Act, function_ddl, signatures
+from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore, _domain_record, _record
+from fieldcrypt.keys.store import (
+    AuditEntry,
+    BranchGone,
+    DomainKeks,
+    KekChanged,
+    KeyRecord,
+    WrapFn,
+    check_role,
+    missing_store_error,
+    redact_url,
+    scrub,
+)
 
 __all__ = ["PostgresKeyStore"]
 
@@ -87,8 +107,18 @@ _SCHEMA = [
 
 
 def _lock_id(domain: str, person: str) -> int:
-    digest = hashlib.blake2b(f"{domain}\0{person}".encode(), digest_size=8).digest()
+    """The advisory lock of (domain, person): the first 8 bytes of sha256(domain NUL person), as the functions'
+    ``fieldcrypt_lock`` computes them (an admin's rotation and a producer's creation serialize on it)."""
+    digest = hashlib.sha256(f"{domain}\0{person}".encode()).digest()[:8]
     return int.from_bytes(digest, "big", signed=True)
+
+
+#: how many times one creation may find a different (id, version) to wrap for within its transaction
+_ROUNDS = 8
+
+
+class _Denied(ConfigurationError):
+    """A permission the database refused (SQLSTATE 42501); the store's method names what was tried."""
 
 
 def _sql(statement: str) -> str:
@@ -118,26 +148,50 @@ class PostgresKeyStore(SqlKeyStore):
         _fork.track(self)
 
     def initialize(self) -> None:
-        with self._tx() as ex:
-            ex("SELECT pg_advisory_xact_lock(?)", (_lock_id("fieldcrypt", "schema"),))
-            for statement in _SCHEMA:
-                ex(statement, ())
-            self._upgrade(ex, time.time())
+        """Create or upgrade the tables and the producers' functions (owned by the role running this: the store's
+        owner, who alone may run it)."""
+        try:
+            with self._tx() as ex:
+                ex("SELECT pg_advisory_xact_lock(?)", (_lock_id("fieldcrypt", "schema"),))
+                for statement in _SCHEMA:
+                    ex(statement, ())
+                (schema,) = ex("SELECT quote_ident(current_schema())", ())[0]
+                if schema is None:
+                    raise ConfigurationError(
+                        f"key store {redact_url(self.url)!r}: no schema of the search_path exists to create the "
+                        "key store in"
+                    )
+                for statement in function_ddl(str(schema)):
+                    ex(statement.replace("%", "%%"), ())  # %ROWTYPE is no placeholder
+                self._upgrade(ex, time.time())
+        except _Denied:
+            user = self._user()
+            raise ConfigurationError(
+                f"database role {user!r} may not initialize or upgrade key store {redact_url(self.url)!r}: only the "
+                "store's owner (the role that first ran `fieldcrypt keys init`) may, since it owns the tables and "
+                "the producers' functions"
+            ) from None
 
     def _check_tables(self) -> None:
         """The database (in its search_path) must hold fieldcrypt's tables: a mistyped database or schema is an
-        error, not a new store."""
+        error, not a new store; and the producers' functions (a store made before them must be upgraded)."""
+        names = [f"{name}({types})" for name, types in FUNCTIONS]
         rows = self._read(
-            "SELECT " + ", ".join("to_regclass(?) IS NOT NULL" for _ in TABLES),
-            TABLES,
+            "SELECT "
+            + ", ".join(["to_regclass(?) IS NOT NULL"] * len(TABLES) + ["to_regprocedure(?) IS NOT NULL"] * len(names)),
+            [*TABLES, *names],
         )
-        present = {t for t, ok in zip(TABLES, rows[0], strict=True) if ok}
+        present = {t for t, ok in zip(TABLES, rows[0], strict=False) if ok}
         if not present:
             raise missing_store_error(
                 self.url, "holds no fieldcrypt tables (wrong database or schema, or never initialized)"
             )
         if present != set(TABLES):
             raise missing_store_error(self.url, "was created by an older fieldcrypt and needs its tables upgraded")
+        if not all(rows[0][len(TABLES) :]):
+            raise missing_store_error(
+                self.url, "was created by an older fieldcrypt and needs its functions (least privilege) added"
+            )
 
     def _after_fork(self) -> None:
         """In a forked child: the connection's socket is the parent's; leave it to the parent, connect anew."""
@@ -166,10 +220,181 @@ class PostgresKeyStore(SqlKeyStore):
                 ) from None
         return self._conn
 
-    def _fail(self, exc: Exception) -> KeyStoreUnavailableError:
+    def _fail(self, exc: Exception) -> Exception:
+        if isinstance(exc, self._psycopg.errors.InsufficientPrivilege):  # retrying cannot help: a clear error
+            return _Denied(
+                f"database role {self._user()!r} lacks a privilege in key store {redact_url(self.url)!r}; the "
+                "store's owner grants one with `fieldcrypt keys grant --role producer|consumer|admin|auditor ROLE`"
+            )
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None  # reconnect on the next call
         return KeyStoreUnavailableError(f"PostgreSQL key store {redact_url(self.url)!r} failed: {type(exc).__name__}")
+
+    def _user(self) -> str:
+        """The database role this store connects as (a name, never a secret)."""
+        conn = self._conn
+        try:
+            return str(conn.info.user) if conn is not None and not conn.closed else "(not connected)"
+        except Exception:
+            return "(unknown)"
+
+    def _denied(self, act: Act) -> ConfigurationError:
+        user = self._user()
+        role, *others = act.roles
+        also = f" (or {', '.join(others)})" if others else ""
+        return ConfigurationError(
+            f"database role {user!r} may not {act.text} in key store {redact_url(self.url)!r}: it is not a fieldcrypt "
+            f"{role}{also}; the store's owner grants it with `fieldcrypt keys grant --role {role} {shlex.quote(user)} "
+            "--store URL`"
+        )
+
+    # -- the producers' writes, through the store's functions (see fieldcrypt.keys._pg_roles) --------------------
+    def create(
+        self,
+        domain: str,
+        person: str | None,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        retire: int | None = None,
+        charge: int = 0,
+        key_id: int | None = None,
+        branch_id: int = 0,
+    ) -> KeyRecord:
+        owner = person or ""
+        fixed = (domain, owner, kek_uri, now, retire, charge, branch_id)
+        said = (audit.at, audit.actor, audit.operation, audit.reason, audit.detail)
+        with self._tx() as ex:
+            proposal: tuple[int | None, int | None, bytes | None] = (key_id, None, None)
+            for _ in range(_ROUNDS):
+                rows = ex(
+                    "SELECT * FROM fieldcrypt_create_key(?::text, ?::text, ?::text, ?::float8, ?::bigint, ?::bigint, "
+                    "?::bigint, ?::bigint, ?::integer, ?::bytea, ?::float8, ?::text, ?::text, ?::text, ?::text)",
+                    (*fixed, *proposal, *said),
+                )
+                status, new_id, version, *rest = rows[0]
+                if status == "wrap":  # WrapLater from wrap() rolls the transaction back and reaches the caller
+                    proposal = (int(new_id), int(version), wrap(int(new_id), int(version)))
+                    continue
+                if status == "branch-gone":
+                    raise BranchGone(branch_id)
+                if status not in ("existing", "created"):
+                    raise KeyStoreUnavailableError(f"fieldcrypt_create_key answered {status!r}")
+                return _record((new_id, domain, owner, version, *rest))
+        raise KeyStoreUnavailableError(
+            f"could not create a data key in domain {domain!r}: the key store kept giving another id or version"
+        )
+
+    def create_branch(
+        self,
+        domain: str,
+        kek_uri: str,
+        wrap: WrapFn,
+        now: float,
+        audit: AuditEntry,
+        *,
+        retire: int | None = None,
+        key_id: int | None = None,
+    ) -> KeyRecord:
+        said = (audit.at, audit.actor, audit.operation, audit.reason)
+        with self._tx() as ex:
+            proposal: tuple[int | None, int | None, bytes | None] = (key_id, None, None)
+            for _ in range(_ROUNDS):
+                rows = ex(
+                    "SELECT * FROM fieldcrypt_create_branch(?::text, ?::text, ?::float8, ?::bigint, ?::bigint, "
+                    "?::integer, ?::bytea, ?::float8, ?::text, ?::text, ?::text)",
+                    (domain, kek_uri, now, retire, *proposal, *said),
+                )
+                status, new_id, version, kek, wrapped, created, state = rows[0]
+                if status == "wrap":
+                    proposal = (int(new_id), int(version), wrap(int(new_id), int(version)))
+                    continue
+                if status == "kek-changed":
+                    raise KekChanged(domain, str(kek))
+                if status not in ("existing", "created"):
+                    raise KeyStoreUnavailableError(f"fieldcrypt_create_branch answered {status!r}")
+                return _record((new_id, domain, "", version, kek, wrapped, created, state, 0, 0))
+        raise KeyStoreUnavailableError(
+            f"could not create a branch key in domain {domain!r}: the key store kept giving another id or version"
+        )
+
+    def reserve(self, key_id: int, count: int, limit: int) -> int | None:
+        if count < 0 or limit < 0:
+            raise ConfigurationError("a lease's count and limit must not be negative")
+        (granted,) = self._read("SELECT fieldcrypt_reserve(?::bigint, ?::bigint, ?::bigint)", (key_id, count, limit))[0]
+        return None if granted is None else int(granted)
+
+    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+        rows = self._read(
+            "SELECT * FROM fieldcrypt_claim_domain(?::text, ?::text, ?::float8, ?::float8, ?::text, ?::text, "
+            "?::text, ?::text)",
+            (domain, kek_uri, now, audit.at, audit.actor, audit.operation, audit.person or "", audit.reason),
+        )
+        return _domain_record(rows[0])
+
+    def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
+        rows = self._read("SELECT fieldcrypt_publish_policy(?::text, ?::text, ?::float8)", (fingerprint, policy, now))
+        return str(rows[0][0])
+
+    def merge_policy(self, name: str, items: Sequence[str], now: float) -> list[str]:
+        import json
+
+        rows = self._read("SELECT fieldcrypt_merge_policy(?::text, ?::text[], ?::float8)", (name, list(items), now))
+        before = rows[0][0]
+        return sorted(json.loads(before)) if before is not None else []
+
+    # -- least privilege ----------------------------------------------------------------------------------------
+    def grant(self, role: str, dbrole: str) -> list[str]:
+        """Give the database role ``dbrole`` (which must exist: ``CREATE ROLE ... LOGIN`` is the DBA's) what the
+        fieldcrypt ``role`` may do in this store (see docs/least-privilege.md); returns the statements run. Run by
+        the store's owner; GRANTs only, so it is idempotent and never takes a privilege away."""
+        check_role(role)
+        if not isinstance(dbrole, str) or not dbrole.strip() or "\x00" in dbrole:
+            raise ConfigurationError("the database role to grant must be a non-empty name")
+        sql = self._psycopg.sql
+        ident = sql.Identifier(dbrole)
+        done: list[str] = []
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (dbrole,))
+                    if cur.fetchone() is None:
+                        raise ConfigurationError(
+                            f"database role {dbrole!r} does not exist: create it first (e.g. CREATE ROLE "
+                            f"{ident.as_string(conn)} LOGIN, a DBA's task), then grant it a fieldcrypt role"
+                        )
+                    cur.execute(
+                        "SELECT pg_has_role(current_user, c.relowner, 'USAGE'), pg_get_userbyid(c.relowner), "
+                        "current_schema() FROM pg_class c WHERE c.oid = 'fieldcrypt_keys'::regclass"
+                    )
+                    mine, owner, schema = cur.fetchone()
+                    if not mine:
+                        raise ConfigurationError(
+                            f"database role {self._user()!r} may not grant fieldcrypt roles in key store "
+                            f"{redact_url(self.url)!r}: only the store's owner ({owner!r}) may; connect as it"
+                        )
+                    usage = "SELECT has_schema_privilege(%s, %s, 'USAGE')"
+                    cur.execute(usage, (dbrole, schema))
+                    if not cur.fetchone()[0]:
+                        statement = sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident)
+                        cur.execute(statement)
+                        done.append(statement.as_string(conn))
+                        cur.execute(usage, (dbrole, schema))
+                        if not cur.fetchone()[0]:
+                            raise ConfigurationError(
+                                f"database role {dbrole!r} may not use schema {schema!r}, and {self._user()!r} may "
+                                f"not let it: ask the schema's owner to GRANT USAGE ON SCHEMA {schema} TO {dbrole}"
+                            )
+                    for template in GRANTS[role]:
+                        statement = sql.SQL(template).format(role=ident, functions=sql.SQL(signatures()))
+                        cur.execute(statement)
+                        done.append(statement.as_string(conn))
+            except self._psycopg.Error as exc:
+                raise self._fail(exc) from exc
+        return done
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -204,3 +429,21 @@ class PostgresKeyStore(SqlKeyStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _guard(name: str, act: Act) -> Callable[..., Any]:
+    """``PostgresKeyStore.<name>``, with a permission error turned into one that names ``act`` and its grant."""
+    method = getattr(PostgresKeyStore, name)
+
+    @functools.wraps(method)
+    def guarded(self: PostgresKeyStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _Denied:
+            raise self._denied(act) from None
+
+    return guarded
+
+
+for _name, _act in ACTS.items():
+    setattr(PostgresKeyStore, _name, _guard(_name, _act))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from fieldcrypt.errors import ConfigurationError
-from fieldcrypt.keys.store import KeyStore, redact_url
+from fieldcrypt.keys.store import KeyStore, check_role, redact_url
 
-__all__ = ["create_key_store", "open_store"]
+__all__ = ["create_key_store", "grant_role", "open_store"]
 
 
 def _scheme(url: object) -> str:
@@ -54,3 +54,17 @@ def create_key_store(url: str) -> str:
     ``fieldcrypt keys init --store URL``."""
     open_store(url, create=True).close()
     return url
+
+
+def grant_role(url: str, role: str, dbrole: str) -> list[str]:
+    """Give the database role ``dbrole`` of the key store at ``url`` what the fieldcrypt ``role`` may do:
+    ``producer``, ``consumer``, ``admin`` or ``auditor`` (docs/least-privilege.md); returns the statements run.
+    Run by the store's owner; GRANTs only (idempotent). The API twin of
+    ``fieldcrypt keys grant --role ROLE DBROLE --store URL``. SQLite stores are single-user: a ``ConfigurationError``
+    says so."""
+    check_role(role)
+    store = open_store(url)
+    try:
+        return store.grant(role, dbrole)
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore
-from fieldcrypt.keys.store import missing_store_error
+from fieldcrypt.keys.store import check_role, missing_store_error
 
 __all__ = ["SqliteKeyStore"]
 
@@ -222,6 +222,16 @@ class SqliteKeyStore(SqlKeyStore):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def grant(self, role: str, dbrole: str) -> list[str]:
+        """SQLite has no database roles: whoever can open the file can do everything a key admin can."""
+        check_role(role)
+        raise ConfigurationError(
+            f"SQLite key store {self._path!r} is single-user: it has no database roles to grant; whoever can read "
+            "and write the file can read, create and shred every key, so protect the file (mode 0600, owned by the "
+            "one account that runs fieldcrypt). Give producers, consumers, admins and auditors different rights "
+            "with a PostgreSQL key store"
+        )
 
     def purge(self) -> bool:
         """Checkpoint and truncate the WAL. False while a reader's open transaction blocks the truncation (the

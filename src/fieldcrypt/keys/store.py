@@ -29,6 +29,7 @@ from fieldcrypt.errors import ConfigurationError, format_key_id
 
 __all__ = [
     "OPERATIONS",
+    "ROLES",
     "VIEW_SUFFIX",
     "AuditEntry",
     "BranchGone",
@@ -39,6 +40,7 @@ __all__ = [
     "ShredRecord",
     "WrapLater",
     "check_id",
+    "check_role",
     "check_shred_target",
     "missing_store_error",
     "redact_url",
@@ -426,6 +428,16 @@ class KeyStore(abc.ABC):
         wrap are relabelled with the new KEK. Returns how many were updated."""
         raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
 
+    def grant(self, role: str, dbrole: str) -> list[str]:
+        """Give the database role ``dbrole`` what the fieldcrypt ``role`` (one of :data:`ROLES`) may do in this
+        store; returns what was granted. Stores whose database has roles implement it (PostgreSQL); the others
+        refuse with a ``ConfigurationError`` saying why."""
+        check_role(role)
+        raise ConfigurationError(
+            f"key store {redact_url(self.url)!r} ({type(self).__name__}) has no database roles to grant; "
+            "fieldcrypt keys grant works with PostgreSQL key stores"
+        )
+
     def initialize(self) -> None:  # noqa: B027 - optional hook; a store without tables has nothing to create
         """Create (or upgrade) what the store needs; called by :func:`create_key_store`. Idempotent."""
 
@@ -448,6 +460,20 @@ _SECRET_PARAM = re.compile(r"pass|secret|token|credential|auth|key$", re.IGNOREC
 
 #: the operations the audit log records (``kek-*``: changes to which KEKs a key domain uses)
 OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore", "kek-map", "kek-add", "kek-promote", "kek-retire")
+
+
+#: the fieldcrypt roles of a shared key store (``fieldcrypt keys grant --role``; docs/least-privilege.md): producers
+#: read keys, create keys and charge leases; consumers read keys; admins rotate, rewrap, shred and restore;
+#: auditors read the audit log and the shred log, never key material
+ROLES = ("producer", "consumer", "admin", "auditor")
+
+
+def check_role(role: object) -> str:
+    """A fieldcrypt role's name; anything else is a ``ConfigurationError`` listing the accepted ones."""
+    if not isinstance(role, str) or role not in ROLES:
+        shown = repr(role) if isinstance(role, str) else type(role).__name__
+        raise ConfigurationError(f"unknown fieldcrypt role {shown}; one of {', '.join(ROLES)}")
+    return role
 
 
 def check_id(value: object, what: str) -> str:
