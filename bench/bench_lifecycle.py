@@ -9,7 +9,9 @@
    records are drawn so that ~95% of them hit a cached key (a hot set that fits the cache) and ~5% go to cold
    people (load from the store + unwrap). Compared with per-domain keys on the same records; RSS is reported to
    show memory bounded by the cache size.
-PostgreSQL: postgresql://root@127.0.0.1:5432/test (a scratch schema), skipped if unreachable.
+PostgreSQL: postgresql://root@127.0.0.1:5432/test (a scratch schema, filled by that role, the store's owner),
+skipped if unreachable. Its shreds run as a login of the fieldcrypt admin role, as in production
+(`fieldcrypt keys grant --role admin`; docs/least-privilege.md), created for the run and dropped after.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 import fieldcrypt
 from fieldcrypt.cli import main as cli
+from fieldcrypt.keys.registry import grant_role
 
 PG = os.environ.get("FIELDCRYPT_BENCH_PG", "postgresql://root@127.0.0.1:5432/test")
 DOMAIN = "bench-value"  # the subject of topic "bench": the serializer's default domain
@@ -51,6 +54,28 @@ def store_url(kind: str, tmp: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def admin_login(url: str) -> Iterator[str]:
+    """The store's URL as a new login role granted the fieldcrypt admin role (dropped afterwards): what a key
+    admin's shred runs as. SQLite stores are single-user: the URL itself."""
+    if url.startswith("sqlite"):
+        yield url
+        return
+    import psycopg
+
+    name = f"fcbench_admin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN")
+    try:
+        grant_role(url, "admin", name)
+        scheme, rest = url.split("://", 1)
+        yield f"{scheme}://{name}@{rest.split('@', 1)[-1]}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {name}")
+            conn.execute(f"DROP ROLE {name}")
 
 
 def person(i: int) -> str:
@@ -100,25 +125,32 @@ def timed_cli(*argv: str) -> float:
 
 
 def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]:
-    with store_url(kind, tmp) as url:
-        fill_s = fill(url, people)
-        one = timed_cli(
-            "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
-        )
-        ids = tmp / "erasures.txt"
-        ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
-        many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
-        again = timed_cli(
-            "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
-        )
-        # the batch re-run: a no-op
-        file_again = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
-        store = fieldcrypt.open_store(url)
-        left = sum(1 for _ in store.keys(DOMAIN))
-        store.close()
+    with store_url(kind, tmp) as owner_url:
+        fill_s = fill(owner_url, people)
+        with admin_login(owner_url) as url:
+            return _shred_as(kind, tmp, url, people, batch, fill_s)
+
+
+def _shred_as(kind: str, tmp: Path, url: str, people: int, batch: int, fill_s: float) -> dict[str, Any]:
+    """The shreds of bench_shred, run with the key store URL ``url`` (PostgreSQL: an admin role's login)."""
+    one = timed_cli(
+        "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
+    )
+    ids = tmp / "erasures.txt"
+    ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
+    many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
+    again = timed_cli(
+        "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
+    )
+    # the batch re-run: a no-op
+    file_again = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
+    store = fieldcrypt.open_store(url)
+    left = sum(1 for _ in store.keys(DOMAIN))
+    store.close()
     row = {
         "bench": "shred",
         "store": kind,
+        "shred_as": "admin role" if kind == "postgresql" else "file owner",
         "people": people,
         "fill_s": round(fill_s, 1),
         "shred_one_s": round(one, 3),

@@ -67,3 +67,14 @@ def test_bench_kms_calls_smoke() -> None:
     assert (rows["after", "consumer"]["kms_encrypt"], rows["after", "consumer"]["kms_decrypt"]) == (0, 1)
     assert all(r["kms_other"] == 0 for r in rows.values())
     assert "ratio 30x" in out
+
+
+@pytest.mark.slow
+def test_bench_lifecycle_smoke_postgresql_shreds_as_an_admin_role() -> None:
+    from pg import require_pg
+
+    require_pg()
+    out = _run(
+        "bench/bench_lifecycle.py", "--people", "40", "--batch", "10", "--stores", "postgresql", "--skip-throughput"
+    )
+    assert '"store": "postgresql", "shred_as": "admin role"' in out
