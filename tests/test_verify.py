@@ -76,6 +76,7 @@ def test_verify_counts_and_lists_bad_records_and_goes_on(mixed: MixedTopic, capf
             "key": "known",
             "records": 4,  # offsets 0, 1, 2 (shredded), 6 (JSON Schema)
             "readable": 8,
+            "masked": 0,
             "erased": 2,
             "denied": 0,
             "tampered": 1,  # offset 7: its altered email names a key of this domain
@@ -87,6 +88,7 @@ def test_verify_counts_and_lists_bad_records_and_goes_on(mixed: MixedTopic, capf
             "key": "none",
             "records": 1,  # offset 3 (plaintext history)
             "readable": 0,
+            "masked": 0,
             "erased": 0,
             "denied": 0,
             "tampered": 0,
@@ -559,6 +561,7 @@ def row(records: int, readable: int = 0, erased: int = 0, denied: int = 0, **res
         "key": rest.pop("key", "known"),
         "records": records,
         "readable": readable,
+        "masked": rest.pop("masked", 0),
         "erased": erased,
         "denied": denied,
         "tampered": rest.pop("tampered", 0),
@@ -588,9 +591,21 @@ def test_verify_by_domain_names_the_key_stores_domains(visits: DomainTopic, capf
     code, text, err = run(capfd, "verify", *visits.args(*keks, *TWO_DOMAINS_ARGS))
     assert code == 0, err
     lines = [line.split() for line in text.splitlines()]
-    assert ["DOMAIN", "RECORDS", "READABLE", "ERASED", "DENIED", "TAMPERED", "PLAINTEXT", "PLAINTEXT_FIELDS"] in lines
-    assert ["contact", "3", "2", "1", "0", "0", "0"] in lines and ["health", "3", "2", "1", "0", "0", "0"] in lines
-    assert ["(unknown", "key)", "1", "0", "0", "2", "0", "0"] in lines and "no findings" in text
+    header = [
+        "DOMAIN",
+        "RECORDS",
+        "READABLE",
+        "MASKED",
+        "ERASED",
+        "DENIED",
+        "TAMPERED",
+        "PLAINTEXT",
+        "PLAINTEXT_FIELDS",
+    ]
+    assert header in lines
+    assert ["contact", "3", "2", "0", "1", "0", "0", "0"] in lines
+    assert ["health", "3", "2", "0", "1", "0", "0", "0"] in lines
+    assert ["(unknown", "key)", "1", "0", "0", "0", "2", "0", "0"] in lines and "no findings" in text
     assert_no_secrets(text, err)
 
 
@@ -702,3 +717,38 @@ def test_verify_by_an_unknown_value_is_refused_listing_the_accepted_ones(capsys,
     assert "--by" in err and "'domain'" in err and "'data-subject'" in err
     with pytest.raises(ConfigurationError, match=r"by must be one of: domain, data-subject \(not 'person'\)"):
         verify_topic(None, "t", {}, None, by="person")  # type: ignore[arg-type]
+
+
+@pytest.mark.broker
+def test_verify_by_domain_counts_masked_views_apart(broker: Any, http_registry: Any, tmp_path: Path) -> None:
+    """A keyring holding the key of a domain's masked view but not the value's: ``masked``, never readable."""
+    from fieldcrypt.inspect.verify import verify_topic
+
+    topic = f"masked-visits-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    keks = {d: fieldcrypt.create_local_kek(tmp_path / f"{d.replace('/', '-')}.json") for d in DOMAINS_WITH_VIEW}
+    conf = {**TWO_DOMAINS_CONF, "fieldcrypt.masks": {"CONTACT": "email"}}
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    kafka = {"bootstrap.servers": broker.bootstrap_servers}
+    with domain_keyring(store, dict(keks), writer=True) as kr:
+        ser = AvroSerializer(registry, TWO_DOMAINS, conf=conf, keyring=kr)
+        producer = Producer(kafka)
+        for person in PATIENTS:
+            producer.produce(topic, value=ser(visit(person), SerializationContext(topic, MessageField.VALUE)))
+        assert producer.flush(30) == 0
+        kr.shred_person("pat-2", domain="contact", reason="test erasure")  # value and view of one domain
+
+    def rows(*granted: str) -> dict[str, tuple[int, int, int, int]]:
+        with domain_keyring(store, {d: keks[d] for d in granted}) as reader:
+            report = verify_topic(reader, topic, kafka, registry, by="domain", timeout=10, conf=conf)
+        assert report.clean and not report.bad.count
+        return {k: (v.readable, v.masked, v.erased, v.denied) for k, v in report.rows.items()}  # type: ignore[attr-defined]
+
+    everything = rows(*DOMAINS_WITH_VIEW)
+    assert everything == {"contact": (2, 0, 1, 0), "health": (3, 0, 0, 0)}
+    assert rows("contact/masked", "health") == {"contact": (0, 2, 1, 0), "health": (3, 0, 0, 0)}
+    assert rows("health") == {"contact": (0, 0, 1, 2), "health": (3, 0, 0, 0)}
+
+
+DOMAINS_WITH_VIEW = ("contact", "contact/masked", "health")

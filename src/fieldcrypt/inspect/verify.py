@@ -36,14 +36,14 @@ unavailable KMS is never counted as denied.
 
 Per key domain (``by="domain"``), the domain of a value is the key store's, never the reader's configuration: the
 value's header names its key id, and the key's row in the store (or, for a shredded key, its shred-log entry) names
-the domain. The outcome is what the keyring given reads: ``readable``; ``erased`` (the key was shredded); ``denied``
-(the store holds the key but no KEK of the keyring unwraps it, a KMS refusing access included, or the store holds
-no key of that id). Two rows are not domains, and their ``domain`` is None in :meth:`VerifyReport.as_dict`:
-``UNKNOWN_KEY`` (values naming a key id the store never held nor shredded: another store's, or a corrupt header;
-denied, and never guessed to be any domain) and ``NO_KEY`` (plaintext values in tagged fields: no key, so no
-domain). A row's ``records`` are the records holding a value of it (one record may count in several rows); its
-``tampered``, the tampered records whose refusal names a key of the domain (the key id a tampered value names is not
-authenticated: a hint where to look, not proof).
+the domain. The outcome is what the keyring given reads: ``readable``; ``masked`` (no key for the value, but for its
+masked view: ``fieldcrypt.masks``); ``erased`` (the key was shredded); ``denied`` (the store holds the key but no
+KEK of the keyring unwraps it, a KMS refusing access included, or the store holds no key of that id). Two rows are
+not domains, and their ``domain`` is None in :meth:`VerifyReport.as_dict`: ``UNKNOWN_KEY`` (values naming a key id
+the store never held nor shredded: another store's, or a corrupt header; denied, and never guessed to be any domain)
+and ``NO_KEY`` (plaintext values in tagged fields: no key, so no domain). A row's ``records`` are the records
+holding a value of it (one record may count in several rows); its ``tampered``, the tampered records whose refusal
+names a key of the domain (the key id a tampered value names is not authenticated: a hint where to look, not proof).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from fieldcrypt.core.format import Undecodable
-from fieldcrypt.core.lookalike import key_id_of
+from fieldcrypt.core.lookalike import value_of
+from fieldcrypt.crypto.wire import UnsupportedValue
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -152,15 +153,22 @@ class Counts:
 
 @dataclass
 class DomainCounts(Counts):
-    """One key domain's row (``by="domain"``): as :class:`Counts`, and ``tampered``: the tampered records whose
-    refusal names a key of this domain."""
+    """One key domain's row (``by="domain"``): as :class:`Counts`, with ``masked`` apart from ``readable`` (values
+    this keyring has no key for, read as their masked view: ``fieldcrypt.masks``), and ``tampered``: the tampered
+    records whose refusal names a key of this domain."""
 
+    masked: int = 0
     tampered: int = 0
+
+    @property
+    def readable(self) -> int:
+        return self.values - self.erased - self.denied - self.masked
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.records,
             "readable": self.readable,
+            "masked": self.masked,
             "erased": self.erased,
             "denied": self.denied,
             "tampered": self.tampered,
@@ -304,13 +312,38 @@ def _domain_row(report: VerifyReport, label: str) -> DomainCounts:
     return row
 
 
+def _value_outcome(keyring: Keyring, value: Any, judged: dict[int, tuple[str, str]]) -> tuple[str, str] | None:
+    """A tagged value's row and outcome (:func:`_judge` of the key its header names, memoised in ``judged``); a value
+    this keyring may not read but whose masked view it may is ``masked``, and ``erased`` when the view's key was
+    shredded (as the deserializer reads it). None for a value that is no ciphertext (null, plaintext)."""
+    found = value_of(value) if value is not None else None
+    if found is None:
+        return None
+    if isinstance(found, UnsupportedValue):
+        key_id, view = found.key_id, None
+    else:
+        key_id, view = found[1], found[6]
+
+    def judge(kid: int) -> tuple[str, str]:
+        known = judged.get(kid)
+        if known is None:
+            known = judged[kid] = _judge(keyring, kid)
+        return known
+
+    label, outcome = judge(key_id)
+    if outcome == "denied" and view is not None:
+        seen = judge(view[0])[1]
+        outcome = {"readable": "masked", "erased": "erased", "tampered": "tampered"}.get(seen, "denied")
+    return label, outcome
+
+
 def _by_domain(
-    keyring: Keyring, de: Any, schema: RecordSchema, data: bytes, read: tuple[int, int, int]
-) -> dict[str, tuple[int, int, int]] | None:
-    """Per row (a domain, or ``UNKNOWN_KEY``): the record's encrypted values, erased and denied. The record is decoded
-    again as it arrived (nothing decrypted) and the key id each tagged ciphertext names is judged by :func:`_judge`.
-    None when that does not add up to what the deserializer read (``read``: values, erased, denied), so no value is
-    counted under an outcome the deserializer did not give it."""
+    keyring: Keyring, de: Any, schema: RecordSchema, data: bytes, read: tuple[int, int, int, int]
+) -> dict[str, tuple[int, int, int, int]] | None:
+    """Per row (a domain, or ``UNKNOWN_KEY``): the record's encrypted values, erased, denied and masked. The record is
+    decoded again as it arrived (nothing decrypted) and the keys each tagged ciphertext names are judged by
+    :func:`_value_outcome`. None when that does not add up to what the deserializer read (``read``: values, erased,
+    denied, masked), so no value is counted under an outcome the deserializer did not give it."""
     cached = de._plans.get(schema.schema_id)
     if cached is None:
         return None
@@ -328,23 +361,21 @@ def _by_domain(
     rows: dict[str, list[int]] = {}
     judged: dict[int, tuple[str, str]] = {}
     for _, value in tagged:
-        key_id = key_id_of(value) if value is not None else None
-        if key_id is None:
-            continue  # null, or plaintext (counted by the deserializer)
-        found = judged.get(key_id)
+        found = _value_outcome(keyring, value, judged)
         if found is None:
-            found = judged[key_id] = _judge(keyring, key_id)
+            continue  # null, or plaintext (counted by the deserializer)
         label, outcome = found
         if outcome == "tampered":
             return None
-        row = rows.setdefault(label, [0, 0, 0])
+        row = rows.setdefault(label, [0, 0, 0, 0])
         row[0] += 1
         row[1] += outcome == "erased"
         row[2] += outcome == "denied"
-    totals = tuple(sum(r[i] for r in rows.values()) for i in range(3))
+        row[3] += outcome == "masked"
+    totals = tuple(sum(r[i] for r in rows.values()) for i in range(4))
     if totals != read:
         return None
-    return {label: (r[0], r[1], r[2]) for label, r in rows.items()}
+    return {label: (r[0], r[1], r[2], r[3]) for label, r in rows.items()}
 
 
 def bad_record_of(exc: Exception, schema_id: int) -> BadRecord:
@@ -452,6 +483,7 @@ def verify_topic(
                 de = deserializer(schema.schema_type)
                 stats = de.stats
                 before = (stats.values, stats.erased, stats.denied, stats.plaintext, dict(stats.plaintext_by_field))
+                masked_before = stats.masked
                 untagged_before = dict(stats.untagged_ciphertext_by_field)
                 ctx = SerializationContext(topic, MessageField.VALUE, msg.headers())
                 with registry_errors(f"schema id {schema_id}"):
@@ -464,19 +496,21 @@ def verify_topic(
                         _domain_row(report, _judge(keyring, exc.key_id)[0]).tampered += 1
                 continue
             read = (stats.values - before[0], stats.erased - before[1], stats.denied - before[2])
+            masked = stats.masked - masked_before
             plaintext = stats.plaintext - before[3]
             gains = ((path, n - before[4].get(path, 0)) for path, n in stats.plaintext_by_field.items())
             plaintext_fields = {path: n for path, n in gains if n}
             if by == "domain":
-                by_domain = _by_domain(keyring, de, schema, data, read)
+                by_domain = _by_domain(keyring, de, schema, data, (*read, masked))
                 if by_domain is None:
                     report.bad.add(msg, _UNATTRIBUTED)  # a finding: never counted under a guessed domain
-                for label, (values, erased, denied) in (by_domain or {}).items():
-                    row = report.row(label)
-                    row.records += 1
-                    row.values += values
-                    row.erased += erased
-                    row.denied += denied
+                for label, (values, erased, denied, shown_masked) in (by_domain or {}).items():
+                    domain_row = _domain_row(report, label)
+                    domain_row.records += 1
+                    domain_row.values += values
+                    domain_row.erased += erased
+                    domain_row.denied += denied
+                    domain_row.masked += shown_masked
                 if plaintext:  # values without a key: in no domain
                     row = report.row(NO_KEY)
                     row.records += 1
