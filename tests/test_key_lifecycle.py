@@ -140,7 +140,7 @@ def test_denied_is_distinct_from_erased(registry, keyring: Keyring, store_url: s
     with pytest.raises(AccessDeniedError):
         strict(data, value_ctx())
     empty = Keyring(create_key_store(f"sqlite:///{tmp_path / 'empty.db'}"), keyring.kek)
-    _, de2 = serde(registry, empty, on_denied="placeholder", placeholder="[no access]")
+    _, de2 = serde(registry, empty, on_denied="placeholder", denied_placeholder="[no access]")
     assert de2(data, value_ctx())["email"] == "[no access]"
 
 

@@ -428,3 +428,59 @@ def test_a_producer_that_has_not_seen_a_promotion_never_makes_a_branch_key_under
     producer.encryption_key("contact", "p-1")
     assert [b.kek_uri for b in producer.store.branches("contact")] == [old, new]
     producer.close()
+
+
+# -- found by review: what a keyring holding other domains' KEKs may not do ----------------------------------------
+def test_one_team_s_rewrap_of_every_domain_leaves_other_teams_domains_alone(store: str, keks: dict[str, str]) -> None:
+    with Keyring(store, {"contact": keks["contact"], "health": keks["health"]}) as producer:
+        ids = [producer.encryption_key(d, "p-1").key_id for d in ("contact", "health")]
+    with Keyring(store, [keks["new"], keks["contact"]]) as contact_admin:  # keys rewrap --kek NEW --old-kek A
+        contact_admin.rewrap(reason="rotate the contact team's KEK")
+        assert {d.domain: d.keks for d in contact_admin.domains()} == {
+            "contact": (keks["new"],),
+            "health": (keks["health"],),  # untouched: this admin holds none of its KEKs
+        }
+        with pytest.raises(ConfigurationError, match="primary KEK of key domain 'health'"):
+            contact_admin.add_kek("health", keks["new"])  # holding the new KEK alone is not enough
+    with Keyring(store, {"contact": keks["new"], "health": keks["health"]}) as reader:
+        assert [reader.decryption_key(k).key_id for k in ids] == ids
+
+
+def test_a_domain_whose_keys_several_keks_wrap_waits_for_an_admin(store: str, keks: dict[str, str]) -> None:
+    from fieldcrypt.keys.registry import open_store
+
+    class Direct(type(open_store(store))):  # type: ignore[misc]
+        supports_branches = False
+
+    with Keyring(Direct(store), keks["contact"]) as a, Keyring(Direct(store), keks["health"]) as b:
+        # keys of one domain under two KEKs, with no record, as a store before domain records may hold them
+        a.encryption_key("billing", "p-1")
+        b.encryption_key("billing-b", "p-2")
+        _sql(store, "UPDATE fieldcrypt_keys SET domain = 'billing' WHERE domain = 'billing-b'")
+        _sql(store, "DELETE FROM fieldcrypt_domains")
+    create_key_store(store)  # keys init: which of the two is genuine is not for key rows to say
+    with Keyring(store, {"billing": keks["contact"]}) as producer:
+        assert producer.domains() == [] and producer.store.unrecorded_domains() == {
+            "billing": sorted([keks["contact"], keks["health"]])
+        }
+        with pytest.raises(ConfigurationError, match="kek map billing"):
+            producer.encryption_key("billing", "p-3")
+        producer.map_kek("billing", keks["contact"], reason="ticket 9")  # the admin vouches
+        assert producer.domains()[0].keks == (keks["contact"], keks["health"])
+        producer.encryption_key("billing", "p-3")
+
+
+def test_a_reader_with_a_stale_record_reads_it_again_before_calling_a_row_tampered(
+    store: str, keks: dict[str, str]
+) -> None:
+    old, new = keks["contact"], keks["new"]
+    with Keyring(store, {"contact": old}) as producer:
+        first = producer.encryption_key("contact", "p-1").key_id
+    reader = Keyring(store, {"contact": [new, old]})
+    assert reader.decryption_key(first).key_id == first  # the record (primary: old) is cached now
+    with Keyring(store, [new, old]) as admin:
+        admin.rewrap(reason="one-shot KEK rotation")  # add, promote, rewrap, retire
+    reader.clear_cache()
+    reader._domain_keks.put("contact", (fieldcrypt.DomainKeks("contact", old),))  # as if read just before
+    assert reader.decryption_key(first).key_id == first
+    reader.close()

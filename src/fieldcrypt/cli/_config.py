@@ -209,7 +209,15 @@ def load(path: Path, required: bool) -> dict[str, Any]:
             keks: Any = []
             for domain, uris in kek.items():
                 items = [uris] if isinstance(uris, str) else uris
-                if not domain.strip() or not isinstance(items, list) or not items:
+                if (
+                    not domain.strip()
+                    or domain != domain.strip()
+                    or "=" in domain
+                    or "://" in domain
+                    or not isinstance(items, list)
+                    or not items
+                    or not all(isinstance(u, str) and "://" in u for u in items)
+                ):
                     keks = []
                     break
                 keks += [uri if domain == "*" else f"{domain}={uri}" for uri in items]
@@ -218,7 +226,8 @@ def load(path: Path, required: bool) -> dict[str, Any]:
         if not isinstance(keks, list) or not keks or not all(isinstance(k, str) and k.strip() for k in keks):
             raise ConfigurationError(
                 f"configuration file {str(path)!r}: kek must be a URI, a list of URIs, or a [kek] table mapping key "
-                'domains (and "*" for the others) to a URI or a list of URIs'
+                'domains (and "*" for the others; a domain holds no "=", no "://" and no surrounding spaces) to a URI '
+                "or a list of URIs"
             )
         data["kek"] = keks
     for key in ("kafka", "registry"):

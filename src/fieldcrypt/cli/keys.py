@@ -31,7 +31,7 @@ from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundEr
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation
-from fieldcrypt.keys.registry import create_key_store, grant_role
+from fieldcrypt.keys.registry import create_key_store, grant_role, open_store
 from fieldcrypt.keys.store import OPERATIONS, ROLES, AuditEntry, KeyRecord, ShredRecord, redact_url
 
 __all__ = ["keyring_of", "register"]
@@ -600,7 +600,22 @@ def _run_init(args: argparse.Namespace) -> int:
     target = store_url(args.settings)
     create_key_store(target)
     url = redact_url(target)
-    emit(args, {"store": url, "initialized": True}, lambda: f"key store {url} is ready")
+    store = open_store(target)
+    try:
+        waiting = store.unrecorded_domains()
+    finally:
+        store.close()
+    for domain, uris in waiting.items():  # an upgraded store whose domain's keys several KEKs wrap
+        sys.stderr.write(
+            f"fieldcrypt: warning: key domain {clean(domain)!r} holds keys wrapped by {len(uris)} KEKs "
+            f"({', '.join(clean(u) for u in uris)}) and no record of which is its own: writers of it are refused "
+            f"until a key admin records it: fieldcrypt kek map {clean(domain)} URI\n"
+        )
+    emit(
+        args,
+        {"store": url, "initialized": True, "domains_to_map": waiting},
+        lambda: f"key store {url} is ready",
+    )
     return EXIT_OK
 
 

@@ -219,6 +219,17 @@ def fails_authentication(exc: BaseException) -> bool:
     return _classify_chain(exc, None) in (None, "corrupt")
 
 
+def names_another_key(exc: BaseException) -> bool:
+    """Whether the KMS said the ciphertext is another KMS key's (AWS ``IncorrectKeyException``): asked of the one KEK
+    a key's row names, that row is not what it says."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if type(e).__name__ == "IncorrectKeyException" or code == "IncorrectKeyException":
+            return True
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception in its chain) says the KEK's service is only unavailable for now."""
     return _classify_chain(exc, None) == "unavailable"

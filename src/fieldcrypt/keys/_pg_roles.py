@@ -10,7 +10,8 @@ role that ran it (the store's owner). Each does exactly one thing, with the same
                                   rotation by age or cap: ``retire``), with its audit entry
 ``fieldcrypt_create_branch``      the same for a domain's branch key, under the domain's recorded primary KEK
 ``fieldcrypt_reserve``            charge a lease within the cap: a count only grows, never past the cap
-``fieldcrypt_claim_domain``       record a new domain's KEK (first writer wins), with its audit entry
+``fieldcrypt_claim_domain``       record a new domain's KEK (first writer wins), with its audit entry; a domain
+                                  whose keys another KEK wraps is left to an admin (``accept_held``)
 ``fieldcrypt_publish_policy``     record a policy unless one is recorded (first writer wins)
 ``fieldcrypt_merge_policy``       add items to a recorded set (never removes one)
 ================================  =========================================================================
@@ -65,7 +66,8 @@ GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
         "GRANT INSERT, UPDATE, DELETE ON fieldcrypt_keys TO {role}",
         # FOR SHARE (a rotation's check of its branch key) needs UPDATE; new branch keys come from the function
         "GRANT UPDATE, DELETE ON fieldcrypt_branches TO {role}",
-        "GRANT UPDATE ON fieldcrypt_domains TO {role}",
+        # a domain's KEKs: changed (kek add|promote|retire), or first recorded accepting those its keys name (map)
+        "GRANT INSERT, UPDATE ON fieldcrypt_domains TO {role}",
         # the shred log and the audit log: appended to, never changed
         "GRANT INSERT ON fieldcrypt_shredded, fieldcrypt_audit TO {role}",
         "GRANT USAGE ON SEQUENCE fieldcrypt_audit_seq_seq TO {role}",
@@ -245,7 +247,9 @@ BEGIN
             cur.state;
         RETURN;
     END IF;
-    SELECT primary_kek INTO v_primary FROM fieldcrypt_domains WHERE domain = p_domain;
+    -- under a share lock: an admin's change of the domain's KEKs waits for this commit, so a rewrap that follows
+    -- finds this branch key
+    SELECT primary_kek INTO v_primary FROM fieldcrypt_domains WHERE domain = p_domain FOR SHARE;
     IF FOUND AND v_primary <> p_kek_uri THEN
         -- promoted meanwhile: never a branch key under an old KEK (nothing written)
         RETURN QUERY SELECT 'kek-changed', NULL::bigint, NULL::integer, v_primary, NULL::bytea,
@@ -298,6 +302,8 @@ CREATE OR REPLACE FUNCTION fieldcrypt_claim_domain(
 RETURNS TABLE (domain text, primary_kek text, accepted text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    v_others text;
 BEGIN
     IF p_domain IS NULL OR p_kek_uri IS NULL OR p_now IS NULL OR p_at IS NULL OR p_actor IS NULL
        OR p_person IS NULL OR p_reason IS NULL THEN
@@ -306,13 +312,24 @@ BEGIN
     IF p_operation IS DISTINCT FROM 'kek-map' THEN
         RAISE EXCEPTION 'fieldcrypt_claim_domain: operation must be kek-map' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at)
-        VALUES (p_domain, p_kek_uri, '[]', p_now) ON CONFLICT (domain) DO NOTHING;
-    IF FOUND THEN
-        INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
-            VALUES (p_at, p_actor, p_operation, p_domain, p_person, '', p_reason, 'primary ' || p_kek_uri);
+    PERFORM 1 FROM fieldcrypt_domains d WHERE d.domain = p_domain;
+    IF NOT FOUND THEN
+        -- keys another KEK wraps, with no record naming it: only an admin may accept them (plain SQL, accept_held)
+        SELECT json_agg(u ORDER BY u COLLATE "C")::text INTO v_others FROM (
+            SELECT kek_uri AS u FROM fieldcrypt_keys WHERE domain = p_domain AND branch_id = 0
+            UNION SELECT kek_uri FROM fieldcrypt_branches WHERE domain = p_domain) t WHERE u <> p_kek_uri;
+        IF v_others IS NOT NULL THEN  -- PostgresKeyStore.claim_domain says so first, naming them
+            RAISE EXCEPTION 'key domain % holds keys wrapped by KEKs no record names: %', p_domain, v_others;
+        END IF;
+        INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at)
+            VALUES (p_domain, p_kek_uri, '[]', p_now) ON CONFLICT (domain) DO NOTHING;
+        IF FOUND THEN
+            INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
+                VALUES (p_at, p_actor, p_operation, p_domain, p_person, '', p_reason, 'primary ' || p_kek_uri);
+        END IF;
     END IF;
-    RETURN QUERY SELECT d.domain, d.primary_kek, d.accepted FROM fieldcrypt_domains d WHERE d.domain = p_domain;
+    RETURN QUERY SELECT d.domain, d.primary_kek, d.accepted FROM fieldcrypt_domains d
+        WHERE d.domain = p_domain;
 END $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_publish_policy(p_fingerprint text, p_policy text, p_now double precision)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fieldcrypt.errors import format_key_id
+from fieldcrypt.errors import ConfigurationError, format_key_id
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -90,6 +90,21 @@ def _record(row: Sequence[Any]) -> KeyRecord:
     )
 
 
+#: the KEKs that wrap keys of a domain (its branch keys, and data keys wrapped by a KEK itself)
+_KEKS_HELD = (
+    "SELECT kek_uri FROM fieldcrypt_keys WHERE domain = ? AND branch_id = 0 "
+    "UNION SELECT kek_uri FROM fieldcrypt_branches WHERE domain = ?"
+)
+
+
+def unrecorded_error(domain: str, others: Sequence[str]) -> ConfigurationError:
+    """A writer's claim of a domain that holds keys other KEKs wrap, with no record of its KEKs."""
+    return ConfigurationError(
+        f"key domain {domain!r} holds keys wrapped by {', '.join(map(repr, others))}, which no record of its KEKs "
+        f"names: a key admin records them (`fieldcrypt kek map {domain} URI`, which accepts the KEKs its keys name)"
+    )
+
+
 def _domain_record(row: Sequence[Any]) -> DomainKeks:
     import json
 
@@ -117,23 +132,21 @@ class SqlKeyStore(KeyStore):
     supports_branches = True
 
     def _upgrade(self, ex: Execute, now: float) -> None:
-        """After the tables exist: record the KEKs of every domain that holds keys made before domain records (its
-        newest key's KEK as primary, any other as accepted), once, with an audit entry each."""
-        import json
-
+        """After the tables exist: record the KEK of every domain without a record whose keys one KEK wraps, once,
+        with an audit entry each. A domain whose keys several KEKs wrap is left for an admin (``fieldcrypt kek map``,
+        :meth:`unrecorded_domains`): which of them is genuine is not something key rows, which anyone who can write
+        them can plant, may decide."""
         rows = ex(
-            "SELECT k.domain, k.kek_uri, MAX(k.created_at) FROM fieldcrypt_keys k "
+            "SELECT k.domain, MIN(k.kek_uri) FROM fieldcrypt_keys k "
             "WHERE NOT EXISTS (SELECT 1 FROM fieldcrypt_domains d WHERE d.domain = k.domain) "
-            "GROUP BY k.domain, k.kek_uri ORDER BY k.domain, 3 DESC, k.kek_uri",
+            "GROUP BY k.domain HAVING COUNT(DISTINCT k.kek_uri) = 1",
             (),
         )
-        found: dict[str, list[str]] = {}
-        for domain, kek_uri, _at in rows:
-            found.setdefault(str(domain), []).append(str(kek_uri))
-        for domain, keks in found.items():
+        for domain, kek_uri in rows:
+            domain, keks = str(domain), [str(kek_uri)]
             ex(
-                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, ?, ?)",
-                (domain, keks[0], json.dumps(keks[1:]), now),
+                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, '[]', ?)",
+                (domain, keks[0], now),
             )
             self._audit(
                 ex,
@@ -143,9 +156,21 @@ class SqlKeyStore(KeyStore):
                     operation="kek-map",
                     domain=domain,
                     reason="recorded from the keys held when the store was upgraded",
-                    detail=f"primary {keks[0]}" + (f"; accepted {', '.join(keks[1:])}" if keks[1:] else ""),
+                    detail=f"primary {keks[0]}",
                 ),
             )
+
+    def unrecorded_domains(self) -> dict[str, list[str]]:
+        """The domains that hold keys but no record of their KEKs, with the KEKs their keys name: an admin records
+        them (``fieldcrypt kek map DOMAIN URI``); until then, writers of such a domain are refused."""
+        rows = self._read(
+            "SELECT DISTINCT k.domain, k.kek_uri FROM fieldcrypt_keys k "
+            "WHERE NOT EXISTS (SELECT 1 FROM fieldcrypt_domains d WHERE d.domain = k.domain) ORDER BY 1, 2"
+        )
+        found: dict[str, list[str]] = {}
+        for domain, kek_uri in rows:
+            found.setdefault(str(domain), []).append(str(kek_uri))
+        return found
 
     # -- key domains' KEKs and branch keys ----------------------------------------------------------------------
     def domain_keks(self, domain: str) -> DomainKeks | None:
@@ -156,16 +181,25 @@ class SqlKeyStore(KeyStore):
         rows = self._read("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains ORDER BY domain")
         return [_domain_record(r) for r in rows]
 
-    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+    def claim_domain(
+        self, domain: str, kek_uri: str, now: float, audit: AuditEntry, *, accept_held: bool = False
+    ) -> DomainKeks:
+        import json
+
         with self._tx() as ex:
-            if ex(
-                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, '[]', ?) "
-                "ON CONFLICT (domain) DO NOTHING RETURNING domain",
-                (domain, kek_uri, now),
-            ):
-                self._audit(ex, _with(audit, domain=domain, detail=f"primary {kek_uri}"))
             rows = ex("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains WHERE domain = ?", (domain,))
-        return _domain_record(rows[0])
+            if rows:
+                return _domain_record(rows[0])
+            others = sorted({str(u) for (u,) in ex(_KEKS_HELD, (domain, domain))} - {kek_uri})
+            if others and not accept_held:
+                raise unrecorded_error(domain, others)
+            ex(
+                "INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at) VALUES (?, ?, ?, ?)",
+                (domain, kek_uri, json.dumps(others), now),
+            )
+            detail = f"primary {kek_uri}" + (f"; accepted {', '.join(others)}" if others else "")
+            self._audit(ex, _with(audit, domain=domain, detail=detail))
+        return DomainKeks(domain, kek_uri, tuple(others))
 
     def change_domain_keks(self, expected: DomainKeks, new: DomainKeks, audit: AuditEntry) -> DomainKeks | None:
         import json
@@ -238,7 +272,9 @@ class SqlKeyStore(KeyStore):
             current = _record(rows[0]) if rows else None
             if current is not None and (retire is None or current.key_id != retire):
                 return current
-            primary = ex("SELECT primary_kek FROM fieldcrypt_domains WHERE domain = ?", (domain,))
+            # read under a share lock (PostgreSQL): an admin's change of the domain's KEKs waits for this commit, so
+            # a rewrap that follows finds this branch key
+            primary = ex(f"SELECT primary_kek FROM fieldcrypt_domains WHERE domain = ?{self._share}", (domain,))
             if primary and str(primary[0][0]) != kek_uri:  # promoted meanwhile: never a branch under an old KEK
                 raise KekChanged(domain, str(primary[0][0]))
             if current is not None:

@@ -163,7 +163,9 @@ class KeyAdmin:
         check_id(domain, "domain")
         self._check_reachable(domain, kek_uri)
         audit = self._src._audit("kek-map", _text(reason) or "requested", domain=domain)
-        record = self._src._call(lambda: self._src.store.claim_domain(domain, kek_uri, self._src.clock.now(), audit))
+        record = self._src._call(
+            lambda: self._src.store.claim_domain(domain, kek_uri, self._src.clock.now(), audit, accept_held=True)
+        )
         self._src._forget_domain(domain)
         if record.primary != kek_uri:
             raise ConfigurationError(
@@ -179,6 +181,7 @@ class KeyAdmin:
         if kek_uri in current.keks:
             return current
         self._check_reachable(domain, kek_uri)
+        self._check_owner(current)
         new = DomainKeks(domain, current.primary, (*current.accepted, kek_uri))
         return self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
 
@@ -193,6 +196,7 @@ class KeyAdmin:
                 "`fieldcrypt keys kek add`) and let every client learn it, then promote it"
             )
         self._check_reachable(domain, kek_uri)
+        self._check_owner(current)
         accepted = (*(u for u in current.accepted if u != kek_uri), current.primary)
         new = DomainKeks(domain, kek_uri, accepted)
         return self._change(current, new, "kek-promote", reason, f"primary {kek_uri}; was {current.primary}")
@@ -243,6 +247,16 @@ class KeyAdmin:
         )
         return done
 
+    def _check_owner(self, current: DomainKeks) -> None:
+        """Changing which KEKs wrap a domain takes an admin who holds its primary KEK for it (the one who could
+        unwrap its keys): holding the new KEK alone would let one team's admin move another team's domain under its
+        own KEK."""
+        if current.primary not in self._src.kek_uris(current.domain):
+            raise ConfigurationError(
+                f"this keyring does not hold the primary KEK of key domain {current.domain!r} "
+                f"({current.primary!r}): only an admin who holds it may change the domain's KEKs"
+            )
+
     def _check_reachable(self, domain: str, kek_uri: str) -> None:
         """An admin act naming a KEK must hold it (so a typo cannot stop every producer): a KEK this keyring was
         configured with, for this domain or as its default."""
@@ -275,6 +289,14 @@ class KeyAdmin:
         src._forget_domain(domain)
         record = src.domain_keks(domain)
         held, own = src._held(domain)
+        if record is not None and not any(k.uri in record.keks for k in held):
+            # another team's domain (a rewrap of every domain: keys rewrap --kek NEW --old-kek OLD): not touched
+            log.info(
+                "key domain %r skipped by the rewrap: this keyring holds none of its KEKs",
+                domain,
+                extra=_ev("key.rewrap_skipped", domain=domain),
+            )
+            return 0
         if record is not None and not own and held and record.primary != held[0].uri:
             self.add_kek(domain, held[0].uri, reason=reason or "rewrap to the keyring's KEK")
             record = self.promote_kek(domain, held[0].uri, reason=reason or "rewrap to the keyring's KEK")

@@ -29,7 +29,7 @@ from typing import Any
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._pg_roles import ACTS, FUNCTIONS, GRANTS, Act, function_ddl, signatures
-from fieldcrypt.keys._sql import TABLES, Execute, SqlKeyStore, _domain_record, _record
+from fieldcrypt.keys._sql import _KEKS_HELD, TABLES, Execute, SqlKeyStore, _domain_record, _record, unrecorded_error
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -326,7 +326,17 @@ class PostgresKeyStore(SqlKeyStore):
         (granted,) = self._read("SELECT fieldcrypt_reserve(?::bigint, ?::bigint, ?::bigint)", (key_id, count, limit))[0]
         return None if granted is None else int(granted)
 
-    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+    def claim_domain(
+        self, domain: str, kek_uri: str, now: float, audit: AuditEntry, *, accept_held: bool = False
+    ) -> DomainKeks:
+        if accept_held:  # an admin's map_kek: table privileges, one transaction
+            return super().claim_domain(domain, kek_uri, now, audit, accept_held=True)
+        found = self.domain_keks(domain)
+        if found is not None:
+            return found
+        others = sorted({str(u) for (u,) in self._read(_KEKS_HELD, (domain, domain))} - {kek_uri})
+        if others:
+            raise unrecorded_error(domain, others)
         rows = self._read(
             "SELECT * FROM fieldcrypt_claim_domain(?::text, ?::text, ?::float8, ?::float8, ?::text, ?::text, "
             "?::text, ?::text)",

@@ -70,6 +70,7 @@ from fieldcrypt.crypto.cipher import (
     unwrap_branch_key,
     unwrap_data_key,
 )
+from fieldcrypt.crypto.failures import names_another_key
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -803,6 +804,9 @@ class KeySource:
         ``KeyCorruptedError``) and one this key source holds for that domain (else ``AccessDeniedError``, without any
         KMS call). No other KEK is ever tried on it."""
         recorded = self.domain_keks(record.domain)
+        if recorded is not None and record.kek_uri not in recorded.keks:  # changed since cached? read it again
+            self._domain_keks.discard(record.domain)
+            recorded = self.domain_keks(record.domain)
         allowed = recorded.keks if recorded is not None else (record.kek_uri,)
         if record.kek_uri not in allowed:
             err = KeyCorruptedError(
@@ -952,10 +956,26 @@ class KeySource:
         return cached
 
     def _branch_key(self, record: KeyRecord, deadline: float) -> BranchKey:
-        """A stored branch key, unwrapped by the one KEK that may (one KMS call), and cached."""
+        """A stored branch key, unwrapped by the one KEK that may (one KMS call), and cached. One thread per branch
+        key unwraps it; the others wait for it (within their deadline), then find it cached."""
         cached = self._branches.get(record.key_id)
         if cached is not None:
             return cached
+
+        def timeout() -> KeyStoreUnavailableError:
+            return KeyStoreUnavailableError(
+                f"another thread of this process has been unwrapping the branch key of domain {record.domain!r} for "
+                f"longer than kms_timeout ({self.kms_timeout:g} s)",
+                key_id=record.key_id,
+            )
+
+        with self._key_locks.hold(("branch key", record.key_id), deadline, timeout):
+            cached = self._branches.get(record.key_id, count=False)
+            if cached is not None:
+                return cached
+            return self._unwrap_branch(record, deadline)
+
+    def _unwrap_branch(self, record: KeyRecord, deadline: float) -> BranchKey:
         branch = self._with_kek(
             record,
             lambda kek: unwrap_branch_key(record.wrapped, record.key_id, record.domain, record.version, kek.aead),
@@ -1008,9 +1028,11 @@ class KeySource:
     def _try_kek(self, record: KeyRecord, kek: Kek, use: Callable[[Kek], T], inner: bytes, deadline: float) -> T:
         try:
             return self._kms(lambda: use(kek), deadline, f"KEK {kek.uri!r}")
-        except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
+        except Exception as failure:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
+            exc = failure
             verdict, name = classify_failure(kek, exc, inner), type(exc).__name__
-        if verdict == "corrupt":
+        if verdict == "corrupt" or names_another_key(exc):
+            # the row names this KEK, and it says the ciphertext is another KMS key's: the row is not what it says
             raise _corrupt(record)
         if verdict == "unavailable" and name == KmsTimeout.__name__:
             raise KeyStoreUnavailableError(
@@ -1243,6 +1265,10 @@ def _kek_map(kek: object, timeout: float) -> dict[str, tuple[Kek, ...]]:
     for domain, value in entries:
         if domain != DEFAULT_DOMAIN:
             check_id(domain, "a key domain in the KEK mapping")
+            if domain != domain.strip():
+                raise ConfigurationError(
+                    f"{usage}; the key domain {domain!r} has surrounding spaces (it would name another domain)"
+                )
         items = [value] if isinstance(value, (str, Kek)) else value
         if isinstance(items, (bytes, bytearray, Mapping)) or not isinstance(items, Sequence) or not items:
             raise ConfigurationError(f"{usage} (entry {domain!r})")

@@ -372,11 +372,19 @@ class KeyStore(abc.ABC):
         """Every domain's recorded KEKs, ordered by domain."""
         return []
 
-    def claim_domain(self, domain: str, kek_uri: str, now: float, audit: AuditEntry) -> DomainKeks:
+    def claim_domain(
+        self, domain: str, kek_uri: str, now: float, audit: AuditEntry, *, accept_held: bool = False
+    ) -> DomainKeks:
         """Record ``kek_uri`` as the primary KEK of ``domain`` unless the domain has a record already (first writer
-        wins; ``audit`` written only if this call recorded it); return the record. Stores without domain records
-        return one naming ``kek_uri``."""
+        wins; ``audit`` written only if this call recorded it); return the record. A domain without a record whose
+        keys another KEK wraps (made before records, or by an older fieldcrypt) is refused with a
+        ``ConfigurationError``, unless ``accept_held`` (an admin's ``map_kek``): those KEKs are then recorded as
+        accepted. Stores without domain records return one naming ``kek_uri``."""
         return DomainKeks(domain, kek_uri)
+
+    def unrecorded_domains(self) -> dict[str, list[str]]:
+        """Domains holding keys but no record of their KEKs, with the KEKs their keys name."""
+        return {}
 
     def change_domain_keks(self, expected: DomainKeks, new: DomainKeks, audit: AuditEntry) -> DomainKeks | None:
         """An admin's change of a domain's KEKs, as a compare-and-swap: if the record is still ``expected``, write
