@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import traceback
 from pathlib import Path
 
@@ -96,7 +97,11 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     record = keyring.store.get(key_id)
     assert record is not None
     ad = wrap_ad(record.key_id, record.domain, record.person, record.version)
-    handle = tink.proto_keyset_format.parse_encrypted(record.wrapped, keyring.kek.aead, ad)
+    # the data key is wrapped by its domain's branch key (itself wrapped by the KEK)
+    wrapping = (
+        keyring._branch(record.branch_id, record, time.monotonic() + 5).aead if record.branch_id else keyring.kek.aead
+    )
+    handle = tink.proto_keyset_format.parse_encrypted(record.wrapped, wrapping, ad)
     return _key_bytes(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
 
 
