@@ -243,7 +243,7 @@ class KeyAdmin:
             "key domain %r: %s",
             current.domain,
             detail,
-            extra=_ev(f"key.{operation}", domain=current.domain, kek=new.primary),
+            extra=_ev("key.kek_changed", domain=current.domain, operation=operation, kek=new.primary),
         )
         return done
 

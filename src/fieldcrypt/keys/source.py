@@ -536,7 +536,7 @@ class KeySource:
 
             self._missing.put(key_id, denied)
             log.warning(
-                "no access to data key %s: no configured KEK can unwrap it (wrapped by %r)",
+                "no access to data key %s: no KEK of its domain here, or that KEK refused (wrapped by %r)",
                 kid,
                 record.kek_uri,
                 extra=_ev("key.denied", kid, domain=record.domain, kek=record.kek_uri),
