@@ -691,7 +691,8 @@ def _run_keys(args: argparse.Namespace) -> int:
                 args,
                 {"rewrapped": count, "kek": kr.kek.uri if domain is None else where.get(domain), "domains": where},
                 lambda: (
-                    f"{count} keys rewrapped" + "".join(f"\n  {clean(d)}: {clean(uri)}" for d, uri in where.items())
+                    f"{_count(count, 'key')} rewrapped"
+                    + "".join(f"\n  {clean(d)}: {clean(uri)}" for d, uri in where.items())
                 ),
             )
         elif args.action == "shred":

@@ -305,7 +305,10 @@ class SqlKeyStore(KeyStore):
                     ex("UPDATE fieldcrypt_keys SET kek_uri = ? WHERE branch_id = ?", (kek_uri, branch_id))
                     done.append(branch_id)
             self._audit(
-                ex, _with(audit, key_ids=tuple(done), detail=f"{len(done)} branch keys rewrapped; {audit.detail}")
+                ex,
+                _with(
+                    audit, key_ids=tuple(done), detail=f"{_plural(len(done), 'branch key')} rewrapped; {audit.detail}"
+                ),
             )
         return len(done)
 
@@ -730,7 +733,9 @@ class SqlKeyStore(KeyStore):
                     (kek_uri, wrapped, key_id),
                 ):
                     done.append(key_id)
-            self._audit(ex, _with(audit, key_ids=tuple(done), detail=f"{len(done)} keys rewrapped; {audit.detail}"))
+            self._audit(
+                ex, _with(audit, key_ids=tuple(done), detail=f"{_plural(len(done), 'key')} rewrapped; {audit.detail}")
+            )
         return len(done)
 
 
@@ -743,6 +748,10 @@ def _detail(destroyed: int, earlier: int, where: str) -> str:
     else:
         text = "no key held"
     return f"{text}; {where}" if where else text
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:

@@ -305,6 +305,8 @@ class KeySource:
         self._domain_keks: TtlCache[str, tuple[DomainKeks | None]] = TtlCache(size, ttl, self.clock)
         self._branches: TtlCache[int, BranchKey] = TtlCache(size, ttl, self.clock)
         self._active_branches: TtlCache[str, BranchKey] = TtlCache(size, ttl, self.clock)
+        #: domains whose "no access" was logged at WARNING within cache_ttl
+        self._denied_domains: TtlCache[str, bool] = TtlCache(size, ttl, self.clock)
         #: the async door's cold lookups in flight, by (event loop, lookup): see AsyncKeySource
         self._flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[Any]] = {}
 
@@ -535,7 +537,13 @@ class KeySource:
                 return err
 
             self._missing.put(key_id, denied)
-            log.warning(
+            # once per domain and cache_ttl at WARNING (a consumer holding some domains' KEKs meets the others' keys
+            # all the time, one per person), each key at DEBUG
+            first = self._denied_domains.get(record.domain) is None
+            if first:
+                self._denied_domains.put(record.domain, True)
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
                 "no access to data key %s: no KEK of its domain here, or that KEK refused (wrapped by %r)",
                 kid,
                 record.kek_uri,
