@@ -613,7 +613,7 @@ def _run_init(args: argparse.Namespace) -> int:
         )
     emit(
         args,
-        {"store": url, "initialized": True, "domains_to_map": waiting},
+        {"store": url, "initialized": True, **({"domains_to_map": waiting} if waiting else {})},
         lambda: f"key store {url} is ready",
     )
     return EXIT_OK
