@@ -329,3 +329,56 @@ def test_the_functions_and_python_take_the_same_advisory_locks(logins: tuple[str
         taken = int.from_bytes((int(classid) << 32 | int(objid)).to_bytes(8, "big"), "big", signed=True)
         assert taken == _lock_id(domain, rest), (domain, rest)
     assert re.fullmatch(r"-?\d+", str(_lock_id("d", "p")))
+
+
+def test_two_teams_on_the_shared_store_each_with_its_login_and_its_domains_keks(
+    logins: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Issue 18 end to end on PostgreSQL: one producer login writes contact, health and masked fields; support (a
+    consumer login holding the contact KEK), analytics (the contact/masked KEK only) and payments (health) each read
+    what their KEKs open, the rest as denied; an admin login shreds one person, and every team reads it as erased."""
+    owner, urls = logins
+    kek = {
+        d: create_local_kek(tmp_path / f"{d.replace('/', '-')}.json") for d in ("contact", "contact/masked", "health")
+    }
+    schema = {
+        "type": "record",
+        "name": "Patient",
+        "namespace": "t",
+        "fields": [
+            {"name": "id", "type": "string", "confluent:tags": ["SUBJECT"]},
+            {"name": "email", "type": "string", "confluent:tags": ["CONTACT"]},
+            {"name": "diagnosis", "type": "string", "confluent:tags": ["HEALTH"]},
+        ],
+    }
+    conf: dict[str, Any] = {
+        "fieldcrypt.tags": ["CONTACT", "HEALTH"],
+        "fieldcrypt.tag.domains": {"CONTACT": "contact", "HEALTH": "health"},
+        "fieldcrypt.data.subject.tag": "SUBJECT",
+        "fieldcrypt.masks": {"CONTACT": "email"},
+    }
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    people = [{"id": f"p-{i}", "email": f"jane{i}@example.com", "diagnosis": "flu"} for i in range(2)]
+    with Keyring(urls["producer"], kek) as producer:
+        ser = AvroSerializer(registry, json.dumps(schema), keyring=producer, conf=conf)
+        data = [ser(p, value_ctx("patients")) for p in people]
+
+    def read(keks: dict[str, str]) -> list[dict[str, Any]]:
+        with Keyring(urls["consumer"], keks) as team:
+            de = AvroDeserializer(registry, keyring=team, conf={**conf, "fieldcrypt.on.denied": "placeholder"})
+            return [de(d, value_ctx("patients")) for d in data]
+
+    support = {"contact": kek["contact"]}
+    analytics = {"contact/masked": kek["contact/masked"]}
+    payments = {"health": kek["health"]}
+    assert read(support) == [{**p, "diagnosis": "<denied>"} for p in people]
+    assert read(analytics) == [{"id": p["id"], "email": "***@example.com", "diagnosis": "<denied>"} for p in people]
+    assert read(payments) == [{**p, "email": "<denied>"} for p in people]
+    with Keyring(urls["consumer"], support) as team, pytest.raises(ConfigurationError, match="fieldcrypt admin"):
+        team.shred_person("p-0", reason="a consumer may not")
+    with Keyring(urls["admin"], kek) as admin:
+        report = admin.shred_person("p-0", reason="erasure 12")
+    assert {r.domain for r in report.destroyed} == {"contact", "contact/masked", "health"}
+    for keks in (support, analytics, payments):
+        first = read(keks)[0]
+        assert first["email"] == "<erased>" and first["diagnosis"] == "<erased>"
