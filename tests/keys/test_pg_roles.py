@@ -337,7 +337,7 @@ def test_two_teams_on_the_shared_store_each_with_its_login_and_its_domains_keks(
     """Issue 18 end to end on PostgreSQL: one producer login writes contact, health and masked fields; support (a
     consumer login holding the contact KEK), analytics (the contact/masked KEK only) and payments (health) each read
     what their KEKs open, the rest as denied; an admin login shreds one person, and every team reads it as erased."""
-    owner, urls = logins
+    _owner, urls = logins
     kek = {
         d: create_local_kek(tmp_path / f"{d.replace('/', '-')}.json") for d in ("contact", "contact/masked", "health")
     }
