@@ -422,3 +422,44 @@ def test_scan_counts_values_with_a_view_and_those_read_as_masks(
     fields = {f["field"]: f for s in json.loads(out)["subjects"] for f in s["fields"] if f["tagged"]}
     assert (fields["$.email"]["readable"], fields["$.email"]["masked"], fields["$.email"]["denied"]) == (2, 2, 0)
     assert "jane" not in out and "***@" not in out and "J. V. D." not in out
+
+
+def test_a_stripped_view_or_one_naming_an_unknown_key_is_tampering_never_denied(world: World) -> None:
+    """Found by review: a masked-only reader cannot authenticate the value itself, so a value of a masked field
+    whose view was stripped (flags cleared), or whose view names a key id the store never held, must not read as
+    "denied"."""
+    fmt = "json"  # a text document: a value may change length in place
+    data = world.serializer(fmt)(record(), value_ctx(TOPIC))
+    text = world.ciphertexts(fmt, data)["email"]
+    blob = _wire.decode_text(text)
+    view = _wire.parse_value(blob)[6]
+    assert view is not None
+    part = _wire.view_part(*view)
+    stripped = bytes([2, 0]) + blob[2:].replace(part, b"", 1)
+    unknown = blob.replace(part, _wire.view_part(0x0BADBEEF, view[1]), 1)
+    masked = world.deserializer(
+        fmt, world.reader("contact/masked", f"{SUBJECT}/masked"), **{"fieldcrypt.on.denied": "null"}
+    )
+    for forged in (stripped, unknown):
+        with pytest.raises(DecryptionError) as tampered:
+            masked(data.replace(text.encode(), _wire.encode_text(forged).encode()), value_ctx(TOPIC))
+        assert type(tampered.value) is DecryptionError
+
+
+def test_a_masked_json_value_with_a_min_length_is_refused(tmp_path: Path) -> None:
+    """Found by review: a reader given the mask would read a document its schema refuses (the mask is shorter)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from fieldcrypt import Keyring, PolicyError, create_key_store, create_local_kek
+    from fieldcrypt.json_schema import JSONSerializer
+
+    schema = {
+        "type": "object",
+        "title": "Signup",
+        "properties": {"email": {"type": "string", "minLength": 8, "confluent:tags": ["EMAIL"]}},
+    }
+    store = create_key_store(f"sqlite:///{tmp_path / 'k.db'}")
+    with Keyring(store, create_local_kek(tmp_path / "kek.json")) as kr, pytest.raises(PolicyError, match="minLength"):
+        registry = SchemaRegistryClient.new_client({"url": "mock://minlength"})
+        conf = {"fieldcrypt.tags": ["EMAIL"], "fieldcrypt.masks": {"EMAIL": "email"}}
+        JSONSerializer(json.dumps(schema), registry, keyring=kr, conf=conf)({"email": "jane@example.com"}, value_ctx())

@@ -149,3 +149,18 @@ def test_date_keeps_only_the_year(x, y, t) -> None:  # type: ignore[no-untyped-d
     y = y.replace(year=x.year) if not (y.month == 2 and y.day == 29) else y.replace(day=28, year=x.year)
     a, b = apply_mask(masks.mask_date, x.isoformat()), apply_mask(masks.mask_date, f"{y.isoformat()}T{t:%H:%M:%S}Z")
     assert a == b == f"{x.year:04d}" and len(a) == 4
+
+
+def test_a_plug_in_s_own_error_message_never_reaches_the_caller() -> None:
+    """Found by review: a plug-in raising MaskError with the value in its message; the message is never passed on
+    (only the built-in masks' messages, which name what they expect, are)."""
+    from fieldcrypt.core.masks import MaskError, apply_mask
+
+    def quoting(value: str) -> str:
+        raise MaskError(f"cannot mask {value}")
+
+    with pytest.raises(MaskError) as err:
+        apply_mask(quoting, "TOPSECRET-123")
+    assert "TOPSECRET" not in str(err.value)
+    with pytest.raises(MaskError, match="more than"):
+        apply_mask(lambda v: v * 10_000, "x")

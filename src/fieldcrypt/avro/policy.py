@@ -190,13 +190,15 @@ class _Compiler:
                     "convert its ciphertext: drop the logicalType or the tag",
                     field_path=path,
                 )
+            mask = self.rules.mask_for(tags, path, kind)
             leaf = Leaf(
                 path=path,
                 kind=kind,
                 domain=self.rules.domain_for(tags, path),
                 tags=tags,
                 nullable=nullable,
-                mask=self.rules.mask_for(tags, path, kind),
+                mask=mask,
+                deterministic=self.rules.deterministic_for(tags, path, mask),
             )
             self.leaves.append(leaf)
             return leaf

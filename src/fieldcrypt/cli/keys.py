@@ -391,9 +391,13 @@ def _run_domain_kek(args: argparse.Namespace) -> int:
         for d in kr.domains():
             if args.action != "list" and d.domain != args.domain:
                 continue
-            used = kr.store.kek_usage(d.domain)
+            try:
+                used: dict[str, int] | None = kr.store.kek_usage(d.domain)
+            except ConfigurationError:  # a role that may read the domains' KEKs but no key (an auditor)
+                used = None
             for role, uri in [("primary", d.primary), *(("accepted", u) for u in d.accepted)]:
-                rows.append({"domain": d.domain, "role": role, "kek": uri, "keys": used.get(uri, 0)})
+                keys = None if used is None else used.get(uri, 0)
+                rows.append({"domain": d.domain, "role": role, "kek": uri, "keys": keys})
         emit(args, rows, lambda: table(rows))
     finally:
         kr.close()

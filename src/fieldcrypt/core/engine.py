@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX, MaskError, apply_mask, get_mask, view_domain
+from fieldcrypt.core.masks import MaskError, apply_mask, get_mask, view_domain
 from fieldcrypt.core.outcomes import STRICT, Denied, Erased, Outcomes
 from fieldcrypt.core.plan import (
     MISSING,
@@ -42,6 +42,7 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
 )
 from fieldcrypt.keys.source import KeySource
+from fieldcrypt.keys.store import DET_SUFFIX, companion_of
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = ["Denied", "Erased", "Outcomes", "PlanRunner", "ReadStats", "RecordState"]
@@ -78,6 +79,7 @@ class RecordState:
         "count",
         "default_domain",
         "denied",
+        "deterministic",
         "erased",
         "ident",
         "keyring",
@@ -124,6 +126,7 @@ class RecordState:
         self.person = person
         self.keys: dict[str, DataKey] = {}
         self.count = 0  # encrypted values so far: the next value's index (see crypto.wire)
+        self.deterministic = 0  # deterministic values so far (not record-bound: no index, not in the count)
         self.nonce: bytes | None = None  # the record nonce
         self.last_key: DataKey | None = None  # read side: the key of the previous value
         self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
@@ -294,10 +297,10 @@ class PlanRunner:
         ``version``: the value format written (``fieldcrypt.format.version``)."""
         if self._enc_root is None:
             return record, None
-        if default_domain and default_domain.endswith(VIEW_DOMAIN_SUFFIX):
+        if default_domain and companion_of(default_domain) is not None:
             raise ConfigurationError(
-                f"the key domain {default_domain!r} ends in {VIEW_DOMAIN_SUFFIX!r}, which is reserved for masked "
-                "views: set fieldcrypt.domain",
+                f"the key domain {default_domain!r} ends in a suffix reserved for companion domains (masked views "
+                "'/masked', deterministic keys '/det'): set fieldcrypt.domain",
                 subject=subject,
             )
         try:
@@ -391,7 +394,7 @@ class PlanRunner:
             state.refused()
             raise _moved_record(subject)  # value 0, which carries the count, is missing
         plain = state.plain
-        if plain and state.count:
+        if plain and (state.count or state.deterministic):
             state.refused()
             raise DecryptionError(
                 "the record mixes fieldcrypt ciphertext and plaintext in tagged fields: plaintext is accepted only "
@@ -1083,6 +1086,8 @@ def _seal(pending: list[_Pending], st: RecordState) -> Any:
 
 
 def _enc_leaf(leaf: Leaf) -> Step:
+    if leaf.deterministic:
+        return _enc_det_leaf(leaf)
     to_bytes = _plain_bytes(leaf)
     is_text = leaf.kind == "string"
     wraps: dict[str, Callable[[bytes], Any]] = {"string": _b2a, "bytes": bytes, "base64": _wire.encode_base64}
@@ -1184,6 +1189,9 @@ def _read_view(
             raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased" or "denied"
         if isinstance(exc, KeyShreddedError):
             return st.outcomes.apply(exc, leaf, view_id, st)
+        if type(exc) is KeyNotFoundError and isinstance(denied, AccessDeniedError):
+            # the value's key is in the store, its view's never was: the view was pointed elsewhere
+            raise _moved(leaf, st, key_id) from None
         return st.outcomes.apply(denied, leaf, key_id, st)
     except FieldcryptError as exc:
         raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
@@ -1200,7 +1208,101 @@ def _read_view(
     return text
 
 
+def _enc_det_leaf(leaf: Leaf) -> Step:
+    """A deterministic value (``Leaf.deterministic``): AES-SIV under the key of ``<domain>/det`` and the record's
+    person, associated data naming that key, its domain and person only (crypto.wire): equal values of one domain and
+    person give equal ciphertexts in every record, field and subject. Not record-bound: no index, not counted in n."""
+    to_bytes = _plain_bytes(leaf)
+    wraps: dict[str, Callable[[bytes], Any]] = {"string": _b2a, "bytes": bytes, "base64": _wire.encode_base64}
+    wrap = wraps[leaf.kind]
+    fixed = None if leaf.domain is None else leaf.domain + DET_SUFFIX
+
+    def enc(v: Any, p: str, st: RecordState) -> Any:
+        if v is None:
+            return None
+        data = to_bytes(v, st)
+        if st.version != 2:  # (the serializer refuses fieldcrypt.deterministic.tags with format 1 when it is made)
+            raise EncryptionError(
+                "format version 1 has no deterministic values", subject=st.subject, field_path=leaf.path
+            )
+        domain = fixed or st.default_domain + DET_SUFFIX
+        key = st.keys.get(domain) or _key_for_write(leaf, st, domain)
+        try:
+            ct = key.siv.encrypt(data, [_wire.deterministic_ad(key.key_id, key.domain, key.person)])
+        except _ENC_ERRORS:
+            raise EncryptionError(
+                "the value could not be encrypted", subject=st.subject, field_path=leaf.path, key_id=key.key_id
+            ) from None
+        st.deterministic += 1
+        return wrap(_wire.deterministic_header(key.key_id) + ct)
+
+    return enc
+
+
+def _dec_det_leaf(leaf: Leaf) -> Step:
+    """Reads what :func:`_enc_det_leaf` writes; a record-bound value here (or a deterministic one where a
+    record-bound one belongs) is tampering or a configuration the producers do not share (their recorded policy
+    says which)."""
+    kind = leaf.kind
+    unwrap: Callable[[Any], bytes] = {"string": _a2b, "bytes": _as_bytes, "base64": _wire.decode_base64}[kind]
+    is_text = kind == "string"
+    fixed = None if leaf.domain is None else leaf.domain + DET_SUFFIX
+
+    def dec(v: Any, p: str, st: RecordState) -> Any:
+        if v is None:
+            return None
+        try:
+            blob = unwrap(v)
+            key_id, body = _wire.parse_deterministic(blob)
+        except (ValueError, TypeError, AttributeError):
+            if st.outcomes.on_plaintext == "accept" and isinstance(v, bytes if kind == "bytes" else str):
+                try:
+                    fieldcrypt_value = _wire.parse_value(unwrap(v)) is not None
+                except (ValueError, TypeError, AttributeError):
+                    fieldcrypt_value = False
+                if not fieldcrypt_value:
+                    if st.plain is None:
+                        st.plain = []
+                    st.plain.append(leaf.path)  # history from before encryption: returned as it is, and counted
+                    return v
+            raise DecryptionError(
+                "the field does not hold a deterministic fieldcrypt ciphertext (the producers' policy says it is "
+                "encrypted deterministically)",
+                subject=st.subject,
+                field_path=leaf.path,
+            ) from None
+        st.deterministic += 1
+        domain = fixed or st.default_domain + DET_SUFFIX
+        key = st.last_key
+        if key is None or key.key_id != key_id:
+            if st.last_missing != key_id:
+                st.lookups += 1
+            try:
+                key = st.last_key = st.keyring.decryption_key(key_id, st)
+            except (KeyNotFoundError, AccessDeniedError) as exc:
+                st.last_missing = key_id
+                if exc.owner is not None and exc.owner != (domain, st.person):
+                    raise _moved(leaf, st, key_id) from None  # another domain's or person's key: not "erased"
+                return st.outcomes.apply(exc, leaf, key_id, st)
+            except FieldcryptError as exc:
+                raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc
+        if key.domain != domain or key.person != st.person or not key.deterministic:
+            raise _moved(leaf, st, key_id)
+        try:
+            pt = key.siv.decrypt(body, [_wire.deterministic_ad(key_id, key.domain, key.person)])
+            text = pt.decode("utf-8") if is_text else None
+        except _DEC_ERRORS:
+            raise _moved(leaf, st, key_id) from None
+        if text is not None:
+            return text
+        return pt if kind == "bytes" else _wire.encode_base64(pt)
+
+    return dec
+
+
 def _dec_leaf(leaf: Leaf) -> Step:
+    if leaf.deterministic:
+        return _dec_det_leaf(leaf)
     kind = leaf.kind
     unwrap: Callable[[Any], bytes] = {"string": _a2b, "bytes": _as_bytes, "base64": _wire.decode_base64}[kind]
     is_text = kind == "string"
@@ -1213,6 +1315,13 @@ def _dec_leaf(leaf: Leaf) -> Step:
         try:
             version, key_id, index, record_nonce, count, body, view = _parse(unwrap(v))
         except _wire.UnsupportedValue:
+            if _wire.is_deterministic(unwrap(v)):  # known here: a deterministic value where the policy has none
+                raise DecryptionError(
+                    "the field holds a deterministic fieldcrypt ciphertext where the producers' policy encrypts "
+                    "record-bound values",
+                    subject=st.subject,
+                    field_path=leaf.path,
+                ) from None
             raise UnsupportedFormatError(
                 "the value was written with a format feature this reader does not read (a newer fieldcrypt): upgrade "
                 "readers before writers",
@@ -1259,6 +1368,10 @@ def _dec_leaf(leaf: Leaf) -> Step:
                 if view is not None and not isinstance(exc, KeyShreddedError) and is_text:
                     # no access to the value (never an erased one: the person is erased, the mask with them)
                     return _read_view(view, exc, key_id, nonce, memo.get(p) or _remember(memo, p), leaf, domain, st)
+                if view is None and leaf.mask is not None and version == 2 and isinstance(exc, AccessDeniedError):
+                    # producers and consumers agree on the masks (their recorded policy): a value of a masked field
+                    # without its view had it stripped
+                    raise _moved(leaf, st, key_id) from None
                 return st.outcomes.apply(exc, leaf, key_id, st)
             except FieldcryptError as exc:
                 raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc

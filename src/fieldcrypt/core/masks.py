@@ -198,6 +198,9 @@ def available_masks() -> dict[str, MaskFn]:
     return out
 
 
+_BUILTIN_FNS = frozenset(BUILTIN_MASKS.values())
+
+
 def get_mask(name: object) -> MaskFn:
     """The mask called ``name``; an unknown name is a ``ConfigurationError`` listing the known ones."""
     if isinstance(name, str):
@@ -215,20 +218,29 @@ def get_mask(name: object) -> MaskFn:
     )
 
 
+#: the longest masked text taken from a mask (a plug-in's output included): a view is a preview, not a copy
+MAX_MASK_LEN = 1024
+
+
 def apply_mask(fn: MaskFn, value: str) -> str:
     """``fn(value)``, checked: text that is valid Unicode. Any failure is a :class:`MaskError` that names neither the
     value nor the exception's message (a plug-in's message may quote the value)."""
     failed: str | None = None
+    builtin = fn in _BUILTIN_FNS
     try:
         out = fn(value)
-    except MaskError:
-        raise
+    except MaskError as exc:
+        if builtin:  # the built-in masks' messages name what they expect, never the value
+            raise
+        failed = type(exc).__name__  # a plug-in's own message may quote the value: never passed on
     except Exception as exc:  # raised below, outside this block: the exception (and its message) is not chained
         failed = type(exc).__name__
     if failed is not None:
         raise MaskError(f"the mask failed ({failed})")
     if not isinstance(out, str):
         raise MaskError(f"the mask returned {type(out).__name__}, not text")
+    if len(out) > MAX_MASK_LEN:
+        raise MaskError(f"the mask returned more than {MAX_MASK_LEN} characters")
     try:
         out.encode("utf-8")
     except UnicodeEncodeError:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fieldcrypt.core.confluent import wildcard, wildcard_match, wildcard_stars
-from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX, get_mask
+from fieldcrypt.core.masks import get_mask
 from fieldcrypt.core.regex import MAX_WILDCARD_STARS, Unmatchable, Unsupported
 from fieldcrypt.errors import ConfigurationError, PolicyError
+from fieldcrypt.keys.store import COMPANION_SUFFIXES, companion_of
 
 __all__ = [
     "DEFAULT_DATA_SUBJECT_TAG",
@@ -76,6 +77,9 @@ class Leaf:
     nullable: bool = False
     min_length: int = 0
     mask: str | None = None
+    #: encrypted deterministically (``fieldcrypt.deterministic.tags``): AES-SIV under the key of
+    #: ``<domain>/det`` and the person, so equal values give equal ciphertexts (joins, grouping, record keys)
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,8 @@ class TagRules:
     plaintext: frozenset[str] = frozenset()
     #: tag -> mask name (``fieldcrypt.masks``): values carrying the tag also get a masked view
     masks: Mapping[str, str] = field(default_factory=dict)
+    #: tags whose values are encrypted deterministically (``fieldcrypt.deterministic.tags``)
+    deterministic: frozenset[str] = frozenset()
 
     def with_metadata(self, tags: object) -> TagRules:
         if not tags:
@@ -280,6 +286,20 @@ class TagRules:
             )
         return next(iter(named))
 
+    def deterministic_for(self, tags: frozenset[str], path: str, mask: str | None) -> bool:
+        """Whether an encrypted value carrying ``tags`` is encrypted deterministically. A deterministic value with a
+        masked view is a ``PolicyError`` naming its path: a view is sealed with the record's nonce, which a
+        deterministic value does not have (give the two treatments to different fields)."""
+        if not self.deterministic or not tags & self.encrypt & self.deterministic:
+            return False
+        if mask is not None:
+            raise PolicyError(
+                "the value is marked deterministic (fieldcrypt.deterministic.tags) and masked (fieldcrypt.masks); "
+                "a deterministic value carries no masked view: drop one of the two for its tags",
+                field_path=path,
+            )
+        return True
+
     def collector(self) -> TagCollector:
         return TagCollector(self)
 
@@ -290,6 +310,7 @@ class TagRules:
         domains: object = None,
         plaintext: object = (),
         masks: object = None,
+        deterministic: object = (),
     ) -> TagRules:
         encrypt = _tag_list(tags, "fieldcrypt.tags", allow_empty=False)
         clear = _tag_list(plaintext, "fieldcrypt.plaintext.tags", allow_empty=True)
@@ -300,11 +321,11 @@ class TagRules:
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in domains.items()
         ):
             raise ConfigurationError("fieldcrypt.tag.domains must map tag names to non-empty domain names")
-        reserved = sorted(v for v in domains.values() if v.endswith(VIEW_DOMAIN_SUFFIX))
+        reserved = sorted(v for v in domains.values() if companion_of(v) is not None)
         if reserved:
             raise ConfigurationError(
                 f"fieldcrypt.tag.domains names {', '.join(map(repr, reserved))}: key domains ending in "
-                f"{VIEW_DOMAIN_SUFFIX!r} are reserved for masked views"
+                f"{' or '.join(map(repr, COMPANION_SUFFIXES))} are reserved (masked views, deterministic keys)"
             )
         stray = sorted(set(domains) - encrypt)
         if stray:
@@ -318,7 +339,14 @@ class TagRules:
         both = sorted(encrypt & clear)
         if both:
             raise ConfigurationError(f"tags {', '.join(map(repr, both))} are both encrypted and declared plaintext")
-        return TagRules(encrypt, data_subject, dict(domains), (), clear, _masks(masks, encrypt))
+        det = _tag_list(deterministic, "fieldcrypt.deterministic.tags", allow_empty=True)
+        stray_det = sorted(det - encrypt)
+        if stray_det:
+            raise ConfigurationError(
+                f"fieldcrypt.deterministic.tags lists {', '.join(map(repr, stray_det))}, which fieldcrypt.tags does "
+                "not list: only encrypted values can be encrypted deterministically"
+            )
+        return TagRules(encrypt, data_subject, dict(domains), (), clear, _masks(masks, encrypt), det)
 
 
 def _masks(value: object, encrypt: frozenset[str]) -> dict[str, str]:

@@ -23,7 +23,6 @@ from fieldcrypt.core.confluent import (
 )
 from fieldcrypt.core.engine import PlanRunner, RecordState
 from fieldcrypt.core.lookalike import fieldcrypts, value_of
-from fieldcrypt.core.masks import VIEW_DOMAIN_SUFFIX
 from fieldcrypt.core.outcomes import STRICT, Outcomes
 from fieldcrypt.core.plan import DEFAULT_DATA_SUBJECT_TAG, DEFAULT_TAGS, FieldPlan, TagRules
 from fieldcrypt.core.schemas import registry_failure, writer_schema_by_id
@@ -43,6 +42,7 @@ from fieldcrypt.errors import (
     format_key_id,
 )
 from fieldcrypt.keys.source import KeySource
+from fieldcrypt.keys.store import COMPANION_SUFFIXES, companion_of
 from fieldcrypt.observe.stats import SerdeStats
 
 __all__ = [
@@ -71,6 +71,9 @@ FIELDCRYPT_CONF: Mapping[str, str] = {
     "fieldcrypt.masks": "dict mapping a tag of fieldcrypt.tags to a mask (email, phone, card, name, date, or a "
     "registered one): its values also get a masked view, under the key domain <domain>/masked, for consumers "
     "granted only that view (format version 2; producers and consumers must agree; default none)",
+    "fieldcrypt.deterministic.tags": "tags of fieldcrypt.tags whose values are encrypted deterministically (AES-SIV "
+    "under the key of <domain>/det and the person): equal values give equal ciphertexts, so they join, group and "
+    "compact; reveals equality within the domain (list or comma-separated string; default none)",
 }
 #: serializer-only keys
 WRITE_CONF: Mapping[str, str] = {
@@ -133,13 +136,15 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         rest.pop("fieldcrypt.tag.domains", None),
         rest.pop("fieldcrypt.plaintext.tags", ()),
         rest.pop("fieldcrypt.masks", None),
+        rest.pop("fieldcrypt.deterministic.tags", ()),
     )
     domain = rest.pop("fieldcrypt.domain", None)
     if domain is not None and (not isinstance(domain, str) or not domain.strip()):
         raise ConfigurationError("fieldcrypt.domain must be a non-empty string")
-    if domain is not None and domain.endswith(VIEW_DOMAIN_SUFFIX):
+    if domain is not None and companion_of(domain) is not None:
         raise ConfigurationError(
-            f"fieldcrypt.domain {domain!r}: key domains ending in {VIEW_DOMAIN_SUFFIX!r} are reserved for masked views"
+            f"fieldcrypt.domain {domain!r}: key domains ending in {' or '.join(map(repr, COMPANION_SUFFIXES))} are "
+            "reserved (masked views, deterministic keys)"
         )
     allow = False
     version = LATEST_VERSION
@@ -148,6 +153,11 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
         if not isinstance(allow, bool):
             raise ConfigurationError("fieldcrypt.allow.tag.removal must be True or False")
         version = _version(rest.pop("fieldcrypt.format.version", LATEST_VERSION), "fieldcrypt.format.version")
+        if version < 2 and rules.deterministic:
+            raise ConfigurationError(
+                "fieldcrypt.deterministic.tags needs value format version 2 (format 1 has no deterministic values): "
+                "drop fieldcrypt.format.version=1 once consumers read format 2"
+            )
         if version < 2 and rules.masks:
             raise ConfigurationError(
                 "fieldcrypt.masks needs value format version 2 (format 1 cannot carry a masked view): drop "
@@ -183,10 +193,11 @@ def key_domain(configured: str | None, subject: str | None) -> str:
     domain = configured or subject
     if domain is None:
         raise ConfigurationError("cannot choose the key domain: pass a SerializationContext or set fieldcrypt.domain")
-    if domain.endswith(VIEW_DOMAIN_SUFFIX):
+    if companion_of(domain) is not None:
         raise ConfigurationError(
-            f"the subject names the key domain {domain!r}, but key domains ending in {VIEW_DOMAIN_SUFFIX!r} are "
-            "reserved for masked views: set fieldcrypt.domain",
+            f"the subject names the key domain {domain!r}, but key domains ending in "
+            f"{' or '.join(map(repr, COMPANION_SUFFIXES))} are reserved (masked views, deterministic keys): set "
+            "fieldcrypt.domain",
             subject=subject,
         )
     return domain
@@ -226,6 +237,9 @@ def policy_of(plan: FieldPlan, domain: str) -> str:
     configuration its consumers must share, as canonical JSON."""
     fields = sorted({(leaf.path, leaf.domain or domain) for leaf in plan.leaves})
     policy: dict[str, Any] = {"v": 1, "encrypt": fields, "subject": plan.data_subject_path}
+    det = sorted({leaf.path for leaf in plan.leaves if leaf.deterministic})
+    if det:  # (absent without deterministic values: policies recorded before them still compare equal)
+        policy["deterministic"] = det
     masks = sorted({(leaf.path, leaf.mask) for leaf in plan.leaves if leaf.mask is not None})
     if masks:  # (absent without masks: policies recorded before masked views still compare equal)
         policy["mask"] = masks
@@ -248,6 +262,14 @@ def _describe(mine: str, theirs: str) -> str:
         parts.append(f"{', '.join(moved)} use another key domain (fieldcrypt.domain / fieldcrypt.tag.domains)")
     if a["subject"] != b["subject"]:
         parts.append(f"the data-subject field is {b['subject']} for producers, {a['subject']} here")
+    ours_det, theirs_det = set(a.get("deterministic", ())), set(b.get("deterministic", ()))
+    if ours_det != theirs_det:
+        det_parts = []
+        if theirs_det - ours_det:
+            det_parts.append(f"producers encrypt {', '.join(sorted(theirs_det - ours_det))} deterministically")
+        if ours_det - theirs_det:
+            det_parts.append(f"this configuration expects {', '.join(sorted(ours_det - theirs_det))} deterministic")
+        parts.append(f"{' and '.join(det_parts)} (fieldcrypt.deterministic.tags)")
     our_masks = {p: m for p, m in a.get("mask", ())}
     their_masks = {p: m for p, m in b.get("mask", ())}
     masked = sorted(p for p in set(our_masks) | set(their_masks) if our_masks.get(p) != their_masks.get(p))
@@ -294,7 +316,8 @@ class PolicyCheck:
                 raise ConfigurationError(
                     f"this fieldcrypt configuration disagrees with {who} (recorded in the key store): "
                     f"{_describe(mine, theirs)}; align fieldcrypt.tags, fieldcrypt.plaintext.tags, "
-                    "fieldcrypt.data.subject.tag, fieldcrypt.tag.domains and fieldcrypt.masks",
+                    "fieldcrypt.data.subject.tag, fieldcrypt.tag.domains, fieldcrypt.masks and "
+                    "fieldcrypt.deterministic.tags",
                     subject=subject,
                 )
         if len(self._done) < 10_000:

@@ -20,10 +20,10 @@ from typing import Any
 
 import tink
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from google.protobuf.message import DecodeError
-from tink import aead, secret_key_access
-from tink.proto import aes_gcm_pb2, tink_pb2
+from tink import aead, daead, secret_key_access
+from tink.proto import aes_gcm_pb2, aes_siv_pb2, tink_pb2
 
 from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.crypto.failures import fails_authentication
@@ -61,6 +61,7 @@ def ensure_tink() -> None:
         with _register_lock:
             if not _registered:
                 aead.register()
+                daead.register()
                 _registered = True
 
 
@@ -77,6 +78,9 @@ class DataKey:
     ad_prefix: bytes = field(repr=False)  # _wire.ad_prefix(key_id, domain, person)
     header2: bytes = field(repr=False, default=b"")  # _wire.key_header_v2(key_id)
     ad_prefix2: bytes = field(repr=False, default=b"")  # _wire.ad_prefix_v2(key_id, domain, person)
+    #: a deterministic key's AES-SIV (``encrypt(data, [ad])`` / ``decrypt``); its ``cipher`` then refuses every call
+    #: (and a randomized key's ``siv`` does), so a value pointed at a key of the other kind reads as tampered
+    siv: Any = field(repr=False, default=None)
     #: the encryptions this process may still do with the key, leased from the key store (write side): an iterator
     #: over a range, so that taking one (``next``) is a single atomic step even with many producer threads
     budget: list[Iterator[int]] = field(default_factory=lambda: [iter(())], repr=False)
@@ -88,9 +92,27 @@ class DataKey:
     def remaining(self) -> int:
         return operator.length_hint(self.budget[0])
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether this is a deterministic (AES-SIV) key: equal plaintexts give equal ciphertexts under it."""
+        return not isinstance(self.siv, _Refuses)
+
     def __repr__(self) -> str:
         person = "" if self.person is None else ", person=<set>"
         return f"DataKey(key_id={format_key_id(self.key_id)}, domain={self.domain!r}{person}, version={self.version})"
+
+
+class _Refuses:
+    """The cipher a key does not have (a deterministic key's AES-GCM, a randomized key's AES-SIV): every call is a
+    ``ValueError``, which readers report as tampering."""
+
+    def encrypt(self, *args: Any) -> bytes:
+        raise ValueError("this data key is of the other kind")
+
+    decrypt = encrypt
+
+
+_REFUSES = _Refuses()
 
 
 def wrap_ad(key_id: int, domain: str, person: str | None, version: int) -> bytes:
@@ -134,17 +156,37 @@ def _may_be_legacy(exc: BaseException) -> bool:
     return fails_authentication(exc)
 
 
+_GCM_URL = "type.googleapis.com/google.crypto.tink.AesGcmKey"
+_SIV_URL = "type.googleapis.com/google.crypto.tink.AesSivKey"
+
+
 def _key_bytes(serialized_keyset: bytes) -> bytes:
+    """The AES-256-GCM key of a randomized data key's keyset."""
+    kind, value = _key_material(serialized_keyset)
+    if kind != _GCM_URL:
+        raise TinkError("a data key must be a single AES-GCM key")
+    return value
+
+
+def _key_material(serialized_keyset: bytes) -> tuple[str, bytes]:
+    """(type URL, key bytes) of a data key's keyset: one enabled AES-256-GCM key (32 bytes) or AES-SIV key (64 bytes:
+    AES-256-SIV)."""
     keyset = tink_pb2.Keyset.FromString(serialized_keyset)
     if len(keyset.key) != 1 or keyset.key[0].status != tink_pb2.ENABLED:
         raise TinkError("a data key must be a keyset of one enabled key")
     (key,) = keyset.key
-    if key.key_data.type_url != "type.googleapis.com/google.crypto.tink.AesGcmKey":
-        raise TinkError("a data key must be a single AES-GCM key")
-    value: bytes = aes_gcm_pb2.AesGcmKey.FromString(key.key_data.value).key_value
-    if len(value) != 32:
-        raise TinkError("a data key must be AES-256")
-    return value
+    url = key.key_data.type_url
+    if url == _GCM_URL:
+        value: bytes = aes_gcm_pb2.AesGcmKey.FromString(key.key_data.value).key_value
+        if len(value) != 32:
+            raise TinkError("a data key must be AES-256")
+        return url, value
+    if url == _SIV_URL:
+        siv: bytes = aes_siv_pb2.AesSivKey.FromString(key.key_data.value).key_value
+        if len(siv) != 64:
+            raise TinkError("a deterministic data key must be AES-256-SIV (64 bytes)")
+        return url, siv
+    raise TinkError("a data key must be a single AES-GCM or AES-SIV key")
 
 
 def _make(handle: tink.KeysetHandle, key_id: int, domain: str, person: str | None, version: int) -> DataKey:
@@ -154,12 +196,15 @@ def _make(handle: tink.KeysetHandle, key_id: int, domain: str, person: str | Non
 
 
 def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, version: int) -> DataKey:
+    kind, material = _key_material(keyset)
+    siv = kind == _SIV_URL
     return DataKey(
         key_id=key_id,
         domain=domain,
         person=person,
         version=version,
-        cipher=AESGCM(_key_bytes(keyset)),
+        cipher=_REFUSES if siv else AESGCM(material),
+        siv=AESSIV(material) if siv else _REFUSES,
         header=_wire.key_header(key_id),
         ad_prefix=_wire.ad_prefix(key_id, domain, person),
         header2=_wire.key_header_v2(key_id),
@@ -167,10 +212,14 @@ def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, ve
     )
 
 
-def new_data_key(key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead) -> tuple[DataKey, bytes]:
-    """A fresh random DEK and its wrapped form (for the key store). Per-person keys are independent random keys."""
+def new_data_key(
+    key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead, *, deterministic: bool = False
+) -> tuple[DataKey, bytes]:
+    """A fresh random DEK and its wrapped form (for the key store). Per-person keys are independent random keys.
+    ``deterministic``: an AES-256-SIV key (Tink's deterministic AEAD), for values that must join."""
     ensure_tink()
-    handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM_RAW)
+    template = daead.deterministic_aead_key_templates.AES256_SIV if deterministic else None
+    handle = tink.new_keyset_handle(template or aead.aead_key_templates.AES256_GCM_RAW)
     wrapped = tink.proto_keyset_format.serialize_encrypted(handle, kek, wrap_ad(key_id, domain, person, version))
     return _make(handle, key_id, domain, person, version), wrapped
 

@@ -7,9 +7,9 @@ Format version 2::
 
     offset  size   content
     0       1      format version, 0x02
-    1       1      flags: bits 0-1 mode (0: record-bound AES-256-GCM; 1: deterministic, reserved), bit 2 (0x04):
-                   the value carries a masked view, bits 3-7 zero. This release writes and reads flags 0x00 and
-                   0x04; any other value is refused as a feature of a newer writer (docs/wire-format.md)
+    1       1      flags: bits 0-1 mode (0: record-bound AES-256-GCM; 1: deterministic AES-SIV, below), bit 2
+                   (0x04): the value carries a masked view, bits 3-7 zero. This release writes and reads flags 0x00,
+                   0x04 and 0x01; any other value is refused as a feature of a newer writer (docs/wire-format.md)
     2       4      key id, unsigned big-endian
     6       1..5   value index i in the record, unsigned LEB128
     ...     12     only when i == 0: the record nonce N, 96 random bits
@@ -24,6 +24,23 @@ Format version 2::
 
     total: m + 40 bytes for the first encrypted value of a record, m + 23 for each later one (i < 128); a view adds
     len(varint(v)) + 4 + v bytes, v = len(masked text) + 16
+
+Deterministic values (flags 0x01: joins, grouping, record keys)::
+
+    offset  size   content
+    0       1      0x02
+    1       1      0x01
+    2       4      key id: a data key of the key domain "<domain>/det" (AES-256-SIV), same person
+    6       16     the synthetic IV (RFC 5297)
+    22      m      the AES-SIV ciphertext of the value
+
+    total: m + 22 bytes
+
+No index, no nonce, and not counted in n: equal plaintexts under one key give equal values, in any record, field
+or topic. Associated data (one component): ``b"fieldcrypt" 0x02 | 0x01 | key id (4) | lp(domain) | lp(person)``,
+the key's own domain (``<domain>/det``) and person: not the schema identity or the value path, so a value joins
+across subjects and differently named fields of one domain; moving it to another field of the same domain and
+person is not detected (docs/wire-format.md says what that allows).
 
 Associated data of a view: the value's own associated data (below, with the flags byte 0x04) followed by
 ``b"view"``. Its nonce is the value's own (``N`` or ``N XOR i``): the view key is a key of a ``/masked`` domain,
@@ -82,10 +99,12 @@ import binascii
 import struct
 
 __all__ = [
+    "DETERMINISTIC",
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
     "LATEST_VERSION",
     "NONCE_LEN",
+    "SIV_LEN",
     "TAG_LEN",
     "VIEW",
     "VIEW_AD",
@@ -96,13 +115,17 @@ __all__ = [
     "decode_base64",
     "decode_text",
     "derive_nonce",
+    "deterministic_ad",
+    "deterministic_header",
     "encode_base64",
     "encode_text",
     "forms_record",
+    "is_deterministic",
     "key_header",
     "key_header_v2",
     "lp",
     "parse",
+    "parse_deterministic",
     "parse_value",
     "path_ad",
     "varint",
@@ -258,8 +281,12 @@ def decode_base64(text: str) -> bytes:
 # -- version 2 ---------------------------------------------------------------------------------------------------
 _AD_MAGIC_V2 = b"fieldcrypt\x02"
 _RECORD_BOUND = 0x00
-#: v2 flags this release writes and reads: record-bound values (mode 0), with or without a masked view (bit 2)
+#: v2 flags this release writes and reads: record-bound values (mode 0), with or without a masked view (bit 2);
+#: deterministic values (mode 1) have their own layout (:func:`parse_deterministic`)
 _KNOWN_FLAGS = frozenset({_RECORD_BOUND, VIEW})
+#: the flags of a deterministic value
+DETERMINISTIC = 0x01
+SIV_LEN = 16
 
 
 class UnsupportedValue(ValueError):
@@ -294,6 +321,29 @@ def with_view(header_or_ad_prefix: bytes) -> bytes:
     if header_or_ad_prefix[at] != _RECORD_BOUND:
         raise ValueError("not a version-2 header or associated-data prefix of flags 0x00")
     return header_or_ad_prefix[:at] + bytes((VIEW,)) + header_or_ad_prefix[at + 1 :]
+
+
+def deterministic_header(key_id: int) -> bytes:
+    """The first 6 bytes of a deterministic value: version 2, flags 0x01, key id."""
+    return key_header_v2(key_id, DETERMINISTIC)
+
+
+def deterministic_ad(key_id: int, domain: str, person: str | None) -> bytes:
+    """The associated data of a deterministic value: magic, flags 0x01, key id, the key's domain and person."""
+    return ad_prefix_v2(key_id, domain, person, DETERMINISTIC)
+
+
+def is_deterministic(blob: bytes) -> bool:
+    """Whether ``blob`` has a deterministic value's header (version 2, flags 0x01): say so before :func:`parse`,
+    which reads record-bound values only."""
+    return blob[:2] == b"\x02\x01"
+
+
+def parse_deterministic(blob: bytes) -> tuple[int, bytes]:
+    """(key id, AES-SIV output) of a deterministic value; ``ValueError`` if ``blob`` is not one."""
+    if len(blob) < 6 + SIV_LEN or not is_deterministic(blob):
+        raise ValueError("not a deterministic fieldcrypt value")
+    return _unpack_key_id(blob, 2)[0], blob[6:]
 
 
 def count_field(count: int) -> bytes:

@@ -369,9 +369,16 @@ def merge(a: Node | None, b: Node | None, path: str) -> Node | None:
         and (a.domain == b.domain or None in (a.domain, b.domain))
         and (a.mask == b.mask or None in (a.mask, b.mask))
     ):
+        if (a.deterministic or b.deterministic) and (a.mask or b.mask):
+            raise PolicyError(
+                "the schemas that apply to this value make it deterministic (fieldcrypt.deterministic.tags) and "
+                "masked (fieldcrypt.masks); a deterministic value carries no masked view",
+                field_path=path,
+            )
         # one value: null may stand in only if both admit it, and a placeholder must meet both minLengths
         nullable, shortest = a.nullable and b.nullable, max(a.min_length, b.min_length)
-        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags, nullable, shortest, a.mask or b.mask)
+        det = a.deterministic or b.deterministic  # the tags of both apply
+        return Leaf(a.path, a.kind, a.domain or b.domain, a.tags | b.tags, nullable, shortest, a.mask or b.mask, det)
     if isinstance(a, RecordNode) and isinstance(b, RecordNode):
         return _merge_records(a, b, path)
     if isinstance(a, ArrayNode) and isinstance(b, ArrayNode):
@@ -618,7 +625,15 @@ class _Compiler:
         # tombstone (a deletion, to compacting sinks), so an unreadable root value reads as the placeholder
         nullable = at.path != _ROOT and all(self.accepts_null(r) for r in roots)
         domain, mask = self.rules.domain_for(tags, at.path), self.rules.mask_for(tags, at.path, kind)
-        leaf = Leaf(at.path, kind, domain, tags, nullable, shortest, mask)
+        if mask is not None and shortest:
+            raise PolicyError(
+                f"the value has a masked view ({mask!r} mask) and its schema a minLength ({shortest}): a reader given "
+                "the mask (shorter than the value) would read a document its schema refuses; drop the minLength or "
+                "the mask",
+                field_path=at.path,
+            )
+        det = self.rules.deterministic_for(tags, at.path, mask)
+        leaf = Leaf(at.path, kind, domain, tags, nullable, shortest, mask, det)
         self.leaves.append(leaf)
         return leaf
 

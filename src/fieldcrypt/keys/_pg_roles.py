@@ -123,20 +123,21 @@ def signatures(names: tuple[tuple[str, str], ...] = FUNCTIONS) -> str:
 #: the body of every function; {schema}: the store's schema, quoted
 _DDL = r"""
 CREATE OR REPLACE FUNCTION fieldcrypt_lock(p_domain text, p_rest bytea) RETURNS void
-LANGUAGE sql SET search_path = {schema}, pg_temp AS $$
+LANGUAGE sql SET search_path = pg_catalog, {schema}, pg_temp AS $$
     -- the advisory lock of (domain, rest): the first 8 bytes of sha256(domain NUL rest), as PostgresKeyStore's
     -- _lock_id computes them, so the functions and an admin's transactions serialize on the same locks
     SELECT pg_advisory_xact_lock(('x' || encode(substr(sha256(
-        convert_to(p_domain, 'UTF8') || decode('00', 'hex') || p_rest), 1, 8), 'hex'))::bit(64)::bigint)
+        pg_catalog.convert_to(p_domain, 'UTF8'::name) || decode('00', 'hex') || p_rest), 1, 8), 'hex')
+    )::bit(64)::bigint)
 $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_key_id(p_id bigint) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = {schema}, pg_temp AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, {schema}, pg_temp AS $$
     SELECT '0x' || lpad(to_hex(p_id), 8, '0')
 $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_unused_id(p_proposed bigint) RETURNS bigint
-LANGUAGE plpgsql SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_id bigint := CASE WHEN p_proposed > 0 AND p_proposed < 4294967296 THEN p_proposed END;
 BEGIN
@@ -158,7 +159,7 @@ CREATE OR REPLACE FUNCTION fieldcrypt_create_key(
     p_at double precision, p_actor text, p_operation text, p_reason text, p_detail text)
 RETURNS TABLE (status text, key_id bigint, version integer, kek_uri text, wrapped bytea,
                created_at double precision, state text, encryptions bigint, branch_id bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     cur fieldcrypt_keys%ROWTYPE;
@@ -177,7 +178,7 @@ BEGIN
     IF p_charge IS NULL OR p_charge < 0 OR p_charge > 2147483648 OR p_branch_id IS NULL OR p_branch_id < 0 THEN
         RAISE EXCEPTION 'fieldcrypt_create_key: charge or branch id out of range' USING ERRCODE = '22023';
     END IF;
-    PERFORM fieldcrypt_lock(p_domain, convert_to(p_person, 'UTF8'));
+    PERFORM fieldcrypt_lock(p_domain, pg_catalog.convert_to(p_person, 'UTF8'::name));
     SELECT * INTO cur FROM fieldcrypt_keys WHERE domain = p_domain AND person = p_person AND state = 'active';
     held := FOUND;
     IF held AND (p_retire IS NULL OR cur.key_id <> p_retire) THEN
@@ -195,6 +196,12 @@ BEGIN
                 NULL::double precision, NULL::text, NULL::bigint, NULL::bigint;
             RETURN;
         END IF;
+    ELSIF EXISTS (SELECT 1 FROM fieldcrypt_branches b WHERE b.domain = p_domain)
+          OR EXISTS (SELECT 1 FROM fieldcrypt_domains d WHERE d.domain = p_domain AND d.primary_kek <> p_kek_uri) THEN
+        -- a key wrapped by a KEK itself (a store client without branch keys): only under the domain's recorded
+        -- primary KEK, and never in a domain whose keys branch keys wrap
+        RAISE EXCEPTION 'fieldcrypt_create_key: a key wrapped by a KEK itself must name the domain''s primary KEK'
+            USING ERRCODE = '22023';
     END IF;
     SELECT COALESCE(MAX(version), 0) + 1 INTO v_version FROM fieldcrypt_keys
         WHERE domain = p_domain AND person = p_person;
@@ -223,7 +230,7 @@ CREATE OR REPLACE FUNCTION fieldcrypt_create_branch(
     p_wrapped bytea, p_at double precision, p_actor text, p_operation text, p_reason text)
 RETURNS TABLE (status text, branch_id bigint, version integer, kek_uri text, wrapped bytea,
                created_at double precision, state text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     cur fieldcrypt_branches%ROWTYPE;
@@ -275,7 +282,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_reserve(p_key_id bigint, p_count bigint, p_limit bigint) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_before bigint;
     v_granted bigint;
@@ -300,7 +307,7 @@ CREATE OR REPLACE FUNCTION fieldcrypt_claim_domain(
     p_domain text, p_kek_uri text, p_now double precision, p_at double precision, p_actor text, p_operation text,
     p_person text, p_reason text)
 RETURNS TABLE (domain text, primary_kek text, accepted text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_others text;
@@ -334,7 +341,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_publish_policy(p_fingerprint text, p_policy text, p_now double precision)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_policy text;
 BEGIN
@@ -349,7 +356,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_merge_policy(p_name text, p_items text[], p_now double precision)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_before text;
     v_after text;
@@ -357,7 +364,7 @@ BEGIN
     IF p_name IS NULL OR p_items IS NULL OR p_now IS NULL OR array_position(p_items, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'fieldcrypt_merge_policy: an argument is NULL' USING ERRCODE = '22004';
     END IF;
-    PERFORM fieldcrypt_lock(p_name, convert_to('policy', 'UTF8'));
+    PERFORM fieldcrypt_lock(p_name, pg_catalog.convert_to('policy', 'UTF8'::name));
     SELECT policy INTO v_before FROM fieldcrypt_policies WHERE fingerprint = p_name;
     -- the union, sorted by code point (as Python sorts): items are added, never removed
     SELECT COALESCE(json_agg(item ORDER BY item COLLATE "C"), '[]'::json)::text INTO v_after FROM (

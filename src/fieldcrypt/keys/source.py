@@ -98,6 +98,8 @@ from fieldcrypt.keys.store import (
     WrapFn,
     WrapLater,
     check_id,
+    companion_of,
+    is_deterministic,
     redact_url,
 )
 
@@ -398,6 +400,8 @@ class KeySource:
                 meter.key_miss()
             self._writing_kek(domain)  # a writer whose KEK of the domain is not its recorded primary is refused
             record = self._call(lambda: self.store.active(domain, person))
+            if is_deterministic(domain):
+                return self._deterministic(domain, person, record, deadline)
             if record is None:
                 key = self._create(domain, person, None, "create", "first use", deadline, lease=True, version=1)
             elif self._expired(record):
@@ -415,6 +419,21 @@ class KeySource:
                 key = self._unwrap(record, deadline)
                 return self._lease_and_activate(key, record.created_at, deadline)
             return key if key.remaining() > 0 else self._lease_and_activate(key, None, deadline)
+
+    def _deterministic(self, domain: str, person: str | None, record: KeyRecord | None, deadline: float) -> DataKey:
+        """The deterministic (AES-SIV) key of (domain, person): made on first use, then the same key in every
+        process and after every restart, never rotated by age or count (a rotation breaks joins, partitioning and
+        compaction: it is an admin's act, :meth:`fieldcrypt.Keyring.rotate`). No encryption budget is leased: the
+        bound that matters for AES-SIV is not a nonce count (docs/key-model.md)."""
+        if record is None:
+            key = self._create(domain, person, None, "create", "first use", deadline, version=1)
+        else:
+            key = self._unwrap(record, deadline)
+        if not key.deterministic:  # a randomized key under a deterministic domain: the row is not what it says
+            raise _corrupt(record) if record is not None else KeyCorruptedError("not a deterministic key")
+        self._active.put((domain, person), key, None)
+        self._by_id.put(key.key_id, key)
+        return key
 
     def _fetch_by_id(self, key_id: int, meter: KeyMeter | None) -> DataKey:
         """The key with this id when no cache answers for it: from the store (and the KEK); the answer is cached,
@@ -743,7 +762,9 @@ class KeySource:
         primary KEK when the store keeps no branch keys (with retries within ``deadline``); outside any
         transaction."""
         if branch is not None:
-            key, wrapped = new_data_key(key_id, domain, person, version, branch.aead)
+            key, wrapped = new_data_key(
+                key_id, domain, person, version, branch.aead, deterministic=is_deterministic(domain)
+            )
             return _Wrapped(key, wrapped)
         return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline), deadline)
 
@@ -751,7 +772,9 @@ class KeySource:
         kek = self._writing_kek(domain)
         try:
             key, wrapped = self._kms(
-                lambda: new_data_key(key_id, domain, person, version, kek.aead), deadline, f"KEK {kek.uri!r}"
+                lambda: new_data_key(key_id, domain, person, version, kek.aead, deterministic=is_deterministic(domain)),
+                deadline,
+                f"KEK {kek.uri!r}",
             )
         except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
             raise _wrap_failure(kek, exc, self.kms_timeout) from exc
@@ -764,6 +787,9 @@ class KeySource:
         own = self._kek_map.get(domain)
         if own is not None:
             return own, True
+        parent = companion_of(domain)
+        if parent is not None and is_deterministic(domain) and parent in self._kek_map:
+            return self._kek_map[parent], True  # a domain's deterministic keys: its KEK, unless mapped apart
         return self._kek_map.get(DEFAULT_DOMAIN, ()), False
 
     def kek_uris(self, domain: str) -> tuple[str, ...]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from fieldcrypt.errors import ConfigurationError, format_key_id
 
 __all__ = [
+    "COMPANION_SUFFIXES",
+    "DET_SUFFIX",
     "OPERATIONS",
     "ROLES",
     "VIEW_SUFFIX",
@@ -42,6 +44,8 @@ __all__ = [
     "check_id",
     "check_role",
     "check_shred_target",
+    "companion_of",
+    "is_deterministic",
     "missing_store_error",
     "redact_url",
     "with_views",
@@ -50,11 +54,32 @@ __all__ = [
 #: the suffix of the key domain that holds the masked views of a domain's values (``contact`` -> ``contact/masked``):
 #: shredding a domain, or a person in a domain, shreds its views too
 VIEW_SUFFIX = "/masked"
+#: the suffix of the key domain that holds a domain's deterministic (AES-SIV) data keys (``contact`` ->
+#: ``contact/det``): its keys never rotate by age or count; shredding the domain, or a person in it, shreds them too;
+#: without a KEK mapping entry of its own it takes the domain's
+DET_SUFFIX = "/det"
+#: the suffixes of a domain's companion domains; a domain name may not end in one
+COMPANION_SUFFIXES = (VIEW_SUFFIX, DET_SUFFIX)
+
+
+def is_deterministic(domain: str) -> bool:
+    """Whether ``domain`` holds deterministic (AES-SIV) data keys: a ``<domain>/det`` companion."""
+    return domain.endswith(DET_SUFFIX)
+
+
+def companion_of(domain: str) -> str | None:
+    """The domain a companion domain belongs to (``contact/det`` -> ``contact``), or None for any other domain."""
+    for suffix in COMPANION_SUFFIXES:
+        if domain.endswith(suffix):
+            return domain[: -len(suffix)]
+    return None
 
 
 def with_views(domain: str) -> list[str]:
-    """A domain and the domain of its masked views (a views domain alone: itself)."""
-    return [domain] if domain.endswith(VIEW_SUFFIX) else [domain, domain + VIEW_SUFFIX]
+    """A domain and its companion domains (masked views, deterministic keys); a companion domain alone: itself."""
+    if companion_of(domain) is not None:
+        return [domain]
+    return [domain, *(domain + suffix for suffix in COMPANION_SUFFIXES)]
 
 
 #: called with (key_id, version) inside the store's transaction; returns the wrapped DEK for that id, or raises

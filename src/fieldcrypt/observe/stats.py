@@ -26,6 +26,7 @@ class RecordState(Protocol):
     observability needs nothing from the engine that feeds it."""
 
     count: int
+    deterministic: int
     lookups: int
     misses: int
     erased: int
@@ -182,7 +183,7 @@ class SerdeStats:
         try:
             self.records += 1
             if st is not None:
-                self.values += st.count
+                self.values += st.count + st.deterministic
                 self.key_lookups += st.lookups
                 if st.misses:
                     self.key_cache_misses += st.misses
@@ -221,7 +222,7 @@ class SerdeStats:
         try:
             self.records += 1
             if st is not None:
-                self.values += st.count
+                self.values += st.count + st.deterministic
                 self.key_lookups += st.lookups
                 if st.misses:
                     self.key_cache_misses += st.misses

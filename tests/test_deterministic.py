@@ -1,0 +1,279 @@
+"""Issue 19, parts 1, 2 and 6: deterministic values for joins, grouping and record keys.
+
+Tags listed in ``fieldcrypt.deterministic.tags`` are encrypted with AES-SIV under the key of ``<domain>/det`` and the
+record's person: equal values of one key domain and person give equal ciphertexts in every record, field, subject
+and process, and unrelated ones in any other domain or person; the key never rotates by itself; shredding the person
+erases them; every other guarantee of a randomized value holds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer as PlainAvroDeserializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer as PlainJSONDeserializer
+from conftest import value_ctx
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+
+import fieldcrypt
+from fieldcrypt import (
+    ConfigurationError,
+    DecryptionError,
+    FakeClock,
+    Keyring,
+    PolicyError,
+    RotationPolicy,
+    create_key_store,
+    create_local_kek,
+)
+from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.crypto import wire
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+
+def avro_schema(name: str = "Order") -> dict[str, Any]:
+    return {
+        "type": "record",
+        "name": name,
+        "namespace": "t",
+        "fields": [
+            {"name": "cid", "type": "string", "confluent:tags": ["SUBJECT"]},
+            {"name": "email", "type": "string", "confluent:tags": ["JOIN"]},
+            {"name": "note", "type": "string", "confluent:tags": ["PII"]},
+            {"name": "n", "type": "int"},
+        ],
+    }
+
+
+JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Order",
+    "type": "object",
+    "properties": {
+        "cid": {"type": "string", "confluent:tags": ["SUBJECT"]},
+        "email": {"type": "string", "confluent:tags": ["JOIN"]},
+        "note": {"type": "string", "confluent:tags": ["PII"]},
+        "n": {"type": "integer"},
+    },
+    "required": ["cid", "email", "note", "n"],
+}
+CONF: dict[str, Any] = {
+    "fieldcrypt.tags": ["PII", "JOIN"],
+    "fieldcrypt.deterministic.tags": ["JOIN"],
+    "fieldcrypt.data.subject.tag": "SUBJECT",
+    "fieldcrypt.tag.domains": {"JOIN": "customers"},
+}
+
+
+def record(cid: str = "c-1", email: str = "jane@example.com", n: int = 1) -> dict[str, Any]:
+    return {"cid": cid, "email": email, "note": "a note", "n": n}
+
+
+@pytest.fixture
+def registry() -> SchemaRegistryClient:
+    return SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+
+def serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring, name: str = "Order", **conf: Any) -> Any:
+    """A serializer and a deserializer; ``conf`` adds to both, except the read-only ``fieldcrypt.on.*`` keys."""
+    read = {k: v for k, v in conf.items() if k.startswith("fieldcrypt.on.")}
+    both = {**CONF, **{k: v for k, v in conf.items() if k not in read}}
+    if fmt == "avro":
+        return (
+            AvroSerializer(registry, json.dumps(avro_schema(name)), keyring=keyring, conf=both),
+            AvroDeserializer(registry, keyring=keyring, conf={**both, **read}),
+        )
+    schema = {**JSON_SCHEMA, "title": name}
+    return (
+        JSONSerializer(json.dumps(schema), registry, keyring=keyring, conf=both),
+        JSONDeserializer(None, schema_registry_client=registry, keyring=keyring, conf={**both, **read}),
+    )
+
+
+def stored(fmt: str, registry: SchemaRegistryClient, data: bytes, topic: str) -> dict[str, Any]:
+    """The record as a consumer without fieldcrypt sees it (ciphertext as text)."""
+    plain: Any = (
+        PlainAvroDeserializer(registry)
+        if fmt == "avro"
+        else PlainJSONDeserializer(None, schema_registry_client=registry)
+    )
+    out: dict[str, Any] = plain(data, value_ctx(topic))
+    return out
+
+
+FORMATS = ["avro", "json"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_equal_values_join_across_records_topics_and_processes(
+    fmt: str, registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        orders, _ = serdes(fmt, registry, kr, "Order")
+        customers, _ = serdes(fmt, registry, kr, "Customer")
+        a = stored(fmt, registry, orders(record(), value_ctx("orders")), "orders")
+        b = stored(fmt, registry, orders(record(n=2), value_ctx("orders")), "orders")
+        c = stored(fmt, registry, customers(record(), value_ctx("customers")), "customers")  # another subject
+        other_person = stored(fmt, registry, orders(record(cid="c-2"), value_ctx("orders")), "orders")
+        other_value = stored(fmt, registry, orders(record(email="joe@example.com"), value_ctx("orders")), "orders")
+    assert a["email"] == b["email"] == c["email"] != "jane@example.com"  # joinable, and no plaintext
+    assert a["note"] != b["note"]  # randomized fields stay randomized
+    assert other_person["email"] != a["email"] and other_value["email"] != a["email"]
+    # another process (a new keyring, after a restart) uses the same key, so the same text
+    with Keyring(store_url, kek_uri) as later:
+        orders, de = serdes(fmt, registry, later, "Order")
+        again = orders(record(), value_ctx("orders"))
+        assert stored(fmt, registry, again, "orders")["email"] == a["email"]
+        assert de(again, value_ctx("orders")) == record()
+    blob = wire.decode_text(a["email"])
+    assert wire.is_deterministic(blob) and len(blob) == len("jane@example.com") + 22
+    keys = {r.domain for r in Keyring(store_url, kek_uri).keys()}
+    assert "customers/det" in keys
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_another_domain_gives_unrelated_text(
+    fmt: str, registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        ser, _ = serdes(fmt, registry, kr)
+        elsewhere, _ = serdes(fmt, registry, kr, **{"fieldcrypt.tag.domains": {"JOIN": "partners"}})
+        a = stored(fmt, registry, ser(record(), value_ctx("orders")), "orders")
+        b = stored(fmt, registry, elsewhere(record(), value_ctx("orders2")), "orders2")
+    assert a["email"] != b["email"]
+
+
+def test_a_deterministic_key_never_rotates_by_itself(
+    registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    clock = FakeClock(1_000.0)
+    rotation = RotationPolicy(max_age=60, max_encryptions=3, lease=1)
+    with Keyring(store_url, kek_uri, clock=clock, rotation=rotation) as kr:
+        ser, de = serdes("avro", registry, kr)
+        first = stored("avro", registry, ser(record(), value_ctx()), "orders")["email"]
+        for _ in range(10):  # past the count cap, and past max_age
+            clock.advance(61)
+            data = ser(record(), value_ctx())
+        assert stored("avro", registry, data, "orders")["email"] == first
+        assert de(data, value_ctx()) == record()
+        det = [k for k in kr.keys() if k.domain == "customers/det"]
+        assert len(det) == 1 and det[0].version == 1
+        # an admin's rotation is the one way to a new key: values after it no longer match those before
+        kr.rotate("customers/det", "c-1", reason="documented deterministic-key rotation")
+        kr.clear_cache()
+        after = stored("avro", registry, ser(record(), value_ctx()), "orders")["email"]
+        assert after != first and de(data, value_ctx()) == record()  # the old values still read
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_shredding_the_person_erases_their_deterministic_values(
+    fmt: str, registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        ser, de = serdes(fmt, registry, kr, **{"fieldcrypt.on.erased": "marker"})
+        data = ser(record(), value_ctx("orders"))
+        report = kr.shred_person("c-1", reason="erasure 19")
+        assert "customers/det" in {r.domain for r in report.destroyed}
+        out = de(data, value_ctx("orders"))
+    assert isinstance(out["email"], fieldcrypt.Erased) and isinstance(out["note"], fieldcrypt.Erased)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_value_moved_or_tampered_is_refused(
+    fmt: str, registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        ser, de = serdes(fmt, registry, kr)
+        jane = stored(fmt, registry, ser(record(), value_ctx("orders")), "orders")
+        data_joe = ser(record(cid="c-2", email="joey@example.com"), value_ctx("orders"))  # as long as Jane's
+        joe = stored(fmt, registry, data_joe, "orders")
+        # Jane's deterministic value written into Joe's record (same domain, another person)
+        forged = data_joe.replace(joe["email"].encode(), jane["email"].encode())
+        assert forged != data_joe
+        with pytest.raises(DecryptionError):
+            de(forged, value_ctx("orders"))
+        blob = bytearray(wire.decode_text(joe["email"]))
+        blob[-1] ^= 1
+        tampered = data_joe.replace(joe["email"].encode(), wire.encode_text(bytes(blob)).encode())
+        with pytest.raises(DecryptionError):
+            de(tampered, value_ctx("orders"))
+
+
+def test_producers_and_consumers_must_agree_on_the_treatment(
+    registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        ser, _ = serdes("avro", registry, kr)
+        data = ser(record(), value_ctx())
+        randomized = {k: v for k, v in CONF.items() if k != "fieldcrypt.deterministic.tags"}
+        de = AvroDeserializer(registry, keyring=kr, conf=randomized)
+        with pytest.raises(ConfigurationError, match="deterministic"):
+            de(data, value_ctx())
+
+
+def test_what_the_configuration_refuses(registry: SchemaRegistryClient, keyring: Keyring) -> None:
+    schema = json.dumps(avro_schema())
+    with pytest.raises(ConfigurationError, match=r"fieldcrypt\.tags does not list"):
+        AvroSerializer(registry, schema, keyring=keyring, conf={**CONF, "fieldcrypt.deterministic.tags": ["OTHER"]})
+    with pytest.raises(ConfigurationError, match="format version 2"):
+        AvroSerializer(registry, schema, keyring=keyring, conf={**CONF, "fieldcrypt.format.version": 1})
+    with pytest.raises(PolicyError, match="no masked view"):
+        masked = AvroSerializer(registry, schema, keyring=keyring, conf={**CONF, "fieldcrypt.masks": {"JOIN": "email"}})
+        masked(record(), value_ctx())
+    with pytest.raises(ConfigurationError, match="reserved"):
+        AvroSerializer(registry, schema, keyring=keyring, conf={**CONF, "fieldcrypt.tag.domains": {"JOIN": "x/det"}})
+
+
+def test_the_caller_s_record_is_never_mutated(registry: SchemaRegistryClient, keyring: Keyring) -> None:
+    ser, _ = serdes("avro", registry, keyring)
+    rec = record()
+    before = copy.deepcopy(rec)
+    ser(rec, value_ctx())
+    assert rec == before
+
+
+def test_without_a_data_subject_the_domain_key_is_used(registry: SchemaRegistryClient, keyring: Keyring) -> None:
+    schema = avro_schema()
+    schema["fields"][0] = {"name": "cid", "type": "string"}
+    conf = {k: v for k, v in CONF.items() if k != "fieldcrypt.data.subject.tag"}
+    ser = AvroSerializer(registry, json.dumps(schema), keyring=keyring, conf=conf)
+    a = stored("avro", registry, ser(record(cid="c-1"), value_ctx()), "orders")["email"]
+    b = stored("avro", registry, ser(record(cid="c-2"), value_ctx()), "orders")["email"]
+    assert a == b  # one domain-wide deterministic key: equal values match across people
+
+
+@settings(max_examples=40, deadline=None)
+@given(hst.text(max_size=40), hst.text(max_size=40))
+def test_property_equal_in_equal_out_and_round_trip(x: str, y: str) -> None:
+    with _SHARED.keyring() as kr:
+        ser, de = serdes("avro", _SHARED.registry, kr)
+        dx, dx2, dy = (ser(record(email=v), value_ctx()) for v in (x, x, y))
+        sx, sx2, sy = (stored("avro", _SHARED.registry, d, "orders")["email"] for d in (dx, dx2, dy))
+        assert sx == sx2
+        assert (sx == sy) == (x == y)
+        assert de(dx, value_ctx())["email"] == x and de(dy, value_ctx())["email"] == y
+
+
+class _Shared:
+    """One store and KEK for the property test's examples (each example opens its own keyring: restarts)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="fieldcrypt-det-"))
+        self.store = create_key_store(f"sqlite:///{tmp / 'keys.db'}")
+        self.kek = create_local_kek(tmp / "kek.json")
+        self.registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+    def keyring(self) -> Keyring:
+        return Keyring(self.store, self.kek)
+
+
+_SHARED = _Shared()
