@@ -1228,7 +1228,7 @@ def _enc_det_leaf(leaf: Leaf) -> Step:
         domain = fixed or st.default_domain + DET_SUFFIX
         key = st.keys.get(domain) or _key_for_write(leaf, st, domain)
         try:
-            ct = key.siv.encrypt(data, [_wire.deterministic_ad(key.key_id, key.domain, key.person)])
+            ct = key.siv.encrypt(data, [_wire.deterministic_ad(key.key_id, key.domain)])
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted", subject=st.subject, field_path=leaf.path, key_id=key.key_id
@@ -1289,7 +1289,7 @@ def _dec_det_leaf(leaf: Leaf) -> Step:
         if key.domain != domain or key.person != st.person or not key.deterministic:
             raise _moved(leaf, st, key_id)
         try:
-            pt = key.siv.decrypt(body, [_wire.deterministic_ad(key_id, key.domain, key.person)])
+            pt = key.siv.decrypt(body, [_wire.deterministic_ad(key_id, key.domain)])
             text = pt.decode("utf-8") if is_text else None
         except _DEC_ERRORS:
             raise _moved(leaf, st, key_id) from None

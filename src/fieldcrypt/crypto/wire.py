@@ -37,10 +37,11 @@ Deterministic values (flags 0x01: joins, grouping, record keys)::
     total: m + 22 bytes
 
 No index, no nonce, and not counted in n: equal plaintexts under one key give equal values, in any record, field
-or topic. Associated data (one component): ``b"fieldcrypt" 0x02 | 0x01 | key id (4) | lp(domain) | lp(person)``,
-the key's own domain (``<domain>/det``) and person: not the schema identity or the value path, so a value joins
-across subjects and differently named fields of one domain; moving it to another field of the same domain and
-person is not detected (docs/wire-format.md says what that allows).
+or topic. Associated data (one component): ``b"fieldcrypt" 0x02 | 0x01 | key id (4) | lp(domain)``, the key's own
+domain (``<domain>/det``); the person is bound by the key (each person's own), which a reader requires to be the
+record's data subject. Not the schema identity or the value path, so a value joins across subjects and
+differently named fields of one domain; moving it to another field of the same domain and person is not detected
+(docs/wire-format.md says what that allows).
 
 Associated data of a view: the value's own associated data (below, with the flags byte 0x04) followed by
 ``b"view"``. Its nonce is the value's own (``N`` or ``N XOR i``): the view key is a key of a ``/masked`` domain,
@@ -328,9 +329,11 @@ def deterministic_header(key_id: int) -> bytes:
     return key_header_v2(key_id, DETERMINISTIC)
 
 
-def deterministic_ad(key_id: int, domain: str, person: str | None) -> bytes:
-    """The associated data of a deterministic value: magic, flags 0x01, key id, the key's domain and person."""
-    return ad_prefix_v2(key_id, domain, person, DETERMINISTIC)
+def deterministic_ad(key_id: int, domain: str) -> bytes:
+    """The associated data of a deterministic value: magic, flags 0x01, key id and the key's domain. The person is
+    bound by the key itself (each person's deterministic key is their own, and a reader requires the key's person to
+    be the record's data subject), so a reader that learns the person from the value (a record key) can check it."""
+    return _AD_MAGIC_V2 + bytes((DETERMINISTIC,)) + _LEN.pack(key_id) + lp(domain.encode("utf-8"))
 
 
 def is_deterministic(blob: bytes) -> bool:
