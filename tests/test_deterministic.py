@@ -277,3 +277,22 @@ class _Shared:
 
 
 _SHARED = _Shared()
+
+
+def test_the_configuration_file_marks_deterministic_tags(
+    registry: SchemaRegistryClient, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'conf and config file': the [policy] table of the fieldcrypt configuration file, as serde conf keys."""
+    config = tmp_path / "fieldcrypt.toml"
+    config.write_text(
+        '[policy]\ntags = ["PII", "JOIN"]\ndeterministic_tags = ["JOIN"]\ndata_subject_tag = "SUBJECT"\n'
+        'tag_domains = { JOIN = "customers" }\n'
+    )
+    assert fieldcrypt.policy_conf(str(config)) == CONF
+    monkeypatch.setenv("FIELDCRYPT_CONFIG", str(config))
+    ser = AvroSerializer(registry, json.dumps(avro_schema()), keyring=keyring, conf=fieldcrypt.policy_conf())
+    a, b = (stored("avro", registry, ser(record(n=i), value_ctx()), "orders")["email"] for i in (1, 2))
+    assert a == b
+    config.write_text('[policy]\ndeterministic_tag = ["JOIN"]\n')  # a typo is an error, never ignored
+    with pytest.raises(ConfigurationError, match="unknown"):
+        fieldcrypt.policy_conf(str(config))

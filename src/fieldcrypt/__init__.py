@@ -89,5 +89,16 @@ __all__ = [
     "create_local_kek",
     "open_kek",
     "open_store",
+    "policy_conf",
     "register_mask",
 ]
+
+
+def policy_conf(path: str | None = None) -> dict[str, object]:
+    """The ``[policy]`` table of the fieldcrypt configuration file (tags, plaintext tags, data-subject tag, tag
+    domains, masks, deterministic tags, domain) as serde conf keys, so producers, consumers and the ``fieldcrypt``
+    tools share one policy: ``AvroSerializer(registry, schema, keyring=kr, conf={**fieldcrypt.policy_conf()})``.
+    ``path``, else ``$FIELDCRYPT_CONFIG``, else ``~/.config/fieldcrypt/config.toml`` (absent: ``{}``)."""
+    from fieldcrypt.cli._config import policy_conf as read
+
+    return read(path)

@@ -21,6 +21,16 @@ know is an error, never ignored::
     url = "https://registry.internal"
     "basic.auth.user.info" = "user:password"
 
+The tag configuration producers, consumers and the tools share (serde conf keys; ``fieldcrypt.policy_conf()`` gives
+it to a serde's ``conf``)::
+
+    [policy]
+    tags = ["PII", "JOIN"]
+    deterministic_tags = ["JOIN"]          # fieldcrypt.deterministic.tags
+    data_subject_tag = "DATA_SUBJECT_ID"
+    tag_domains = { JOIN = "customers" }
+    masks = { PII = "email" }
+
 A KEK per key domain (the ``"*"`` entry: every other domain)::
 
     [kek]
@@ -64,9 +74,29 @@ else:  # pragma: no cover
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys.kek import MAX_KMS_TIMEOUT, check_kms_timeout
 
-__all__ = ["Settings", "config_path", "load", "parse_assignments", "read_properties", "scrub"]
+__all__ = [
+    "POLICY_KEYS",
+    "Settings",
+    "config_path",
+    "load",
+    "parse_assignments",
+    "policy_conf",
+    "read_properties",
+    "scrub",
+]
 
-_TOP_KEYS = ("store", "kek", "actor", "shred_log", "kms_timeout", "kafka", "registry")
+_TOP_KEYS = ("store", "kek", "actor", "shred_log", "kms_timeout", "kafka", "registry", "policy")
+
+#: the ``[policy]`` table: the tag configuration producers, consumers and the tools share, as serde conf keys
+POLICY_KEYS = {
+    "tags": "fieldcrypt.tags",
+    "plaintext_tags": "fieldcrypt.plaintext.tags",
+    "data_subject_tag": "fieldcrypt.data.subject.tag",
+    "tag_domains": "fieldcrypt.tag.domains",
+    "masks": "fieldcrypt.masks",
+    "deterministic_tags": "fieldcrypt.deterministic.tags",
+    "domain": "fieldcrypt.domain",
+}
 
 
 @dataclass
@@ -233,7 +263,40 @@ def load(path: Path, required: bool) -> dict[str, Any]:
     for key in ("kafka", "registry"):
         if key in data:
             data[key] = _table_of_strings(data[key], key, path)
+    if "policy" in data:
+        data["policy"] = _policy_table(data["policy"], path)
     return data
+
+
+def _policy_table(value: Any, path: Path) -> dict[str, Any]:
+    """``[policy]``: each key one of :data:`POLICY_KEYS`, its value what the serde conf key takes (lists of tag names,
+    a table of tag -> domain or mask, a string); returned as serde conf keys. The serdes check the values."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{path}: [policy] must be a table of settings")
+    unknown = sorted(set(value) - set(POLICY_KEYS))
+    if unknown:
+        raise ConfigurationError(f"{path}: [policy] unknown setting(s) {unknown}; valid: {sorted(POLICY_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if key in ("tag_domains", "masks"):
+            if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+                raise ConfigurationError(f"{path}: [policy] {key} must be a table of tag = name")
+        elif key in ("data_subject_tag", "domain"):
+            if not isinstance(v, str):
+                raise ConfigurationError(f"{path}: [policy] {key} must be a string")
+        elif not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigurationError(f"{path}: [policy] {key} must be a list of tag names")
+        out[POLICY_KEYS[key]] = v
+    return out
+
+
+def policy_conf(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The ``[policy]`` table of the fieldcrypt configuration file as serde conf keys, for a producer's or consumer's
+    ``conf`` (``AvroSerializer(..., conf={**fieldcrypt.policy_conf(), ...})``): ``path``, else ``$FIELDCRYPT_CONFIG``,
+    else the default file (absent: ``{}``). The same file the CLI's tools read, so they all share one policy."""
+    found, required = config_path(None if path is None else str(path))
+    data = load(found, required)
+    return dict(data.get("policy", {}))
 
 
 def read_properties(path: str, what: str) -> dict[str, str]:
