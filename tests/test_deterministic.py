@@ -296,3 +296,29 @@ def test_the_configuration_file_marks_deterministic_tags(
     config.write_text('[policy]\ndeterministic_tag = ["JOIN"]\n')  # a typo is an error, never ignored
     with pytest.raises(ConfigurationError, match="unknown"):
         fieldcrypt.policy_conf(str(config))
+
+
+def test_every_placement_of_a_deterministic_tag(registry: SchemaRegistryClient, keyring: Keyring) -> None:
+    """Arrays, maps, unions and bytes: each value deterministic where its tag says so."""
+    schema = {
+        "type": "record",
+        "name": "Many",
+        "namespace": "t",
+        "fields": [
+            {"name": "emails", "type": {"type": "array", "items": {"type": "string", "confluent:tags": ["JOIN"]}}},
+            {"name": "byName", "type": {"type": "map", "values": {"type": "string", "confluent:tags": ["JOIN"]}}},
+            {"name": "maybe", "type": ["null", {"type": "string", "confluent:tags": ["JOIN"]}], "default": None},
+            {"name": "raw", "type": "bytes", "confluent:tags": ["JOIN"]},
+        ],
+    }
+    conf = {"fieldcrypt.tags": ["JOIN"], "fieldcrypt.deterministic.tags": ["JOIN"]}
+    ser = AvroSerializer(registry, json.dumps(schema), keyring=keyring, conf=conf)
+    de = AvroDeserializer(registry, keyring=keyring, conf=conf)
+    rec = {"emails": ["a@x.io", "a@x.io", "b@x.io"], "byName": {"k": "a@x.io"}, "maybe": "a@x.io", "raw": b"a@x.io"}
+    data = ser(rec, value_ctx())
+    plain = PlainAvroDeserializer(registry)(data, value_ctx())
+    e = plain["emails"]
+    assert e[0] == e[1] != e[2] and plain["byName"]["k"] == e[0] == plain["maybe"]
+    # a bytes field holds the value's bytes (no base64 text): the same bytes as the text field's, decoded
+    assert wire.is_deterministic(plain["raw"]) and plain["raw"] == wire.decode_text(e[0])
+    assert de(data, value_ctx()) == rec
