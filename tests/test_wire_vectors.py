@@ -10,6 +10,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import tink
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from conftest import value_ctx
 
@@ -247,3 +248,126 @@ def test_v2_view_layout_as_documented() -> None:
     name = wire.decode_text(seen["name"])
     assert name[:2] == b"\x02\x04" and name[6] == 1 and name[7] == len("Z. Å.".encode()) + 16
     assert len(name) == 7 + 1 + 4 + len("Z. Å.".encode()) + 16 + len("Zoë Ångström".encode()) + 16
+
+
+# -- format version 2, deterministic values (tests/vectors/det.json: the record-bound key and a deterministic one) --
+DET = json.loads((Path(__file__).parent / "vectors" / "det.json").read_text())
+
+
+def _add_det_key(tmp_path: Path) -> None:
+    k = DET["det_key"]
+    db = sqlite3.connect(tmp_path / "keys.db")
+    db.execute(
+        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
+        (
+            k["key_id"],
+            k["domain"],
+            k["person"],
+            k["version"],
+            f"local-kek://{tmp_path / 'kek.json'}",
+            bytes.fromhex(k["wrapped"]),
+        ),
+    )
+    db.commit()
+    db.close()
+
+
+def _det_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> tuple[Any, Any]:
+    from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+    text, conf = json.dumps(DET[fmt]["schema"]), DET["conf"]
+    registry.register_schema(f"{DET['topic']}-value", Schema(text, fmt.upper()))
+    if fmt == "avro":
+        return AvroSerializer(registry, text, conf=conf, keyring=keyring), AvroDeserializer(
+            registry, conf=conf, keyring=keyring
+        )
+    return (
+        JSONSerializer(text, registry, conf=conf, keyring=keyring),
+        JSONDeserializer(None, schema_registry_client=registry, conf=conf, keyring=keyring),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_det_frozen_bytes_decrypt_and_reproduce(frozen, tmp_path: Path, fmt: str) -> None:
+    keyring, registry = frozen
+    _add_det_key(tmp_path)
+    ser, de = _det_serdes(fmt, registry, keyring)
+    for case in DET[fmt]["cases"]:
+        record = _record(case["record"]) if fmt == "avro" else case["record"]
+        assert de(bytes.fromhex(case["framed"]), value_ctx(DET["topic"])) == record
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+            assert ser(record, value_ctx(DET["topic"])).hex() == case["framed"]
+    # the frozen key is the one in use: never replaced by age or count (created at time 0, read and written again)
+    assert [k.key_id for k in keyring.keys() if k.domain == "customers/det"] == [DET["det_key"]["key_id"]]
+
+
+def _det_values(fmt: str) -> list[dict[str, Any]]:
+    """The frozen records as a reader without fieldcrypt sees them (deterministic values as text)."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer as PlainAvro
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer as PlainJSON
+
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    registry.register_schema(f"{DET['topic']}-value", Schema(json.dumps(DET[fmt]["schema"]), fmt.upper()))
+    plain: Any = PlainAvro(registry) if fmt == "avro" else PlainJSON(None, schema_registry_client=registry)
+    return [plain(bytes.fromhex(c["framed"]), value_ctx(DET["topic"])) for c in DET[fmt]["cases"]]
+
+
+def _siv_key() -> Any:
+    """The frozen deterministic key's AES-SIV, unwrapped from the vector file by hand (not through the key source)."""
+    import tempfile
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+    from tink import secret_key_access
+    from tink.proto import aes_siv_pb2, tink_pb2
+
+    from fieldcrypt.crypto.cipher import unwrap_handle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kek.json"
+        path.write_text(json.dumps(VECTORS["kek_keyset"]))
+        path.chmod(0o600)
+        kek = fieldcrypt.open_kek(f"local-kek://{path}")
+        k = DET["det_key"]
+        handle = unwrap_handle(bytes.fromhex(k["wrapped"]), k["key_id"], k["domain"], k["person"], 1, kek.aead)
+    keyset = tink_pb2.Keyset.FromString(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
+    assert keyset.key[0].key_data.type_url.endswith("AesSivKey")
+    return AESSIV(aes_siv_pb2.AesSivKey.FromString(keyset.key[0].key_data.value).key_value)
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_det_layout_and_associated_data_as_documented(fmt: str) -> None:
+    """docs/wire-format.md: 0x02, flags 0x01, the key id of the <domain>/det key, then the AES-SIV output (synthetic
+    IV, then ciphertext): m + 22 bytes, no index, nonce or count. Associated data: b"fieldcrypt" 0x02 | 0x01 | key id
+    | lp(key domain), nothing of the person, schema or field path; equal values are equal bytes across records and
+    fields."""
+    first, second = _det_values(fmt)
+    key_id = DET["det_key"]["key_id"]
+    unwrap = wire.decode_text
+    email = unwrap(first["email"])
+    assert email[:2] == b"\x02\x01" and int.from_bytes(email[2:6], "big") == key_id
+    assert len(email) == 2 + 4 + 16 + len("vector@example.com")
+    assert wire.is_deterministic(email) and wire.parse_deterministic(email) == (key_id, email[6:])
+    # joins: the same value in another record and in another field of the same domain and person
+    assert first["email"] == second["email"] == first["billingEmail"]
+    assert len(unwrap(second["billingEmail"])) == 22  # an empty value
+    ad = b"fieldcrypt\x02" + b"\x01" + key_id.to_bytes(4, "big") + len(b"customers/det").to_bytes(4, "big")
+    ad += b"customers/det"
+    assert wire.deterministic_ad(key_id, "customers/det") == ad
+    siv = _siv_key()
+    assert siv.decrypt(email[6:], [ad]) == b"vector@example.com"
+    blob = first["blob"] if fmt == "avro" else wire.decode_base64(first["blob"])
+    assert blob[:2] == b"\x02\x01" and siv.decrypt(blob[6:], [ad]) == b"\x00\x01\xff"
+    # the record-bound values around them are counted without the deterministic ones: n = 1 in the first record
+    note = unwrap(second["note"])
+    assert note[:2] == b"\x02\x00" and note[6] == 0 and int.from_bytes(note[19:23], "big") == 1
+    assert first["note"] is None and second["code"] is None
+
+
+def test_det_values_are_refused_by_a_reader_of_an_older_format() -> None:
+    """A release before deterministic values reads flags 0x01 as a feature of a newer writer: the parser of
+    record-bound values says so (UnsupportedValue, the deserializer's UnsupportedFormatError), never plaintext."""
+    first, _ = _det_values("avro")
+    with pytest.raises(wire.UnsupportedValue) as info:
+        wire.parse_value(wire.decode_text(first["email"]))
+    assert info.value.key_id == DET["det_key"]["key_id"]
