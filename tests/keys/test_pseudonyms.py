@@ -1,0 +1,145 @@
+"""The key store is not a plaintext index of people: its keys, shred log and audit log name data subjects by keyed
+pseudonyms; the API takes plain ids; a store made by an older fieldcrypt is refused until it is migrated, and the
+migration (SQLite and PostgreSQL) keeps every record readable, is resumable and idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import customer, load_schema, value_ctx
+from pg import pg_schema_url
+
+import fieldcrypt
+from fieldcrypt import Keyring
+from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.keys import _sql
+from fieldcrypt.keys.keyring import migrate_pseudonyms
+from fieldcrypt.keys.pseudonyms import is_pseudonym
+from fieldcrypt.keys.registry import open_store
+
+STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'people.db'}"),
+    "postgresql": lambda tmp: pg_schema_url(),
+}
+TABLES = ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit")
+
+
+@pytest.fixture(params=sorted(STORES))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with STORES[request.param](tmp_path) as url:
+        yield fieldcrypt.create_key_store(url)
+
+
+def persons(url: str) -> set[str]:
+    """Every data-subject id the three tables hold, as stored."""
+    store: Any = open_store(url)
+    try:
+        return {str(p) for t in TABLES for (p,) in store._read(f"SELECT DISTINCT person FROM {t} WHERE person <> ''")}
+    finally:
+        store.close()
+
+
+def sql(url: str, statement: str) -> None:
+    store: Any = open_store(url)
+    try:
+        with store._tx() as ex:
+            ex(statement, ())
+    finally:
+        store.close()
+
+
+def old_store(url: str, kek: str, registry: Any) -> tuple[list[bytes], Any]:
+    """A store as an older fieldcrypt left it: ids in clear in keys, shred log and audit log, keys wrapped for them."""
+    clear = type("Clear", (type(open_store(url)),), {"supports_pseudonyms": False})
+    with Keyring(clear(url), kek) as old:
+        ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=old)
+        written = [ser(customer(i), value_ctx()) for i in range(4)]
+        old.shred_person("cust-3", reason="erasure 1")
+    sql(url, "DELETE FROM fieldcrypt_pseudonym_keys")
+    sql(url, "DELETE FROM fieldcrypt_meta")
+    fieldcrypt.create_key_store(url)  # keys init, after the upgrade: finds ids in clear
+    return written, ser
+
+
+def test_a_new_store_holds_pseudonyms_and_the_api_takes_ids(store_url: str, kek_uri: str, registry) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=kr)
+        data = ser(customer(1), value_ctx())
+        [key] = kr.keys(person="cust-1")
+        assert key.person == "cust-1"  # named as the caller named them
+        report = kr.shred_person("cust-1", reason="erasure 7")
+        assert [(p.person, p.outcome) for p in report.persons] == [("cust-1", "erased")]
+        assert [r.person for r in report.destroyed] == ["cust-1"]
+        assert [e.person for e in kr.audit(person="cust-1")] == ["cust-1", "cust-1"]
+        assert [r.person for r in kr.shredded_keys(person="cust-1")] == ["cust-1"]
+        pseudonym = kr._stored("cust-1")
+        assert [r.person for r in kr.shredded_keys()] == [pseudonym]  # a listing of everyone: no way back
+    stored = persons(store_url)
+    assert stored == {pseudonym} and all(is_pseudonym(p) for p in stored)
+    with Keyring(store_url, kek_uri) as reader:  # another process: the record reads as erased, not as tampered
+        got = AvroDeserializer(registry, keyring=reader)(data, value_ctx())
+        assert got["email"] is None or got["email"] == "<erased>"
+
+
+def test_a_keyring_without_a_kek_of_the_pseudonym_key_cannot_name_anyone(
+    store_url: str, kek_uri: str, tmp_path: Path
+) -> None:
+    other = fieldcrypt.create_local_kek(tmp_path / "other.json")
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders", "cust-1")
+    with Keyring(store_url, {"billing": other}) as stranger:
+        with pytest.raises(ConfigurationError, match="cannot compute data-subject pseudonyms"):
+            stranger.encryption_key("billing", "cust-1")
+    with Keyring(store_url, {"orders": kek_uri, "billing": other}) as both:  # holds both: shares the key
+        both.encryption_key("billing", "cust-1")
+    with Keyring(store_url, {"billing": other}) as stranger:
+        assert stranger.encryption_key("billing", "cust-1").person == "cust-1"
+
+
+def test_an_old_store_is_refused_then_migrated_and_every_record_still_reads(
+    store_url: str, kek_uri: str, registry, monkeypatch
+) -> None:
+    written, _ser = old_store(store_url, kek_uri, registry)
+    assert {"cust-0", "cust-1", "cust-2", "cust-3"} <= persons(store_url)
+    with pytest.raises(ConfigurationError, match="keys migrate-pseudonyms"):
+        Keyring(store_url, kek_uri)
+    # a run stopped half-way (a KMS outage, a crash) is run again and goes on where it stopped
+    monkeypatch.setattr(_sql, "_BATCH", 2)
+    real = _sql.SqlKeyStore.pseudonymize
+
+    def stopping(self: Any, of: Any, rewrap: Any, *args: Any, **kw: Any) -> int:
+        seen: list[int] = []
+
+        def failing(record: Any, named: str) -> bytes:
+            seen.append(record.key_id)
+            if len(seen) > 2:
+                raise RuntimeError("stopped")
+            return rewrap(record, named)  # type: ignore[no-any-return]
+
+        return real(self, of, failing, *args, **kw)
+
+    monkeypatch.setattr(_sql.SqlKeyStore, "pseudonymize", stopping)
+    with pytest.raises(RuntimeError):
+        migrate_pseudonyms(store_url, kek_uri, reason="upgrade 2027")
+    monkeypatch.setattr(_sql.SqlKeyStore, "pseudonymize", real)
+    with pytest.raises(ConfigurationError, match="migration unfinished"):
+        Keyring(store_url, kek_uri)
+    assert migrate_pseudonyms(store_url, kek_uri, reason="upgrade 2027") == 1  # 3 keys, 2 done before the stop
+    assert migrate_pseudonyms(store_url, kek_uri) == 0  # idempotent
+    assert all(is_pseudonym(p) for p in persons(store_url))
+    with Keyring(store_url, kek_uri) as kr:
+        reader = AvroDeserializer(registry, keyring=kr, conf={"fieldcrypt.on.erased": "placeholder"})
+        read = [reader(d, value_ctx()) for d in written]
+        assert [r["customerId"] for r in read] == ["cust-0", "cust-1", "cust-2", "cust-3"]
+        assert read[1] == customer(1) and read[3]["email"] == "<erased>"
+        assert [p.outcome for p in kr.shred_person("cust-3", reason="again").persons] == ["already erased"]
+        ops = [e.operation for e in kr.audit(person="cust-3")]
+        assert ops[:2] == ["create", "shred"] and ops[-1] == "shred"
+        assert [e.operation for e in kr.audit(operation="pseudonymize")][-1:] == ["pseudonymize"]
+    with pytest.raises(KeyStoreUnavailableError, match=r"IntegrityError|RaiseException"):  # the trigger
+        sql(store_url, "UPDATE fieldcrypt_audit SET person = 'x'")  # append-only again
