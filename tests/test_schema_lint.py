@@ -783,7 +783,18 @@ def test_json_output_shape(tmp_path: Path, capsys) -> None:
             "findings",
         }
         for row in report["rows"]:
-            assert set(row) == {"path", "type", "verdict", "tags", "domain", "mask", "reason", "hint"}
+            assert set(row) == {
+                "path",
+                "type",
+                "verdict",
+                "tags",
+                "domain",
+                "mask",
+                "deterministic",
+                "few_values",
+                "reason",
+                "hint",
+            }
             assert row["verdict"] in ("encrypted", "data-subject", "plaintext (declared)", "clear", "refused")
         for f in report["findings"]:
             assert set(f) >= {"kind", "path", "message"} and f["kind"] in ("refused", "removed", "hint", "invalid")

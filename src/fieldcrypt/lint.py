@@ -1,6 +1,8 @@
 """Schema lint, public face of :mod:`fieldcrypt.inspect.lint` (docs/schema-lint.md)."""
 
 from fieldcrypt.inspect.lint import (
+    FEW_VALUE_FORMATS,
+    FEW_VALUE_NAMES,
     FORMAT_HINTS,
     NAME_HINTS,
     QUALIFIERS,
@@ -9,6 +11,7 @@ from fieldcrypt.inspect.lint import (
     Hint,
     Row,
     SchemaReport,
+    few_values,
     hint_for,
     lint_schema,
     normalize_name,
@@ -17,6 +20,8 @@ from fieldcrypt.inspect.lint import (
 )
 
 __all__ = [
+    "FEW_VALUE_FORMATS",
+    "FEW_VALUE_NAMES",
     "FORMAT_HINTS",
     "NAME_HINTS",
     "QUALIFIERS",
@@ -25,6 +30,7 @@ __all__ = [
     "Hint",
     "Row",
     "SchemaReport",
+    "few_values",
     "hint_for",
     "lint_schema",
     "normalize_name",

@@ -316,6 +316,13 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
         help="the mask of a tag's masked view (fieldcrypt.masks: email, phone, card, name, date or a plug-in; "
         "repeatable)",
     )
+    g.add_argument(
+        "--deterministic-tag",
+        action="append",
+        metavar="TAG",
+        help="a tag of --tag whose values are encrypted deterministically (fieldcrypt.deterministic.tags: equal "
+        "values give equal ciphertexts; repeatable or comma-separated)",
+    )
 
 
 def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,6 +356,8 @@ def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError("--mask gives one tag two masks")
             masks[tag.strip()] = mask.strip()
         conf["fieldcrypt.masks"] = masks
+    if getattr(args, "deterministic_tag", None) is not None:
+        conf["fieldcrypt.deterministic.tags"] = _words(args.deterministic_tag, "--deterministic-tag")
     return conf
 
 

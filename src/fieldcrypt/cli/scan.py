@@ -101,6 +101,8 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
     quiet = 0
     # the masked-view columns only where a value carries one (fieldcrypt.masks)
     views = any(f.with_view for s in report.subjects.values() for f in s.fields.values())
+    # and the deterministic ones only where a value is deterministic (fieldcrypt.deterministic.tags)
+    det = any(f.deterministic for s in report.subjects.values() for f in s.fields.values())
     for (_, part), subject in sorted(report.subjects.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         for f in sorted(subject.fields.values(), key=lambda f: (not f.tagged, f.field)):
             if not f.tagged and not f.flagged and not f.ciphertext:
@@ -113,6 +115,9 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
             row["ciphertext"] = f.ciphertext if f.tagged or f.ciphertext else ""
             if views:
                 row["with view"] = f.with_view if f.tagged else ""
+            if det:
+                row["deterministic"] = f.deterministic if f.tagged else ""
+                row["distinct"] = _distinct(f) if f.tagged and f.deterministic else ""
             row["plaintext"] = f.plaintext if f.tagged else ""
             if report.decrypted:
                 for name in ("readable", "masked", "erased", "denied", "tampered"):
@@ -122,6 +127,13 @@ def _rows(report: Any) -> tuple[list[dict[str, Any]], int]:
             row["offsets"] = _offsets(f)
             rows.append(row)
     return rows, quiet
+
+
+def _distinct(f: Any) -> str:
+    """``12 (60%), top 5``: distinct deterministic ciphertexts, their share of the field's deterministic values, and
+    how many share the most frequent one (the equality a deterministic field reveals)."""
+    more = "+" if f.distinct_is_lower_bound else ""
+    return f"{f.distinct}{more} ({f.distinct / f.deterministic:.0%}), top {f.most_frequent}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,8 +43,8 @@ from fieldcrypt.inspect.topic import MALFORMED_ANSWER, not_a_registry, registry_
 
 __all__ = ["classify", "register"]
 
-FAIL_ON = ("refused", "removed", "hints")
-_KIND = {"refused": "refused", "removed": "removed", "hint": "hints"}
+FAIL_ON = ("refused", "removed", "hints", "deterministic")
+_KIND = {"refused": "refused", "removed": "removed", "hint": "hints", "deterministic": "deterministic"}
 
 
 def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
@@ -118,13 +118,15 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         action="append",
         default=None,
         metavar="PATTERN",
-        help="never hint these paths (metadata.tags wildcards: '**.city', 'Order.note', '$.a.b'; repeatable)",
+        help="never hint these paths, nor warn on their deterministic values (metadata.tags wildcards: '**.city', "
+        "'Order.note', '$.a.b'; repeatable)",
     )
     p.add_argument(
         "--fail-on",
         default=",".join(FAIL_ON),
         metavar="LIST",
-        help="which findings exit 7: a comma-separated subset of refused, removed, hints, or none (default: "
+        help="which findings exit 7: a comma-separated subset of refused, removed, hints, deterministic (a "
+        "deterministic value whose schema suggests few distinct values), or none (default: "
         "%(default)s; a file that is not a schema always does)",
     )
     reg = p.add_argument_group("registry (for --subject)")
@@ -426,6 +428,7 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
             title += f", compared with {report.previous}"
         if report.rows:
             masked = any(r.mask for r in report.rows)  # the column only where a value has a masked view
+            det = any(r.deterministic for r in report.rows)  # and where a value is deterministic
             rows = [
                 {
                     "path": r.path,
@@ -438,7 +441,12 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
                         if masked
                         else {}
                     ),
-                    "hint": f"pii-hint:{r.hint}" if r.hint else None,
+                    **(
+                        {"deterministic": f"yes ({r.domain or '(subject)'}/det)" if r.deterministic else None}
+                        if det
+                        else {}
+                    ),
+                    "hint": f"pii-hint:{r.hint}" if r.hint else ("few-values" if r.few_values else None),
                 }
                 for r in report.rows
             ]
@@ -456,13 +464,16 @@ def _human(reports: list[SchemaReport], fail_on: set[str]) -> None:
             if r.verdict == "encrypted" and r.reason:
                 print(f"  note: {clean(r.path)}: encrypted {clean(r.reason)}")
         print()
-    found = {k: sum(1 for r in reports for f in r.findings if f.kind == k) for k in ("refused", "removed", "hint")}
+    kinds = ("refused", "removed", "hint", "deterministic")
+    found = {k: sum(1 for r in reports for f in r.findings if f.kind == k) for k in kinds}
     invalid = sum(1 for r in reports for f in r.findings if f.kind == "invalid")
     failing = _failing(reports, fail_on)
     summary = (
         f"{len(reports)} schema{'s' if len(reports) != 1 else ''}: {counts['encrypted']} encrypted, "
         f"{counts['data-subject']} data subject, {counts['plaintext (declared)']} declared plaintext, "
         f"{counts['clear']} clear; {found['refused']} refused, {found['removed']} tag(s) removed, "
-        f"{found['hint']} hint(s)" + (f", {invalid} unreadable" if invalid else "")
+        f"{found['hint']} hint(s)"
+        + (f", {found['deterministic']} deterministic warning(s)" if found["deterministic"] else "")
+        + (f", {invalid} unreadable" if invalid else "")
     )
     print(summary + (f" -- failing on {', '.join(failing)}" if failing else ""))

@@ -17,7 +17,8 @@ refusal in one run (the first one listed is the serializer's).
 Each value the compiler visits is a row (containers, records, arrays and maps, are not: their values are):
 
     encrypted             the plan encrypts it (``domain``: its key domain; None: the default, the subject; ``mask``:
-                          the mask of its masked view, ``fieldcrypt.masks``, None for no view)
+                          the mask of its masked view, ``fieldcrypt.masks``, None for no view; ``deterministic``:
+                          encrypted deterministically, ``fieldcrypt.deterministic.tags``)
     data-subject          the data-subject id (written in clear; per-person keys)
     plaintext (declared)  a tag of ``fieldcrypt.plaintext.tags``: left in clear on purpose
     clear                 no tag
@@ -29,6 +30,11 @@ category: ``email``, ``phone``...) and a finding. Scalars of other types are hin
 birth is personal data): the finding says fieldcrypt encrypts only strings and bytes. A hint is fixed by tagging the
 field (or by declaring it plaintext with a tag of ``fieldcrypt.plaintext.tags``, which keeps the hint but drops the
 finding).
+
+**Deterministic values** (``fieldcrypt.deterministic.tags``) reveal which values are equal, and so how often each
+occurs, within a key domain and person. A deterministic value whose schema suggests few distinct values gets
+``few_values`` (why: :data:`FEW_VALUE_NAMES` on its normalized name, or a ``format`` of :data:`FEW_VALUE_FORMATS`) and
+a ``deterministic`` finding (docs/schema-lint.md#deterministic-values).
 Names are matched after :func:`normalize_name` (``customerEmailAddress`` -> ``customer email address``) against
 :data:`NAME_HINTS`, extensible with :class:`Hint`; docs/schema-lint.md lists them. Schema texts are not data, but
 ``default``, ``examples``, ``const`` and ``enum`` values may be: they are never printed, not even in errors.
@@ -55,6 +61,8 @@ from fieldcrypt.errors import ConfigurationError, PolicyError, UnsupportedSchema
 from fieldcrypt.formats import format_for, supported
 
 __all__ = [
+    "FEW_VALUE_FORMATS",
+    "FEW_VALUE_NAMES",
     "FORMAT_HINTS",
     "NAME_HINTS",
     "QUALIFIERS",
@@ -63,6 +71,7 @@ __all__ = [
     "Hint",
     "Row",
     "SchemaReport",
+    "few_values",
     "hint_for",
     "lint_schema",
     "normalize_name",
@@ -171,6 +180,39 @@ NAME_HINTS: tuple[Hint, ...] = (
 FORMAT_HINTS: Mapping[str, str] = {"email": "email", "idn-email": "email", "ipv4": "ip_address", "ipv6": "ip_address"}
 
 
+#: deterministic values whose normalized name suggests few distinct values, (why, regular expression searched in the
+#: normalized name), in order. Names are a weak signal (a ``countryCode`` may hold anything): they are what an
+#: Avro schema offers, which has no ``maxLength``; a JSON ``enum``, ``const``, ``pattern`` or ``maxLength`` on a
+#: tagged string is refused by the serializer anyway (the ciphertext could not satisfy it). docs/schema-lint.md
+#: lists them.
+FEW_VALUE_NAMES: tuple[tuple[str, str], ...] = (
+    (
+        "a yes/no value as text",
+        r"^(?:is|has|have|can|should|was|were|did|does|allow|allows|opt)\b"
+        r"|\b(?:flag|enabled|disabled|active|verified|deleted|consent|opt ?in|opt ?out|yes no)$",
+    ),
+    ("a short code", r"\b(?:code|codes|iso|alpha ?[23])$"),
+    (
+        "a category",
+        r"\b(?:gender|sex|salutation|honorific|pronouns?|nationality|citizenship|country|currency|language|locale"
+        r"|region|state|province|county|marital status|blood (?:type|group)|ethnicity|religion|status|type|kind"
+        r"|category|segment|tier|level|grade|rank|class|band)$",
+    ),
+)
+#: JSON Schema ``format`` values of deterministic values that suggest few distinct values: a ``date`` is one of about
+#: 36,500 a century, and birth dates cluster (``date-time`` is not in the list)
+FEW_VALUE_FORMATS: Mapping[str, str] = {"date": "a date (format date)"}
+
+
+def few_values(name: str, fmt: str | None = None) -> str | None:
+    """Why a deterministic value called ``name`` (with JSON ``format`` ``fmt``) suggests few distinct values, or None.
+    Names are normalized here."""
+    if fmt is not None and fmt in FEW_VALUE_FORMATS:
+        return FEW_VALUE_FORMATS[fmt]
+    words = normalize_name(name)
+    return next((why for why, rx in FEW_VALUE_NAMES if _rx(rx).search(words)), None)
+
+
 def normalize_name(name: str) -> str:
     """A field name as lowercase words separated by one space: camelCase, PascalCase, acronyms, digits, ``_``,
     ``-``, ``.`` and spaces all split words (``customerEmailAddress``, ``customer_email_address`` and
@@ -231,6 +273,11 @@ class Row:
     #: encrypted values with a masked view: the mask's name (fieldcrypt.masks); the view's key domain is the value's
     #: followed by /masked
     mask: str | None = None
+    #: encrypted deterministically (fieldcrypt.deterministic.tags): equal values give equal ciphertexts; its key is of
+    #: the domain followed by /det
+    deterministic: bool = False
+    #: deterministic values: why the schema suggests few distinct values (:func:`few_values`), or None
+    few_values: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -240,6 +287,8 @@ class Row:
             "tags": list(self.tags),
             "domain": self.domain,
             "mask": self.mask,
+            "deterministic": self.deterministic,
+            "few_values": self.few_values,
             "reason": self.reason,
             "hint": f"pii-hint:{self.hint}" if self.hint else None,
         }
@@ -249,7 +298,8 @@ class Row:
 class Finding:
     """Something a CI job fails on: ``refused`` (the serializer refuses the schema), ``removed`` (a tag the
     previous version enforced is gone from a field still there), ``hint`` (an untagged value that looks like
-    personal data), ``invalid`` (not a schema lint can read)."""
+    personal data), ``deterministic`` (a deterministic value whose schema suggests few distinct values), ``invalid``
+    (not a schema lint can read)."""
 
     kind: str
     path: str | None
@@ -595,6 +645,11 @@ def _rows(
             names = fmt.names(_SUFFIX.sub("", path), parsed)
             if names is not None:
                 hint = hint_for(names[0], names[1], shape.fmt, hinting.hints, hinting.formats)
+        det = leaf is not None and verdict == "encrypted" and leaf.deterministic
+        few = None
+        if det and not hinting.ignored(path):
+            names = fmt.names(_SUFFIX.sub("", path), parsed)
+            few = few_values(names[0] if names is not None else "", shape.fmt)
         rows.append(
             Row(
                 path=path,
@@ -606,6 +661,8 @@ def _rows(
                 hint=hint,
                 encryptable=shape.encryptable,
                 mask=leaf.mask if leaf is not None and verdict == "encrypted" else None,
+                deterministic=det,
+                few_values=few,
             )
         )
     return rows
@@ -712,6 +769,23 @@ def lint_schema(
                     row.path,
                     f"{row.path}: looks like personal data ({row.hint}) and is in clear: {fix}, or declare it "
                     "plaintext with a tag of fieldcrypt.plaintext.tags",
+                )
+            )
+    person = outcome.plan is not None and outcome.plan.data_subject_path is not None
+    scope = (
+        "within each person's values (their own key)"
+        if person
+        else "across the whole key domain (no data-subject field: one key for everyone)"
+    )
+    for row in report.rows:
+        if row.few_values is not None:
+            report.findings.append(
+                Finding(
+                    "deterministic",
+                    row.path,
+                    f"{row.path}: deterministic and {row.few_values}, so likely few distinct values: equal "
+                    f"ciphertexts show equal values and their frequency {scope}; encrypt it randomized (drop its tag "
+                    "from fieldcrypt.deterministic.tags) unless a join needs equality, or accept it with --ignore-hint",
                 )
             )
     return report

@@ -11,7 +11,10 @@ Every record is decoded with its writer schema from the registry (Avro or JSON S
   only when together they form one fieldcrypt record or (with a key store) one names a key the store knows
   (``fieldcrypt.core.lookalike.fieldcrypts``); otherwise they count as the record's other CSFLE values do (plaintext:
   scan has no CSFLE keys), not as fieldcrypt ciphertext. (Without keys, a CSFLE record whose only tagged value
-  happens to be a whole fieldcrypt value 0 still counts as one: about once in 65,536.)
+  happens to be a whole fieldcrypt value 0 still counts as one: about once in 65,536.) Deterministic values
+  (``fieldcrypt.deterministic.tags``, flags 0x01) are counted apart (``deterministic``), with how many distinct
+  ciphertexts they are and how often the most frequent one occurs: the equality a deterministic field reveals,
+  measured. Ciphertexts are compared by a keyed digest held in memory for the run, never kept or printed.
 * **untagged fields**: every text value (strings, UTF-8 bytes, map keys and undeclared object keys) is given to the
   detectors (``fieldcrypt.detectors``); a value in which one finds something is a finding. A string or bytes value
   that is a fieldcrypt ciphertext (by its format; with a key store, only one naming a key the store knows) is a
@@ -29,9 +32,12 @@ Nothing found is ever kept: the report holds counts, field paths, detector names
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
+import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +98,10 @@ RAW_SUBJECT = "(not Confluent-framed)"
 MAX_TEXT = 100_000
 #: partitions and offsets kept per field (of the records where it had a finding)
 MAX_OFFSETS = 20
+#: distinct deterministic ciphertexts told apart per field (beyond, ``distinct`` is a lower bound: memory stays bounded)
+MAX_DISTINCT = 200_000
+#: the run's digest key: deterministic ciphertexts are compared by a keyed digest that means nothing outside the run
+_RUN_KEY = os.urandom(16)
 _OUTCOMES = Outcomes(on_erased="marker", on_denied="marker", on_plaintext="accept")
 
 
@@ -121,10 +131,40 @@ class FieldReport:
     unverified: int = 0
     with_view: int = 0
     masked: int = 0
+    #: of the ciphertexts, the deterministic ones (flags 0x01): equal values of one key domain and person give equal
+    #: ciphertexts
+    deterministic: int = 0
     flagged: int = 0  # untagged values in which a detector found something
     detections: dict[str, int] = dataclasses.field(default_factory=dict)
     offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     more_offsets: int = 0
+    #: deterministic ciphertexts by their keyed digest (never a value: a digest under a key of this run), counted
+    _seen: collections.Counter[bytes] = dataclasses.field(default_factory=collections.Counter, repr=False)
+    _beyond: int = 0  # deterministic values not told apart once MAX_DISTINCT digests are held
+
+    def saw_deterministic(self, blob: bytes) -> None:
+        """Count one deterministic ciphertext, to measure how many distinct ones the field holds."""
+        self.deterministic += 1
+        digest = hashlib.blake2b(blob, digest_size=16, key=_RUN_KEY).digest()
+        if digest in self._seen or len(self._seen) < MAX_DISTINCT:
+            self._seen[digest] += 1
+        else:
+            self._beyond += 1
+
+    @property
+    def distinct(self) -> int:
+        """How many distinct deterministic ciphertexts the field holds (a lower bound past ``MAX_DISTINCT``)."""
+        return len(self._seen)
+
+    @property
+    def distinct_is_lower_bound(self) -> bool:
+        """Whether more than ``MAX_DISTINCT`` distinct ciphertexts were met (``distinct`` counts the first ones)."""
+        return bool(self._beyond)
+
+    @property
+    def most_frequent(self) -> int:
+        """How many of the field's deterministic values share its most frequent ciphertext (0: none)."""
+        return max(self._seen.values(), default=0)
 
     @property
     def findings(self) -> int:
@@ -148,8 +188,15 @@ class FieldReport:
                 empty=self.empty,
                 ciphertext=self.ciphertext,
                 with_view=self.with_view,
+                deterministic=self.deterministic,
                 plaintext=self.plaintext,
             )
+            if self.deterministic:
+                out.update(
+                    distinct=self.distinct,
+                    distinct_is_lower_bound=self.distinct_is_lower_bound,
+                    most_frequent=self.most_frequent,
+                )
             if decrypted:
                 out.update(
                     readable=self.readable,
@@ -388,6 +435,22 @@ def _state(leaf: Leaf, v: Any) -> str:
     return "empty" if v in ("", b"") else "plaintext"
 
 
+def _deterministic_blob(leaf: Leaf, v: Any) -> bytes | None:
+    """The bytes of a value counted as ciphertext when it is a deterministic value (format 2, flags 0x01), by its
+    layout; else None."""
+    try:
+        if leaf.kind == "bytes":
+            blob = v if isinstance(v, bytes) else b""
+        elif leaf.kind == "base64":
+            blob = _wire.decode_base64(v)
+        else:
+            blob = _wire.decode_text(v)
+        _wire.parse_deterministic(blob)
+    except (ValueError, TypeError):
+        return None
+    return blob
+
+
 def _has_view(leaf: Leaf, v: Any) -> bool:
     """Whether a value counted as ciphertext carries a masked view (format 2, flags bit 2), by its layout."""
     try:
@@ -593,7 +656,10 @@ class _Scanner:
             fr.values += 1
             if state == "ciphertext":
                 fr.ciphertext += 1
-                if _has_view(t.leaf, t.value):
+                det = _deterministic_blob(t.leaf, t.value)
+                if det is not None:
+                    fr.saw_deterministic(det)
+                elif _has_view(t.leaf, t.value):
                     fr.with_view += 1
             elif state == "empty":
                 fr.empty += 1
