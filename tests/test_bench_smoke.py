@@ -78,3 +78,22 @@ def test_bench_lifecycle_smoke_postgresql_shreds_as_an_admin_role() -> None:
         "bench/bench_lifecycle.py", "--people", "40", "--batch", "10", "--stores", "postgresql", "--skip-throughput"
     )
     assert '"store": "postgresql", "shred_as": "admin role"' in out
+
+
+@pytest.mark.slow
+def test_bench_deterministic_smoke() -> None:
+    out = _run("bench/bench_deterministic.py", "--records", "40", "--repeat", "1")
+    assert "# ratios" in out
+    for line in ("avro deterministic vs randomized", "json deterministic vs randomized"):
+        assert line in out, line
+    out = _run("bench/bench_deterministic.py", "--records", "40", "--repeat", "1", "--people", "10")
+    assert "per-person keys, 10 people" in out and "# ratios" in out
+
+
+@pytest.mark.slow
+def test_bench_record_keys_smoke() -> None:
+    out = _run("bench/bench_record_keys.py", "--keys", "40", "--people", "10", "--repeat", "1")
+    rows = {r["case"]: r for r in map(json.loads, (x for x in out.splitlines() if x.startswith("{")))}
+    assert rows["fieldcrypt"]["bytes"] == 46.0 and rows["confluent"]["bytes"] == 12.0  # 12 characters + 22, base64
+    assert rows["fieldcrypt"]["key_cache_misses"] == 10  # one key per person, cached after
+    assert "record keys  ser" in out
