@@ -30,11 +30,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyStoreUnavailableError
+from fieldcrypt.keys._deadline import KmsTimeout
 from fieldcrypt.keys.store import PseudonymKey
 
-if TYPE_CHECKING:  # the key source imports this module; this one only uses it
+if TYPE_CHECKING:
     from fieldcrypt.keys.kek import Kek
-    from fieldcrypt.keys.source import KeySource
+
+#: a :class:`fieldcrypt.keys.source.KeySource`, which imports this module (so it is not imported back)
+KeySource = Any
 
 __all__ = ["NO_KEK", "PREFIX", "PseudonymKey", "Pseudonyms", "is_pseudonym", "load", "share"]
 
@@ -152,13 +155,18 @@ def _add(source: KeySource, key: bytes, fp: str, keks: list[Kek]) -> str:
             except ConfigurationError:
                 raise
             except Exception as exc:  # tink.TinkError, a KMS client's error, KmsTimeout
-                from fieldcrypt.keys.source import _wrap_failure
-
-                raise _wrap_failure(k, exc, source.kms_timeout, "the pseudonym key") from exc
+                if isinstance(exc, KmsTimeout):
+                    raise KeyStoreUnavailableError(
+                        f"KEK {k.uri!r} did not answer within kms_timeout ({source.kms_timeout:g} s); it could not "
+                        "wrap the pseudonym key"
+                    ) from exc
+                raise KeyStoreUnavailableError(
+                    f"KEK {k.uri!r} could not wrap the pseudonym key ({type(exc).__name__})"
+                ) from exc
 
         row = PseudonymKey(kek.uri, source._call(wrap, deadline), fp, source.clock.now())
         audit = source._audit("pseudonymize", "a KEK that may compute data-subject pseudonyms")
-        recorded = source._call(partial(source.store.add_pseudonym_key, row, audit))
+        recorded = str(source._call(partial(source.store.add_pseudonym_key, row, audit)))
         if recorded != fp:
             return recorded
     return recorded
