@@ -295,6 +295,8 @@ def policy_conf(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     ``conf`` (``AvroSerializer(..., conf={**fieldcrypt.policy_conf(), ...})``): ``path``, else ``$FIELDCRYPT_CONFIG``,
     else the default file (absent: ``{}``). The same file the CLI's tools read, so they all share one policy."""
     found, required = config_path(None if path is None else str(path))
+    if found is None:  # no home directory to look in
+        return {}
     data = load(found, required)
     return dict(data.get("policy", {}))
 
