@@ -322,3 +322,24 @@ def test_every_placement_of_a_deterministic_tag(registry: SchemaRegistryClient, 
     # a bytes field holds the value's bytes (no base64 text): the same bytes as the text field's, decoded
     assert wire.is_deterministic(plain["raw"]) and plain["raw"] == wire.decode_text(e[0])
     assert de(data, value_ctx()) == rec
+
+
+def test_the_tools_take_the_configuration_file_s_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fieldcrypt schema lint (as scan and verify) reads the [policy] table; a flag replaces that key."""
+    from fieldcrypt.cli import main
+
+    schema = tmp_path / "order.avsc"
+    schema.write_text(json.dumps(avro_schema()))
+    config = tmp_path / "fieldcrypt.toml"
+    config.write_text('[policy]\ntags = ["PII", "JOIN"]\ndeterministic_tags = ["JOIN"]\ndata_subject_tag = "SUBJECT"\n')
+    assert main(["schema", "lint", str(schema), "--config", str(config), "--json"]) in (0, 7)
+    [report] = json.loads(capsys.readouterr().out)
+    det = {r["path"]: r["deterministic"] for r in report["rows"]}
+    assert det == {"t.Order.cid": False, "t.Order.email": True, "t.Order.note": False, "t.Order.n": False}
+    # a flag replaces the file's value for its key: no deterministic tag left
+    assert main(["schema", "lint", str(schema), "--config", str(config), "--json", "--deterministic-tag", "PII"]) in (
+        0,
+        7,
+    )
+    [report] = json.loads(capsys.readouterr().out)
+    assert {r["path"] for r in report["rows"] if r["deterministic"]} == {"t.Order.note"}

@@ -326,8 +326,10 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
 
 
 def policy_conf(args: argparse.Namespace) -> dict[str, Any]:
-    """The fieldcrypt conf keys the tag options give."""
-    conf: dict[str, Any] = {}
+    """The fieldcrypt conf keys the tag options give, over the configuration file's ``[policy]`` table (a flag given
+    replaces that key's value from the file)."""
+    settings = getattr(args, "settings", None)
+    conf: dict[str, Any] = dict(getattr(settings, "policy", None) or {})
     if args.tag is not None:
         conf["fieldcrypt.tags"] = _words(args.tag, "--tag")
     if args.plaintext_tag is not None:

@@ -110,6 +110,8 @@ class Settings:
     kms_timeout: float | None = None  # the keyring's kms_timeout (None: its default)
     kafka: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)
+    #: the [policy] table, as serde conf keys: the defaults of the tag options (flags override them key by key)
+    policy: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # the configuration file read, if any
 
     def __repr__(self) -> str:  # settings hold secrets: never print them
@@ -424,6 +426,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     s.kms_timeout = data.get("kms_timeout")
     s.kafka = dict(data.get("kafka", {}))
     s.registry = dict(data.get("registry", {}))
+    s.policy = dict(data.get("policy", {}))
     if env.get("FIELDCRYPT_STORE"):
         s.store = env["FIELDCRYPT_STORE"]
     if env.get("FIELDCRYPT_KEK"):
