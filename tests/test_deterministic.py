@@ -343,3 +343,20 @@ def test_the_tools_take_the_configuration_file_s_policy(tmp_path: Path, capsys: 
     )
     [report] = json.loads(capsys.readouterr().out)
     assert {r["path"] for r in report["rows"] if r["deterministic"]} == {"t.Order.note"}
+
+
+def test_deterministic_values_are_no_part_of_the_record_binding(
+    registry: SchemaRegistryClient, keyring: Keyring
+) -> None:
+    """Found by review: a record mixing deterministic and record-bound values still forms one for the tools that
+    judge ciphertext without keys (scan, the CSFLE migration read)."""
+    ser, _ = serdes("avro", registry, keyring)
+    plain = stored("avro", registry, ser(record(), value_ctx()), "orders")
+    parsed: list[Any] = []
+    for field in ("email", "note"):
+        try:
+            parsed.append(wire.parse_value(wire.decode_text(plain[field])))
+        except wire.UnsupportedValue as exc:
+            parsed.append(exc)
+    assert isinstance(parsed[0], wire.DeterministicValue) and wire.forms_record(parsed)
+    assert wire.forms_record(parsed[:1])  # deterministic values alone

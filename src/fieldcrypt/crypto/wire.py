@@ -109,6 +109,7 @@ __all__ = [
     "TAG_LEN",
     "VIEW",
     "VIEW_AD",
+    "DeterministicValue",
     "UnsupportedValue",
     "ad_prefix",
     "ad_prefix_v2",
@@ -299,6 +300,11 @@ class UnsupportedValue(ValueError):
         self.key_id = key_id
 
 
+class DeterministicValue(UnsupportedValue):
+    """Raised by :func:`parse_value` for a deterministic value (flags 0x01): it has no index, nonce or count (read it
+    with :func:`parse_deterministic`), and is no part of the record's binding (:func:`forms_record` leaves it out)."""
+
+
 #: a parsed value ciphertext: (version, key id, index, record nonce or None, count n or None, GCM body, view or
 #: None), the view as (view key id, its GCM body)
 Value = tuple[int, int, int, "bytes | None", "int | None", bytes, "tuple[int, bytes] | None"]
@@ -399,6 +405,8 @@ def parse_value(blob: bytes) -> Value:
     if blob[0] != 2 or n < _MIN_LEN_V2:
         raise ValueError("not a fieldcrypt value ciphertext")
     flags = blob[1]
+    if flags == DETERMINISTIC:  # (its own layout: parse_deterministic)
+        raise DeterministicValue("a deterministic value", _unpack_key_id(blob, 2)[0])
     if flags not in _KNOWN_FLAGS:
         if flags & 0xF8 or flags & 0x03 == 0x03:
             raise ValueError("not a fieldcrypt value ciphertext")  # bits no version 2 writer sets
@@ -436,8 +444,11 @@ def forms_record(values: list[Value | UnsupportedValue]) -> bool:
     known). A value whose first bytes are random (a Confluent CSFLE ciphertext) parses as a value in about 1 case in
     256; a record of such values forms one far less often (a single value: about 1 in 65,536, index 0 of version 1).
     """
-    parsed = [v for v in values if not isinstance(v, UnsupportedValue)]
-    if not parsed or len(parsed) != len(values):
+    bound = [v for v in values if not isinstance(v, DeterministicValue)]  # deterministic values bind no record
+    if not bound and values:
+        return True
+    parsed = [v for v in bound if not isinstance(v, UnsupportedValue)]
+    if not parsed or len(parsed) != len(bound):
         return False
     version = parsed[0][0]
     if any(v[0] != version for v in parsed) or sorted(v[2] for v in parsed) != list(range(len(parsed))):
