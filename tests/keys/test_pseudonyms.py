@@ -143,3 +143,34 @@ def test_an_old_store_is_refused_then_migrated_and_every_record_still_reads(
         assert [e.operation for e in kr.audit(operation="pseudonymize")][-1:] == ["pseudonymize"]
     with pytest.raises(KeyStoreUnavailableError, match=r"IntegrityError|RaiseException"):  # the trigger
         sql(store_url, "UPDATE fieldcrypt_audit SET person = 'x'")  # append-only again
+
+
+def test_a_resumed_or_concurrent_migration_leaves_no_id_in_clear_and_hashes_none_twice(
+    store_url: str, kek_uri: str, registry, monkeypatch
+) -> None:
+    """Found by review: a migration with another run of it going on at the same time, and an older producer adding a
+    key meanwhile, must leave no id in clear and hash none twice (a shred would then miss that person's keys)."""
+    old_store(store_url, kek_uri, registry)
+    clear = type("Clear", (type(open_store(store_url)),), {"supports_pseudonyms": False})
+    monkeypatch.setattr(_sql, "_BATCH", 1)
+    real = _sql.SqlKeyStore.pseudonymize
+    calls: list[int] = []
+
+    def interleaved(self: Any, of: Any, rewrap: Any, *args: Any, **kw: Any) -> int:
+        def one_more(record: Any, named: str) -> bytes:
+            calls.append(record.key_id)
+            if len(calls) == 2:
+                real(open_store(store_url), of, rewrap, *args, **kw)  # another run, to its end
+                with Keyring(clear(store_url), kek_uri) as older:  # an older producer, after it
+                    older.encryption_key("orders-value", "cust-late")
+            return rewrap(record, named)  # type: ignore[no-any-return]
+
+        return real(self, of, one_more, *args, **kw)
+
+    monkeypatch.setattr(_sql.SqlKeyStore, "pseudonymize", interleaved)
+    migrate_pseudonyms(store_url, kek_uri, reason="upgrade")
+    monkeypatch.setattr(_sql.SqlKeyStore, "pseudonymize", real)
+    assert all(is_pseudonym(p) for p in persons(store_url))
+    with Keyring(store_url, kek_uri) as kr:
+        for person in ("cust-0", "cust-1", "cust-2", "cust-late"):  # found by their ids: hashed exactly once
+            assert [r.person for r in kr.keys(person=person)] == [person], person  # (shown as the id given)

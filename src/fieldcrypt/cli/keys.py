@@ -580,7 +580,7 @@ def _skipped_text(skipped: tuple[SkippedRotation, ...]) -> str:
 
 def _not_rotated(kr: Keyring, domain: str, person: str) -> str:
     """Why ``keys rotate --data-subject`` rotated nothing (exit 5)."""
-    if kr.store.active(domain, person) is not None:
+    if kr.store.active(domain, kr._stored(person)) is not None:  # the store names people by pseudonyms
         return (
             f"the active key of this data subject in domain {domain!r} was replaced by another rotation while this "
             "one ran: nothing rotated by this command"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fieldcrypt.errors import ConfigurationError, format_key_id
+from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError, format_key_id
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -216,8 +216,12 @@ class SqlKeyStore(KeyStore):
     ) -> int:
         with self._tx() as ex:
             meta = {str(n): str(v) for n, v in ex("SELECT name, value FROM fieldcrypt_meta", ())}
-            if meta.get("persons") == "pseudonyms":
-                return 0
+            left = any(
+                ex(f"SELECT 1 FROM {t} WHERE {self._in_clear} LIMIT 1", ())
+                for t in ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit")
+            )
+            if meta.get("persons") == "pseudonyms" and not left:
+                return 0  # (ids in clear in a migrated store: an older producer wrote some since; migrated again)
             began = meta.get("migration")
             if began is not None and began != fingerprint:
                 raise ConfigurationError(
@@ -226,15 +230,14 @@ class SqlKeyStore(KeyStore):
                 )
             self._meta(ex, "migration", fingerprint)
             self._meta(ex, "persons", "migrating")
-            last = int(meta.get("migrated_upto", "0"))
-            (total,) = ex("SELECT COUNT(*) FROM fieldcrypt_keys WHERE person <> '' AND key_id > ?", (last,))[0]
+            (total,) = ex(f"SELECT COUNT(*) FROM fieldcrypt_keys WHERE {self._in_clear}", ())[0]
         done = 0
-        # the data keys, in batches of key ids, each batch and the point reached committed together: a run stopped
-        # anywhere resumes after the last batch it committed
+        # the data keys still in clear (whatever their ids: a producer of an older fieldcrypt may have added some
+        # meanwhile), in batches, each committed on its own: a run stopped anywhere resumes with what is left. A row
+        # changes only if it still holds the id read (compare-and-swap), so two runs at once never hash one twice.
         while True:
             rows = self._read(
-                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE person <> '' AND key_id > ? ORDER BY key_id LIMIT ?",
-                (last, _BATCH),
+                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE {self._in_clear} ORDER BY key_id LIMIT ?", (_BATCH,)
             )
             if not rows:
                 break
@@ -245,16 +248,29 @@ class SqlKeyStore(KeyStore):
                 items.append((named, rewrap(record, named), record.key_id, record.person))
             with self._tx() as ex:
                 for item in items:
-                    ex("UPDATE fieldcrypt_keys SET person = ?, wrapped = ? WHERE key_id = ? AND person = ?", item)
-                last = items[-1][2]
-                self._meta(ex, "migrated_upto", str(last))
-            done += len(items)
+                    if ex(
+                        "UPDATE fieldcrypt_keys SET person = ?, wrapped = ? WHERE key_id = ? AND person = ? "
+                        "RETURNING key_id",
+                        item,
+                    ):
+                        done += 1
+                self._meta(ex, "migrated_upto", str(items[-1][2]))
             if progress is not None:
                 progress(done, int(total))
-        # the shred log and the audit log, and the store's form, in one transaction (all or nothing)
+        # the shred log and the audit log, and the store's form, in one transaction (all or nothing); another run
+        # that finished first leaves nothing to do
         with self._tx() as ex:
+            if ex(f"SELECT 1 FROM fieldcrypt_keys WHERE {self._in_clear} LIMIT 1", ()):
+                raise KeyStoreUnavailableError(
+                    "data keys in clear were added while the store was migrated to pseudonyms (a producer of an "
+                    "older fieldcrypt?): stop every producer and run the migration again"
+                )
             for table in ("fieldcrypt_shredded", "fieldcrypt_audit"):
-                people = [str(p) for (p,) in ex(f"SELECT DISTINCT person FROM {table} WHERE person <> ''", ())]
+                # only what is still in clear: another run that finished first leaves nothing, or what an older
+                # producer added since
+                people = [str(p) for (p,) in ex(f"SELECT DISTINCT person FROM {table} WHERE {self._in_clear}", ())]
+                if not people:
+                    continue
                 if table == "fieldcrypt_audit":
                     self._lift_audit_guard(ex)
                 for p in people:
@@ -265,6 +281,13 @@ class SqlKeyStore(KeyStore):
             self._audit(ex, _with(audit, domain=None, person=None, detail=detail))
             self._meta(ex, "persons", "pseudonyms")
         return done
+
+    #: SQL true for a row whose data subject is still an id in clear: not ``ps1:`` and 22 base64url characters, the
+    #: pseudonyms' shape (an id of exactly that shape is taken for a pseudonym: docs/key-model.md)
+    _in_clear = (
+        "person <> '' AND NOT (person LIKE 'ps1:%' AND length(person) = 26 AND "
+        "substr(person, 5) NOT GLOB '*[^A-Za-z0-9_-]*')"
+    )
 
     def _lift_audit_guard(self, ex: Execute) -> None:
         """Within the migration's transaction only: let it rewrite the audit log's data-subject ids."""

@@ -360,6 +360,8 @@ class PostgresKeyStore(SqlKeyStore):
         )
         return str(rows[0][0])
 
+    _in_clear = "person <> '' AND person !~ '^ps1:[A-Za-z0-9_-]{22}$'"
+
     def _lift_audit_guard(self, ex: Execute) -> None:
         # ALTER TABLE: the store's owner only, who alone runs the migration (as `keys init`)
         ex("ALTER TABLE fieldcrypt_audit DISABLE TRIGGER fieldcrypt_audit_append_only", ())
