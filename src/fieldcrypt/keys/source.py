@@ -283,6 +283,8 @@ class KeySource:
         self._closed = False
         #: the store's pseudonym key, unwrapped when a data subject is first looked up (fieldcrypt.keys.pseudonyms)
         self._pseudonyms: Pseudonyms | None = None
+        #: (until, reason) when it could not be loaded (this process holds no KEK of it): not asked again till then
+        self._pseudonyms_failed: tuple[float, str] | None = None
         if self.store.supports_pseudonyms and not self._accepts_clear_ids:
             self._check_persons()
         self._opened()
@@ -323,9 +325,16 @@ class KeySource:
                 f"({self.kms_timeout:g} s)"
             )
 
+        failed = self._pseudonyms_failed
+        if failed is not None and time.monotonic() < failed[0]:
+            raise ConfigurationError(failed[1])  # remembered for cache_ttl: no store read per record
         with self._key_locks.hold(("pseudonyms",), self._deadline(), timeout):
             if self._pseudonyms is None:
-                self._pseudonyms = load_pseudonyms(self)
+                try:
+                    self._pseudonyms = load_pseudonyms(self)
+                except ConfigurationError as exc:  # no KEK of the pseudonym key here: the same answer for a while
+                    self._pseudonyms_failed = (time.monotonic() + self.cache_ttl, exc.reason)
+                    raise
             return self._pseudonyms
 
     def _for_reader(self, key: DataKey, reader: str | None) -> DataKey:
@@ -1241,6 +1250,7 @@ class KeySource:
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
 
     def clear_cache(self) -> None:
+        self._pseudonyms_failed = None
         self._by_id.clear()
         self._active.clear()
         self._missing.clear()
