@@ -1258,6 +1258,8 @@ def _dec_det_leaf(leaf: Leaf) -> Step:
             if st.outcomes.on_plaintext == "accept" and isinstance(v, bytes if kind == "bytes" else str):
                 try:
                     fieldcrypt_value = _wire.parse_value(unwrap(v)) is not None
+                except _wire.UnsupportedValue:  # a well-formed header (another mode, a newer feature): not plaintext
+                    fieldcrypt_value = True
                 except (ValueError, TypeError, AttributeError):
                     fieldcrypt_value = False
                 if not fieldcrypt_value:

@@ -87,7 +87,7 @@ from fieldcrypt.keys import _fork
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
-from fieldcrypt.keys.pseudonyms import Pseudonyms
+from fieldcrypt.keys.pseudonyms import Pseudonyms, is_pseudonym
 from fieldcrypt.keys.pseudonyms import load as load_pseudonyms
 from fieldcrypt.keys.registry import open_store
 from fieldcrypt.keys.store import (
@@ -309,6 +309,8 @@ class KeySource:
         """``person`` as the key store names it: its keyed pseudonym (a store without pseudonyms: as it is)."""
         if person is None:
             return None
+        if is_pseudonym(person) and self.store.supports_pseudonyms:
+            raise ConfigurationError(_PSEUDONYM_SHAPED)
         named = self._pseudonyms
         if named is None:
             if not self.store.supports_pseudonyms:
@@ -337,10 +339,17 @@ class KeySource:
                     raise
             return self._pseudonyms
 
+    def _check_reader(self, reader: str | None, key_id: int) -> None:
+        """A record naming a key-store pseudonym as its data subject is refused: the pseudonym of a key looked up by
+        id would pass for it (someone copied a person's values into a record that names their pseudonym)."""
+        if reader is not None and is_pseudonym(reader) and self.store.supports_pseudonyms:
+            raise DecryptionError(_PSEUDONYM_SHAPED, key_id=key_id)
+
     def _for_reader(self, key: DataKey, reader: str | None) -> DataKey:
         """A cached data subject's key, for the record being read: as cached when it names ``reader`` already (or
         nobody reads: a lookup by id alone); for ``reader``'s values when the store names it by their pseudonym (the
         cache then keeps that, with the same expiry); else as cached, naming someone else (a moved ciphertext)."""
+        self._check_reader(reader, key.key_id)
         if reader is None or key.person == reader:
             return key
         if self._stored(reader) != key.person:
@@ -457,6 +466,7 @@ class KeySource:
         if cached is not None:
             return cached if cached.person is None else self._for_reader(cached, _reader(meter))
         reader = _reader(meter)
+        self._check_reader(reader, key_id)
         try:
             self._recall(key_id)
             return self._fetch_by_id(key_id, meter, reader)
@@ -1332,6 +1342,7 @@ class AsyncKeySource:
         if cached is not None:
             return cached if cached.person is None else src._for_reader(cached, _reader(meter))
         reader = _reader(meter)
+        src._check_reader(reader, key_id)
         try:
             src._recall(key_id)
             return await self._shared(("id", key_id, reader), partial(src._fetch_by_id, key_id, meter, reader))
@@ -1384,6 +1395,11 @@ class _Wrapped:
     key: DataKey
     wrapped: bytes = field(repr=False)
 
+
+_PSEUDONYM_SHAPED = (
+    "the data-subject id has the shape of a key-store pseudonym (ps1: and 22 characters), which is reserved: a record "
+    "naming one is refused"
+)
 
 #: how many times a creation may find the store changed (another version, a taken id) and wrap anew
 _CREATE_ROUNDS = 8
