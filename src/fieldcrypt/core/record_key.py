@@ -123,7 +123,7 @@ class _RecordKeySerde:
             _check_domain(domain, None)
         self.codec = codec
         self._keyring = keyring
-        self._conf = rest
+        self._given = rest
         self._domain = domain
         self._domains: dict[tuple[str | None, str | None], tuple[str | None, str]] = {}
         self.stats = SerdeStats(self._role)
@@ -221,7 +221,7 @@ class StringKeyDeserializer(_RecordKeySerde, Deserializer):
         super().__init__(codec, keyring, conf)
         modes = {}
         for name, default in (("fieldcrypt.on.erased", "marker"), ("fieldcrypt.on.denied", "raise")):
-            mode = self._conf.get(name, default)
+            mode = self._given.get(name, default)
             if mode not in _MODES:
                 why = (
                     " (placeholder: every erased key would read as the same text, merging all erased persons' "
@@ -315,10 +315,9 @@ def _parse(value: object, codec: str, subject: str | None) -> tuple[int, bytes]:
 
 def _belongs_to(keyring: KeySource, key: DataKey, person: str, st: _KeyCall) -> bool:
     """Whether ``key`` (looked up by id alone) is the data key of ``person``, the text it decrypted: the one check
-    that a key's value was not copied in from a field of another person's record. A key store that names persons by
-    keyed pseudonyms (``fieldcrypt.keys.pseudonyms``) gives a key looked up by id alone out under the pseudonym; asked
-    again for a record of ``person`` (the meter's ``person``), it gives the key out for ``person`` only if the
-    pseudonym is theirs."""
+    that a key's value was not copied in from a field of another person's record. (A key store that names persons
+    otherwise than by their ids would give a key looked up by id alone out under that name; asked again for a record of
+    ``person``, the meter's ``person``, it answers for ``person``.)"""
     if key.person == person:
         return True
     if key.person is None:

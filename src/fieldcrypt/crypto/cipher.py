@@ -15,7 +15,7 @@ import hashlib
 import operator
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import tink
@@ -34,7 +34,6 @@ __all__ = [
     "BranchKey",
     "DataKey",
     "encrypted_keyset",
-    "for_values_of",
     "new_branch_key",
     "new_data_key",
     "rewrap_data_key",
@@ -213,44 +212,16 @@ def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, ve
     )
 
 
-class _Same:
-    """The default of ``values_for``: the person the wrap binds."""
-
-
-_SAME = _Same()
-
-
 def new_data_key(
-    key_id: int,
-    domain: str,
-    person: str | None,
-    version: int,
-    kek: aead.Aead,
-    *,
-    deterministic: bool = False,
-    values_for: str | _Same | None = _SAME,
+    key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead, *, deterministic: bool = False
 ) -> tuple[DataKey, bytes]:
     """A fresh random DEK and its wrapped form (for the key store). Per-person keys are independent random keys.
-    ``deterministic``: an AES-256-SIV key (Tink's deterministic AEAD), for values that must join. ``person`` is the
-    data subject as the key store names it (a pseudonym), bound into the wrap; ``values_for``, the id the values'
-    associated data binds (the record's data subject; default: ``person``)."""
+    ``deterministic``: an AES-256-SIV key (Tink's deterministic AEAD), for values that must join."""
     ensure_tink()
     template = daead.deterministic_aead_key_templates.AES256_SIV if deterministic else None
     handle = tink.new_keyset_handle(template or aead.aead_key_templates.AES256_GCM_RAW)
     wrapped = tink.proto_keyset_format.serialize_encrypted(handle, kek, wrap_ad(key_id, domain, person, version))
-    reader = person if isinstance(values_for, _Same) else values_for
-    return _make(handle, key_id, domain, reader, version), wrapped
-
-
-def for_values_of(key: DataKey, person: str | None) -> DataKey:
-    """The same data key, for the values of ``person`` (their associated data binds that id): a key the key store
-    names by a pseudonym, given out for the record whose data subject it is."""
-    return replace(
-        key,
-        person=person,
-        ad_prefix=_wire.ad_prefix(key.key_id, key.domain, person),
-        ad_prefix2=_wire.ad_prefix_v2(key.key_id, key.domain, person),
-    )
+    return _make(handle, key_id, domain, person, version), wrapped
 
 
 def rewrap_data_key(
@@ -299,17 +270,9 @@ def encrypted_keyset(wrapped: bytes) -> bytes | None:
 
 
 def unwrap_data_key(
-    wrapped: bytes,
-    key_id: int,
-    domain: str,
-    person: str | None,
-    version: int,
-    kek: aead.Aead,
-    *,
-    values_for: str | _Same | None = _SAME,
+    wrapped: bytes, key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead
 ) -> DataKey:
     """Unwrap a stored DEK. Raises ``tink.TinkError`` if the KEK or the associated data does not match.
-    ``person``: as the key store names it (bound into the wrap); ``values_for``: as for :func:`new_data_key`.
 
     Reads Tink's ``EncryptedKeyset`` directly (what ``proto_keyset_format.parse_encrypted`` does, without building
     a KeysetHandle that would be serialized again): a key-cache miss costs ~half as much.
@@ -320,9 +283,8 @@ def unwrap_data_key(
     except DecodeError as exc:
         raise TinkError("the wrapped data key is not an encrypted Tink keyset") from exc
     keyset = _kek_decrypt(kek, encrypted, key_id, domain, person, version)
-    reader = person if isinstance(values_for, _Same) else values_for
     try:
-        return _from_keyset(keyset, key_id, domain, reader, version)
+        return _from_keyset(keyset, key_id, domain, person, version)
     except (DecodeError, ValueError) as exc:
         raise TinkError("the wrapped data key is not a valid keyset") from exc
 

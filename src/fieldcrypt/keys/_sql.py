@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError, format_key_id
+from fieldcrypt.errors import ConfigurationError, format_key_id
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -17,7 +17,6 @@ from fieldcrypt.keys.store import (
     KekChanged,
     KeyRecord,
     KeyStore,
-    PseudonymKey,
     ShredRecord,
     WrapFn,
     check_shred_target,
@@ -34,8 +33,6 @@ TABLES = (
     "fieldcrypt_policies",
     "fieldcrypt_domains",
     "fieldcrypt_branches",
-    "fieldcrypt_pseudonym_keys",
-    "fieldcrypt_meta",
 )
 
 #: runs one statement inside the current transaction and returns its rows
@@ -162,140 +159,6 @@ class SqlKeyStore(KeyStore):
                     detail=f"primary {keks[0]}",
                 ),
             )
-        if not ex("SELECT 1 FROM fieldcrypt_meta WHERE name = 'persons'", ()):
-            # a new store holds pseudonyms from its first key; an upgraded one holding ids waits for its migration
-            held = ex(
-                "SELECT 1 FROM fieldcrypt_keys WHERE person <> '' UNION ALL SELECT 1 FROM fieldcrypt_shredded "
-                "WHERE person <> '' UNION ALL SELECT 1 FROM fieldcrypt_audit WHERE person <> '' LIMIT 1",
-                (),
-            )
-            ex("INSERT INTO fieldcrypt_meta (name, value) VALUES ('persons', ?)", ("clear" if held else "pseudonyms",))
-
-    # -- data-subject ids as pseudonyms -----------------------------------------------------------------------------
-    supports_pseudonyms = True
-
-    def persons_form(self) -> str:
-        rows = self._read("SELECT value FROM fieldcrypt_meta WHERE name = 'persons'")
-        return str(rows[0][0]) if rows else "clear"
-
-    def pseudonym_keys(self) -> list[PseudonymKey]:
-        rows = self._read(
-            "SELECT p.kek_uri, p.wrapped, p.fingerprint, p.created_at FROM fieldcrypt_pseudonym_keys p "
-            "JOIN fieldcrypt_meta m ON m.name = 'pseudonym_key' AND m.value = p.fingerprint ORDER BY 4, 1"
-        )
-        return [PseudonymKey(str(u), bytes(w), str(f), float(t)) for u, w, f, t in rows]
-
-    def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
-        with self._tx(("fieldcrypt", "pseudonyms")) as ex:
-            rows = ex("SELECT value FROM fieldcrypt_meta WHERE name = 'pseudonym_key'", ())
-            if rows and str(rows[0][0]) != key.fingerprint:
-                return str(rows[0][0])
-            if not rows:
-                ex("INSERT INTO fieldcrypt_meta (name, value) VALUES ('pseudonym_key', ?)", (key.fingerprint,))
-            if ex(
-                "INSERT INTO fieldcrypt_pseudonym_keys (kek_uri, wrapped, fingerprint, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (kek_uri) DO NOTHING RETURNING kek_uri",
-                (key.kek_uri, key.wrapped, key.fingerprint, key.created_at),
-            ):
-                detail = f"pseudonym key {key.fingerprint} wrapped by {key.kek_uri}"
-                self._audit(ex, _with(audit, domain=None, person=None, detail=detail))
-        return key.fingerprint
-
-    def _meta(self, ex: Execute, name: str, value: str) -> None:
-        if not ex("UPDATE fieldcrypt_meta SET value = ? WHERE name = ? RETURNING name", (value, name)):
-            ex("INSERT INTO fieldcrypt_meta (name, value) VALUES (?, ?)", (name, value))
-
-    def pseudonymize(
-        self,
-        of: Callable[[str], str],
-        rewrap: Callable[[KeyRecord, str], bytes],
-        fingerprint: str,
-        audit: AuditEntry,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> int:
-        with self._tx() as ex:
-            meta = {str(n): str(v) for n, v in ex("SELECT name, value FROM fieldcrypt_meta", ())}
-            left = any(
-                ex(f"SELECT 1 FROM {t} WHERE {self._in_clear} LIMIT 1", ())
-                for t in ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit")
-            )
-            if meta.get("persons") == "pseudonyms" and not left:
-                return 0  # (ids in clear in a migrated store: an older producer wrote some since; migrated again)
-            began = meta.get("migration")
-            if began is not None and began != fingerprint:
-                raise ConfigurationError(
-                    f"a migration of key store {self!r} to pseudonyms began under the pseudonym key {began}, not "
-                    f"{fingerprint}: finish it with a keyring holding a KEK of that key"
-                )
-            self._meta(ex, "migration", fingerprint)
-            self._meta(ex, "persons", "migrating")
-            (total,) = ex(f"SELECT COUNT(*) FROM fieldcrypt_keys WHERE {self._in_clear}", ())[0]
-        done = 0
-        # the data keys still in clear (whatever their ids: a producer of an older fieldcrypt may have added some
-        # meanwhile), in batches, each committed on its own: a run stopped anywhere resumes with what is left. A row
-        # changes only if it still holds the id read (compare-and-swap), so two runs at once never hash one twice.
-        while True:
-            rows = self._read(
-                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE {self._in_clear} ORDER BY key_id LIMIT ?", (_BATCH,)
-            )
-            if not rows:
-                break
-            items = []
-            for record in map(_record, rows):
-                assert record.person is not None
-                named = of(record.person)
-                items.append((named, rewrap(record, named), record.key_id, record.person))
-            with self._tx() as ex:
-                for item in items:
-                    if ex(
-                        "UPDATE fieldcrypt_keys SET person = ?, wrapped = ? WHERE key_id = ? AND person = ? "
-                        "RETURNING key_id",
-                        item,
-                    ):
-                        done += 1
-                self._meta(ex, "migrated_upto", str(items[-1][2]))
-            if progress is not None:
-                progress(done, int(total))
-        # the shred log and the audit log, and the store's form, in one transaction (all or nothing); another run
-        # that finished first leaves nothing to do
-        with self._tx() as ex:
-            if ex(f"SELECT 1 FROM fieldcrypt_keys WHERE {self._in_clear} LIMIT 1", ()):
-                raise KeyStoreUnavailableError(
-                    "data keys in clear were added while the store was migrated to pseudonyms (a producer of an "
-                    "older fieldcrypt?): stop every producer and run the migration again"
-                )
-            for table in ("fieldcrypt_shredded", "fieldcrypt_audit"):
-                # only what is still in clear: another run that finished first leaves nothing, or what an older
-                # producer added since
-                people = [str(p) for (p,) in ex(f"SELECT DISTINCT person FROM {table} WHERE {self._in_clear}", ())]
-                if not people:
-                    continue
-                if table == "fieldcrypt_audit":
-                    self._lift_audit_guard(ex)
-                for p in people:
-                    ex(f"UPDATE {table} SET person = ? WHERE person = ?", (of(p), p))
-                if table == "fieldcrypt_audit":
-                    self._restore_audit_guard(ex)
-            detail = f"data-subject ids replaced by pseudonyms (key {fingerprint}); {done} data keys rewrapped"
-            self._audit(ex, _with(audit, domain=None, person=None, detail=detail))
-            self._meta(ex, "persons", "pseudonyms")
-        return done
-
-    #: SQL true for a row whose data subject is still an id in clear: not ``ps1:`` and 22 base64url characters, the
-    #: pseudonyms' shape (an id of exactly that shape is taken for a pseudonym: docs/key-model.md)
-    _in_clear = (
-        "person <> '' AND NOT (person LIKE 'ps1:%' AND length(person) = 26 AND "
-        "substr(person, 5) NOT GLOB '*[^A-Za-z0-9_-]*')"
-    )
-
-    def _lift_audit_guard(self, ex: Execute) -> None:
-        """Within the migration's transaction only: let it rewrite the audit log's data-subject ids."""
-        raise NotImplementedError
-
-    def _restore_audit_guard(self, ex: Execute) -> None:
-        """The audit log is append-only again, in the same transaction (nothing commits without it)."""
-        raise NotImplementedError
 
     def unrecorded_domains(self) -> dict[str, list[str]]:
         """The domains that hold keys but no record of their KEKs, with the KEKs their keys name: an admin records

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,10 @@ from fieldcrypt.crypto.cipher import (
     wrap_branch_handle,
     wrap_handle,
 )
-from fieldcrypt.errors import ConfigurationError, FieldcryptError, format_key_id
+from fieldcrypt.errors import ConfigurationError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.kek import Kek
-from fieldcrypt.keys.pseudonyms import is_pseudonym
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
 from fieldcrypt.keys.source import KeySource, _ev, _wrap_failure
 from fieldcrypt.keys.store import (
@@ -68,11 +66,6 @@ def _unwrap_handle(record: KeyRecord, old: Kek) -> Any:
     return unwrap_handle(record.wrapped, record.key_id, record.domain, record.person, record.version, old.aead)
 
 
-def _named(record: Any, person: str | None) -> Any:
-    """A key-store row, naming its data subject as the caller did (the row names their pseudonym)."""
-    return record if person is None or record.person is None else replace(record, person=person)
-
-
 class KeyAdmin:
     """The administration of ``source``'s keys (``shred_log``: the file every shred appends to, or None). The
     methods are :class:`fieldcrypt.Keyring`'s admin methods, documented there."""
@@ -89,8 +82,7 @@ class KeyAdmin:
             check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
-        stored = self._src._stored(person)
-        return [_named(r, person) for r in self._src._call(lambda: self._src.store.keys(domain, stored))]
+        return list(self._src._call(lambda: self._src.store.keys(domain, person)))
 
     def shredded_keys(self, domain: str | None = None, person: str | None = None) -> list[ShredRecord]:
         """The work of :meth:`fieldcrypt.Keyring.shredded_keys`, documented there."""
@@ -98,8 +90,7 @@ class KeyAdmin:
             check_id(domain, "domain")
         if person is not None:
             check_id(person, "data-subject id")
-        stored = self._src._stored(person)
-        return [_named(r, person) for r in self._src._call(lambda: self._src.store.shredded_keys(domain, stored))]
+        return list(self._src._call(lambda: self._src.store.shredded_keys(domain, person)))
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """The work of :meth:`fieldcrypt.Keyring.rotate`, documented there."""
@@ -108,13 +99,11 @@ class KeyAdmin:
             check_id(person, "data-subject id")
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
-        stored = self._src._stored(person)
-        current = self._src._call(lambda: self._src.store.active(domain, stored))
+        current = self._src._call(lambda: self._src.store.active(domain, person))
         if current is None:
             return None
-        key = self._rotate_key(current, reason or "requested", person)
-        made = None if key is None else self._src._call(lambda: self._src.store.get(key.key_id))
-        return None if made is None else _named(made, person)
+        key = self._rotate_key(current, reason or "requested")
+        return None if key is None else self._src._call(lambda: self._src.store.get(key.key_id))
 
     def rotate_domain(
         self, domain: str, *, reason: str = "", progress: Callable[[int, int], None] | None = None
@@ -142,29 +131,27 @@ class KeyAdmin:
                 return RotationReport(domain, tuple(rotated), tuple(skipped))
             after = page[-1].person or ""
 
-    def _rotate_key(self, current: KeyRecord, reason: str, person: str | None = None) -> DataKey | None:
+    def _rotate_key(self, current: KeyRecord, reason: str) -> DataKey | None:
         """An admin's rotation of ``current``: its next version, made only if ``current`` is still the active key
         when the store's transaction runs (a compare-and-swap, :meth:`KeyStore.rotate`). None when it is not (it
-        was shredded, or another rotation retired it): nothing is created then, no audit entry written. ``person``:
-        the data subject as the caller named them (else the key is made for the pseudonym the row names)."""
-        domain, stored, deadline = current.domain, current.person, self._src._deadline()
-        named = stored if person is None else person
-        audit = self._src._audit("rotate", reason, domain=domain, person=stored)
+        was shredded, or another rotation retired it): nothing is created then, no audit entry written."""
+        domain, person, deadline = current.domain, current.person, self._src._deadline()
+        audit = self._src._audit("rotate", reason, domain=domain, person=person)
 
         def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord | None:
             now = self._src.clock.now()
             extra = {"branch_id": branch_id} if branch_id else {}
             return self._src.store.rotate(
-                domain, stored, current.key_id, kek_uri, wrap, now, audit, key_id=key_id, **extra
+                domain, person, current.key_id, kek_uri, wrap, now, audit, key_id=key_id, **extra
             )
 
-        made, record = self._src._store_new_key(domain, named, current.version + 1, deadline, put, stored)
-        self._src._forget_active(current.key_id)
+        made, record = self._src._store_new_key(domain, person, current.version + 1, deadline, put)
+        self._src._forget_active(domain, person)
         if record is None:
             return None
         if made is None or made.key.key_id != record.key_id:  # a plugin store that kept a key of its own making
-            return self._src._unwrap(record, deadline, named)
-        return self._src._created(made, domain, named, "rotate", reason)
+            return self._src._unwrap(record, deadline)
+        return self._src._created(made, domain, person, "rotate", reason)
 
     # -- which KEKs wrap a domain's keys: map, add, promote, rewrap, retire (each an audited act) ----------------
     def domains(self) -> list[DomainKeks]:
@@ -180,7 +167,6 @@ class KeyAdmin:
             lambda: self._src.store.claim_domain(domain, kek_uri, self._src.clock.now(), audit, accept_held=True)
         )
         self._src._forget_domain(domain)
-        self._share_pseudonyms()
         if record.primary != kek_uri:
             raise ConfigurationError(
                 f"key domain {domain!r} is already wrapped by KEK {record.primary!r}; change it with add_kek, "
@@ -197,20 +183,7 @@ class KeyAdmin:
         self._check_reachable(domain, kek_uri)
         self._check_owner(current)
         new = DomainKeks(domain, current.primary, (*current.accepted, kek_uri))
-        done = self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
-        self._share_pseudonyms()
-        return done
-
-    def _share_pseudonyms(self) -> None:
-        """A KEK just given to a domain learns the pseudonym key (wrapped under it) when this keyring can unwrap the
-        key: its holders can then look data subjects up (fieldcrypt.keys.pseudonyms). Skipped otherwise: a keyring
-        holding that KEK and one of the key's does it when it first needs a pseudonym."""
-        if not self._src.store.supports_pseudonyms:
-            return
-        try:
-            self._src._load_pseudonyms()
-        except FieldcryptError as exc:  # the KEK change is made; its holders share the key when they first need it
-            log.warning("the pseudonym key was not wrapped under the new KEK now (%s)", type(exc).__name__)
+        return self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
 
     def promote_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
         """The work of :meth:`fieldcrypt.Keyring.promote_kek`, documented there."""
@@ -424,13 +397,10 @@ class KeyAdmin:
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
         now = self._src.clock.now()
-        # the store names each person by a pseudonym; the report names them as the caller did
-        stored = None if people is None else [self._src._stored(p) or p for p in people]
-        names = {} if people is None or stored is None else dict(zip(stored, people, strict=True))
         if dry_run:
-            held = self._held(domain, stored)
-            destroyed = tuple(ShredRecord(r.key_id, r.domain, names.get(r.person or "", r.person), now) for r in held)
-            return self._report(target, domain, people, destroyed, names, dry_run=True, pending=False)
+            held = self._held(domain, people)
+            destroyed = tuple(ShredRecord(r.key_id, r.domain, r.person, now) for r in held)
+            return self._report(target, domain, people, destroyed, dry_run=True, pending=False)
         log_file = self._log_file
         where = None if log_file is None else destination(log_file, "the shred log")  # a link: its target's directory
         if log_file is not None and where is not None and not where.parent.is_dir():  # refused before any is destroyed
@@ -440,7 +410,7 @@ class KeyAdmin:
             )
         batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
         audit = self._src._audit("shred", reason, domain=domain, detail=batch)
-        destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, stored, now, audit)))
+        destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, people, now, audit)))
         self._src._forget_shredded(destroyed)
         unlogged: OSError | None = None
         if log_file is not None:
@@ -455,10 +425,7 @@ class KeyAdmin:
                 f"appended ({unlogged.strerror or type(unlogged).__name__}): rewrite it from the key store with "
                 f"`fieldcrypt keys shred-log {log_file} --force`"
             )
-        shown_ = (
-            tuple(replace(r, person=names.get(r.person or "", r.person)) for r in destroyed) if names else destroyed
-        )
-        report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending)
+        report = self._report(target, domain, people, destroyed, dry_run=False, pending=pending)
         log.info(
             "shred %s",
             str(report),  # the text names no person; the report object does (a handler may log args as they are)
@@ -490,7 +457,6 @@ class KeyAdmin:
         domain: str | None,
         people: list[str] | None,
         destroyed: tuple[ShredRecord, ...],
-        names: dict[str, str],
         *,
         dry_run: bool,
         pending: bool,
@@ -501,8 +467,7 @@ class KeyAdmin:
             mine: dict[str, list[int]] = {p: [] for p in people}
             for r in destroyed:
                 mine.setdefault(r.person or "", []).append(r.key_id)
-            by_stored = self._src._call(lambda: self._src.store.shredded_counts(domain, list(names) or people))
-            counts = {names.get(p, p): n for p, n in by_stored.items()}
+            counts = self._src._call(lambda: self._src.store.shredded_counts(domain, people))
             persons = tuple(
                 PersonShred(p, tuple(mine[p]), counts.get(p, 0) - (0 if dry_run else len(mine[p]))) for p in people
             )
@@ -541,11 +506,6 @@ class KeyAdmin:
         known = {r.key_id for r in self._src._call(self._src.store.shred_log)}
         if quiet and all(e.key_id in known for e in entries):
             return []
-        # a file written before pseudonyms names people by their ids: the store gets their pseudonyms
-        entries = [
-            e if e.person is None or is_pseudonym(e.person) else replace(e, person=self._src._stored(e.person))
-            for e in entries
-        ]
         audit = self._src._audit("restore", reason or "re-apply shred log")
         destroyed = self._src._call(lambda: self._src.store.apply_shred_log(entries, audit))
         self._src._forget_restored(destroyed)
@@ -556,39 +516,6 @@ class KeyAdmin:
             extra=_ev("key.restored", keys=len(destroyed)),
         )
         return destroyed
-
-    def migrate_pseudonyms(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
-        """The work of :func:`fieldcrypt.keys.keyring.migrate_pseudonyms`, documented there."""
-        src = self._src
-        store = src.store
-        if not store.supports_pseudonyms:
-            raise ConfigurationError(f"key store {store!r} keeps no pseudonym key: its data-subject ids stay as given")
-        named = src._load_pseudonyms()  # made now if the store has none, wrapped under every KEK this keyring holds
-
-        def rewrap(record: KeyRecord, pseudonym: str) -> bytes:
-            """The data key of ``record`` (its row names the id), wrapped again for its pseudonym."""
-            ids = (record.key_id, record.domain)
-            if record.branch_id:  # wrapped by its branch key: local, no KMS call
-                branch = src._branch(record.branch_id, record, src._deadline()).aead
-                handle = unwrap_handle(record.wrapped, *ids, record.person, record.version, branch)
-                return wrap_handle(handle, *ids, pseudonym, record.version, branch)
-            handle = src._with_kek(record, partial(_unwrap_handle, record))
-            kek = src._kek_of(record, "data key")
-            return self._wrap_with(
-                kek,
-                f"data key {format_key_id(record.key_id)}",
-                lambda: wrap_handle(handle, *ids, pseudonym, record.version, kek.aead),
-            )
-
-        audit = src._audit("pseudonymize", _text(reason) or "data-subject ids replaced by pseudonyms")
-        done = src._call(lambda: store.pseudonymize(named.of, rewrap, named.fingerprint, audit, progress=progress))
-        log.info(
-            "key store migrated to pseudonyms: %d data keys rewrapped",
-            done,
-            extra=_ev("key.pseudonymized", keys=done),
-        )
-        self.purge()  # SQLite: the ids in clear leave the write-ahead log too (PostgreSQL: see docs/key-model.md)
-        return done
 
     def audit(
         self,
@@ -607,8 +534,6 @@ class KeyAdmin:
             raise ConfigurationError("limit must be a non-negative int")
         if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
             raise ConfigurationError("since must be epoch seconds (int or float)")
-        stored = self._src._stored(person)
-        found = self._src._call(
-            lambda: self._src.store.audit_log(limit, person=stored, operation=operation, since=since)
+        return self._src._call(
+            lambda: self._src.store.audit_log(limit, person=person, operation=operation, since=since)
         )
-        return found if person is None else [replace(e, person=person) if e.person == stored else e for e in found]

@@ -65,7 +65,6 @@ from fieldcrypt.crypto.cipher import (
     BranchKey,
     DataKey,
     encrypted_keyset,
-    for_values_of,
     new_branch_key,
     new_data_key,
     unwrap_branch_key,
@@ -87,8 +86,6 @@ from fieldcrypt.keys import _fork
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
-from fieldcrypt.keys.pseudonyms import Pseudonyms, is_pseudonym
-from fieldcrypt.keys.pseudonyms import load as load_pseudonyms
 from fieldcrypt.keys.registry import open_store
 from fieldcrypt.keys.store import (
     AuditEntry,
@@ -128,9 +125,6 @@ class KeyMeter(Protocol):
 
     def key_store_call(self, seconds: float, failed: bool) -> None:
         """One key-store or KEK call (one attempt) returned after ``seconds``; ``failed``: it was unavailable."""
-
-    # A meter that is a record's state may also have ``person``: the record's data subject (as the record names it).
-    # A key the store names by that person's pseudonym is then given out for their values (KeySource._load).
 
 
 DEFAULT_CACHE_SIZE = 10_000
@@ -281,97 +275,9 @@ class KeySource:
             f"fieldcrypt-key-meter-{id(self):x}", default=None
         )
         self._closed = False
-        #: the store's pseudonym key, unwrapped when a data subject is first looked up (fieldcrypt.keys.pseudonyms)
-        self._pseudonyms: Pseudonyms | None = None
-        #: (until, reason) when it could not be loaded (this process holds no KEK of it): not asked again till then
-        self._pseudonyms_failed: tuple[float, str] | None = None
-        if self.store.supports_pseudonyms and not self._accepts_clear_ids:
-            self._check_persons()
         self._opened()
         _fork.track(self)
         self._start_sweeper()
-
-    #: whether this key source may open a store whose data-subject ids are not yet pseudonyms (the migration's)
-    _accepts_clear_ids = False
-
-    def _check_persons(self) -> None:
-        """A store upgraded from an older fieldcrypt holds data-subject ids in clear until it is migrated: refused."""
-        form = self._call(self.store.persons_form)
-        if form != "pseudonyms":
-            raise ConfigurationError(
-                f"key store {redact_url(self.store.url)!r} holds data-subject ids in clear (made by an older fieldcrypt"
-                f"{', migration unfinished' if form == 'migrating' else ''}): stop its producers and run "
-                "`fieldcrypt keys migrate-pseudonyms --store URL --kek URI` (docs/key-model.md#pseudonyms) before "
-                "this version uses it"
-            )
-
-    def _stored(self, person: str | None) -> str | None:
-        """``person`` as the key store names it: its keyed pseudonym (a store without pseudonyms: as it is)."""
-        if person is None:
-            return None
-        if is_pseudonym(person) and self.store.supports_pseudonyms:
-            raise ConfigurationError(_PSEUDONYM_SHAPED)
-        named = self._pseudonyms
-        if named is None:
-            if not self.store.supports_pseudonyms:
-                return person
-            named = self._load_pseudonyms()
-        return named.of(person)
-
-    def _load_pseudonyms(self) -> Pseudonyms:
-        """The store's pseudonym key, unwrapped once per key source (one KEK call), made on a store's first need."""
-
-        def timeout() -> KeyStoreUnavailableError:
-            return KeyStoreUnavailableError(
-                f"another thread of this process has been unwrapping the pseudonym key for longer than kms_timeout "
-                f"({self.kms_timeout:g} s)"
-            )
-
-        failed = self._pseudonyms_failed
-        if failed is not None and time.monotonic() < failed[0]:
-            raise ConfigurationError(failed[1])  # remembered for cache_ttl: no store read per record
-        with self._key_locks.hold(("pseudonyms",), self._deadline(), timeout):
-            if self._pseudonyms is None:
-                try:
-                    self._pseudonyms = load_pseudonyms(self)
-                except ConfigurationError as exc:  # no KEK of the pseudonym key here: the same answer for a while
-                    self._pseudonyms_failed = (time.monotonic() + self.cache_ttl, exc.reason)
-                    raise
-            return self._pseudonyms
-
-    def _check_reader(self, reader: str | None, key_id: int) -> None:
-        """A record naming a key-store pseudonym as its data subject is refused: the pseudonym of a key looked up by
-        id would pass for it (someone copied a person's values into a record that names their pseudonym)."""
-        if reader is not None and is_pseudonym(reader) and self.store.supports_pseudonyms:
-            raise DecryptionError(_PSEUDONYM_SHAPED, key_id=key_id)
-
-    def _for_reader(self, key: DataKey, reader: str | None) -> DataKey:
-        """A cached data subject's key, for the record being read: as cached when it names ``reader`` already (or
-        nobody reads: a lookup by id alone); for ``reader``'s values when the store names it by their pseudonym (the
-        cache then keeps that, with the same expiry); else as cached, naming someone else (a moved ciphertext)."""
-        self._check_reader(reader, key.key_id)
-        if reader is None or key.person == reader:
-            return key
-        if self._stored(reader) != key.person:
-            return key
-        theirs = for_values_of(key, reader)
-        self._by_id.swap(key.key_id, key, theirs)
-        return theirs
-
-    def _read_as(self, exc: DecryptionError, person: str | None) -> None:
-        """An error about a key the store names by a pseudonym, told as a reader of ``person`` sees it: its
-        ``owner`` names ``person`` when the pseudonym is theirs (so "erased" stays "erased"; any other owner reads as
-        a moved ciphertext)."""
-        owner = exc.owner
-        if owner is not None and person is not None and owner[1] is not None and owner[1] != person:
-            try:
-                theirs = self._stored(person) == owner[1]
-            except ConfigurationError:
-                # no KEK of the pseudonym key here: whose key it is cannot be told (its domain still is); this
-                # keyring reads it no more than its own, so it reads as what the error says (erased, no access)
-                theirs = True
-            if theirs:
-                exc.owner = (owner[0], person)
 
     def _opened(self) -> None:
         """Called once the key source works, before it is tracked across forks and its sweeper starts: a subclass's
@@ -464,15 +370,9 @@ class KeySource:
         :meth:`encryption_key`."""
         cached = self._by_id.get(key_id)
         if cached is not None:
-            return cached if cached.person is None else self._for_reader(cached, _reader(meter))
-        reader = _reader(meter)
-        self._check_reader(reader, key_id)
-        try:
-            self._recall(key_id)
-            return self._fetch_by_id(key_id, meter, reader)
-        except DecryptionError as exc:
-            self._read_as(exc, reader)
-            raise
+            return cached
+        self._recall(key_id)
+        return self._fetch_by_id(key_id, meter)
 
     @contextlib.contextmanager
     def metering(self, meter: KeyMeter | None) -> Iterator[None]:
@@ -499,8 +399,7 @@ class KeySource:
             if meter is not None:
                 meter.key_miss()
             self._writing_kek(domain)  # a writer whose KEK of the domain is not its recorded primary is refused
-            stored = self._stored(person)
-            record = self._call(lambda: self.store.active(domain, stored))
+            record = self._call(lambda: self.store.active(domain, person))
             if is_deterministic(domain):
                 return self._deterministic(domain, person, record, deadline)
             if record is None:
@@ -517,7 +416,7 @@ class KeySource:
                     version=record.version + 1,
                 )
             else:
-                key = self._unwrap(record, deadline, person)
+                key = self._unwrap(record, deadline)
                 return self._lease_and_activate(key, record.created_at, deadline)
             return key if key.remaining() > 0 else self._lease_and_activate(key, None, deadline)
 
@@ -529,14 +428,14 @@ class KeySource:
         if record is None:
             key = self._create(domain, person, None, "create", "first use", deadline, version=1)
         else:
-            key = self._unwrap(record, deadline, person)
+            key = self._unwrap(record, deadline)
         if not key.deterministic:  # a randomized key under a deterministic domain: the row is not what it says
             raise _corrupt(record) if record is not None else KeyCorruptedError("not a deterministic key")
         self._active.put((domain, person), key, None)
         self._by_id.put(key.key_id, key)
         return key
 
-    def _fetch_by_id(self, key_id: int, meter: KeyMeter | None, reader: str | None = None) -> DataKey:
+    def _fetch_by_id(self, key_id: int, meter: KeyMeter | None) -> DataKey:
         """The key with this id when no cache answers for it: from the store (and the KEK); the answer is cached,
         negative too. One thread per key id at a time (the others wait, then find the answer cached)."""
         deadline = self._deadline()
@@ -551,11 +450,11 @@ class KeySource:
         with self.metering(meter), self._key_locks.hold(key_id, deadline, timeout):
             cached = self._by_id.get(key_id, count=False)
             if cached is not None:
-                return cached if cached.person is None else self._for_reader(cached, reader)
+                return cached
             self._recall(key_id, count=False)
             if meter is not None:
                 meter.key_miss()
-            return self._load(key_id, deadline, reader)
+            return self._load(key_id, deadline)
 
     def _recall(self, key_id: int, *, count: bool = True) -> None:
         """Raise what is remembered of a key id the store does not give out: shredded, unknown, or no access."""
@@ -610,10 +509,9 @@ class KeySource:
                 continue
             # shredded elsewhere: another process may already have made the next key; else make it
             self._by_id.discard(key.key_id)
-            stored = self._stored(key.person)
-            record = self._call(lambda k=key, s=stored: self.store.active(k.domain, s))  # type: ignore[misc]
+            record = self._call(lambda k=key: self.store.active(k.domain, k.person))  # type: ignore[misc]
             if record is not None and record.key_id != key.key_id:
-                key, created = self._unwrap(record, deadline, key.person), record.created_at
+                key, created = self._unwrap(record, deadline), record.created_at
             else:
                 key = self._create(
                     key.domain, key.person, None, "create", "previous key shredded", deadline, lease=True, version=1
@@ -626,13 +524,8 @@ class KeySource:
             key_id=key.key_id,
         )
 
-    def _load(self, key_id: int, deadline: float | None = None, reader: str | None = None) -> DataKey:
-        """A key the caches do not answer for, from the store (and the KEK); the answer is cached, negative too.
-
-        A data subject's key is given out for ``reader``, the data subject of the record being read, when the store
-        names it by ``reader``'s pseudonym: its values' associated data binds that id. Read for anyone else (another
-        person's record: a moved ciphertext; or no record), it names the pseudonym, and no value of a record reads
-        under it until :meth:`_for_reader` gives it out for its data subject."""
+    def _load(self, key_id: int, deadline: float | None = None) -> DataKey:
+        """A key the caches do not answer for, from the store (and the KEK); the answer is cached, negative too."""
         kid = format_key_id(key_id)
         record = self._call(lambda: self.store.get(key_id))
         if record is None:
@@ -653,7 +546,7 @@ class KeySource:
             )
             raise unknown()
         try:
-            key = self._unwrap(record, deadline)  # as the row names it; for the reader's values below
+            key = self._unwrap(record, deadline)
         except AccessDeniedError as exc:
             reason, owner = exc.reason, exc.owner
 
@@ -684,8 +577,6 @@ class KeySource:
                 extra=_ev("key.corrupted", kid, domain=record.domain),
             )
             raise
-        if key.person is not None and reader is not None and self._stored(reader) == key.person:
-            key = for_values_of(key, reader)
         self._by_id.put(key_id, key)
         log.debug("data key %s loaded from the key store", kid, extra=_ev("key.loaded", kid, domain=record.domain))
         return key
@@ -773,26 +664,25 @@ class KeySource:
         if deadline is None:
             deadline = self._deadline()
         charge = self.rotation.leased if lease else 0
-        stored = self._stored(person)
-        audit = self._audit(operation, reason, domain=domain, person=stored)
+        audit = self._audit(operation, reason, domain=domain, person=person)
 
         def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord:
             now = self.clock.now()
             if not self._prewrap:  # a plugin store whose create() takes no key_id
-                return self.store.create(domain, stored, kek_uri, wrap, now, audit, retire=retire, charge=charge)
+                return self.store.create(domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge)
             extra = {"branch_id": branch_id} if branch_id else {}
             return self.store.create(
-                domain, stored, kek_uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id, **extra
+                domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id, **extra
             )
 
-        made, record = self._store_new_key(domain, person, version, deadline, put, stored)
+        made, record = self._store_new_key(domain, person, version, deadline, put)
         if made is not None and made.key.key_id == record.key_id:
             key = self._created(made, domain, person, operation, reason)
             if lease:
                 key.lease(charge)
                 return self._activate(key, record.created_at)
             return key
-        key = self._unwrap(record, deadline, person)
+        key = self._unwrap(record, deadline)
         key.lease(0)
         return key
 
@@ -803,18 +693,17 @@ class KeySource:
         version: int | None,
         deadline: float,
         put: Callable[[WrapFn, int | None, int, str], R],
-        stored: str | None,
     ) -> tuple[_Wrapped | None, R]:
         """``put(wrap, key_id, branch_id, kek_uri)``: a store call that may insert a new key, wrapped outside its
         transaction (see :meth:`_create`) by the domain's active branch key ``branch_id`` (0: by the KEK
         ``kek_uri`` itself, for a store without branch keys). Returns the key wrapped for it last (None if none was)
-        and what ``put`` returned. ``stored``: ``person`` as the store names it (bound into the wrap)."""
+        and what ``put`` returned."""
         if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
             made_in_tx: list[_Wrapped] = []
             kek_uri = self._writing_kek(domain).uri
 
             def wrap_inside(key_id: int, version: int) -> bytes:
-                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline, stored))
+                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
                 return made_in_tx[-1].wrapped
 
             result = self._call(lambda: put(wrap_inside, None, 0, kek_uri))
@@ -824,11 +713,7 @@ class KeySource:
             kek_uri = self._writing_kek(domain).uri
             branch = self._active_branch(domain, deadline) if self._branching else None
             branch_id = 0 if branch is None else branch.branch_id
-            made = (
-                None
-                if version is None
-                else self._wrap_new(domain, person, _fresh_id(), version, deadline, branch, stored)
-            )
+            made = None if version is None else self._wrap_new(domain, person, _fresh_id(), version, deadline, branch)
             try:
                 for _ in range(_CREATE_ROUNDS):
                     wrap = partial(_take_prepared, made)
@@ -838,7 +723,7 @@ class KeySource:
                             lambda w=wrap, k=proposed, b=branch_id, u=kek_uri: put(w, k, b, u)  # type: ignore[misc]
                         )
                     except WrapLater as later:
-                        made = self._wrap_new(domain, person, later.key_id, later.version, deadline, branch, stored)
+                        made = self._wrap_new(domain, person, later.key_id, later.version, deadline, branch)
                         continue
                     return made, result
             except BranchGone:  # the domain was shredded (or its branch key purged) meanwhile: take the next one
@@ -871,33 +756,23 @@ class KeySource:
         return made.key
 
     def _wrap_new(
-        self,
-        domain: str,
-        person: str | None,
-        key_id: int,
-        version: int,
-        deadline: float,
-        branch: BranchKey | None,
-        stored: str | None,
+        self, domain: str, person: str | None, key_id: int, version: int, deadline: float, branch: BranchKey | None
     ) -> _Wrapped:
         """A new data key wrapped for (key_id, version): by ``branch`` (locally, no KMS call), or by the domain's
         primary KEK when the store keeps no branch keys (with retries within ``deadline``); outside any
         transaction."""
         if branch is not None:
             key, wrapped = new_data_key(
-                key_id, domain, stored, version, branch.aead, deterministic=is_deterministic(domain), values_for=person
+                key_id, domain, person, version, branch.aead, deterministic=is_deterministic(domain)
             )
             return _Wrapped(key, wrapped)
-        return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline, stored), deadline)
+        return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline), deadline)
 
-    def _wrap_attempt(
-        self, domain: str, person: str | None, key_id: int, version: int, deadline: float, stored: str | None
-    ) -> _Wrapped:
+    def _wrap_attempt(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
         kek = self._writing_kek(domain)
-        det = is_deterministic(domain)
         try:
             key, wrapped = self._kms(
-                lambda: new_data_key(key_id, domain, stored, version, kek.aead, deterministic=det, values_for=person),
+                lambda: new_data_key(key_id, domain, person, version, kek.aead, deterministic=is_deterministic(domain)),
                 deadline,
                 f"KEK {kek.uri!r}",
             )
@@ -1151,29 +1026,20 @@ class KeySource:
             return fn()
         return self._kms_runner.run(fn, deadline, what)
 
-    def _unwrap(self, record: KeyRecord, deadline: float | None = None, person: str | None = None) -> DataKey:
-        """The data key of ``record``, for the values of ``person`` (the data subject as a record names it; the row
-        names its pseudonym). Without ``person``: the id as the row names it."""
+    def _unwrap(self, record: KeyRecord, deadline: float | None = None) -> DataKey:
         until = self._deadline() if deadline is None else deadline
-        reader = record.person if person is None else person
         if record.branch_id:
             branch = self._branch(record.branch_id, record, until)
             try:
                 return unwrap_data_key(
-                    record.wrapped,
-                    record.key_id,
-                    record.domain,
-                    record.person,
-                    record.version,
-                    branch.aead,
-                    values_for=reader,
+                    record.wrapped, record.key_id, record.domain, record.person, record.version, branch.aead
                 )
             except Exception:  # the branch key is local: a failure is the row's, never the KMS's
                 raise _corrupt(record) from None
         return self._with_kek(
             record,
             lambda kek: unwrap_data_key(
-                record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead, values_for=reader
+                record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead
             ),
             until,
         )
@@ -1225,12 +1091,10 @@ class KeySource:
     # -- _unwrap, _store_new_key and _created: the caches learn what it changed ---------------------------------------
     def _forget_shredded(self, destroyed: Iterable[ShredRecord]) -> None:
         """Keys this process destroyed: dropped from the caches, remembered as shredded."""
-        gone: set[int] = set()
         for r in destroyed:
             self._by_id.discard(r.key_id)
+            self._active.discard((r.domain, r.person))
             self._erased.put(r.key_id, r)
-            gone.add(r.key_id)
-        self._active.discard_where(lambda key: key.key_id in gone)  # keyed by id as records name it, not as stored
 
     def _forget_restored(self, key_ids: Iterable[int]) -> None:
         """Keys destroyed again after a restore: dropped, and every active key looked up anew."""
@@ -1243,9 +1107,9 @@ class KeySource:
         self._domain_keks.discard(domain)
         self._active_branches.discard(domain)
 
-    def _forget_active(self, key_id: int) -> None:
-        """The key ``key_id`` is no longer active (an admin's rotation): the next lookup reads the new one."""
-        self._active.discard_where(lambda key: key.key_id == key_id)
+    def _forget_active(self, domain: str, person: str | None) -> None:
+        """(domain, person) has a new active key (an admin's rotation): the next lookup reads it."""
+        self._active.discard((domain, person))
 
     # -- policy records (published by serdes) and life cycle ----------------------------------------------------------
     def publish_policy(self, fingerprint: str, policy: str) -> str:
@@ -1260,7 +1124,6 @@ class KeySource:
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
 
     def clear_cache(self) -> None:
-        self._pseudonyms_failed = None
         self._by_id.clear()
         self._active.clear()
         self._missing.clear()
@@ -1340,15 +1203,9 @@ class AsyncKeySource:
         src = self._source
         cached = src._by_id.get(key_id)
         if cached is not None:
-            return cached if cached.person is None else src._for_reader(cached, _reader(meter))
-        reader = _reader(meter)
-        src._check_reader(reader, key_id)
-        try:
-            src._recall(key_id)
-            return await self._shared(("id", key_id, reader), partial(src._fetch_by_id, key_id, meter, reader))
-        except DecryptionError as exc:
-            src._read_as(exc, reader)
-            raise
+            return cached
+        src._recall(key_id)
+        return await self._shared(("id", key_id), partial(src._fetch_by_id, key_id, meter))
 
     async def _shared(self, lookup: Hashable, cold: Callable[[], DataKey]) -> DataKey:
         """``cold()`` in the executor, or the run of it another coroutine of this loop already started."""
@@ -1396,19 +1253,8 @@ class _Wrapped:
     wrapped: bytes = field(repr=False)
 
 
-_PSEUDONYM_SHAPED = (
-    "the data-subject id has the shape of a key-store pseudonym (ps1: and 22 characters), which is reserved: a record "
-    "naming one is refused"
-)
-
 #: how many times a creation may find the store changed (another version, a taken id) and wrap anew
 _CREATE_ROUNDS = 8
-
-
-def _reader(meter: object) -> str | None:
-    """The data subject of the record a lookup is for: a serde's per-record state (the meter) names it."""
-    person = getattr(meter, "person", None)
-    return person if isinstance(person, str) else None
 
 
 def _fresh_id() -> int:

@@ -39,7 +39,6 @@ __all__ = [
     "KekChanged",
     "KeyRecord",
     "KeyStore",
-    "PseudonymKey",
     "ShredRecord",
     "WrapLater",
     "check_id",
@@ -173,18 +172,6 @@ class ShredRecord:
     domain: str
     person: str | None
     shredded_at: float
-
-
-@dataclass(frozen=True)
-class PseudonymKey:
-    """One stored copy of a key store's pseudonym key (:mod:`fieldcrypt.keys.pseudonyms`): wrapped by the KEK
-    ``kek_uri``; ``fingerprint`` (16 hex digits, an HMAC of a constant under the key: it names the key and reveals
-    nothing of it) is bound into the wrap's associated data."""
-
-    kek_uri: str
-    wrapped: bytes = field(repr=False)
-    fingerprint: str
-    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -474,43 +461,6 @@ class KeyStore(abc.ABC):
         wrap are relabelled with the new KEK. Returns how many were updated."""
         raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
 
-    # -- data-subject ids as pseudonyms (fieldcrypt.keys.pseudonyms; docs/key-model.md#pseudonyms) --------------------
-    #: whether the store keeps a pseudonym key, so that keyrings hand it keyed pseudonyms of data-subject ids, never
-    #: the ids (the built-in stores do; a plugin store without it is handed the ids as they are, as before)
-    supports_pseudonyms = False
-
-    def persons_form(self) -> str:
-        """How the store holds data-subject ids: ``"pseudonyms"``; ``"clear"`` (a store upgraded from an older
-        fieldcrypt, not yet migrated: keyrings refuse it) or ``"migrating"`` (a migration began and has not
-        finished: run it again)."""
-        return "clear"
-
-    def pseudonym_keys(self) -> list[PseudonymKey]:
-        """Every stored copy of the pseudonym key, oldest first (none: the store has no pseudonym key yet)."""
-        return []
-
-    def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
-        """Store a copy of the pseudonym key under another KEK, unless that KEK has one, with ``audit``; a copy of
-        another key (a fingerprint other than the one recorded first) is not stored. Returns the recorded
-        fingerprint."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
-
-    def pseudonymize(
-        self,
-        of: Callable[[str], str],
-        rewrap: Callable[[KeyRecord, str], bytes],
-        fingerprint: str,
-        audit: AuditEntry,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> int:
-        """Migrate a store whose data-subject ids are in clear: every id in its keys, shred log and audit log is
-        replaced by its pseudonym (``of``), and every per-person data key is rewrapped for it (``rewrap(record,
-        pseudonym)`` returns the key wrapped with associated data naming the pseudonym). Resumable and idempotent:
-        work done is recorded as it is done, with ``fingerprint`` (a run under another pseudonym key is refused);
-        a store already migrated returns 0. Returns how many data keys were rewrapped."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
-
     def grant(self, role: str, dbrole: str) -> list[str]:
         """Give the database role ``dbrole`` what the fieldcrypt ``role`` (one of :data:`ROLES`) may do in this
         store; returns what was granted. Stores whose database has roles implement it (PostgreSQL); the others
@@ -542,18 +492,7 @@ _SECRET_PARAM = re.compile(r"pass|secret|token|credential|auth|key$", re.IGNOREC
 
 
 #: the operations the audit log records (``kek-*``: changes to which KEKs a key domain uses)
-OPERATIONS = (
-    "create",
-    "rotate",
-    "rewrap",
-    "shred",
-    "restore",
-    "kek-map",
-    "kek-add",
-    "kek-promote",
-    "kek-retire",
-    "pseudonymize",
-)
+OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore", "kek-map", "kek-add", "kek-promote", "kek-retire")
 
 
 #: the fieldcrypt roles of a shared key store (``fieldcrypt keys grant --role``; docs/least-privilege.md): producers
