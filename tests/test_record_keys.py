@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +315,17 @@ def test_the_same_key_goes_to_the_same_partition(broker: Any, keyring: Keyring) 
             read.append((de(msg.key(), key_ctx(topic)), msg.partition()))
     consumer.close()
     assert sorted(read) == sorted(sent)
+
+
+def test_found_by_review_a_codec_that_is_no_text_encoding_and_an_invisible_key_are_refused(tmp_path: Path) -> None:
+    from fieldcrypt import ConfigurationError, EncryptionError, Keyring, StringKeySerializer, create_key_store
+
+    store = create_key_store(f"sqlite:///{tmp_path / 'k.db'}")
+    with Keyring(store, fieldcrypt.create_local_kek(tmp_path / "kek.json")) as kr:
+        for codec in ("rot13", "base64", "hex"):
+            with pytest.raises(ConfigurationError, match="text encoding"):
+                StringKeySerializer(codec, keyring=kr, conf={"fieldcrypt.domain": "customers"})
+        ser = StringKeySerializer(keyring=kr, conf={"fieldcrypt.domain": "customers"})
+        for invisible in ("\u200b", "\ufeff", "\u200b \u2060"):
+            with pytest.raises(EncryptionError, match="blank"):
+                ser(invisible)

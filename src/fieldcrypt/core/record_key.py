@@ -23,6 +23,7 @@ confluent's schema-registry clients.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,8 +105,9 @@ class _RecordKeySerde:
     def __init__(self, codec: str, keyring: object, conf: Mapping[str, Any] | None) -> None:
         try:
             codecs.lookup(codec)
-        except (LookupError, TypeError):
-            raise ConfigurationError(f"codec {codec!r} is not a Python codec (e.g. utf_8)") from None
+            "k".encode(codec).decode(codec)  # a text encoding: rot13, base64 or hex would fail on every key
+        except (LookupError, TypeError, ValueError):
+            raise ConfigurationError(f"codec {codec!r} is not a Python text encoding (e.g. utf_8)") from None
         if not isinstance(keyring, KeySource):
             raise ConfigurationError("keyring= must be a fieldcrypt.Keyring (where keys live and what wraps them)")
         if conf is not None and not isinstance(conf, Mapping):
@@ -281,13 +283,17 @@ class StringKeyDeserializer(_RecordKeySerde, Deserializer):
         return None
 
 
+#: Unicode categories of characters that show nothing: a key of only these is as blank as an empty one
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
 def _key_text(obj: object, subject: str | None) -> bytes:
     """The UTF-8 bytes of a record key, which is also the person whose key encrypts it: a non-blank ``str`` that a
     key store can hold (no NUL, no lone surrogate), as a record's data-subject id must be."""
     if not isinstance(obj, str):
         raise EncryptionError(f"a record key must be a str, got {type(obj).__name__}", subject=subject)
-    if not obj.strip():
-        raise EncryptionError("the record key is empty or blank", subject=subject)
+    if not obj.strip() or all(unicodedata.category(c) in _INVISIBLE for c in obj):
+        raise EncryptionError("the record key is empty or blank (or only invisible characters)", subject=subject)
     try:
         plain = obj.encode("utf-8")
     except UnicodeEncodeError:
