@@ -146,3 +146,38 @@ def closed_port() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def moto_kms_server() -> Iterator[Any]:
+    """moto's KMS over HTTP on a loopback port (a real HTTP API), yielding a boto3 client of it. boto3 (inside Tink's
+    AwsKmsClient too, and in a child process) reaches it through AWS_ENDPOINT_URL_KMS, with dummy credentials and no
+    shared AWS config. Reset when it ends: moto's backends are global to the process, so no test finds another's
+    keys."""
+    import urllib.request
+
+    import pytest
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "AWS_RETRY_MODE": "standard",
+            "AWS_MAX_ATTEMPTS": "1",
+        }.items():
+            mp.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        mp.setenv("AWS_ENDPOINT_URL_KMS", f"http://{host}:{port}")
+        try:
+            yield boto3.client("kms", region_name="eu-west-1")
+        finally:
+            reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST", data=b"")
+            urllib.request.urlopen(reset, timeout=30).close()
+            server.stop()

@@ -16,11 +16,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 import tink
 from conftest import ROOT
-from moto.server import ThreadedMotoServer
+from kms_fakes import moto_kms_server
 from tink.integration import hcvault
 
 import fieldcrypt
@@ -121,28 +120,9 @@ def test_site_builds_strict(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def moto_kms() -> Iterator[Any]:
-    """moto's KMS over HTTP on a loopback port; boto3 (inside Tink's AwsKmsClient too) reaches it through
-    AWS_ENDPOINT_URL_KMS, with dummy credentials and no shared AWS config."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "1",
-        }.items():
-            mp.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        mp.setenv("AWS_ENDPOINT_URL_KMS", f"http://{host}:{port}")
-        try:
-            yield boto3.client("kms", region_name="eu-west-1")
-        finally:
-            server.stop()
+    """moto's KMS server (tests/kms_fakes.py) for this module's tests."""
+    with moto_kms_server() as client:
+        yield client
 
 
 def load_example() -> ModuleType:

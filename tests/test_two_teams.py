@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from conftest import ROOT
-from moto.server import ThreadedMotoServer
+from kms_fakes import moto_kms_server
 
 EXAMPLE = ROOT / "examples" / "two_teams.py"
 spec = importlib.util.spec_from_file_location("two_teams", EXAMPLE)
@@ -28,33 +25,9 @@ spec.loader.exec_module(two_teams)
 
 @pytest.fixture
 def moto_kms() -> Iterator[Any]:
-    """moto's KMS over HTTP on a loopback port, as tests/test_docs.py starts it, reset when the test ends (moto's
-    state is global to the process: another test counting its keys must find only its own). boto3, inside Tink's
-    AwsKmsClient too and in the example's process, reaches it through AWS_ENDPOINT_URL_KMS, with dummy credentials
-    and no shared AWS config."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "1",
-        }.items():
-            mp.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        mp.setenv("AWS_ENDPOINT_URL_KMS", f"http://{host}:{port}")
-        try:
-            yield boto3.client("kms", region_name="eu-west-1")
-        finally:
-            # moto's backends are global to the process: leave none of this test's keys to another test's server
-            reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST", data=b"")
-            urllib.request.urlopen(reset, timeout=30).close()
-            server.stop()
+    """moto's KMS server (tests/kms_fakes.py), reset when the test ends."""
+    with moto_kms_server() as client:
+        yield client
 
 
 def run(*args: str) -> str:
