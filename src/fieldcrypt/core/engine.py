@@ -1216,6 +1216,7 @@ def _enc_det_leaf(leaf: Leaf) -> Step:
     wraps: dict[str, Callable[[bytes], Any]] = {"string": _b2a, "bytes": bytes, "base64": _wire.encode_base64}
     wrap = wraps[leaf.kind]
     fixed = None if leaf.domain is None else leaf.domain + DET_SUFFIX
+    heads: dict[int, tuple[bytes, list[bytes]]] = {}  # key id -> (header, [associated data]): once per key
 
     def enc(v: Any, p: str, st: RecordState) -> Any:
         if v is None:
@@ -1227,14 +1228,19 @@ def _enc_det_leaf(leaf: Leaf) -> Step:
             )
         domain = fixed or st.default_domain + DET_SUFFIX
         key = st.keys.get(domain) or _key_for_write(leaf, st, domain)
+        head = heads.get(key.key_id)
+        if head is None:
+            head = (_wire.deterministic_header(key.key_id), [_wire.deterministic_ad(key.key_id, key.domain)])
+            if len(heads) < _PATH_MEMO:
+                heads[key.key_id] = head
         try:
-            ct = key.siv.encrypt(data, [_wire.deterministic_ad(key.key_id, key.domain)])
+            ct = key.siv.encrypt(data, head[1])
         except _ENC_ERRORS:
             raise EncryptionError(
                 "the value could not be encrypted", subject=st.subject, field_path=leaf.path, key_id=key.key_id
             ) from None
         st.deterministic += 1
-        return wrap(_wire.deterministic_header(key.key_id) + ct)
+        return wrap(head[0] + ct)
 
     return enc
 
