@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,21 @@ def person(i: int) -> str:
     return f"person-{i:07d}"
 
 
-def fill(url: str, people: int, skip: set[int] | None = None) -> float:
-    """Bulk-insert one key per person (random wrapped bytes). Returns seconds."""
+def fill(url: str, people: int, skip: set[int] | None = None, kek: str | None = None) -> float:
+    """Bulk-insert one key per person (random wrapped bytes), each named by its pseudonym as the store holds it
+    (``kek``: the domain's KEK; the domain's pseudonym key is made here). Returns seconds (the pseudonyms' HMACs
+    included)."""
     fieldcrypt.create_key_store(url)  # creates the tables
     skip = skip or set()
+    named = str
+    if kek is not None:
+        keyring = fieldcrypt.Keyring(url, kek)
+        keyring._stored(DOMAIN, "-")  # the domain's pseudonym key: made and wrapped by the KEK
+        named = partial(keyring._stored, DOMAIN)  # type: ignore[assignment]
+        keyring.close()
     rows = (
         # the columns of fieldcrypt_keys, branch_id (0: wrapped by the KEK itself) last
-        (random.getrandbits(32) | 1, DOMAIN, person(i), 1, "active", "bench", os.urandom(100), 0.0, 0, 0)
+        (random.getrandbits(32) | 1, DOMAIN, named(person(i)), 1, "active", "bench", os.urandom(100), 0.0, 0, 0)
         for i in range(people)
         if i not in skip
     )
@@ -125,25 +134,24 @@ def timed_cli(*argv: str) -> float:
 
 
 def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]:
+    kek = fieldcrypt.create_local_kek(tmp / f"kek-{uuid.uuid4().hex}.json")
     with store_url(kind, tmp) as owner_url:
-        fill_s = fill(owner_url, people)
+        fill_s = fill(owner_url, people, kek=kek)
         with admin_login(owner_url) as url:
-            return _shred_as(kind, tmp, url, people, batch, fill_s)
+            return _shred_as(kind, tmp, url, people, batch, fill_s, kek)
 
 
-def _shred_as(kind: str, tmp: Path, url: str, people: int, batch: int, fill_s: float) -> dict[str, Any]:
-    """The shreds of bench_shred, run with the key store URL ``url`` (PostgreSQL: an admin role's login)."""
-    one = timed_cli(
-        "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
-    )
+def _shred_as(kind: str, tmp: Path, url: str, people: int, batch: int, fill_s: float, kek: str) -> dict[str, Any]:
+    """The shreds of bench_shred, run with the key store URL ``url`` (PostgreSQL: an admin role's login) and a KEK
+    of the store's pseudonym key (the CLI hashes each id it is given; one KEK unwrap per command)."""
+    s = ["--store", url, "--kek", kek, "--reason", "bench", "--yes"]
+    one = timed_cli("keys", "shred", "--data-subject", person(people // 2), *s)
     ids = tmp / "erasures.txt"
     ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
-    many = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
-    again = timed_cli(
-        "keys", "shred", "--data-subject", person(people // 2), "--store", url, "--reason", "bench", "--yes"
-    )
+    many = timed_cli("keys", "shred", "--from-file", str(ids), *s)
+    again = timed_cli("keys", "shred", "--data-subject", person(people // 2), *s)
     # the batch re-run: a no-op
-    file_again = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--reason", "bench", "--yes")
+    file_again = timed_cli("keys", "shred", "--from-file", str(ids), *s)
     store = fieldcrypt.open_store(url)
     left = sum(1 for _ in store.keys(DOMAIN))
     store.close()

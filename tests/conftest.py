@@ -113,3 +113,16 @@ def http_registry() -> Iterator[Any]:
 
     with RegistryServer() as server:
         yield server
+
+
+def ids_of(keyring: Any, keys: Any, candidates: Any) -> list[str]:
+    """The data-subject ids (among ``candidates``) that ``keys`` belong to: the key store names each by its keyed
+    pseudonym in the key's domain, which ``keyring`` computes (docs/key-model.md#pseudonyms). A key of someone else
+    is listed as its pseudonym."""
+    found = []
+    for k in keys:
+        if k.person is None:
+            continue
+        names = {keyring._stored(k.domain, c, create=False): c for c in candidates}
+        found.append(names.get(k.person, k.person))
+    return sorted(found)

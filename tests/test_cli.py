@@ -36,13 +36,20 @@ def test_list_show_rotate_shred_audit(
     for i in range(3):
         ser(customer(i), value_ctx())
     s = ["--store", store_url]
+    k = ["--kek", kek_uri]
     code, out, _ = run(capsys, "keys", "list", *s)
-    assert code == 0 and out.splitlines()[0].split()[:3] == ["KEY_ID", "DOMAIN", "DATA_SUBJECT"] and "cust-2" in out
-    code, out, _ = run(capsys, "keys", "list", *s, "--json", "--data-subject", "cust-1")
+    # a listing of every key names people by their pseudonyms, never their ids
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["KEY_ID", "DOMAIN", "DATA_SUBJECT"]
+    assert keyring._stored("orders-value", "cust-2") in out and "cust-2" not in out
+    code, _, err = run(capsys, "keys", "list", *s, "--data-subject", "cust-1")
+    assert code == 3 and "--kek" in err  # a data subject's keys: only a KEK-holder computes their pseudonym
+    code, out, _ = run(capsys, "keys", "list", *s, *k, "--json", "--data-subject", "cust-1")
     [row] = json.loads(out)
     assert row["domain"] == "orders-value" and row["state"] == "active" and row["version"] == 1
+    assert row["data_subject"] == "cust-1"
     code, out, _ = run(capsys, "keys", "show", row["key_id"], *s, "--json")
     assert code == 0 and json.loads(out)[0]["key_id"] == row["key_id"]
+    assert json.loads(out)[0]["data_subject"] == keyring._stored("orders-value", "cust-1")  # keys show: the pseudonym
     code, out, _ = run(
         capsys,
         "keys",
@@ -60,18 +67,18 @@ def test_list_show_rotate_shred_audit(
     )
     assert code == 0 and json.loads(out)[0]["version"] == 2
     shred = ["keys", "shred", "--reason", "ticket 42", "--yes"]
-    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s, "--json")
+    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s, *k, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["destroyed"] == 2 and not summary["noop"]
     assert summary["data_subjects"] == [
         {"data_subject": "cust-1", "outcome": "erased", "key_ids": summary["key_ids"], "previously_shredded": 0}
     ]
-    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s)
+    code, out, _ = run(capsys, *shred, "--data-subject", "cust-1", *s, *k)
     assert code == 0 and "already shredded" in out and "already erased" in out
     code, out, _ = run(capsys, "keys", "show", row["key_id"], *s, "--json")
     assert json.loads(out)[0]["state"] == "shredded"
     (tmp_path / "ids.txt").write_text("# erasure batch\ncust-0\n\ncust-2\nnobody\n")
-    code, out, _ = run(capsys, *shred, "--from-file", str(tmp_path / "ids.txt"), *s, "--json")
+    code, out, _ = run(capsys, *shred, "--from-file", str(tmp_path / "ids.txt"), *s, *k, "--json")
     batch = json.loads(out)
     assert batch["destroyed"] == 2
     assert [(d["data_subject"], d["outcome"]) for d in batch["data_subjects"]] == [
@@ -83,9 +90,11 @@ def test_list_show_rotate_shred_audit(
     entries = json.loads(out)
     ops = [e["operation"] for e in entries]
     # one shred entry per person of the batch: the evidence names everyone, even who had no key
-    # first the domain's KEK recorded and its branch key made, then the three data keys
+    # first the domain's KEK recorded, the store's pseudonym key made and the domain's branch key made, then the three
+    # data keys
     assert ops == [
         "kek-map",
+        "pseudonymize",
         "create",
         "create",
         "create",
@@ -97,15 +106,17 @@ def test_list_show_rotate_shred_audit(
         "shred",
         "shred",
     ]
-    assert entries[6]["reason"] == "ticket 42" and entries[6]["key_ids"] == summary["key_ids"]
+    assert entries[7]["reason"] == "ticket 42" and entries[7]["key_ids"] == summary["key_ids"]
+    # the whole audit log names people by their pseudonyms
+    assert entries[7]["data_subject"] == keyring._stored("orders-value", "cust-1")
     assert [(e["data_subject"], e["detail"].split(";")[0]) for e in entries[-3:]] == [
-        ("cust-0", "1 key destroyed"),
-        ("cust-2", "1 key destroyed"),
-        ("nobody", "no key held"),
+        (keyring._stored("orders-value", "cust-0"), "1 key destroyed"),
+        (keyring._stored("orders-value", "cust-2"), "1 key destroyed"),
+        (keyring._stored("orders-value", "nobody"), "no key held"),
     ]
     code, out, _ = run(capsys, "keys", "audit", *s)
     assert code == 0 and "OPERATION" in out.splitlines()[0]
-    code, out, _ = run(capsys, *shred, "--file", str(tmp_path / "ids.txt"), *s, "--json")  # alias, again
+    code, out, _ = run(capsys, *shred, "--file", str(tmp_path / "ids.txt"), *s, *k, "--json")  # alias, again
     assert code == 0 and json.loads(out)["destroyed"] == 0 and json.loads(out)["noop"]
 
 

@@ -329,14 +329,14 @@ def test_shred_log_setting_is_appended_by_a_cli_shred(monkeypatch, tmp_path: Pat
     kek = create_local_kek(tmp_path / "kek.json")
     with Keyring(url, kek) as kr:
         kr.encryption_key("orders-value", "cust-9")
+        pseudonym = kr._stored("orders-value", "cust-9")
     log = tmp_path / "shred.jsonl"
     monkeypatch.setenv("FIELDCRYPT_SHRED_LOG", str(log))
-    code, out, _ = run(
-        capsys, "keys", "shred", "--data-subject", "cust-9", "--reason", "ticket-1", "--yes", "--store", url, "--json"
-    )
+    shred = ["keys", "shred", "--data-subject", "cust-9", "--reason", "ticket-1", "--yes", "--store", url]
+    code, out, _ = run(capsys, *shred, "--kek", kek, "--json")
     assert code == 0 and json.loads(out)["destroyed"] == 1
     [line] = log.read_text().splitlines()
-    assert json.loads(line)["data_subject"] == "cust-9"
+    assert json.loads(line)["data_subject"] == pseudonym  # the shred-log file names people by their pseudonyms
 
 
 def test_kms_timeout_setting_file_then_env_then_flag(monkeypatch, tmp_path: Path, capsys) -> None:

@@ -360,3 +360,22 @@ def test_deterministic_values_are_no_part_of_the_record_binding(
             parsed.append(exc)
     assert isinstance(parsed[0], wire.DeterministicValue) and wire.forms_record(parsed)
     assert wire.forms_record(parsed[:1])  # deterministic values alone
+
+
+def test_a_record_naming_a_key_store_pseudonym_as_its_data_subject_is_refused(
+    registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    """Found by review: a person's deterministic value copied into a record whose data subject is that person's
+    pseudonym (which listings show) must not read: pseudonym-shaped ids are reserved."""
+    with Keyring(store_url, kek_uri) as producer:
+        ser, _ = serdes("json", registry, producer)
+        data = ser(record(), value_ctx())
+        pseudonym = producer._stored("orders-value", "c-1")
+        assert pseudonym is not None and pseudonym.startswith("ps1:")
+        with pytest.raises(ConfigurationError, match="pseudonym"):
+            ser(record(cid=pseudonym), value_ctx())
+    forged = data.replace(b'"c-1"', json.dumps(pseudonym).encode())
+    with Keyring(store_url, kek_uri) as reader:  # a fresh process: keys looked up by id name pseudonyms
+        _, de = serdes("json", registry, reader)
+        with pytest.raises(DecryptionError, match="pseudonym"):
+            de(forged, value_ctx())

@@ -192,7 +192,8 @@ def test_keys_init_creates_is_private_and_idempotent(fresh_url: str, kek_uri: st
     with Keyring(fresh_url, kek_uri) as kr:
         assert [k.key_id for k in kr.keys()] == [made.key_id]
         assert kr.decryption_key(made.key_id).key_id == made.key_id
-        assert [e.operation for e in kr.audit()] == ["kek-map", "create", "create"]  # KEK recorded; branch; key
+        # KEK recorded; the store's pseudonym key made (for cust-1's key); branch; key
+        assert [e.operation for e in kr.audit()] == ["kek-map", "pseudonymize", "create", "create"]
 
 
 def test_existing_non_sqlite_file_is_refused_and_left_alone(tmp_path: Path, capsys) -> None:
@@ -316,10 +317,21 @@ def test_cli_shred_needs_a_reason(populated: Keyring, store_url: str, reason: st
 
 
 # -- 3. confirmation -------------------------------------------------------------------------------------------------
-def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, monkeypatch, capsys) -> None:
+def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, kek_uri: str, monkeypatch, capsys) -> None:
     ids = sorted(f"0x{k.key_id:08x}" for k in populated.keys(person="cust-1"))
     assert len(ids) == 2
-    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    shred = [
+        "keys",
+        "shred",
+        "--data-subject",
+        "cust-1",
+        "--store",
+        store_url,
+        "--kek",
+        kek_uri,
+        "--reason",
+        "ticket 3",
+    ]
     before = state(populated)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))  # piped "yes" is not a terminal
@@ -349,7 +361,9 @@ def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, monkeyp
     assert populated.keys(person="cust-1") == []
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    code, out, _ = run(capsys, "keys", "shred", "--data-subject", "2", "--store", store_url, "--reason", "t", "--yes")
+    code, out, _ = run(
+        capsys, "keys", "shred", "--data-subject", "2", "--store", store_url, "--kek", kek_uri, "--reason", "t", "--yes"
+    )
     assert code == 0 and populated.keys(person="2") == []
     assert len(populated.keys(person="1")) == 1
 
@@ -385,10 +399,21 @@ def on_tty(argv: list[str], answer: str, env: dict[str, str] | None = None) -> t
     return os.waitstatus_to_exitcode(status), before or "", text
 
 
-def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, store_url: str) -> None:
+def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, store_url: str, kek_uri: str) -> None:
     ids = {(k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1")}
     assert {d for d, _ in ids} == {"D", "orders-value"}
-    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    shred = [
+        "keys",
+        "shred",
+        "--data-subject",
+        "cust-1",
+        "--store",
+        store_url,
+        "--kek",
+        kek_uri,
+        "--reason",
+        "ticket 3",
+    ]
     code, asked, _ = on_tty(shred, "no")
     assert code == 1 and len(populated.keys(person="cust-1")) == 2
     lines = asked.splitlines()
@@ -411,9 +436,22 @@ def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, sto
 
 
 @pytest.mark.parametrize("answer", ["YES", "Yes", " yes", "yes ", "y", "yes yes", "\tyes"])
-def test_only_the_exact_answer_yes_destroys_on_a_terminal(populated: Keyring, store_url: str, answer: str) -> None:
+def test_only_the_exact_answer_yes_destroys_on_a_terminal(
+    populated: Keyring, store_url: str, kek_uri: str, answer: str
+) -> None:
     before = state(populated)
-    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "ticket 3"]
+    shred = [
+        "keys",
+        "shred",
+        "--data-subject",
+        "cust-1",
+        "--store",
+        store_url,
+        "--kek",
+        kek_uri,
+        "--reason",
+        "ticket 3",
+    ]
     code, asked, everything = on_tty(shred, answer)
     assert asked.endswith("Type 'yes' to destroy them: ")
     assert code == 1 and "nothing destroyed" in everything[len(asked) :]
@@ -426,20 +464,22 @@ def test_only_the_exact_answer_yes_destroys_on_a_terminal(populated: Keyring, st
      ("yes\n\n", False), ("yes\r\r\n", False), ("", False)],
 )  # fmt: skip
 def test_the_confirmation_removes_only_the_line_end(
-    populated: Keyring, store_url: str, monkeypatch, capsys, line: str, destroys: bool
+    populated: Keyring, store_url: str, kek_uri: str, monkeypatch, capsys, line: str, destroys: bool
 ) -> None:
     before = state(populated)
     monkeypatch.setattr("sys.stdin", FakeTty(line))
-    code, _, err = run(capsys, "keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "t")
+    shred = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--kek", kek_uri, "--reason", "t"]
+    code, _, err = run(capsys, *shred)
     if destroys:
         assert code == 0 and populated.keys(person="cust-1") == []
     else:
         assert code == 1 and "nothing destroyed" in err and state(populated) == before
 
 
-def test_dry_run_lists_every_key_with_its_domain(populated: Keyring, store_url: str, capsys) -> None:
+def test_dry_run_lists_every_key_with_its_domain(populated: Keyring, store_url: str, kek_uri: str, capsys) -> None:
     ids = sorted((k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1"))
-    args = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--reason", "t", "--dry-run"]
+    args = ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--kek", kek_uri, "--reason", "t"]
+    args.append("--dry-run")
     code, out, _ = run(capsys, *args)
     lines = out.splitlines()
     assert code == 0 and lines[0] == "data subject: would destroy 2 keys (dry run, nothing destroyed)"
@@ -458,7 +498,14 @@ def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path:
         other = kr.encryption_key("orders-value", "cust-z").key_id
         clock.advance(10)
         kr.shred_person("cust-c", reason="earlier request")
+        ps = {
+            p: kr._stored("orders-value", p) for p in ("cust-a", "cust-b", "cust-c", "cust-z")
+        }  # as the store names them
+        # a shred of a person names them by their pseudonym in each domain holding data subjects' keys
+        pay = {p: kr._stored("payments-value", p) for p in ps}
+        both = {p: f"{ps[p]} {pay[p]}" for p in ps}
     s = ["--store", store_url]
+    kek = ["--kek", kek_uri]  # a data subject's pseudonym needs a KEK
     (tmp_path / "batch.txt").write_text("cust-a\ncust-b\n# comment\ncust-c\n")
     code, out, _ = run(
         capsys,
@@ -467,6 +514,7 @@ def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path:
         "--from-file",
         str(tmp_path / "batch.txt"),
         *s,
+        *kek,
         "--reason",
         "ticket 7",
         "--yes",
@@ -490,17 +538,23 @@ def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path:
     everything = json.loads(out)
     check_json_convention(everything)
     batch = [e for e in everything if e["operation"] == "shred" and e["reason"] == "ticket 7"]
-    assert [(e["data_subject"], sorted(e["key_ids"])) for e in batch] == [
-        ("cust-a", sorted([f"0x{a1:08x}", f"0x{a2:08x}"])),
-        ("cust-b", []),
-        ("cust-c", []),
+    assert [(e["data_subject"], sorted(e["key_ids"])) for e in batch] == [  # the whole log: pseudonyms
+        (both["cust-a"], sorted([f"0x{a1:08x}", f"0x{a2:08x}"])),
+        (both["cust-b"], []),
+        (both["cust-c"], []),
     ]
     assert "no key held" in batch[1]["detail"] and "already erased" in batch[2]["detail"]
     for person in ("cust-a", "cust-b", "cust-c", "cust-z"):
-        code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", person)
+        code, out, _ = run(capsys, "keys", "audit", *s, *kek, "--json", "--data-subject", person)
         mine = json.loads(out)
-        assert code == 0 and mine == [e for e in everything if e["data_subject"] == person] and mine
-    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", "cust-c")
+        # one person's entries name them as the caller gave them
+        theirs = [
+            {**e, "data_subject": person}
+            for e in everything
+            if e["data_subject"] in (ps[person], pay[person], both[person])
+        ]
+        assert code == 0 and mine == theirs and mine
+    code, out, _ = run(capsys, "keys", "audit", *s, *kek, "--json", "--data-subject", "cust-c")
     assert [(e["operation"], e["key_ids"]) for e in json.loads(out)] == [
         ("create", [f"0x{c1:08x}"]),
         ("shred", [f"0x{c1:08x}"]),
@@ -508,7 +562,7 @@ def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path:
     ]
     code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--operation", "shred")
     shreds = json.loads(out)
-    assert [e["data_subject"] for e in shreds] == ["cust-c", "cust-a", "cust-b", "cust-c"]
+    assert [e["data_subject"] for e in shreds] == [both["cust-c"], both["cust-a"], both["cust-b"], both["cust-c"]]
     assert all(e["operation"] == "shred" for e in shreds)
 
     later = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() + 120, timezone.utc).isoformat()
@@ -537,6 +591,8 @@ def test_batch_shred_evidence_per_person(store_url: str, kek_uri: str, tmp_path:
     code, _, _ = run(capsys, "keys", "shred-log", str(log_file), *s)
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert code == 0 and sorted(r["key_id"] for r in lines) == sorted(f"0x{k:08x}" for k in (a1, a2, c1))
+    # the file holds no id either: each key's row names its pseudonym in its domain
+    assert {r["data_subject"] for r in lines} == {ps["cust-a"], pay["cust-a"], ps["cust-c"]}
     check_json_convention(lines)
     code, out, _ = run(capsys, "keys", "restore", "--shred-log", str(log_file), *s, "--json")
     assert code == 0
@@ -627,7 +683,9 @@ def printable_lines(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["avro", "json"])
-def test_forged_data_subject_cannot_draw_rows(registry, keyring: Keyring, store_url: str, fmt: str, capsys) -> None:
+def test_forged_data_subject_cannot_draw_rows(
+    registry, keyring: Keyring, store_url: str, kek_uri: str, fmt: str, capsys
+) -> None:
     if fmt == "avro":
         from fieldcrypt.avro import AvroSerializer
 
@@ -639,20 +697,26 @@ def test_forged_data_subject_cannot_draw_rows(registry, keyring: Keyring, store_
     for rec in (customer(1, customerId=FORGED), customer(2)):
         rec["purchaseAmount"] = float(rec["purchaseAmount"])
         ser(rec, value_ctx())
-    assert {k.person for k in keyring.keys()} == {FORGED, "cust-2"}
+    assert {k.person for k in keyring.keys()} == {
+        keyring._stored("orders-value", FORGED),
+        keyring._stored("orders-value", "cust-2"),
+    }
     s = ["--store", store_url]
+    kek = ["--kek", kek_uri]  # a data subject's pseudonym needs a KEK
 
     code, out, _ = run(capsys, "keys", "list", *s)
     assert code == 0 and len(printable_lines(out)) == 1 + 2
-    code, out, _ = run(capsys, "keys", "list", *s, "--json", "--data-subject", FORGED)
+    code, out, _ = run(capsys, "keys", "list", *s, *kek, "--json", "--data-subject", FORGED)
     assert [r["data_subject"] for r in json.loads(out)] == [FORGED]
 
-    code, out, _ = run(capsys, "keys", "shred", "--data-subject", FORGED, *s, "--reason", "forged\x1b[2J", "--yes")
+    code, out, _ = run(
+        capsys, "keys", "shred", "--data-subject", FORGED, *s, *kek, "--reason", "forged\x1b[2J", "--yes"
+    )
     assert code == 0
     printable_lines(out)
     code, out, _ = run(capsys, "keys", "audit", *s)
     assert code == 0 and len(printable_lines(out)) == 1 + len(keyring.audit())
-    code, out, _ = run(capsys, "keys", "audit", *s, "--json", "--data-subject", FORGED)
+    code, out, _ = run(capsys, "keys", "audit", *s, *kek, "--json", "--data-subject", FORGED)
     entries = json.loads(out)
     assert [e["operation"] for e in entries] == ["create", "shred"]
     assert all(e["data_subject"] == FORGED for e in entries) and entries[1]["reason"] == "forged\x1b[2J"
@@ -701,7 +765,8 @@ def test_old_format_shred_log_lines_are_still_read(store_url: str, kek_uri: str,
     with Keyring(store_url, kek_uri, shred_log=log_file) as kr:  # re-applied at startup
         assert [k.key_id for k in kr.keys()] == [kept]
         [gone] = kr.export_shred_log()
-        assert (gone.key_id, gone.person, gone.shredded_at) == (old, "cust-1", T0 + 0.5)
+        # a line written before pseudonyms names the id: it is hashed as it is applied
+        assert (gone.key_id, gone.person, gone.shredded_at) == (old, kr._stored("orders-value", "cust-1"), T0 + 0.5)
 
 
 def test_shred_log_into_a_missing_directory_is_a_configuration_error(
@@ -770,7 +835,7 @@ def leftovers(*dirs: Path) -> list[Path]:
     return [f for d in dirs for f in d.glob(".*.tmp")]
 
 
-def test_shred_log_force_writes_through_a_symlink(one_shred: str, tmp_path: Path, capsys) -> None:
+def test_shred_log_force_writes_through_a_symlink(one_shred: str, kek_uri: str, tmp_path: Path, capsys) -> None:
     other = tmp_path / "other-storage"
     other.mkdir()
     target, link = other / "shred-log.jsonl", tmp_path / "shred-log.jsonl"
@@ -783,7 +848,9 @@ def test_shred_log_force_writes_through_a_symlink(one_shred: str, tmp_path: Path
     assert code == 0, err
     assert link.is_symlink() and os.readlink(link) == str(target)  # the link stays a link
     entries = [json.loads(line) for line in target.read_text().splitlines()]
-    assert [e["data_subject"] for e in entries] == ["cust-1"] and mode(target) == 0o600
+    with Keyring(one_shred, kek_uri) as kr:
+        pseudonym = kr._stored("orders-value", "cust-1")  # the shred-log file names data subjects by pseudonyms
+    assert [e["data_subject"] for e in entries] == [pseudonym] and mode(target) == 0o600
     assert not leftovers(tmp_path, other)
     # a dangling link is written through (its target created), not replaced
     target.unlink()
@@ -887,9 +954,8 @@ def test_configured_shred_log_in_a_missing_directory_destroys_nothing(
             kr.shred_person("cust-1", reason="r")
         assert state(kr) == before
     monkeypatch.setenv("FIELDCRYPT_SHRED_LOG", str(log_file))
-    code, _, err = run(
-        capsys, "keys", "shred", "--data-subject", "cust-1", "--reason", "r", "--yes", "--store", store_url
-    )
+    shred = ["keys", "shred", "--data-subject", "cust-1", "--reason", "r", "--yes", "--store", store_url]
+    code, _, err = run(capsys, *shred, "--kek", kek_uri)
     assert code == 3 and "nothing was destroyed" in err and ".tmp" not in err
     with Keyring(store_url, kek_uri) as kr:
         assert state(kr) == before
@@ -951,8 +1017,13 @@ def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_ur
         report = kr.rotate_domain("orders-value", reason="scheduled rotation", progress=lambda n, t: seen.append(n))
         done = report.rotated
         assert report.skipped == () and report.domain == "orders-value"
-        assert pages == [None, "cust-0", "cust-2", "cust-4"]  # never the whole domain in one read
-        assert [(r.person, r.retired, r.version) for r in done] == [(p, before[p], 2) for p in [None, *PERSONS]]
+        # a whole domain's report names data subjects by pseudonyms, in their order (the store's)
+        order = [None, *sorted(PERSONS, key=lambda p: kr._stored("orders-value", p) or "")]
+        stored = [kr._stored("orders-value", p) for p in order]
+        assert pages == [None, stored[1], stored[3], stored[5]]  # never the whole domain in one read
+        assert [(r.person, r.retired, r.version) for r in done] == [
+            (kr._stored("orders-value", p), before[p], 2) for p in order
+        ]
         assert seen == [1, 2, 3, 4, 5, 6]
         after = {k.person: k for k in kr.keys("orders-value") if k.state == "active"}
         assert {p: k.key_id for p, k in after.items()} == {r.person: r.key_id for r in done}
@@ -964,7 +1035,9 @@ def test_rotate_domain_rotates_every_key_a_page_at_a_time(store_url: str, kek_ur
         assert sorted((e.person, e.key_ids) for e in rotations if e.person) == [
             (r.person, (r.retired, r.key_id)) for r in done[1:]
         ]
-        assert kr.encryption_key("orders-value", "cust-3").key_id == after["cust-3"].key_id  # used from now on
+        assert (
+            kr.encryption_key("orders-value", "cust-3").key_id == after[kr._stored("orders-value", "cust-3")].key_id
+        )  # used now
         assert kr.rotate_domain("nowhere") == fieldcrypt.RotationReport("nowhere", (), ())
 
 
@@ -973,6 +1046,9 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
 ) -> None:
     with Keyring(store_url, kek_uri) as kr:
         before = per_person_domain(kr)
+        stored = sorted(
+            kr._stored("orders-value", p) or "" for p in PERSONS
+        )  # a whole domain's report names pseudonyms
     rotate = ["keys", "rotate", "--domain", "orders-value", "--store", store_url, "--kek", kek_uri]
     code, out, err = run(capsys, *rotate, "--reason", "scheduled rotation")
     assert code == 0, err
@@ -984,7 +1060,7 @@ def test_cli_rotate_without_data_subject_rotates_the_whole_domain(
     code, out, _ = run(capsys, *rotate, "--reason", "again", "--json")
     summary = json.loads(out)
     assert code == 0 and (summary["rotated"], summary["data_subject_keys"], summary["domain"]) == (6, 5, "orders-value")
-    assert [(k["data_subject"], k["version"]) for k in summary["keys"]] == [(p, 3) for p in [None, *PERSONS]]
+    assert [(k["data_subject"], k["version"]) for k in summary["keys"]] == [(p, 3) for p in [None, *stored]]
     check_json_convention(summary)
     # one person's key only, as before
     code, out, _ = run(capsys, *rotate, "--data-subject", "cust-1", "--json")
@@ -1020,26 +1096,28 @@ def test_keys_list_shows_a_shredded_persons_keys_as_shredded(store_url: str, kek
         clock.advance(60)
         kr.shred_person("cust-1001", reason="erasure request 7")
         assert [r.key_id for r in kr.shredded_keys(person="cust-1001")] == sorted(gone[:2]) + gone[2:]
+        ps = {p: kr._stored("orders-value", p) for p in ("cust-1001", "cust-2")}  # as listings of everyone name them
     s = ["--store", store_url]
-    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s)
+    kek = ["--kek", kek_uri]  # a data subject's pseudonym needs a KEK
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s, *kek)
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == [
         "KEY_ID", "DOMAIN", "DATA_SUBJECT", "VERSION", "STATE", "RESERVED", "KEK", "CREATED_AT", "SHREDDED_AT"
     ]  # fmt: skip
     assert len(lines) == 4 and all(" shredded " in line and "2023-11-14T22:14:20+00:00" in line for line in lines[1:])
     assert {format_key_id(k) for k in gone} == {line.split()[0] for line in lines[1:]}
-    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s, "--json")
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", *s, *kek, "--json")
     rows = json.loads(out)
     check_json_convention(rows)
     assert [(r["state"], r["version"], r["created_at"]) for r in rows] == [("shredded", None, None)] * 3
     assert rows[0]["shredded_at"] == "2023-11-14T22:14:20+00:00"
     code, out, _ = run(capsys, "keys", "list", "--domain", "orders-value", *s, "--json")  # a domain: every state
     assert [(r["data_subject"], r["state"]) for r in json.loads(out)] == [
-        ("cust-2", "active"),
-        ("cust-1001", "shredded"),
-        ("cust-1001", "shredded"),
+        (ps["cust-2"], "active"),
+        (ps["cust-1001"], "shredded"),
+        (ps["cust-1001"], "shredded"),
     ]
-    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", "--state", "stored", *s)
+    code, out, _ = run(capsys, "keys", "list", "--data-subject", "cust-1001", "--state", "stored", *s, *kek)
     assert code == 0 and out.strip() == "(none)"
     code, out, _ = run(capsys, "keys", "list", *s)  # the whole store: the keys it holds, by default
     assert [line.split()[0] for line in out.splitlines()[1:]] == [format_key_id(kept)] and "SHREDDED_AT" not in out
@@ -1050,7 +1128,9 @@ def test_keys_list_shows_a_shredded_persons_keys_as_shredded(store_url: str, kek
     code, out, _ = run(capsys, "keys", "list", "--state", "active", *s, "--json")
     assert [r["key_id"] for r in json.loads(out)] == [format_key_id(kept)]
     code, out, _ = run(capsys, "keys", "show", format_key_id(gone[0]), *s, "--json")
-    assert json.loads(out) == [r for r in rows if r["key_id"] == format_key_id(gone[0])]  # the same columns
+    # the same columns; `keys show` names the data subject by its pseudonym
+    shown = [{**r, "data_subject": ps["cust-1001"]} for r in rows if r["key_id"] == format_key_id(gone[0])]
+    assert json.loads(out) == shown
     code, _, err = run(capsys, "keys", "list", "--state", "gone", *s)
     assert code == 2 and "--state" in err
 
@@ -1068,9 +1148,14 @@ def test_shred_is_pending_while_a_reader_holds_the_wal(kek_uri: str, tmp_path: P
         kr.encryption_key("orders-value", "cust-2")
         kr.encryption_key("orders-value", "cust-3")
         raw = sqlite3.connect(db)
-        wrapped = {str(p): bytes(w) for p, w in raw.execute("SELECT person, wrapped FROM fieldcrypt_keys").fetchall()}
+        held = {str(p): bytes(w) for p, w in raw.execute("SELECT person, wrapped FROM fieldcrypt_keys").fetchall()}
         raw.close()
+        wrapped = {
+            p: held[str(kr._stored("orders-value", p))] for p in ("cust-1", "cust-2", "cust-3")
+        }  # rows name pseudonyms
         assert wrapped["cust-1"] in wal.read_bytes()  # the test means something: the key is in the WAL now
+        shred_cust_2 = ["keys", "shred", "--data-subject", "cust-2", "--store", url, "--kek", kek_uri, "--reason", "r"]
+        shred_cust_2.append("--yes")
 
         reader = sqlite3.connect(db, isolation_level=None)
         reader.execute("BEGIN")
@@ -1078,18 +1163,14 @@ def test_shred_is_pending_while_a_reader_holds_the_wal(kek_uri: str, tmp_path: P
         report = kr.shred_person("cust-1", reason="r")
         assert report.pending is True and len(report.destroyed) == 1 and "PENDING" in str(report)
         assert kr.keys(person="cust-1") == []
-        code, out, _ = run(
-            capsys, "keys", "shred", "--data-subject", "cust-2", "--store", url, "--reason", "r", "--yes"
-        )
+        code, out, _ = run(capsys, *shred_cust_2)
         assert code == 6 and "PENDING" in out
         reader.execute("COMMIT")  # the reader ends (its connection stays open)
 
         again = kr.shred_person("cust-1", reason="r")
         assert again.pending is False and again.noop
         assert wal.exists() and wal.stat().st_size == 0
-        code, out, _ = run(
-            capsys, "keys", "shred", "--data-subject", "cust-2", "--store", url, "--reason", "r", "--yes"
-        )
+        code, out, _ = run(capsys, *shred_cust_2)
         assert code == 0 and "PENDING" not in out
         for person in ("cust-1", "cust-2"):
             assert wrapped[person] not in wal.read_bytes()
@@ -1119,4 +1200,4 @@ def test_audit_since_must_be_epoch_seconds(keyring: Keyring) -> None:
     keyring.encryption_key("d", "p")
     with pytest.raises(ConfigurationError, match="epoch seconds"):
         keyring.audit(since="2020-01-01")  # type: ignore[arg-type]
-    assert [e.operation for e in keyring.audit(since=0)] == ["kek-map", "create", "create"]
+    assert [e.operation for e in keyring.audit(since=0)] == ["kek-map", "pseudonymize", "create", "create"]

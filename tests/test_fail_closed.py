@@ -54,6 +54,8 @@ def test_key_store_unavailable_is_retried_with_backoff_then_fails_closed(registr
     slept: list[float] = []
     store = DownStore()
     keyring = Keyring(store, kek_uri, retries=3, backoff=0.1, sleep=slept.append)
+    assert store.calls == 1 and slept == []  # opening: one look at the store, no retry (it is checked again later)
+    store.calls = 0
     ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring)
     rec = customer(1)
     before = copy.deepcopy(rec)

@@ -55,8 +55,9 @@ def test_rotation_by_age(registry, store_url: str, kek_uri: str) -> None:
     versions = {k.version: k.state for k in keyring.keys(person="cust-1")}
     assert versions == {1: "retired", 2: "active"}
     assert de(old, value_ctx()) == customer(1) and de(new, value_ctx()) == customer(1)
-    # the domain's KEK is recorded, its branch key made, then the data key; at max_age both are replaced
-    assert [e.operation for e in keyring.audit()] == ["kek-map", "create", "create", "rotate", "rotate"]
+    # the domain's KEK is recorded, the store's pseudonym key made, the domain's branch key made, then the data key;
+    # at max_age both keys are replaced
+    assert [e.operation for e in keyring.audit()] == ["kek-map", "pseudonymize", "create", "create", "rotate", "rotate"]
 
 
 def test_rotation_by_count(registry, store_url: str, kek_uri: str) -> None:
@@ -184,9 +185,11 @@ def test_rotation_and_rewrap_keep_old_data_readable(registry, store_url: str, ke
     assert de3(mid, value_ctx()) == customer(0)
     assert key_ids(mid, registry) == {rotated.key_id}
     assert [e.operation for e in after.audit()] == [
-        *("kek-map", "create"),  # the domain's KEK recorded, its branch key made
+        *("kek-map", "pseudonymize", "create"),  # the domain's KEK recorded, the pseudonym key and branch key made
         *("create", "create", "create", "rotate"),
-        *("kek-add", "kek-promote", "rewrap", "kek-retire"),  # the one-shot KEK rotation, each step audited
+        "kek-add",  # the one-shot KEK rotation, each step audited
+        "pseudonymize",  # the domain's new KEK gets a copy of its pseudonym key (its holders name its people)
+        *("kek-promote", "rewrap", "kek-retire"),
     ]
 
 
@@ -222,7 +225,7 @@ def test_audit_has_one_entry_per_operation_and_no_plaintext(registry, keyring: K
     keyring.shred_person("cust-2", reason="erasure")
     keyring.restore([], reason="drill")
     ops = [e.operation for e in keyring.audit()]
-    assert ops == ["kek-map", "create", "create", "create", "rotate", "rewrap", "shred", "restore"]
+    assert ops == ["kek-map", "pseudonymize", "create", "create", "create", "rotate", "rewrap", "shred", "restore"]
     for entry in keyring.audit():
         assert CANARY not in repr(entry) and entry.actor and entry.at > 0
     import sqlite3

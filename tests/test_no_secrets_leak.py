@@ -92,7 +92,7 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     import tink
     from tink import secret_key_access
 
-    from fieldcrypt.crypto.cipher import wrap_ad
+    from fieldcrypt.crypto.cipher import split_check, wrap_ad
 
     record = keyring.store.get(key_id)
     assert record is not None
@@ -101,7 +101,7 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     wrapping = (
         keyring._branch(record.branch_id, record, time.monotonic() + 5).aead if record.branch_id else keyring.kek.aead
     )
-    handle = tink.proto_keyset_format.parse_encrypted(record.wrapped, wrapping, ad)
+    handle = tink.proto_keyset_format.parse_encrypted(split_check(record.wrapped)[1], wrapping, ad)
     return _key_bytes(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
 
 

@@ -299,14 +299,14 @@ def _raw_key(keyring: Keyring, key_id: int) -> bytes:
     import tink
     from tink import secret_key_access
 
-    from fieldcrypt.crypto.cipher import _key_bytes, wrap_ad
+    from fieldcrypt.crypto.cipher import _key_bytes, split_check, wrap_ad
 
     rec = keyring.store.get(key_id)
     assert rec is not None
     ad = wrap_ad(rec.key_id, rec.domain, rec.person, rec.version)
     # the data key is wrapped by its domain's branch key (itself wrapped by the KEK)
     wrapping = keyring._branch(rec.branch_id, rec, time.monotonic() + 5).aead if rec.branch_id else keyring.kek.aead
-    handle = tink.proto_keyset_format.parse_encrypted(rec.wrapped, wrapping, ad)
+    handle = tink.proto_keyset_format.parse_encrypted(split_check(rec.wrapped)[1], wrapping, ad)
     return _key_bytes(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
 
 
@@ -327,7 +327,7 @@ def test_no_value_person_or_key_in_logs_stats_or_metrics(
         ser({**mine, "email": 3}, value_ctx())
     with pytest.raises(DecryptionError):
         de(tampered(fmt, registry, good), value_ctx())
-    key_id = next(k.key_id for k in keyring.keys() if k.person == SECRET_PERSON)
+    [key_id] = [k.key_id for k in keyring.keys(person=SECRET_PERSON)]
     raw = _raw_key(keyring, key_id)
     stranger = Keyring(store_url, fieldcrypt.create_local_kek(tmp_path / "other-kek.json"))
     _, blind = serde(fmt, registry, stranger, on_denied="null")

@@ -18,6 +18,7 @@ import fieldcrypt
 from fieldcrypt import Keyring, RotationPolicy
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 from fieldcrypt.crypto import wire
+from fieldcrypt.crypto.cipher import person_check_of, unwrap_handle, with_check, wrap_handle
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "avro_v1.json").read_text())
 V2 = json.loads((Path(__file__).parent / "vectors" / "v2.json").read_text())
@@ -27,6 +28,30 @@ def _record(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: (bytes.fromhex(v) if k == "blob" else v) for k, v in raw.items()}
 
 
+def _add_frozen_key(tmp_path: Path, keyring: Keyring, k: dict[str, Any]) -> None:
+    """Put the frozen data key ``k`` into the test's key store as the key store holds a data subject's key: under the
+    keyed pseudonym of its person (its domain's pseudonym key, as ``keyring`` computes it), wrapped by the frozen
+    KEK with associated data binding that pseudonym, with its person check. The key material is the frozen one
+    (unwrapped from the vector's wrapping, which binds the person in clear), so the values it encrypts are the frozen
+    bytes: their associated data binds the person the record names."""
+    kek_uri = f"local-kek://{tmp_path / 'kek.json'}"
+    kek = fieldcrypt.open_kek(kek_uri).aead
+    pseudonym = keyring._stored(k["domain"], k["person"])
+    assert pseudonym is not None and pseudonym != k["person"]
+    ids = (k["key_id"], k["domain"])
+    handle = unwrap_handle(bytes.fromhex(k["wrapped"]), *ids, k["person"], k["version"], kek)
+    # with the key's person check (the id, encrypted under the key), as a producer stores it
+    wrapped = with_check(person_check_of(handle, k["person"]), wrap_handle(handle, *ids, pseudonym, k["version"], kek))
+    db = sqlite3.connect(tmp_path / "keys.db")
+    db.execute(
+        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
+        (k["key_id"], k["domain"], pseudonym, k["version"], kek_uri, wrapped),
+    )
+    db.commit()
+    db.close()
+
+
 @pytest.fixture
 def frozen(tmp_path: Path) -> tuple[Keyring, SchemaRegistryClient]:
     (tmp_path / "kek.json").write_text(json.dumps(VECTORS["kek_keyset"]))
@@ -34,21 +59,7 @@ def frozen(tmp_path: Path) -> tuple[Keyring, SchemaRegistryClient]:
     url = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
     # the frozen key was created at time 0: no age rotation, or the keyring would (rightly) replace it
     keyring = Keyring(url, f"local-kek://{tmp_path / 'kek.json'}", rotation=RotationPolicy(max_age=None))
-    k = VECTORS["key"]
-    db = sqlite3.connect(tmp_path / "keys.db")
-    db.execute(
-        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
-        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
-        (
-            k["key_id"],
-            k["domain"],
-            k["person"],
-            k["version"],
-            f"local-kek://{tmp_path / 'kek.json'}",
-            bytes.fromhex(k["wrapped"]),
-        ),
-    )
-    db.commit()
+    _add_frozen_key(tmp_path, keyring, VECTORS["key"])
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     return keyring, registry
 
@@ -165,22 +176,8 @@ def test_v2_layout_as_documented() -> None:
 VIEWS = json.loads((Path(__file__).parent / "vectors" / "v2_views.json").read_text())
 
 
-def _add_view_key(tmp_path: Path) -> None:
-    k = VIEWS["view_key"]
-    db = sqlite3.connect(tmp_path / "keys.db")
-    db.execute(
-        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
-        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
-        (
-            k["key_id"],
-            k["domain"],
-            k["person"],
-            k["version"],
-            f"local-kek://{tmp_path / 'kek.json'}",
-            bytes.fromhex(k["wrapped"]),
-        ),
-    )
-    db.commit()
+def _add_view_key(tmp_path: Path, keyring: Keyring) -> None:
+    _add_frozen_key(tmp_path, keyring, VIEWS["view_key"])
 
 
 def _view_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> tuple[Any, Any]:
@@ -201,7 +198,7 @@ def _view_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> 
 @pytest.mark.parametrize("fmt", ["avro", "json"])
 def test_v2_view_frozen_bytes_decrypt_and_reproduce(frozen, tmp_path: Path, fmt: str) -> None:
     keyring, registry = frozen
-    _add_view_key(tmp_path)
+    _add_view_key(tmp_path, keyring)
     ser, de = _view_serdes(fmt, registry, keyring)
     for case in VIEWS[fmt]["cases"]:
         assert de(bytes.fromhex(case["framed"]), value_ctx(VIEWS["topic"])) == case["record"]
@@ -215,13 +212,13 @@ def test_v2_view_frozen_bytes_read_as_masks_without_the_values_key(tmp_path: Pat
     (tmp_path / "kek.json").write_text(json.dumps(VECTORS["kek_keyset"]))
     (tmp_path / "kek.json").chmod(0o600)
     fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
-    _add_view_key(tmp_path)
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     with Keyring(
         f"sqlite:///{tmp_path / 'keys.db'}",
         f"local-kek://{tmp_path / 'kek.json'}",
         rotation=RotationPolicy(max_age=None),
     ) as keyring:
+        _add_view_key(tmp_path, keyring)
         _, de = _view_serdes(fmt, registry, keyring)
         first, second = (bytes.fromhex(c["framed"]) for c in VIEWS[fmt]["cases"])
         got = de(first, value_ctx(VIEWS["topic"]))
@@ -254,23 +251,8 @@ def test_v2_view_layout_as_documented() -> None:
 DET = json.loads((Path(__file__).parent / "vectors" / "det.json").read_text())
 
 
-def _add_det_key(tmp_path: Path) -> None:
-    k = DET["det_key"]
-    db = sqlite3.connect(tmp_path / "keys.db")
-    db.execute(
-        "INSERT INTO fieldcrypt_keys (key_id, domain, person, version, state, kek_uri, wrapped, created_at) "
-        "VALUES (?, ?, ?, ?, 'active', ?, ?, 0)",
-        (
-            k["key_id"],
-            k["domain"],
-            k["person"],
-            k["version"],
-            f"local-kek://{tmp_path / 'kek.json'}",
-            bytes.fromhex(k["wrapped"]),
-        ),
-    )
-    db.commit()
-    db.close()
+def _add_det_key(tmp_path: Path, keyring: Keyring) -> None:
+    _add_frozen_key(tmp_path, keyring, DET["det_key"])
 
 
 def _det_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> tuple[Any, Any]:
@@ -291,7 +273,7 @@ def _det_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring) -> t
 @pytest.mark.parametrize("fmt", ["avro", "json"])
 def test_det_frozen_bytes_decrypt_and_reproduce(frozen, tmp_path: Path, fmt: str) -> None:
     keyring, registry = frozen
-    _add_det_key(tmp_path)
+    _add_det_key(tmp_path, keyring)
     ser, de = _det_serdes(fmt, registry, keyring)
     for case in DET[fmt]["cases"]:
         record = _record(case["record"]) if fmt == "avro" else case["record"]
@@ -320,8 +302,6 @@ def _siv_key() -> Any:
     from cryptography.hazmat.primitives.ciphers.aead import AESSIV
     from tink import secret_key_access
     from tink.proto import aes_siv_pb2, tink_pb2
-
-    from fieldcrypt.crypto.cipher import unwrap_handle
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kek.json"

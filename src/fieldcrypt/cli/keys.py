@@ -30,7 +30,8 @@ from fieldcrypt.cli._config import Settings, kek_setting
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
-from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation
+from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation, migrate_pseudonyms
+from fieldcrypt.keys.pseudonyms import NO_KEK
 from fieldcrypt.keys.registry import create_key_store, grant_role, open_store
 from fieldcrypt.keys.store import OPERATIONS, ROLES, AuditEntry, KeyRecord, ShredRecord, redact_url
 
@@ -356,6 +357,17 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     )
     c.add_argument("--role", required=True, choices=ROLES, help="the fieldcrypt role to give")
     c.add_argument("dbrole", metavar="DBROLE", help="the PostgreSQL role (a login, or a group role of logins)")
+    c = cmd(
+        "migrate-pseudonyms",
+        "replace the data-subject ids a store made by an older fieldcrypt holds by keyed pseudonyms",
+        "Replace every data-subject id the key store holds (keys, shred log, audit log) by its keyed pseudonym "
+        "(HMAC-SHA256 under the store's pseudonym key, made now if the store has none and wrapped under each --kek), "
+        "and rewrap each data subject's key for it. Run once after `keys init` upgraded a store made by an older "
+        "fieldcrypt, with producers stopped; --kek must hold the KEK of every domain with data subjects' keys. "
+        "Resumable (run it again after an interruption) and idempotent; on a migrated store it only wraps the "
+        "pseudonym key under the --kek given that lack a copy. PostgreSQL: the store's owner runs it.",
+    )
+    c.add_argument("--reason", default="", help="why, for the audit log")
     c = cmd("restore", "after restoring an older backup of the store: re-apply a shred log")
     c.add_argument("--shred-log", required=True, help="the shred-log file exported with 'keys shred-log'")
     c.add_argument("--reason", default="", help="why, for the audit log")
@@ -423,7 +435,7 @@ def keyring_of(args: argparse.Namespace, *, needs_kek: bool) -> Keyring:
             raise ConfigurationError(
                 "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
             )
-        kek = [Kek("(no KEK given)", _NoKekAead())]
+        kek = [Kek(NO_KEK, _NoKekAead())]
     timeout = DEFAULT_KMS_TIMEOUT if settings.kms_timeout is None else settings.kms_timeout
     return Keyring(url, kek, actor=settings.actor, shred_log=settings.shred_log, kms_timeout=timeout)
 
@@ -568,7 +580,7 @@ def _skipped_text(skipped: tuple[SkippedRotation, ...]) -> str:
 
 def _not_rotated(kr: Keyring, domain: str, person: str) -> str:
     """Why ``keys rotate --data-subject`` rotated nothing (exit 5)."""
-    if kr.store.active(domain, person) is not None:
+    if any(r.state == "active" for r in kr.keys(domain, person)):  # the store names people by pseudonyms
         return (
             f"the active key of this data subject in domain {domain!r} was replaced by another rotation while this "
             "one ran: nothing rotated by this command"
@@ -607,8 +619,15 @@ def _run_init(args: argparse.Namespace) -> int:
     store = open_store(target)
     try:
         waiting = store.unrecorded_domains()
+        clear = store.supports_pseudonyms and store.persons_form() != "pseudonyms"
     finally:
         store.close()
+    if clear:  # an upgraded store: keyrings refuse it until its ids are pseudonyms
+        sys.stderr.write(
+            "fieldcrypt: warning: this key store holds data-subject ids in clear (made by an older fieldcrypt): "
+            "keyrings refuse it until a key admin runs `fieldcrypt keys migrate-pseudonyms --kek URI` "
+            "(with producers stopped)\n"
+        )
     for domain, uris in waiting.items():  # an upgraded store whose domain's keys several KEKs wrap
         sys.stderr.write(
             f"fieldcrypt: warning: key domain {clean(domain)!r} holds keys wrapped by {len(uris)} KEKs "
@@ -619,6 +638,29 @@ def _run_init(args: argparse.Namespace) -> int:
         args,
         {"store": url, "initialized": True, **({"domains_to_map": waiting} if waiting else {})},
         lambda: f"key store {url} is ready",
+    )
+    return EXIT_OK
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    """``fieldcrypt keys migrate-pseudonyms``: see :func:`fieldcrypt.keys.keyring.migrate_pseudonyms`."""
+    settings = args.settings
+    url = store_url(settings)
+    keks = list(settings.keks)
+    if not keks:
+        raise ConfigurationError(
+            "this command needs the KEK: pass --kek URI, set FIELDCRYPT_KEK, or set kek in the configuration file"
+        )
+    progress = Progress(args.action, sys.stderr.isatty() if args.progress is None else args.progress)
+    timeout = DEFAULT_KMS_TIMEOUT if settings.kms_timeout is None else settings.kms_timeout
+    done = migrate_pseudonyms(
+        url, kek_setting(keks), actor=settings.actor, reason=args.reason, progress=progress, kms_timeout=timeout
+    )
+    shown_url = redact_url(url)
+    emit(
+        args,
+        {"store": shown_url, "rewrapped": done, "pseudonyms": True},
+        lambda: f"key store {shown_url} names data subjects by pseudonyms ({_count(done, 'data key')} rewrapped now)",
     )
     return EXIT_OK
 
@@ -667,6 +709,8 @@ def _run_keys(args: argparse.Namespace) -> int:
         return _run_init(args)
     if args.action == "grant":
         return _run_grant(args)
+    if args.action == "migrate-pseudonyms":
+        return _run_migrate(args)
     kr = keyring_of(args, needs_kek=args.action in ("rewrap", "rotate"))
     progress = Progress(args.action, sys.stderr.isatty() if args.progress is None else args.progress)
     code = EXIT_OK

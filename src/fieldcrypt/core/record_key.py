@@ -321,15 +321,15 @@ def _parse(value: object, codec: str, subject: str | None) -> tuple[int, bytes]:
 
 def _belongs_to(keyring: KeySource, key: DataKey, person: str, st: _KeyCall) -> bool:
     """Whether ``key`` (looked up by id alone) is the data key of ``person``, the text it decrypted: the one check
-    that a key's value was not copied in from a field of another person's record. (A key store that names persons
-    otherwise than by their ids would give a key looked up by id alone out under that name; asked again for a record of
-    ``person``, the meter's ``person``, it answers for ``person``.)"""
+    that a key's value was not copied in from a field of another person's record. A key store that names persons by
+    keyed pseudonyms (``fieldcrypt.keys.pseudonyms``) gives a key looked up by id alone out under the pseudonym; the
+    key's own person check (:meth:`fieldcrypt.crypto.cipher.DataKey.belongs_to`) tells whether it was made for
+    ``person``, without the pseudonym key."""
     if key.person == person:
         return True
     if key.person is None:
         return False
-    st.person = person
-    return keyring.decryption_key(key.key_id, st).person == person
+    return key.belongs_to(person)
 
 
 def _moved(subject: str | None, key_id: int) -> DecryptionError:

@@ -12,10 +12,12 @@ AESGCM on the same key bytes. A value with index 0 is exactly Tink's RAW AES-GCM
 from __future__ import annotations
 
 import hashlib
+import hmac
 import operator
+import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tink
@@ -34,13 +36,17 @@ __all__ = [
     "BranchKey",
     "DataKey",
     "encrypted_keyset",
+    "for_values_of",
     "new_branch_key",
     "new_data_key",
+    "person_check_of",
     "rewrap_data_key",
+    "split_check",
     "unwrap_branch_handle",
     "unwrap_branch_key",
     "unwrap_data_key",
     "unwrap_handle",
+    "with_check",
     "wrap_ad",
     "wrap_branch_handle",
     "wrap_handle",
@@ -84,6 +90,18 @@ class DataKey:
     #: the encryptions this process may still do with the key, leased from the key store (write side): an iterator
     #: over a range, so that taking one (``next``) is a single atomic step even with many producer threads
     budget: list[Iterator[int]] = field(default_factory=lambda: [iter(())], repr=False)
+    #: a data subject's key: the id of the data subject it was made for, as its person check (stored beside the
+    #: wrapped key, encrypted under the key: :func:`person_check_of`) names it. None: no check (a domain's key, or a
+    #: key of a store that names people by their ids)
+    owner: str | None = field(repr=False, default=None)
+
+    def belongs_to(self, person: str) -> bool:
+        """Whether ``person`` (a data-subject id as a record names it) is the one this key was made for: the key
+        store names them by a pseudonym only a pseudonym-key holder computes; the key itself tells any reader of the
+        key (its person check)."""
+        return self.owner is not None and hmac.compare_digest(
+            self.owner.encode("utf-8", "surrogatepass"), person.encode("utf-8", "surrogatepass")
+        )
 
     def lease(self, count: int) -> None:
         """Allow ``count`` more encryptions (what the key store granted)."""
@@ -189,13 +207,68 @@ def _key_material(serialized_keyset: bytes) -> tuple[str, bytes]:
     raise TinkError("a data key must be a single AES-GCM or AES-SIV key")
 
 
-def _make(handle: tink.KeysetHandle, key_id: int, domain: str, person: str | None, version: int) -> DataKey:
+def _make(
+    handle: tink.KeysetHandle, key_id: int, domain: str, person: str | None, version: int, check: bytes = b""
+) -> DataKey:
     return _from_keyset(
-        tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN), key_id, domain, person, version
+        tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN), key_id, domain, person, version, check
     )
 
 
-def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, version: int) -> DataKey:
+# -- the person check: which data subject a key was made for, provable with the key alone ----------------------------
+#: the first bytes of a stored wrapped key that carries a person check: never the start of Tink's EncryptedKeyset
+#: (a protobuf message starts with a field tag, never 0)
+_CHECKED = b"\x00fcp1"
+_CHECK_AD = b"fieldcrypt data subject of a data key"
+_NONCE = 12
+
+
+def _check_cipher(material: bytes) -> AESGCM:
+    return AESGCM(hmac.digest(material, b"fieldcrypt person check key", "sha256"))
+
+
+def person_check_of(handle: Any, person: str) -> bytes:
+    """The person check of a data key (a Tink keyset handle) for the data subject ``person``: the id, AES-256-GCM
+    encrypted under a key derived from the data key's own bytes. Stored beside the wrapped key (the key store names
+    the person by a pseudonym only a pseudonym-key holder computes): whoever unwraps the data key learns whose key it
+    is, and nobody else; a shred destroys it with the key."""
+    material = _key_material(tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))[1]
+    nonce = os.urandom(_NONCE)
+    return nonce + _check_cipher(material).encrypt(nonce, person.encode("utf-8", "surrogatepass"), _CHECK_AD)
+
+
+def _owner_of(material: bytes, check: bytes) -> str:
+    """The data subject a person check names (``TinkError`` if it is not this key's)."""
+    try:
+        plain = _check_cipher(material).decrypt(check[:_NONCE], check[_NONCE:], _CHECK_AD)
+        return plain.decode("utf-8", "surrogatepass")
+    except (InvalidTag, ValueError) as exc:
+        raise TinkError("the person check of the data key fails authentication") from exc
+
+
+def with_check(check: bytes, wrapped: bytes) -> bytes:
+    """A stored wrapped key carrying ``check`` (b"": as it is)."""
+    if not check:
+        return wrapped
+    if not _NONCE + 16 < len(check) <= 0xFFFF:
+        raise ValueError("not a person check")
+    return _CHECKED + len(check).to_bytes(2, "big") + check + wrapped
+
+
+def split_check(stored: bytes) -> tuple[bytes, bytes]:
+    """(person check, Tink's wrapped keyset) of a stored wrapped key; (b"", stored) for one without a check."""
+    if stored[: len(_CHECKED)] != _CHECKED:
+        return b"", stored
+    start = len(_CHECKED) + 2
+    size = int.from_bytes(stored[len(_CHECKED) : start], "big")
+    if size <= _NONCE + 16 or len(stored) < start + size:
+        raise TinkError("the wrapped data key's person check is cut short")
+    return stored[start : start + size], stored[start + size :]
+
+
+def _from_keyset(
+    keyset: bytes, key_id: int, domain: str, person: str | None, version: int, check: bytes = b""
+) -> DataKey:
     kind, material = _key_material(keyset)
     siv = kind == _SIV_URL
     return DataKey(
@@ -209,34 +282,70 @@ def _from_keyset(keyset: bytes, key_id: int, domain: str, person: str | None, ve
         ad_prefix=_wire.ad_prefix(key_id, domain, person),
         header2=_wire.key_header_v2(key_id),
         ad_prefix2=_wire.ad_prefix_v2(key_id, domain, person),
+        owner=_owner_of(material, check) if check else None,
     )
 
 
+class _Same:
+    """The default of ``values_for``: the person the wrap binds."""
+
+
+_SAME = _Same()
+
+
 def new_data_key(
-    key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead, *, deterministic: bool = False
+    key_id: int,
+    domain: str,
+    person: str | None,
+    version: int,
+    kek: aead.Aead,
+    *,
+    deterministic: bool = False,
+    values_for: str | _Same | None = _SAME,
 ) -> tuple[DataKey, bytes]:
     """A fresh random DEK and its wrapped form (for the key store). Per-person keys are independent random keys.
-    ``deterministic``: an AES-256-SIV key (Tink's deterministic AEAD), for values that must join."""
+    ``deterministic``: an AES-256-SIV key (Tink's deterministic AEAD), for values that must join. ``person`` is the
+    data subject as the key store names it (a pseudonym), bound into the wrap; ``values_for``, the id the values'
+    associated data binds (the record's data subject; default: ``person``)."""
     ensure_tink()
     template = daead.deterministic_aead_key_templates.AES256_SIV if deterministic else None
     handle = tink.new_keyset_handle(template or aead.aead_key_templates.AES256_GCM_RAW)
     wrapped = tink.proto_keyset_format.serialize_encrypted(handle, kek, wrap_ad(key_id, domain, person, version))
-    return _make(handle, key_id, domain, person, version), wrapped
+    reader = person if isinstance(values_for, _Same) else values_for
+    # a key the store names by a pseudonym carries the MAC of the id it was made for: its readers check it
+    check = person_check_of(handle, reader) if reader is not None and reader != person else b""
+    return _make(handle, key_id, domain, reader, version, check), with_check(check, wrapped)
+
+
+def for_values_of(key: DataKey, person: str | None) -> DataKey:
+    """The same data key, for the values of ``person`` (their associated data binds that id): a key the key store
+    names by a pseudonym, given out for the record whose data subject it is (the caller checked
+    :meth:`DataKey.belongs_to`)."""
+    return replace(
+        key,
+        person=person,
+        ad_prefix=_wire.ad_prefix(key.key_id, key.domain, person),
+        ad_prefix2=_wire.ad_prefix_v2(key.key_id, key.domain, person),
+    )
 
 
 def rewrap_data_key(
     wrapped: bytes, key_id: int, domain: str, person: str | None, version: int, old: aead.Aead, new: aead.Aead
 ) -> bytes:
     """The same DEK wrapped under another KEK (KEK rotation), with the same associated data. Raises
-    ``tink.TinkError`` if ``old`` cannot unwrap it. The key never leaves Tink's keyset handle."""
-    return wrap_handle(
-        unwrap_handle(wrapped, key_id, domain, person, version, old), key_id, domain, person, version, new
+    ``tink.TinkError`` if ``old`` cannot unwrap it. The key never leaves Tink's keyset handle. A person check
+    stays as it is."""
+    check, _ = split_check(wrapped)
+    return with_check(
+        check,
+        wrap_handle(unwrap_handle(wrapped, key_id, domain, person, version, old), key_id, domain, person, version, new),
     )
 
 
 def unwrap_handle(wrapped: bytes, key_id: int, domain: str, person: str | None, version: int, old: aead.Aead) -> Any:
     """The first half of :func:`rewrap_data_key`: the stored DEK as a Tink keyset handle (a KEK call to ``old``)."""
     ensure_tink()
+    wrapped = split_check(wrapped)[1]
     ad = wrap_ad(key_id, domain, person, version)
     try:
         return tink.proto_keyset_format.parse_encrypted(wrapped, old, ad)
@@ -252,7 +361,8 @@ def unwrap_handle(wrapped: bytes, key_id: int, domain: str, person: str | None, 
 
 
 def wrap_handle(handle: Any, key_id: int, domain: str, person: str | None, version: int, new: aead.Aead) -> bytes:
-    """The second half of :func:`rewrap_data_key`: the handle wrapped under ``new`` (a KEK call to ``new``)."""
+    """The second half of :func:`rewrap_data_key`: the handle wrapped under ``new`` (a KEK call to ``new``), without
+    a person check (the caller keeps the stored one: :func:`split_check`, :func:`with_check`)."""
     rewrapped: bytes = tink.proto_keyset_format.serialize_encrypted(
         handle, new, wrap_ad(key_id, domain, person, version)
     )
@@ -263,28 +373,38 @@ def encrypted_keyset(wrapped: bytes) -> bytes | None:
     """The KEK ciphertext inside a stored wrapped DEK (Tink's ``EncryptedKeyset``), or None if the bytes are not
     one: what a KEK failure is classified against (its Tink prefix names the KEK key that wrapped it)."""
     try:
-        inner: bytes = tink_pb2.EncryptedKeyset.FromString(wrapped).encrypted_keyset
-    except DecodeError:
+        inner: bytes = tink_pb2.EncryptedKeyset.FromString(split_check(wrapped)[1]).encrypted_keyset
+    except (DecodeError, TinkError):  # not a keyset, or a person check cut short
         return None
     return inner or None
 
 
 def unwrap_data_key(
-    wrapped: bytes, key_id: int, domain: str, person: str | None, version: int, kek: aead.Aead
+    wrapped: bytes,
+    key_id: int,
+    domain: str,
+    person: str | None,
+    version: int,
+    kek: aead.Aead,
+    *,
+    values_for: str | _Same | None = _SAME,
 ) -> DataKey:
     """Unwrap a stored DEK. Raises ``tink.TinkError`` if the KEK or the associated data does not match.
+    ``person``: as the key store names it (bound into the wrap); ``values_for``: as for :func:`new_data_key`.
 
     Reads Tink's ``EncryptedKeyset`` directly (what ``proto_keyset_format.parse_encrypted`` does, without building
     a KeysetHandle that would be serialized again): a key-cache miss costs ~half as much.
     """
     ensure_tink()
+    check, wrapped = split_check(wrapped)
     try:
         encrypted = tink_pb2.EncryptedKeyset.FromString(wrapped).encrypted_keyset
     except DecodeError as exc:
         raise TinkError("the wrapped data key is not an encrypted Tink keyset") from exc
     keyset = _kek_decrypt(kek, encrypted, key_id, domain, person, version)
+    reader = person if isinstance(values_for, _Same) else values_for
     try:
-        return _from_keyset(keyset, key_id, domain, person, version)
+        return _from_keyset(keyset, key_id, domain, reader, version, check)
     except (DecodeError, ValueError) as exc:
         raise TinkError("the wrapped data key is not a valid keyset") from exc
 

@@ -49,18 +49,30 @@ FUNCTIONS = (
     ("fieldcrypt_claim_domain", "text, text, double precision, double precision, text, text, text, text"),
     ("fieldcrypt_publish_policy", "text, text, double precision"),
     ("fieldcrypt_merge_policy", "text, text[], double precision"),
+    (
+        "fieldcrypt_add_pseudonym_key",
+        "text, text, bytea, text, double precision, double precision, text, text",
+    ),
 )
 
 #: helpers the functions call (never granted: they run as the functions' owner)
 _HELPERS = (("fieldcrypt_lock", "text, bytea"), ("fieldcrypt_unused_id", "bigint"), ("fieldcrypt_key_id", "bigint"))
 
-_READ = "fieldcrypt_keys, fieldcrypt_branches, fieldcrypt_domains, fieldcrypt_shredded, fieldcrypt_policies"
+_READ = (
+    "fieldcrypt_keys, fieldcrypt_branches, fieldcrypt_domains, fieldcrypt_shredded, fieldcrypt_policies, "
+    "fieldcrypt_pseudonym_keys, fieldcrypt_meta"
+)
 
 #: what each fieldcrypt role is granted, as GRANT statements ({functions}: the producers' functions)
 GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
     "consumer": (f"GRANT SELECT ON {_READ} TO {{role}}",),
     "producer": (f"GRANT SELECT ON {_READ} TO {{role}}", "GRANT EXECUTE ON FUNCTION {functions} TO {role}"),
-    "auditor": ("GRANT SELECT ON fieldcrypt_audit, fieldcrypt_shredded, fieldcrypt_domains TO {role}",),
+    # the pseudonym key is read wrapped: an auditor holding a KEK it is wrapped by computes pseudonyms (keys audit
+    # --data-subject ID); one holding none reads pseudonyms only
+    "auditor": (
+        "GRANT SELECT ON fieldcrypt_audit, fieldcrypt_shredded, fieldcrypt_domains, fieldcrypt_pseudonym_keys, "
+        "fieldcrypt_meta TO {role}",
+    ),
     "admin": (
         f"GRANT SELECT ON {_READ}, fieldcrypt_audit TO {{role}}",
         "GRANT INSERT, UPDATE, DELETE ON fieldcrypt_keys TO {role}",
@@ -89,6 +101,7 @@ _READ_DOMAINS = Act("read the KEKs of key domains", ("consumer", "producer", "au
 _READ_SHREDS = Act("read the shred log", ("consumer", "producer", "auditor", "admin"))
 _READ_POLICIES = Act("read recorded policies", ("consumer", "producer", "admin"))
 _CREATE = Act("create keys", ("producer", "admin"))
+_READ_PSEUDONYMS = Act("read the pseudonym key", ("consumer", "producer", "auditor", "admin"))
 _POLICY = Act("record encryption policies", ("producer", "admin"))
 
 #: the KeyStore methods of the PostgreSQL store, by what they do (a permission error names it)
@@ -98,6 +111,8 @@ ACTS: dict[str, Act] = {
     **dict.fromkeys(("domain_keks", "domains"), _READ_DOMAINS),
     **dict.fromkeys(("shredded", "shredded_keys", "shredded_counts", "count_shredded", "shred_log"), _READ_SHREDS),
     "published_policy": _READ_POLICIES,
+    **dict.fromkeys(("persons_form", "pseudonym_keys"), _READ_PSEUDONYMS),
+    "add_pseudonym_key": Act("store the pseudonym key under a KEK", ("producer", "admin")),
     "audit_log": Act("read the audit log", ("auditor", "admin")),
     "create": _CREATE,
     "create_branch": _CREATE,
@@ -352,6 +367,35 @@ BEGIN
         ON CONFLICT (fingerprint) DO NOTHING;
     SELECT policy INTO v_policy FROM fieldcrypt_policies WHERE fingerprint = p_fingerprint;
     RETURN v_policy;
+END $$;
+
+CREATE OR REPLACE FUNCTION fieldcrypt_add_pseudonym_key(
+    p_domain text, p_kek_uri text, p_wrapped bytea, p_fingerprint text, p_now double precision,
+    p_at double precision, p_actor text, p_reason text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
+DECLARE
+    v_fp text;
+BEGIN
+    IF p_domain IS NULL OR p_kek_uri IS NULL OR p_wrapped IS NULL OR p_fingerprint IS NULL OR p_now IS NULL
+       OR p_at IS NULL OR p_actor IS NULL OR p_reason IS NULL THEN
+        RAISE EXCEPTION 'fieldcrypt_add_pseudonym_key: an argument is NULL' USING ERRCODE = '22004';
+    END IF;
+    -- a copy of the domain's one pseudonym key under another KEK; the first key stored is the domain's for good
+    PERFORM fieldcrypt_lock(p_domain, pg_catalog.convert_to('pseudonyms', 'UTF8'::name));
+    SELECT fingerprint INTO v_fp FROM fieldcrypt_pseudonym_keys WHERE domain = p_domain
+        ORDER BY created_at, kek_uri LIMIT 1;
+    IF FOUND AND v_fp <> p_fingerprint THEN
+        RETURN v_fp;
+    END IF;
+    INSERT INTO fieldcrypt_pseudonym_keys (domain, kek_uri, wrapped, fingerprint, created_at)
+        VALUES (p_domain, p_kek_uri, p_wrapped, p_fingerprint, p_now) ON CONFLICT (domain, kek_uri) DO NOTHING;
+    IF FOUND THEN
+        INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
+            VALUES (p_at, p_actor, 'pseudonymize', p_domain, '', '', p_reason,
+                    'pseudonym key ' || p_fingerprint || ' wrapped by ' || p_kek_uri);
+    END IF;
+    RETURN p_fingerprint;
 END $$;
 
 CREATE OR REPLACE FUNCTION fieldcrypt_merge_policy(p_name text, p_items text[], p_now double precision)

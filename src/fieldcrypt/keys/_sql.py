@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fieldcrypt.errors import ConfigurationError, format_key_id
+from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError, format_key_id
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -17,6 +17,7 @@ from fieldcrypt.keys.store import (
     KekChanged,
     KeyRecord,
     KeyStore,
+    PseudonymKey,
     ShredRecord,
     WrapFn,
     check_shred_target,
@@ -33,6 +34,8 @@ TABLES = (
     "fieldcrypt_policies",
     "fieldcrypt_domains",
     "fieldcrypt_branches",
+    "fieldcrypt_pseudonym_keys",
+    "fieldcrypt_meta",
 )
 
 #: runs one statement inside the current transaction and returns its rows
@@ -159,6 +162,168 @@ class SqlKeyStore(KeyStore):
                     detail=f"primary {keks[0]}",
                 ),
             )
+        if not ex("SELECT 1 FROM fieldcrypt_meta WHERE name = 'persons'", ()):
+            # a new store holds pseudonyms from its first key; an upgraded one holding ids waits for its migration
+            held = ex(
+                "SELECT 1 FROM fieldcrypt_keys WHERE person <> '' UNION ALL SELECT 1 FROM fieldcrypt_shredded "
+                "WHERE person <> '' UNION ALL SELECT 1 FROM fieldcrypt_audit WHERE person <> '' LIMIT 1",
+                (),
+            )
+            ex("INSERT INTO fieldcrypt_meta (name, value) VALUES ('persons', ?)", ("clear" if held else "pseudonyms",))
+
+    # -- data-subject ids as pseudonyms -----------------------------------------------------------------------------
+    supports_pseudonyms = True
+
+    def persons_form(self) -> str:
+        rows = self._read("SELECT value FROM fieldcrypt_meta WHERE name = 'persons'")
+        return str(rows[0][0]) if rows else "clear"
+
+    def pseudonym_keys(self, domain: str | None = None) -> list[PseudonymKey]:
+        # only copies of the key recorded first for their domain (the oldest row's fingerprint)
+        first = (
+            "p.fingerprint = (SELECT f.fingerprint FROM fieldcrypt_pseudonym_keys f WHERE f.domain = p.domain "
+            "ORDER BY f.created_at, f.kek_uri LIMIT 1)"
+        )
+        cols = "p.kek_uri, p.wrapped, p.fingerprint, p.created_at, p.domain"
+        if domain is None:
+            rows = self._read(f"SELECT {cols} FROM fieldcrypt_pseudonym_keys p WHERE {first} ORDER BY 5, 4, 1")
+        else:
+            rows = self._read(
+                f"SELECT {cols} FROM fieldcrypt_pseudonym_keys p WHERE p.domain = ? AND {first} ORDER BY 4, 1",
+                (domain,),
+            )
+        return [PseudonymKey(str(u), bytes(w), str(f), float(t), str(d)) for u, w, f, t, d in rows]
+
+    def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
+        with self._tx((key.domain, "pseudonyms")) as ex:
+            rows = ex(
+                "SELECT fingerprint FROM fieldcrypt_pseudonym_keys WHERE domain = ? ORDER BY created_at, kek_uri "
+                "LIMIT 1",
+                (key.domain,),
+            )
+            if rows and str(rows[0][0]) != key.fingerprint:
+                return str(rows[0][0])
+            if ex(
+                "INSERT INTO fieldcrypt_pseudonym_keys (domain, kek_uri, wrapped, fingerprint, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (domain, kek_uri) DO NOTHING RETURNING kek_uri",
+                (key.domain, key.kek_uri, key.wrapped, key.fingerprint, key.created_at),
+            ):
+                detail = f"pseudonym key {key.fingerprint} wrapped by {key.kek_uri}"
+                self._audit(ex, _with(audit, domain=key.domain, person=None, detail=detail))
+        return key.fingerprint
+
+    def _meta(self, ex: Execute, name: str, value: str) -> None:
+        if not ex("UPDATE fieldcrypt_meta SET value = ? WHERE name = ? RETURNING name", (value, name)):
+            ex("INSERT INTO fieldcrypt_meta (name, value) VALUES (?, ?)", (name, value))
+
+    def pseudonymize(
+        self,
+        of: Callable[[str, str], str],
+        rewrap: Callable[[KeyRecord, str], bytes],
+        fingerprint: str,
+        audit: AuditEntry,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        with self._tx() as ex:
+            meta = {str(n): str(v) for n, v in ex("SELECT name, value FROM fieldcrypt_meta", ())}
+            left = any(
+                ex(f"SELECT 1 FROM {t} WHERE {self._in_clear} LIMIT 1", ())
+                for t in ("fieldcrypt_keys", "fieldcrypt_shredded", "fieldcrypt_audit")
+            )
+            if meta.get("persons") == "pseudonyms" and not left:
+                return 0  # (ids in clear in a migrated store: an older producer wrote some since; migrated again)
+            began = meta.get("migration")
+            if began is not None and began != fingerprint:
+                raise ConfigurationError(
+                    f"a migration of key store {self!r} to pseudonyms began under the pseudonym key {began}, not "
+                    f"{fingerprint}: finish it with a keyring holding a KEK of that key"
+                )
+            self._meta(ex, "migration", fingerprint)
+            self._meta(ex, "persons", "migrating")
+            (total,) = ex(f"SELECT COUNT(*) FROM fieldcrypt_keys WHERE {self._in_clear}", ())[0]
+        done = 0
+        # the data keys still in clear (whatever their ids: a producer of an older fieldcrypt may have added some
+        # meanwhile), in batches, each committed on its own: a run stopped anywhere resumes with what is left. A row
+        # changes only if it still holds the id read (compare-and-swap), so two runs at once never hash one twice.
+        while True:
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE {self._in_clear} ORDER BY key_id LIMIT ?", (_BATCH,)
+            )
+            if not rows:
+                break
+            items = []
+            for record in map(_record, rows):
+                assert record.person is not None
+                named = of(record.domain, record.person)
+                items.append((named, rewrap(record, named), record.key_id, record.person))
+            with self._tx() as ex:
+                for item in items:
+                    if ex(
+                        "UPDATE fieldcrypt_keys SET person = ?, wrapped = ? WHERE key_id = ? AND person = ? "
+                        "RETURNING key_id",
+                        item,
+                    ):
+                        done += 1
+                self._meta(ex, "migrated_upto", str(items[-1][2]))
+            if progress is not None:
+                progress(done, int(total))
+        # the shred log and the audit log, and the store's form, in one transaction (all or nothing); another run
+        # that finished first leaves nothing to do
+        with self._tx() as ex:
+            if ex(f"SELECT 1 FROM fieldcrypt_keys WHERE {self._in_clear} LIMIT 1", ()):
+                raise KeyStoreUnavailableError(
+                    "data keys in clear were added while the store was migrated to pseudonyms (a producer of an "
+                    "older fieldcrypt?): stop every producer and run the migration again"
+                )
+            # the shred log: each id by its pseudonym in its row's domain
+            for domain, p in ex(f"SELECT DISTINCT domain, person FROM fieldcrypt_shredded WHERE {self._in_clear}", ()):
+                ex(
+                    "UPDATE fieldcrypt_shredded SET person = ? WHERE domain = ? AND person = ?",
+                    (of(str(domain), str(p)), domain, p),
+                )
+            # the audit log: by the entry's domain; an entry without one (a person's shred across domains) by the
+            # domain of its first key
+            entries = ex(f"SELECT seq, domain, person, key_ids FROM fieldcrypt_audit WHERE {self._in_clear}", ())
+            if entries:
+                self._lift_audit_guard(ex)
+                for seq, domain, p, key_ids in entries:
+                    where = str(domain or "") or self._domain_of_keys(ex, str(key_ids or ""))
+                    ex("UPDATE fieldcrypt_audit SET person = ? WHERE seq = ?", (of(where, str(p)), seq))
+                self._restore_audit_guard(ex)
+            detail = f"data-subject ids replaced by pseudonyms (key {fingerprint}); {done} data keys rewrapped"
+            self._audit(ex, _with(audit, domain=None, person=None, detail=detail))
+            self._meta(ex, "persons", "pseudonyms")
+        return done
+
+    #: SQL true for a row whose data subject is still an id in clear: not ``ps1:`` and 22 base64url characters, the
+    #: pseudonyms' shape (an id of exactly that shape is taken for a pseudonym: docs/key-model.md)
+    _in_clear = (
+        "person <> '' AND NOT (person LIKE 'ps1:%' AND length(person) = 26 AND "
+        "substr(person, 5) NOT GLOB '*[^A-Za-z0-9_-]*')"
+    )
+
+    def _domain_of_keys(self, ex: Execute, key_ids: str) -> str:
+        """The domain of the first key an audit entry names (``key_ids`` as the audit log holds them), from the keys
+        or the shred log; "" if it names none the store knows."""
+        for text in key_ids.split(","):
+            try:
+                kid = int(text.strip(), 16)
+            except ValueError:
+                continue
+            for table in ("fieldcrypt_keys", "fieldcrypt_shredded"):
+                found = ex(f"SELECT domain FROM {table} WHERE key_id = ?", (kid,))
+                if found:
+                    return str(found[0][0])
+        return ""
+
+    def _lift_audit_guard(self, ex: Execute) -> None:
+        """Within the migration's transaction only: let it rewrite the audit log's data-subject ids."""
+        raise NotImplementedError
+
+    def _restore_audit_guard(self, ex: Execute) -> None:
+        """The audit log is append-only again, in the same transaction (nothing commits without it)."""
+        raise NotImplementedError
 
     def unrecorded_domains(self) -> dict[str, list[str]]:
         """The domains that hold keys but no record of their KEKs, with the KEKs their keys name: an admin records
@@ -410,14 +575,25 @@ class SqlKeyStore(KeyStore):
         self,
         limit: int | None = None,
         *,
-        person: str | None = None,
+        person: str | Sequence[str] | None = None,
         operation: str | None = None,
         since: float | None = None,
     ) -> list[AuditEntry]:
         sql = "SELECT seq, at, actor, operation, domain, person, key_ids, reason, detail FROM fieldcrypt_audit"
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (("person = ?", person), ("operation = ?", operation), ("at >= ?", since)):
+        if person is not None:
+            # an entry names a person by their pseudonym, or (a person's shred across key domains) by their
+            # pseudonyms in each domain, space-separated: any of ``person`` (one, or a person's several) matches
+            names = [person] if isinstance(person, str) else list(person)
+            where.append(
+                "(" + " OR ".join(["person = ?", "' ' || person || ' ' LIKE ? ESCAPE '\\'"] * len(names)) + ")"
+                if names
+                else "1 = 0"
+            )
+            for n in names:
+                args += [n, "% " + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + " %"]
+        for column, value in (("operation = ?", operation), ("at >= ?", since)):
             if value is not None:
                 where.append(column)
                 args.append(value)
@@ -600,9 +776,22 @@ class SqlKeyStore(KeyStore):
         return granted
 
     def shred(
-        self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
+        self,
+        domain: str | None,
+        persons: Iterable[str] | None,
+        now: float,
+        audit: AuditEntry,
+        **options: Any,
     ) -> list[ShredRecord]:
+        groups: Sequence[Sequence[str]] | None = options.pop("groups", None)
+        if options:
+            raise ConfigurationError(f"unknown shred option(s): {', '.join(sorted(options))}")
         people = check_shred_target(domain, persons)
+        if groups is not None and people is not None:
+            if sorted(p for g in groups for p in g) != sorted(people):
+                raise ConfigurationError("groups must hold each of persons once")
+        elif people is not None:
+            groups = [(p,) for p in people]
         destroyed: list[ShredRecord] = []
         with self._tx() as ex:
             earlier: dict[str, int] = {}
@@ -632,17 +821,20 @@ class SqlKeyStore(KeyStore):
                     detail += f"; {branches} branch {'key' if branches == 1 else 'keys'} destroyed"
                 self._audit(ex, _with(audit, key_ids=ids, person=None, detail=detail))
             else:
+                assert groups is not None
                 mine: dict[str, list[int]] = {p: [] for p in people}
                 for r in destroyed:
                     mine[r.person or ""].append(r.key_id)
                 batch = f"{audit.detail}, " if audit.detail else ""
-                for i, p in enumerate(people, 1):
-                    where = f"{batch}{i} of {len(people)}" if len(people) > 1 else audit.detail
+                # one entry per person (a group: their pseudonyms in each key domain searched)
+                for i, group in enumerate(groups, 1):
+                    where = f"{batch}{i} of {len(groups)}" if len(groups) > 1 else audit.detail
+                    ids = tuple(k for p in group for k in mine[p])
                     entry = _with(
                         audit,
-                        person=p,
-                        key_ids=tuple(mine[p]),
-                        detail=_detail(len(mine[p]), earlier.get(p, 0), where),
+                        person=" ".join(group),
+                        key_ids=ids,
+                        detail=_detail(len(ids), sum(earlier.get(p, 0) for p in group), where),
                     )
                     self._audit(ex, entry)
         return destroyed

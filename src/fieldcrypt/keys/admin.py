@@ -15,23 +15,29 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fieldcrypt.crypto.cipher import (
     DataKey,
+    person_check_of,
+    split_check,
     unwrap_branch_handle,
     unwrap_handle,
+    with_check,
     wrap_branch_handle,
     wrap_handle,
 )
-from fieldcrypt.errors import ConfigurationError, format_key_id
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys._files import destination, shown
-from fieldcrypt.keys.kek import Kek
+from fieldcrypt.keys.kek import Kek, wrap_failure
+from fieldcrypt.keys.pseudonyms import is_pseudonym
+from fieldcrypt.keys.pseudonyms import share as share_pseudonyms
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
-from fieldcrypt.keys.source import KeySource, _ev, _wrap_failure
+from fieldcrypt.keys.source import KeySource, _ev
 from fieldcrypt.keys.store import (
     OPERATIONS,
     AuditEntry,
@@ -66,6 +72,11 @@ def _unwrap_handle(record: KeyRecord, old: Kek) -> Any:
     return unwrap_handle(record.wrapped, record.key_id, record.domain, record.person, record.version, old.aead)
 
 
+def _named(record: Any, person: str | None) -> Any:
+    """A key-store row, naming its data subject as the caller did (the row names their pseudonym)."""
+    return record if person is None or record.person is None else replace(record, person=person)
+
+
 class KeyAdmin:
     """The administration of ``source``'s keys (``shred_log``: the file every shred appends to, or None). The
     methods are :class:`fieldcrypt.Keyring`'s admin methods, documented there."""
@@ -76,21 +87,64 @@ class KeyAdmin:
         self._src = source
         self._log_file = shred_log
 
+    def _pseudonyms_of(self, people: list[str], domain: str | None) -> list[tuple[str, ...]]:
+        """Each of ``people`` as the key store names them: their pseudonym in every key domain that holds data
+        subjects' keys (``domain`` and its companion domains, if given), one tuple per person. A store that keeps
+        ids as given: each id alone. Refused (``ConfigurationError``, before anything is done) when this keyring
+        cannot compute the pseudonyms of such a domain: what it does would silently miss that domain's keys."""
+        src = self._src
+        if not src.store.supports_pseudonyms:
+            return [(p,) for p in people]
+        for p in people:
+            if is_pseudonym(p):
+                src._stored("", p)  # refused: an id of a pseudonym's shape (it would pass for the pseudonym)
+        domains = sorted({r.domain for r in src._call(lambda: src.store.pseudonym_keys(None))})
+        if domain is not None:
+            wanted = set(with_views(domain))
+            domains = [d for d in domains if d in wanted]
+        named: list[Any] = []
+        missing: list[str] = []
+        for d in domains:
+            try:
+                named.append(src._load_pseudonyms(d, create=False))
+            except ConfigurationError:
+                missing.append(d)
+        if missing:
+            raise ConfigurationError(
+                "this keyring cannot compute the data-subject pseudonyms of key domain(s) "
+                f"{', '.join(map(repr, missing))} (it holds no KEK they are wrapped by), so it cannot find anyone's "
+                "keys there; pass those domains' KEKs (--kek DOMAIN=URI), or name one domain (--domain) whose KEK it "
+                "holds. Nothing was done"
+            )
+        return [tuple(n.of(p) for n in named) for p in people]
+
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
         """The work of :meth:`fieldcrypt.Keyring.keys`, documented there."""
         if domain is not None:
             check_id(domain, "domain")
-        if person is not None:
-            check_id(person, "data-subject id")
-        return list(self._src._call(lambda: self._src.store.keys(domain, person)))
+        if person is None:
+            return list(self._src._call(lambda: self._src.store.keys(domain, None)))
+        check_id(person, "data-subject id")
+        (names,) = self._pseudonyms_of([person], domain)
+        return [
+            _named(r, person)
+            for n in names
+            for r in self._src._call(lambda n=n: self._src.store.keys(domain, n))  # type: ignore[misc]
+        ]
 
     def shredded_keys(self, domain: str | None = None, person: str | None = None) -> list[ShredRecord]:
         """The work of :meth:`fieldcrypt.Keyring.shredded_keys`, documented there."""
         if domain is not None:
             check_id(domain, "domain")
-        if person is not None:
-            check_id(person, "data-subject id")
-        return list(self._src._call(lambda: self._src.store.shredded_keys(domain, person)))
+        if person is None:
+            return list(self._src._call(lambda: self._src.store.shredded_keys(domain, None)))
+        check_id(person, "data-subject id")
+        (names,) = self._pseudonyms_of([person], domain)
+        return [
+            _named(r, person)
+            for n in names
+            for r in self._src._call(lambda n=n: self._src.store.shredded_keys(domain, n))  # type: ignore[misc]
+        ]
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """The work of :meth:`fieldcrypt.Keyring.rotate`, documented there."""
@@ -99,11 +153,19 @@ class KeyAdmin:
             check_id(person, "data-subject id")
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
-        current = self._src._call(lambda: self._src.store.active(domain, person))
+        if person is not None and self._src.store.supports_pseudonyms:
+            held = {r.domain for r in self._src._call(lambda: self._src.store.pseudonym_keys(domain))}
+            if domain not in held:
+                return None  # no data subject's key was ever made in the domain
+            stored = self._src._stored(domain, person, create=False)
+        else:
+            stored = person
+        current = self._src._call(lambda: self._src.store.active(domain, stored))
         if current is None:
             return None
-        key = self._rotate_key(current, reason or "requested")
-        return None if key is None else self._src._call(lambda: self._src.store.get(key.key_id))
+        key = self._rotate_key(current, reason or "requested", person)
+        made = None if key is None else self._src._call(lambda: self._src.store.get(key.key_id))
+        return None if made is None else _named(made, person)
 
     def rotate_domain(
         self, domain: str, *, reason: str = "", progress: Callable[[int, int], None] | None = None
@@ -131,27 +193,39 @@ class KeyAdmin:
                 return RotationReport(domain, tuple(rotated), tuple(skipped))
             after = page[-1].person or ""
 
-    def _rotate_key(self, current: KeyRecord, reason: str) -> DataKey | None:
+    def _rotate_key(self, current: KeyRecord, reason: str, person: str | None = None) -> DataKey | None:
         """An admin's rotation of ``current``: its next version, made only if ``current`` is still the active key
         when the store's transaction runs (a compare-and-swap, :meth:`KeyStore.rotate`). None when it is not (it
-        was shredded, or another rotation retired it): nothing is created then, no audit entry written."""
-        domain, person, deadline = current.domain, current.person, self._src._deadline()
-        audit = self._src._audit("rotate", reason, domain=domain, person=person)
+        was shredded, or another rotation retired it): nothing is created then, no audit entry written. ``person``:
+        the data subject as the caller named them (else the key is made for the pseudonym the row names)."""
+        domain, stored, deadline = current.domain, current.person, self._src._deadline()
+        named = stored if person is None else person
+        if person is None and stored is not None and is_pseudonym(stored):
+            # rotated by its pseudonym (all keys of a domain): the current key names its person (its person check),
+            # and the next one is made for them, so their readers still tell it is theirs
+            try:
+                named = self._src._unwrap(current, deadline).owner or stored
+            except FieldcryptError:
+                now = self._src._call(lambda: self._src.store.active(domain, stored))
+                if now is None or now.key_id != current.key_id:
+                    return None  # shredded or rotated meanwhile: nothing to rotate
+                raise
+        audit = self._src._audit("rotate", reason, domain=domain, person=stored)
 
         def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord | None:
             now = self._src.clock.now()
             extra = {"branch_id": branch_id} if branch_id else {}
             return self._src.store.rotate(
-                domain, person, current.key_id, kek_uri, wrap, now, audit, key_id=key_id, **extra
+                domain, stored, current.key_id, kek_uri, wrap, now, audit, key_id=key_id, **extra
             )
 
-        made, record = self._src._store_new_key(domain, person, current.version + 1, deadline, put)
-        self._src._forget_active(domain, person)
+        made, record = self._src._store_new_key(domain, named, current.version + 1, deadline, put, stored)
+        self._src._forget_active(current.key_id)
         if record is None:
             return None
         if made is None or made.key.key_id != record.key_id:  # a plugin store that kept a key of its own making
-            return self._src._unwrap(record, deadline)
-        return self._src._created(made, domain, person, "rotate", reason)
+            return self._src._unwrap(record, deadline, named)
+        return self._src._created(made, domain, named, "rotate", reason)
 
     # -- which KEKs wrap a domain's keys: map, add, promote, rewrap, retire (each an audited act) ----------------
     def domains(self) -> list[DomainKeks]:
@@ -167,6 +241,7 @@ class KeyAdmin:
             lambda: self._src.store.claim_domain(domain, kek_uri, self._src.clock.now(), audit, accept_held=True)
         )
         self._src._forget_domain(domain)
+        self._share_pseudonyms(domain)
         if record.primary != kek_uri:
             raise ConfigurationError(
                 f"key domain {domain!r} is already wrapped by KEK {record.primary!r}; change it with add_kek, "
@@ -183,7 +258,27 @@ class KeyAdmin:
         self._check_reachable(domain, kek_uri)
         self._check_owner(current)
         new = DomainKeks(domain, current.primary, (*current.accepted, kek_uri))
-        return self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
+        done = self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
+        self._share_pseudonyms(domain)
+        return done
+
+    def _share_pseudonyms(self, domain: str) -> None:
+        """A KEK just given to ``domain`` learns the domain's pseudonym key (wrapped under it) when this keyring holds
+        it and a KEK of the key: the new KEK's holders can then look the domain's data subjects up
+        (fieldcrypt.keys.pseudonyms). A domain without one yet gets it from its first writer."""
+        src = self._src
+        if not src.store.supports_pseudonyms:
+            return
+        if not src._call(lambda: src.store.pseudonym_keys(domain)):
+            return
+        try:
+            share_pseudonyms(src, domain, src._load_pseudonyms(domain, create=False))
+        except FieldcryptError as exc:  # the KEK change is made; say what is left to do
+            log.warning(
+                "the pseudonym key of a key domain was not wrapped under its new KEK now (%s): a keyring holding both "
+                "adds it when it first writes a data subject's key",
+                type(exc).__name__,
+            )
 
     def promote_kek(self, domain: str, kek_uri: str, *, reason: str = "") -> DomainKeks:
         """The work of :meth:`fieldcrypt.Keyring.promote_kek`, documented there."""
@@ -330,7 +425,9 @@ class KeyAdmin:
             wrapped = self._wrap_with(
                 target,
                 f"data key {format_key_id(record_.key_id)}",
-                lambda h=handle, r=record_: wrap_handle(h, r.key_id, r.domain, r.person, r.version, target.aead),  # type: ignore[misc]
+                lambda h=handle, r=record_: with_check(  # type: ignore[misc]
+                    split_check(r.wrapped)[0], wrap_handle(h, r.key_id, r.domain, r.person, r.version, target.aead)
+                ),
             )
             items.append((record_.key_id, target.uri, wrapped))
             if progress is not None:
@@ -366,7 +463,7 @@ class KeyAdmin:
             try:
                 return self._src._kms(wrap, deadline, f"KEK {kek.uri!r}")
             except Exception as exc:  # tink.TinkError, a KMS client's own exception, KmsTimeout
-                raise _wrap_failure(kek, exc, self._src.kms_timeout, what) from exc
+                raise wrap_failure(kek, exc, self._src.kms_timeout, what) from exc
 
         return self._src._call(attempt, deadline)
 
@@ -397,10 +494,17 @@ class KeyAdmin:
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
         now = self._src.clock.now()
+        # the store names each person by a pseudonym per key domain; the report names them as the caller did
+        groups = None if people is None else self._pseudonyms_of(people, domain)
+        stored = None if groups is None else [n for g in groups for n in g]
+        names = (
+            {} if people is None or groups is None else {n: p for p, g in zip(people, groups, strict=True) for n in g}
+        )
+        options = {"groups": groups} if groups is not None and self._src.store.supports_pseudonyms else {}
         if dry_run:
-            held = self._held(domain, people)
-            destroyed = tuple(ShredRecord(r.key_id, r.domain, r.person, now) for r in held)
-            return self._report(target, domain, people, destroyed, dry_run=True, pending=False)
+            held = self._held(domain, stored)
+            destroyed = tuple(ShredRecord(r.key_id, r.domain, names.get(r.person or "", r.person), now) for r in held)
+            return self._report(target, domain, people, destroyed, names, dry_run=True, pending=False)
         log_file = self._log_file
         where = None if log_file is None else destination(log_file, "the shred log")  # a link: its target's directory
         if log_file is not None and where is not None and not where.parent.is_dir():  # refused before any is destroyed
@@ -410,7 +514,7 @@ class KeyAdmin:
             )
         batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
         audit = self._src._audit("shred", reason, domain=domain, detail=batch)
-        destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, people, now, audit)))
+        destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, stored, now, audit, **options)))
         self._src._forget_shredded(destroyed)
         unlogged: OSError | None = None
         if log_file is not None:
@@ -425,7 +529,10 @@ class KeyAdmin:
                 f"appended ({unlogged.strerror or type(unlogged).__name__}): rewrite it from the key store with "
                 f"`fieldcrypt keys shred-log {log_file} --force`"
             )
-        report = self._report(target, domain, people, destroyed, dry_run=False, pending=pending)
+        shown_ = (
+            tuple(replace(r, person=names.get(r.person or "", r.person)) for r in destroyed) if names else destroyed
+        )
+        report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending)
         log.info(
             "shred %s",
             str(report),  # the text names no person; the report object does (a handler may log args as they are)
@@ -457,6 +564,7 @@ class KeyAdmin:
         domain: str | None,
         people: list[str] | None,
         destroyed: tuple[ShredRecord, ...],
+        names: dict[str, str],
         *,
         dry_run: bool,
         pending: bool,
@@ -467,7 +575,10 @@ class KeyAdmin:
             mine: dict[str, list[int]] = {p: [] for p in people}
             for r in destroyed:
                 mine.setdefault(r.person or "", []).append(r.key_id)
-            counts = self._src._call(lambda: self._src.store.shredded_counts(domain, people))
+            by_stored = self._src._call(lambda: self._src.store.shredded_counts(domain, list(names) or people))
+            counts: dict[str, int] = {}
+            for p, n in by_stored.items():
+                counts[names.get(p, p)] = counts.get(names.get(p, p), 0) + n
             persons = tuple(
                 PersonShred(p, tuple(mine[p]), counts.get(p, 0) - (0 if dry_run else len(mine[p]))) for p in people
             )
@@ -506,6 +617,13 @@ class KeyAdmin:
         known = {r.key_id for r in self._src._call(self._src.store.shred_log)}
         if quiet and all(e.key_id in known for e in entries):
             return []
+        # a file written before pseudonyms names people by their ids: the store gets their pseudonyms
+        entries = [
+            e
+            if e.person is None or is_pseudonym(e.person)
+            else replace(e, person=self._src._stored(e.domain, e.person, create=False))
+            for e in entries
+        ]
         audit = self._src._audit("restore", reason or "re-apply shred log")
         destroyed = self._src._call(lambda: self._src.store.apply_shred_log(entries, audit))
         self._src._forget_restored(destroyed)
@@ -516,6 +634,57 @@ class KeyAdmin:
             extra=_ev("key.restored", keys=len(destroyed)),
         )
         return destroyed
+
+    def migrate_pseudonyms(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
+        """The work of :func:`fieldcrypt.keys.keyring.migrate_pseudonyms`, documented there."""
+        src = self._src
+        store = src.store
+        if not store.supports_pseudonyms:
+            raise ConfigurationError(f"key store {store!r} keeps no pseudonym key: its data-subject ids stay as given")
+        # each domain's pseudonym key is made on its first use here (wrapped under the domain's KEK); an audit entry
+        # naming a person but no domain (and no key the store knows) is named by the first domain's pseudonym
+        fallback: list[str] = []
+
+        def of(domain: str, person: str) -> str:
+            if not domain:
+                if not fallback:
+                    fallback.append(min((r.domain for r in src._call(lambda: store.keys(None, None))), default="*"))
+                domain = fallback[0]
+            named = src._stored(domain, person)
+            assert named is not None
+            return named
+
+        def rewrap(record: KeyRecord, pseudonym: str) -> bytes:
+            """The data key of ``record`` (its row names the id), wrapped again for its pseudonym, with the key's
+            check of the id (so its readers tell whose key it is without the pseudonym key)."""
+            ids = (record.key_id, record.domain)
+            assert record.person is not None
+            if record.branch_id:  # wrapped by its branch key: local, no KMS call
+                branch = src._branch(record.branch_id, record, src._deadline()).aead
+                handle = unwrap_handle(record.wrapped, *ids, record.person, record.version, branch)
+                check = person_check_of(handle, record.person)
+                return with_check(check, wrap_handle(handle, *ids, pseudonym, record.version, branch))
+            handle = src._with_kek(record, partial(_unwrap_handle, record))
+            check = person_check_of(handle, record.person)
+            kek = src._kek_of(record, "data key")
+            return with_check(
+                check,
+                self._wrap_with(
+                    kek,
+                    f"data key {format_key_id(record.key_id)}",
+                    lambda: wrap_handle(handle, *ids, pseudonym, record.version, kek.aead),
+                ),
+            )
+
+        audit = src._audit("pseudonymize", _text(reason) or "data-subject ids replaced by pseudonyms")
+        done = src._call(lambda: store.pseudonymize(of, rewrap, "per-domain", audit, progress=progress))
+        log.info(
+            "key store migrated to pseudonyms: %d data keys rewrapped",
+            done,
+            extra=_ev("key.pseudonymized", keys=done),
+        )
+        self.purge()  # SQLite: the ids in clear leave the write-ahead log too (PostgreSQL: see docs/key-model.md)
+        return done
 
     def audit(
         self,
@@ -534,6 +703,12 @@ class KeyAdmin:
             raise ConfigurationError("limit must be a non-negative int")
         if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
             raise ConfigurationError("since must be epoch seconds (int or float)")
-        return self._src._call(
-            lambda: self._src.store.audit_log(limit, person=person, operation=operation, since=since)
+        if person is None:
+            return self._src._call(lambda: self._src.store.audit_log(limit, operation=operation, since=since))
+        (names,) = self._pseudonyms_of([person], None)
+        found = self._src._call(
+            lambda: self._src.store.audit_log(
+                limit, person=names[0] if len(names) == 1 else list(names), operation=operation, since=since
+            )
         )
+        return [replace(e, person=person) for e in found]

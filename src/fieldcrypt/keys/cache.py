@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from fieldcrypt.clock import Clock
@@ -84,6 +84,24 @@ class TtlCache(Generic[K, V]):
     def discard(self, key: K) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    def swap(self, key: K, old: V, new: V) -> None:
+        """Replace ``old``, the live value of ``key``, by ``new``, keeping its expiry (nothing if it changed)."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[1] is old:
+                self._data[key] = (entry[0], new)
+
+    def discard_where(self, doomed: Callable[[V], bool]) -> int:
+        """Drop every entry whose value ``doomed`` accepts; returns how many were dropped."""
+        found = [(k, entry) for k, entry in list(self._data.items()) if doomed(entry[1])]
+        dropped = 0
+        with self._lock:
+            for k, entry in found:
+                if self._data.get(k) is entry:
+                    del self._data[k]
+                    dropped += 1
+        return dropped
 
     def clear(self) -> None:
         with self._lock:

@@ -46,7 +46,8 @@ from tink import aead, secret_key_access
 
 from fieldcrypt.crypto.cipher import ensure_tink
 from fieldcrypt.crypto.failures import classify, is_transient
-from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
+from fieldcrypt.errors import ConfigurationError, EncryptionError, KeyStoreUnavailableError
+from fieldcrypt.keys._deadline import KmsTimeout
 from fieldcrypt.keys._files import check_path, destination, shown
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "create_local_kek",
     "is_transient",
     "open_kek",
+    "wrap_failure",
 ]
 
 LOCAL_SCHEME = "local-kek"
@@ -321,3 +323,21 @@ def classify_failure(kek: Kek, exc: BaseException, wrapped_ciphertext: bytes) ->
     authenticate it) or ``"unknown"`` (raise a clear error). The mapping is the table in
     :mod:`fieldcrypt.crypto.failures`."""
     return classify(exc, kek.uri, kek.key_ids, kek.raw_keys, wrapped_ciphertext)
+
+
+def wrap_failure(kek: Kek, exc: BaseException, timeout: float, what: str = "a new data key") -> Exception:
+    """What a KEK's failure to wrap ``what`` (a new data key, branch key or pseudonym key) is: unavailable (retried)
+    when it timed out, is down or failed in a way fieldcrypt does not recognise; an ``EncryptionError`` (no retry)
+    when it refused."""
+    if isinstance(exc, KmsTimeout):
+        return KeyStoreUnavailableError(
+            f"KEK {kek.uri!r} did not answer within kms_timeout ({timeout:g} s); it could not wrap {what}"
+        )
+    verdict = classify_failure(kek, exc, b"")
+    if verdict == "unavailable":
+        return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap {what}")
+    if verdict == "denied":
+        return EncryptionError(f"KEK {kek.uri!r} refused to wrap {what}: this process has no access to it")
+    return KeyStoreUnavailableError(
+        f"KEK {kek.uri!r} could not wrap {what}: an error fieldcrypt does not recognise ({type(exc).__name__})"
+    )

@@ -38,6 +38,7 @@ __all__ = [
     "RotationReport",
     "ShredReport",
     "SkippedRotation",
+    "migrate_pseudonyms",
 ]
 
 
@@ -231,3 +232,33 @@ class Keyring(KeySource):
 
     def __repr__(self) -> str:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self._kek_repr()})"
+
+
+class _Migrating(Keyring):
+    """The keyring of :func:`migrate_pseudonyms`: the one that may open a store whose ids are still in clear."""
+
+    _accepts_clear_ids = True
+
+
+def migrate_pseudonyms(
+    store: str | KeyStore,
+    kek: str | Kek | Sequence[str | Kek] | Mapping[str, str | Kek | Sequence[str | Kek]],
+    *,
+    actor: str | None = None,
+    reason: str = "",
+    progress: Callable[[int, int], None] | None = None,
+    kms_timeout: float = DEFAULT_KMS_TIMEOUT,
+) -> int:
+    """Replace every data-subject id a key store made by an older fieldcrypt holds (in its keys, its shred log and
+    its audit log) by its keyed pseudonym, and rewrap each data subject's key for it (its wrap binds the pseudonym);
+    returns how many data keys were rewrapped. The API twin of ``fieldcrypt keys migrate-pseudonyms``.
+
+    Run it once, after ``fieldcrypt keys init`` upgraded the store's tables and before this version's producers and
+    consumers use it (they refuse the store until then), with producers stopped, and with ``kek`` holding the KEK of
+    every domain that has data subjects' keys. The pseudonym key is made on the way (wrapped under each KEK given),
+    unless the store has one. Resumable: a run stopped anywhere (a crash, a KMS outage) is run again and goes on where
+    it stopped; on a store already migrated it changes nothing but wraps the pseudonym key under KEKs given that lack
+    a copy. On PostgreSQL it is the store's owner's (it lifts the audit log's append-only trigger for its one rewrite,
+    in the transaction that rewrites it)."""
+    with _Migrating(store, kek, actor=actor, kms_timeout=kms_timeout) as keyring:
+        return keyring._admin().migrate_pseudonyms(reason=reason, progress=progress)

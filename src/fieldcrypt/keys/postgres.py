@@ -36,6 +36,7 @@ from fieldcrypt.keys.store import (
     DomainKeks,
     KekChanged,
     KeyRecord,
+    PseudonymKey,
     WrapFn,
     check_role,
     missing_store_error,
@@ -98,6 +99,16 @@ _SCHEMA = [
         UNIQUE (domain, version))""",
     "CREATE UNIQUE INDEX IF NOT EXISTS fieldcrypt_branches_one_active ON fieldcrypt_branches (domain) "
     "WHERE state = 'active'",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_pseudonym_keys (
+        domain      TEXT NOT NULL,
+        kek_uri     TEXT NOT NULL,
+        wrapped     BYTEA NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (domain, kek_uri))""",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_meta (
+        name        TEXT PRIMARY KEY,
+        value       TEXT NOT NULL)""",
     """CREATE OR REPLACE FUNCTION fieldcrypt_audit_append_only() RETURNS trigger AS $$
         BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql""",
     "DROP TRIGGER IF EXISTS fieldcrypt_audit_append_only ON fieldcrypt_audit",
@@ -343,6 +354,32 @@ class PostgresKeyStore(SqlKeyStore):
             (domain, kek_uri, now, audit.at, audit.actor, audit.operation, audit.person or "", audit.reason),
         )
         return _domain_record(rows[0])
+
+    def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
+        rows = self._read(
+            "SELECT fieldcrypt_add_pseudonym_key(?::text, ?::text, ?::bytea, ?::text, ?::float8, ?::float8, ?::text, "
+            "?::text)",
+            (
+                key.domain,
+                key.kek_uri,
+                key.wrapped,
+                key.fingerprint,
+                key.created_at,
+                audit.at,
+                audit.actor,
+                audit.reason,
+            ),
+        )
+        return str(rows[0][0])
+
+    _in_clear = "person <> '' AND person !~ '^ps1:[A-Za-z0-9_-]{22}$'"
+
+    def _lift_audit_guard(self, ex: Execute) -> None:
+        # ALTER TABLE: the store's owner only, who alone runs the migration (as `keys init`)
+        ex("ALTER TABLE fieldcrypt_audit DISABLE TRIGGER fieldcrypt_audit_append_only", ())
+
+    def _restore_audit_guard(self, ex: Execute) -> None:
+        ex("ALTER TABLE fieldcrypt_audit ENABLE TRIGGER fieldcrypt_audit_append_only", ())
 
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         rows = self._read("SELECT fieldcrypt_publish_policy(?::text, ?::text, ?::float8)", (fingerprint, policy, now))

@@ -65,6 +65,7 @@ from fieldcrypt.crypto.cipher import (
     BranchKey,
     DataKey,
     encrypted_keyset,
+    for_values_of,
     new_branch_key,
     new_data_key,
     unwrap_branch_key,
@@ -75,7 +76,7 @@ from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
     DecryptionError,
-    EncryptionError,
+    FieldcryptError,
     KeyCorruptedError,
     KeyNotFoundError,
     KeyShreddedError,
@@ -85,7 +86,9 @@ from fieldcrypt.errors import (
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
-from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek
+from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek, wrap_failure
+from fieldcrypt.keys.pseudonyms import Pseudonyms, is_pseudonym
+from fieldcrypt.keys.pseudonyms import load as load_pseudonyms
 from fieldcrypt.keys.registry import open_store
 from fieldcrypt.keys.store import (
     AuditEntry,
@@ -125,6 +128,9 @@ class KeyMeter(Protocol):
 
     def key_store_call(self, seconds: float, failed: bool) -> None:
         """One key-store or KEK call (one attempt) returned after ``seconds``; ``failed``: it was unavailable."""
+
+    # A meter that is a record's state may also have ``person``: the record's data subject (as the record names it).
+    # A key the store names by that person's pseudonym is then given out for their values (KeySource._load).
 
 
 DEFAULT_CACHE_SIZE = 10_000
@@ -275,9 +281,123 @@ class KeySource:
             f"fieldcrypt-key-meter-{id(self):x}", default=None
         )
         self._closed = False
+        #: each key domain's pseudonym key, unwrapped when a data subject of the domain is first written (or an admin
+        #: names one): fieldcrypt.keys.pseudonyms. Readers never load one (a key's person check tells them whose)
+        self._pseudonyms: dict[str, Pseudonyms] = {}
+        #: domain -> (until, reason) when it could not be loaded (no KEK of it here): not asked again till then
+        self._pseudonyms_failed: dict[str, tuple[float, str, bool]] = {}
+        #: whether the store was found to name people by pseudonyms (checked when opened; if the store was down
+        #: then, before this key source first names a person)
+        self._persons_ok = not self.store.supports_pseudonyms or self._accepts_clear_ids
+        if not self._persons_ok:
+            try:
+                self._check_persons(retry=False)
+            except KeyStoreUnavailableError:
+                pass  # a store down now (one attempt, no wait): checked before the first write (fail closed there)
         self._opened()
         _fork.track(self)
         self._start_sweeper()
+
+    #: whether this key source may open a store whose data-subject ids are not yet pseudonyms (the migration's)
+    _accepts_clear_ids = False
+
+    def _check_persons(self, *, retry: bool = True) -> None:
+        """A store upgraded from an older fieldcrypt holds data-subject ids in clear until it is migrated: refused."""
+        form = self._call(self.store.persons_form) if retry else self.store.persons_form()
+        self._persons_ok = form == "pseudonyms"
+        if form != "pseudonyms":
+            raise ConfigurationError(
+                f"key store {redact_url(self.store.url)!r} holds data-subject ids in clear (made by an older fieldcrypt"
+                f"{', migration unfinished' if form == 'migrating' else ''}): stop its producers and run "
+                "`fieldcrypt keys migrate-pseudonyms --store URL --kek URI` (docs/key-model.md#pseudonyms) before "
+                "this version uses it"
+            )
+
+    def _stored(self, domain: str, person: str | None, *, create: bool = True) -> str | None:
+        """``person`` as the key store names it in ``domain``: its keyed pseudonym there (a store without pseudonyms:
+        as it is). ``create``: the domain's pseudonym key is made if it has none (a writer's first data subject)."""
+        if person is None:
+            return None
+        if not self.store.supports_pseudonyms:
+            return person
+        if is_pseudonym(person):
+            raise ConfigurationError(_PSEUDONYM_SHAPED)
+        if not self._persons_ok:
+            self._check_persons()
+        named = self._pseudonyms.get(domain)
+        if named is None:
+            named = self._load_pseudonyms(domain, create=create)
+        return named.of(person)
+
+    def _load_pseudonyms(self, domain: str, *, create: bool = True) -> Pseudonyms:
+        """``domain``'s pseudonym key, unwrapped once per key source (one KEK call), made on the domain's first
+        need when ``create``."""
+
+        def timeout() -> KeyStoreUnavailableError:
+            return KeyStoreUnavailableError(
+                f"another thread of this process has been unwrapping the pseudonym key of key domain {domain!r} for "
+                f"longer than kms_timeout ({self.kms_timeout:g} s)"
+            )
+
+        failed = self._pseudonyms_failed.get(domain)
+        if failed is not None and time.monotonic() < failed[0] and (failed[2] or not create):
+            raise ConfigurationError(failed[1])  # remembered for cache_ttl: no store read per record
+        with self._key_locks.hold(("pseudonyms", domain), self._deadline(), timeout):
+            found = self._pseudonyms.get(domain)
+            if found is None:
+                try:
+                    found = load_pseudonyms(self, domain, create=create)
+                except ConfigurationError as exc:  # no KEK of the key here: the same answer for a while
+                    self._pseudonyms_failed[domain] = (time.monotonic() + self.cache_ttl, exc.reason, create)
+                    raise
+                self._pseudonyms[domain] = found
+            return found
+
+    def _check_reader(self, reader: str | None, key_id: int) -> None:
+        """A record naming a key-store pseudonym as its data subject is refused: the pseudonym of a key looked up by
+        id would pass for it (someone copied a person's values into a record that names their pseudonym)."""
+        if reader is not None and is_pseudonym(reader) and self.store.supports_pseudonyms:
+            raise DecryptionError(_PSEUDONYM_SHAPED, key_id=key_id)
+
+    def _for_reader(self, key: DataKey, reader: str | None) -> DataKey:
+        """A cached data subject's key, for the record being read: as cached when it names ``reader`` already (or
+        nobody reads: a lookup by id alone); for ``reader``'s values when the store names it by their pseudonym (the
+        cache then keeps that, with the same expiry); else as cached, naming someone else (a moved ciphertext)."""
+        self._check_reader(reader, key.key_id)
+        if reader is None or key.person == reader:
+            return key
+        if not key.belongs_to(reader):  # proven by the key itself: no pseudonym key needed to read
+            return key
+        theirs = for_values_of(key, reader)
+        self._by_id.swap(key.key_id, key, theirs)
+        return theirs
+
+    def _read_as(self, exc: DecryptionError, person: str | None) -> None:
+        """An error about a key the store names by a pseudonym, told as a reader of ``person`` sees it: its
+        ``owner`` names ``person`` when the pseudonym is theirs (so "erased" stays "erased"; any other owner reads as
+        a moved ciphertext)."""
+        owner = exc.owner
+        if owner is not None and person is not None and owner[1] is not None and owner[1] != person:
+            named = self._pseudonyms.get(owner[0])
+            if named is None and is_pseudonym(owner[1]) and isinstance(exc, KeyShreddedError):
+                # an erased key: whose it was is asked of the domain's pseudonym key, if this reader holds a KEK of it
+                # (one KEK call per domain and process), so a value re-pointed at another person's erased key reads
+                # as tampered. Any failure (no such KEK, a KMS outage) leaves it untold: never another outcome than
+                # the error's own. (No access, or a corrupt row: unreadable whoever it was for; no KEK call)
+                try:
+                    named = self._load_pseudonyms(owner[0], create=False)
+                except FieldcryptError:
+                    named = None
+            if is_pseudonym(owner[1]) and named is not None:
+                theirs = named.of(person) == owner[1]
+            else:
+                # a reader that holds no pseudonym key (most consumers: it is loaded for writing and admin work only,
+                # never to read, so a KMS outage or a KEK without a copy never turns a read into another outcome):
+                # whose key it is cannot be told here, its domain still is; the key is unreadable to this keyring
+                # whoever it was for, so it reads as what the error says (erased, no access)
+                theirs = is_pseudonym(owner[1])
+            if theirs:
+                exc.owner = (owner[0], person)
 
     def _opened(self) -> None:
         """Called once the key source works, before it is tracked across forks and its sweeper starts: a subclass's
@@ -370,9 +490,15 @@ class KeySource:
         :meth:`encryption_key`."""
         cached = self._by_id.get(key_id)
         if cached is not None:
-            return cached
-        self._recall(key_id)
-        return self._fetch_by_id(key_id, meter)
+            return cached if cached.person is None else self._for_reader(cached, _reader(meter))
+        reader = _reader(meter)
+        self._check_reader(reader, key_id)
+        try:
+            self._recall(key_id)
+            return self._fetch_by_id(key_id, meter, reader)
+        except DecryptionError as exc:
+            self._read_as(exc, reader)
+            raise
 
     @contextlib.contextmanager
     def metering(self, meter: KeyMeter | None) -> Iterator[None]:
@@ -399,7 +525,8 @@ class KeySource:
             if meter is not None:
                 meter.key_miss()
             self._writing_kek(domain)  # a writer whose KEK of the domain is not its recorded primary is refused
-            record = self._call(lambda: self.store.active(domain, person))
+            stored = self._stored(domain, person)
+            record = self._call(lambda: self.store.active(domain, stored))
             if is_deterministic(domain):
                 return self._deterministic(domain, person, record, deadline)
             if record is None:
@@ -416,7 +543,7 @@ class KeySource:
                     version=record.version + 1,
                 )
             else:
-                key = self._unwrap(record, deadline)
+                key = self._unwrap(record, deadline, person)
                 return self._lease_and_activate(key, record.created_at, deadline)
             return key if key.remaining() > 0 else self._lease_and_activate(key, None, deadline)
 
@@ -428,14 +555,14 @@ class KeySource:
         if record is None:
             key = self._create(domain, person, None, "create", "first use", deadline, version=1)
         else:
-            key = self._unwrap(record, deadline)
+            key = self._unwrap(record, deadline, person)
         if not key.deterministic:  # a randomized key under a deterministic domain: the row is not what it says
             raise _corrupt(record) if record is not None else KeyCorruptedError("not a deterministic key")
         self._active.put((domain, person), key, None)
         self._by_id.put(key.key_id, key)
         return key
 
-    def _fetch_by_id(self, key_id: int, meter: KeyMeter | None) -> DataKey:
+    def _fetch_by_id(self, key_id: int, meter: KeyMeter | None, reader: str | None = None) -> DataKey:
         """The key with this id when no cache answers for it: from the store (and the KEK); the answer is cached,
         negative too. One thread per key id at a time (the others wait, then find the answer cached)."""
         deadline = self._deadline()
@@ -450,11 +577,11 @@ class KeySource:
         with self.metering(meter), self._key_locks.hold(key_id, deadline, timeout):
             cached = self._by_id.get(key_id, count=False)
             if cached is not None:
-                return cached
+                return cached if cached.person is None else self._for_reader(cached, reader)
             self._recall(key_id, count=False)
             if meter is not None:
                 meter.key_miss()
-            return self._load(key_id, deadline)
+            return self._load(key_id, deadline, reader)
 
     def _recall(self, key_id: int, *, count: bool = True) -> None:
         """Raise what is remembered of a key id the store does not give out: shredded, unknown, or no access."""
@@ -509,9 +636,10 @@ class KeySource:
                 continue
             # shredded elsewhere: another process may already have made the next key; else make it
             self._by_id.discard(key.key_id)
-            record = self._call(lambda k=key: self.store.active(k.domain, k.person))  # type: ignore[misc]
+            stored = self._stored(key.domain, key.person)
+            record = self._call(lambda k=key, s=stored: self.store.active(k.domain, s))  # type: ignore[misc]
             if record is not None and record.key_id != key.key_id:
-                key, created = self._unwrap(record, deadline), record.created_at
+                key, created = self._unwrap(record, deadline, key.person), record.created_at
             else:
                 key = self._create(
                     key.domain, key.person, None, "create", "previous key shredded", deadline, lease=True, version=1
@@ -524,8 +652,13 @@ class KeySource:
             key_id=key.key_id,
         )
 
-    def _load(self, key_id: int, deadline: float | None = None) -> DataKey:
-        """A key the caches do not answer for, from the store (and the KEK); the answer is cached, negative too."""
+    def _load(self, key_id: int, deadline: float | None = None, reader: str | None = None) -> DataKey:
+        """A key the caches do not answer for, from the store (and the KEK); the answer is cached, negative too.
+
+        A data subject's key is given out for ``reader``, the data subject of the record being read, when the store
+        names it by ``reader``'s pseudonym: its values' associated data binds that id. Read for anyone else (another
+        person's record: a moved ciphertext; or no record), it names the pseudonym, and no value of a record reads
+        under it until :meth:`_for_reader` gives it out for its data subject."""
         kid = format_key_id(key_id)
         record = self._call(lambda: self.store.get(key_id))
         if record is None:
@@ -546,7 +679,7 @@ class KeySource:
             )
             raise unknown()
         try:
-            key = self._unwrap(record, deadline)
+            key = self._unwrap(record, deadline)  # as the row names it; for the reader's values below
         except AccessDeniedError as exc:
             reason, owner = exc.reason, exc.owner
 
@@ -577,6 +710,8 @@ class KeySource:
                 extra=_ev("key.corrupted", kid, domain=record.domain),
             )
             raise
+        if key.person is not None and reader is not None and key.belongs_to(reader):
+            key = for_values_of(key, reader)
         self._by_id.put(key_id, key)
         log.debug("data key %s loaded from the key store", kid, extra=_ev("key.loaded", kid, domain=record.domain))
         return key
@@ -664,25 +799,26 @@ class KeySource:
         if deadline is None:
             deadline = self._deadline()
         charge = self.rotation.leased if lease else 0
-        audit = self._audit(operation, reason, domain=domain, person=person)
+        stored = self._stored(domain, person)
+        audit = self._audit(operation, reason, domain=domain, person=stored)
 
         def put(wrap: WrapFn, key_id: int | None, branch_id: int, kek_uri: str) -> KeyRecord:
             now = self.clock.now()
             if not self._prewrap:  # a plugin store whose create() takes no key_id
-                return self.store.create(domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge)
+                return self.store.create(domain, stored, kek_uri, wrap, now, audit, retire=retire, charge=charge)
             extra = {"branch_id": branch_id} if branch_id else {}
             return self.store.create(
-                domain, person, kek_uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id, **extra
+                domain, stored, kek_uri, wrap, now, audit, retire=retire, charge=charge, key_id=key_id, **extra
             )
 
-        made, record = self._store_new_key(domain, person, version, deadline, put)
+        made, record = self._store_new_key(domain, person, version, deadline, put, stored)
         if made is not None and made.key.key_id == record.key_id:
             key = self._created(made, domain, person, operation, reason)
             if lease:
                 key.lease(charge)
                 return self._activate(key, record.created_at)
             return key
-        key = self._unwrap(record, deadline)
+        key = self._unwrap(record, deadline, person)
         key.lease(0)
         return key
 
@@ -693,17 +829,18 @@ class KeySource:
         version: int | None,
         deadline: float,
         put: Callable[[WrapFn, int | None, int, str], R],
+        stored: str | None,
     ) -> tuple[_Wrapped | None, R]:
         """``put(wrap, key_id, branch_id, kek_uri)``: a store call that may insert a new key, wrapped outside its
         transaction (see :meth:`_create`) by the domain's active branch key ``branch_id`` (0: by the KEK
         ``kek_uri`` itself, for a store without branch keys). Returns the key wrapped for it last (None if none was)
-        and what ``put`` returned."""
+        and what ``put`` returned. ``stored``: ``person`` as the store names it (bound into the wrap)."""
         if not self._prewrap:  # a plugin store whose create() takes no key_id: the KMS call runs in its transaction
             made_in_tx: list[_Wrapped] = []
             kek_uri = self._writing_kek(domain).uri
 
             def wrap_inside(key_id: int, version: int) -> bytes:
-                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline))
+                made_in_tx.append(self._wrap_attempt(domain, person, key_id, version, deadline, stored))
                 return made_in_tx[-1].wrapped
 
             result = self._call(lambda: put(wrap_inside, None, 0, kek_uri))
@@ -713,7 +850,11 @@ class KeySource:
             kek_uri = self._writing_kek(domain).uri
             branch = self._active_branch(domain, deadline) if self._branching else None
             branch_id = 0 if branch is None else branch.branch_id
-            made = None if version is None else self._wrap_new(domain, person, _fresh_id(), version, deadline, branch)
+            made = (
+                None
+                if version is None
+                else self._wrap_new(domain, person, _fresh_id(), version, deadline, branch, stored)
+            )
             try:
                 for _ in range(_CREATE_ROUNDS):
                     wrap = partial(_take_prepared, made)
@@ -723,7 +864,7 @@ class KeySource:
                             lambda w=wrap, k=proposed, b=branch_id, u=kek_uri: put(w, k, b, u)  # type: ignore[misc]
                         )
                     except WrapLater as later:
-                        made = self._wrap_new(domain, person, later.key_id, later.version, deadline, branch)
+                        made = self._wrap_new(domain, person, later.key_id, later.version, deadline, branch, stored)
                         continue
                     return made, result
             except BranchGone:  # the domain was shredded (or its branch key purged) meanwhile: take the next one
@@ -756,28 +897,38 @@ class KeySource:
         return made.key
 
     def _wrap_new(
-        self, domain: str, person: str | None, key_id: int, version: int, deadline: float, branch: BranchKey | None
+        self,
+        domain: str,
+        person: str | None,
+        key_id: int,
+        version: int,
+        deadline: float,
+        branch: BranchKey | None,
+        stored: str | None,
     ) -> _Wrapped:
         """A new data key wrapped for (key_id, version): by ``branch`` (locally, no KMS call), or by the domain's
         primary KEK when the store keeps no branch keys (with retries within ``deadline``); outside any
         transaction."""
         if branch is not None:
             key, wrapped = new_data_key(
-                key_id, domain, person, version, branch.aead, deterministic=is_deterministic(domain)
+                key_id, domain, stored, version, branch.aead, deterministic=is_deterministic(domain), values_for=person
             )
             return _Wrapped(key, wrapped)
-        return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline), deadline)
+        return self._call(lambda: self._wrap_attempt(domain, person, key_id, version, deadline, stored), deadline)
 
-    def _wrap_attempt(self, domain: str, person: str | None, key_id: int, version: int, deadline: float) -> _Wrapped:
+    def _wrap_attempt(
+        self, domain: str, person: str | None, key_id: int, version: int, deadline: float, stored: str | None
+    ) -> _Wrapped:
         kek = self._writing_kek(domain)
+        det = is_deterministic(domain)
         try:
             key, wrapped = self._kms(
-                lambda: new_data_key(key_id, domain, person, version, kek.aead, deterministic=is_deterministic(domain)),
+                lambda: new_data_key(key_id, domain, stored, version, kek.aead, deterministic=det, values_for=person),
                 deadline,
                 f"KEK {kek.uri!r}",
             )
         except Exception as exc:  # tink.TinkError, a KMS client's own exception that tink let through, KmsTimeout
-            raise _wrap_failure(kek, exc, self.kms_timeout) from exc
+            raise wrap_failure(kek, exc, self.kms_timeout) from exc
         return _Wrapped(key, wrapped)
 
     # -- which KEK, per key domain ------------------------------------------------------------------------------------
@@ -923,7 +1074,7 @@ class KeySource:
                         lambda: new_branch_key(branch_id, domain, version, kek.aead), deadline, f"KEK {kek.uri!r}"
                     )
                 except Exception as exc:  # tink.TinkError, a KMS client's own exception, KmsTimeout
-                    raise _wrap_failure(kek, exc, self.kms_timeout, "a new branch key") from exc
+                    raise wrap_failure(kek, exc, self.kms_timeout, "a new branch key") from exc
 
             return self._call(attempt, deadline)
 
@@ -1026,20 +1177,29 @@ class KeySource:
             return fn()
         return self._kms_runner.run(fn, deadline, what)
 
-    def _unwrap(self, record: KeyRecord, deadline: float | None = None) -> DataKey:
+    def _unwrap(self, record: KeyRecord, deadline: float | None = None, person: str | None = None) -> DataKey:
+        """The data key of ``record``, for the values of ``person`` (the data subject as a record names it; the row
+        names its pseudonym). Without ``person``: the id as the row names it."""
         until = self._deadline() if deadline is None else deadline
+        reader = record.person if person is None else person
         if record.branch_id:
             branch = self._branch(record.branch_id, record, until)
             try:
                 return unwrap_data_key(
-                    record.wrapped, record.key_id, record.domain, record.person, record.version, branch.aead
+                    record.wrapped,
+                    record.key_id,
+                    record.domain,
+                    record.person,
+                    record.version,
+                    branch.aead,
+                    values_for=reader,
                 )
             except Exception:  # the branch key is local: a failure is the row's, never the KMS's
                 raise _corrupt(record) from None
         return self._with_kek(
             record,
             lambda kek: unwrap_data_key(
-                record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead
+                record.wrapped, record.key_id, record.domain, record.person, record.version, kek.aead, values_for=reader
             ),
             until,
         )
@@ -1091,10 +1251,12 @@ class KeySource:
     # -- _unwrap, _store_new_key and _created: the caches learn what it changed ---------------------------------------
     def _forget_shredded(self, destroyed: Iterable[ShredRecord]) -> None:
         """Keys this process destroyed: dropped from the caches, remembered as shredded."""
+        gone: set[int] = set()
         for r in destroyed:
             self._by_id.discard(r.key_id)
-            self._active.discard((r.domain, r.person))
             self._erased.put(r.key_id, r)
+            gone.add(r.key_id)
+        self._active.discard_where(lambda key: key.key_id in gone)  # keyed by id as records name it, not as stored
 
     def _forget_restored(self, key_ids: Iterable[int]) -> None:
         """Keys destroyed again after a restore: dropped, and every active key looked up anew."""
@@ -1107,9 +1269,9 @@ class KeySource:
         self._domain_keks.discard(domain)
         self._active_branches.discard(domain)
 
-    def _forget_active(self, domain: str, person: str | None) -> None:
-        """(domain, person) has a new active key (an admin's rotation): the next lookup reads it."""
-        self._active.discard((domain, person))
+    def _forget_active(self, key_id: int) -> None:
+        """The key ``key_id`` is no longer active (an admin's rotation): the next lookup reads the new one."""
+        self._active.discard_where(lambda key: key.key_id == key_id)
 
     # -- policy records (published by serdes) and life cycle ----------------------------------------------------------
     def publish_policy(self, fingerprint: str, policy: str) -> str:
@@ -1124,6 +1286,7 @@ class KeySource:
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
 
     def clear_cache(self) -> None:
+        self._pseudonyms_failed.clear()
         self._by_id.clear()
         self._active.clear()
         self._missing.clear()
@@ -1203,9 +1366,15 @@ class AsyncKeySource:
         src = self._source
         cached = src._by_id.get(key_id)
         if cached is not None:
-            return cached
-        src._recall(key_id)
-        return await self._shared(("id", key_id), partial(src._fetch_by_id, key_id, meter))
+            return cached if cached.person is None else src._for_reader(cached, _reader(meter))
+        reader = _reader(meter)
+        src._check_reader(reader, key_id)
+        try:
+            src._recall(key_id)
+            return await self._shared(("id", key_id, reader), partial(src._fetch_by_id, key_id, meter, reader))
+        except DecryptionError as exc:
+            src._read_as(exc, reader)
+            raise
 
     async def _shared(self, lookup: Hashable, cold: Callable[[], DataKey]) -> DataKey:
         """``cold()`` in the executor, or the run of it another coroutine of this loop already started."""
@@ -1253,8 +1422,19 @@ class _Wrapped:
     wrapped: bytes = field(repr=False)
 
 
+_PSEUDONYM_SHAPED = (
+    "the data-subject id has the shape of a key-store pseudonym (ps1: and 22 characters), which is reserved: a record "
+    "naming one is refused"
+)
+
 #: how many times a creation may find the store changed (another version, a taken id) and wrap anew
 _CREATE_ROUNDS = 8
+
+
+def _reader(meter: object) -> str | None:
+    """The data subject of the record a lookup is for: a serde's per-record state (the meter) names it."""
+    person = getattr(meter, "person", None)
+    return person if isinstance(person, str) else None
 
 
 def _fresh_id() -> int:
@@ -1347,18 +1527,3 @@ def _corrupt(record: KeyRecord) -> KeyCorruptedError:
     )
     err.owner = (record.domain, record.person)
     return err
-
-
-def _wrap_failure(kek: Kek, exc: BaseException, timeout: float, what: str = "a new data key") -> Exception:
-    if isinstance(exc, KmsTimeout):
-        return KeyStoreUnavailableError(
-            f"KEK {kek.uri!r} did not answer within kms_timeout ({timeout:g} s); it could not wrap {what}"
-        )
-    verdict = classify_failure(kek, exc, b"")
-    if verdict == "unavailable":
-        return KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable; it could not wrap {what}")
-    if verdict == "denied":
-        return EncryptionError(f"KEK {kek.uri!r} refused to wrap {what}: this process has no access to it")
-    return KeyStoreUnavailableError(
-        f"KEK {kek.uri!r} could not wrap {what}: an error fieldcrypt does not recognise ({type(exc).__name__})"
-    )

@@ -85,11 +85,29 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_branches (
     UNIQUE (domain, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS fieldcrypt_branches_one_active ON fieldcrypt_branches (domain) WHERE state = 'active';
+CREATE TABLE IF NOT EXISTS fieldcrypt_pseudonym_keys (
+    domain      TEXT    NOT NULL,              -- the key domain whose data subjects it names
+    kek_uri     TEXT    NOT NULL,              -- the KEK that wraps this copy of the domain's pseudonym key
+    wrapped     BLOB    NOT NULL,
+    fingerprint TEXT    NOT NULL,              -- names the key (an HMAC of a constant under it)
+    created_at  REAL    NOT NULL,
+    PRIMARY KEY (domain, kek_uri)
+);
+CREATE TABLE IF NOT EXISTS fieldcrypt_meta (
+    name        TEXT    PRIMARY KEY,           -- 'persons': 'pseudonyms' | 'clear' | 'migrating'
+    value       TEXT    NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_u BEFORE UPDATE ON fieldcrypt_audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_d BEFORE DELETE ON fieldcrypt_audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+
+_AUDIT_GUARD_U = (
+    "CREATE TRIGGER fieldcrypt_audit_append_only_u BEFORE UPDATE ON fieldcrypt_audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+)
 
 
 def _path_of(url: str) -> str:
@@ -145,6 +163,12 @@ class SqliteKeyStore(SqlKeyStore):
             if "branch_id" not in columns:  # a store made before branch keys
                 ex("ALTER TABLE fieldcrypt_keys ADD COLUMN branch_id INTEGER NOT NULL DEFAULT 0", ())
             self._upgrade(ex, time.time())
+
+    def _lift_audit_guard(self, ex: Execute) -> None:
+        ex("DROP TRIGGER fieldcrypt_audit_append_only_u", ())
+
+    def _restore_audit_guard(self, ex: Execute) -> None:
+        ex(_AUDIT_GUARD_U, ())
 
     def _check_tables(self) -> None:
         rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fieldcrypt%'")

@@ -24,6 +24,7 @@ import abc
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, format_key_id
 
@@ -39,6 +40,7 @@ __all__ = [
     "KekChanged",
     "KeyRecord",
     "KeyStore",
+    "PseudonymKey",
     "ShredRecord",
     "WrapLater",
     "check_id",
@@ -175,6 +177,19 @@ class ShredRecord:
 
 
 @dataclass(frozen=True)
+class PseudonymKey:
+    """One stored copy of a key domain's pseudonym key (:mod:`fieldcrypt.keys.pseudonyms`): wrapped by the KEK
+    ``kek_uri``; ``fingerprint`` (16 hex digits, an HMAC of a constant under the key: it names the key and reveals
+    nothing of it) and ``domain`` are bound into the wrap's associated data."""
+
+    kek_uri: str
+    wrapped: bytes = field(repr=False)
+    fingerprint: str
+    created_at: float = 0.0
+    domain: str = ""
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One key operation. Never holds plaintext or key material."""
 
@@ -297,10 +312,12 @@ class KeyStore(abc.ABC):
 
     @abc.abstractmethod
     def shred(
-        self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry
+        self, domain: str | None, persons: Iterable[str] | None, now: float, audit: AuditEntry, **options: Any
     ) -> list[ShredRecord]:
         """Destroy every key of ``domain`` (all persons) or of ``persons`` (in ``domain``, or in every domain if
         None). Destroyed ids go to the shred log. Returns what was destroyed; nothing to destroy is no error.
+        A store that keeps pseudonyms (:attr:`supports_pseudonyms`) also takes ``groups``: ``persons`` grouped per
+        data subject (their pseudonyms in each key domain), one audit entry per group naming them space-separated.
 
         The targets are checked first with :func:`check_shred_target` (an empty or blank id destroys nothing).
         Evidence is written in the same transaction: for a domain, one audit entry; for persons, one entry per
@@ -362,7 +379,7 @@ class KeyStore(abc.ABC):
         self,
         limit: int | None = None,
         *,
-        person: str | None = None,
+        person: str | Sequence[str] | None = None,
         operation: str | None = None,
         since: float | None = None,
     ) -> list[AuditEntry]:
@@ -461,6 +478,45 @@ class KeyStore(abc.ABC):
         wrap are relabelled with the new KEK. Returns how many were updated."""
         raise NotImplementedError(f"{type(self).__name__} keeps no branch keys")
 
+    # -- data-subject ids as pseudonyms (fieldcrypt.keys.pseudonyms; docs/key-model.md#pseudonyms) --------------------
+    #: whether the store keeps a pseudonym key, so that keyrings hand it keyed pseudonyms of data-subject ids, never
+    #: the ids (the built-in stores do; a plugin store without it is handed the ids as they are, as before)
+    supports_pseudonyms = False
+
+    def persons_form(self) -> str:
+        """How the store holds data-subject ids: ``"pseudonyms"``; ``"clear"`` (a store upgraded from an older
+        fieldcrypt, not yet migrated: keyrings refuse it) or ``"migrating"`` (a migration began and has not
+        finished: run it again)."""
+        return "clear"
+
+    def pseudonym_keys(self, domain: str | None = None) -> list[PseudonymKey]:
+        """Every stored copy of ``domain``'s pseudonym key (of every domain's, if None), oldest first (none: the
+        domain has no pseudonym key yet). Only copies of the key recorded first for their domain."""
+        return []
+
+    def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
+        """Store a copy of ``key.domain``'s pseudonym key under another KEK, unless that KEK has one, with ``audit``;
+        a copy of another key (a fingerprint other than the one recorded first for the domain) is not stored.
+        Returns the fingerprint recorded for the domain."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
+
+    def pseudonymize(
+        self,
+        of: Callable[[str, str], str],
+        rewrap: Callable[[KeyRecord, str], bytes],
+        fingerprint: str,
+        audit: AuditEntry,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Migrate a store whose data-subject ids are in clear: every id in its keys, shred log and audit log is
+        replaced by its pseudonym in its domain (``of(domain, id)``; an audit entry without a domain: the domain of
+        its first key), and every per-person data key is rewrapped for it (``rewrap(record,
+        pseudonym)`` returns the key wrapped with associated data naming the pseudonym). Resumable and idempotent:
+        work done is recorded as it is done, with ``fingerprint`` (a run under another pseudonym key is refused);
+        a store already migrated returns 0. Returns how many data keys were rewrapped."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
+
     def grant(self, role: str, dbrole: str) -> list[str]:
         """Give the database role ``dbrole`` what the fieldcrypt ``role`` (one of :data:`ROLES`) may do in this
         store; returns what was granted. Stores whose database has roles implement it (PostgreSQL); the others
@@ -492,7 +548,18 @@ _SECRET_PARAM = re.compile(r"pass|secret|token|credential|auth|key$", re.IGNOREC
 
 
 #: the operations the audit log records (``kek-*``: changes to which KEKs a key domain uses)
-OPERATIONS = ("create", "rotate", "rewrap", "shred", "restore", "kek-map", "kek-add", "kek-promote", "kek-retire")
+OPERATIONS = (
+    "create",
+    "rotate",
+    "rewrap",
+    "shred",
+    "restore",
+    "kek-map",
+    "kek-add",
+    "kek-promote",
+    "kek-retire",
+    "pseudonymize",
+)
 
 
 #: the fieldcrypt roles of a shared key store (``fieldcrypt keys grant --role``; docs/least-privilege.md): producers
