@@ -26,6 +26,7 @@ import fieldcrypt
 from fieldcrypt import (
     ConfigurationError,
     DecryptionError,
+    EncryptionError,
     FakeClock,
     Keyring,
     PolicyError,
@@ -372,8 +373,9 @@ def test_a_record_naming_a_key_store_pseudonym_as_its_data_subject_is_refused(
         data = ser(record(), value_ctx())
         pseudonym = producer._stored("orders-value", "c-1")
         assert pseudonym is not None and pseudonym.startswith("ps1:")
-        with pytest.raises(ConfigurationError, match="pseudonym"):
+        with pytest.raises(EncryptionError, match="pseudonym") as err:  # the record is at fault, not the conf
             ser(record(cid=pseudonym), value_ctx())
+        assert err.value.subject == "orders-value"
     forged = data.replace(b'"c-1"', json.dumps(pseudonym).encode())
     with Keyring(store_url, kek_uri) as reader:  # a fresh process: keys looked up by id name pseudonyms
         _, de = serdes("json", registry, reader)

@@ -29,6 +29,7 @@ from fieldcrypt.keys import _sql
 from fieldcrypt.keys.keyring import migrate_pseudonyms
 from fieldcrypt.keys.pseudonyms import is_pseudonym
 from fieldcrypt.keys.registry import open_store
+from fieldcrypt.keys.store import AuditEntry, PseudonymKey
 
 STORES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "sqlite": lambda tmp: nullcontext(f"sqlite:///{tmp / 'people.db'}"),
@@ -259,3 +260,75 @@ def test_a_person_check_taken_off_or_swapped_in_the_store_never_reads_as_the_per
         with pytest.raises(expected) as err:
             de(one, value_ctx())
         assert not isinstance(err.value, (KeyShreddedError, AccessDeniedError))
+
+
+def test_a_kek_change_carries_the_pseudonym_key_and_erasure_by_id_works_after_the_old_kek_is_gone(
+    store_url: str, kek_uri: str, tmp_path: Path, registry: Any
+) -> None:
+    """Found by review: add, promote, rewrap, retire left the pseudonym key wrapped only by the retired KEK, so once
+    it was destroyed nobody could write a new data subject or erase anyone by id."""
+    new = fieldcrypt.create_local_kek(tmp_path / "new.json")
+    with Keyring(store_url, {"orders-value": kek_uri}) as producer:
+        data = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=producer)(customer(1), value_ctx())
+    with Keyring(store_url, {"orders-value": kek_uri, "payments-value": new}) as admin:  # new: held for another
+        admin.add_kek("orders-value", new, reason="rotation")
+        admin.promote_kek("orders-value", new, reason="rotation")
+    with Keyring(store_url, {"orders-value": [new, kek_uri]}) as admin:
+        admin.rewrap(domain="orders-value")
+        admin.retire_kek("orders-value", kek_uri, reason="rotation")
+    assert {r.kek_uri for r in open_store(store_url).pseudonym_keys("orders-value")} == {new}  # the retired copy: gone
+    with Keyring(store_url, {"orders-value": new}) as after:  # the old KEK destroyed
+        ser = AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=after)
+        ser(customer(2), value_ctx())
+        assert [p.outcome for p in after.shred_person("cust-1", reason="erasure 3").persons] == ["erased"]
+        assert AvroDeserializer(registry, keyring=after)(data, value_ctx())["email"] == "<erased>"
+
+
+def test_a_pseudonym_key_copy_under_a_kek_the_domain_does_not_record_is_refused_and_ignored(
+    store_url: str, kek_uri: str, tmp_path: Path
+) -> None:
+    """Found by review: one team's login could store a pseudonym key of its own making under its own KEK for another
+    team's domain, blocking that domain's writers or, read by a keyring holding both KEKs, taking it over."""
+    other = fieldcrypt.create_local_kek(tmp_path / "other.json")
+    with Keyring(store_url, {"orders": kek_uri}) as owner:
+        owner.encryption_key("orders", "cust-1")
+    store: Any = open_store(store_url)
+    try:
+        planted = PseudonymKey(other, b"x" * 60, "0123456789abcdef", 0.0, "orders")
+        with pytest.raises(Exception, match="not recorded for key domain"):
+            store.add_pseudonym_key(planted, AuditEntry(at=1.0, actor="x", operation="pseudonymize"))
+        with store._tx() as ex:  # written past the store's checks (a login that may write the table)
+            ex(
+                "INSERT INTO fieldcrypt_pseudonym_keys (domain, kek_uri, wrapped, fingerprint, created_at) "
+                "VALUES ('orders', ?, ?, '0123456789abcdef', 0)",
+                (other, b"x" * 60),
+            )
+        assert {r.kek_uri for r in store.pseudonym_keys("orders")} == {kek_uri}  # ignored
+    finally:
+        store.close()
+    with Keyring(store_url, {"orders": [kek_uri, other]}) as both:
+        assert both.encryption_key("orders", "cust-2").person == "cust-2"
+        assert [r.person for r in both.keys("orders", person="cust-1")] == ["cust-1"]  # the domain's own key
+
+
+def test_a_domain_whose_pseudonym_key_is_lost_is_refused_never_rekeyed_or_skipped(store_url: str, kek_uri: str) -> None:
+    """Found by review: a domain holding data subjects' keys whose pseudonym-key rows were deleted got a new key (its
+    people's keys unreachable by id) and was skipped by a shred by id (their keys survived an erasure)."""
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders", "cust-1")
+        kr.encryption_key("payments", "cust-1")
+    sql(store_url, "DELETE FROM fieldcrypt_pseudonym_keys WHERE domain = 'payments'")
+    with Keyring(store_url, kek_uri) as kr:
+        with pytest.raises(KeyCorruptedError, match="'payments'.*Nothing was done"):
+            kr.shred_person("cust-1", reason="erasure 4")
+        assert len(kr.keys()) == 2
+        with pytest.raises(KeyCorruptedError, match="no pseudonym key"):
+            kr.encryption_key("payments", "cust-2")
+
+
+def test_a_shred_by_id_where_no_domain_holds_data_subjects_says_no_key_held(store_url: str, kek_uri: str) -> None:
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders")  # a domain's key, nobody's
+        report = kr.shred_person("cust-1", reason="erasure 5")
+        assert [(p.person, p.outcome) for p in report.persons] == [("cust-1", "no key held")]
+        assert len(kr.keys()) == 1

@@ -80,6 +80,8 @@ GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
         "GRANT UPDATE, DELETE ON fieldcrypt_branches TO {role}",
         # a domain's KEKs: changed (kek add|promote|retire), or first recorded accepting those its keys name (map)
         "GRANT INSERT, UPDATE ON fieldcrypt_domains TO {role}",
+        # a retired KEK's copy of its domain's pseudonym key (kek retire)
+        "GRANT DELETE ON fieldcrypt_pseudonym_keys TO {role}",
         # the shred log and the audit log: appended to, never changed
         "GRANT INSERT ON fieldcrypt_shredded, fieldcrypt_audit TO {role}",
         "GRANT USAGE ON SEQUENCE fieldcrypt_audit_seq_seq TO {role}",
@@ -113,6 +115,8 @@ ACTS: dict[str, Act] = {
     "published_policy": _READ_POLICIES,
     **dict.fromkeys(("persons_form", "pseudonym_keys"), _READ_PSEUDONYMS),
     "add_pseudonym_key": Act("store the pseudonym key under a KEK", ("producer", "admin")),
+    "drop_pseudonym_copy": Act("drop a retired KEK's copy of a pseudonym key", ("admin",)),
+    "holds_persons": _READ_KEYS,
     "audit_log": Act("read the audit log", ("auditor", "admin")),
     "create": _CREATE,
     "create_branch": _CREATE,
@@ -376,6 +380,8 @@ RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_fp text;
+    v_primary text;
+    v_accepted text;
 BEGIN
     IF p_domain IS NULL OR p_kek_uri IS NULL OR p_wrapped IS NULL OR p_fingerprint IS NULL OR p_now IS NULL
        OR p_at IS NULL OR p_actor IS NULL OR p_reason IS NULL THEN
@@ -383,13 +389,25 @@ BEGIN
     END IF;
     -- a copy of the domain's one pseudonym key under another KEK; the first key stored is the domain's for good
     PERFORM fieldcrypt_lock(p_domain, pg_catalog.convert_to('pseudonyms', 'UTF8'::name));
-    SELECT fingerprint INTO v_fp FROM fieldcrypt_pseudonym_keys WHERE domain = p_domain
-        ORDER BY created_at, kek_uri LIMIT 1;
+    -- only under a KEK the store records for the domain (its first copy: under its primary), so one team's
+    -- login cannot plant a key of its own making in another team's domain
+    SELECT d.primary_kek, d.accepted INTO v_primary, v_accepted FROM fieldcrypt_domains d WHERE d.domain = p_domain;
+    IF NOT FOUND OR NOT (p_kek_uri = v_primary
+                         OR p_kek_uri IN (SELECT pg_catalog.jsonb_array_elements_text(v_accepted::jsonb))) THEN
+        RAISE EXCEPTION 'fieldcrypt_add_pseudonym_key: KEK % is not recorded for key domain %', p_kek_uri, p_domain
+            USING ERRCODE = '42501';
+    END IF;
+    SELECT fingerprint INTO v_fp FROM fieldcrypt_pseudonym_keys WHERE domain = p_domain LIMIT 1;
     IF FOUND AND v_fp <> p_fingerprint THEN
         RETURN v_fp;
     END IF;
+    IF NOT FOUND AND p_kek_uri <> v_primary THEN
+        RAISE EXCEPTION 'fieldcrypt_add_pseudonym_key: the first copy of a pseudonym key is under the primary KEK'
+            USING ERRCODE = '42501';
+    END IF;
     INSERT INTO fieldcrypt_pseudonym_keys (domain, kek_uri, wrapped, fingerprint, created_at)
-        VALUES (p_domain, p_kek_uri, p_wrapped, p_fingerprint, p_now) ON CONFLICT (domain, kek_uri) DO NOTHING;
+        VALUES (p_domain, p_kek_uri, p_wrapped, p_fingerprint, extract(epoch FROM clock_timestamp()))
+        ON CONFLICT (domain, kek_uri) DO NOTHING;
     IF FOUND THEN
         INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
             VALUES (p_at, p_actor, 'pseudonymize', p_domain, '', '', p_reason,

@@ -179,30 +179,33 @@ class SqlKeyStore(KeyStore):
         return str(rows[0][0]) if rows else "clear"
 
     def pseudonym_keys(self, domain: str | None = None) -> list[PseudonymKey]:
-        # only copies of the key recorded first for their domain (the oldest row's fingerprint)
-        first = (
-            "p.fingerprint = (SELECT f.fingerprint FROM fieldcrypt_pseudonym_keys f WHERE f.domain = p.domain "
-            "ORDER BY f.created_at, f.kek_uri LIMIT 1)"
-        )
-        cols = "p.kek_uri, p.wrapped, p.fingerprint, p.created_at, p.domain"
+        # only copies under a KEK recorded for their domain (a copy under any other was planted: ignored), and of
+        # the key every copy of the domain shares (add_pseudonym_key refuses any other)
+        cols = "p.kek_uri, p.wrapped, p.fingerprint, p.created_at, p.domain, d.primary_kek, d.accepted"
+        sql = f"SELECT {cols} FROM fieldcrypt_pseudonym_keys p JOIN fieldcrypt_domains d ON d.domain = p.domain"
         if domain is None:
-            rows = self._read(f"SELECT {cols} FROM fieldcrypt_pseudonym_keys p WHERE {first} ORDER BY 5, 4, 1")
+            rows = self._read(sql + " ORDER BY 5, 4, 1")
         else:
-            rows = self._read(
-                f"SELECT {cols} FROM fieldcrypt_pseudonym_keys p WHERE p.domain = ? AND {first} ORDER BY 4, 1",
-                (domain,),
-            )
-        return [PseudonymKey(str(u), bytes(w), str(f), float(t), str(d)) for u, w, f, t, d in rows]
+            rows = self._read(sql + " WHERE p.domain = ? ORDER BY 4, 1", (domain,))
+        found = []
+        for u, w, f, t, d, primary, accepted in rows:
+            if str(u) in _domain_record((d, primary, accepted)).keks:
+                found.append(PseudonymKey(str(u), bytes(w), str(f), float(t), str(d)))
+        return found
 
     def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
         with self._tx((key.domain, "pseudonyms")) as ex:
-            rows = ex(
-                "SELECT fingerprint FROM fieldcrypt_pseudonym_keys WHERE domain = ? ORDER BY created_at, kek_uri "
-                "LIMIT 1",
-                (key.domain,),
-            )
-            if rows and str(rows[0][0]) != key.fingerprint:
-                return str(rows[0][0])
+            rows = ex("SELECT domain, primary_kek, accepted FROM fieldcrypt_domains WHERE domain = ?", (key.domain,))
+            if not rows or key.kek_uri not in _domain_record(rows[0]).keks:
+                raise ConfigurationError(
+                    f"KEK {key.kek_uri!r} is not recorded for key domain {key.domain!r}: a pseudonym key is stored "
+                    "only under the domain's own KEKs"
+                )
+            found = ex("SELECT fingerprint FROM fieldcrypt_pseudonym_keys WHERE domain = ? LIMIT 1", (key.domain,))
+            if found and str(found[0][0]) != key.fingerprint:
+                return str(found[0][0])
+            if not found and key.kek_uri != _domain_record(rows[0]).primary:
+                raise ConfigurationError("the first copy of a domain's pseudonym key is under its primary KEK")
             if ex(
                 "INSERT INTO fieldcrypt_pseudonym_keys (domain, kek_uri, wrapped, fingerprint, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (domain, kek_uri) DO NOTHING RETURNING kek_uri",
@@ -211,6 +214,24 @@ class SqlKeyStore(KeyStore):
                 detail = f"pseudonym key {key.fingerprint} wrapped by {key.kek_uri}"
                 self._audit(ex, _with(audit, domain=key.domain, person=None, detail=detail))
         return key.fingerprint
+
+    def drop_pseudonym_copy(self, domain: str, kek_uri: str) -> bool:
+        with self._tx((domain, "pseudonyms")) as ex:
+            return bool(
+                ex(
+                    "DELETE FROM fieldcrypt_pseudonym_keys WHERE domain = ? AND kek_uri = ? RETURNING kek_uri",
+                    (domain, kek_uri),
+                )
+            )
+
+    def holds_persons(self, domain: str) -> bool:
+        return bool(
+            self._read(
+                "SELECT 1 FROM fieldcrypt_keys WHERE domain = ? AND person <> '' UNION ALL "
+                "SELECT 1 FROM fieldcrypt_shredded WHERE domain = ? AND person <> '' LIMIT 1",
+                (domain, domain),
+            )
+        )
 
     def _meta(self, ex: Execute, name: str, value: str) -> None:
         if not ex("UPDATE fieldcrypt_meta SET value = ? WHERE name = ? RETURNING name", (value, name)):
@@ -299,7 +320,7 @@ class SqlKeyStore(KeyStore):
     #: SQL true for a row whose data subject is still an id in clear: not ``ps1:`` and 22 base64url characters, the
     #: pseudonyms' shape (an id of exactly that shape is taken for a pseudonym: docs/key-model.md)
     _in_clear = (
-        "person <> '' AND NOT (person LIKE 'ps1:%' AND length(person) = 26 AND "
+        "person <> '' AND NOT (substr(person, 1, 4) = 'ps1:' AND length(person) = 26 AND "
         "substr(person, 5) NOT GLOB '*[^A-Za-z0-9_-]*')"
     )
 
@@ -316,6 +337,9 @@ class SqlKeyStore(KeyStore):
                 if found:
                     return str(found[0][0])
         return ""
+
+    #: the SQL function giving the 1-based position of a substring (0: absent): SQLite's instr, PostgreSQL's strpos
+    _position = "instr"
 
     def _lift_audit_guard(self, ex: Execute) -> None:
         """Within the migration's transaction only: let it rewrite the audit log's data-subject ids."""
@@ -586,13 +610,10 @@ class SqlKeyStore(KeyStore):
             # an entry names a person by their pseudonym, or (a person's shred across key domains) by their
             # pseudonyms in each domain, space-separated: any of ``person`` (one, or a person's several) matches
             names = [person] if isinstance(person, str) else list(person)
-            where.append(
-                "(" + " OR ".join(["person = ?", "' ' || person || ' ' LIKE ? ESCAPE '\\'"] * len(names)) + ")"
-                if names
-                else "1 = 0"
-            )
+            contains = f"{self._position}(' ' || person || ' ', ?) > 0"
+            where.append("(" + " OR ".join([f"person = ? OR {contains}"] * len(names)) + ")" if names else "1 = 0")
             for n in names:
-                args += [n, "% " + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + " %"]
+                args += [n, f" {n} "]
         for column, value in (("operation = ?", operation), ("at >= ?", since)):
             if value is not None:
                 where.append(column)
@@ -826,13 +847,16 @@ class SqlKeyStore(KeyStore):
                 for r in destroyed:
                     mine[r.person or ""].append(r.key_id)
                 batch = f"{audit.detail}, " if audit.detail else ""
-                # one entry per person (a group: their pseudonyms in each key domain searched)
+                # one entry per person (a group: their pseudonyms in each key domain searched), naming them by their
+                # pseudonyms in the domains where keys of theirs were destroyed, now or before (by the first one if
+                # none): never linking a domain they hold no key in
                 for i, group in enumerate(groups, 1):
                     where = f"{batch}{i} of {len(groups)}" if len(groups) > 1 else audit.detail
                     ids = tuple(k for p in group for k in mine[p])
+                    named = [p for p in group if mine[p] or earlier.get(p)] or list(group[:1])
                     entry = _with(
                         audit,
-                        person=" ".join(group),
+                        person=" ".join(named),
                         key_ids=ids,
                         detail=_detail(len(ids), sum(earlier.get(p, 0) for p in group), where),
                     )

@@ -30,10 +30,11 @@ from fieldcrypt.crypto.cipher import (
     wrap_branch_handle,
     wrap_handle,
 )
-from fieldcrypt.errors import ConfigurationError, FieldcryptError, format_key_id
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyCorruptedError, format_key_id
 from fieldcrypt.keys import shredlog
 from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.kek import Kek, wrap_failure
+from fieldcrypt.keys.pseudonyms import add_copy as add_pseudonym_copy
 from fieldcrypt.keys.pseudonyms import is_pseudonym
 from fieldcrypt.keys.pseudonyms import share as share_pseudonyms
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
@@ -98,10 +99,26 @@ class KeyAdmin:
         for p in people:
             if is_pseudonym(p):
                 src._stored("", p)  # refused: an id of a pseudonym's shape (it would pass for the pseudonym)
-        domains = sorted({r.domain for r in src._call(lambda: src.store.pseudonym_keys(None))})
-        if domain is not None:
-            wanted = set(with_views(domain))
-            domains = [d for d in domains if d in wanted]
+        keyed = {r.domain for r in src._call(lambda: src.store.pseudonym_keys(None))}
+        # every domain that could hold a data subject's key: those with a pseudonym key, and any other the store
+        # knows (recorded, or holding keys) that holds one anyway (its pseudonym key lost: refused below)
+        try:
+            known = {d.domain for d in src._call(src.store.domains)} | set(src._call(src.store.unrecorded_domains))
+            if domain is not None:
+                wanted = set(with_views(domain))
+                keyed, known = keyed & wanted, known & wanted
+            lost = sorted(d for d in known - keyed if src._call(lambda d=d: src.store.holds_persons(d)))  # type: ignore[misc]
+        except ConfigurationError:  # a login that may not read keys (an auditor's): it lists logs, never shreds
+            if domain is not None:
+                keyed &= set(with_views(domain))
+            lost = []
+        if lost:
+            raise KeyCorruptedError(
+                f"key domain(s) {', '.join(map(repr, lost))} hold data subjects' keys but the key store holds no "
+                "pseudonym key of them (rows deleted, or not restored): nobody's keys can be found there by id. "
+                "Restore the key store's fieldcrypt_pseudonym_keys rows from a backup. Nothing was done"
+            )
+        domains = sorted(keyed)
         named: list[Any] = []
         missing: list[str] = []
         for d in domains:
@@ -254,13 +271,42 @@ class KeyAdmin:
         """The work of :meth:`fieldcrypt.Keyring.add_kek`, documented there."""
         current = self._recorded(domain)
         if kek_uri in current.keks:
+            if self._carry_pseudonyms(domain, kek_uri):  # a copy a former run could not add
+                self._check_owner(current)
             return current
         self._check_reachable(domain, kek_uri)
         self._check_owner(current)
         new = DomainKeks(domain, current.primary, (*current.accepted, kek_uri))
         done = self._change(current, new, "kek-add", reason, f"accepted {kek_uri}")
-        self._share_pseudonyms(domain)
+        try:
+            self._carry_pseudonyms(domain, kek_uri)
+        except FieldcryptError as exc:
+            raise type(exc)(
+                f"KEK {kek_uri!r} was added to key domain {domain!r}, but the domain's pseudonym key could not be "
+                f"wrapped under it ({exc.reason}); run `fieldcrypt kek add {domain} {kek_uri}` again before "
+                "promoting it"
+            ) from exc
         return done
+
+    def _carry_pseudonyms(self, domain: str, kek_uri: str) -> bool:
+        """Wrap ``domain``'s pseudonym key under its KEK ``kek_uri`` unless it has a copy there (a domain with none:
+        nothing); whether one was added. Its holders can then name the domain's data subjects, and the domain's
+        KEK change (add, promote, rewrap, retire) carries the key along."""
+        src = self._src
+        if not src.store.supports_pseudonyms:
+            return False
+        rows = src._call(lambda: src.store.pseudonym_keys(domain))
+        if not rows or any(r.kek_uri == kek_uri for r in rows):
+            return False
+        kek = next((k for k in src.keks if k.uri == kek_uri), None)
+        if kek is None:
+            raise ConfigurationError(
+                f"this keyring does not hold KEK {kek_uri!r}: the pseudonym key of key domain {domain!r} cannot be "
+                "wrapped under it"
+            )
+        src._forget_domain(domain)
+        add_pseudonym_copy(src, domain, src._load_pseudonyms(domain, create=False), kek)
+        return True
 
     def _share_pseudonyms(self, domain: str) -> None:
         """A KEK just given to ``domain`` learns the domain's pseudonym key (wrapped under it) when this keyring holds
@@ -292,6 +338,7 @@ class KeyAdmin:
             )
         self._check_reachable(domain, kek_uri)
         self._check_owner(current)
+        self._carry_pseudonyms(domain, kek_uri)  # the new primary holds a copy first (else: refused, nothing changed)
         accepted = (*(u for u in current.accepted if u != kek_uri), current.primary)
         new = DomainKeks(domain, kek_uri, accepted)
         return self._change(current, new, "kek-promote", reason, f"primary {kek_uri}; was {current.primary}")
@@ -312,7 +359,17 @@ class KeyAdmin:
                 f"(`fieldcrypt keys rewrap --domain {domain}`)"
             )
         new = DomainKeks(domain, current.primary, tuple(u for u in current.accepted if u != kek_uri))
-        return self._change(current, new, "kek-retire", reason, f"retired {kek_uri}")
+        copies = {r.kek_uri for r in self._src._call(lambda: self._src.store.pseudonym_keys(domain))}
+        if kek_uri in copies and not copies & set(new.keks):
+            raise ConfigurationError(
+                f"KEK {kek_uri!r} holds the only copy of key domain {domain!r}'s pseudonym key: wrap it under the "
+                f"domain's primary first (`fieldcrypt kek add {domain} {current.primary}` with both KEKs), or nobody "
+                "could name the domain's data subjects again"
+            )
+        done = self._change(current, new, "kek-retire", reason, f"retired {kek_uri}")
+        if kek_uri in copies:  # its holders no longer name the domain's data subjects
+            self._src._call(lambda: self._src.store.drop_pseudonym_copy(domain, kek_uri))
+        return done
 
     def _recorded(self, domain: str) -> DomainKeks:
         check_id(domain, "domain")
@@ -501,6 +558,10 @@ class KeyAdmin:
             {} if people is None or groups is None else {n: p for p, g in zip(people, groups, strict=True) for n in g}
         )
         options = {"groups": groups} if groups is not None and self._src.store.supports_pseudonyms else {}
+        if people is not None and not stored:  # no domain holds any data subject's key: nobody holds one
+            return ShredReport(
+                target, (), 0, tuple(PersonShred(p, (), 0) for p in people), dry_run=dry_run, pending=False
+            )
         if dry_run:
             held = self._held(domain, stored)
             destroyed = tuple(ShredRecord(r.key_id, r.domain, names.get(r.person or "", r.person), now) for r in held)
@@ -618,12 +679,7 @@ class KeyAdmin:
         if quiet and all(e.key_id in known for e in entries):
             return []
         # a file written before pseudonyms names people by their ids: the store gets their pseudonyms
-        entries = [
-            e
-            if e.person is None or is_pseudonym(e.person)
-            else replace(e, person=self._src._stored(e.domain, e.person, create=False))
-            for e in entries
-        ]
+        entries = [e if e.person is None or is_pseudonym(e.person) else self._hashed(e) for e in entries]
         audit = self._src._audit("restore", reason or "re-apply shred log")
         destroyed = self._src._call(lambda: self._src.store.apply_shred_log(entries, audit))
         self._src._forget_restored(destroyed)
@@ -634,6 +690,16 @@ class KeyAdmin:
             extra=_ev("key.restored", keys=len(destroyed)),
         )
         return destroyed
+
+    def _hashed(self, entry: ShredRecord) -> ShredRecord:
+        """An entry of a shred-log file written before pseudonyms (it names an id): named by its pseudonym in its
+        domain; by the pseudonym its key's row holds if this keyring holds no KEK of the domain (by none if the store
+        has no row of it either: the key is destroyed all the same)."""
+        try:
+            return replace(entry, person=self._src._stored(entry.domain, entry.person, create=False))
+        except (ConfigurationError, KeyCorruptedError):
+            row = self._src._call(lambda: self._src.store.get(entry.key_id))
+            return replace(entry, person=row.person if row is not None else None)
 
     def migrate_pseudonyms(self, *, reason: str = "", progress: Callable[[int, int], None] | None = None) -> int:
         """The work of :func:`fieldcrypt.keys.keyring.migrate_pseudonyms`, documented there."""

@@ -356,6 +356,12 @@ class PostgresKeyStore(SqlKeyStore):
         return _domain_record(rows[0])
 
     def add_pseudonym_key(self, key: PseudonymKey, audit: AuditEntry) -> str:
+        recorded = self.domain_keks(key.domain)  # said clearly here; the function refuses it all the same
+        if recorded is None or key.kek_uri not in recorded.keks:
+            raise ConfigurationError(
+                f"KEK {key.kek_uri!r} is not recorded for key domain {key.domain!r}: a pseudonym key is stored only "
+                "under the domain's own KEKs"
+            )
         rows = self._read(
             "SELECT fieldcrypt_add_pseudonym_key(?::text, ?::text, ?::bytea, ?::text, ?::float8, ?::float8, ?::text, "
             "?::text)",
@@ -373,6 +379,7 @@ class PostgresKeyStore(SqlKeyStore):
         return str(rows[0][0])
 
     _in_clear = "person <> '' AND person !~ '^ps1:[A-Za-z0-9_-]{22}$'"
+    _position = "strpos"
 
     def _lift_audit_guard(self, ex: Execute) -> None:
         # ALTER TABLE: the store's owner only, who alone runs the migration (as `keys init`)

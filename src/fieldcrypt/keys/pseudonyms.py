@@ -31,7 +31,13 @@ import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyStoreUnavailableError
+from fieldcrypt.errors import (
+    ConfigurationError,
+    EncryptionError,
+    FieldcryptError,
+    KeyCorruptedError,
+    KeyStoreUnavailableError,
+)
 from fieldcrypt.keys._deadline import KmsTimeout
 from fieldcrypt.keys.kek import classify_failure, wrap_failure
 from fieldcrypt.keys.store import PseudonymKey
@@ -42,7 +48,7 @@ if TYPE_CHECKING:
 #: a :class:`fieldcrypt.keys.source.KeySource`, which imports this module (so it is not imported back)
 KeySource = Any
 
-__all__ = ["NO_KEK", "PREFIX", "PseudonymKey", "Pseudonyms", "is_pseudonym", "load", "share"]
+__all__ = ["NO_KEK", "PREFIX", "PseudonymKey", "Pseudonyms", "add_copy", "is_pseudonym", "load", "share"]
 
 log = logging.getLogger("fieldcrypt.keys")
 #: every pseudonym starts with this (the version of the scheme)
@@ -125,6 +131,13 @@ def load(source: KeySource, domain: str, *, create: bool = True) -> Pseudonyms:
                 "first writer of a data subject's key makes it"
             )
         writing = source._writing_kek(domain)  # the domain's recorded primary (claimed now if it has none)
+        if not source._accepts_clear_ids and source._call(lambda: store.holds_persons(domain)):
+            # its data subjects' keys name them under a key the store no longer holds (rows deleted, a partial
+            # restore): a new key would make every one of them unreachable by id, and their erasure impossible
+            raise KeyCorruptedError(
+                f"key domain {domain!r} holds data subjects' keys but the key store holds no pseudonym key of it "
+                "(its rows were deleted or not restored): restore them from a backup of the key store"
+            )
         key = secrets.token_bytes(32)
         made = Pseudonyms(key, source._cache_size)
         recorded = _add(source, domain, key, made.fingerprint, [writing])
@@ -190,14 +203,24 @@ def _with_domain(audit: Any, domain: str) -> Any:
     return replace(audit, domain=domain)
 
 
+def add_copy(source: KeySource, domain: str, p: Pseudonyms, kek: Kek) -> None:
+    """Wrap ``domain``'s pseudonym key ``p`` under ``kek`` (a KEK the store records for the domain)."""
+    _add(source, domain, p._key, p.fingerprint, [kek])
+
+
 def _unwrap_any(source: KeySource, domain: str, rows: list[PseudonymKey]) -> Pseudonyms:
     """``domain``'s pseudonym key from the first of its copies a KEK ``source`` holds for it unwraps. A KEK that is
-    down or answers with an error fieldcrypt does not recognise is ``KeyStoreUnavailableError`` (never a
-    configuration error); one that refuses, or a copy that fails authentication, sends it to the next copy."""
+    down or answers with an error fieldcrypt does not recognise is ``KeyStoreUnavailableError``; one that refuses
+    sends it to the next copy, and so does a copy that fails authentication. Then: every held copy refused is an
+    ``EncryptionError`` (no access), one failing authentication a ``KeyCorruptedError``; a ``ConfigurationError``
+    only when this keyring holds no KEK of any copy."""
     first = rows[0].fingerprint
     held = {k.uri: k for k in _keks_of(source, domain)}
-    usable = [r for r in rows if r.fingerprint == first and r.kek_uri in held]
+    recorded = source.domain_keks(domain)
+    allowed = set(recorded.keks) if recorded is not None else set()  # a copy under any other KEK was planted
+    usable = [r for r in rows if r.fingerprint == first and r.kek_uri in held and r.kek_uri in allowed]
     failures: list[str] = []
+    corrupt = False
     for row in usable:
         kek = held[row.kek_uri]
         deadline = source._deadline()
@@ -225,12 +248,24 @@ def _unwrap_any(source: KeySource, domain: str, rows: list[PseudonymKey]) -> Pse
         got = source._call(attempt, deadline)
         if isinstance(got, BaseException):  # refused, or a copy that is not what it says: try the next copy
             failures.append(f"{row.kek_uri!r} ({type(got).__name__})")
+            corrupt = corrupt or classify_failure(kek, got, row.wrapped) == "corrupt"
             continue
         key = bytes(got)
         if len(key) != 32 or not hmac.compare_digest(fingerprint(key), row.fingerprint):
             failures.append(f"{row.kek_uri!r} (not the recorded key)")
+            corrupt = True
             continue
         return Pseudonyms(key, source._cache_size)
+    if usable and corrupt:
+        raise KeyCorruptedError(
+            f"the pseudonym key of key domain {domain!r} fails authentication under the KEK that wrapped it: its "
+            f"key-store row is corrupt or was tampered with (tried {', '.join(failures)})"
+        )
+    if usable:
+        raise EncryptionError(
+            f"the KEKs of key domain {domain!r} this keyring holds refused to unwrap its pseudonym key: this process "
+            f"has no access to them (tried {', '.join(failures)})"
+        )
     wrapped_by = ", ".join(sorted({repr(r.kek_uri) for r in rows if r.fingerprint == first}))
     why = f"; tried {', '.join(failures)}" if failures else ""
     raise ConfigurationError(

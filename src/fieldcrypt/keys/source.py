@@ -76,6 +76,7 @@ from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
     DecryptionError,
+    EncryptionError,
     FieldcryptError,
     KeyCorruptedError,
     KeyNotFoundError,
@@ -286,6 +287,8 @@ class KeySource:
         self._pseudonyms: dict[str, Pseudonyms] = {}
         #: domain -> (until, reason) when it could not be loaded (no KEK of it here): not asked again till then
         self._pseudonyms_failed: dict[str, tuple[float, str, bool]] = {}
+        #: domain -> until when its pseudonym key is not asked for again to tell an erased key's owner (KMS down)
+        self._owners_down: dict[str, float] = {}
         #: whether the store was found to name people by pseudonyms (checked when opened; if the store was down
         #: then, before this key source first names a person)
         self._persons_ok = not self.store.supports_pseudonyms or self._accepts_clear_ids
@@ -384,10 +387,7 @@ class KeySource:
                 # (one KEK call per domain and process), so a value re-pointed at another person's erased key reads
                 # as tampered. Any failure (no such KEK, a KMS outage) leaves it untold: never another outcome than
                 # the error's own. (No access, or a corrupt row: unreadable whoever it was for; no KEK call)
-                try:
-                    named = self._load_pseudonyms(owner[0], create=False)
-                except FieldcryptError:
-                    named = None
+                named = self._owner_names(owner[0])
             if is_pseudonym(owner[1]) and named is not None:
                 theirs = named.of(person) == owner[1]
             else:
@@ -398,6 +398,20 @@ class KeySource:
                 theirs = is_pseudonym(owner[1])
             if theirs:
                 exc.owner = (owner[0], person)
+
+    def _owner_names(self, domain: str) -> Pseudonyms | None:
+        """``domain``'s pseudonym key for telling whose an erased key was, or None: no KEK of it here, or it could not
+        be had now (a KMS outage: not asked again for ``cache_ttl``, so erased values do not each wait for it)."""
+        until = self._owners_down.get(domain)
+        if until is not None and time.monotonic() < until:
+            return None
+        try:
+            return self._load_pseudonyms(domain, create=False)
+        except KeyStoreUnavailableError:
+            self._owners_down[domain] = time.monotonic() + min(self.cache_ttl, 60.0)
+            return None
+        except FieldcryptError:
+            return None
 
     def _opened(self) -> None:
         """Called once the key source works, before it is tracked across forks and its sweeper starts: a subclass's
@@ -524,6 +538,8 @@ class KeySource:
                 return cached
             if meter is not None:
                 meter.key_miss()
+            if person is not None and self.store.supports_pseudonyms and is_pseudonym(person):
+                raise EncryptionError(_PSEUDONYM_SHAPED)  # the record's data, not the configuration, is at fault
             self._writing_kek(domain)  # a writer whose KEK of the domain is not its recorded primary is refused
             stored = self._stored(domain, person)
             record = self._call(lambda: self.store.active(domain, stored))

@@ -500,6 +500,17 @@ class KeyStore(abc.ABC):
         Returns the fingerprint recorded for the domain."""
         raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
 
+    def drop_pseudonym_copy(self, domain: str, kek_uri: str) -> bool:
+        """Delete ``domain``'s pseudonym-key copy under ``kek_uri`` (a KEK the domain retires); whether there was
+        one."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
+
+    def holds_persons(self, domain: str) -> bool:
+        """Whether ``domain`` holds (or held: its shred log) any data subject's key."""
+        return any(r.person is not None for r in self.keys(domain)) or any(
+            r.person is not None for r in self.shredded_keys(domain)
+        )
+
     def pseudonymize(
         self,
         of: Callable[[str, str], str],
