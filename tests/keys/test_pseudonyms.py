@@ -319,7 +319,7 @@ def test_a_domain_whose_pseudonym_key_is_lost_is_refused_never_rekeyed_or_skippe
         kr.encryption_key("payments", "cust-1")
     sql(store_url, "DELETE FROM fieldcrypt_pseudonym_keys WHERE domain = 'payments'")
     with Keyring(store_url, kek_uri) as kr:
-        with pytest.raises(KeyCorruptedError, match="'payments'.*Nothing was done"):
+        with pytest.raises(KeyCorruptedError, match=r"'payments'.*Nothing was done"):
             kr.shred_person("cust-1", reason="erasure 4")
         assert len(kr.keys()) == 2
         with pytest.raises(KeyCorruptedError, match="no pseudonym key"):
