@@ -809,7 +809,8 @@ class SqlKeyStore(KeyStore):
             raise ConfigurationError(f"unknown shred option(s): {', '.join(sorted(options))}")
         people = check_shred_target(domain, persons)
         if groups is not None and people is not None:
-            if sorted(p for g in groups for p in g) != sorted(people):
+            flat = [p for g in groups for p in g]
+            if len(flat) != len(people) or set(flat) != set(people):
                 raise ConfigurationError("groups must hold each of persons once")
         elif people is not None:
             groups = [(p,) for p in people]

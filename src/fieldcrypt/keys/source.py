@@ -289,6 +289,9 @@ class KeySource:
         self._pseudonyms_failed: dict[str, tuple[float, str, bool]] = {}
         #: domain -> until when its pseudonym key is not asked for again to tell an erased key's owner (KMS down)
         self._owners_down: dict[str, float] = {}
+        #: an admin's last batch of ids and their pseudonyms (a CLI shred's preview, then the shred: hashed once);
+        #: dropped by the shred itself
+        self._pseudonyms_memo: tuple[Any, list[tuple[str, ...]]] | None = None
         #: whether the store was found to name people by pseudonyms (checked when opened; if the store was down
         #: then, before this key source first names a person)
         self._persons_ok = not self.store.supports_pseudonyms or self._accepts_clear_ids
