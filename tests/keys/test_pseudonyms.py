@@ -332,3 +332,60 @@ def test_a_shred_by_id_where_no_domain_holds_data_subjects_says_no_key_held(stor
         report = kr.shred_person("cust-1", reason="erasure 5")
         assert [(p.person, p.outcome) for p in report.persons] == [("cust-1", "no key held")]
         assert len(kr.keys()) == 1
+
+
+def test_a_garbage_copy_under_a_recorded_kek_is_replaced_not_trusted_by_a_kek_change(
+    store_url: str, kek_uri: str, tmp_path: Path
+) -> None:
+    """Found by review: any producer login may add a copy under a KEK the domain records; a copy of garbage under the
+    domain's next KEK made kek add skip it and retire drop the only real copy."""
+    new = fieldcrypt.create_local_kek(tmp_path / "new.json")
+    with Keyring(store_url, {"orders": [kek_uri, new]}) as admin:
+        admin.encryption_key("orders", "cust-0")  # recorded under kek_uri, the domain's first copy
+        admin.add_kek("orders", new)
+    sql(store_url, f"DELETE FROM fieldcrypt_pseudonym_keys WHERE kek_uri = '{new}'")  # as before the copy was added
+    store: Any = open_store(store_url)
+    try:
+        [real] = store.pseudonym_keys("orders")
+        store.add_pseudonym_key(
+            PseudonymKey(new, b"\x01" * 64, real.fingerprint, 0.0, "orders"),
+            AuditEntry(at=1.0, actor="someone", operation="pseudonymize"),
+        )
+    finally:
+        store.close()
+    with Keyring(store_url, {"orders": [kek_uri, new]}) as admin:
+        admin.add_kek("orders", new)  # again: the copy under it is checked, found wrong, replaced
+        admin.promote_kek("orders", new)
+        admin.rewrap(domain="orders")
+        admin.retire_kek("orders", kek_uri)
+    with Keyring(store_url, {"orders": new}) as after:  # the old KEK gone
+        assert [p.outcome for p in after.shred_person("cust-0", reason="erasure 6").persons] == ["erased"]
+
+
+def test_a_domain_lost_from_both_the_pseudonym_keys_and_the_domain_records_is_still_found(
+    store_url: str, kek_uri: str
+) -> None:
+    """Found by review: a partial restore of the two small tables hid a domain from a shred by id, which then said
+    'erased' while the person's keys there survived."""
+    with Keyring(store_url, kek_uri) as kr:
+        kr.encryption_key("orders", "cust-1")
+        kr.encryption_key("payments", "cust-1")
+    sql(store_url, "DELETE FROM fieldcrypt_pseudonym_keys WHERE domain = 'payments'")
+    sql(store_url, "DELETE FROM fieldcrypt_domains WHERE domain = 'payments'")
+    with Keyring(store_url, kek_uri) as kr:
+        with pytest.raises(KeyCorruptedError, match="'payments'"):
+            kr.shred_person("cust-1", reason="erasure 7")
+        with pytest.raises(KeyCorruptedError, match="'payments'"):
+            kr.rotate("payments", "cust-1")
+        assert len(kr.keys()) == 2
+
+
+def test_an_audit_by_id_can_name_the_domain_a_team_holds(store_url: str, kek_uri: str, tmp_path: Path) -> None:
+    other = fieldcrypt.create_local_kek(tmp_path / "other.json")
+    with Keyring(store_url, {"orders": kek_uri, "hr": other}) as kr:
+        kr.encryption_key("orders", "cust-1")
+        kr.encryption_key("hr", "cust-1")
+    with Keyring(store_url, {"orders": kek_uri}) as team:
+        with pytest.raises(ConfigurationError, match="'hr'"):
+            team.audit(person="cust-1")
+        assert [(e.operation, e.domain) for e in team.audit(person="cust-1", domain="orders")] == [("create", "orders")]

@@ -339,6 +339,7 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
     c = cmd("audit", "show the audit log (append-only: who did what, when, why)")
     c.add_argument("--limit", type=int, default=None, help="only the newest N entries")
     c.add_argument("--data-subject", help="only entries naming this data subject")
+    c.add_argument("--domain", help="with --data-subject: look for them in this key domain (and its companions) only")
     c.add_argument("--operation", choices=OPERATIONS, help="only entries of this operation")
     c.add_argument("--since", help="only entries at or after this ISO-8601 date or time (UTC unless given)")
     c = cmd("shred-log", "export the shred log to a file (JSON lines; keep it apart from database backups)")
@@ -754,6 +755,7 @@ def _run_keys(args: argparse.Namespace) -> int:
                 person=given(args.data_subject, "--data-subject"),
                 operation=args.operation,
                 since=since,
+                domain=given(args.domain, "--domain"),
             )
             rows = [_audit_row(e) for e in entries]
             emit(args, rows, lambda: table(rows))

@@ -117,6 +117,7 @@ ACTS: dict[str, Act] = {
     "add_pseudonym_key": Act("store the pseudonym key under a KEK", ("producer", "admin")),
     "drop_pseudonym_copy": Act("drop a retired KEK's copy of a pseudonym key", ("admin",)),
     "holds_persons": _READ_KEYS,
+    "key_domains": _READ_KEYS,
     "audit_log": Act("read the audit log", ("auditor", "admin")),
     "create": _CREATE,
     "create_branch": _CREATE,

@@ -35,6 +35,7 @@ from fieldcrypt.keys import shredlog
 from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.kek import Kek, wrap_failure
 from fieldcrypt.keys.pseudonyms import add_copy as add_pseudonym_copy
+from fieldcrypt.keys.pseudonyms import copy_is as pseudonym_copy_is
 from fieldcrypt.keys.pseudonyms import is_pseudonym
 from fieldcrypt.keys.pseudonyms import share as share_pseudonyms
 from fieldcrypt.keys.report import PersonShred, Rotation, RotationReport, ShredReport, SkippedRotation
@@ -88,7 +89,7 @@ class KeyAdmin:
         self._src = source
         self._log_file = shred_log
 
-    def _pseudonyms_of(self, people: list[str], domain: str | None) -> list[tuple[str, ...]]:
+    def _pseudonyms_of(self, people: list[str], domain: str | None, *, remember: bool = False) -> list[tuple[str, ...]]:
         """Each of ``people`` as the key store names them: their pseudonym in every key domain that holds data
         subjects' keys (``domain`` and its companion domains, if given), one tuple per person. A store that keeps
         ids as given: each id alone. Refused (``ConfigurationError``, before anything is done) when this keyring
@@ -103,8 +104,8 @@ class KeyAdmin:
         # every domain that could hold a data subject's key: those with a pseudonym key, and any other the store
         # knows (recorded, or holding keys) that holds one anyway (its pseudonym key lost: refused below)
         try:
-            # (a domain whose keys no record names yet is left out: its writers are refused until an admin maps it)
-            known = {d.domain for d in src._call(src.store.domains)}
+            # recorded or not (a lost record must not hide a domain's keys either)
+            known = {d.domain for d in src._call(src.store.domains)} | set(src._call(src.store.key_domains))
             if domain is not None:
                 wanted = set(with_views(domain))
                 keyed, known = keyed & wanted, known & wanted
@@ -138,11 +139,12 @@ class KeyAdmin:
             return [() for _ in people]
         # the CLI asks twice for one batch (its preview, then the shred): hashed once
         key = (tuple(n.fingerprint for n in named), tuple(people))
-        memo = src._pseudonyms_memo
+        memo, src._pseudonyms_memo = src._pseudonyms_memo, None  # kept until the next call only, whatever it is
         if memo is not None and memo[0] == key:
             return list(memo[1])
         groups = list(zip(*(n.many(people) for n in named), strict=True))
-        src._pseudonyms_memo = (key, groups)
+        if remember:
+            src._pseudonyms_memo = (key, groups)
         return groups
 
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
@@ -183,6 +185,11 @@ class KeyAdmin:
         if person is not None and self._src.store.supports_pseudonyms:
             held = {r.domain for r in self._src._call(lambda: self._src.store.pseudonym_keys(domain))}
             if domain not in held:
+                if self._src._call(lambda: self._src.store.holds_persons(domain)):
+                    raise KeyCorruptedError(
+                        f"key domain {domain!r} holds data subjects' keys but the key store holds no pseudonym key "
+                        "of it (rows deleted, or not restored): nobody's key can be found there by id"
+                    )
                 return None  # no data subject's key was ever made in the domain
             stored = self._src._stored(domain, person, create=False)
         else:
@@ -306,7 +313,7 @@ class KeyAdmin:
         if not src.store.supports_pseudonyms:
             return False
         rows = src._call(lambda: src.store.pseudonym_keys(domain))
-        if not rows or any(r.kek_uri == kek_uri for r in rows):
+        if not rows:
             return False
         kek = next((k for k in src.keks if k.uri == kek_uri), None)
         if kek is None:
@@ -315,7 +322,13 @@ class KeyAdmin:
                 "wrapped under it"
             )
         src._forget_domain(domain)
-        add_pseudonym_copy(src, domain, src._load_pseudonyms(domain, create=False), kek)
+        named = src._load_pseudonyms(domain, create=False)
+        there = [r for r in rows if r.kek_uri == kek_uri]
+        if there and pseudonym_copy_is(src, there[0], kek, named):
+            return False
+        if there:  # a copy that is not the domain's key (planted, or corrupt): replaced
+            src._call(lambda: src.store.drop_pseudonym_copy(domain, kek_uri))
+        add_pseudonym_copy(src, domain, named, kek)
         return True
 
     def _share_pseudonyms(self, domain: str) -> None:
@@ -369,17 +382,29 @@ class KeyAdmin:
                 f"(`fieldcrypt keys rewrap --domain {domain}`)"
             )
         new = DomainKeks(domain, current.primary, tuple(u for u in current.accepted if u != kek_uri))
-        copies = {r.kek_uri for r in self._src._call(lambda: self._src.store.pseudonym_keys(domain))}
-        if kek_uri in copies and not copies & set(new.keks):
+        rows = self._src._call(lambda: self._src.store.pseudonym_keys(domain))
+        copies = {r.kek_uri for r in rows}
+        if kek_uri in copies and not self._verified_copy(domain, [r for r in rows if r.kek_uri in new.keks]):
             raise ConfigurationError(
-                f"KEK {kek_uri!r} holds the only copy of key domain {domain!r}'s pseudonym key: wrap it under the "
-                f"domain's primary first (`fieldcrypt kek add {domain} {current.primary}` with both KEKs), or nobody "
-                "could name the domain's data subjects again"
+                f"KEK {kek_uri!r} holds the only verified copy of key domain {domain!r}'s pseudonym key: wrap it "
+                f"under the domain's primary first (`fieldcrypt kek add {domain} {current.primary}` with both "
+                "KEKs), or nobody could name the domain's data subjects again"
             )
         done = self._change(current, new, "kek-retire", reason, f"retired {kek_uri}")
         if kek_uri in copies:  # its holders no longer name the domain's data subjects
             self._src._call(lambda: self._src.store.drop_pseudonym_copy(domain, kek_uri))
         return done
+
+    def _verified_copy(self, domain: str, rows: list[Any]) -> bool:
+        """Whether one of ``rows`` (copies of ``domain``'s pseudonym key) is the domain's key, unwrapped by a KEK this
+        keyring holds: a row's presence proves nothing (any producer login may add one under a recorded KEK)."""
+        src = self._src
+        held = {k.uri: k for k in src.keks}
+        try:
+            named = src._load_pseudonyms(domain, create=False)
+        except FieldcryptError:
+            return False
+        return any(r.kek_uri in held and pseudonym_copy_is(src, r, held[r.kek_uri], named) for r in rows)
 
     def _recorded(self, domain: str) -> DomainKeks:
         check_id(domain, "domain")
@@ -562,7 +587,8 @@ class KeyAdmin:
             raise ConfigurationError("reason must be a str")
         now = self._src.clock.now()
         # the store names each person by a pseudonym per key domain; the report names them as the caller did
-        groups = None if people is None else self._pseudonyms_of(people, domain)
+        # a dry run (the CLI's preview) leaves them for the shred that follows it (the next call takes them)
+        groups = None if people is None else self._pseudonyms_of(people, domain, remember=dry_run)
         stored = None if groups is None else [n for g in groups for n in g]
         names = (
             {} if people is None or groups is None else {n: p for p, g in zip(people, groups, strict=True) for n in g}
@@ -770,6 +796,7 @@ class KeyAdmin:
         person: str | None = None,
         operation: str | None = None,
         since: float | None = None,
+        domain: str | None = None,
     ) -> list[AuditEntry]:
         """The work of :meth:`fieldcrypt.Keyring.audit`, documented there."""
         if person is not None:
@@ -782,7 +809,11 @@ class KeyAdmin:
             raise ConfigurationError("since must be epoch seconds (int or float)")
         if person is None:
             return self._src._call(lambda: self._src.store.audit_log(limit, operation=operation, since=since))
-        (names,) = self._pseudonyms_of([person], None)
+        if domain is not None:
+            check_id(domain, "domain")
+        (names,) = self._pseudonyms_of([person], domain)
+        if not names:
+            return []
         found = self._src._call(
             lambda: self._src.store.audit_log(
                 limit, person=names[0] if len(names) == 1 else list(names), operation=operation, since=since

@@ -225,10 +225,13 @@ class Keyring(KeySource):
         person: str | None = None,
         operation: str | None = None,
         since: float | None = None,
+        domain: str | None = None,
     ) -> list[AuditEntry]:
         """The append-only audit log of key operations, oldest first; optionally only the newest ``limit``, those
-        naming one data subject, one operation (create, rotate, rewrap, shred, restore), or at/after ``since``."""
-        return self._admin().audit(limit, person=person, operation=operation, since=since)
+        naming one data subject, one operation (create, rotate, rewrap, shred, restore), or at/after ``since``.
+        ``domain`` (with ``person``): look the person up in that key domain and its companions only (a keyring
+        holding some domains' KEKs; by default every domain holding data subjects' keys)."""
+        return self._admin().audit(limit, person=person, operation=operation, since=since, domain=domain)
 
     def __repr__(self) -> str:
         return f"Keyring(store={redact_url(self.store.url)!r}, kek={self._kek_repr()})"

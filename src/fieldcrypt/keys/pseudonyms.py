@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 #: a :class:`fieldcrypt.keys.source.KeySource`, which imports this module (so it is not imported back)
 KeySource = Any
 
-__all__ = ["NO_KEK", "PREFIX", "PseudonymKey", "Pseudonyms", "add_copy", "is_pseudonym", "load", "share"]
+__all__ = ["NO_KEK", "PREFIX", "PseudonymKey", "Pseudonyms", "add_copy", "copy_is", "is_pseudonym", "load", "share"]
 
 log = logging.getLogger("fieldcrypt.keys")
 #: every pseudonym starts with this (the version of the scheme)
@@ -213,6 +213,21 @@ def _with_domain(audit: Any, domain: str) -> Any:
     return replace(audit, domain=domain)
 
 
+def copy_is(source: KeySource, row: PseudonymKey, kek: Kek, p: Pseudonyms) -> bool:
+    """Whether ``row`` unwraps, under ``kek``, to the pseudonym key ``p`` (False for any failure: a planted or corrupt
+    copy, a KEK that refuses; a KMS that is down raises ``KeyStoreUnavailableError``)."""
+    deadline = source._deadline()
+    try:
+        got = source._kms(lambda: kek.aead.decrypt(row.wrapped, _ad(row.domain, row.fingerprint)), deadline, kek.uri)
+    except KmsTimeout as exc:
+        raise KeyStoreUnavailableError(f"KEK {kek.uri!r} did not answer within kms_timeout") from exc
+    except Exception as exc:  # tink.TinkError, a KMS client's error
+        if classify_failure(kek, exc, row.wrapped) == "unavailable":
+            raise KeyStoreUnavailableError(f"KEK {kek.uri!r} is unavailable ({type(exc).__name__})") from exc
+        return False
+    return hmac.compare_digest(bytes(got), p._key)
+
+
 def add_copy(source: KeySource, domain: str, p: Pseudonyms, kek: Kek) -> None:
     """Wrap ``domain``'s pseudonym key ``p`` under ``kek`` (a KEK the store records for the domain)."""
     _add(source, domain, p._key, p.fingerprint, [kek])
@@ -247,6 +262,8 @@ def _unwrap_any(source: KeySource, domain: str, rows: list[PseudonymKey]) -> Pse
                         f"unwrap the pseudonym key of key domain {domain!r}"
                     ) from exc
                 verdict = classify_failure(k, exc, r.wrapped)
+                if verdict == "denied" and k.uri.startswith("local-kek:"):
+                    verdict = "corrupt"  # a local keyset never refuses: the row is not what it says
                 if verdict in ("denied", "corrupt"):
                     return exc
                 raise KeyStoreUnavailableError(
@@ -258,7 +275,9 @@ def _unwrap_any(source: KeySource, domain: str, rows: list[PseudonymKey]) -> Pse
         got = source._call(attempt, deadline)
         if isinstance(got, BaseException):  # refused, or a copy that is not what it says: try the next copy
             failures.append(f"{row.kek_uri!r} ({type(got).__name__})")
-            corrupt = corrupt or classify_failure(kek, got, row.wrapped) == "corrupt"
+            corrupt = (
+                corrupt or kek.uri.startswith("local-kek:") or classify_failure(kek, got, row.wrapped) == "corrupt"
+            )
             continue
         key = bytes(got)
         if len(key) != 32 or not hmac.compare_digest(fingerprint(key), row.fingerprint):

@@ -410,10 +410,10 @@ class KeySource:
             return None
         try:
             return self._load_pseudonyms(domain, create=False)
-        except KeyStoreUnavailableError:
+        except (KeyStoreUnavailableError, EncryptionError, KeyCorruptedError):  # down, refused, corrupt: for a while
             self._owners_down[domain] = time.monotonic() + min(self.cache_ttl, 60.0)
             return None
-        except FieldcryptError:
+        except FieldcryptError:  # no KEK of it here (remembered by _load_pseudonyms)
             return None
 
     def _opened(self) -> None:

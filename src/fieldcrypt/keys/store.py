@@ -505,6 +505,10 @@ class KeyStore(abc.ABC):
         one."""
         raise NotImplementedError(f"{type(self).__name__} keeps no pseudonym key")
 
+    def key_domains(self) -> list[str]:
+        """Every domain holding a key or a shred-log entry."""
+        return sorted({r.domain for r in self.keys()} | {r.domain for r in self.shredded_keys()})
+
     def holds_persons(self, domain: str) -> bool:
         """Whether ``domain`` holds (or held: its shred log) any data subject's key."""
         return any(r.person is not None for r in self.keys(domain)) or any(
