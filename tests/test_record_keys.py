@@ -33,6 +33,7 @@ from fieldcrypt import (
     StringKeySerializer,
 )
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 from fieldcrypt.crypto import wire
 
 
@@ -262,6 +263,39 @@ def test_an_avro_key_with_deterministic_fields_gives_equal_bytes(
     assert de(a, key_ctx()) == key
     # without deterministic tags the key is randomized: equal keys differ (no partitioning, no compaction)
     randomized = AvroSerializer(registry, json.dumps(KEY_SCHEMA), keyring=keyring)
+    assert randomized(key, key_ctx("other")) != randomized(key, key_ctx("other"))
+    keyring.shred_person("cust-1", reason="erasure 19.3")
+    keyring.clear_cache()
+    assert de(a, key_ctx())["email"] == "<erased>"
+
+
+JSON_KEY_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "CustomerKey",
+    "type": "object",
+    "properties": {
+        "customerId": {"type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+        "email": {"type": "string", "confluent:tags": ["PII"]},
+    },
+    "required": ["customerId", "email"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_key_with_deterministic_fields_gives_equal_bytes(
+    registry: SchemaRegistryClient, keyring: Keyring
+) -> None:
+    """The JSON-framed twin of the Avro key above: equal keys are equal bytes (partitioning, compaction), the key
+    holds no plaintext of its tagged field, and a shred of the person makes it read as erased."""
+    ser = JSONSerializer(json.dumps(JSON_KEY_SCHEMA), registry, keyring=keyring, conf=DET)
+    de = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring, conf=DET)
+    key = {"customerId": "cust-1", "email": "jane@example.com"}
+    a, b = ser(key, key_ctx()), ser(dict(key), key_ctx())
+    assert a == b and b"jane@example.com" not in a
+    assert ser({**key, "customerId": "cust-2"}, key_ctx()) != a
+    assert registry.get_latest_version("customers-key").schema_id is not None  # the key subject
+    assert de(a, key_ctx()) == key
+    randomized = JSONSerializer(json.dumps(JSON_KEY_SCHEMA), registry, keyring=keyring)
     assert randomized(key, key_ctx("other")) != randomized(key, key_ctx("other"))
     keyring.shred_person("cust-1", reason="erasure 19.3")
     keyring.clear_cache()
