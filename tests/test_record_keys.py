@@ -33,8 +33,8 @@ from fieldcrypt import (
     StringKeySerializer,
 )
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
-from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 from fieldcrypt.crypto import wire
+from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
 
 def key_ctx(topic: str = "customers") -> SerializationContext:

@@ -401,3 +401,42 @@ def test_a_producer_never_loads_key_administration(store_url: str, kek_uri: str,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"before": False, "after": True, "destroyed": 1}
+
+
+def test_the_async_door_asks_whose_an_erased_key_was_off_the_event_loop(store_url: str, kek_uri: str) -> None:
+    """Found by review: telling whose an erased key was may load the domain's pseudonym key (a key-store read and a
+    KEK call); through the async door that runs in the executor, never on the event loop, and the answer is the
+    sync door's (another person's erased key: tampered, not erased)."""
+    import threading
+    import types
+
+    from fieldcrypt.errors import KeyShreddedError
+
+    with Keyring(store_url, kek_uri) as producer:
+        key_id = producer.encryption_key("orders", "cust-1").key_id
+        producer.shred_person("cust-1", reason="erasure")
+    with Keyring(store_url, kek_uri) as reader:
+        loads: list[str] = []
+        real = reader._load_pseudonyms
+
+        def recording(domain: str, *, create: bool = True) -> Any:
+            loads.append(threading.current_thread().name)
+            return real(domain, create=create)
+
+        reader._load_pseudonyms = recording  # type: ignore[method-assign]
+        door = AsyncKeySource(reader)
+
+        async def read(person: str) -> BaseException:
+            try:
+                meter = types.SimpleNamespace(
+                    person=person, key_miss=lambda: None, key_store_call=lambda seconds, failed: None
+                )
+                await door.decryption_key(key_id, meter)  # type: ignore[arg-type]
+            except KeyShreddedError as exc:
+                return exc
+            raise AssertionError("an erased key was given out")
+
+        theirs, other = asyncio.run(read("cust-1")), asyncio.run(read("cust-2"))
+        assert loads and threading.main_thread().name not in loads  # in the executor
+        assert theirs.owner == ("orders", "cust-1")  # theirs: erased
+        assert other.owner is not None and other.owner[1] != "cust-2"  # another's: the engine reads it as moved

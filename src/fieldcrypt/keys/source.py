@@ -402,6 +402,19 @@ class KeySource:
             if theirs:
                 exc.owner = (owner[0], person)
 
+    def _owner_lookup_pending(self, exc: DecryptionError, person: str | None) -> bool:
+        """Whether :meth:`_read_as` of ``exc`` for ``person`` would load a pseudonym key (a store read and a KEK
+        call), not answer from memory."""
+        owner = exc.owner
+        if owner is None or person is None or owner[1] is None or owner[1] == person:
+            return False
+        if not isinstance(exc, KeyShreddedError) or not is_pseudonym(owner[1]) or owner[0] in self._pseudonyms:
+            return False
+        down = self._owners_down.get(owner[0])
+        failed = self._pseudonyms_failed.get(owner[0])
+        now = time.monotonic()
+        return not ((down is not None and now < down) or (failed is not None and now < failed[0]))
+
     def _owner_names(self, domain: str) -> Pseudonyms | None:
         """``domain``'s pseudonym key for telling whose an erased key was, or None: no KEK of it here, or it could not
         be had now (a KMS outage: not asked again for ``cache_ttl``, so erased values do not each wait for it)."""
@@ -1392,7 +1405,10 @@ class AsyncKeySource:
             src._recall(key_id)
             return await self._shared(("id", key_id, reader), partial(src._fetch_by_id, key_id, meter, reader))
         except DecryptionError as exc:
-            src._read_as(exc, reader)
+            if src._owner_lookup_pending(exc, reader):  # a store read and a KEK call: never on the event loop
+                await asyncio.get_running_loop().run_in_executor(None, src._read_as, exc, reader)
+            else:
+                src._read_as(exc, reader)
             raise
 
     async def _shared(self, lookup: Hashable, cold: Callable[[], DataKey]) -> DataKey:
