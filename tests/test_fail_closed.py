@@ -154,3 +154,35 @@ def test_a_value_fastavro_would_write_under_an_untagged_branch_that_a_tagged_one
     assert b"SECRET-BYTES" not in data
     assert AvroDeserializer(registry, keyring=keyring)(data, value_ctx()) == {"f": b"SECRET-BYTES"}
     assert AvroDeserializer(registry, keyring=keyring)(ser({"f": [1, 2]}, value_ctx()), value_ctx()) == {"f": [1, 2]}
+
+
+@pytest.mark.parametrize("twin", ["avro-ser", "avro-de", "json-ser", "json-de"])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"validation.rules.execution": "BEFORE_DOMAIN_RULES"},
+        {"validation.rules.execution": "AFTER_DOMAIN_RULES"},
+        {"validation.rules.executor": object()},
+    ],
+)
+def test_confluents_inline_validation_rules_are_refused_not_silently_skipped(
+    registry: Any, keyring: Keyring, twin: str, conf: dict[str, Any]
+) -> None:
+    """confluent 2.16's constructors take validation.rules.*; fieldcrypt's twins do not run those rules yet, so a conf
+    asking for them is a ConfigurationError naming the key (found by the issue-20 research), while confluent's
+    default (DISABLED) is accepted."""
+    from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
+
+    def make(c: dict[str, Any]) -> Any:
+        if twin == "avro-ser":
+            return AvroSerializer(registry, load_schema("customer_event.avsc"), conf=c, keyring=keyring)
+        if twin == "avro-de":
+            return AvroDeserializer(registry, conf=c, keyring=keyring)
+        if twin == "json-ser":
+            return JSONSerializer(load_schema("customer_event.schema.json"), registry, conf=c, keyring=keyring)
+        return JSONDeserializer(None, schema_registry_client=registry, conf=c, keyring=keyring)
+
+    with pytest.raises(ConfigurationError, match=r"validation\.rules\.execut"):
+        make(conf)
+    if twin == "avro-ser":  # confluent's default, where confluent's class takes the key (elsewhere: unrecognized)
+        make({"validation.rules.execution": "DISABLED"})

@@ -120,6 +120,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
     if conf is not None and not isinstance(conf, Mapping):
         raise ConfigurationError("conf must be a dict")
     rest = dict(conf or {})
+    _refuse_unrun(rest)
     outcomes = STRICT
     if reading:
         outcomes = Outcomes(
@@ -164,6 +165,23 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
                 "fieldcrypt.format.version=1 once consumers read format 2, or drop fieldcrypt.masks until then"
             )
     return (rest if conf is not None else None), Options(rules, domain, outcomes, allow, version)
+
+
+def _refuse_unrun(conf: Mapping[str, Any]) -> None:
+    """confluent 2.16's inline validation rules (``validation.rules.*``) are accepted by its constructors, but the
+    fieldcrypt serdes do not run them (docs/compatibility.md): a conf asking for them is refused, never silently
+    skipped. Left at confluent's defaults (disabled, no executor) it is accepted as it is."""
+    execution = conf.get("validation.rules.execution")
+    if execution is not None and str(getattr(execution, "name", execution)).strip().upper() != "DISABLED":
+        raise ConfigurationError(
+            "validation.rules.execution: fieldcrypt's serializers and deserializers do not run confluent's inline "
+            "validation rules yet (docs/compatibility.md); leave it DISABLED, or validate before serializing"
+        )
+    if conf.get("validation.rules.executor") is not None:
+        raise ConfigurationError(
+            "validation.rules.executor: fieldcrypt's serializers and deserializers do not run confluent's inline "
+            "validation rules yet (docs/compatibility.md)"
+        )
 
 
 def _version(value: Any, key: str) -> int:
