@@ -33,7 +33,7 @@ from confluent_kafka.schema_registry.rules.cel.cel_field_executor import CelFiel
 from confluent_kafka.schema_registry.rules.jsonata.jsonata_executor import JsonataExecutor
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from fieldcrypt import DecryptionError, Keyring
+from fieldcrypt import DecryptionError, Keyring, PolicyError
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
@@ -371,3 +371,29 @@ def test_plaintext_next_to_ciphertext_is_refused_even_when_accepted(fmt: Fmt, re
         with pytest.raises(DecryptionError):
             de(tampered, ctx())
         assert de.stats.plaintext == 0
+
+
+# -- ENCODING-phase rules ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_encoding_phase_rules_are_refused_on_write_and_on_read(fmt: Fmt, registry: Any, keyring: Keyring) -> None:
+    """confluent runs a schema's ENCODING-phase rules on the serialized bytes (ENCRYPT_PAYLOAD, a custom transform);
+    fieldcrypt's serdes do not, so a schema carrying one is refused, never written in clear what it asks to be
+    encrypted as a whole, and a record whose writer schema carries one is refused on read."""
+    whole = rule("whole-payload", RuleKind.TRANSFORM, RuleMode.WRITEREAD, "ENCRYPT_PAYLOAD", "")
+    v1 = fmt.register(registry, fmt.schema_of(PROFILE))
+    data = fmt.ser(registry, keyring)(profile(1), ctx())  # the latest schema has no rule: written
+    v2 = fmt.register(registry, fmt.schema_of(PROFILE), RuleSet(None, None, [whole]))
+    assert v2 != v1
+    created = len(keyring.keys())
+    with pytest.raises(PolicyError, match=r"ENCODING-phase rules.*ENCRYPT_PAYLOAD"):
+        fmt.ser(registry, keyring)(profile(2), ctx())
+    assert len(keyring.keys()) == created  # refused before anything was encrypted
+    assert fmt.de(registry, keyring)(data, ctx()) == profile(1)  # its writer schema has none: read
+    framed = data[:1] + v2.to_bytes(4, "big") + data[5:]  # the same bytes, named as written under v2
+    with pytest.raises(PolicyError, match="ENCODING-phase rules"):
+        fmt.de(registry, keyring)(framed, ctx())
+    disabled = rule("off", RuleKind.TRANSFORM, RuleMode.WRITEREAD, "ENCRYPT_PAYLOAD", "", disabled=True)
+    fmt.register(registry, fmt.schema_of(PROFILE), RuleSet(None, None, [disabled]))
+    fmt.ser(registry, keyring)(profile(3), ctx())  # a disabled rule is one confluent does not run either

@@ -38,6 +38,7 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
+    refuse_encoding_rules,
     subject_of,
     write_rules,
 )
@@ -247,6 +248,7 @@ class AvroDeserializer(_ConfluentAvroDeserializer):
             writer = cached.parsed
             if subject is None and isinstance(writer, dict):
                 subject = subject_of(self, ctx, writer.get("name"))
+            refuse_encoding_rules(cached.source, subject)  # confluent would run them on the bytes before parsing
             # one lookup per record, as confluent makes: it decides both the stand-ins and the shape returned
             latest = reader_schema(self, subject) if self._latest_mode and subject is not None else None
             state = None  # the record's counts, once its tagged values are decrypted

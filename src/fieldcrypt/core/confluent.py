@@ -56,7 +56,7 @@ from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.core import regex as _regex
-from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.errors import ConfigurationError, PolicyError
 
 __all__ = [
     "CONFIGURED",
@@ -74,6 +74,7 @@ __all__ = [
     "is_latest_mode",
     "migrate",
     "read_rules",
+    "refuse_encoding_rules",
     "registry_transport_error",
     "rest_client",
     "subject_of",
@@ -276,6 +277,21 @@ def _domain_rules(schema: Schema | None) -> Schema | None:
     return evolved
 
 
+def refuse_encoding_rules(schema: Schema | None, subject: str | None) -> None:
+    """A schema with ENCODING-phase rules (confluent runs them on the serialized bytes: ENCRYPT_PAYLOAD, a custom
+    transform) is refused (``PolicyError``): fieldcrypt's serdes do not run them, and writing without them would send
+    in clear what the schema asks to be encrypted as a whole (or write bytes its other readers cannot read)."""
+    rule_set = schema.rule_set if schema is not None else None
+    rules = [r for r in (rule_set.encoding_rules or ()) if not r.disabled] if rule_set is not None else []
+    if rules:
+        kinds = ", ".join(sorted({str(r.type) for r in rules}))
+        raise PolicyError(
+            f"the schema carries ENCODING-phase rules ({kinds}), which fieldcrypt's serializers and deserializers do "
+            "not run (docs/compatibility.md): tag the fields to encrypt instead of encrypting the payload",
+            subject=subject,
+        )
+
+
 def has_encrypt_rules(schema: Schema | None) -> bool:
     """Whether a schema carries a Confluent CSFLE ENCRYPT rule (its history may hold CSFLE ciphertext)."""
     rule_set = schema.rule_set if schema is not None else None
@@ -368,6 +384,7 @@ def write_rules(
     serde: Any, ctx: SerializationContext, subject: str, written: Schema | None, value: Any, field_rules: FieldRules
 ) -> Any:
     """The WRITE domain rules of the schema written, on a deep copy of the plaintext record."""
+    refuse_encoding_rules(written, subject)  # confluent would run them after encoding, on this path only
     target = _domain_rules(written)
     if target is None or written is None:
         return value

@@ -35,6 +35,7 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
+    refuse_encoding_rules,
     write_rules,
 )
 from fieldcrypt.core.lookalike import candidates as lookalikes
@@ -425,6 +426,7 @@ class JSONDeserializer(_ConfluentJSONDeserializer):
             cached = self._plans.get(key) or self._plans.load(key, subject, writer, from_record=from_record)
             if subject is None and ctx is not None and isinstance(cached.parsed.schema, dict):
                 subject = cached_subject(self, self._subjects, ctx, cached.parsed.schema.get("title"))
+            refuse_encoding_rules(cached.source, subject)  # confluent would run them on the bytes before parsing
             try:
                 document = c.json_decode(payload)  # type: ignore[misc]
             except Exception as exc:
