@@ -389,3 +389,5 @@ def test_an_audit_by_id_can_name_the_domain_a_team_holds(store_url: str, kek_uri
         with pytest.raises(ConfigurationError, match="'hr'"):
             team.audit(person="cust-1")
         assert [(e.operation, e.domain) for e in team.audit(person="cust-1", domain="orders")] == [("create", "orders")]
+        with pytest.raises(ConfigurationError, match="give one too"):  # a domain alone is never ignored
+            team.audit(domain="orders")

@@ -149,31 +149,24 @@ class KeyAdmin:
 
     def keys(self, domain: str | None = None, person: str | None = None) -> list[KeyRecord]:
         """The work of :meth:`fieldcrypt.Keyring.keys`, documented there."""
-        if domain is not None:
-            check_id(domain, "domain")
-        if person is None:
-            return list(self._src._call(lambda: self._src.store.keys(domain, None)))
-        check_id(person, "data-subject id")
-        (names,) = self._pseudonyms_of([person], domain)
-        return [
-            _named(r, person)
-            for n in names
-            for r in self._src._call(lambda n=n: self._src.store.keys(domain, n))  # type: ignore[misc]
-        ]
+        return self._listed(self._src.store.keys, domain, person)
 
     def shredded_keys(self, domain: str | None = None, person: str | None = None) -> list[ShredRecord]:
         """The work of :meth:`fieldcrypt.Keyring.shredded_keys`, documented there."""
+        return self._listed(self._src.store.shredded_keys, domain, person)
+
+    def _listed(
+        self, listing: Callable[[str | None, str | None], Iterable[Any]], domain: str | None, person: str | None
+    ) -> list[Any]:
+        """The rows ``listing(domain, person)`` gives, of everyone (as the store names them), or of ``person``: by
+        their pseudonym in each domain searched, each row naming them as the caller did."""
         if domain is not None:
             check_id(domain, "domain")
         if person is None:
-            return list(self._src._call(lambda: self._src.store.shredded_keys(domain, None)))
+            return list(self._src._call(lambda: listing(domain, None)))
         check_id(person, "data-subject id")
         (names,) = self._pseudonyms_of([person], domain)
-        return [
-            _named(r, person)
-            for n in names
-            for r in self._src._call(lambda n=n: self._src.store.shredded_keys(domain, n))  # type: ignore[misc]
-        ]
+        return [_named(r, person) for n in names for r in self._src._call(lambda n=n: listing(domain, n))]  # type: ignore[misc]
 
     def rotate(self, domain: str, person: str | None = None, *, reason: str = "") -> KeyRecord | None:
         """The work of :meth:`fieldcrypt.Keyring.rotate`, documented there."""
@@ -808,6 +801,8 @@ class KeyAdmin:
         if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
             raise ConfigurationError("since must be epoch seconds (int or float)")
         if person is None:
+            if domain is not None:  # never ignored: it says where to look for a data subject, nothing else
+                raise ConfigurationError("domain (--domain) names where to look for a data subject: give one too")
             return self._src._call(lambda: self._src.store.audit_log(limit, operation=operation, since=since))
         if domain is not None:
             check_id(domain, "domain")
