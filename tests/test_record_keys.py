@@ -250,25 +250,6 @@ KEY_SCHEMA = {
 DET = {"fieldcrypt.deterministic.tags": ["PII"]}
 
 
-def test_an_avro_key_with_deterministic_fields_gives_equal_bytes(
-    registry: SchemaRegistryClient, keyring: Keyring
-) -> None:
-    ser = AvroSerializer(registry, json.dumps(KEY_SCHEMA), keyring=keyring, conf=DET)
-    de = AvroDeserializer(registry, keyring=keyring, conf=DET)
-    key = {"customerId": "cust-1", "email": "jane@example.com"}
-    a, b = ser(key, key_ctx()), ser(dict(key), key_ctx())
-    assert a == b and b"jane@example.com" not in a
-    assert ser({**key, "customerId": "cust-2"}, key_ctx()) != a
-    assert registry.get_latest_version("customers-key").schema_id is not None  # the key subject
-    assert de(a, key_ctx()) == key
-    # without deterministic tags the key is randomized: equal keys differ (no partitioning, no compaction)
-    randomized = AvroSerializer(registry, json.dumps(KEY_SCHEMA), keyring=keyring)
-    assert randomized(key, key_ctx("other")) != randomized(key, key_ctx("other"))
-    keyring.shred_person("cust-1", reason="erasure 19.3")
-    keyring.clear_cache()
-    assert de(a, key_ctx())["email"] == "<erased>"
-
-
 JSON_KEY_SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "CustomerKey",
@@ -282,20 +263,34 @@ JSON_KEY_SCHEMA = {
 }
 
 
-def test_a_json_schema_key_with_deterministic_fields_gives_equal_bytes(
-    registry: SchemaRegistryClient, keyring: Keyring
+def _key_serdes(fmt: str, registry: SchemaRegistryClient, keyring: Keyring, conf: Any) -> tuple[Any, Any]:
+    """A key serializer and deserializer of ``fmt`` (Avro, or its JSON Schema twin) for the customer key schema."""
+    if fmt == "avro":
+        return (
+            AvroSerializer(registry, json.dumps(KEY_SCHEMA), keyring=keyring, conf=conf),
+            AvroDeserializer(registry, keyring=keyring, conf=conf),
+        )
+    return (
+        JSONSerializer(json.dumps(JSON_KEY_SCHEMA), registry, keyring=keyring, conf=conf),
+        JSONDeserializer(None, schema_registry_client=registry, keyring=keyring, conf=conf),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_a_framed_key_with_deterministic_fields_gives_equal_bytes(
+    fmt: str, registry: SchemaRegistryClient, keyring: Keyring
 ) -> None:
-    """The JSON-framed twin of the Avro key above: equal keys are equal bytes (partitioning, compaction), the key
-    holds no plaintext of its tagged field, and a shred of the person makes it read as erased."""
-    ser = JSONSerializer(json.dumps(JSON_KEY_SCHEMA), registry, keyring=keyring, conf=DET)
-    de = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring, conf=DET)
+    """An Avro- or JSON-Schema-framed key: equal keys are equal bytes (partitioning, compaction), the key holds no
+    plaintext of its tagged field, and a shred of the person makes it read as erased."""
+    ser, de = _key_serdes(fmt, registry, keyring, DET)
     key = {"customerId": "cust-1", "email": "jane@example.com"}
     a, b = ser(key, key_ctx()), ser(dict(key), key_ctx())
     assert a == b and b"jane@example.com" not in a
     assert ser({**key, "customerId": "cust-2"}, key_ctx()) != a
     assert registry.get_latest_version("customers-key").schema_id is not None  # the key subject
     assert de(a, key_ctx()) == key
-    randomized = JSONSerializer(json.dumps(JSON_KEY_SCHEMA), registry, keyring=keyring)
+    # without deterministic tags the key is randomized: equal keys differ (no partitioning, no compaction)
+    randomized, _ = _key_serdes(fmt, registry, keyring, None)
     assert randomized(key, key_ctx("other")) != randomized(key, key_ctx("other"))
     keyring.shred_person("cust-1", reason="erasure 19.3")
     keyring.clear_cache()

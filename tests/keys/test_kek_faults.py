@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import ssl
 import threading
@@ -29,7 +28,7 @@ import pytest
 import requests.exceptions
 import tink
 import urllib3.exceptions
-from moto.server import ThreadedMotoServer
+from kms_fakes import moto_kms_server
 from tink import aead
 from tink.integration import awskms, gcpkms, hcvault
 
@@ -327,25 +326,8 @@ def test_local_keyset_with_raw_keys_cannot_tell_and_says_unknown(tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def moto_kms() -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "1",
-        }.items():
-            mp.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        mp.setenv("AWS_ENDPOINT_URL_KMS", f"http://{host}:{port}")  # how open_kek's AwsKmsClient finds it
-        try:
-            yield boto3.client("kms", region_name="eu-west-1")
-        finally:
-            server.stop()
+    with moto_kms_server() as client:  # moto's KMS over HTTP (tests/kms_fakes.py)
+        yield client
 
 
 def test_moto_round_trip_tamper_and_move(moto_kms: Any) -> None:
