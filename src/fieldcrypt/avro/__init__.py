@@ -7,6 +7,7 @@ The format folder: ``policy.py`` compiles an Avro schema to a field plan, ``dept
 ``format.py`` the :class:`fieldcrypt.core.format.SchemaFormat` that registers all of it (docs/architecture.md).
 """
 
+from fieldcrypt.avro.aio import AsyncAvroDeserializer, AsyncAvroSerializer
 from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
 
-__all__ = ["AvroDeserializer", "AvroSerializer"]
+__all__ = ["AsyncAvroDeserializer", "AsyncAvroSerializer", "AvroDeserializer", "AvroSerializer"]

@@ -57,6 +57,7 @@ from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.core import regex as _regex
 from fieldcrypt.errors import ConfigurationError, PolicyError
+from fieldcrypt.keys import _loop
 
 __all__ = [
     "CONFIGURED",
@@ -71,6 +72,7 @@ __all__ = [
     "get_writer_schema",
     "has_encrypt_rules",
     "has_migrations",
+    "is_confluent_client",
     "is_latest_mode",
     "migrate",
     "read_rules",
@@ -166,7 +168,7 @@ def writer_schema(serde: Any, subject: str) -> Any:
         return latest
     if serde._schema is None:
         raise ConfigurationError("no schema to write with: pass schema_str, or set use.latest.version", subject=subject)
-    with serde._known_subjects_lock:
+    with _loop.taken(serde._known_subjects_lock):  # (on an asyncio serde's loop: never waited for)
         if serde._auto_register:
             return serde._registry.register_schema_full_response(
                 subject, serde._schema, normalize_schemas=serde._normalize_schemas
@@ -195,6 +197,18 @@ def get_writer_schema(serde: Any, sid: Any, subject: str | None) -> Any:
 def get_reader_schema(serde: Any, subject: str) -> Any:
     """The reader schema use.latest.version / use.latest.with.metadata / use.schema.id name (None without them)."""
     return serde._get_reader_schema(subject)
+
+
+def is_confluent_client(registry: Any) -> bool:
+    """Whether ``registry`` is confluent's own registry client class (sync, or async behind an asyncio twin's
+    ``fieldcrypt.core.aio.RegistryView``) with its own ``get_version``, whose cache the direct REST requests of
+    ``fieldcrypt.core.written`` avoid."""
+    from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
+
+    inner = getattr(registry, "fieldcrypt_async_client", None)
+    if inner is not None:
+        return type(inner).get_version is AsyncSchemaRegistryClient.get_version
+    return type(registry).get_version is SchemaRegistryClient.get_version
 
 
 def rest_client(registry: Any) -> Any:
@@ -374,6 +388,8 @@ def csfle_read(
     confluent's FieldEncryptionExecutor (registered by the application, with its DEK registry and ``rule_conf``).
     ``parsed`` is the writer schema as this serde parses it (fastavro dict, or None for JSON); ``field_rules``: the
     format's (:data:`FieldRules`)."""
+    if _loop.current() is not None:  # confluent's executor asks its DEK registry with a blocking client: off the loop
+        raise _loop.OffLoop
     target = _encrypt_rules_only(writer_raw)
     ctx = _without_replay_headers(ctx)
     transformer, inline = field_rules(serde, writer_raw, parsed)

@@ -41,6 +41,7 @@ from fieldcrypt.errors import (
     KeyShreddedError,
     UnsupportedFormatError,
 )
+from fieldcrypt.keys import _loop
 from fieldcrypt.keys.source import KeySource
 from fieldcrypt.keys.store import DET_SUFFIX, companion_of
 from fieldcrypt.observe.stats import SerdeStats
@@ -333,6 +334,8 @@ class PlanRunner:
         except RecursionError:
             state.refused()
             raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
+        except _loop.SIGNALS:  # an asyncio serde's attempt stopped for I/O: it runs again (fieldcrypt.core.aio)
+            raise
         except BaseException:
             state.refused()
             raise
@@ -380,6 +383,8 @@ class PlanRunner:
         except RecursionError:
             state.refused()
             raise DecryptionError("the record is nested too deeply to decrypt", subject=subject) from None
+        except _loop.SIGNALS:  # an asyncio serde's attempt stopped for I/O: it runs again (fieldcrypt.core.aio)
+            raise
         except BaseException:
             state.refused()
             raise

@@ -41,6 +41,7 @@ from fieldcrypt.errors import (
     UnsupportedFormatError,
     format_key_id,
 )
+from fieldcrypt.keys import _loop
 from fieldcrypt.keys.source import KeySource
 from fieldcrypt.keys.store import COMPANION_SUFFIXES, companion_of
 from fieldcrypt.observe.stats import SerdeStats
@@ -394,7 +395,7 @@ class PlanCache:
         found = self._plans.get(schema_id)
         if found is not None:
             return found
-        with self._lock:
+        with _loop.taken(self._lock):  # (on an asyncio serde's loop: never waited for)
             found = self._plans.get(schema_id)
             if found is not None:
                 return found

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import RegisteredSchema, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.serde import SchemaId
 
 from fieldcrypt.core.confluent import (
     auto_registers,
     configured,
+    is_confluent_client,
     is_latest_mode,
     rest_client,
     writer_schema,
@@ -338,7 +339,7 @@ class WriteEntries:
         ``get_version`` / ``get_schema``. ``deleted``: a soft-deleted version (asked with ``deleted=true``)."""
         registry = self._configured.registry
         rest: Any = rest_client(registry)
-        direct = rest is not None and type(registry).get_version is SchemaRegistryClient.get_version
+        direct = rest is not None and is_confluent_client(registry)
         try:
             if version is None:
                 if direct:

@@ -8,6 +8,7 @@ The format folder: ``policy.py`` compiles a JSON schema to a field plan, ``valid
 ``format.py`` the :class:`fieldcrypt.core.format.SchemaFormat` that registers all of it (docs/architecture.md).
 """
 
+from fieldcrypt.json_schema.aio import AsyncJSONDeserializer, AsyncJSONSerializer
 from fieldcrypt.json_schema.serde import JSONDeserializer, JSONSerializer
 
-__all__ = ["JSONDeserializer", "JSONSerializer"]
+__all__ = ["AsyncJSONDeserializer", "AsyncJSONSerializer", "JSONDeserializer", "JSONSerializer"]

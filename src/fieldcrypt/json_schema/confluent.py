@@ -21,6 +21,7 @@ from jsonschema import validators
 from referencing import Resource
 
 from fieldcrypt.core.confluent import Transformer, bounded_tags
+from fieldcrypt.keys import _loop
 from fieldcrypt.json_schema.validation import bounded_validate, names_in
 
 __all__ = ["bounded_transform", "field_rules", "parse", "validator"]
@@ -66,7 +67,7 @@ def bounded_transform() -> Callable[..., Any]:
     import jsonschema
     from confluent_kafka.schema_registry.common import json_schema as module
 
-    with _TRANSFORM_LOCK:
+    with _loop.taken(_TRANSFORM_LOCK):  # (on an asyncio serde's loop: never waited for)
         if _TRANSFORM:
             return cast(Callable[..., Any], _TRANSFORM[0])
         env: dict[str, Any] = dict(vars(module))

@@ -22,6 +22,8 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
+from fieldcrypt.keys import _loop
+
 __all__ = ["KeyLocks", "KmsRunner", "KmsTimeout"]
 
 T = TypeVar("T")
@@ -90,6 +92,8 @@ class KeyLocks:
     @contextmanager
     def hold(self, key: Hashable, deadline: float, on_timeout: Callable[[], BaseException]) -> Iterator[None]:
         """Hold the lock of ``key``; raise ``on_timeout()`` if it is not free before ``deadline``."""
+        if _loop.current() is not None:  # an asyncio serde's call reached a cold path on its loop: off the loop
+            raise _loop.OffLoop
         with self._guard:
             entry = self._locks.get(key)
             if entry is None:

@@ -55,7 +55,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -84,7 +84,7 @@ from fieldcrypt.errors import (
     KeyStoreUnavailableError,
     format_key_id,
 )
-from fieldcrypt.keys import _fork
+from fieldcrypt.keys import _fork, _loop
 from fieldcrypt.keys._deadline import KeyLocks, KmsRunner, KmsTimeout
 from fieldcrypt.keys.cache import TtlCache
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, check_kms_timeout, classify_failure, open_kek, wrap_failure
@@ -498,11 +498,20 @@ class KeySource:
         cached = self._active.get((domain, person))
         if cached is not None:
             return cached
+        replay = _loop.current()
+        if replay is not None:  # an asyncio serde's call on its event loop: the async door looks it up
+            door = AsyncKeySource(self)
+            return _replayed(replay, ("active", domain, person), meter, partial(door.encryption_key, domain, person))
         return self._fetch_active(domain, person, meter)
 
     def renew(self, key: DataKey, meter: KeyMeter | None = None) -> DataKey:
         """Called by the engine when a key's leased budget is spent: lease more, or move to the next key (rotated
         at the cap, or created anew when this one was shredded elsewhere)."""
+        replay = _loop.current()
+        if replay is not None:  # an asyncio serde's call on its event loop: the async door renews it
+            if key.remaining() > 0:
+                return key
+            return _replayed(replay, ("renew", _Same(key)), meter, partial(AsyncKeySource(self).renew, key))
         deadline = self._deadline()
         with self.metering(meter), self._key_lock(key.domain, key.person, deadline):
             if key.remaining() > 0:
@@ -523,10 +532,17 @@ class KeySource:
             return cached if cached.person is None else self._for_reader(cached, _reader(meter))
         reader = _reader(meter)
         self._check_reader(reader, key_id)
+        replay = _loop.current()
         try:
             self._recall(key_id)
+            if replay is not None:  # an asyncio serde's call on its event loop: the async door looks it up
+                door = AsyncKeySource(self)
+                return _replayed(replay, ("id", key_id, reader), meter, partial(door.decryption_key, key_id))
             return self._fetch_by_id(key_id, meter, reader)
         except DecryptionError as exc:
+            if replay is not None and self._owner_lookup_pending(exc, reader):  # a store read and a KEK call
+                name = ("owner", key_id, reader)
+                _loop.answer(replay, name, _loop.in_executor(partial(self._read_as, exc, reader)))
             self._read_as(exc, reader)
             raise
 
@@ -752,6 +768,8 @@ class KeySource:
         """Run a key-store or KEK call, retrying ``KeyStoreUnavailableError`` with exponential backoff, then raising.
         With a ``deadline`` (a KEK call's), no retry starts that would begin after it. Each attempt is timed and
         reported to the meter of this thread or task (see :meth:`metering`)."""
+        if _loop.current() is not None:  # blocking work an asyncio serde's call reached on its loop: off the loop
+            raise _loop.OffLoop
         delay = self._retry.backoff
         attempts = self._retry.attempts
         meter = self._meter.get()
@@ -1205,6 +1223,8 @@ class KeySource:
     def _kms(self, fn: Callable[[], T], deadline: float, what: str) -> T:
         """``fn()`` (a KEK call), waited for at most until ``deadline`` when a configured KEK is remote (then it
         runs in a worker thread: a KMS that never answers cannot hold this thread); else called here."""
+        if _loop.current() is not None:  # (as in _call)
+            raise _loop.OffLoop
         if not self._remote:
             return fn()
         return self._kms_runner.run(fn, deadline, what)
@@ -1308,14 +1328,30 @@ class KeySource:
     # -- policy records (published by serdes) and life cycle ----------------------------------------------------------
     def publish_policy(self, fingerprint: str, policy: str) -> str:
         """Record what producers encrypt for a schema and domain (first writer wins); returns the recorded one."""
+        replay = _loop.current()
+        if replay is not None:  # an asyncio serde's call on its event loop: the store is asked in the executor
+            call = partial(self._metered, self._meter.get(), self.publish_policy, fingerprint, policy)
+            return _loop.answer(replay, ("publish", fingerprint, policy), _loop.in_executor(call))  # type: ignore[no-any-return]
         return self._call(lambda: self.store.publish_policy(fingerprint, policy, self.clock.now()))
 
     def published_policy(self, fingerprint: str) -> str | None:
+        replay = _loop.current()
+        if replay is not None:
+            call = partial(self._metered, self._meter.get(), self.published_policy, fingerprint)
+            return _loop.answer(replay, ("published", fingerprint), _loop.in_executor(call))  # type: ignore[no-any-return]
         return self._call(lambda: self.store.published_policy(fingerprint))
 
     def merge_policy(self, name: str, items: Sequence[str]) -> list[str]:
         """Add ``items`` to the set recorded under ``name``; returns the set as it was (see KeyStore.merge_policy)."""
+        replay = _loop.current()
+        if replay is not None:
+            call = partial(self._metered, self._meter.get(), self.merge_policy, name, tuple(items))
+            return _loop.answer(replay, ("merge", name, tuple(items)), _loop.in_executor(call))  # type: ignore[no-any-return]
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
+
+    def _metered(self, meter: KeyMeter | None, fn: Callable[..., T], *args: Any) -> T:
+        with self.metering(meter):
+            return fn(*args)
 
     def clear_cache(self) -> None:
         self._pseudonyms_failed.clear()
@@ -1464,6 +1500,58 @@ _PSEUDONYM_SHAPED = (
 
 #: how many times a creation may find the store changed (another version, a taken id) and wrap anew
 _CREATE_ROUNDS = 8
+
+
+class _Same:
+    """An object as a request name of a replay: equal only to itself (and kept alive, so its id is not reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+class _Probe:
+    """The meter of a lookup the async door makes for a replayed call: it notes whether the lookup needed the key
+    store (the attempt that gets the answer counts the miss) and passes the rest to the record's meter."""
+
+    __slots__ = ("meter", "missed", "person")
+
+    def __init__(self, meter: KeyMeter | None) -> None:
+        self.meter = meter
+        self.missed = False
+        self.person = _reader(meter)
+
+    def key_miss(self) -> None:
+        self.missed = True
+
+    def key_store_call(self, seconds: float, failed: bool) -> None:
+        if self.meter is not None:
+            self.meter.key_store_call(seconds, failed)
+
+
+def _replayed(
+    replay: _loop.Replay, name: Hashable, meter: KeyMeter | None, lookup: Callable[..., Awaitable[DataKey]]
+) -> DataKey:
+    """A data key for a replayed call: the answer the replay holds, or :class:`fieldcrypt.keys._loop.Await` for
+    ``lookup(meter=probe)`` on the async door (a lookup that needed the key store is counted on the replay: the next
+    attempt finds the key cached)."""
+
+    async def make() -> DataKey:
+        probe = _Probe(meter)
+        try:
+            return await lookup(meter=probe)
+        finally:
+            if probe.missed:
+                replay.misses += 1
+
+    return _loop.answer(replay, name, make)  # type: ignore[no-any-return]
 
 
 def _reader(meter: object) -> str | None:

@@ -237,6 +237,12 @@ class SerdeStats:
             self.key_lookups += st.lookups
             self.key_cache_misses += st.misses
 
+    def _missed(self, misses: int) -> None:
+        """Key lookups an asyncio serde's call made on the keyring's async door that needed the key store (the
+        attempt that used the key found it cached: ``fieldcrypt.core.aio``)."""
+        with self._lock:
+            self.key_cache_misses += misses
+
     def _error(self, exc: BaseException) -> None:
         name = type(exc).__name__
         with self._lock:

@@ -1,0 +1,166 @@
+"""The asyncio twins' shell: a sync twin's record work, run on the event loop without blocking it.
+
+    serializer = await AsyncAvroSerializer(async_registry, schema_str, conf=conf, keyring=keyring)
+    data = await serializer(record, SerializationContext("orders", MessageField.VALUE))
+
+An asyncio twin (``fieldcrypt.avro.AsyncAvroSerializer`` and the others) holds the sync twin of its format, built
+on a :class:`RegistryView` of the ``AsyncSchemaRegistryClient`` and on the same keyring. Each call runs that sync
+twin's record work in :func:`run`: attempts on the event loop inside a replay (``fieldcrypt.keys._loop``), where
+every registry request is awaited on the async client and every cold key lookup on the keyring's async door
+(:class:`fieldcrypt.keys.source.AsyncKeySource`: single flight per key, shielded from a caller's cancellation),
+and the answers are kept for the call's next attempt. The record work exists once, so both twins write the same
+bytes (with the same random source) and read each other's records, with the same conf keys, errors and stats.
+
+A warm call (its keys cached, its schema known) runs in one attempt and never suspends. Work with no async door (a
+Confluent CSFLE record handed to confluent's ENCRYPT executor, whose DEK registry client is blocking; a cold path
+the lookups above do not cover) moves the call to the loop's default executor: there key lookups take the sync
+door and registry requests are still made by the async client, on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections.abc import Callable, Hashable
+from functools import partial
+from typing import Any, TypeVar
+
+from fieldcrypt.errors import ConfigurationError
+from fieldcrypt.keys import _loop
+from fieldcrypt.observe.stats import SerdeStats
+
+__all__ = ["RegistryView", "built", "confluent_part", "run"]
+
+T = TypeVar("T")
+log = logging.getLogger("fieldcrypt.serde")
+
+#: attempts on the loop before a call moves to the executor: each answers one request, so this bounds the requests
+#: a call makes on the loop (a record's keys, its schema lookups); beyond it, the executor is cheaper than replaying
+_ATTEMPTS = 32
+
+
+async def run(call: Callable[[], T], stats: SerdeStats | None = None) -> T:
+    """``call()`` (sync record work) on this event loop, its I/O awaited (see the module docstring). ``stats``: the
+    serde's, told the key lookups that needed the key store."""
+    loop = asyncio.get_running_loop()
+    replay = _loop.Replay(loop)
+    try:
+        return await _attempts(loop, replay, call)
+    finally:
+        if replay.misses and stats is not None:
+            stats._missed(replay.misses)
+
+
+async def _attempts(loop: asyncio.AbstractEventLoop, replay: _loop.Replay, call: Callable[[], T]) -> T:
+    busy = 0
+    for _ in range(_ATTEMPTS):
+        pending: _loop.Await | None = None
+        with _loop.running(replay):
+            try:
+                return call()
+            except _loop.Await as request:
+                pending = request
+            except _loop.Busy:
+                pending = None
+            except _loop.OffLoop:
+                break
+        if pending is None:  # a lock another thread holds: not waited for on the loop
+            busy += 1
+            await asyncio.sleep(min(0.0005 * 2**busy, 0.05))
+            continue
+        try:
+            value = await pending.make()
+        except Exception as exc:  # the request's own answer (a registry error, a shredded key...): raised in place
+            replay.answers[pending.name] = (False, exc)
+        else:
+            replay.answers[pending.name] = (True, value)
+    log.debug("an asyncio serde call runs in the executor", extra={"event": "serde.off_loop"})
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(None, partial(context.run, _off_loop, replay, call))
+
+
+def _off_loop(replay: _loop.Replay, call: Callable[[], T]) -> T:
+    with _loop.running(replay):  # not this thread's loop: key lookups block here, registry requests go to the loop
+        return call()
+
+
+class RegistryView:
+    """The registry client a sync twin inside an asyncio twin is built on: the ``AsyncSchemaRegistryClient``'s
+    requests as calls answered by the running call's replay (or, off the loop, awaited on the loop from the executor
+    thread); its other attributes (``config()``, its REST client's ``base_urls``) are the client's own."""
+
+    __slots__ = ("_fieldcrypt_prefix", "fieldcrypt_async_client")
+
+    def __init__(self, client: Any, prefix: str = "") -> None:
+        object.__setattr__(self, "fieldcrypt_async_client", client)
+        object.__setattr__(self, "_fieldcrypt_prefix", prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.fieldcrypt_async_client, name)
+        if name == "_rest_client" and attr is not None:
+            return RegistryView(attr, "rest.")
+        if not callable(attr) or isinstance(attr, type):
+            return attr
+        return partial(_request, attr, self._fieldcrypt_prefix + name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        return f"RegistryView({self.fieldcrypt_async_client!r})"
+
+
+def _request(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    if not inspect.iscoroutinefunction(fn):
+        result = fn(*args, **kwargs)
+        if not inspect.isawaitable(result):
+            return result  # a plain method (config())
+        if inspect.iscoroutine(result):
+            result.close()  # an awaitable made by a plain function: made again below, where it is awaited
+
+    def make() -> Any:
+        return fn(*args, **kwargs)
+
+    replay = _loop.current()
+    if replay is not None:
+        return _loop.answer(replay, ("registry", name, _frozen(args), _frozen(kwargs)), make)
+    replay = _loop.active()
+    if replay is not None:  # a call moved to the executor: the async client runs on its loop
+        return asyncio.run_coroutine_threadsafe(_awaited(make), replay.loop).result()
+    raise ConfigurationError(
+        f"the registry client of a fieldcrypt asyncio serde was asked ({name}) outside an awaited call"
+    )
+
+
+async def _awaited(make: Callable[[], Any]) -> Any:
+    return await make()
+
+
+def _frozen(value: Any) -> Hashable:
+    """A request argument as part of a request name: itself when hashable, else its type and repr (a ``Schema``'s
+    repr holds every field it compares)."""
+    if isinstance(value, tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value).__qualname__, repr(value))
+    return value  # type: ignore[no-any-return]
+
+
+async def built(make: Callable[[Any], T], registry: Any) -> T:
+    """The sync twin an asyncio twin runs (``make(view)``), built on a view of the async ``registry`` (its
+    constructor may ask the registry: the schema's references)."""
+    view = RegistryView(registry) if registry is not None else None
+    return await run(partial(make, view))
+
+
+def confluent_part(conf: Any) -> Any:
+    """``conf`` without fieldcrypt's keys, for confluent's asyncio constructor (the sync twin has checked them all)."""
+    if not isinstance(conf, dict):
+        return conf
+    return {k: v for k, v in conf.items() if not (isinstance(k, str) and k.startswith("fieldcrypt."))}
