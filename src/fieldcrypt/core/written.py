@@ -288,7 +288,7 @@ class WriteEntries:
         ones again)."""
         registry = self._configured.registry
         try:
-            live = {int(v) for v in registry.get_versions(subject)}
+            live = _version_list(registry.get_versions(subject), subject)
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404 or exc.error_code not in _NO_LATEST:
                 raise  # unreachable, unauthorized...: not "no version", so nothing is registered or written
@@ -532,3 +532,19 @@ def writes_path(path: str, values: Mapping[str, Any], undeclared: Undeclared | N
     if undeclared is None:
         return False
     return any(path[i + 1 :] and undeclared(path[:i], values) for i in range(len(path)) if path[i] == "." and path[:i])
+
+
+def _version_list(answer: Any, subject: str) -> set[int]:
+    """The version numbers a registry client's ``get_versions`` answered, or a ``ConfigurationError`` when the answer
+    is no list of numbers (a test double that does not answer it): the subject's versions are what the tag-removal
+    check compares with, so an answer it cannot read is never taken for "no versions"."""
+    if isinstance(answer, (list, tuple)) and all(
+        (type(v) is int) or (type(v) is str and v.isascii() and v.isdigit()) for v in answer
+    ):
+        return {int(v) for v in answer}
+    raise ConfigurationError(
+        f"the registry client answered get_versions with {type(answer).__name__}, not a list of version numbers: "
+        "fieldcrypt's serializers list a subject's registered versions before registering or writing (the tag-removal "
+        "check, docs/compatibility.md), so a registry client or test double must answer get_versions",
+        subject=subject,
+    )
