@@ -36,7 +36,7 @@ class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
     """confluent's ``AsyncAvroSerializer`` that encrypts tagged fields: ``await AsyncAvroSerializer(...)``, the same
     arguments, plus ``keyring=``."""
 
-    async def __init__(  # type: ignore[misc]  (confluent's asyncinit: the constructor is awaited)
+    async def __init__(  # type: ignore[misc]  # (confluent's asyncinit: the constructor is awaited)
         self,
         schema_registry_client: AsyncSchemaRegistryClient,
         schema_str: str | Schema | None = None,
@@ -51,7 +51,7 @@ class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
             lambda view: AvroSerializer(view, schema_str, to_dict, conf, rule_conf, rule_registry, keyring=keyring),
             schema_registry_client,
         )
-        await super().__init__(  # type: ignore[misc]
+        await super().__init__(
             schema_registry_client, schema_str, to_dict, confluent_part(conf), rule_conf, rule_registry
         )
         #: what this serializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
@@ -83,7 +83,7 @@ class AsyncAvroDeserializer(_ConfluentAsyncAvroDeserializer):
             ),
             schema_registry_client,
         )
-        await super().__init__(  # type: ignore[misc]
+        await super().__init__(
             schema_registry_client,
             schema_str,
             from_dict,
@@ -95,5 +95,5 @@ class AsyncAvroDeserializer(_ConfluentAsyncAvroDeserializer):
         #: what this deserializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
 
-    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:  # type: ignore[override]
+    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         return await run(partial(self._fieldcrypt, data, ctx), self.stats)

@@ -128,10 +128,19 @@ def _request(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> An
         return _loop.answer(replay, ("registry", name, _frozen(args), _frozen(kwargs)), make)
     replay = _loop.active()
     if replay is not None:  # a call moved to the executor: the async client runs on its loop
+        if _running_loop() is replay.loop:  # never wait on the loop from the loop itself (it would never answer)
+            raise RuntimeError("fieldcrypt: a registry request of an asyncio serde would block its own event loop")
         return asyncio.run_coroutine_threadsafe(_awaited(make), replay.loop).result()
     raise ConfigurationError(
         f"the registry client of a fieldcrypt asyncio serde was asked ({name}) outside an awaited call"
     )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _awaited(make: Callable[[], Any]) -> Any:

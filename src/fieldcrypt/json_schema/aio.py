@@ -33,7 +33,7 @@ class AsyncJSONSerializer(_ConfluentAsyncJSONSerializer):
     """confluent's ``AsyncJSONSerializer`` that encrypts tagged properties: ``await AsyncJSONSerializer(...)``, the
     same arguments, plus ``keyring=``."""
 
-    async def __init__(  # type: ignore[misc]  (confluent's asyncinit: the constructor is awaited)
+    async def __init__(  # type: ignore[misc]  # (confluent's asyncinit: the constructor is awaited)
         self,
         schema_str: str | Schema | None,
         schema_registry_client: AsyncSchemaRegistryClient,
@@ -51,7 +51,7 @@ class AsyncJSONSerializer(_ConfluentAsyncJSONSerializer):
             ),
             schema_registry_client,
         )
-        await super().__init__(  # type: ignore[misc]
+        await super().__init__(
             schema_str, schema_registry_client, to_dict, confluent_part(conf), rule_conf, rule_registry, json_encode
         )
         #: what this serializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
@@ -83,11 +83,11 @@ class AsyncJSONDeserializer(_ConfluentAsyncJSONDeserializer):
             ),
             schema_registry_client,
         )
-        await super().__init__(  # type: ignore[misc]
+        await super().__init__(
             schema_str, from_dict, schema_registry_client, confluent_part(conf), rule_conf, rule_registry, json_decode
         )
         #: what this deserializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
 
-    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:  # type: ignore[override]
+    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         return await run(partial(self._fieldcrypt, data, ctx), self.stats)

@@ -21,8 +21,8 @@ from jsonschema import validators
 from referencing import Resource
 
 from fieldcrypt.core.confluent import Transformer, bounded_tags
-from fieldcrypt.keys import _loop
 from fieldcrypt.json_schema.validation import bounded_validate, names_in
+from fieldcrypt.keys import _loop
 
 __all__ = ["bounded_transform", "field_rules", "parse", "validator"]
 

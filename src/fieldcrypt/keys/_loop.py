@@ -31,7 +31,7 @@ from typing import Any
 __all__ = ["SIGNALS", "Await", "Busy", "OffLoop", "Replay", "active", "answer", "current", "in_executor", "taken"]
 
 
-class Await(BaseException):  # noqa: N818 (a signal, not an error)
+class Await(BaseException):
     """An attempt stopped at a request it may not make on the loop: await ``make()``, keep the answer, retry."""
 
     def __init__(self, name: Hashable, make: Callable[[], Awaitable[Any]]) -> None:
@@ -40,11 +40,11 @@ class Await(BaseException):  # noqa: N818 (a signal, not an error)
         self.make = make
 
 
-class Busy(BaseException):  # noqa: N818
+class Busy(BaseException):
     """An attempt stopped at a lock another thread holds: sleep briefly and retry."""
 
 
-class OffLoop(BaseException):  # noqa: N818
+class OffLoop(BaseException):
     """An attempt reached blocking work with no async door: run the call in the executor."""
 
 

@@ -1,0 +1,279 @@
+"""The asyncio twins (AsyncAvroSerializer/Deserializer, AsyncJSONSerializer/Deserializer): the sync twins' record
+work on the event loop, with registry requests on the AsyncSchemaRegistryClient and cold key lookups on the keyring's
+async door. What a user relies on: the same bytes and outcomes as the sync twins, each reading the other's output,
+and an event loop that never waits on the key store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
+
+import pytest
+from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
+from conftest import customer, load_schema, value_ctx
+
+from fieldcrypt import Keyring
+from fieldcrypt.avro import AsyncAvroDeserializer, AsyncAvroSerializer, AvroDeserializer, AvroSerializer
+from fieldcrypt.core import aio
+from fieldcrypt.errors import ConfigurationError, DecryptionError
+from fieldcrypt.json_schema import AsyncJSONDeserializer, AsyncJSONSerializer, JSONDeserializer, JSONSerializer
+from fieldcrypt.keys import _loop
+
+FORMATS = ("avro", "json")
+
+
+def _clients() -> tuple[SchemaRegistryClient, AsyncSchemaRegistryClient]:
+    """A sync and an async client of one registry (confluent's mock:// registries are shared by URL)."""
+    url = f"mock://{uuid.uuid4().hex}"
+    return SchemaRegistryClient.new_client({"url": url}), AsyncSchemaRegistryClient.new_client({"url": url})
+
+
+def _schema(fmt: str) -> str:
+    return load_schema("customer_event.avsc" if fmt == "avro" else "customer_event.schema.json")
+
+
+async def _async_serdes(fmt: str, registry: Any, keyring: Keyring, **conf: Any) -> tuple[Any, Any]:
+    read_conf = conf.pop("read_conf", None)
+    if fmt == "avro":
+        ser = await AsyncAvroSerializer(registry, _schema(fmt), conf=conf or None, keyring=keyring)
+        de = await AsyncAvroDeserializer(registry, conf=read_conf, keyring=keyring)
+    else:
+        ser = await AsyncJSONSerializer(_schema(fmt), registry, conf=conf or None, keyring=keyring)
+        de = await AsyncJSONDeserializer(None, schema_registry_client=registry, conf=read_conf, keyring=keyring)
+    return ser, de
+
+
+def _sync_serdes(fmt: str, registry: Any, keyring: Keyring) -> tuple[Any, Any]:
+    if fmt == "avro":
+        return AvroSerializer(registry, _schema(fmt), keyring=keyring), AvroDeserializer(registry, keyring=keyring)
+    return (
+        JSONSerializer(_schema(fmt), registry, keyring=keyring),
+        JSONDeserializer(None, schema_registry_client=registry, keyring=keyring),
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_async_and_sync_twins_write_equal_bytes_and_read_each_other(fmt: str, keyring: Keyring) -> None:
+    sync_registry, async_registry = _clients()
+    sync_ser, sync_de = _sync_serdes(fmt, sync_registry, keyring)
+    record = customer(7)
+    original = dict(record)
+
+    async def main() -> None:
+        ser, de = await _async_serdes(fmt, async_registry, keyring)
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes(range(12))):
+            theirs = sync_ser(record, value_ctx())
+            ours = await ser(record, value_ctx())
+        assert ours == theirs  # the same record work: the same bytes with the same random source
+        assert b"person7@example.com" not in ours
+        assert await de(theirs, value_ctx()) == original  # the async reader reads the sync writer's record
+        assert sync_de(await ser(customer(8), value_ctx()), value_ctx()) == customer(8)  # and the other way
+        assert record == original  # the caller's record is never changed
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_async_twins_count_what_the_sync_twins_count(fmt: str, keyring: Keyring, store_url: str, kek_uri: str) -> None:
+    sync_registry, async_registry = _clients()
+    sync_ser, sync_de = _sync_serdes(fmt, sync_registry, keyring)
+    people = [customer(i % 5) for i in range(20)]  # 5 people: 5 cold lookups, then warm ones
+    written = [sync_ser(r, value_ctx()) for r in people]
+    for data in written:
+        sync_de(data, value_ctx())
+
+    async def main() -> tuple[Any, Any]:
+        with Keyring(store_url, kek_uri) as other:  # the same store, cold caches: the same misses
+            ser, de = await _async_serdes(fmt, async_registry, other)
+            for r in people:
+                await ser(r, value_ctx())
+            for data in written:
+                await de(data, value_ctx())
+            return ser.stats, de.stats
+
+    async_ser_stats, async_de_stats = asyncio.run(main())
+    for name in ("records", "values", "key_lookups", "key_cache_misses", "errors"):
+        assert getattr(async_ser_stats, name) == getattr(sync_ser.stats, name), name
+        assert getattr(async_de_stats, name) == getattr(sync_de.stats, name), name
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_async_twins_take_the_same_conf_keys_and_refuse_the_same(fmt: str, keyring: Keyring) -> None:
+    _, registry = _clients()
+
+    async def main() -> None:
+        with pytest.raises(ConfigurationError, match=r"fieldcrypt\.tags"):
+            await _async_serdes(fmt, registry, keyring, **{"fieldcrypt.no.such.key": 1})
+        with pytest.raises(ConfigurationError, match="keyring"):
+            await _async_serdes(fmt, registry, object())  # type: ignore[arg-type]
+        ser, de = await _async_serdes(
+            fmt, registry, keyring, **{"fieldcrypt.tags": ["PII"], "read_conf": {"fieldcrypt.on.erased": "raise"}}
+        )
+        data = await ser(customer(1), value_ctx())
+        keyring.shred_person("cust-1", reason="test")
+        keyring.clear_cache()
+        with pytest.raises(DecryptionError):
+            await de(data, value_ctx())
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_erased_person_reads_as_erased_through_the_async_reader(fmt: str, keyring: Keyring) -> None:
+    _, registry = _clients()
+
+    async def main() -> None:
+        ser, de = await _async_serdes(fmt, registry, keyring)
+        gone = await ser(customer(1), value_ctx())
+        kept = await ser(customer(2), value_ctx())
+        keyring.shred_person("cust-1", reason="test")
+        keyring.clear_cache()
+        out = await de(gone, value_ctx())
+        assert out["customerId"] == "cust-1" and out["email"] != "person1@example.com"
+        assert (await de(kept, value_ctx()))["email"] == "person2@example.com"
+        assert de.stats.erased == 3  # email, ssn, fullName: erased, not tampered nor "no access"
+
+    asyncio.run(main())
+
+
+class _SlowStore:
+    """A key store whose every call takes ``delay`` seconds and notes the thread it ran in."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self._inner = inner
+        self.delay = delay
+        self.threads: list[int] = []
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.threads.append(threading.get_ident())
+            self.calls[name] = self.calls.get(name, 0) + 1
+            time.sleep(self.delay)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+async def _max_stall(work: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``work()`` (a coroutine factory) while a ticker measures the longest the loop went without running it."""
+    stop = asyncio.Event()
+    longest = 0.0
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await work()
+    finally:
+        stop.set()
+        await ticker
+    return result, longest
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_event_loop_never_waits_on_a_slow_key_store(
+    fmt: str, keyring: Keyring, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, registry = _clients()
+    caplog.set_level(logging.DEBUG, logger="fieldcrypt.serde")
+
+    async def main() -> None:
+        ser, de = await _async_serdes(fmt, registry, keyring)
+        await ser(customer(0), value_ctx())  # the schema registered, its policy recorded
+        slow = keyring.store = _SlowStore(keyring.store, 0.15)
+        loop_thread = threading.get_ident()
+        started = time.perf_counter()
+        data, stall = await _max_stall(lambda: ser(customer(1), value_ctx()))  # a new person: cold lookups
+        took = time.perf_counter() - started
+        assert took >= 0.15 and slow.calls  # the store was asked, slowly
+        assert loop_thread not in slow.threads  # never from the event loop's thread
+        assert stall < 0.1, f"the loop stalled {stall:.3f} s while the key store took {took:.3f} s"
+        keyring.clear_cache()
+        out, stall = await _max_stall(lambda: de(data, value_ctx()))  # a cold read
+        assert out["email"] == "person1@example.com"
+        assert loop_thread not in slow.threads
+        assert stall < 0.1
+
+    asyncio.run(main())
+    # the cold lookups went through the keyring's async door, not the fallback that moves a whole call off the loop
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "serde.off_loop"]
+
+
+def test_concurrent_cold_lookups_of_one_person_share_one_store_call(keyring: Keyring) -> None:
+    _, registry = _clients()
+
+    async def main() -> None:
+        ser, _ = await _async_serdes("avro", registry, keyring)
+        await ser(customer(0), value_ctx())
+        slow = keyring.store = _SlowStore(keyring.store, 0.05)
+        outs = await asyncio.gather(*(ser(customer(1), value_ctx()) for _ in range(20)))
+        assert len(set(outs)) == 20  # 20 records, each with its own nonce
+        assert slow.calls.get("active") == 1  # one lookup of cust-1's active key, shared by all 20 calls
+
+    asyncio.run(main())
+
+
+def test_cancelling_one_caller_leaves_the_shared_lookup_and_the_key_whole(keyring: Keyring) -> None:
+    _, registry = _clients()
+
+    async def main() -> None:
+        ser, de = await _async_serdes("avro", registry, keyring)
+        await ser(customer(0), value_ctx())
+        keyring.store = _SlowStore(keyring.store, 0.1)
+        first = asyncio.create_task(ser(customer(1), value_ctx()))
+        second = asyncio.create_task(ser(customer(1), value_ctx()))
+        await asyncio.sleep(0.05)  # both wait on the one lookup of cust-1's key
+        first.cancel()
+        data = await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert (await de(data, value_ctx()))["email"] == "person1@example.com"
+        await ser(customer(1), value_ctx())  # the key the lookup made, cached: no second key
+
+    asyncio.run(main())
+    keys = keyring.keys(person="cust-1")
+    assert len(keys) == 1, keys  # one key made, not a half-made one and another
+
+
+def test_a_call_reaching_blocking_work_with_no_async_door_runs_off_the_loop() -> None:
+    def work() -> int:
+        if _loop.current() is not None:  # on the loop: what a CSFLE read or an uncovered cold path does
+            raise _loop.OffLoop
+        return threading.get_ident()
+
+    async def main() -> tuple[int, int]:
+        return threading.get_ident(), await aio.run(work)
+
+    loop_thread, ran_in = asyncio.run(main())
+    assert ran_in != loop_thread
+
+
+def test_the_registry_view_answers_only_inside_an_awaited_call() -> None:
+    _, registry = _clients()
+    view = aio.RegistryView(registry)
+    with pytest.raises(ConfigurationError, match="outside an awaited call"):
+        view.get_subjects()
+    assert view.config() == registry.config()  # plain methods are the client's own
+
+    async def main() -> list[str]:
+        return await aio.run(view.get_subjects)  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == []
