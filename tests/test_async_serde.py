@@ -198,19 +198,19 @@ def test_the_event_loop_never_waits_on_a_slow_key_store(
     async def main() -> None:
         ser, de = await _async_serdes(fmt, registry, keyring)
         await ser(customer(0), value_ctx())  # the schema registered, its policy recorded
-        slow = keyring.store = _SlowStore(keyring.store, 0.15)
+        slow = keyring.store = _SlowStore(keyring.store, 0.4)
         loop_thread = threading.get_ident()
         started = time.perf_counter()
         data, stall = await _max_stall(lambda: ser(customer(1), value_ctx()))  # a new person: cold lookups
         took = time.perf_counter() - started
-        assert took >= 0.15 and slow.calls  # the store was asked, slowly
+        assert took >= 0.4 and slow.calls  # the store was asked, slowly
         assert loop_thread not in slow.threads  # never from the event loop's thread
-        assert stall < 0.1, f"the loop stalled {stall:.3f} s while the key store took {took:.3f} s"
+        assert stall < 0.3, f"the loop stalled {stall:.3f} s while the key store took {took:.3f} s"
         keyring.clear_cache()
         out, stall = await _max_stall(lambda: de(data, value_ctx()))  # a cold read
         assert out["email"] == "person1@example.com"
         assert loop_thread not in slow.threads
-        assert stall < 0.1
+        assert stall < 0.3
 
     asyncio.run(main())
     # the cold lookups went through the keyring's async door, not the fallback that moves a whole call off the loop
