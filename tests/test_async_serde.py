@@ -277,3 +277,28 @@ def test_the_registry_view_answers_only_inside_an_awaited_call() -> None:
         return await aio.run(view.get_subjects)  # type: ignore[no-any-return]
 
     assert asyncio.run(main()) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_record_key_is_remembered_for_the_value_as_confluent_does(fmt: str, keyring: Keyring) -> None:
+    """confluent's DLQ action names the key of the record whose value failed (``get_original_key``): its
+    serializers remember a key after serializing it and forget it after a value; the twins do the same."""
+    from confluent_kafka.schema_registry.common.serde import get_original_key
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    sync_registry, async_registry = _clients()
+    key_ctx = SerializationContext("orders", MessageField.KEY)
+    sync_ser, _ = _sync_serdes(fmt, sync_registry, keyring)
+    sync_ser(customer(1), key_ctx)
+    assert get_original_key() == customer(1)
+    sync_ser(customer(2), value_ctx())
+    assert get_original_key() is None
+
+    async def main() -> tuple[Any, Any]:
+        ser, _ = await _async_serdes(fmt, async_registry, keyring)
+        await ser(customer(3), key_ctx)
+        after_key = get_original_key()
+        await ser(customer(4), value_ctx())
+        return after_key, get_original_key()
+
+    assert asyncio.run(main()) == (customer(3), None)

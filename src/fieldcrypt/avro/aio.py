@@ -27,6 +27,7 @@ from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
 from fieldcrypt.core.aio import built, confluent_part, run
+from fieldcrypt.core.confluent import track_original_key
 from fieldcrypt.keys.source import KeySource
 
 __all__ = ["AsyncAvroDeserializer", "AsyncAvroSerializer"]
@@ -58,7 +59,10 @@ class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
         self.stats = self._fieldcrypt.stats
 
     async def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
-        return await run(partial(self._fieldcrypt, obj, ctx), self.stats)
+        try:
+            return await run(partial(self._fieldcrypt, obj, ctx), self.stats)
+        finally:
+            track_original_key(obj, ctx)  # (in this task's context too, when the call ran in the executor)
 
 
 class AsyncAvroDeserializer(_ConfluentAsyncAvroDeserializer):

@@ -40,6 +40,7 @@ from fieldcrypt.core.confluent import (
     read_rules,
     refuse_encoding_rules,
     subject_of,
+    track_original_key,
     write_rules,
 )
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
@@ -141,6 +142,12 @@ class AvroSerializer(_ConfluentAvroSerializer):
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
+        try:
+            return self._serialize(obj, ctx)
+        finally:
+            track_original_key(obj, ctx)  # as confluent: its DLQ action names the key of a value that failed
+
+    def _serialize(self, obj: object, ctx: SerializationContext | None) -> bytes | None:
         if obj is None:
             return None
         c = self._confluent

@@ -55,17 +55,20 @@ async def run(call: Callable[[], T], stats: SerdeStats | None = None) -> T:
 
 async def _attempts(loop: asyncio.AbstractEventLoop, replay: _loop.Replay, call: Callable[[], T]) -> T:
     busy = 0
+    current = _loop._CURRENT
     for _ in range(_ATTEMPTS):
         pending: _loop.Await | None = None
-        with _loop.running(replay):
-            try:
-                return call()
-            except _loop.Await as request:
-                pending = request
-            except _loop.Busy:
-                pending = None
-            except _loop.OffLoop:
-                break
+        token = current.set(replay)
+        try:
+            return call()
+        except _loop.Await as request:
+            pending = request
+        except _loop.Busy:
+            pending = None
+        except _loop.OffLoop:
+            break
+        finally:
+            current.reset(token)
         if pending is None:  # a lock another thread holds: not waited for on the loop
             busy += 1
             await asyncio.sleep(min(0.0005 * 2**busy, 0.05))

@@ -53,7 +53,7 @@ from confluent_kafka.schema_registry import RegisteredSchema, Schema, prefix_sch
 from confluent_kafka.schema_registry.common import serde as _serde
 from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
 from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
-from confluent_kafka.serialization import SerializationContext
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from fieldcrypt.core import regex as _regex
 from fieldcrypt.errors import ConfigurationError, PolicyError
@@ -80,6 +80,7 @@ __all__ = [
     "registry_transport_error",
     "rest_client",
     "subject_of",
+    "track_original_key",
     "wildcard",
     "wildcard_match",
     "wildcard_stars",
@@ -148,6 +149,15 @@ def configured(serde: Any) -> Configured:
 def default_conf(cls: type) -> list[str]:
     """The conf keys a confluent serde class accepts."""
     return list(cls._default_conf)  # type: ignore[attr-defined]
+
+
+def track_original_key(obj: Any, ctx: SerializationContext | None) -> None:
+    """What confluent's serializers do after each call: remember a record key (``ctx.field`` KEY) for the value
+    serialized next, whose failing rule's DLQ action names it; forget it after a value."""
+    if ctx is not None and ctx.field == MessageField.KEY:
+        _serde.set_original_key(obj)
+    else:
+        _serde.clear_original_key()  # type: ignore[no-untyped-call]
 
 
 def subject_of(serde: Any, ctx: SerializationContext | None, record_name: str | None) -> str | None:

@@ -36,6 +36,7 @@ from fieldcrypt.core.confluent import (
     migrate,
     read_rules,
     refuse_encoding_rules,
+    track_original_key,
     write_rules,
 )
 from fieldcrypt.core.lookalike import candidates as lookalikes
@@ -319,6 +320,12 @@ class JSONSerializer(_ConfluentJSONSerializer):
             ) from None
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
+        try:
+            return self._serialize(obj, ctx)
+        finally:
+            track_original_key(obj, ctx)  # as confluent: its DLQ action names the key of a value that failed
+
+    def _serialize(self, obj: object, ctx: SerializationContext | None) -> bytes | None:
         if obj is None:
             return None
         c = self._confluent
