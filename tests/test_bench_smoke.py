@@ -98,3 +98,18 @@ def test_bench_record_keys_smoke() -> None:
     assert rows["fieldcrypt"]["bytes"] == 46.0 and rows["confluent"]["bytes"] == 12.0  # 12 characters + 22, base64
     assert rows["fieldcrypt"]["key_cache_misses"] == 10  # one key per person, cached after
     assert "record keys  ser" in out
+
+
+@pytest.mark.slow
+def test_bench_async_smoke() -> None:
+    out = _run(
+        "bench/bench_async.py", "--records", "40", "--people", "20", "--concurrency", "10", "--repeat", "1",
+        "--store-latency-ms", "1",
+    )  # fmt: skip
+    assert "# ratios" in out
+    for line in (
+        "avro fieldcrypt-async vs plain-async",
+        "json fieldcrypt-async vs fieldcrypt-sync",
+        "longest loop stall",
+    ):
+        assert line in out, line
