@@ -302,3 +302,27 @@ def test_a_record_key_is_remembered_for_the_value_as_confluent_does(fmt: str, ke
         return after_key, get_original_key()
 
     assert asyncio.run(main()) == (customer(3), None)
+
+
+def test_async_record_key_serdes_write_the_sync_bytes_without_blocking_the_loop(keyring: Keyring) -> None:
+    """confluent's asyncio producer and consumer call a key serializer on the event loop: the Async* record-key
+    serdes write what the sync ones write (deterministic: equal bytes), their cold lookups off the loop."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from fieldcrypt import AsyncStringKeyDeserializer, AsyncStringKeySerializer, StringKeySerializer
+
+    key_ctx = SerializationContext("customers", MessageField.KEY)
+    sync_bytes = StringKeySerializer(keyring=keyring)("cust-1", key_ctx)
+
+    async def main() -> tuple[bytes, Any, bool]:
+        ser, de = AsyncStringKeySerializer(keyring=keyring), AsyncStringKeyDeserializer(keyring=keyring)
+        keyring.clear_cache()
+        slow = keyring.store = _SlowStore(keyring.store, 0.05)
+        data = await ser("cust-1", key_ctx)
+        keyring.clear_cache()
+        back = await de(data, key_ctx)
+        return data, back, threading.get_ident() in slow.threads
+
+    data, back, on_loop = asyncio.run(main())
+    assert data == sync_bytes and back == "cust-1"
+    assert not on_loop

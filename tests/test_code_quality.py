@@ -18,7 +18,7 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff_lint_and_format() -> None:
-    paths = ["src", "tests", "bench", "examples"]
+    paths = ["src", "tests", "bench", "examples", "tools"]
     lint = _run("ruff", "check", *paths)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = _run("ruff", "format", "--check", *paths)

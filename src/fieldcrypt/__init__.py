@@ -8,8 +8,10 @@ Public API (everything else is private and may change)::
     fieldcrypt.avro.AvroSerializer     drop-in for confluent's, plus keyring=
     fieldcrypt.avro.AvroDeserializer
     fieldcrypt.json_schema.JSONSerializer / JSONDeserializer   the same for JSON Schema
+    fieldcrypt.avro.AsyncAvroSerializer ... AsyncJSONDeserializer   the asyncio twins (docs/asyncio.md)
     fieldcrypt.StringKeySerializer / StringKeyDeserializer     record keys: confluent's StringSerializer, keys
-                                       encrypted deterministically per person (same key, same bytes; shreddable)
+                                       encrypted deterministically per person (same key, same bytes; shreddable);
+                                       AsyncStringKeySerializer / AsyncStringKeyDeserializer for confluent_kafka.aio
     fieldcrypt.Erased, fieldcrypt.Denied   what an unreadable value reads as with fieldcrypt.on.*="marker"
     fieldcrypt.register_mask           add a mask for masked views (fieldcrypt.masks; docs/policy.md)
     fieldcrypt.SerdeStats              the counters on serializer.stats / deserializer.stats (docs/observability.md)
@@ -27,7 +29,12 @@ from __future__ import annotations
 from fieldcrypt.clock import Clock, FakeClock, SystemClock
 from fieldcrypt.core.masks import register_mask
 from fieldcrypt.core.outcomes import Denied, Erased
-from fieldcrypt.core.record_key import StringKeyDeserializer, StringKeySerializer
+from fieldcrypt.core.record_key import (
+    AsyncStringKeyDeserializer,
+    AsyncStringKeySerializer,
+    StringKeyDeserializer,
+    StringKeySerializer,
+)
 from fieldcrypt.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -55,6 +62,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDeniedError",
+    "AsyncStringKeyDeserializer",
+    "AsyncStringKeySerializer",
     "AuditEntry",
     "Clock",
     "ConfigurationError",

@@ -25,10 +25,12 @@ from __future__ import annotations
 import codecs
 import unicodedata
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from confluent_kafka.serialization import Deserializer, SerializationContext, Serializer
 
+from fieldcrypt.core.aio import run
 from fieldcrypt.core.outcomes import Denied, Erased
 from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.crypto.cipher import CIPHER_ERRORS, DataKey
@@ -339,3 +341,20 @@ def _moved(subject: str | None, key_id: int) -> DecryptionError:
         field_path=KEY_PATH,
         key_id=key_id,
     )
+
+
+class AsyncStringKeySerializer(StringKeySerializer):
+    """:class:`StringKeySerializer` for confluent's asyncio producer (``confluent_kafka.aio``), which calls its key
+    serializer on the event loop: ``await serializer(key, ctx)``, the same bytes, with a cold key lookup on the
+    keyring's async door instead of blocking the loop (``fieldcrypt.core.aio``)."""
+
+    async def __call__(self, obj: str | None, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
+        return await run(partial(StringKeySerializer.__call__, self, obj, ctx))
+
+
+class AsyncStringKeyDeserializer(StringKeyDeserializer):
+    """:class:`StringKeyDeserializer` for confluent's asyncio consumer: ``await deserializer(value, ctx)``, the same
+    answers, with a cold key lookup on the keyring's async door."""
+
+    async def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        return await run(partial(StringKeyDeserializer.__call__, self, value, ctx))
