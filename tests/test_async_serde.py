@@ -6,7 +6,11 @@ and an event loop that never waits on the key store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -16,7 +20,7 @@ from unittest import mock
 
 import pytest
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
-from conftest import customer, load_schema, value_ctx
+from conftest import ROOT, customer, load_schema, value_ctx
 
 from fieldcrypt import Keyring
 from fieldcrypt.avro import AsyncAvroDeserializer, AsyncAvroSerializer, AvroDeserializer, AvroSerializer
@@ -326,3 +330,142 @@ def test_async_record_key_serdes_write_the_sync_bytes_without_blocking_the_loop(
     data, back, on_loop = asyncio.run(main())
     assert data == sync_bytes and back == "cust-1"
     assert not on_loop
+
+
+def test_a_generator_in_a_tagged_array_is_written_whole_on_a_cold_call(keyring: Keyring) -> None:
+    """An attempt stopped for a cold lookup runs again: a generator read by the first attempt would be empty in the
+    second, and the array written empty. A call whose record holds one runs once, off the loop."""
+    schema = json.dumps(
+        {
+            "type": "record",
+            "name": "G",
+            "namespace": "x",
+            "fields": [
+                {"name": "id", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+                {"name": "emails", "type": {"type": "array", "items": "string"}, "confluent:tags": ["PII"]},
+            ],
+        }
+    )
+    _, registry = _clients()
+
+    async def main() -> Any:
+        ser = await AsyncAvroSerializer(registry, schema, keyring=keyring)
+        de = await AsyncAvroDeserializer(registry, keyring=keyring)
+        data = await ser({"id": "p1", "emails": (e for e in ["a@x.com", "b@x.com"])}, value_ctx())  # a new person
+        return await de(data, value_ctx())
+
+    assert asyncio.run(main()) == {"id": "p1", "emails": ["a@x.com", "b@x.com"]}
+
+
+def test_the_cluster_id_confluents_asyncio_clients_hand_over_reaches_the_subject_lookup(keyring: Keyring) -> None:
+    """confluent's asyncio producer and consumer give each serde a resolver of the Kafka cluster id, the namespace
+    of 2.16's default (associated) subject name strategy: the record work must look associations up under it."""
+    from confluent_kafka.schema_registry.avro import AsyncAvroSerializer as ConfluentAsyncAvroSerializer
+    from confluent_kafka.schema_registry.common.schema_registry_client import (
+        AssociationCreateOrUpdateInfo,
+        AssociationCreateOrUpdateRequest,
+    )
+
+    _, registry = _clients()
+
+    async def cluster_a() -> str:
+        return "cluster-A"
+
+    async def main() -> tuple[list[str], list[str]]:
+        await registry.create_association(
+            AssociationCreateOrUpdateRequest(
+                resource_name="orders",
+                resource_namespace="cluster-B",  # the same topic name in another cluster
+                resource_id="idB",
+                resource_type="topic",
+                associations=[AssociationCreateOrUpdateInfo(subject="orders-B-value", association_type="value")],
+            )
+        )
+        plain = await ConfluentAsyncAvroSerializer(registry, _schema("avro"))
+        plain.set_async_cluster_id_resolver(cluster_a)
+        await plain(customer(1), value_ctx())
+        theirs = sorted(await registry.get_subjects())
+        ours = await AsyncAvroSerializer(registry, _schema("avro"), keyring=keyring)
+        ours.set_async_cluster_id_resolver(cluster_a)
+        await ours(customer(1), value_ctx())
+        return theirs, sorted(await registry.get_subjects())
+
+    theirs, ours = asyncio.run(main())
+    assert theirs == ours == ["orders-value"]
+    assert {k.domain for k in keyring.keys(person="cust-1")} == {"orders-value"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_validation_rules_asked_for_after_construction_are_refused(fmt: str, keyring: Keyring) -> None:
+    sync_registry, registry = _clients()
+    sync_ser, _ = _sync_serdes(fmt, sync_registry, keyring)
+    with pytest.raises(ConfigurationError, match=r"validation\.rules\.execution"):
+        sync_ser.configure_validation_rules({"validation.rules.execution": "BEFORE_DOMAIN_RULES"})
+
+    async def main() -> None:
+        ser, _ = await _async_serdes(fmt, registry, keyring)
+        with pytest.raises(ConfigurationError, match=r"validation\.rules\.execution"):
+            ser.configure_validation_rules({"validation.rules.execution": "BEFORE_DOMAIN_RULES"})
+
+    asyncio.run(main())
+
+
+def test_many_first_calls_at_once_record_the_policy_once(keyring: Keyring) -> None:
+    _, registry = _clients()
+
+    async def main() -> dict[str, int]:
+        ser, _ = await _async_serdes("avro", registry, keyring)
+        slow = keyring.store = _SlowStore(keyring.store, 0.02)
+        await asyncio.gather(*(ser(customer(1), value_ctx()) for _ in range(100)))
+        return slow.calls
+
+    calls = asyncio.run(main())
+    # one policy record for the schema and one per tagged field, each shared by the 100 calls asking at once
+    assert calls.get("publish_policy", 0) <= 8, calls
+    assert calls.get("merge_policy", 0) <= 8, calls
+
+
+def test_an_abandoned_call_off_the_loop_lets_the_process_exit(tmp_path: Any) -> None:
+    """A call moved to the executor asks the registry on the loop: when its caller gives up and the loop closes,
+    the executor thread must stop waiting, or the interpreter hangs at exit."""
+    script = tmp_path / "abandon.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, time, uuid
+            import fieldcrypt
+            from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, topic_subject_name_strategy
+            from confluent_kafka.serialization import MessageField, SerializationContext
+            from fieldcrypt.avro import AsyncAvroSerializer
+            from fieldcrypt.keys import _loop
+
+            def strategy(ctx, name):  # stands in for work with no async door: the call moves to the executor
+                if _loop.current() is not None:
+                    raise _loop.OffLoop
+                time.sleep(0.3)
+                return topic_subject_name_strategy(ctx, name)
+
+            kr = fieldcrypt.Keyring(
+                fieldcrypt.create_key_store("sqlite:///{tmp_path}/keys.db"),
+                fieldcrypt.create_local_kek("{tmp_path}/kek.json"),
+            )
+            rec = {{"customerId": "c1", "email": "a@x.com", "ssn": None, "fullName": "A B", "purchaseAmount": 1.0,
+                   "currency": "EUR", "items": 1, "country": "DE", "timestamp": 1}}
+            reg = AsyncSchemaRegistryClient.new_client({{"url": f"mock://{{uuid.uuid4().hex}}"}})
+            loop = asyncio.new_event_loop()
+            ser = loop.run_until_complete(AsyncAvroSerializer(
+                reg, open("{ROOT}/schemas/customer_event.avsc").read(),
+                conf={{"subject.name.strategy": strategy}}, keyring=kr))
+            try:
+                loop.run_until_complete(asyncio.wait_for(ser(rec, SerializationContext("o", MessageField.VALUE)), 0.1))
+            except asyncio.TimeoutError:
+                print("timed out")
+            time.sleep(0.6)
+            loop.close()
+            print("closed")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["timed", "out", "closed"]

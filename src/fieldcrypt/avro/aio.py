@@ -26,14 +26,14 @@ from confluent_kafka.schema_registry.avro import AsyncAvroSerializer as _Conflue
 from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
-from fieldcrypt.core.aio import built, confluent_part, run
+from fieldcrypt.core.aio import AsyncTwin, built, confluent_part, run
 from fieldcrypt.core.confluent import track_original_key
 from fieldcrypt.keys.source import KeySource
 
 __all__ = ["AsyncAvroDeserializer", "AsyncAvroSerializer"]
 
 
-class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
+class AsyncAvroSerializer(AsyncTwin, _ConfluentAsyncAvroSerializer):
     """confluent's ``AsyncAvroSerializer`` that encrypts tagged fields: ``await AsyncAvroSerializer(...)``, the same
     arguments, plus ``keyring=``."""
 
@@ -51,6 +51,7 @@ class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
         self._fieldcrypt = await built(
             lambda view: AvroSerializer(view, schema_str, to_dict, conf, rule_conf, rule_registry, keyring=keyring),
             schema_registry_client,
+            conf,
         )
         await super().__init__(
             schema_registry_client, schema_str, to_dict, confluent_part(conf), rule_conf, rule_registry
@@ -65,7 +66,7 @@ class AsyncAvroSerializer(_ConfluentAsyncAvroSerializer):
             track_original_key(obj, ctx)  # (in this task's context too, when the call ran in the executor)
 
 
-class AsyncAvroDeserializer(_ConfluentAsyncAvroDeserializer):
+class AsyncAvroDeserializer(AsyncTwin, _ConfluentAsyncAvroDeserializer):
     """confluent's ``AsyncAvroDeserializer`` that decrypts tagged fields: ``await AsyncAvroDeserializer(...)``, the
     same arguments, plus ``keyring=``."""
 
@@ -86,6 +87,7 @@ class AsyncAvroDeserializer(_ConfluentAsyncAvroDeserializer):
                 view, schema_str, from_dict, return_record_name, conf, rule_conf, rule_registry, keyring=keyring
             ),
             schema_registry_client,
+            conf,
         )
         await super().__init__(
             schema_registry_client,

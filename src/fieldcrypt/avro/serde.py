@@ -56,6 +56,7 @@ from fieldcrypt.core.serde import (
     CachedPlan,
     PlanCache,
     PolicyCheck,
+    Reconfigurable,
     cached_subject,
     call_confluent_init,
     check_framing,
@@ -98,7 +99,7 @@ def _untuple(value: Any) -> Any:
 _ParsedSchemas = ParsedSchemas  # (fieldcrypt.avro.confluent)
 
 
-class AvroSerializer(_ConfluentAvroSerializer):
+class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
     """confluent's ``AvroSerializer`` that encrypts tagged fields. Same arguments, plus ``keyring=``."""
 
     def __init__(
@@ -186,7 +187,7 @@ class AvroSerializer(_ConfluentAvroSerializer):
         return out
 
 
-class AvroDeserializer(_ConfluentAvroDeserializer):
+class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
     """confluent's ``AvroDeserializer`` that decrypts tagged fields. Same arguments, plus ``keyring=``."""
 
     def __init__(

@@ -20,6 +20,7 @@ door and registry requests are still made by the async client, on the loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import logging
@@ -27,18 +28,20 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, TypeVar
 
+from fieldcrypt.core.serde import refuse_unrun
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys import _loop
 from fieldcrypt.observe.stats import SerdeStats
 
-__all__ = ["RegistryView", "built", "confluent_part", "run"]
+__all__ = ["AsyncTwin", "RegistryView", "built", "check_strategy", "confluent_part", "run"]
 
 T = TypeVar("T")
 log = logging.getLogger("fieldcrypt.serde")
 
-#: attempts on the loop before a call moves to the executor: each answers one request, so this bounds the requests
-#: a call makes on the loop (a record's keys, its schema lookups); beyond it, the executor is cheaper than replaying
-_ATTEMPTS = 32
+#: attempts on the loop before a call moves to the executor: each answers one request (a record's keys, its schema
+#: lookups, a policy record per tagged field on a schema's first use), so this bounds the requests a call makes on
+#: the loop; beyond it, the executor is cheaper than replaying
+_ATTEMPTS = 256
 
 
 async def run(call: Callable[[], T], stats: SerdeStats | None = None) -> T:
@@ -81,7 +84,11 @@ async def _attempts(loop: asyncio.AbstractEventLoop, replay: _loop.Replay, call:
             replay.answers[pending.name] = (True, value)
     log.debug("an asyncio serde call runs in the executor", extra={"event": "serde.off_loop"})
     context = contextvars.copy_context()
-    return await loop.run_in_executor(None, partial(context.run, _off_loop, replay, call))
+    try:
+        return await loop.run_in_executor(None, partial(context.run, _off_loop, replay, call))
+    except asyncio.CancelledError:
+        replay.abandoned = True  # the executor thread runs on: its next registry request ends it (_request)
+        raise
 
 
 def _off_loop(replay: _loop.Replay, call: Callable[[], T]) -> T:
@@ -133,10 +140,25 @@ def _request(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> An
     if replay is not None:  # a call moved to the executor: the async client runs on its loop
         if _running_loop() is replay.loop:  # never wait on the loop from the loop itself (it would never answer)
             raise RuntimeError("fieldcrypt: a registry request of an asyncio serde would block its own event loop")
-        return asyncio.run_coroutine_threadsafe(_awaited(make), replay.loop).result()
+        return _from_loop(replay, make)
     raise ConfigurationError(
         f"the registry client of a fieldcrypt asyncio serde was asked ({name}) outside an awaited call"
     )
+
+
+def _from_loop(replay: _loop.Replay, make: Callable[[], Any]) -> Any:
+    """``await make()`` on the call's event loop, waited for from this executor thread; given up (cancelled) once
+    the caller stopped waiting or the loop closed, so an abandoned call never holds a thread for good."""
+    future = asyncio.run_coroutine_threadsafe(_awaited(make), replay.loop)
+    while True:
+        try:
+            return future.result(timeout=0.05)
+        except concurrent.futures.TimeoutError:
+            if replay.abandoned or replay.loop.is_closed():
+                future.cancel()
+                raise concurrent.futures.CancelledError(
+                    "fieldcrypt: the asyncio serde call was abandoned (cancelled, or its event loop stopped)"
+                ) from None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -164,9 +186,10 @@ def _frozen(value: Any) -> Hashable:
     return value  # type: ignore[no-any-return]
 
 
-async def built(make: Callable[[Any], T], registry: Any) -> T:
+async def built(make: Callable[[Any], T], registry: Any, conf: Any = None) -> T:
     """The sync twin an asyncio twin runs (``make(view)``), built on a view of the async ``registry`` (its
     constructor may ask the registry: the schema's references)."""
+    check_strategy(conf)
     view = RegistryView(registry) if registry is not None else None
     return await run(partial(make, view))
 
@@ -176,3 +199,53 @@ def confluent_part(conf: Any) -> Any:
     if not isinstance(conf, dict):
         return conf
     return {k: v for k, v in conf.items() if not (isinstance(k, str) and k.startswith("fieldcrypt."))}
+
+
+def check_strategy(conf: Any) -> None:
+    """A ``subject.name.strategy`` an asyncio serde would await (a coroutine function, or confluent's
+    ``AsyncAssociatedNameStrategy``) is refused: the record work calls the strategy as confluent's sync serdes do.
+    ``subject.name.strategy.type`` (``ASSOCIATED`` included) works as in confluent."""
+    strategy = conf.get("subject.name.strategy") if isinstance(conf, dict) else None
+    if strategy is None:
+        return
+    from confluent_kafka.schema_registry._async.serde import AsyncAssociatedNameStrategy
+
+    if isinstance(strategy, AsyncAssociatedNameStrategy) or inspect.iscoroutinefunction(strategy):
+        raise ConfigurationError(
+            "subject.name.strategy: fieldcrypt's asyncio serdes call the strategy without awaiting it (as confluent's "
+            "asyncio serdes call a strategy they were given); use subject.name.strategy.type (ASSOCIATED too) or a "
+            "plain function"
+        )
+
+
+class AsyncTwin:
+    """What the asyncio twins share (first among their bases): confluent's configuration methods, which confluent's
+    asyncio producer and consumer call on the serdes they are given, reach the sync twin that does the work too."""
+
+    _fieldcrypt: Any
+
+    def set_async_cluster_id_resolver(self, resolver: Callable[[], Any]) -> None:
+        super().set_async_cluster_id_resolver(resolver)  # type: ignore[misc]
+        twin = getattr(self, "_fieldcrypt", None)
+        if twin is not None:  # the sync twin's strategy asks it through the running call's replay
+            twin.set_cluster_id_resolver(partial(_request, resolver, "kafka cluster id"))
+
+    def configure_validation_rules(self, conf: dict[str, Any]) -> None:
+        refuse_unrun(conf)  # (as the sync twins: not run, so refused)
+        super().configure_validation_rules(conf)  # type: ignore[misc]
+
+    def configure_subject_name_strategy(
+        self,
+        subject_name_strategy_type: Any = None,
+        subject_name_strategy_conf: Any = None,
+        subject_name_strategy: Any = None,
+    ) -> None:
+        check_strategy({"subject.name.strategy": subject_name_strategy})
+        super().configure_subject_name_strategy(  # type: ignore[misc]
+            subject_name_strategy_type, subject_name_strategy_conf, subject_name_strategy
+        )
+        twin = getattr(self, "_fieldcrypt", None)
+        if twin is not None:
+            twin.configure_subject_name_strategy(
+                subject_name_strategy_type, subject_name_strategy_conf, subject_name_strategy
+            )

@@ -769,6 +769,10 @@ def _array_items(node: ArrayNode, compile_node: Callable[[Node], Step], *, writi
             if isinstance(v, list):
                 seq = v
             elif writing and not isinstance(v, (str, bytes, bytearray, memoryview, Mapping)):
+                if _loop.current() is not None and _one_shot(v):
+                    # an asyncio serde's attempt may run again after a lookup: a generator read here would be empty
+                    # then, so the call runs once, off the loop (fieldcrypt.core.aio)
+                    raise _loop.OffLoop
                 try:
                     seq = list(v)  # a tuple, deque, set, generator...: what fastavro writes as an array
                 except TypeError:
@@ -802,6 +806,14 @@ def _array_items(node: ArrayNode, compile_node: Callable[[Node], Step], *, writi
         return out
 
     return positional
+
+
+def _one_shot(v: Any) -> bool:
+    """Whether ``v`` is an iterator (a generator...), which reading uses up, rather than a collection."""
+    try:
+        return iter(v) is v
+    except TypeError:
+        return False
 
 
 def _policy_of(node: Node) -> Any:

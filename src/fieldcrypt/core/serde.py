@@ -53,10 +53,12 @@ __all__ = [
     "Options",
     "PlanCache",
     "PolicyCheck",
+    "Reconfigurable",
     "call_confluent_init",
     "decrypt_record",
     "key_domain",
     "malformed",
+    "refuse_unrun",
     "refused",
     "split_conf",
 ]
@@ -121,7 +123,7 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
     if conf is not None and not isinstance(conf, Mapping):
         raise ConfigurationError("conf must be a dict")
     rest = dict(conf or {})
-    _refuse_unrun(rest)
+    refuse_unrun(rest)
     outcomes = STRICT
     if reading:
         outcomes = Outcomes(
@@ -168,7 +170,23 @@ def split_conf(conf: Mapping[str, Any] | None, *, reading: bool = False) -> tupl
     return (rest if conf is not None else None), Options(rules, domain, outcomes, allow, version)
 
 
-def _refuse_unrun(conf: Mapping[str, Any]) -> None:
+class Reconfigurable:
+    """confluent's configuration methods a serde may be called with after construction, kept true for the fieldcrypt
+    serdes (first among their bases): validation rules asked for are refused, as in the conf (they are not run), and
+    a new subject name strategy drops the subjects cached under the old one."""
+
+    def configure_validation_rules(self, conf: dict[str, Any]) -> None:
+        refuse_unrun(conf)
+        super().configure_validation_rules(conf)  # type: ignore[misc]
+
+    def configure_subject_name_strategy(self, *args: Any, **kwargs: Any) -> None:
+        super().configure_subject_name_strategy(*args, **kwargs)  # type: ignore[misc]
+        subjects = getattr(self, "_subjects", None)
+        if subjects is not None:
+            subjects.clear()
+
+
+def refuse_unrun(conf: Mapping[str, Any]) -> None:
     """confluent 2.16's inline validation rules (``validation.rules.*``) are accepted by its constructors, but the
     fieldcrypt serdes do not run them (docs/compatibility.md): a conf asking for them is refused, never silently
     skipped. Left at confluent's defaults (disabled, no executor) it is accepted as it is."""

@@ -22,7 +22,7 @@ from confluent_kafka.schema_registry.json_schema import AsyncJSONDeserializer as
 from confluent_kafka.schema_registry.json_schema import AsyncJSONSerializer as _ConfluentAsyncJSONSerializer
 from confluent_kafka.serialization import SerializationContext
 
-from fieldcrypt.core.aio import built, confluent_part, run
+from fieldcrypt.core.aio import AsyncTwin, built, confluent_part, run
 from fieldcrypt.core.confluent import track_original_key
 from fieldcrypt.json_schema.serde import JSONDeserializer, JSONSerializer
 from fieldcrypt.keys.source import KeySource
@@ -30,7 +30,7 @@ from fieldcrypt.keys.source import KeySource
 __all__ = ["AsyncJSONDeserializer", "AsyncJSONSerializer"]
 
 
-class AsyncJSONSerializer(_ConfluentAsyncJSONSerializer):
+class AsyncJSONSerializer(AsyncTwin, _ConfluentAsyncJSONSerializer):
     """confluent's ``AsyncJSONSerializer`` that encrypts tagged properties: ``await AsyncJSONSerializer(...)``, the
     same arguments, plus ``keyring=``."""
 
@@ -51,6 +51,7 @@ class AsyncJSONSerializer(_ConfluentAsyncJSONSerializer):
                 schema_str, view, to_dict, conf, rule_conf, rule_registry, json_encode, keyring=keyring
             ),
             schema_registry_client,
+            conf,
         )
         await super().__init__(
             schema_str, schema_registry_client, to_dict, confluent_part(conf), rule_conf, rule_registry, json_encode
@@ -65,7 +66,7 @@ class AsyncJSONSerializer(_ConfluentAsyncJSONSerializer):
             track_original_key(obj, ctx)  # (in this task's context too, when the call ran in the executor)
 
 
-class AsyncJSONDeserializer(_ConfluentAsyncJSONDeserializer):
+class AsyncJSONDeserializer(AsyncTwin, _ConfluentAsyncJSONDeserializer):
     """confluent's ``AsyncJSONDeserializer`` that decrypts tagged properties: ``await AsyncJSONDeserializer(...)``,
     the same arguments, plus ``keyring=``."""
 
@@ -86,6 +87,7 @@ class AsyncJSONDeserializer(_ConfluentAsyncJSONDeserializer):
                 schema_str, from_dict, view, conf, rule_conf, rule_registry, json_decode, keyring=keyring
             ),
             schema_registry_client,
+            conf,
         )
         await super().__init__(
             schema_str, from_dict, schema_registry_client, confluent_part(conf), rule_conf, rule_registry, json_decode

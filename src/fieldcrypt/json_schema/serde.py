@@ -52,6 +52,7 @@ from fieldcrypt.core.serde import (
     CachedPlan,
     PlanCache,
     PolicyCheck,
+    Reconfigurable,
     cached_subject,
     call_confluent_init,
     check_framing,
@@ -257,7 +258,7 @@ def takes_undeclared(parent: str, values: Mapping[str, Any]) -> bool:
     return False
 
 
-class JSONSerializer(_ConfluentJSONSerializer):
+class JSONSerializer(Reconfigurable, _ConfluentJSONSerializer):
     """confluent's ``JSONSerializer`` that encrypts tagged properties. Same arguments, plus ``keyring=``."""
 
     def __init__(
@@ -363,7 +364,7 @@ class JSONSerializer(_ConfluentJSONSerializer):
         return out
 
 
-class JSONDeserializer(_ConfluentJSONDeserializer):
+class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
     """confluent's ``JSONDeserializer`` that decrypts tagged properties. Same arguments, plus ``keyring=``."""
 
     def __init__(

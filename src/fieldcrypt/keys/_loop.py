@@ -55,7 +55,7 @@ SIGNALS = (Await, Busy, OffLoop)
 class Replay:
     """The requests one call has had answered, across its attempts, and the loop it runs on."""
 
-    __slots__ = ("answers", "loop", "misses", "thread")
+    __slots__ = ("abandoned", "answers", "loop", "misses", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -64,6 +64,8 @@ class Replay:
         self.answers: dict[Hashable, tuple[bool, Any]] = {}
         #: data-key lookups answered for the call that needed the key store (the call's serde counts them)
         self.misses = 0
+        #: the caller stopped waiting for a call moved to the executor (cancelled): its requests to the loop end
+        self.abandoned = False
 
 
 _CURRENT: contextvars.ContextVar[Replay | None] = contextvars.ContextVar("fieldcrypt_replay", default=None)

@@ -1331,14 +1331,14 @@ class KeySource:
         replay = _loop.current()
         if replay is not None:  # an asyncio serde's call on its event loop: the store is asked in the executor
             call = partial(self._metered, self._meter.get(), self.publish_policy, fingerprint, policy)
-            return _loop.answer(replay, ("publish", fingerprint, policy), _loop.in_executor(call))  # type: ignore[no-any-return]
+            return self._policy_flight(replay, ("publish", fingerprint, policy), call)  # type: ignore[no-any-return]
         return self._call(lambda: self.store.publish_policy(fingerprint, policy, self.clock.now()))
 
     def published_policy(self, fingerprint: str) -> str | None:
         replay = _loop.current()
         if replay is not None:
             call = partial(self._metered, self._meter.get(), self.published_policy, fingerprint)
-            return _loop.answer(replay, ("published", fingerprint), _loop.in_executor(call))  # type: ignore[no-any-return]
+            return self._policy_flight(replay, ("published", fingerprint), call)  # type: ignore[no-any-return]
         return self._call(lambda: self.store.published_policy(fingerprint))
 
     def merge_policy(self, name: str, items: Sequence[str]) -> list[str]:
@@ -1346,8 +1346,14 @@ class KeySource:
         replay = _loop.current()
         if replay is not None:
             call = partial(self._metered, self._meter.get(), self.merge_policy, name, tuple(items))
-            return _loop.answer(replay, ("merge", name, tuple(items)), _loop.in_executor(call))  # type: ignore[no-any-return]
+            return self._policy_flight(replay, ("merge", name, tuple(items)), call)  # type: ignore[no-any-return]
         return self._call(lambda: self.store.merge_policy(name, list(items), self.clock.now()))
+
+    def _policy_flight(self, replay: _loop.Replay, name: Hashable, call: Callable[[], Any]) -> Any:
+        """A policy record for a replayed call: the store asked in the executor, one call shared by every call of
+        the event loop asking the same at once (single flight, as key lookups)."""
+        door = AsyncKeySource(self)
+        return _loop.answer(replay, name, lambda: door._shared(("policy", name), call))
 
     def _metered(self, meter: KeyMeter | None, fn: Callable[..., T], *args: Any) -> T:
         with self.metering(meter):
