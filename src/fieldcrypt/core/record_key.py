@@ -30,7 +30,6 @@ from typing import Any
 
 from confluent_kafka.serialization import Deserializer, SerializationContext, Serializer
 
-from fieldcrypt.core.aio import run
 from fieldcrypt.core.outcomes import Denied, Erased
 from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.crypto.cipher import CIPHER_ERRORS, DataKey
@@ -349,6 +348,8 @@ class AsyncStringKeySerializer(StringKeySerializer):
     keyring's async door instead of blocking the loop (``fieldcrypt.core.aio``)."""
 
     async def __call__(self, obj: str | None, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
+        from fieldcrypt.core.aio import run  # (here: importing fieldcrypt must not load the record path)
+
         return await run(partial(StringKeySerializer.__call__, self, obj, ctx))
 
 
@@ -357,4 +358,6 @@ class AsyncStringKeyDeserializer(StringKeyDeserializer):
     answers, with a cold key lookup on the keyring's async door."""
 
     async def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        from fieldcrypt.core.aio import run
+
         return await run(partial(StringKeyDeserializer.__call__, self, value, ctx))
