@@ -1,7 +1,7 @@
 """Run confluent-kafka-python's own serde tests with fieldcrypt's twins swapped in (``fieldcrypt_swap.py``).
 
     git clone --depth 1 https://github.com/confluentinc/confluent-kafka-python /tmp/ckp
-    pip install pytest-asyncio respx requests-mock async-timeout
+    pip install -e '.[confluent-suite]'
     python tools/confluent_suite/run.py /tmp/ckp                       # every suite below
     python tools/confluent_suite/run.py /tmp/ckp async-avro -- -x -q   # one suite, extra pytest arguments
 
