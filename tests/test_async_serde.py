@@ -33,7 +33,8 @@ FORMATS = ("avro", "json")
 
 
 def _clients() -> tuple[SchemaRegistryClient, AsyncSchemaRegistryClient]:
-    """A sync and an async client of one registry (confluent's mock:// registries are shared by URL)."""
+    """A sync and an async registry client. (Two in-process registries: given the same schemas in the same order,
+    they hold them under the same ids, so records of one read with the other.)"""
     url = f"mock://{uuid.uuid4().hex}"
     return SchemaRegistryClient.new_client({"url": url}), AsyncSchemaRegistryClient.new_client({"url": url})
 
@@ -469,3 +470,48 @@ def test_an_abandoned_call_off_the_loop_lets_the_process_exit(tmp_path: Any) -> 
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["timed", "out", "closed"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_async_reader_reads_confluent_csfle_history_off_the_loop(
+    fmt: str, keyring: Keyring, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic moving from Confluent CSFLE: the async deserializer reads CSFLE's records through confluent's ENCRYPT
+    executor (its DEK registry client blocks: that call runs in the executor) and fieldcrypt's records as its own."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.avro import AsyncAvroSerializer as ConfluentAsyncAvroSerializer
+    from confluent_kafka.schema_registry.json_schema import AsyncJSONSerializer as ConfluentAsyncJSONSerializer
+    from confluent_kafka.schema_registry.schema_registry_client import RuleSet
+    from test_csfle_migration import AVRO, JSON_SCHEMA, RULE_CONF, _encrypt_rule, _rules
+
+    rules = _rules()
+    text, kind = (json.dumps(AVRO), "AVRO") if fmt == "avro" else (json.dumps(JSON_SCHEMA), "JSON")
+    conf = {"auto.register.schemas": False, "use.latest.version": True}
+    read = {"conf": {"use.latest.version": True}, "rule_conf": RULE_CONF, "rule_registry": rules}
+    caplog.set_level(logging.DEBUG, logger="fieldcrypt.serde")
+
+    async def main() -> tuple[Any, Any]:
+        _, registry = _clients()
+        await registry.register_schema("orders-value", Schema(text, kind, [], None, RuleSet(None, [_encrypt_rule()])))
+        if fmt == "avro":
+            csfle = await ConfluentAsyncAvroSerializer(
+                registry, text, conf=conf, rule_conf=RULE_CONF, rule_registry=rules
+            )
+            ours = await AsyncAvroSerializer(registry, text, conf=conf, keyring=keyring)
+            de = await AsyncAvroDeserializer(registry, **read, keyring=keyring)
+        else:
+            csfle = await ConfluentAsyncJSONSerializer(
+                text, registry, conf=conf, rule_conf=RULE_CONF, rule_registry=rules
+            )
+            ours = await AsyncJSONSerializer(text, registry, conf=conf, keyring=keyring)
+            de = await AsyncJSONDeserializer(None, schema_registry_client=registry, **read, keyring=keyring)
+        old = await csfle({"email": "old@example.com", "country": "DE"}, value_ctx())
+        new = await ours({"email": "new@example.com", "country": "FR"}, value_ctx())
+        assert b"old@example.com" not in old and b"new@example.com" not in new
+        return await de(old, value_ctx()), await de(new, value_ctx())
+
+    assert asyncio.run(main()) == (
+        {"email": "old@example.com", "country": "DE"},
+        {"email": "new@example.com", "country": "FR"},
+    )
+    assert [r for r in caplog.records if getattr(r, "event", None) == "serde.off_loop"]  # the CSFLE read's call
