@@ -21,6 +21,8 @@ from unittest import mock
 import pytest
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
 from conftest import ROOT, customer, load_schema, value_ctx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fieldcrypt import Keyring
 from fieldcrypt.avro import AsyncAvroDeserializer, AsyncAvroSerializer, AvroDeserializer, AvroSerializer
@@ -515,3 +517,45 @@ def test_the_async_reader_reads_confluent_csfle_history_off_the_loop(
         {"email": "new@example.com", "country": "FR"},
     )
     assert [r for r in caplog.records if getattr(r, "event", None) == "serde.off_loop"]  # the CSFLE read's call
+
+
+_people = st.sampled_from([f"cust-{i}" for i in range(6)])
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.lists(
+        st.fixed_dictionaries(
+            {"customerId": _people, "email": _text, "ssn": st.one_of(st.none(), _text), "fullName": _text}
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    cold=st.booleans(),
+)
+def test_differential_the_async_twins_write_and_read_what_the_sync_twins_do(
+    batch: list[dict[str, Any]], cold: bool, keyring: Keyring
+) -> None:
+    """Generated records, some people repeated (warm keys), caches cleared or not before the async run (cold
+    lookups replayed): with one random source, the asyncio twins' bytes equal the sync twins', and each twin reads
+    the other's records back to the record given."""
+    records = [customer(0, **r) for r in batch]
+    sync_registry, async_registry = _clients()
+    sync_ser, sync_de = _sync_serdes("avro", sync_registry, keyring)
+    nonce = mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes(range(12)))
+    with nonce:
+        theirs = [sync_ser(r, value_ctx()) for r in records]
+    if cold:
+        keyring.clear_cache()
+
+    async def main() -> tuple[list[bytes], list[Any]]:
+        ser, de = await _async_serdes("avro", async_registry, keyring)
+        with nonce:
+            ours = [await ser(r, value_ctx()) for r in records]
+        return ours, [await de(b, value_ctx()) for b in theirs]
+
+    ours, read_by_async = asyncio.run(main())
+    assert ours == theirs
+    assert read_by_async == records
+    assert [sync_de(b, value_ctx()) for b in ours] == records
