@@ -61,9 +61,9 @@ class AsyncAvroSerializer(AsyncTwin, _ConfluentAsyncAvroSerializer):
 
     async def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
         try:
-            return await run(partial(self._fieldcrypt, obj, ctx), self.stats)
+            return await run(partial(self._fieldcrypt._serialize, obj, ctx), self.stats)
         finally:
-            track_original_key(obj, ctx)  # (in this task's context too, when the call ran in the executor)
+            track_original_key(obj, ctx)  # as confluent (here, not in the sync twin: the call may run in the executor)
 
 
 class AsyncAvroDeserializer(AsyncTwin, _ConfluentAsyncAvroDeserializer):

@@ -49,39 +49,47 @@ async def run(call: Callable[[], T], stats: SerdeStats | None = None) -> T:
     serde's, told the key lookups that needed the key store."""
     loop = asyncio.get_running_loop()
     replay = _loop.Replay(loop)
+    current = _loop._CURRENT
+    token = current.set(replay)
+    try:  # the first attempt, inline: a warm call ends here, without suspending
+        return call()
+    except _loop.SIGNALS as signal:
+        first: BaseException = signal
+    finally:
+        current.reset(token)
     try:
-        return await _attempts(loop, replay, call)
+        return await _attempts(loop, replay, call, first)
     finally:
         if replay.misses and stats is not None:
             stats._missed(replay.misses)
 
 
-async def _attempts(loop: asyncio.AbstractEventLoop, replay: _loop.Replay, call: Callable[[], T]) -> T:
+async def _attempts(
+    loop: asyncio.AbstractEventLoop, replay: _loop.Replay, call: Callable[[], T], signal: BaseException
+) -> T:
+    """The attempts after the first, which stopped with ``signal``."""
     busy = 0
     current = _loop._CURRENT
     for _ in range(_ATTEMPTS):
-        pending: _loop.Await | None = None
+        if isinstance(signal, _loop.OffLoop):
+            break
+        if isinstance(signal, _loop.Await):
+            try:
+                value = await signal.make()
+            except Exception as exc:  # the request's own answer (a registry error, a shredded key...): raised in place
+                replay.answers[signal.name] = (False, exc)
+            else:
+                replay.answers[signal.name] = (True, value)
+        else:  # Busy: a lock another thread holds, not waited for on the loop
+            busy += 1
+            await asyncio.sleep(min(0.0005 * 2**busy, 0.05))
         token = current.set(replay)
         try:
             return call()
-        except _loop.Await as request:
-            pending = request
-        except _loop.Busy:
-            pending = None
-        except _loop.OffLoop:
-            break
+        except _loop.SIGNALS as again:
+            signal = again
         finally:
             current.reset(token)
-        if pending is None:  # a lock another thread holds: not waited for on the loop
-            busy += 1
-            await asyncio.sleep(min(0.0005 * 2**busy, 0.05))
-            continue
-        try:
-            value = await pending.make()
-        except Exception as exc:  # the request's own answer (a registry error, a shredded key...): raised in place
-            replay.answers[pending.name] = (False, exc)
-        else:
-            replay.answers[pending.name] = (True, value)
     log.debug("an asyncio serde call runs in the executor", extra={"event": "serde.off_loop"})
     context = contextvars.copy_context()
     try:
