@@ -559,3 +559,24 @@ def test_differential_the_async_twins_write_and_read_what_the_sync_twins_do(
     assert ours == theirs
     assert read_by_async == records
     assert [sync_de(b, value_ctx()) for b in ours] == records
+
+
+def test_a_subject_strategy_the_serde_would_have_to_await_is_refused(keyring: Keyring) -> None:
+    """The record work calls the subject name strategy as confluent's serdes call a strategy they are given, without
+    awaiting it: a coroutine function would name the subject with a coroutine object, so it is refused."""
+
+    async def strategy(ctx: Any, name: Any) -> str:
+        return "orders-value"
+
+    _, registry = _clients()
+
+    async def main() -> None:
+        with pytest.raises(ConfigurationError, match=r"subject\.name\.strategy"):
+            await AsyncAvroSerializer(
+                registry, _schema("avro"), conf={"subject.name.strategy": strategy}, keyring=keyring
+            )
+        ser = await AsyncAvroSerializer(registry, _schema("avro"), keyring=keyring)
+        with pytest.raises(ConfigurationError, match=r"subject\.name\.strategy"):
+            ser.configure_subject_name_strategy(subject_name_strategy=strategy)
+
+    asyncio.run(main())

@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, TypeVar
 
+from fieldcrypt.core.confluent import is_async_strategy
 from fieldcrypt.core.serde import refuse_unrun
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys import _loop
@@ -216,9 +217,7 @@ def check_strategy(conf: Any) -> None:
     strategy = conf.get("subject.name.strategy") if isinstance(conf, dict) else None
     if strategy is None:
         return
-    from confluent_kafka.schema_registry._async.serde import AsyncAssociatedNameStrategy
-
-    if isinstance(strategy, AsyncAssociatedNameStrategy) or inspect.iscoroutinefunction(strategy):
+    if is_async_strategy(strategy) or inspect.iscoroutinefunction(strategy):
         raise ConfigurationError(
             "subject.name.strategy: fieldcrypt's asyncio serdes call the strategy without awaiting it (as confluent's "
             "asyncio serdes call a strategy they were given); use subject.name.strategy.type (ASSOCIATED too) or a "

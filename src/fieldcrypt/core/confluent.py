@@ -72,6 +72,7 @@ __all__ = [
     "get_writer_schema",
     "has_encrypt_rules",
     "has_migrations",
+    "is_async_strategy",
     "is_confluent_client",
     "is_latest_mode",
     "migrate",
@@ -207,6 +208,13 @@ def get_writer_schema(serde: Any, sid: Any, subject: str | None) -> Any:
 def get_reader_schema(serde: Any, subject: str) -> Any:
     """The reader schema use.latest.version / use.latest.with.metadata / use.schema.id name (None without them)."""
     return serde._get_reader_schema(subject)
+
+
+def is_async_strategy(strategy: Any) -> bool:
+    """Whether ``strategy`` is confluent's asyncio associated subject name strategy (awaited by its asyncio serdes)."""
+    from confluent_kafka.schema_registry._async.serde import AsyncAssociatedNameStrategy
+
+    return isinstance(strategy, AsyncAssociatedNameStrategy)
 
 
 def is_confluent_client(registry: Any) -> bool:
