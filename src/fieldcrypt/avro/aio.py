@@ -17,7 +17,6 @@ same bytes, errors, conf keys and ``stats``, and each reads the other's records.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
@@ -26,14 +25,13 @@ from confluent_kafka.schema_registry.avro import AsyncAvroSerializer as _Conflue
 from confluent_kafka.serialization import SerializationContext
 
 from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
-from fieldcrypt.core.aio import AsyncTwin, built, confluent_part, run
-from fieldcrypt.core.confluent import track_original_key
+from fieldcrypt.core.aio import AsyncDeserializerTwin, AsyncSerializerTwin, built, confluent_part
 from fieldcrypt.keys.source import KeySource
 
 __all__ = ["AsyncAvroDeserializer", "AsyncAvroSerializer"]
 
 
-class AsyncAvroSerializer(AsyncTwin, _ConfluentAsyncAvroSerializer):
+class AsyncAvroSerializer(AsyncSerializerTwin, _ConfluentAsyncAvroSerializer):  # type: ignore[misc]
     """confluent's ``AsyncAvroSerializer`` that encrypts tagged fields: ``await AsyncAvroSerializer(...)``, the same
     arguments, plus ``keyring=``."""
 
@@ -59,14 +57,8 @@ class AsyncAvroSerializer(AsyncTwin, _ConfluentAsyncAvroSerializer):
         #: what this serializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
 
-    async def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
-        try:
-            return await run(partial(self._fieldcrypt._serialize, obj, ctx), self.stats)
-        finally:
-            track_original_key(obj, ctx)  # as confluent (here, not in the sync twin: the call may run in the executor)
 
-
-class AsyncAvroDeserializer(AsyncTwin, _ConfluentAsyncAvroDeserializer):
+class AsyncAvroDeserializer(AsyncDeserializerTwin, _ConfluentAsyncAvroDeserializer):
     """confluent's ``AsyncAvroDeserializer`` that decrypts tagged fields: ``await AsyncAvroDeserializer(...)``, the
     same arguments, plus ``keyring=``."""
 
@@ -100,6 +92,3 @@ class AsyncAvroDeserializer(AsyncTwin, _ConfluentAsyncAvroDeserializer):
         )
         #: what this deserializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
-
-    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        return await run(partial(self._fieldcrypt, data, ctx), self.stats)

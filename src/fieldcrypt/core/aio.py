@@ -28,13 +28,24 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, TypeVar
 
-from fieldcrypt.core.confluent import is_async_strategy
+from confluent_kafka.serialization import SerializationContext
+
+from fieldcrypt.core.confluent import is_async_strategy, track_original_key
 from fieldcrypt.core.serde import refuse_unrun
 from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys import _loop
 from fieldcrypt.observe.stats import SerdeStats
 
-__all__ = ["AsyncTwin", "RegistryView", "built", "check_strategy", "confluent_part", "run"]
+__all__ = [
+    "AsyncDeserializerTwin",
+    "AsyncSerializerTwin",
+    "AsyncTwin",
+    "RegistryView",
+    "built",
+    "check_strategy",
+    "confluent_part",
+    "run",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("fieldcrypt.serde")
@@ -256,3 +267,26 @@ class AsyncTwin:
             twin.configure_subject_name_strategy(
                 subject_name_strategy_type, subject_name_strategy_conf, subject_name_strategy
             )
+
+
+class AsyncSerializerTwin(AsyncTwin):
+    """An asyncio serializer twin: ``await serializer(obj, ctx)`` runs the sync twin's record work (its ``_serialize``)
+    on the loop, then remembers a record key as confluent's serializers do (here: the call may have run in the
+    executor, whose context is a copy)."""
+
+    stats: SerdeStats
+
+    async def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
+        try:
+            return await run(partial(self._fieldcrypt._serialize, obj, ctx), self.stats)
+        finally:
+            track_original_key(obj, ctx)
+
+
+class AsyncDeserializerTwin(AsyncTwin):
+    """An asyncio deserializer twin: ``await deserializer(data, ctx)`` runs the sync twin's record work on the loop."""
+
+    stats: SerdeStats
+
+    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        return await run(partial(self._fieldcrypt, data, ctx), self.stats)

@@ -14,7 +14,6 @@ registry requests on the async client and its cold key lookups on the keyring's 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
@@ -22,15 +21,14 @@ from confluent_kafka.schema_registry.json_schema import AsyncJSONDeserializer as
 from confluent_kafka.schema_registry.json_schema import AsyncJSONSerializer as _ConfluentAsyncJSONSerializer
 from confluent_kafka.serialization import SerializationContext
 
-from fieldcrypt.core.aio import AsyncTwin, built, confluent_part, run
-from fieldcrypt.core.confluent import track_original_key
+from fieldcrypt.core.aio import AsyncDeserializerTwin, AsyncSerializerTwin, built, confluent_part
 from fieldcrypt.json_schema.serde import JSONDeserializer, JSONSerializer
 from fieldcrypt.keys.source import KeySource
 
 __all__ = ["AsyncJSONDeserializer", "AsyncJSONSerializer"]
 
 
-class AsyncJSONSerializer(AsyncTwin, _ConfluentAsyncJSONSerializer):
+class AsyncJSONSerializer(AsyncSerializerTwin, _ConfluentAsyncJSONSerializer):  # type: ignore[misc]
     """confluent's ``AsyncJSONSerializer`` that encrypts tagged properties: ``await AsyncJSONSerializer(...)``, the
     same arguments, plus ``keyring=``."""
 
@@ -59,14 +57,8 @@ class AsyncJSONSerializer(AsyncTwin, _ConfluentAsyncJSONSerializer):
         #: what this serializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
 
-    async def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
-        try:
-            return await run(partial(self._fieldcrypt._serialize, obj, ctx), self.stats)
-        finally:
-            track_original_key(obj, ctx)  # as confluent (here, not in the sync twin: the call may run in the executor)
 
-
-class AsyncJSONDeserializer(AsyncTwin, _ConfluentAsyncJSONDeserializer):
+class AsyncJSONDeserializer(AsyncDeserializerTwin, _ConfluentAsyncJSONDeserializer):
     """confluent's ``AsyncJSONDeserializer`` that decrypts tagged properties: ``await AsyncJSONDeserializer(...)``,
     the same arguments, plus ``keyring=``."""
 
@@ -94,6 +86,3 @@ class AsyncJSONDeserializer(AsyncTwin, _ConfluentAsyncJSONDeserializer):
         )
         #: what this deserializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats
-
-    async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        return await run(partial(self._fieldcrypt, data, ctx), self.stats)
