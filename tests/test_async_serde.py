@@ -580,3 +580,69 @@ def test_a_subject_strategy_the_serde_would_have_to_await_is_refused(keyring: Ke
             ser.configure_subject_name_strategy(subject_name_strategy=strategy)
 
     asyncio.run(main())
+
+
+def test_write_rules_and_their_actions_run_once_per_record_on_a_cold_call(keyring: Keyring) -> None:
+    """A cold call is attempted again after each lookup: to_dict and the WRITE rules (whose onSuccess / onFailure
+    actions act outside the record: a DLQ, an audit trail) must still run once per record, as in confluent's serdes;
+    a lazy iterable that is not its own iterator is written whole too."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.common.serde import RuleAction
+    from confluent_kafka.schema_registry.rule_registry import RuleRegistry
+    from confluent_kafka.schema_registry.rules.cel.cel_executor import CelExecutor
+    from confluent_kafka.schema_registry.schema_registry_client import Rule, RuleKind, RuleMode, RuleSet
+
+    ran: list[str] = []
+
+    class Count(RuleAction):
+        def type(self) -> str:
+            return "COUNT"
+
+        def run(self, ctx: Any, message: Any, ex: Any) -> None:
+            ran.append(message["id"])
+
+    rules = RuleRegistry()
+    rules.register_executor(CelExecutor())
+    rules.register_action(Count())
+    rule = Rule("count", "", RuleKind.CONDITION, RuleMode.WRITE, "CEL", None, None, "true", "COUNT", None, False)
+    schema = json.dumps(
+        {
+            "type": "record",
+            "name": "R",
+            "namespace": "x",
+            "fields": [
+                {"name": "id", "type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+                {"name": "emails", "type": {"type": "array", "items": "string"}, "confluent:tags": ["PII"]},
+            ],
+        }
+    )
+
+    class Rows:  # a lazy result set: __iter__ hands out its one cursor
+        def __init__(self, rows: list[str]) -> None:
+            self._it = iter(rows)
+
+        def __iter__(self) -> Any:
+            return self._it
+
+    to_dict_calls: list[str] = []
+
+    def to_dict(obj: Any, ctx: Any) -> dict[str, Any]:
+        to_dict_calls.append(obj["id"])
+        return dict(obj)
+
+    _, registry = _clients()
+
+    async def main() -> tuple[Any, Any]:
+        await registry.register_schema("orders-value", Schema(schema, "AVRO", [], None, RuleSet(None, [rule])))
+        conf = {"auto.register.schemas": False, "use.latest.version": True}
+        ser = await AsyncAvroSerializer(registry, schema, to_dict, conf=conf, rule_registry=rules, keyring=keyring)
+        de = await AsyncAvroDeserializer(registry, keyring=keyring)
+        data = await ser({"id": "p1", "emails": ["a@x.com"]}, value_ctx())  # cold: a new person, the policy
+        lazy = await AsyncAvroSerializer(registry, schema, conf=conf, rule_registry=rules, keyring=keyring)
+        rows = await lazy({"id": "p2", "emails": Rows(["b@x.com", "c@x.com"])}, value_ctx())
+        return await de(data, value_ctx()), await de(rows, value_ctx())
+
+    first, lazy = asyncio.run(main())
+    assert first == {"id": "p1", "emails": ["a@x.com"]}
+    assert ran == ["p1", "p2"] and to_dict_calls == ["p1"]  # once a record, though each call was attempted again
+    assert lazy == {"id": "p2", "emails": ["b@x.com", "c@x.com"]}

@@ -105,15 +105,18 @@ async def _attempts(
     log.debug("an asyncio serde call runs in the executor", extra={"event": "serde.off_loop"})
     context = contextvars.copy_context()
     try:
-        return await loop.run_in_executor(None, partial(context.run, _off_loop, replay, call))
+        return await loop.run_in_executor(None, partial(context.run, _off_loop, replay, call))  # type: ignore[arg-type]
     except asyncio.CancelledError:
         replay.abandoned = True  # the executor thread runs on: its next registry request ends it (_request)
         raise
 
 
-def _off_loop(replay: _loop.Replay, call: Callable[[], T]) -> T:
+def _off_loop(replay: _loop.Replay, call: Callable[[], T]) -> T | None:
     with _loop.running(replay):  # not this thread's loop: key lookups block here, registry requests go to the loop
-        return call()
+        try:
+            return call()
+        except _loop.Abandoned:
+            return None  # nobody waits for it
 
 
 class RegistryView:
@@ -167,18 +170,24 @@ def _request(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> An
 
 
 def _from_loop(replay: _loop.Replay, make: Callable[[], Any]) -> Any:
-    """``await make()`` on the call's event loop, waited for from this executor thread; given up (cancelled) once
-    the caller stopped waiting or the loop closed, so an abandoned call never holds a thread for good."""
-    future = asyncio.run_coroutine_threadsafe(_awaited(make), replay.loop)
+    """``await make()`` on the call's event loop, waited for from this executor thread; the call ends
+    (:class:`fieldcrypt.keys._loop.Abandoned`) once its caller stopped waiting or the loop closed, before each request
+    and while waiting, so an abandoned call never holds a thread for good nor finishes a record nobody receives."""
+    if replay.abandoned or replay.loop.is_closed():
+        raise _loop.Abandoned
+    coroutine = _awaited(make)
+    try:
+        future = asyncio.run_coroutine_threadsafe(coroutine, replay.loop)
+    except RuntimeError:  # the loop closed meanwhile
+        coroutine.close()
+        raise _loop.Abandoned from None
     while True:
         try:
             return future.result(timeout=0.05)
         except concurrent.futures.TimeoutError:
             if replay.abandoned or replay.loop.is_closed():
                 future.cancel()
-                raise concurrent.futures.CancelledError(
-                    "fieldcrypt: the asyncio serde call was abandoned (cancelled, or its event loop stopped)"
-                ) from None
+                raise _loop.Abandoned from None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

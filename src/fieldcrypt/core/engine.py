@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fieldcrypt.core.masks import MaskError, apply_mask, get_mask, view_domain
@@ -809,11 +809,9 @@ def _array_items(node: ArrayNode, compile_node: Callable[[Node], Step], *, writi
 
 
 def _one_shot(v: Any) -> bool:
-    """Whether ``v`` is an iterator (a generator...), which reading uses up, rather than a collection."""
-    try:
-        return iter(v) is v
-    except TypeError:
-        return False
+    """Whether reading ``v`` may use it up: anything iterable that is not a collection (a generator, an iterator, a
+    lazy result set whose ``__iter__`` hands out its one cursor)."""
+    return not isinstance(v, Collection)
 
 
 def _policy_of(node: Node) -> Any:

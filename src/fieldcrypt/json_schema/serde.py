@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -68,6 +69,7 @@ from fieldcrypt.core.written import WriteEntries, writes_path
 from fieldcrypt.errors import ConfigurationError, EncryptionError, MalformedRecordError, PolicyError
 from fieldcrypt.json_schema import confluent as _confluent
 from fieldcrypt.json_schema.policy import compile_json
+from fieldcrypt.keys import _loop
 from fieldcrypt.keys.source import KeySource
 from fieldcrypt.observe.stats import SerdeStats
 
@@ -336,9 +338,9 @@ class JSONSerializer(Reconfigurable, _ConfluentJSONSerializer):
                 raise ConfigurationError("fieldcrypt serializers need a SerializationContext (topic and field)")
             assert ctx is not None  # a subject implies a context
             cached, prefix, schema_id = self._entries.get(subject)
-            value = c.to_dict(obj, ctx) if c.to_dict is not None else obj
-            if self._entries.latest_mode:  # the rules of the schema written (as WriteEntries resolved it, no lookup)
-                value = write_rules(self, ctx, subject, cached.source, value, _confluent.field_rules)  # on plaintext
+            # to_dict, then the WRITE rules of the schema written (in latest mode; as WriteEntries resolved it), on
+            # plaintext: once per record, also when an asyncio twin's call is attempted again (fieldcrypt.core.aio)
+            value = _loop.once(("record", cached.schema_id), partial(self._prepared, obj, ctx, subject, cached))
             if c.validate:
                 try:
                     _validate(cached.parsed, value, subject)  # the plaintext, before encryption
@@ -362,6 +364,13 @@ class JSONSerializer(Reconfigurable, _ConfluentJSONSerializer):
             raise
         self.stats._wrote(state)  # counted once the record is done: one lock per record
         return out
+
+    def _prepared(self, obj: object, ctx: SerializationContext, subject: str, cached: CachedPlan) -> Any:
+        c = self._confluent
+        value = c.to_dict(obj, ctx) if c.to_dict is not None else obj
+        if self._entries.latest_mode:
+            value = write_rules(self, ctx, subject, cached.source, value, _confluent.field_rules)
+        return value
 
 
 class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):

@@ -28,7 +28,20 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
-__all__ = ["SIGNALS", "Await", "Busy", "OffLoop", "Replay", "active", "answer", "current", "in_executor", "taken"]
+__all__ = [
+    "SIGNALS",
+    "Abandoned",
+    "Await",
+    "Busy",
+    "OffLoop",
+    "Replay",
+    "active",
+    "answer",
+    "current",
+    "in_executor",
+    "once",
+    "taken",
+]
 
 
 class Await(BaseException):
@@ -48,8 +61,14 @@ class OffLoop(BaseException):
     """An attempt reached blocking work with no async door: run the call in the executor."""
 
 
+class Abandoned(BaseException):
+    """A call moved to the executor whose caller stopped waiting (cancelled, or its loop closed): it ends here, at its
+    next request to the loop, with no lasting effect (a ``BaseException``: no handler of the record work takes it
+    for a failure to remember or count)."""
+
+
 #: what stops an attempt (not an error: the record work lets them through without counting a refused record)
-SIGNALS = (Await, Busy, OffLoop)
+SIGNALS = (Await, Busy, OffLoop, Abandoned)
 
 
 class Replay:
@@ -104,6 +123,21 @@ def answer(replay: Replay, name: Hashable, make: Callable[[], Awaitable[Any]]) -
     if ok:
         return value
     raise value
+
+
+def once(name: Hashable, make: Callable[[], Any]) -> Any:
+    """``make()``, made once per call: later attempts of a replayed call (and its run in the executor) get the value
+    the first attempt made. For work with effects outside the record (``to_dict``, WRITE rules and their actions,
+    which confluent's serdes run once per record) and values that reading uses up. Outside a replay: ``make()``."""
+    replay = _CURRENT.get()
+    if replay is None:
+        return make()
+    found = replay.answers.get(name)
+    if found is not None:
+        return found[1]
+    value = make()
+    replay.answers[name] = (True, value)
+    return value
 
 
 def in_executor(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
