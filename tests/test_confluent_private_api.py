@@ -255,3 +255,32 @@ def test_the_quarantine_check_leaves_public_uses_alone() -> None:
         "def g(s): return Schema(s.schema_str, 'AVRO'), ca.transform, getattr(s, 'schema_str')"
     )
     assert _private_uses("fieldcrypt.core.plan", snippet, _confluent_private_names()) == []
+
+
+_BUILT_SER = ["registry_client", "registry_conf", "schema", "to_dict", "serializer_conf", "rule_conf", "rule_registry"]
+_BUILT_DE = ["registry_client", "registry_conf", "schema", "from_dict", "deserializer_conf", "rule_conf", "rule_registry"]
+BUILT = {
+    "AvroSerializerBuilder": [*_BUILT_SER, "serializer_init"],
+    "AvroDeserializerBuilder": [*_BUILT_DE, "return_record_name", "deserializer_init"],
+    "JSONSerializerBuilder": [*_BUILT_SER, "json_encode", "serializer_init"],
+    "JSONDeserializerBuilder": [*_BUILT_DE, "json_decode", "deserializer_init"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+@pytest.mark.parametrize("flavour", ["", "Async"])
+def test_the_serde_builders_keep_what_fieldcrypts_builders_read(name: str, flavour: str) -> None:
+    """fieldcrypt's builder twins read what the application set on confluent's builder (fieldcrypt.core.confluent
+    built_values): each private attribute must hold the value given to the constructor."""
+    from confluent_kafka.schema_registry import avro, json_schema
+
+    from fieldcrypt.core.confluent import BUILDER, built_values
+
+    module = avro if name.startswith("Avro") else json_schema
+    builder_cls = getattr(module, flavour + name)
+    builder = builder_cls()
+    for field in BUILT[name]:
+        assert hasattr(builder, BUILDER[field]), (flavour + name, BUILDER[field])
+    marker = object()
+    given = {"schema": marker}
+    assert built_values(builder_cls(**given))["schema"] is marker

@@ -8,6 +8,21 @@ The format folder: ``policy.py`` compiles an Avro schema to a field plan, ``dept
 """
 
 from fieldcrypt.avro.aio import AsyncAvroDeserializer, AsyncAvroSerializer
+from fieldcrypt.avro.builders import (
+    AsyncAvroDeserializerBuilder,
+    AsyncAvroSerializerBuilder,
+    AvroDeserializerBuilder,
+    AvroSerializerBuilder,
+)
 from fieldcrypt.avro.serde import AvroDeserializer, AvroSerializer
 
-__all__ = ["AsyncAvroDeserializer", "AsyncAvroSerializer", "AvroDeserializer", "AvroSerializer"]
+__all__ = [
+    "AsyncAvroDeserializer",
+    "AsyncAvroDeserializerBuilder",
+    "AsyncAvroSerializer",
+    "AsyncAvroSerializerBuilder",
+    "AvroDeserializer",
+    "AvroDeserializerBuilder",
+    "AvroSerializer",
+    "AvroSerializerBuilder",
+]

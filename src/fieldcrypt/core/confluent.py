@@ -60,11 +60,15 @@ from fieldcrypt.errors import ConfigurationError, PolicyError
 from fieldcrypt.keys import _loop
 
 __all__ = [
+    "BUILDER",
     "CONFIGURED",
     "Configured",
     "FieldRules",
+    "async_build_with",
     "auto_registers",
     "bounded_tags",
+    "build_with",
+    "built_values",
     "configured",
     "csfle_read",
     "default_conf",
@@ -208,6 +212,58 @@ def get_writer_schema(serde: Any, sid: Any, subject: str | None) -> Any:
 def get_reader_schema(serde: Any, subject: str) -> Any:
     """The reader schema use.latest.version / use.latest.with.metadata / use.schema.id name (None without them)."""
     return serde._get_reader_schema(subject)
+
+
+# -- confluent 2.16's serde builders (key.serializer.builder, value.deserializer.builder...) -------------------------
+
+#: the private attributes of confluent's serde builders :func:`built_values` reads, by the name it gives them (a
+#: builder class has the ones of its role and format; the upgrade test checks each class has its own)
+BUILDER: dict[str, str] = {
+    "registry_client": "_schema_registry_client",
+    "registry_conf": "_schema_registry_conf",
+    "schema": "_schema_str",
+    "to_dict": "_to_dict",
+    "from_dict": "_from_dict",
+    "return_record_name": "_return_record_name",
+    "serializer_conf": "_serializer_conf",
+    "deserializer_conf": "_deserializer_conf",
+    "rule_conf": "_rule_conf",
+    "rule_registry": "_rule_registry",
+    "json_encode": "_json_encode",
+    "json_decode": "_json_decode",
+    "serializer_init": "_serializer_init",
+    "deserializer_init": "_deserializer_init",
+}
+
+
+def built_values(builder: Any) -> dict[str, Any]:
+    """What the application set on a confluent serde builder (its setters or constructor), by :data:`BUILDER`'s
+    names; None for what it did not set or its class does not have."""
+    return {name: getattr(builder, attr, None) for name, attr in BUILDER.items()}
+
+
+def build_with(builder: Any, construct: Callable[[Any, dict[str, Any]], Any], conf: dict[str, Any]) -> Any:
+    """confluent's sync builder's ``build(conf, is_key)``, constructing ``construct(client, values)`` instead of
+    confluent's class: the registry client made from the builder's registry conf (and owned by the serde) as
+    confluent's builders make it."""
+    from confluent_kafka.schema_registry._sync.serde import build_serde
+
+    v = built_values(builder)
+    init = v["serializer_init"] or v["deserializer_init"]
+    serde = build_serde(v["registry_client"], v["registry_conf"], lambda client: construct(client, v), init)
+    return serde, dict(conf)
+
+
+async def async_build_with(
+    builder: Any, construct: Callable[[Any, dict[str, Any]], Any], conf: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`build_with` for confluent's asyncio builders (``construct`` returns the awaitable constructor)."""
+    from confluent_kafka.schema_registry._async.serde import async_build_serde
+
+    v = built_values(builder)
+    init = v["serializer_init"] or v["deserializer_init"]
+    serde = await async_build_serde(v["registry_client"], v["registry_conf"], lambda client: construct(client, v), init)
+    return serde, dict(conf)
 
 
 def is_async_strategy(strategy: Any) -> bool:

@@ -707,3 +707,17 @@ def prefix_framed(data: bytes, ctx: SerializationContext | None) -> bool:
         return True
     keys = headers.keys() if isinstance(headers, dict) else (h[0] for h in headers)
     return not any(k in _SCHEMA_ID_HEADERS for k in keys)
+
+
+class KeyringBuilder:
+    """What fieldcrypt's twins of confluent's serde builders add (first among their bases): ``keyring=`` (keyword)
+    and :meth:`set_keyring`; the serde built without one is refused (``ConfigurationError``), as the serdes are."""
+
+    def __init__(self, *args: Any, keyring: KeySource | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fieldcrypt_keyring = keyring
+
+    def set_keyring(self, keyring: KeySource) -> Any:
+        """The keyring of the serde to build (where data keys live and what wraps them); returns the builder."""
+        self._fieldcrypt_keyring = keyring
+        return self

@@ -9,6 +9,21 @@ The format folder: ``policy.py`` compiles a JSON schema to a field plan, ``valid
 """
 
 from fieldcrypt.json_schema.aio import AsyncJSONDeserializer, AsyncJSONSerializer
+from fieldcrypt.json_schema.builders import (
+    AsyncJSONDeserializerBuilder,
+    AsyncJSONSerializerBuilder,
+    JSONDeserializerBuilder,
+    JSONSerializerBuilder,
+)
 from fieldcrypt.json_schema.serde import JSONDeserializer, JSONSerializer
 
-__all__ = ["AsyncJSONDeserializer", "AsyncJSONSerializer", "JSONDeserializer", "JSONSerializer"]
+__all__ = [
+    "AsyncJSONDeserializer",
+    "AsyncJSONDeserializerBuilder",
+    "AsyncJSONSerializer",
+    "AsyncJSONSerializerBuilder",
+    "JSONDeserializer",
+    "JSONDeserializerBuilder",
+    "JSONSerializer",
+    "JSONSerializerBuilder",
+]
