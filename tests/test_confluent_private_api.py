@@ -258,7 +258,15 @@ def test_the_quarantine_check_leaves_public_uses_alone() -> None:
 
 
 _BUILT_SER = ["registry_client", "registry_conf", "schema", "to_dict", "serializer_conf", "rule_conf", "rule_registry"]
-_BUILT_DE = ["registry_client", "registry_conf", "schema", "from_dict", "deserializer_conf", "rule_conf", "rule_registry"]
+_BUILT_DE = [
+    "registry_client",
+    "registry_conf",
+    "schema",
+    "from_dict",
+    "deserializer_conf",
+    "rule_conf",
+    "rule_registry",
+]
 BUILT = {
     "AvroSerializerBuilder": [*_BUILT_SER, "serializer_init"],
     "AvroDeserializerBuilder": [*_BUILT_DE, "return_record_name", "deserializer_init"],
