@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -578,6 +579,11 @@ def test_a_subject_strategy_the_serde_would_have_to_await_is_refused(keyring: Ke
         ser = await AsyncAvroSerializer(registry, _schema("avro"), keyring=keyring)
         with pytest.raises(ConfigurationError, match=r"subject\.name\.strategy"):
             ser.configure_subject_name_strategy(subject_name_strategy=strategy)
+        with pytest.raises(ConfigurationError, match=r"subject\.name\.strategy"):  # a conf of another Mapping type
+            await AsyncAvroSerializer(
+                registry, _schema("avro"), conf=types.MappingProxyType({"subject.name.strategy": strategy}),
+                keyring=keyring,
+            )  # fmt: skip
 
     asyncio.run(main())
 
@@ -646,3 +652,17 @@ def test_write_rules_and_their_actions_run_once_per_record_on_a_cold_call(keyrin
     assert first == {"id": "p1", "emails": ["a@x.com"]}
     assert ran == ["p1", "p2"] and to_dict_calls == ["p1"]  # once a record, though each call was attempted again
     assert lazy == {"id": "p2", "emails": ["b@x.com", "c@x.com"]}
+
+
+def test_a_mapping_conf_and_a_cleared_cluster_id_resolver_behave_as_with_the_sync_twins(keyring: Keyring) -> None:
+    """A conf given as any Mapping (not only a dict) and ``set_async_cluster_id_resolver(None)`` (confluent: no
+    resolver, the wildcard namespace) work as confluent's asyncio serdes take them."""
+    _, registry = _clients()
+
+    async def main() -> bytes:
+        conf = types.MappingProxyType({"fieldcrypt.tags": ["PII"], "auto.register.schemas": True})
+        ser = await AsyncAvroSerializer(registry, _schema("avro"), conf=conf, keyring=keyring)
+        ser.set_async_cluster_id_resolver(None)
+        return await ser(customer(1), value_ctx())  # type: ignore[no-any-return]
+
+    assert b"person1@example.com" not in asyncio.run(main())

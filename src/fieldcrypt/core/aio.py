@@ -24,7 +24,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -224,9 +224,10 @@ async def built(make: Callable[[Any], T], registry: Any, conf: Any = None) -> T:
 
 
 def confluent_part(conf: Any) -> Any:
-    """``conf`` without fieldcrypt's keys, for confluent's asyncio constructor (the sync twin has checked them all)."""
-    if not isinstance(conf, dict):
-        return conf
+    """``conf`` without fieldcrypt's keys, for confluent's asyncio constructor (the sync twin has checked them all, and
+    refused a conf that is no ``Mapping``): any ``Mapping`` becomes a dict of confluent's keys."""
+    if conf is None:
+        return None
     return {k: v for k, v in conf.items() if not (isinstance(k, str) and k.startswith("fieldcrypt."))}
 
 
@@ -234,7 +235,7 @@ def check_strategy(conf: Any) -> None:
     """A ``subject.name.strategy`` an asyncio serde would await (a coroutine function, or confluent's
     ``AsyncAssociatedNameStrategy``) is refused: the record work calls the strategy as confluent's sync serdes do.
     ``subject.name.strategy.type`` (``ASSOCIATED`` included) works as in confluent."""
-    strategy = conf.get("subject.name.strategy") if isinstance(conf, dict) else None
+    strategy = conf.get("subject.name.strategy") if isinstance(conf, Mapping) else None
     if strategy is None:
         return
     if is_async_strategy(strategy) or inspect.iscoroutinefunction(strategy):
@@ -254,8 +255,8 @@ class AsyncTwin:
     def set_async_cluster_id_resolver(self, resolver: Callable[[], Any]) -> None:
         super().set_async_cluster_id_resolver(resolver)  # type: ignore[misc]
         twin = getattr(self, "_fieldcrypt", None)
-        if twin is not None:  # the sync twin's strategy asks it through the running call's replay
-            twin.set_cluster_id_resolver(partial(_request, resolver, "kafka cluster id"))
+        if twin is not None:  # the sync twin's strategy asks it through the running call's replay (None: no resolver)
+            twin.set_cluster_id_resolver(None if resolver is None else partial(_request, resolver, "kafka cluster id"))
 
     def configure_validation_rules(self, conf: dict[str, Any]) -> None:
         refuse_unrun(conf)  # (as the sync twins: not run, so refused)
