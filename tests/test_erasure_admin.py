@@ -316,22 +316,16 @@ def test_cli_shred_needs_a_reason(populated: Keyring, store_url: str, reason: st
     assert state(populated) == before
 
 
+def _shred_cust_1(store_url: str, kek_uri: str) -> list[str]:
+    """The command line of the confirmation tests: shred cust-1 (ticket 3)."""
+    return ["keys", "shred", "--data-subject", "cust-1", "--store", store_url, "--kek", kek_uri, "--reason", "ticket 3"]
+
+
 # -- 3. confirmation -------------------------------------------------------------------------------------------------
 def test_shred_asks_for_confirmation(populated: Keyring, store_url: str, kek_uri: str, monkeypatch, capsys) -> None:
     ids = sorted(f"0x{k.key_id:08x}" for k in populated.keys(person="cust-1"))
     assert len(ids) == 2
-    shred = [
-        "keys",
-        "shred",
-        "--data-subject",
-        "cust-1",
-        "--store",
-        store_url,
-        "--kek",
-        kek_uri,
-        "--reason",
-        "ticket 3",
-    ]
+    shred = _shred_cust_1(store_url, kek_uri)
     before = state(populated)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))  # piped "yes" is not a terminal
@@ -402,18 +396,7 @@ def on_tty(argv: list[str], answer: str, env: dict[str, str] | None = None) -> t
 def test_shred_confirmation_on_a_terminal_shows_the_plan(populated: Keyring, store_url: str, kek_uri: str) -> None:
     ids = {(k.domain, format_key_id(k.key_id)) for k in populated.keys(person="cust-1")}
     assert {d for d, _ in ids} == {"D", "orders-value"}
-    shred = [
-        "keys",
-        "shred",
-        "--data-subject",
-        "cust-1",
-        "--store",
-        store_url,
-        "--kek",
-        kek_uri,
-        "--reason",
-        "ticket 3",
-    ]
+    shred = _shred_cust_1(store_url, kek_uri)
     code, asked, _ = on_tty(shred, "no")
     assert code == 1 and len(populated.keys(person="cust-1")) == 2
     lines = asked.splitlines()
@@ -440,18 +423,7 @@ def test_only_the_exact_answer_yes_destroys_on_a_terminal(
     populated: Keyring, store_url: str, kek_uri: str, answer: str
 ) -> None:
     before = state(populated)
-    shred = [
-        "keys",
-        "shred",
-        "--data-subject",
-        "cust-1",
-        "--store",
-        store_url,
-        "--kek",
-        kek_uri,
-        "--reason",
-        "ticket 3",
-    ]
+    shred = _shred_cust_1(store_url, kek_uri)
     code, asked, everything = on_tty(shred, answer)
     assert asked.endswith("Type 'yes' to destroy them: ")
     assert code == 1 and "nothing destroyed" in everything[len(asked) :]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -340,7 +339,7 @@ class JSONSerializer(Reconfigurable, _ConfluentJSONSerializer):
             cached, prefix, schema_id = self._entries.get(subject)
             # to_dict, then the WRITE rules of the schema written (in latest mode; as WriteEntries resolved it), on
             # plaintext: once per record, also when an asyncio twin's call is attempted again (fieldcrypt.core.aio)
-            value = _loop.once(("record", cached.schema_id), partial(self._prepared, obj, ctx, subject, cached))
+            value = _loop.once("record", self._prepared, obj, ctx, subject, cached)  # (one record a call)
             if c.validate:
                 try:
                     _validate(cached.parsed, value, subject)  # the plaintext, before encryption

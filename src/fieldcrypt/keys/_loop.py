@@ -125,17 +125,18 @@ def answer(replay: Replay, name: Hashable, make: Callable[[], Awaitable[Any]]) -
     raise value
 
 
-def once(name: Hashable, make: Callable[[], Any]) -> Any:
-    """``make()``, made once per call: later attempts of a replayed call (and its run in the executor) get the value
-    the first attempt made. For work with effects outside the record (``to_dict``, WRITE rules and their actions,
-    which confluent's serdes run once per record) and values that reading uses up. Outside a replay: ``make()``."""
+def once(name: Hashable, make: Callable[..., Any], *args: Any) -> Any:
+    """``make(*args)``, made once per call: later attempts of a replayed call (and its run in the executor) get the
+    value the first attempt made. For work with effects outside the record (``to_dict``, WRITE rules and their
+    actions, which confluent's serdes run once per record) and values that reading uses up. Outside a replay (every
+    sync call): ``make(*args)``, nothing more."""
     replay = _CURRENT.get()
     if replay is None:
-        return make()
+        return make(*args)
     found = replay.answers.get(name)
     if found is not None:
         return found[1]
-    value = make()
+    value = make(*args)
     replay.answers[name] = (True, value)
     return value
 
