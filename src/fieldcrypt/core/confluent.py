@@ -114,6 +114,7 @@ CONFIGURED: dict[str, str] = {
     "validate": "_validate",
     "json_encode": "_json_encode",
     "json_decode": "_json_decode",
+    "msg_class": "_msg_class",
 }
 
 
@@ -138,6 +139,7 @@ class Configured:
     validate: bool  # JSON: validate documents
     json_encode: Callable[..., Any] | None
     json_decode: Callable[..., Any] | None
+    msg_class: Any  # Protobuf: the message class confluent parses records into
     prefix_framing: bool  # the serializer writes the 5-byte prefix (confluent's default schema id serializer)
 
 
@@ -174,21 +176,23 @@ def subject_of(serde: Any, ctx: SerializationContext | None, record_name: str | 
     return serde._subject_name_func(ctx, record_name)  # type: ignore[no-any-return]
 
 
-def writer_schema(serde: Any, subject: str) -> Any:
+def writer_schema(serde: Any, subject: str, schema: Schema | None = None, fmt: str | None = None) -> Any:
     """What confluent's serializer would write with for ``subject``: the registered schema (``RegisteredSchema``)
-    from use.schema.id / use.latest.version / use.latest.with.metadata, else the serializer's own schema,
-    registered (auto.register.schemas) or looked up."""
-    latest = serde._get_reader_schema(subject)
+    from use.schema.id / use.latest.version / use.latest.with.metadata, else the serializer's own schema (``schema``
+    when given: Protobuf's, with its references), registered (auto.register.schemas) or looked up. ``fmt``: the
+    format registry reads ask for (Protobuf: ``serialized``)."""
+    latest = serde._get_reader_schema(subject, fmt=fmt) if fmt is not None else serde._get_reader_schema(subject)
     if latest is not None:
         return latest
-    if serde._schema is None:
+    schema = schema if schema is not None else serde._schema
+    if schema is None:
         raise ConfigurationError("no schema to write with: pass schema_str, or set use.latest.version", subject=subject)
     with _loop.taken(serde._known_subjects_lock):  # (on an asyncio serde's loop: never waited for)
         if serde._auto_register:
             return serde._registry.register_schema_full_response(
-                subject, serde._schema, normalize_schemas=serde._normalize_schemas
+                subject, schema, normalize_schemas=serde._normalize_schemas
             )
-        return serde._registry.lookup_schema(subject, serde._schema, normalize_schemas=serde._normalize_schemas)
+        return serde._registry.lookup_schema(subject, schema, normalize_schemas=serde._normalize_schemas)
 
 
 def is_latest_mode(serde: Any) -> bool:
@@ -203,14 +207,18 @@ def auto_registers(serde: Any) -> bool:
     return bool(serde._auto_register)
 
 
-def get_writer_schema(serde: Any, sid: Any, subject: str | None) -> Any:
+def get_writer_schema(serde: Any, sid: Any, subject: str | None, fmt: str | None = None) -> Any:
     """The schema a record names in a header (schema id or GUID: confluent's ``SchemaId``), as confluent's
     deserializer looks it up (through its client's cache)."""
+    if fmt is not None:
+        return serde._get_writer_schema(sid, subject, fmt=fmt)
     return serde._get_writer_schema(sid, subject)
 
 
-def get_reader_schema(serde: Any, subject: str) -> Any:
+def get_reader_schema(serde: Any, subject: str, fmt: str | None = None) -> Any:
     """The reader schema use.latest.version / use.latest.with.metadata / use.schema.id name (None without them)."""
+    if fmt is not None:
+        return serde._get_reader_schema(subject, fmt=fmt)
     return serde._get_reader_schema(subject)
 
 

@@ -163,26 +163,28 @@ def _check_id(schema_id: int, subject: str | None) -> None:
         )
 
 
-def writer_schema_by_id(registry: Any, schema_id: int, subject: str | None) -> Any:
+def writer_schema_by_id(registry: Any, schema_id: int, subject: str | None, fmt: str | None = None) -> Any:
     """The schema a record names by id (the Confluent prefix), as confluent's deserializer looks it up."""
     _check_id(schema_id, subject)
+    if fmt is not None:
+        return ask(lambda: registry.get_schema(schema_id, subject, fmt), f"schema id {schema_id}", subject, role="writer")
     return ask(lambda: registry.get_schema(schema_id, subject), f"schema id {schema_id}", subject, role="writer")
 
 
-def writer_schema_of(serde: Any, sid: Any, subject: str | None) -> Any:
+def writer_schema_of(serde: Any, sid: Any, subject: str | None, fmt: str | None = None) -> Any:
     """The schema a record names in a header (schema id or GUID: confluent's ``SchemaId``), through confluent's
     ``_get_writer_schema``."""
     if sid.id is not None:
         _check_id(sid.id, subject)
     what = f"schema id {sid.id}" if sid.id is not None else f"schema GUID {sid.guid}"
-    return ask(lambda: get_writer_schema(serde, sid, subject), what, subject, role="writer")
+    return ask(lambda: get_writer_schema(serde, sid, subject, fmt), what, subject, role="writer")
 
 
-def reader_schema(serde: Any, subject: str) -> Any:
+def reader_schema(serde: Any, subject: str, fmt: str | None = None) -> Any:
     """use.latest.version / use.latest.with.metadata / use.schema.id: the reader schema the consumer's settings
     name, through confluent's ``_get_reader_schema`` (None without those settings)."""
     return ask(
-        lambda: get_reader_schema(serde, subject), f"the reader schema of subject {subject!r}", subject, role="reader"
+        lambda: get_reader_schema(serde, subject, fmt), f"the reader schema of subject {subject!r}", subject, role="reader"
     )
 
 

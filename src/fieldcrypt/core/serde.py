@@ -393,7 +393,13 @@ class PlanCache:
         parse: Callable[[Schema], Any],
         compile_plan: Callable[[Any, TagRules], FieldPlan],
         rules: TagRules,
+        *,
+        fmt: str | None = None,
+        fingerprint: Callable[[Schema], str] | None = None,
     ) -> None:
+        #: the format every registry read of a schema asks for (Protobuf: ``serialized``), None for the default
+        self.fmt = fmt
+        self._fingerprint = fingerprint or schema_fingerprint
         self._registry = registry
         self._parse = parse
         self._compile = compile_plan
@@ -421,11 +427,11 @@ class PlanCache:
             if schema is None:  # the lookup confluent's deserializer makes, through the client's cache
                 if not isinstance(schema_id, int):
                     raise ConfigurationError("a schema GUID cannot be looked up without its schema")
-                schema = writer_schema_by_id(self._registry, schema_id, subject)  # a bad id: UnknownSchemaError
+                schema = writer_schema_by_id(self._registry, schema_id, subject, self.fmt)  # a bad id: Unknown...
             try:
                 plan = self.compile(schema)
                 cached = CachedPlan(
-                    schema_id, self._parse(schema), PlanRunner(plan), schema_fingerprint(schema), schema
+                    schema_id, self._parse(schema), PlanRunner(plan), self._fingerprint(schema), schema
                 )
             except FieldcryptError as exc:
                 if isinstance(exc, PolicyError) and named_by_record and self._foreign(schema_id, subject, schema):

@@ -67,8 +67,13 @@ class WriteEntries:
         local_plan: FieldPlan | None = None,
         allow_tag_removal: bool = False,
         undeclared: Callable[[str, Mapping[str, Any]], bool] | None = None,
+        to_register: Callable[[str], Schema] | None = None,
     ) -> None:
         self._serde = serde
+        #: the schema to register or look up for a subject, when it is not the serde's own as constructed (Protobuf:
+        #: with the references of its imports, registered first); asked once per subject, never in latest mode
+        self._to_register = to_register
+        self._fmt = plans.fmt  # the format registry reads ask for (Protobuf: serialized)
         self._configured = configured(serde)  # the registry client and local schema confluent's constructor set up
         self._undeclared = undeclared  # the format's: whether a parent value path takes values it does not declare
         self._plans = plans
@@ -95,7 +100,8 @@ class WriteEntries:
         if registering:  # checked before the registration: a refused schema is not registered
             assert self._local_plan is not None
             record, deferred = self._check_local(subject, self._local_plan)
-        registered = writer_schema(self._serde, subject)
+        sent = self._to_register(subject) if self._to_register is not None and not self.latest_mode else None
+        registered = writer_schema(self._serde, subject, sent, self._fmt)
         if registered.schema_id is None:
             raise ConfigurationError("the registry returned no schema id", subject=subject)
         key = (subject, registered.schema_id)
@@ -106,7 +112,7 @@ class WriteEntries:
             raise self._refused[key].with_context(subject=subject)
         schema = registered.schema
         if (schema is None or schema.schema_str is None) and not self.latest_mode:
-            schema = self._configured.schema  # a registry answering the registration with the id only: what was sent
+            schema = sent or self._configured.schema  # a registry answering with the id only: what was sent
             if registering and deferred:  # whether it inherited the latest version's metadata.tags: read it back
                 schema = self._read_back(subject, registered.schema_id, schema)
         if not registering and not self.latest_mode:
@@ -343,18 +349,21 @@ class WriteEntries:
         try:
             if version is None:
                 if direct:
-                    found = rest.get(f"schemas/ids/{int(schema_id)}", {"subject": subject})
+                    query = {"subject": subject, **({"format": self._fmt} if self._fmt else {})}
+                    found = rest.get(f"schemas/ids/{int(schema_id)}", query)
                     schema = RegisteredSchema.from_dict({**found, "id": schema_id}).schema
+                elif self._fmt is not None:
+                    schema = registry.get_schema(schema_id, subject, self._fmt)
                 else:
                     schema = registry.get_schema(schema_id, subject)
                 return RegisteredSchema(schema_id=schema_id, guid=None, schema=schema, subject=subject, version=None)
             if direct:
+                params = {**({"deleted": "true"} if deleted else {}), **({"format": self._fmt} if self._fmt else {})}
                 return RegisteredSchema.from_dict(
-                    rest.get(
-                        f"subjects/{quote(subject, safe='')}/versions/{int(version)}",
-                        {"deleted": "true"} if deleted else None,
-                    )
+                    rest.get(f"subjects/{quote(subject, safe='')}/versions/{int(version)}", params or None)
                 )
+            if self._fmt is not None:
+                return registry.get_version(subject, version, deleted=deleted, fmt=self._fmt)  # type: ignore[no-any-return]
             if deleted:
                 return registry.get_version(subject, version, deleted=True)  # type: ignore[no-any-return]
             return registry.get_version(subject, version)  # type: ignore[no-any-return]
