@@ -111,19 +111,21 @@ class _Field:
 def compile_protobuf(
     parsed: ParsedProto, rules: TagRules, collector: TagCollector | None = None, root: str | None = None
 ) -> FieldPlan:
-    """Compile a parsed Protobuf schema into the :class:`FieldPlan` of its message ``root`` (a full name; default:
-    the first message of the schema's own file, confluent's message index ``[0]``). Every message, enum and file of
-    the schema is checked, used by the root or not."""
+    """Compile a parsed Protobuf schema into the :class:`FieldPlan` of its message ``root`` (a full name; default,
+    or when the schema has no such message: its top-level message of the same short name, else its first message,
+    confluent's message index ``[0]``). Every message, enum and file of the schema is checked, used by the root or
+    not. The serdes check that the message they write or read is the one planned."""
     compiler = _Compiler(collector or rules.collector(), rules)
     for f in parsed.files:
         compiler.file(f)
-    if root is None:
-        first = list(parsed.file.message_types_by_name.values())
+    first = list(parsed.file.message_types_by_name.values())
+    if root is None or root not in compiler.types:
+        # a schema without the message (another version of a subject, compared with for tag removal): the message of
+        # the same short name, else its first one, as confluent's deserializer picks a reader message
         if not first:
             raise PolicyError("the Protobuf schema declares no message")
-        root = first[0].full_name
-    elif root not in compiler.types:
-        raise PolicyError(f"the Protobuf schema has no message {root}")
+        short = root.rsplit(".", 1)[-1] if root is not None else None
+        root = next((d.full_name for d in first if d.name == short), first[0].full_name)
     compiler.tags.finish()
     holding = compiler.holding()
     named: dict[str, RecordNode] = {}

@@ -267,7 +267,8 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
                 out = b"\x00" + int(schema_id.id).to_bytes(4, "big") + encode_indexes(shape.indexes) + body
             else:
                 assert c.schema_id_serializer is not None
-                sid = SchemaId(_PROTOBUF, schema_id.id, schema_id.guid, list(shape.indexes))
+                guid = str(schema_id.guid) if schema_id.guid is not None else None
+                sid = SchemaId(_PROTOBUF, schema_id.id, guid, list(shape.indexes))
                 out = c.schema_id_serializer(body, ctx, sid)
         except Exception as exc:
             refused(self.stats, exc)
