@@ -5,9 +5,9 @@
     python tools/confluent_suite/run.py /tmp/ckp                       # every suite below
     python tools/confluent_suite/run.py /tmp/ckp async-avro -- -x -q   # one suite, extra pytest arguments
 
-Suites: the asyncio Avro, JSON and Protobuf serde tests (``tests/schema_registry/_async/``) and the sync ones. confluent's
-code is never copied into fieldcrypt: the checkout is the caller's. The exceptions (xfail, strict) and their
-reasons are listed in docs/compatibility.md.
+Suites: the asyncio Avro, JSON and Protobuf serde tests (``tests/schema_registry/_async/``) and the sync ones, each
+in its own process. confluent's code is never copied into fieldcrypt: the checkout is the caller's. The exceptions
+(xfail, strict) and their reasons are listed in docs/compatibility.md.
 """
 
 from __future__ import annotations

@@ -167,7 +167,9 @@ def writer_schema_by_id(registry: Any, schema_id: int, subject: str | None, fmt:
     """The schema a record names by id (the Confluent prefix), as confluent's deserializer looks it up."""
     _check_id(schema_id, subject)
     if fmt is not None:
-        return ask(lambda: registry.get_schema(schema_id, subject, fmt), f"schema id {schema_id}", subject, role="writer")
+        return ask(
+            lambda: registry.get_schema(schema_id, subject, fmt), f"schema id {schema_id}", subject, role="writer"
+        )
     return ask(lambda: registry.get_schema(schema_id, subject), f"schema id {schema_id}", subject, role="writer")
 
 
@@ -184,7 +186,10 @@ def reader_schema(serde: Any, subject: str, fmt: str | None = None) -> Any:
     """use.latest.version / use.latest.with.metadata / use.schema.id: the reader schema the consumer's settings
     name, through confluent's ``_get_reader_schema`` (None without those settings)."""
     return ask(
-        lambda: get_reader_schema(serde, subject, fmt), f"the reader schema of subject {subject!r}", subject, role="reader"
+        lambda: get_reader_schema(serde, subject, fmt),
+        f"the reader schema of subject {subject!r}",
+        subject,
+        role="reader",
     )
 
 

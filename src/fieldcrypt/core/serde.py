@@ -430,9 +430,7 @@ class PlanCache:
                 schema = writer_schema_by_id(self._registry, schema_id, subject, self.fmt)  # a bad id: Unknown...
             try:
                 plan = self.compile(schema)
-                cached = CachedPlan(
-                    schema_id, self._parse(schema), PlanRunner(plan), self._fingerprint(schema), schema
-                )
+                cached = CachedPlan(schema_id, self._parse(schema), PlanRunner(plan), self._fingerprint(schema), schema)
             except FieldcryptError as exc:
                 if isinstance(exc, PolicyError) and named_by_record and self._foreign(schema_id, subject, schema):
                     raise _foreign_schema(schema_id, subject, exc.reason) from exc

@@ -50,7 +50,7 @@ class AsyncProtobufSerializer(AsyncSerializerTwin, _ConfluentAsyncProtobufSerial
         self.stats = self._fieldcrypt.stats
 
 
-class AsyncProtobufDeserializer(AsyncDeserializerTwin, _ConfluentAsyncProtobufDeserializer):  # type: ignore[misc]
+class AsyncProtobufDeserializer(AsyncDeserializerTwin, _ConfluentAsyncProtobufDeserializer):
     """confluent's ``AsyncProtobufDeserializer`` that decrypts tagged fields: ``await AsyncProtobufDeserializer(...)``,
     the same arguments, plus ``keyring=``."""
 

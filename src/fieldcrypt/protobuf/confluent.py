@@ -31,6 +31,7 @@ __all__ = [
     "field_rules_for",
     "is_builtin",
     "is_map_field",
+    "is_repeated",
     "local_parsed",
     "references",
     "schema_text",
@@ -88,7 +89,9 @@ class ParsedProto:
         d: Descriptor | None = desc
         while d is not None:
             parent = d.containing_type
-            siblings = list(parent.nested_types) if parent is not None else list(self.file.message_types_by_name.values())
+            siblings = (
+                list(parent.nested_types) if parent is not None else list(self.file.message_types_by_name.values())
+            )
             path.append([s.full_name for s in siblings].index(d.full_name))
             d = parent
         return path[::-1]
@@ -115,6 +118,11 @@ def is_builtin(name: str) -> bool:
     """Whether an imported file is one of the types confluent's pools provide (``google/protobuf/*``,
     ``google/type/*``, ``confluent/*``), never registered as a reference."""
     return bool(_protobuf._is_builtin(name))
+
+
+def is_repeated(fd: Any) -> bool:
+    """Whether a field is repeated (maps too), in every protobuf release confluent supports."""
+    return bool(_protobuf._is_repeated(fd))
 
 
 def is_map_field(fd: Any) -> bool:
@@ -157,12 +165,12 @@ class ParsedSchemas:
     def __init__(self, serde: Any, local: tuple[Schema, ParsedProto] | None = None) -> None:
         self._serde = serde
         self._local = local
-        self._cache: dict[tuple[str, tuple[tuple[str, str, int], ...]], ParsedProto] = {}
+        self._cache: dict[tuple[str, tuple[tuple[str, str, str], ...]], ParsedProto] = {}
 
     def __call__(self, schema: Schema) -> ParsedProto:
         if self._local is not None and schema is self._local[0]:
             return self._local[1]
-        refs = tuple(sorted((str(r.name), str(r.subject), int(r.version)) for r in schema.references or []))
+        refs = tuple(sorted((str(r.name), str(r.subject), str(r.version)) for r in schema.references or []))
         key = (str(schema.schema_str), refs)
         found = self._cache.get(key)
         if found is not None:

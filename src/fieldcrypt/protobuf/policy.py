@@ -43,7 +43,10 @@ from fieldcrypt.core.plan import (
     TagRules,
 )
 from fieldcrypt.errors import PolicyError
-from fieldcrypt.protobuf.confluent import META, ParsedProto, is_map_field
+from fieldcrypt.protobuf.confluent import META as _META
+from fieldcrypt.protobuf.confluent import ParsedProto, is_map_field, is_repeated
+
+META: Any = _META  # (generated code: its extensions are not typed)
 
 __all__ = ["compile_protobuf", "field_kind"]
 
@@ -77,7 +80,8 @@ _NAMES = {
 def field_kind(fd: FieldDescriptor) -> str:
     """A field's type as messages name it: ``string``, ``bytes``, ``int32``..., ``message Name``, ``enum Name``."""
     if fd.type in _INTS:
-        return {v: k for k, v in vars(_T).items() if k.startswith("TYPE_") and isinstance(v, int)}[fd.type][5:].lower()
+        names = {v: k for k, v in vars(_T).items() if k.startswith("TYPE_") and isinstance(v, int)}
+        return str(names[fd.type][5:].lower())
     name = _NAMES.get(fd.type, "unknown")
     if fd.type in (_T.TYPE_MESSAGE, _T.TYPE_GROUP) and fd.message_type is not None:
         return f"{name} {fd.message_type.full_name}"
@@ -226,9 +230,9 @@ class _Compiler:
         if rules.data_subject in tags:
             if tags & rules.encrypt:
                 raise PolicyError("the data-subject id field cannot itself be encrypted", field_path=full)
-            if fd.is_repeated or fd.type not in (_INTS | {_T.TYPE_STRING}):
+            if is_repeated(fd) or fd.type not in (_INTS | {_T.TYPE_STRING}):
                 raise PolicyError(
-                    f"the data-subject id field has type {'repeated ' if fd.is_repeated else ''}{field_kind(fd)}; "
+                    f"the data-subject id field has type {'repeated ' if is_repeated(fd) else ''}{field_kind(fd)}; "
                     "it must be a singular string or integer field",
                     field_path=full,
                 )
@@ -242,7 +246,7 @@ class _Compiler:
             node = self._value(value, path, tags, full)
             target = value.message_type.full_name if value.message_type is not None else None
             return _Field(fd.name, fd, MapNode(node) if node is not None else None, target, "map")
-        if fd.is_repeated:
+        if is_repeated(fd):
             path = f"{full}[]"
             tags = self.tags.applies(path, tags, (fd,))
             node = self._value(fd, path, tags, full)
@@ -256,7 +260,9 @@ class _Compiler:
             return _Field(fd.name, fd, leaves_node, None, "opt" if fd.has_presence else "one")
         return _Field(fd.name, fd, None, target, "opt" if fd.has_presence else "one")
 
-    def _value(self, fd: FieldDescriptor, path: str, tags: frozenset[str], full: str, nullable: bool = False) -> Leaf | None:
+    def _value(
+        self, fd: FieldDescriptor, path: str, tags: frozenset[str], full: str, nullable: bool = False
+    ) -> Leaf | None:
         """The leaf of a value of field ``fd`` (a map's ``value`` field for map values), or None."""
         encrypt = tags & self.rules.encrypt
         if not encrypt:
@@ -315,7 +321,13 @@ class _Compiler:
             if node is None and f.target in holding:
                 assert f.target is not None
                 ref = RefNode(f.target)
-                node = {"one": ref, "opt": NullableNode(ref), "list": ArrayNode(ref), "map": MapNode(ref)}[f.container]
+                made: dict[str, Node] = {
+                    "one": ref,
+                    "opt": NullableNode(ref),
+                    "list": ArrayNode(ref),
+                    "map": MapNode(ref),
+                }
+                node = made[f.container]
             if node is not None:
                 steps.append(FieldStep(f.name, node))
         return RecordNode(name, tuple(steps))

@@ -8,7 +8,8 @@ output back into the message (one fieldcrypt owns: never the caller's).
 
 Unset fields with presence (``optional``, ``oneof`` members, message fields) project as None (the engine skips them);
 map keys project as text (a string key as it is, an integer as its decimal digits, a bool as ``true``/``false``),
-so value paths read ``Order.counts["5"]``.
+so value paths read ``Order.counts["5"]``; a map's entries project in key order (the wire does not keep their order,
+and each value's position in the record is bound to it).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def unknown_fields(message: Message) -> bool:
     copy.CopyFrom(message)
     before = copy.ByteSize()
     copy.DiscardUnknownFields()
-    return copy.ByteSize() != before
+    return bool(copy.ByteSize() != before)
 
 
 class Projector:
@@ -114,10 +115,11 @@ class Projector:
                 return list(values)
             return [self._record(items, m, ()) for m in values]
         if isinstance(node, MapNode):
-            values = getattr(msg, name)
+            # in key order: a map's order on the wire is not kept, and a value's position in the record is bound
+            values = sorted(getattr(msg, name).items())
             if isinstance(node.values, Leaf):
-                return {key_text(k): v for k, v in values.items()}
-            return {key_text(k): self._record(node.values, v, ()) for k, v in values.items()}
+                return {key_text(k): v for k, v in values}
+            return {key_text(k): self._record(node.values, v, ()) for k, v in values}
         return self._one(node, getattr(msg, name))
 
     def _one(self, node: Node, value: Any) -> Any:

@@ -76,6 +76,7 @@ from fieldcrypt.protobuf.confluent import (
     ParsedProto,
     ParsedSchemas,
     field_rules_for,
+    is_repeated,
     local_parsed,
     references,
     schema_text,
@@ -125,9 +126,9 @@ def message_tree(message: Message) -> dict[str, Any]:
             elif value_fd.type in (value_fd.TYPE_STRING, value_fd.TYPE_BYTES):
                 out[fd.name] = {key_text(k): x for k, x in v.items()}
         elif fd.message_type is not None:
-            out[fd.name] = [message_tree(x) for x in v] if fd.is_repeated else message_tree(v)
+            out[fd.name] = [message_tree(x) for x in v] if is_repeated(fd) else message_tree(v)
         elif fd.type in (fd.TYPE_STRING, fd.TYPE_BYTES):
-            out[fd.name] = list(v) if fd.is_repeated else v
+            out[fd.name] = list(v) if is_repeated(fd) else v
     return out
 
 
@@ -222,7 +223,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
         self._shapes: dict[tuple[str, int | str], _Shape] = {}
 
-    def __call__(self, message: Message, ctx: SerializationContext | None = None) -> bytes | None:  # type: ignore[override]
+    def __call__(self, message: Message, ctx: SerializationContext | None = None) -> bytes | None:
         try:
             return self._serialize(message, ctx)
         finally:
@@ -248,33 +249,38 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
             domain = self._opts.domain or subject
             self._policy(cached, domain, subject)
             plan = cached.runner.plan
-            if plan.is_empty:
+            out: bytes
+            if plan.is_empty:  # nothing tagged: written as confluent writes it (counted as an untagged record)
                 body = value.SerializeToString()
-                state = None
+                _, state = cached.runner.encrypt_counted(
+                    {}, self._keyring, subject, domain, self.stats, self._opts.format_version
+                )
             else:
                 # a copy of the message, read again under the descriptor of the schema written: fields the caller's
                 # class declares under other names line up by number, and fields it lacks are found
                 try:
                     work = shape.cls.FromString(value.SerializeToString())
                 except DecodeError as exc:
-                    raise EncryptionError("the message does not decode with the schema written", subject=subject) from exc
+                    raise EncryptionError(
+                        "the message does not decode with the schema written", subject=subject
+                    ) from exc
                 _refuse_unknown(work, subject, writing=True)
                 encrypted, state = cached.runner.encrypt_counted(
                     shape.projector.project(work), self._keyring, subject, domain, self.stats, self._opts.format_version
                 )
                 body = shape.projector.apply(encrypted, work).SerializeToString()
             if c.prefix_framing:
-                out = b"\x00" + int(schema_id.id).to_bytes(4, "big") + encode_indexes(shape.indexes) + body
+                assert schema_id.id is not None
+                out = b"\x00" + schema_id.id.to_bytes(4, "big") + encode_indexes(shape.indexes) + body
             else:
                 assert c.schema_id_serializer is not None
                 guid = str(schema_id.guid) if schema_id.guid is not None else None
                 sid = SchemaId(_PROTOBUF, schema_id.id, guid, list(shape.indexes))
-                out = c.schema_id_serializer(body, ctx, sid)
+                out = bytes(c.schema_id_serializer(body, ctx, sid))
         except Exception as exc:
             refused(self.stats, exc)
             raise
-        if state is not None:
-            self.stats._wrote(state)
+        self.stats._wrote(state)  # counted once the record is done: one lock per record
         return out
 
     def _shape(self, subject: str, cached: CachedPlan) -> _Shape:
@@ -285,7 +291,9 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         parsed: ParsedProto = cached.parsed
         desc = parsed.message(self._root)
         if desc is None:
-            raise PolicyError(f"the schema written (id {cached.schema_id}) has no message {self._root}", subject=subject)
+            raise PolicyError(
+                f"the schema written (id {cached.schema_id}) has no message {self._root}", subject=subject
+            )
         found = _Shape(cached, desc, parsed.cls(desc), Projector(cached.runner.plan, desc), parsed.indexes_of(desc))
         if len(self._shapes) < 10_000:
             self._shapes[key] = found
@@ -388,7 +396,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
             self._shapes[(key, indexes)] = found
         return found
 
-    def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:  # type: ignore[override]
+    def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if data is None:
             return None
         try:
@@ -502,4 +510,3 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
     def _confluent_class(self) -> type[Message]:
         cls: type[Message] = self._confluent.msg_class  # confluent's GetMessageClass(message_type.DESCRIPTOR)
         return cls
-

@@ -1,0 +1,410 @@
+"""fieldcrypt's Protobuf twins: what a producer and a consumer of a tagged Protobuf topic rely on.
+
+The schema of the example (examples/protobuf/customer.proto) tags, with ``(confluent.field_meta).tags``: a string, an
+``optional`` string, a repeated string, a map's values, a nested message's field, bytes and a ``oneof`` member; its
+``id`` is the data-subject id (per-person keys)."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import (
+    Metadata,
+    MetadataTags,
+    Schema,
+    SchemaRegistryClient,
+    header_schema_id_serializer,
+)
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer as PlainDeserializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer as PlainSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+import fieldcrypt
+from fieldcrypt import Keyring
+from fieldcrypt.errors import (
+    ConfigurationError,
+    DecryptionError,
+    EncryptionError,
+    KeyNotFoundError,
+    MalformedRecordError,
+    PolicyError,
+)
+from fieldcrypt.protobuf import ProtobufDeserializer, ProtobufSerializer
+from tests.proto_schemas import cls, enum, field, file, files, map_entry, message, unique
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "protobuf"))
+import customer_pb2
+
+NO_DEPRECATED = {"use.deprecated.format": False}
+
+
+def ctx(topic: str = "customers") -> SerializationContext:
+    return SerializationContext(topic, MessageField.VALUE)
+
+
+@pytest.fixture
+def registry() -> SchemaRegistryClient:
+    return SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+
+
+def customer(i: int = 1) -> Any:
+    c = customer_pb2.Customer(
+        id=f"c-{i}",
+        email=f"ann{i}@example.com",
+        name="Ann Example",
+        phone="+44 20 7946 0000",
+        aliases=["annie", "a.e."],
+        photo=b"\x89PNG\x00\x01",
+        pager="555-0100",
+        country="GB",
+        loyalty_points=42,
+    )
+    c.contacts["work"] = "ann@work.example"
+    c.contacts["home"] = "ann@home.example"
+    c.address.street = "1 High Street"
+    c.address.city = "London"
+    return c
+
+
+def serde(registry: SchemaRegistryClient, keyring: Keyring, **conf: Any) -> tuple[Any, Any]:
+    reading = ("fieldcrypt.on.", "fieldcrypt.placeholder", "fieldcrypt.denied.placeholder")
+    read_conf = {k: v for k, v in conf.items() if not k.startswith("fieldcrypt.format")}
+    write_conf = {k: v for k, v in conf.items() if not k.startswith(reading)}
+    ser = ProtobufSerializer(customer_pb2.Customer, registry, {**NO_DEPRECATED, **write_conf}, keyring=keyring)
+    de = ProtobufDeserializer(customer_pb2.Customer, {**NO_DEPRECATED, **read_conf}, registry, keyring=keyring)
+    return ser, de
+
+
+def test_round_trip_every_placement_and_the_callers_message_unchanged(registry: Any, keyring: Keyring) -> None:
+    ser, de = serde(registry, keyring)
+    msg = customer()
+    before = msg.SerializeToString()
+    data = ser(msg, ctx())
+    assert msg.SerializeToString() == before  # never mutated
+    assert de(data, ctx()) == msg
+    assert type(de(data, ctx())) is customer_pb2.Customer
+    assert ser.stats.values == 10  # email name phone aliases(2) contacts(2) street photo pager
+    for secret in (b"ann1@example.com", b"Ann Example", b"annie", b"ann@work.example", b"1 High Street", b"555-0100"):
+        assert secret not in data
+    assert b"\x89PNG" not in data
+    assert b"London" in data and b"GB" in data and b"c-1" in data  # untagged and the id stay in clear
+
+
+def test_confluents_plain_deserializer_reads_ciphertext_where_keys_are_missing(registry: Any, keyring: Keyring) -> None:
+    ser, _ = serde(registry, keyring)
+    data = ser(customer(), ctx())
+    plain = PlainDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry)(data, ctx())
+    assert plain.country == "GB" and plain.loyalty_points == 42 and plain.address.city == "London"
+    for text in (plain.email, plain.name, plain.phone, plain.aliases[0], plain.contacts["work"], plain.pager):
+        assert text.startswith("A")  # a value ciphertext's version byte, as unpadded base64 text
+        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    assert plain.photo[:1] in (b"\x01", b"\x02") and plain.photo != customer().photo
+    assert plain.HasField("phone") and plain.WhichOneof("reach") == "pager"
+
+
+def test_unset_optional_and_oneof_stay_unset_and_empty_strings_are_encrypted(registry: Any, keyring: Keyring) -> None:
+    ser, de = serde(registry, keyring)
+    msg = customer_pb2.Customer(id="c-9", desk=7)  # phone unset, the oneof holds an untagged int
+    data = ser(msg, ctx())
+    out = de(data, ctx())
+    assert out == msg and not out.HasField("phone") and out.WhichOneof("reach") == "desk"
+    plain = PlainDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry)(data, ctx())
+    assert plain.email != "" and plain.name != ""  # implicit-presence "" is a value: encrypted, so counted
+    assert not plain.HasField("phone")
+
+
+def test_shredding_a_person_reads_as_erased(registry: Any, keyring: Keyring) -> None:
+    ser, de = serde(registry, keyring)
+    data = ser(customer(1), ctx())
+    other = ser(customer(2), ctx())
+    keyring.shred_person("c-1", reason="test")
+    out = de(data, ctx())
+    assert out.email == "<erased>" and out.name == "<erased>" and out.aliases == ["<erased>", "<erased>"]
+    assert not out.HasField("phone")  # an optional field: erased reads as unset (on.erased=null)
+    assert out.photo == b"<erased>"
+    assert out.WhichOneof("reach") is None  # a oneof member has presence: unset
+    assert out.country == "GB"
+    assert de.stats.erased == 10
+    assert de(other, ctx()) == customer(2)
+
+
+def test_a_consumer_without_keys_is_denied_and_tampering_is_refused(
+    registry: Any, keyring: Keyring, tmp_path: Path
+) -> None:
+    ser, _ = serde(registry, keyring)
+    data = ser(customer(), ctx())
+    stranger = Keyring(
+        fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'other.db'}"),
+        fieldcrypt.create_local_kek(tmp_path / "other.json"),
+    )
+    with pytest.raises(KeyNotFoundError):
+        ProtobufDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry, keyring=stranger)(data, ctx())
+    plain = PlainDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry)(data, ctx())
+    plain.email, plain.name = plain.name, plain.email  # two ciphertexts swapped between fields
+    framing = data[: len(data) - len(plain.SerializeToString())]
+    forged = bytes(framing) + plain.SerializeToString()
+    de = ProtobufDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry, keyring=keyring)
+    with pytest.raises(DecryptionError):
+        de(forged, ctx())
+
+
+def test_marker_outcomes_are_refused_for_protobuf(registry: Any, keyring: Keyring) -> None:
+    with pytest.raises(ConfigurationError, match="marker"):
+        ProtobufDeserializer(
+            customer_pb2.Customer, {**NO_DEPRECATED, "fieldcrypt.on.erased": "marker"}, registry, keyring=keyring
+        )
+
+
+# -- tag placements: enforced or refused, never ignored ------------------------------------------------------------
+
+
+def _serializer(registry: Any, keyring: Keyring, proto: Any, root: str, **conf: Any) -> Any:
+    return ProtobufSerializer(cls(files(proto), root), registry, {**NO_DEPRECATED, **conf}, keyring=keyring)
+
+
+@pytest.mark.parametrize(
+    ("fields", "nested", "match"),
+    [
+        ([field("age", 1, "int32", tags=["PII"])], [], "int32"),
+        ([field("ok", 1, "bool", tags=["PII"])], [], "bool"),
+        ([field("inner", 1, "message", type_name=".p.M.In", tags=["PII"])], [message("In", [])], "message"),
+        (
+            [field("inner", 1, "message", type_name=".p.M.In", repeated=True, tags=["PII"])],
+            [message("In", [])],
+            "message",
+        ),
+        ([field("e", 1, "enum", type_name=".p.M.E", tags=["PII"])], [], "enum"),
+        ([field("ids", 1, "string", repeated=True, tags=["DATA_SUBJECT_ID"])], [], "data-subject"),
+        ([field("x", 1, "string", tags=["SECRET"])], [], "does not decide"),
+        ([field("x", 1, "string", tags=["PII", "DATA_SUBJECT_ID"])], [], "data-subject"),
+    ],
+)
+def test_tags_where_no_ciphertext_fits_are_refused(
+    registry: Any, keyring: Keyring, fields: list[Any], nested: list[Any], match: str
+) -> None:
+    enums = [enum("E", ["A", "B"])] if any(f.type_name == ".p.M.E" for f in fields) else []
+    proto = file(unique("refuse"), "p", [message("M", fields, nested=nested, enums=enums)])
+    with pytest.raises(PolicyError, match=match):
+        _serializer(registry, keyring, proto, "p.M")
+
+
+@pytest.mark.parametrize("where", ["message", "file", "enum"])
+def test_encryption_tags_on_messages_files_and_enums_are_refused(registry: Any, keyring: Keyring, where: str) -> None:
+    m = message("M", [field("x", 1, "string")], tags=["PII"] if where == "message" else None)
+    enums = [enum("E", ["A"], tags=["PII"])] if where == "enum" else []
+    proto = file(unique("meta"), "p", [m], tags=["PII"] if where == "file" else None, enums=enums)
+    with pytest.raises(PolicyError, match="tag the fields"):
+        _serializer(registry, keyring, proto, "p.M")
+
+
+def test_plaintext_tags_on_a_message_are_recorded_not_refused(registry: Any, keyring: Keyring) -> None:
+    m = message("M", [field("x", 1, "string", tags=["PII"])], tags=["PUBLIC"])
+    M = cls(files(file(unique("plain"), "p", [m])), "p.M")
+    ser = ProtobufSerializer(M, registry, {**NO_DEPRECATED, "fieldcrypt.plaintext.tags": ["PUBLIC"]}, keyring=keyring)
+    assert b"secret" not in ser(M(x="secret"), ctx())
+
+
+def test_a_map_of_int_keys_a_nested_message_and_recursion(registry: Any, keyring: Keyring) -> None:
+    node = message(
+        "Node",
+        [
+            field("label", 1, "string", tags=["PII"]),
+            field("next", 2, "message", type_name=".p.Node"),
+            field("notes", 3, "message", type_name=".p.Node.NotesEntry", repeated=True, tags=["PII"]),
+            field("kids", 4, "message", type_name=".p.Node", repeated=True),
+        ],
+        nested=[map_entry("NotesEntry", "int32", "string")],
+    )
+    proto = file(unique("node"), "p", [node])
+    pool = files(proto)
+    Node = cls(pool, "p.Node")
+    ser = ProtobufSerializer(Node, registry, NO_DEPRECATED, keyring=keyring)
+    de = ProtobufDeserializer(Node, NO_DEPRECATED, registry, keyring=keyring)
+    n = Node(label="root")
+    n.notes[5] = "five"
+    n.notes[-1] = "minus one"
+    n.next.label = "second"
+    n.next.next.label = "third"
+    n.kids.add(label="kid")
+    data = ser(n, ctx())
+    for secret in (b"root", b"five", b"minus one", b"second", b"third", b"kid"):
+        assert secret not in data
+    assert de(data, ctx()) == n
+    assert ser.stats.values == 6
+
+
+def test_the_plan_comes_from_the_registry_metadata_tags_too(registry: Any, keyring: Keyring) -> None:
+    """A field the generated class does not tag, tagged by the registered schema's metadata.tags, is encrypted."""
+    plain_class = customer_pb2.Customer
+    registry.register_schema(
+        "customers-value",
+        Schema(
+            PlainSerializer(plain_class, registry, NO_DEPRECATED)._schema.schema_str,
+            "PROTOBUF",
+            [],
+            Metadata(tags=MetadataTags({"shop.Customer.country": ["PII"]}), properties=None, sensitive=None),
+        ),
+    )
+    ser = ProtobufSerializer(
+        plain_class,
+        registry,
+        {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True},
+        keyring=keyring,
+    )
+    data = ser(customer(), ctx())
+    assert PlainDeserializer(plain_class, NO_DEPRECATED, registry)(data, ctx()).country != "GB"
+    de = ProtobufDeserializer(plain_class, NO_DEPRECATED, registry, keyring=keyring)
+    assert de(data, ctx()).country == "GB"
+
+
+def test_a_metadata_pattern_matching_no_field_is_refused(registry: Any, keyring: Keyring) -> None:
+    registry.register_schema(
+        "customers-value",
+        Schema(
+            PlainSerializer(customer_pb2.Customer, registry, NO_DEPRECATED)._schema.schema_str,
+            "PROTOBUF",
+            [],
+            Metadata(tags=MetadataTags({"shop.Customer.nope": ["PII"]}), properties=None, sensitive=None),
+        ),
+    )
+    ser = ProtobufSerializer(
+        customer_pb2.Customer,
+        registry,
+        {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True},
+        keyring=keyring,
+    )
+    with pytest.raises(PolicyError, match="match no field"):
+        ser(customer(), ctx())
+
+
+def test_a_class_newer_than_the_schema_written_is_refused(registry: Any, keyring: Keyring) -> None:
+    """use.latest.version writes with the registry's schema: a field the class has and the schema lacks arrives as an
+    unknown field: refused, never written unplanned (a tagged one is refused earlier, as a dropped tag)."""
+    old = file(unique("old"), "v", [message("M", [field("email", 1, "string", tags=["PII"])])])
+    new_fields = [field("email", 1, "string", tags=["PII"]), field("nick", 2, "string")]
+    Old, New = cls(files(old), "v.M"), cls(files(file(unique("new"), "v", [message("M", new_fields)])), "v.M")
+    ProtobufSerializer(Old, registry, NO_DEPRECATED, keyring=keyring)(Old(email="a@b"), ctx())
+    latest = {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True}
+    ser = ProtobufSerializer(New, registry, latest, keyring=keyring)
+    with pytest.raises(EncryptionError, match="does not declare"):
+        ser(New(email="a@b", nick="annie"), ctx())
+    assert ser(New(email="a@b"), ctx()) is not None  # without the unknown field: written
+    tagged = [*new_fields[:1], field("ssn", 2, "string", tags=["PII"])]
+    Tagged = cls(files(file(unique("tagged"), "v", [message("M", tagged)])), "v.M")
+    with pytest.raises(PolicyError, match="drops tags"):
+        ProtobufSerializer(Tagged, registry, latest, keyring=keyring)(Tagged(email="a@b", ssn="1"), ctx())
+
+
+def test_a_reader_refuses_fields_its_writer_schema_does_not_declare(registry: Any, keyring: Keyring) -> None:
+    ser, de = serde(registry, keyring)
+    data = ser(customer(), ctx())
+    extra = bytes([0xA8, 0x06, 0x01])  # field 101, varint 1: not in the schema
+    with pytest.raises(MalformedRecordError, match="does not declare"):
+        de(data + extra, ctx())
+
+
+def test_message_indexes_name_a_nested_root_and_the_second_message(registry: Any, keyring: Keyring) -> None:
+    outer = message(
+        "Outer",
+        [field("a", 1, "string", tags=["PII"])],
+        nested=[message("Inner", [field("b", 1, "string", tags=["PII"])])],
+    )
+    second = message("Second", [field("c", 1, "string", tags=["PII"])])
+    pool = files(file(unique("idx"), "ix", [outer, second]))
+    for name, value, indexes in (
+        ("ix.Outer.Inner", {"b": "bee"}, b"\x04\x00\x00"),
+        ("ix.Second", {"c": "sea"}, b"\x02\x02"),
+    ):
+        C = cls(pool, name)
+        data = ProtobufSerializer(C, registry, NO_DEPRECATED, keyring=keyring)(C(**value), ctx(name))
+        assert data[5 : 5 + len(indexes)] == indexes
+        assert PlainDeserializer(C, NO_DEPRECATED, registry)(data, ctx(name)) != C(**value)
+        assert ProtobufDeserializer(C, NO_DEPRECATED, registry, keyring=keyring)(data, ctx(name)) == C(**value)
+
+
+def test_header_framing(registry: Any, keyring: Keyring) -> None:
+    ser = ProtobufSerializer(
+        customer_pb2.Customer,
+        registry,
+        {**NO_DEPRECATED, "schema.id.serializer": header_schema_id_serializer},
+        keyring=keyring,
+    )
+    c = SerializationContext("customers", MessageField.VALUE, [])
+    data = ser(customer(), c)
+    de = ProtobufDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry, keyring=keyring)
+    assert de(data, c) == customer()
+
+
+def test_deterministic_values(registry: Any, keyring: Keyring) -> None:
+    ser, de = serde(
+        registry,
+        keyring,
+        **{"fieldcrypt.deterministic.tags": ["PII"], "fieldcrypt.tags": ["PII"]},
+    )
+    a, b = ser(customer(1), ctx()), ser(customer(1), ctx())
+    plain = PlainDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry)
+    assert plain(a, ctx()).email == plain(b, ctx()).email  # equal values, equal ciphertexts: joins work
+    assert de(a, ctx()) == customer(1)
+
+
+def test_no_registry_client_reads_with_the_generated_class(registry: Any, keyring: Keyring) -> None:
+    ser, _ = serde(registry, keyring)
+    data = ser(customer(), ctx())
+    de = ProtobufDeserializer(customer_pb2.Customer, NO_DEPRECATED, None, keyring=keyring)
+    assert de(data, ctx()) == customer()
+
+
+def test_a_consumer_granted_only_the_masked_view_reads_the_mask(registry: Any, tmp_path: Path) -> None:
+    from tests.test_masked_views import keyring_with
+
+    contact = message(
+        "Contact",
+        [
+            field("customer_id", 1, "string", tags=["DATA_SUBJECT_ID"]),
+            field("email", 2, "string", tags=["EMAIL"]),
+            field("ssn", 3, "string", tags=["PII"], optional=True, oneof=0),
+            field("country", 4, "string"),
+        ],
+        oneofs=["_ssn"],
+    )
+    Contact = cls(files(file(unique("contact"), "crm", [contact])), "crm.Contact")
+    conf = {**NO_DEPRECATED, "fieldcrypt.tags": ["PII", "EMAIL"], "fieldcrypt.masks": {"EMAIL": "email"}}
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    subject = "contacts-value"
+    domains = (subject, f"{subject}/masked")
+    keks = {d: fieldcrypt.create_local_kek(tmp_path / f"kek-{i}.json") for i, d in enumerate(domains)}
+    with keyring_with(store, keks, ("c1",)) as producer, Keyring(store, keks[f"{subject}/masked"]) as masked:
+        rec = Contact(customer_id="c1", email="jane.doe@Example.com", ssn="123-45-6789", country="DE")
+        data = ProtobufSerializer(Contact, registry, conf, keyring=producer)(rec, ctx("contacts"))
+        full = ProtobufDeserializer(Contact, conf, registry, keyring=producer)
+        assert full(data, ctx("contacts")) == rec
+        view = ProtobufDeserializer(Contact, {**conf, "fieldcrypt.on.denied": "null"}, registry, keyring=masked)
+        got = view(data, ctx("contacts"))
+        assert got.email == "***@example.com" and not got.HasField("ssn") and got.country == "DE"
+        assert view.stats.masked == 1 and view.stats.denied == 1
+
+
+def test_map_entries_read_in_any_order(registry: Any, keyring: Keyring) -> None:
+    """Protobuf does not keep a map's order on the wire (another client may write its entries in any order): each
+    value's bound position follows the key order, so a record whose entries arrive reordered reads the same."""
+    ser, de = serde(registry, keyring)
+    msg = customer()
+    for i in range(40):
+        msg.contacts[f"k{i:02d}"] = f"v{i}@example.com"
+    data = ser(msg, ctx())
+    plain = PlainDeserializer(customer_pb2.Customer, NO_DEPRECATED, registry)(data, ctx())
+    entries = list(plain.contacts.items())
+    body = plain.SerializeToString()
+    prefix = data[: len(data) - len(body)]
+    plain.ClearField("contacts")
+    reordered = plain.SerializeToString()
+    for k, v in reversed(entries):  # one entry per wire record, in reverse key order, appended by hand
+        entry = customer_pb2.Customer()
+        entry.contacts[k] = v
+        reordered += entry.SerializeToString()
+    assert de(prefix + reordered, ctx()) == msg
