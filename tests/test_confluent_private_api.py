@@ -11,7 +11,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.common import avro as common_avro
 from confluent_kafka.schema_registry.common import json_schema as common_json
+from confluent_kafka.schema_registry.common import protobuf as common_protobuf
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+from google.protobuf import empty_pb2
 
 SCHEMA = '{"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}]}'
 JSON_SCHEMA = '{"type": "object", "properties": {"a": {"type": "string"}}}'
@@ -45,6 +48,8 @@ CONFIGURED = {
     "AvroDeserializer": [*_DESERIALIZER, "reader_schema", "return_record_name"],
     "JSONSerializer": [*_SERIALIZER, "validate", "json_encode"],
     "JSONDeserializer": [*_DESERIALIZER, "validate", "json_decode"],
+    "ProtobufSerializer": ["registry", "schema", "schema_id_serializer", "msg_class"],
+    "ProtobufDeserializer": ["registry", "schema_id_deserializer", "msg_class"],
 }
 
 
@@ -55,6 +60,8 @@ def _instances() -> list[object]:
         AvroDeserializer(registry),
         JSONSerializer(JSON_SCHEMA, registry),
         JSONDeserializer(JSON_SCHEMA, schema_registry_client=registry),
+        ProtobufSerializer(empty_pb2.Empty, registry, {"use.deprecated.format": False}),
+        ProtobufDeserializer(empty_pb2.Empty, {"use.deprecated.format": False}, registry),
     ]
 
 
@@ -68,7 +75,13 @@ def test_private_methods_and_attributes_used_still_exist(serde: object) -> None:
         assert callable(method), f"{type(serde).__name__}.{name} is gone"
         names = list(inspect.signature(method).parameters)
         assert names[: len(params)] == params, f"{type(serde).__name__}.{name} changed its parameters: {names}"
-    for name in ATTRIBUTES + ([] if reading else WRITE_ATTRIBUTES):
+    protobuf = type(serde).__name__.startswith("Protobuf")
+    wanted = [a for a in ATTRIBUTES if not (protobuf and reading and a == "_schema")]  # (no schema: the class's)
+    if not reading:
+        wanted += [a for a in WRITE_ATTRIBUTES if not (protobuf and a == "_schema_name")]
+    if protobuf:
+        wanted += ["_msg_class", *([] if reading else ["_ref_reference_subject_func", "_skip_known_types"])]
+    for name in wanted:
         assert hasattr(serde, name), f"{type(serde).__name__}.{name} is gone"
 
 
@@ -97,12 +110,26 @@ def test_registry_client_internals_used_still_exist() -> None:
 def test_rule_helpers_used_still_exist() -> None:
     assert callable(common_avro.transform) and callable(common_avro.get_inline_tags)
     assert callable(common_json.transform) and common_json.DEFAULT_SPEC is not None
+    for name in ("transform", "_is_builtin", "_is_repeated", "is_map_field", "_schema_to_str"):
+        assert callable(getattr(common_protobuf, name, None)), f"common.protobuf.{name} is gone"
+    assert callable(getattr(ProtobufSerializer, "_resolve_dependencies", None))
+    assert list(inspect.signature(ProtobufSerializer._resolve_dependencies).parameters) == ["self", "ctx", "file_desc"]
+    for cls in (ProtobufSerializer, ProtobufDeserializer):
+        assert "fmt" in inspect.signature(cls._get_reader_schema).parameters
+    assert "fmt" in inspect.signature(ProtobufDeserializer._get_writer_schema).parameters
 
 
 # -- quarantine: only these modules touch confluent's private API ------------------------------------------------
 
 #: one module per format boundary (docs/compatibility.md): the shared serde base and rule execution, then each format
-QUARANTINE = frozenset({"fieldcrypt.core.confluent", "fieldcrypt.avro.confluent", "fieldcrypt.json_schema.confluent"})
+QUARANTINE = frozenset(
+    {
+        "fieldcrypt.core.confluent",
+        "fieldcrypt.avro.confluent",
+        "fieldcrypt.json_schema.confluent",
+        "fieldcrypt.protobuf.confluent",
+    }
+)
 
 
 def _confluent_private_names() -> frozenset[str]:

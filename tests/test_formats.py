@@ -26,11 +26,11 @@ def test_the_registry_maps_schema_types_to_formats() -> None:
     assert format_for(None) is format_for("AVRO") is format_for("avro")
     assert format_for("AVRO").serializer is AvroSerializer and format_for("AVRO").deserializer is AvroDeserializer
     assert format_for("JSON").serializer is JSONSerializer and format_for("JSON").deserializer is JSONDeserializer
-    assert [f.schema_type for f in formats()] == ["AVRO", "JSON"]
+    assert [f.schema_type for f in formats()] == ["AVRO", "JSON", "PROTOBUF"]
     assert format_by_key("json") is format_for("JSON")
 
 
-@pytest.mark.parametrize("schema_type", ["PROTOBUF", "garbage", "", "JSONX"])
+@pytest.mark.parametrize("schema_type", ["THRIFT", "garbage", "", "JSONX"])
 def test_an_unknown_schema_type_is_refused_naming_the_supported_ones(schema_type: str) -> None:
     with pytest.raises(UnsupportedSchemaTypeError) as raised:
         format_for(schema_type)
@@ -79,5 +79,5 @@ def test_a_format_plugs_in_through_the_registry_alone(monkeypatch: pytest.Monkey
     assert [leaf.path for leaf in cached.runner.plan.leaves] == ["$.email"]
     assert scan_formats.decode(record, cached, b'{"email": "a@b.c", "n": 1}') == {"email": "a@b.c", "n": 1}
 
-    monkeypatch.setattr(registry_module, "_REGISTERED", formats()[:2])
-    assert "fieldcrypt's serdes are Avro and JSON Schema" in lint_schema(text, "TOY").findings[0].message
+    monkeypatch.setattr(registry_module, "_REGISTERED", formats()[:3])
+    assert "fieldcrypt's serdes are Avro, JSON Schema and Protobuf" in lint_schema(text, "TOY").findings[0].message

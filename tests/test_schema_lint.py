@@ -764,8 +764,10 @@ def test_the_api_takes_a_producers_whole_conf() -> None:
         lint_schema("{}", "JSON", {"fieldcrypt.tag.domain": {"PII": "x"}})
     with pytest.raises(ConfigurationError):
         lint_schema("{}", "JSON", {"fieldcrypt.tags": []})
-    report = lint_schema("{}", "PROTOBUF")
-    assert [f.kind for f in report.findings] == ["invalid"] and "PROTOBUF" in report.findings[0].message
+    report = lint_schema("{}", "THRIFT")
+    assert [f.kind for f in report.findings] == ["invalid"] and "THRIFT" in report.findings[0].message
+    report = lint_schema("{}", "PROTOBUF")  # not a serialized FileDescriptorProto
+    assert [f.kind for f in report.findings] == ["invalid"]
 
 
 #: a schema with one finding: an untagged city (the example schemas have none)
@@ -1149,8 +1151,8 @@ def test_a_schema_without_a_type_is_avro_as_confluent_reads_it(schema_type: str 
     assert [(row.path, row.verdict) for row in report.rows] == [("R.email", "encrypted")]
 
 
-@pytest.mark.parametrize("schema_type", ["PROTOBUF", " AVRO", "xml", 0, False, b"AVRO"])
+@pytest.mark.parametrize("schema_type", ["THRIFT", " AVRO", "xml", 0, False, b"AVRO"])
 def test_a_schema_type_no_format_reads_is_an_invalid_finding_naming_the_supported_ones(schema_type: object) -> None:
     report = lint_schema(Schema('{"type": "string"}', schema_type))
     [finding] = report.findings
-    assert finding.kind == "invalid" and "Avro and JSON Schema" in finding.message
+    assert finding.kind == "invalid" and "Avro, JSON Schema and Protobuf" in finding.message

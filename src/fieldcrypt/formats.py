@@ -13,11 +13,12 @@ from fieldcrypt.avro.format import FORMAT as AVRO
 from fieldcrypt.core.format import SchemaFormat
 from fieldcrypt.errors import UnsupportedSchemaTypeError
 from fieldcrypt.json_schema.format import FORMAT as JSON
+from fieldcrypt.protobuf.format import FORMAT as PROTOBUF
 
 __all__ = ["format_by_key", "format_for", "formats", "keys", "supported"]
 
 #: the registered formats, in the order they are listed
-_REGISTERED: tuple[SchemaFormat, ...] = (AVRO, JSON)
+_REGISTERED: tuple[SchemaFormat, ...] = (AVRO, JSON, PROTOBUF)
 #: the schema type confluent's registry and serdes mean when they give none
 _DEFAULT = "AVRO"
 
@@ -28,7 +29,7 @@ def formats() -> tuple[SchemaFormat, ...]:
 
 
 def supported() -> str:
-    """The registered formats' names, for messages: ``Avro and JSON Schema``."""
+    """The registered formats' names, for messages: ``Avro, JSON Schema and Protobuf``."""
     names = [f.name for f in _REGISTERED]
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 

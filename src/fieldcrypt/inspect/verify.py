@@ -10,7 +10,7 @@ partition and offset, and the reading goes on:
 ``not-framed``              not Confluent-framed (no magic byte 0 and schema id)
 ``schema-id-in-header``     the schema id is in a header (GUID framing), which is not read here
 ``unknown-schema-id``       the registry does not hold its schema id
-``unsupported-schema-type`` a Protobuf (or other) schema: fieldcrypt reads Avro and JSON Schema
+``unsupported-schema-type`` a schema of a type fieldcrypt does not read (Avro, JSON Schema and Protobuf)
 ``format-mismatch``         its schema type is not the one ``fmt`` names
 ``schema-refused``          its schema cannot be honoured with this tag configuration (PolicyError)
 ``undecodable``             its bytes are not a record of its schema (MalformedRecordError)

@@ -27,7 +27,7 @@ from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer as _Co
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer as _ConfluentProtobufSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationContext
-from google.protobuf import json_format
+from google.protobuf import empty_pb2, json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
@@ -84,7 +84,7 @@ from fieldcrypt.protobuf.confluent import (
 from fieldcrypt.protobuf.policy import compile_protobuf
 from fieldcrypt.protobuf.project import Projector, key_text, unknown_fields
 
-__all__ = ["ProtobufDeserializer", "ProtobufSerializer", "encode_indexes", "message_tree"]
+__all__ = ["ProtobufDeserializer", "ProtobufSerializer", "encode_indexes", "message_tree", "read_indexes"]
 
 _PROTOBUF = "PROTOBUF"
 
@@ -108,6 +108,33 @@ def encode_indexes(indexes: list[int]) -> bytes:
     return bytes(out)
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    shift = n = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise MalformedRecordError("the record's message indexes are cut short or malformed")
+        b = data[at]
+        n |= (b & 0x7F) << shift
+        at += 1
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), at
+        shift += 7
+
+
+def read_indexes(payload: bytes) -> tuple[list[int], bytes]:
+    """The message indexes at the start of a record's payload (after the 5-byte prefix), and the message bytes."""
+    count, at = _varint(payload, 0)
+    if count == 0:
+        return [0], payload[at:]
+    if count < 0 or count > 100_000:
+        raise MalformedRecordError("the record's message indexes are malformed")
+    indexes = []
+    for _ in range(count):
+        i, at = _varint(payload, at)
+        indexes.append(i)
+    return indexes, payload[at:]
+
+
 def proto_fingerprint(schema: Schema, root: str) -> str:
     """:func:`fieldcrypt.core.serde.schema_fingerprint` of a Protobuf schema for records of message ``root``: a
     schema file holds several messages, each its own plan and policy."""
@@ -122,9 +149,9 @@ def message_tree(message: Message) -> dict[str, Any]:
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
             if value_fd.message_type is not None:
-                out[fd.name] = {key_text(k): message_tree(x) for k, x in v.items()}
+                out[fd.name] = {key_text(k): message_tree(x) for k, x in sorted(v.items())}
             elif value_fd.type in (value_fd.TYPE_STRING, value_fd.TYPE_BYTES):
-                out[fd.name] = {key_text(k): x for k, x in v.items()}
+                out[fd.name] = {key_text(k): x for k, x in sorted(v.items())}
         elif fd.message_type is not None:
             out[fd.name] = [message_tree(x) for x in v] if is_repeated(fd) else message_tree(v)
         elif fd.type in (fd.TYPE_STRING, fd.TYPE_BYTES):
@@ -305,12 +332,27 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         return message
 
 
+class _PlansById:
+    """What ``fieldcrypt verify`` reads of a deserializer (``_plans.get(schema_id)``): the plan of a schema's first
+    message, once a record of it was read."""
+
+    def __init__(self, shapes: dict[tuple[int | str, tuple[int, ...]], _Shape]) -> None:
+        self._shapes = shapes
+
+    def get(self, schema_id: int | str) -> CachedPlan | None:
+        found = self._shapes.get((schema_id, (0,)))
+        return found.cached if found is not None else None
+
+
 class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
-    """confluent's ``ProtobufDeserializer`` that decrypts tagged fields. Same arguments, plus ``keyring=``."""
+    """confluent's ``ProtobufDeserializer`` that decrypts tagged fields. Same arguments, plus ``keyring=``.
+
+    ``message_type`` None (a fieldcrypt extension, for tools that read any topic): records are returned as messages
+    of the writer's schema (classes made from the registry's descriptors); a registry client is then required."""
 
     def __init__(
         self,
-        message_type: type[Message],
+        message_type: type[Message] | None,
         conf: dict[str, Any] | None = None,
         schema_registry_client: SchemaRegistryClient | None = None,
         rule_conf: dict[str, Any] | None = None,
@@ -327,9 +369,11 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                 "use null, placeholder or raise"
             )
         valid = [*default_conf(_ConfluentProtobufDeserializer), *FIELDCRYPT_CONF, *READ_CONF]
+        if message_type is None and schema_registry_client is None:
+            raise ConfigurationError("a ProtobufDeserializer without a message_type needs a schema registry client")
         call_confluent_init(
             lambda: super(ProtobufDeserializer, self).__init__(
-                message_type, confluent_conf, schema_registry_client, rule_conf, rule_registry
+                message_type or empty_pb2.Empty, confluent_conf, schema_registry_client, rule_conf, rule_registry
             ),
             valid,
         )
@@ -341,16 +385,17 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
         self._parse = ParsedSchemas(self)
-        self._plans: dict[str, PlanCache] = {}  # root message -> its plans, by schema id
+        self._roots: dict[str, PlanCache] = {}  # root message -> its plans, by schema id
         self._shapes: dict[tuple[int | str, tuple[int, ...]], _Shape] = {}
+        self._plans = _PlansById(self._shapes)
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._local: _Shape | None = None
         self._names: dict[int | str, dict[str, Any]] = {}
 
     def _plans_for(self, root: str) -> PlanCache:
-        plans = self._plans.get(root)
+        plans = self._roots.get(root)
         if plans is None:
-            plans = self._plans[root] = PlanCache(
+            plans = self._roots[root] = PlanCache(
                 self._confluent.registry,
                 self._parse,
                 partial(compile_protobuf, root=root),
@@ -363,6 +408,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
     def _local_shape(self) -> _Shape:
         """No registry client: the plan of the generated class's own schema (as confluent parses into it)."""
         if self._local is None:
+            assert self._type is not None
             parsed = local_parsed(self._type)
             desc = self._type.DESCRIPTOR
             plan: FieldPlan = compile_protobuf(parsed, self._opts.rules, root=desc.full_name)
@@ -497,7 +543,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
             as_dict, migrated = migrate(self, ctx, subject, source, latest, as_dict)
             if migrated:
                 msg = json_format.ParseDict(as_dict, reader_parsed.cls(reader_desc)())
-        if not migrated and type(msg) is not self._confluent_class:
+        if not migrated and self._type is not None and type(msg) is not self._confluent_class:
             try:
                 msg = self._confluent_class.FromString(work.SerializeToString())
             except DecodeError as exc:
