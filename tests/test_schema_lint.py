@@ -766,8 +766,8 @@ def test_the_api_takes_a_producers_whole_conf() -> None:
         lint_schema("{}", "JSON", {"fieldcrypt.tags": []})
     report = lint_schema("{}", "THRIFT")
     assert [f.kind for f in report.findings] == ["invalid"] and "THRIFT" in report.findings[0].message
-    report = lint_schema("{}", "PROTOBUF")  # not a serialized FileDescriptorProto
-    assert [f.kind for f in report.findings] == ["invalid"]
+    report = lint_schema("{}", "PROTOBUF")  # no serialized FileDescriptorProto: no message to plan
+    assert [f.kind for f in report.findings] == ["refused"] and "declares no message" in report.findings[0].message
 
 
 #: a schema with one finding: an untagged city (the example schemas have none)

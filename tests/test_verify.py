@@ -149,7 +149,7 @@ def test_verify_schema_type_is_a_check_not_a_requirement(mixed: MixedTopic, capf
 def test_verify_help_says_the_format_comes_from_the_registry(capsys) -> None:
     assert main(["verify", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--schema-type {avro,json}" in text and "is read from the registry by its schema id" in text
+    assert "--schema-type {avro,json,protobuf}" in text and "is read from the registry by its schema id" in text
     assert "--format" not in text  # the old, confusable spelling is hidden
 
 

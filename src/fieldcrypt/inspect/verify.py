@@ -517,7 +517,11 @@ def verify_topic(
                     row.add_plaintext(plaintext, plaintext_fields)
             else:
                 plan = de._plans.get(schema_id)
-                key = (plan.runner.person_of(record) if plan is not None else None) or "-"
+                person = getattr(de, "person_of", None)  # a format whose records are not dicts (Protobuf messages)
+                if person is not None:
+                    key = person(record) or "-"
+                else:
+                    key = (plan.runner.person_of(record) if plan is not None else None) or "-"
                 row = report.row(key)
                 row.records += 1
                 row.values += read[0]

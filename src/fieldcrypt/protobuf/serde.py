@@ -516,6 +516,15 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         self.stats._record(state, untagged)
         return out
 
+    def person_of(self, message: Message) -> str | None:
+        """The data-subject id of a message this deserializer returned (None: its schema has none, or it is unset),
+        as ``fieldcrypt verify --by data-subject`` groups records."""
+        name = message.DESCRIPTOR.full_name
+        for shape in list(self._shapes.values()):
+            if shape.desc.full_name == name:
+                return shape.cached.runner.person_of(shape.projector.project(message))
+        return None
+
     def _names_of(self, cached: CachedPlan) -> dict[str, Any]:
         names = self._names.get(cached.schema_id)
         if names is None:
