@@ -113,3 +113,19 @@ def test_bench_async_smoke() -> None:
         "longest loop stall",
     ):
         assert line in out, line
+
+
+@pytest.mark.slow
+def test_bench_protobuf_smoke() -> None:
+    out = _run(
+        "bench/bench_protobuf.py", "--records", "40", "--people", "20", "--concurrency", "10", "--repeat", "1",
+        "--store-latency-ms", "1",
+    )  # fmt: skip
+    assert "# ratios" in out
+    for line in (
+        "protobuf fieldcrypt vs plain",
+        "protobuf fieldcrypt-async vs plain-async",
+        "protobuf fieldcrypt-async vs fieldcrypt (sync)",
+        "longest loop stall",
+    ):
+        assert line in out, line
