@@ -351,3 +351,79 @@ def test_det_values_are_refused_by_a_reader_of_an_older_format() -> None:
     with pytest.raises(wire.UnsupportedValue) as info:
         wire.parse_value(wire.decode_text(first["email"]))
     assert info.value.key_id == DET["det_key"]["key_id"]
+
+
+# -- Protobuf records, format version 2 (tests/vectors/protobuf_v2.json, same key) ---------------------------------
+PROTO = json.loads((Path(__file__).parent / "vectors" / "protobuf_v2.json").read_text())
+
+
+def _proto_class() -> Any:
+    """The frozen schema's message class, built from the FileDescriptorProto as the registry holds it (no protoc)."""
+    import base64
+
+    from confluent_kafka.schema_registry.confluent import meta_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from google.protobuf.message_factory import GetMessageClass
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(descriptor_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(meta_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(base64.b64decode(PROTO["schema"]))
+    return GetMessageClass(pool.FindMessageTypeByName(PROTO["message"]))
+
+
+def test_protobuf_frozen_bytes_decrypt_and_reproduce(frozen) -> None:
+    from fieldcrypt.protobuf import ProtobufDeserializer, ProtobufSerializer
+
+    keyring, registry = frozen
+    Vector = _proto_class()
+    conf = {"use.deprecated.format": False}
+    ser = ProtobufSerializer(Vector, registry, conf, keyring=keyring)
+    de = ProtobufDeserializer(Vector, {**conf, "fieldcrypt.min.format.version": 2}, registry, keyring=keyring)
+    for case in PROTO["cases"]:
+        message = Vector.FromString(bytes.fromhex(case["message"]))
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=bytes.fromhex(case["record_nonce"])):
+            assert ser(message, value_ctx(PROTO["topic"])).hex() == case["framed"]
+        assert de(bytes.fromhex(case["framed"]), value_ctx(PROTO["topic"])) == message
+
+
+def test_protobuf_layout_as_documented(frozen) -> None:
+    """docs/wire-format.md, Protobuf: a string field holds the value's unpadded base64 text, a bytes field its bytes,
+    in format 2's layout (version 2, flags 0, key id, LEB128 index; on index 0 the record nonce and the count);
+    values are numbered in the plan's walk order (fields by number, map entries by key, whatever the declaration
+    order); the framing is
+    confluent's (magic byte, schema id, message indexes: [0] as one zero byte)."""
+    from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer as Plain
+
+    _, registry = frozen
+    Vector = _proto_class()
+    conf = {"use.deprecated.format": False}
+    from fieldcrypt.protobuf import ProtobufSerializer
+
+    ProtobufSerializer(Vector, registry, conf, keyring=frozen[0])  # (constructing registers nothing)
+    case = PROTO["cases"][0]
+    framed = bytes.fromhex(case["framed"])
+    assert framed[0] == 0 and framed[5] == 0  # prefix, then message indexes [0]
+    from confluent_kafka.schema_registry import Schema
+
+    registry.register_schema(f"{PROTO['topic']}-value", Schema(PROTO["schema"], "PROTOBUF"))
+    seen = Plain(Vector, conf, registry)(framed, value_ctx(PROTO["topic"]))
+    email = wire.decode_text(seen.email)
+    assert email[:2] == b"\x02\x00" and int.from_bytes(email[2:6], "big") == VECTORS["key"]["key_id"]
+    assert "=" not in seen.email
+    order = [
+        seen.email,
+        seen.note,
+        *seen.tags,
+        seen.attrs["k"],
+        seen.attrs["é"],
+        seen.codes[-7],
+        seen.codes[3],
+        seen.blob,
+        seen.inner.secret,
+        seen.pager,
+    ]
+    blobs = [v if isinstance(v, bytes) else wire.decode_text(v) for v in order]
+    assert [b[6] for b in blobs] == list(range(len(order)))  # value indexes in walk order
+    assert blobs[0][7:19] == bytes.fromhex(case["record_nonce"])
+    assert int.from_bytes(blobs[0][19:23], "big") == len(order)  # the count: every value of the record

@@ -212,7 +212,9 @@ class _Compiler:
             if not nested.GetOptions().map_entry:
                 self.message(nested)
         self._current: list[Leaf] = []
-        self.types[name] = [self._field(desc, fd) for fd in desc.fields]
+        # in field-number order: a value's position in the record is bound, and a registry re-serializing the schema
+        # may declare the fields in another order
+        self.types[name] = [self._field(desc, fd) for fd in sorted(desc.fields, key=lambda fd: fd.number)]
         self.leaves[name] = self._current
         for fd in desc.fields:
             t = fd.message_type
