@@ -295,7 +295,8 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
                 encrypted, state = cached.runner.encrypt_counted(
                     shape.projector.project(work), self._keyring, subject, domain, self.stats, self._opts.format_version
                 )
-                body = shape.projector.apply(encrypted, work).SerializeToString()
+                # map entries in key order: the same record gives the same bytes (frozen vectors, compaction)
+                body = shape.projector.apply(encrypted, work).SerializeToString(deterministic=True)
             if c.prefix_framing:
                 assert schema_id.id is not None
                 out = b"\x00" + schema_id.id.to_bytes(4, "big") + encode_indexes(shape.indexes) + body
