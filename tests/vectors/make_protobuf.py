@@ -83,7 +83,13 @@ def main() -> None:
         nonce = bytes(range(150 + i * 12, 150 + i * 12 + 12))
         with mock.patch("fieldcrypt.core.engine._urandom", return_value=nonce):
             data = ser(rec, ctx)
-        cases.append({"message": rec.SerializeToString(deterministic=True).hex(), "record_nonce": nonce.hex(), "framed": data.hex()})
+        cases.append(
+            {
+                "message": rec.SerializeToString(deterministic=True).hex(),
+                "record_nonce": nonce.hex(),
+                "framed": data.hex(),
+            }
+        )
     out = {
         "format_version": 2,
         "comment": "Test-only keys (avro_v1.json's). Do not regenerate for format 2; see make_protobuf.py.",
