@@ -361,3 +361,204 @@ def json_schema(seed: int) -> Generated:
         schema["$defs"] = gen.defs
     gen.g.schema, gen.g.record = schema, make()
     return gen.g
+
+
+# -- Protobuf (confluent's (confluent.field_meta).tags, message_meta, file_meta, enum_meta) ------------------------
+#: field kinds a generated message draws from: (kind, encryptable when PII-tagged)
+_PROTO_KINDS = ["string", "string", "bytes", "int32", "enum", "message", "optional", "oneof", "repeated_string",
+                "repeated_message", "map_string", "map_int", "map_message"]  # fmt: skip
+
+
+class _Proto:
+    """A random Protobuf schema (a root file and a file it imports) and the value of its first message. Values are
+    built as a spec (field name -> value) and set on the message once the files are in a pool."""
+
+    def __init__(self, r: random.Random, seed: int) -> None:
+        from tests.proto_schemas import enum as _enum
+
+        self.r = r
+        self.n = 0
+        self.g = Generated(None, None)
+        self.seed = seed
+        self.fields: list[str] = []  # full names, for metadata patterns
+        self.dep_messages: list[Any] = []
+        self._enum = _enum
+
+    def _name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def _tags(self, p: float = 0.4) -> list[str] | None:
+        if self.r.random() > p:
+            return None
+        raw = self.r.choice([["PII"]] * 4 + [["PUBLIC"]] * 2 + [["PII", "PUBLIC"], [], ["OTHER"]])
+        if "OTHER" in raw:
+            self.g.must_refuse.append("undeclared tag OTHER")
+        if "PII" in raw:
+            self.g.placements += 1
+        return list(raw)
+
+    def _marker(self, tagged: bool) -> str:
+        text = f"plain{self.n:04d}-{''.join(self.r.choice('abcdefghijklmnop') for _ in range(14))}"
+        self.n += 1
+        (self.g.secret if tagged else self.g.clear).append(text.encode())
+        return text
+
+    def message(
+        self, package: str, depth: int, in_dep: bool = False, pkg: str | None = None
+    ) -> tuple[Any, str, dict[str, Any]]:
+        """(DescriptorProto, full name, value spec) of a new message type, named under ``package`` (a file's package,
+        or the message it is nested in) in the file of package ``pkg``."""
+        pkg = pkg or package
+        from tests.proto_schemas import field as _field
+        from tests.proto_schemas import map_entry, message
+
+        name = self._name("M")
+        full = f"{package}.{name}"
+        fields, nested, spec, oneofs, enums = [], [], {}, [], []
+        msg_tags = self._tags(0.1)
+        if msg_tags and {"PII"} & set(msg_tags):
+            self.g.must_refuse.append("PII in message_meta")
+        number = 0
+        for _ in range(self.r.randint(1, 3)):
+            number += 1
+            fname = self._name("f")
+            tags = self._tags()
+            pii = bool(tags and "PII" in tags)
+            kinds = _PROTO_KINDS if depth > 0 else [k for k in _PROTO_KINDS if "message" not in k]
+            kind = self.r.choice(kinds)
+            self.fields.append(f"{full}.{fname}")
+            if kind in ("string", "bytes"):
+                fields.append(_field(fname, number, kind, tags=tags))
+                m = self._marker(pii)
+                spec[fname] = m if kind == "string" else m.encode()
+            elif kind == "optional":
+                fields.append(_field(fname, number, "string", tags=tags, optional=True, oneof=len(oneofs)))
+                oneofs.append(f"_{fname}")
+                spec[fname] = self._marker(pii)
+            elif kind == "oneof":
+                oneofs.insert(0, f"o{fname}")  # (a real oneof first: synthetic ones must come last)
+                for f in fields:
+                    if f.HasField("oneof_index"):
+                        f.oneof_index += 1
+                fields.append(_field(fname, number, "string", tags=tags, oneof=0))
+                number += 1
+                fields.append(_field(fname + "n", number, "int32", oneof=0))
+                spec[fname] = self._marker(pii)
+            elif kind == "int32":
+                fields.append(_field(fname, number, "int32", tags=tags))
+                spec[fname] = self.r.randint(1, 9)
+                if pii:
+                    self.g.must_refuse.append("PII on an int32")
+            elif kind == "enum":
+                ename = self._name("E")
+                etags = self._tags(0.2)
+                if etags and "PII" in etags:
+                    self.g.must_refuse.append("PII in enum_meta")
+                enums.append(self._enum(ename, [f"{ename}_ZERO", f"{ename}_ONE"], tags=etags))
+                fields.append(_field(fname, number, "enum", tags=tags, type_name=f".{full}.{ename}"))
+                spec[fname] = 1
+                if pii:
+                    self.g.must_refuse.append("PII on an enum")
+            elif kind == "repeated_string":
+                fields.append(_field(fname, number, "string", tags=tags, repeated=True))
+                spec[fname] = [self._marker(pii), self._marker(pii)]
+            elif kind in ("message", "repeated_message", "map_message"):
+                where = self.r.random()
+                if where < 0.3 and not in_dep:  # a type of the imported file (a reference)
+                    d, dfull, dspec = self.message(f"dep{self.seed}", depth - 1, in_dep=True)
+                    self.dep_messages.append(d)
+                    type_name = f".{dfull}"
+                elif where < 0.6:  # a nested type
+                    d, _, dspec = self.message(full, depth - 1, in_dep, pkg)
+                    nested.append(d)
+                    type_name = f".{full}.{d.name}"
+                else:
+                    d, dfull, dspec = self.message(pkg, depth - 1, in_dep, pkg)
+                    self.extra.setdefault(pkg, []).append(d)
+                    type_name = f".{dfull}"
+                if pii:
+                    self.g.must_refuse.append("PII on a message-typed field")
+                if kind == "message":
+                    fields.append(_field(fname, number, "message", tags=tags, type_name=type_name))
+                    spec[fname] = dspec
+                elif kind == "repeated_message":
+                    fields.append(_field(fname, number, "message", tags=tags, type_name=type_name, repeated=True))
+                    spec[fname] = [dspec]
+                else:
+                    entry = f"{fname.capitalize()}Entry"
+                    nested.append(map_entry(entry, "string", "message", type_name))
+                    fields.append(
+                        _field(fname, number, "message", tags=tags, type_name=f".{full}.{entry}", repeated=True)
+                    )
+                    spec[fname] = {"k0": dspec}
+            else:  # map_string, map_int: values are the tagged values, keys stay clear
+                key = "string" if kind == "map_string" else "int32"
+                entry = f"{fname.capitalize()}Entry"
+                nested.append(map_entry(entry, key, "string"))
+                fields.append(_field(fname, number, "message", tags=tags, type_name=f".{full}.{entry}", repeated=True))
+                spec[fname] = {("k0" if key == "string" else 7): self._marker(pii)}
+        d = message(name, fields, nested=nested, oneofs=oneofs, tags=msg_tags, enums=enums)
+        return d, full, spec
+
+    extra: dict[str, list[Any]]
+
+
+def _fill(msg: Any, spec: dict[str, Any]) -> Any:
+    for name, value in spec.items():
+        fd = msg.DESCRIPTOR.fields_by_name[name]
+        target = getattr(msg, name)
+        if isinstance(value, dict) and fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    _fill(target[k], v)
+                else:
+                    target[k] = v
+        elif isinstance(value, dict):
+            _fill(target, value)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, dict):
+                    _fill(target.add(), v)
+                else:
+                    target.append(v)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+def protobuf(seed: int) -> Generated:
+    """A generated Protobuf schema: ``schema`` is (its files, in dependency order; the root message's full name),
+    ``record`` a message of it (the class made from a pool of those files)."""
+    from tests.proto_schemas import cls, file, files
+
+    gen = _Proto(random.Random(seed), seed)
+    gen.extra = {}
+    package = f"gen{seed}"
+    root, root_full, spec = gen.message(package, gen.r.randint(1, 3))
+    dep_package = f"dep{seed}"
+    ftags = gen._tags(0.1)
+    if ftags and "PII" in ftags:
+        gen.g.must_refuse.append("PII in file_meta")
+    dep_files = []
+    if gen.dep_messages or gen.extra.get(dep_package):
+        dep_files.append(file(f"dep{seed}.proto", dep_package, gen.dep_messages + gen.extra.get(dep_package, [])))
+    root_file = file(
+        f"gen{seed}.proto",
+        package,
+        [root, *gen.extra.get(package, [])],
+        deps=[f.name for f in dep_files],
+        tags=ftags,
+    )
+    protos = [*dep_files, root_file]
+    message_class = cls(files(*protos), root_full)
+    gen.g.schema = (protos, root_full)
+    gen.g.record = _fill(message_class(), spec)
+    if gen.r.random() < 0.2:
+        target = gen.r.choice(gen.fields)
+        if gen.r.random() < 0.7:
+            gen.g.metadata[target] = ("PUBLIC",)
+        else:
+            gen.g.metadata[target + "x"] = ("PUBLIC",)
+            gen.g.must_refuse.append("metadata.tags pattern that matches no field")
+    return gen.g

@@ -13,6 +13,7 @@ from typing import Any
 
 import tag_schemas
 from confluent_kafka.schema_registry import Metadata, MetadataTags, Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer as PlainProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -100,6 +101,51 @@ def test_the_json_generator_exercises_both_outcomes(keyring: Keyring) -> None:
     assert outcomes.count("refused") >= 5 and outcomes.count("enforced") >= 20
 
 
+def run_protobuf(seed: int, keyring: Keyring) -> tuple[str, int]:
+    """The same for a generated Protobuf schema (a root file importing another, tags in field_meta, message_meta,
+    file_meta, enum_meta and metadata.tags): ("refused"|"enforced", PII placements)."""
+    import base64
+
+    from fieldcrypt.protobuf import ProtobufDeserializer, ProtobufSerializer
+
+    g = tag_schemas.protobuf(seed)
+    protos, _ = g.schema
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    ctx = SerializationContext(f"proto-t{seed}", MessageField.VALUE)
+    conf = {**tag_schemas.CONF, "use.deprecated.format": False}
+    text = " | ".join(base64.b64encode(p.SerializeToString()).decode() for p in protos)
+    message_type = type(g.record)
+    if g.metadata:  # the registry's version carries metadata.tags: the serializer writes with it
+        meta = Metadata(tags=MetadataTags(g.metadata), properties=None, sensitive=None)
+        plain = PlainProtobufSerializer(message_type, registry, {"use.deprecated.format": False})
+        refs = plain._resolve_dependencies(ctx, message_type.DESCRIPTOR.file)
+        registry.register_schema(
+            f"proto-t{seed}-value", Schema(plain._schema.schema_str, "PROTOBUF", refs, metadata=meta)
+        )
+        conf |= {"auto.register.schemas": False, "use.latest.version": True}
+    try:
+        ser = ProtobufSerializer(message_type, registry, conf, keyring=keyring)
+        data = ser(g.record, ctx)
+    except PolicyError:
+        return "refused", g.placements
+    data = check_wire(g, data, text)
+    read_conf = {k: v for k, v in conf.items() if k.startswith(("fieldcrypt.", "use.deprecated"))}
+    de = ProtobufDeserializer(message_type, read_conf, registry, keyring=keyring)
+    assert de(data, ctx) == g.record, text
+    return "enforced", g.placements
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_protobuf_tags_in_random_places_are_refused_or_encrypted(seed: int, keyring: Keyring) -> None:
+    run_protobuf(seed, keyring)
+
+
+def test_the_protobuf_generator_exercises_both_outcomes(keyring: Keyring) -> None:
+    outcomes = [run_protobuf(seed, keyring)[0] for seed in range(60)]
+    assert outcomes.count("refused") >= 5 and outcomes.count("enforced") >= 20
+
+
 def main(n: int) -> None:  # pragma: no cover - the measurement printed in the closing note
     import tempfile
 
@@ -108,7 +154,7 @@ def main(n: int) -> None:  # pragma: no cover - the measurement printed in the c
     with tempfile.TemporaryDirectory() as tmp:
         kek = fieldcrypt.create_local_kek(f"{tmp}/kek.json")
         with Keyring(fieldcrypt.create_key_store(f"sqlite:///{tmp}/keys.db"), kek) as keyring:
-            for label, run in (("Avro", run_avro), ("JSON Schema", run_json)):
+            for label, run in (("Avro", run_avro), ("JSON Schema", run_json), ("Protobuf", run_protobuf)):
                 counts = {"enforced": 0, "refused": 0}
                 schemas = {"enforced": 0, "refused": 0}
                 for seed in range(n):
@@ -125,4 +171,5 @@ def main(n: int) -> None:  # pragma: no cover - the measurement printed in the c
 
 if __name__ == "__main__":  # pragma: no cover
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    sys.path.insert(0, __file__.rsplit("/", 2)[0])
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
