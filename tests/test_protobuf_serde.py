@@ -408,3 +408,51 @@ def test_map_entries_read_in_any_order(registry: Any, keyring: Keyring) -> None:
         entry.contacts[k] = v
         reordered += entry.SerializeToString()
     assert de(prefix + reordered, ctx()) == msg
+
+
+def test_csfle_history_in_protobuf_reads_and_never_unverified(registry: Any, keyring: Keyring) -> None:
+    """A topic moving from Confluent CSFLE to fieldcrypt: records confluent's ProtobufSerializer encrypted with an
+    ENCRYPT rule are read (through confluent's executor and the application's rule registry), fieldcrypt's own
+    too; a CSFLE value altered in flight is refused, never returned."""
+    from confluent_kafka.schema_registry.common.schema_registry_client import RuleSet
+
+    from tests.test_csfle_migration import RULE_CONF, _encrypt_rule, _rules
+
+    rules = _rules()
+    person = message(
+        "Person",
+        [
+            field("email", 1, "string", tags=["PII"]),
+            field("picture", 2, "bytes", tags=["PII"]),
+            field("country", 3, "string"),
+            field("home", 4, "message", type_name=".csfle.Address"),
+        ],
+    )
+    address = message("Address", [field("street", 1, "string", tags=["PII"])])
+    Person = cls(files(file(unique("csfle"), "csfle", [person, address])), "csfle.Person")
+
+    def rec(i: int) -> Any:
+        p = Person(email=f"ann{i}@example.com", picture=b"\x89PNG", country="DE")
+        p.home.street = f"{i} High Street"
+        return p
+
+    text = PlainSerializer(Person, registry, NO_DEPRECATED)._schema.schema_str
+    registry.register_schema("customers-value", Schema(text, "PROTOBUF", [], None, RuleSet(None, [_encrypt_rule()])))
+    latest = {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True}
+    csfle = PlainSerializer(Person, registry, latest, rule_conf=RULE_CONF, rule_registry=rules)
+    old = csfle(rec(1), ctx())
+    assert b"ann1@example.com" not in old and b"1 High Street" not in old
+    de = ProtobufDeserializer(
+        Person, NO_DEPRECATED, registry, rule_conf=RULE_CONF, rule_registry=rules, keyring=keyring
+    )
+    assert de(old, ctx()) == rec(1)
+    ours = ProtobufSerializer(Person, registry, latest, keyring=keyring)
+    assert de(ours(rec(2), ctx()), ctx()) == rec(2)
+    assert old[5] == 0  # message indexes [0]: the message follows
+    email = Person.FromString(old[6:]).email.encode()  # CSFLE's ciphertext, as base64 text
+    tampered = old.replace(email, email[:20] + (b"A" if email[20:21] != b"A" else b"B") + email[21:])
+    with pytest.raises(DecryptionError):
+        de(tampered, ctx())
+    stranger = ProtobufDeserializer(Person, NO_DEPRECATED, registry, keyring=keyring)  # no CSFLE keys: refused
+    with pytest.raises(DecryptionError):
+        stranger(old, ctx())

@@ -9,7 +9,7 @@ data-contract rules with (``common.protobuf.transform``). Checked by ``tests/tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,10 +190,12 @@ def references(serde: Any, ctx: Any, msg_type: type[Message]) -> list[Any]:
     return list(serde._resolve_dependencies(ctx, msg_type.DESCRIPTOR.file))
 
 
-def field_rules_for(root: str) -> FieldRules:
+def field_rules_for(root: str, reproject: Callable[[Message], Any] | None = None) -> FieldRules:
     """confluent's Protobuf field transformer for records of message type ``root`` (``common.protobuf.transform``
     over the schema's descriptor of that message), as a :data:`fieldcrypt.core.confluent.FieldRules`. The record it
-    runs on is a message; fieldcrypt's projections of one are not (so a Confluent CSFLE read is not run on them)."""
+    runs on is a message, or a projection of one (``fieldcrypt.protobuf.project.Projection``, when a Confluent CSFLE
+    record is read: ``core.serde.decrypt_record`` hands the engine's record to confluent's ENCRYPT executor), whose
+    message is transformed and projected again with ``reproject``."""
 
     def rules(serde: Any, schema: Schema, parsed: Any) -> tuple[Transformer, Any]:
         desc = ParsedSchemas(serde)(schema).message(root)
@@ -201,9 +203,12 @@ def field_rules_for(root: str) -> FieldRules:
             raise MalformedRecordError(f"the schema has no message {root}")
 
         def transformer(rule_ctx: Any, field_transform: Any, msg: Any) -> Any:
-            if not isinstance(msg, Message):
+            if isinstance(msg, Message):
+                return _protobuf.transform(bounded_tags(rule_ctx), desc, msg, field_transform)
+            inner = getattr(msg, "message", None)
+            if reproject is None or not isinstance(inner, Message):
                 raise TypeError("confluent's Protobuf rules run on messages")
-            return _protobuf.transform(bounded_tags(rule_ctx), desc, msg, field_transform)
+            return reproject(_protobuf.transform(bounded_tags(rule_ctx), desc, inner, field_transform))
 
         return transformer, None
 

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from fieldcrypt.core.plan import ArrayNode, FieldPlan, Leaf, MapNode, Node, NullableNode, RecordNode, RefNode
 from fieldcrypt.errors import EncryptionError
 
-__all__ = ["Projector", "key_text", "unknown_fields"]
+__all__ = ["Projection", "Projector", "key_text", "unknown_fields"]
 
 
 def key_text(k: Any) -> str:
@@ -40,6 +40,13 @@ def unknown_fields(message: Message) -> bool:
     before = copy.ByteSize()
     copy.DiscardUnknownFields()
     return bool(copy.ByteSize() != before)
+
+
+class Projection(dict):  # type: ignore[type-arg]
+    """A message's projection (a plain dict to the engine) that keeps the message it was made from: confluent's
+    rule machinery (a Confluent CSFLE read) runs on that message, never on the dict. A deep copy copies both."""
+
+    message: Message
 
 
 class Projector:
@@ -61,9 +68,13 @@ class Projector:
         self._ds = plan.data_subject
 
     # -- message -> dict ----------------------------------------------------------------------------------------
-    def project(self, message: Message) -> dict[str, Any]:
+    def project(self, message: Message) -> Projection:
         node = self.plan.root
-        return self._record(node, message, self._ds or ()) if node is not None else self._subject_only(message)
+        out = Projection(
+            self._record(node, message, self._ds or ()) if node is not None else self._subject_only(message)
+        )
+        out.message = message
+        return out
 
     def _subject_only(self, message: Message) -> dict[str, Any]:
         return self._record(None, message, self._ds or ())

@@ -493,7 +493,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                     domain,
                     ctx,
                     cached.parsed,
-                    field_rules_for(shape.desc.full_name),
+                    field_rules_for(shape.desc.full_name, shape.projector.project),
                 )
                 shape.projector.apply(decrypted, work)
             found = lookalikes(message_tree(work))
