@@ -456,3 +456,126 @@ def test_csfle_history_in_protobuf_reads_and_never_unverified(registry: Any, key
     stranger = ProtobufDeserializer(Person, NO_DEPRECATED, registry, keyring=keyring)  # no CSFLE keys: refused
     with pytest.raises(DecryptionError):
         stranger(old, ctx())
+
+
+# -- found by review: each a record or schema an attacker or an evolving registry can produce -----------------------
+
+
+def test_a_registry_version_renaming_a_tagged_field_is_refused(registry: Any, keyring: Keyring) -> None:
+    """use.latest.version writes by field number: a version that renamed the class's tagged field 2 (untagged) and
+    declared the tagged name under another number would write the value in clear."""
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    name = unique("rename")
+    mine = [field("id", 1, "string"), field("email", 2, "string", tags=["PII"])]
+    C = cls(files(file(name, "lv", [message("C", mine)])), "lv.C")
+    theirs = [field("id", 1, "string"), field("mail", 2, "string"), field("email", 20, "string", tags=["PII"])]
+    R = cls(files(file(name, "lv", [message("C", theirs)])), "lv.C")
+    registry.register_schema("customers-value", Schema(schema_text(R), "PROTOBUF", []))
+    latest = {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True}
+    with pytest.raises(PolicyError, match="renamed or renumbered"):
+        ProtobufSerializer(C, registry, latest, keyring=keyring)(C(id="1", email="alice@secret.example"), ctx())
+    allowed = {**latest, "fieldcrypt.allow.tag.removal": True}
+    assert b"alice@secret" in ProtobufSerializer(C, registry, allowed, keyring=keyring)(C(email="alice@secret"), ctx())
+
+
+def test_proto2_required_and_defaulted_fields_read_as_the_placeholder_when_erased(
+    registry: Any, keyring: Keyring
+) -> None:
+    from google.protobuf import descriptor_pb2
+
+    f = file(
+        unique("p2"),
+        "p2",
+        [
+            message(
+                "R",
+                [
+                    field("id", 1, "string", tags=["DATA_SUBJECT_ID"]),
+                    field("email", 2, "string", tags=["PII"]),
+                    field("nick", 3, "string", tags=["PII"]),
+                    field("note", 4, "string", tags=["PII"]),
+                ],
+            )
+        ],
+    )
+    f.syntax = "proto2"
+    fields = f.message_type[0].field
+    fields[1].label = descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED
+    fields[2].default_value = "anonymous"
+    R = cls(files(f), "p2.R")
+    ser = ProtobufSerializer(R, registry, NO_DEPRECATED, keyring=keyring)
+    data = ser(R(id="x", email="a@b.example", nick="ann", note="n"), ctx())
+    keyring.shred_person("x", reason="test")
+    out = ProtobufDeserializer(R, NO_DEPRECATED, registry, keyring=keyring)(data, ctx())
+    assert out.email == "<erased>" and out.nick == "<erased>"  # never a missing required field or the default
+    assert not out.HasField("note")  # an optional field without a default reads as unset
+
+
+def test_message_indexes_naming_a_map_entry_are_malformed(registry: Any, keyring: Keyring) -> None:
+    from fieldcrypt.protobuf.serde import encode_indexes
+
+    ser, de = serde(registry, keyring)
+    data = ser(customer(), ctx())
+    with pytest.raises(MalformedRecordError, match="map entry"):
+        de(data[:5] + encode_indexes([0, 0]) + data[6:], ctx())
+
+
+def test_ciphertext_hidden_by_an_older_schemas_id_is_refused(registry: Any, keyring: Keyring) -> None:
+    """A record re-framed with the id of an older version that does not declare the tagged field: its ciphertext is
+    an unknown field there, and a field of the caller's class: the untagged-ciphertext check sees it."""
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    name = unique("old")
+    V1 = cls(
+        files(file(name, "rf", [message("C", [field("id", 1, "string"), field("email", 2, "string", tags=["PII"])])])),
+        "rf.C",
+    )
+    V0 = cls(files(file(name, "rf", [message("C", [field("id", 1, "string")])])), "rf.C")
+    old_id = registry.register_schema("old-value", Schema(schema_text(V0), "PROTOBUF", []))
+    data = ProtobufSerializer(V1, registry, NO_DEPRECATED, keyring=keyring)(V1(id="1", email="alice@x"), ctx())
+    forged = b"\x00" + old_id.to_bytes(4, "big") + data[5:]
+    with pytest.raises(DecryptionError, match="does not tag this field"):
+        ProtobufDeserializer(V1, NO_DEPRECATED, registry, keyring=keyring)(forged, ctx())
+
+
+@pytest.mark.parametrize("shape", ["two paths", "recursive"])
+def test_a_data_subject_id_reached_twice_is_refused(registry: Any, keyring: Keyring, shape: str) -> None:
+    person = message(
+        "Person",
+        [
+            field("id", 1, "string", tags=["DATA_SUBJECT_ID"]),
+            field("email", 2, "string", tags=["PII"]),
+            *([field("referrer", 3, "message", type_name=".ds.Person")] if shape == "recursive" else []),
+        ],
+    )
+    order = message(
+        "Order",
+        [field("buyer", 1, "message", type_name=".ds.Person")]
+        + ([field("seller", 2, "message", type_name=".ds.Person")] if shape == "two paths" else []),
+    )
+    O = cls(files(file(unique("ds"), "ds", [person, order])), "ds.Order")  # noqa: E741
+    with pytest.raises(PolicyError, match="data-subject"):
+        ProtobufSerializer(O, registry, NO_DEPRECATED, keyring=keyring)
+
+
+def test_field_names_that_shadow_message_methods_work(registry: Any, keyring: Keyring) -> None:
+    names = ["ByteSize", "HasField", "ListFields", "CopyFrom", "ClearField", "DiscardUnknownFields"]
+    fields = [field("id", 1, "string")] + [field(n, i + 2, "string", tags=["PII"]) for i, n in enumerate(names)]
+    C = cls(files(file(unique("shadow"), "sh", [message("C", fields)])), "sh.C")
+    msg = C.FromString(C(id="1").SerializeToString())
+    for n in names:
+        setattr(msg, n, f"secret-{n}")
+    data = ProtobufSerializer(C, registry, NO_DEPRECATED, keyring=keyring)(msg, ctx())
+    assert b"secret-" not in data
+    assert ProtobufDeserializer(C, NO_DEPRECATED, registry, keyring=keyring)(data, ctx()) == msg
+
+
+def test_tags_inside_a_map_entry_are_refused(registry: Any, keyring: Keyring) -> None:
+    from confluent_kafka.schema_registry.confluent import meta_pb2
+
+    entry = map_entry("MEntry", "string", "string")
+    entry.field[1].options.Extensions[meta_pb2.field_meta].tags.append("PII")
+    m = message("R", [field("m", 1, "message", type_name=".me.R.MEntry", repeated=True)], nested=[entry])
+    with pytest.raises(PolicyError, match="map's entry"):
+        ProtobufSerializer(cls(files(file(unique("me"), "me", [m])), "me.R"), registry, NO_DEPRECATED, keyring=keyring)

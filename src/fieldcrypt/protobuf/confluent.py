@@ -80,6 +80,8 @@ class ParsedProto:
             desc = messages[i]
             messages = list(desc.nested_types)
         assert desc is not None
+        if desc.GetOptions().map_entry:  # a map's synthetic entry type: no record is one
+            raise MalformedRecordError("the record's message indexes name a map entry, not a message", subject=subject)
         return desc
 
     def indexes_of(self, desc: Descriptor) -> list[int]:

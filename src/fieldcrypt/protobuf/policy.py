@@ -113,16 +113,24 @@ class _Field:
 
 
 def compile_protobuf(
-    parsed: ParsedProto, rules: TagRules, collector: TagCollector | None = None, root: str | None = None
+    parsed: ParsedProto,
+    rules: TagRules,
+    collector: TagCollector | None = None,
+    root: str | None = None,
+    *,
+    fallback: bool = False,
 ) -> FieldPlan:
-    """Compile a parsed Protobuf schema into the :class:`FieldPlan` of its message ``root`` (a full name; default,
-    or when the schema has no such message: its top-level message of the same short name, else its first message,
-    confluent's message index ``[0]``). Every message, enum and file of the schema is checked, used by the root or
-    not. The serdes check that the message they write or read is the one planned."""
+    """Compile a parsed Protobuf schema into the :class:`FieldPlan` of its message ``root`` (a full name; default:
+    its first message, confluent's message index ``[0]``). A schema without that message is a ``PolicyError``, or,
+    with ``fallback`` (another registered version of a subject, compared with for tag removal), planned through its
+    top-level message of the same short name, else its first one. Every message, enum and file of the schema is
+    checked, used by the root or not."""
     compiler = _Compiler(collector or rules.collector(), rules)
     for f in parsed.files:
         compiler.file(f)
     first = list(parsed.file.message_types_by_name.values())
+    if root is not None and root not in compiler.types and not fallback:
+        raise PolicyError(f"the Protobuf schema has no message {root} to plan")
     if root is None or root not in compiler.types:
         # a schema without the message (another version of a subject, compared with for tag removal): the message of
         # the same short name, else its first one, as confluent's deserializer picks a reader message
@@ -242,6 +250,7 @@ class _Compiler:
             found = _Field(fd.name, fd, None, None, "opt" if fd.has_presence else "one")
             self.subject_fields.setdefault(desc.full_name, []).append(found)
         if is_map_field(fd):
+            self._map_entry(fd)
             value = fd.message_type.fields_by_name["value"]
             path = f"{full}[*]"
             tags = self.tags.applies(path, tags, (value,))
@@ -255,12 +264,28 @@ class _Compiler:
             target = fd.message_type.full_name if fd.message_type is not None else None
             return _Field(fd.name, fd, ArrayNode(node) if node is not None else None, target, "list")
         tags = self.tags.applies(full, tags, (fd,))
-        node = self._value(fd, full, tags, full, nullable=fd.has_presence)
+        # an unreadable value stands in as unset only where unset reads as unset: not a proto2 required field (the
+        # message could not be serialized) nor one with a declared default (it would read as that value)
+        nullable = fd.has_presence and not fd.is_required and not fd.has_default_value
+        node = self._value(fd, full, tags, full, nullable=nullable)
         target = fd.message_type.full_name if fd.message_type is not None else None
         if node is not None:
             leaves_node: Node = NullableNode(node) if fd.has_presence else node
             return _Field(fd.name, fd, leaves_node, None, "opt" if fd.has_presence else "one")
         return _Field(fd.name, fd, None, target, "opt" if fd.has_presence else "one")
+
+    def _map_entry(self, fd: FieldDescriptor) -> None:
+        """A map's entry type is the map's structure: tags on it, its key or its value field (possible in a hand-built
+        descriptor) are refused; the map field carries the tags of its values."""
+        entry = fd.message_type
+        found = [_raw(entry.GetOptions(), META.message_meta)]
+        found += [_raw(f.GetOptions(), META.field_meta) for f in entry.fields]
+        if any(raw is not MISSING and raw for raw in found):
+            raise PolicyError(
+                "a map's entry type carries tags: tag the map field itself (its values are then encrypted; keys are "
+                "structure and stay clear)",
+                field_path=fd.full_name,
+            )
 
     def _value(
         self, fd: FieldDescriptor, path: str, tags: frozenset[str], full: str, nullable: bool = False
@@ -304,6 +329,18 @@ class _Compiler:
                     changed = True
         return held
 
+    def _holding_subject(self) -> set[str]:
+        """The message types whose values hold a data-subject id field (directly or through message fields)."""
+        held = set(self.subject_fields)
+        changed = True
+        while changed:
+            changed = False
+            for name, fields in self.types.items():
+                if name not in held and any(f.target in held for f in fields):
+                    held.add(name)
+                    changed = True
+        return held
+
     def reachable(self, root: str) -> list[str]:
         """The message types a value of ``root`` can hold, ``root`` first."""
         order, stack, seen = [], [root], {root}
@@ -338,21 +375,25 @@ class _Compiler:
         """The one field tagged as the data-subject id, reached from ``root`` through singular message fields."""
         found: list[tuple[str, list[str], str]] = []
         reached: set[str] = set()
-        seen: set[str] = set()
+        holds = self._holding_subject()
 
-        def walk(name: str, names: list[str]) -> None:
-            if name in seen:
-                return
-            seen.add(name)
+        def walk(name: str, names: list[str], path: tuple[str, ...]) -> None:
             for f in self.subject_fields.get(name, ()):
                 kind = "string" if f.fd.type == _T.TYPE_STRING else "int"
                 found.append((f.fd.full_name, [*names, f.name], kind))
                 reached.add(f.fd.full_name)
             for f in self.types.get(name, ()):
-                if f.target is not None and f.container in ("one", "opt"):
-                    walk(f.target, [*names, f.name])
+                if f.target is None or f.target not in holds or f.container not in ("one", "opt"):
+                    continue  # (an id inside a repeated field or a map is refused below)
+                if f.target in path:  # a message holding the id nests itself: whose id would its values be under?
+                    raise PolicyError(
+                        "the data-subject id is in a recursive message: a nested copy names another person, whose "
+                        "values would be encrypted under the outer person's key",
+                        field_path=f.fd.full_name,
+                    )
+                walk(f.target, [*names, f.name], (*path, f.target))
 
-        walk(root, [])
+        walk(root, [], (root,))
         for name in reachable:
             for f in self.subject_fields.get(name, ()):
                 if f.fd.full_name not in reached:

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from fieldcrypt.core.plan import ArrayNode, FieldPlan, Leaf, MapNode, Node, NullableNode, RecordNode, RefNode
 from fieldcrypt.errors import EncryptionError
 
-__all__ = ["Projection", "Projector", "key_text", "unknown_fields"]
+__all__ = ["Projection", "Projector", "key_text", "number_paths", "unknown_fields"]
 
 
 def key_text(k: Any) -> str:
@@ -33,13 +33,59 @@ def key_text(k: Any) -> str:
     return k if isinstance(k, str) else str(k)
 
 
+def number_paths(plan: FieldPlan, root: Descriptor) -> dict[tuple[int, ...], str]:
+    """What a plan encrypts, by field numbers from the root message (the identity of a field on the wire, whatever
+    its name), each with the leaf's path; the data-subject id's numbers map to ``(data-subject id)``. A recursive
+    message is followed once."""
+    found: dict[tuple[int, ...], str] = {}
+
+    def walk(node: Node | None, desc: Descriptor, at: tuple[int, ...], seen: frozenset[str]) -> None:
+        if isinstance(node, RefNode):
+            if node.name in seen:
+                return
+            seen = seen | {node.name}
+            node = plan.named.get(node.name)
+        if not isinstance(node, RecordNode):
+            return
+        for step in node.steps:
+            fd = desc.fields_by_name.get(step.name)
+            if fd is None:
+                continue
+            inner: Node | None = step.node
+            while isinstance(inner, (NullableNode, ArrayNode, MapNode)):
+                inner = (
+                    inner.child
+                    if isinstance(inner, NullableNode)
+                    else (inner.items if isinstance(inner, ArrayNode) else inner.values)
+                )
+            if isinstance(inner, Leaf):
+                found[(*at, fd.number)] = inner.path
+                continue
+            target = fd.message_type
+            if target is not None and target.GetOptions().map_entry:
+                target = target.fields_by_name["value"].message_type
+            if target is not None:
+                walk(inner, target, (*at, fd.number), seen)
+
+    walk(plan.root, root, (), frozenset())
+    if plan.data_subject:
+        desc, numbers = root, []
+        for name in plan.data_subject:
+            fd = desc.fields_by_name[name]
+            numbers.append(fd.number)
+            desc = fd.message_type
+        found[tuple(numbers)] = "(data-subject id)"
+    return found
+
+
 def unknown_fields(message: Message) -> bool:
     """Whether a message holds, anywhere in it, fields its descriptor does not declare."""
-    copy = type(message)()
-    copy.CopyFrom(message)
-    before = copy.ByteSize()
-    copy.DiscardUnknownFields()
-    return bool(copy.ByteSize() != before)
+    cls = type(message)  # (methods through the class: a field may shadow one on the instance, as "ByteSize" can)
+    copy = cls()
+    cls.CopyFrom(copy, message)
+    before = cls.ByteSize(copy)
+    cls.DiscardUnknownFields(copy)
+    return bool(cls.ByteSize(copy) != before)
 
 
 class Projection(dict):  # type: ignore[type-arg]
@@ -93,9 +139,9 @@ class Projector:
                 out[step.name] = self._value(step.node, msg, step.name)
         if ds:
             name, rest = ds[0], ds[1:]
-            fd: FieldDescriptor = msg.DESCRIPTOR.fields_by_name[name]
+            fd: FieldDescriptor = type(msg).DESCRIPTOR.fields_by_name[name]
             if rest:
-                inner = getattr(msg, name) if msg.HasField(name) else None
+                inner = getattr(msg, name) if type(msg).HasField(msg, name) else None
                 if inner is None:
                     out.setdefault(name, None)
                 else:
@@ -106,7 +152,7 @@ class Projector:
                     else:
                         out[name] = sub
             else:
-                if fd.has_presence and not msg.HasField(name):
+                if fd.has_presence and not type(msg).HasField(msg, name):
                     out[name] = None
                 else:
                     v = getattr(msg, name)
@@ -115,7 +161,7 @@ class Projector:
 
     def _value(self, node: Node, msg: Message, name: str) -> Any:
         if isinstance(node, NullableNode):
-            if not msg.HasField(name):
+            if not type(msg).HasField(msg, name):
                 return None
             return self._one(node.child, getattr(msg, name))
         if isinstance(node, ArrayNode):
@@ -157,8 +203,8 @@ class Projector:
     def _apply_value(self, node: Node, v: Any, msg: Message, name: str) -> None:
         if isinstance(node, NullableNode):
             if v is None:
-                if isinstance(node.child, Leaf) and msg.HasField(name):
-                    msg.ClearField(name)  # an unreadable value standing in as null: the field reads unset
+                if isinstance(node.child, Leaf) and type(msg).HasField(msg, name):
+                    type(msg).ClearField(msg, name)  # an unreadable value standing in as null: the field reads unset
                 return
             if isinstance(node.child, Leaf):
                 _set(msg, name, v)

@@ -82,7 +82,7 @@ from fieldcrypt.protobuf.confluent import (
     schema_text,
 )
 from fieldcrypt.protobuf.policy import compile_protobuf
-from fieldcrypt.protobuf.project import Projector, key_text, unknown_fields
+from fieldcrypt.protobuf.project import Projector, key_text, number_paths, unknown_fields
 
 __all__ = ["ProtobufDeserializer", "ProtobufSerializer", "encode_indexes", "message_tree", "read_indexes"]
 
@@ -145,7 +145,7 @@ def message_tree(message: Message) -> dict[str, Any]:
     """Every string and bytes value of a message, as a tree of dicts (field names, map keys as text) and lists:
     what the untagged-ciphertext check looks at (``fieldcrypt.core.lookalike``)."""
     out: dict[str, Any] = {}
-    for fd, v in message.ListFields():
+    for fd, v in type(message).ListFields(message):  # (through the class: a field may shadow the method)
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
             if value_fd.message_type is not None:
@@ -230,12 +230,13 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         self._plans = PlanCache(
             schema_registry_client,
             self._parse,
-            partial(compile_protobuf, root=self._root),
+            partial(compile_protobuf, root=self._root, fallback=True),  # (its other registered versions too)
             self._opts.rules,
             fmt=FORMAT_SERIALIZED,
             fingerprint=partial(proto_fingerprint, root=self._root),
         )
         local_plan = self._plans.compile(schema)  # bad tags fail here, at construction
+        self._local_numbers = number_paths(local_plan, msg_type.DESCRIPTOR)
         self._to_register: dict[str, Schema] = {}
         self._entries = WriteEntries(
             self,
@@ -278,7 +279,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
             plan = cached.runner.plan
             out: bytes
             if plan.is_empty:  # nothing tagged: written as confluent writes it (counted as an untagged record)
-                body = value.SerializeToString()
+                body = type(value).SerializeToString(value)
                 _, state = cached.runner.encrypt_counted(
                     {}, self._keyring, subject, domain, self.stats, self._opts.format_version
                 )
@@ -286,7 +287,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
                 # a copy of the message, read again under the descriptor of the schema written: fields the caller's
                 # class declares under other names line up by number, and fields it lacks are found
                 try:
-                    work = shape.cls.FromString(value.SerializeToString())
+                    work = shape.cls.FromString(type(value).SerializeToString(value))
                 except DecodeError as exc:
                     raise EncryptionError(
                         "the message does not decode with the schema written", subject=subject
@@ -296,7 +297,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
                     shape.projector.project(work), self._keyring, subject, domain, self.stats, self._opts.format_version
                 )
                 # map entries in key order: the same record gives the same bytes (frozen vectors, compaction)
-                body = shape.projector.apply(encrypted, work).SerializeToString(deterministic=True)
+                body = shape.cls.SerializeToString(shape.projector.apply(encrypted, work), deterministic=True)
             if c.prefix_framing:
                 assert schema_id.id is not None
                 out = b"\x00" + schema_id.id.to_bytes(4, "big") + encode_indexes(shape.indexes) + body
@@ -322,10 +323,27 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
             raise PolicyError(
                 f"the schema written (id {cached.schema_id}) has no message {self._root}", subject=subject
             )
+        if not self._opts.allow_tag_removal:
+            self._check_numbers(cached, desc, subject)
         found = _Shape(cached, desc, parsed.cls(desc), Projector(cached.runner.plan, desc), parsed.indexes_of(desc))
         if len(self._shapes) < 10_000:
             self._shapes[key] = found
         return found
+
+    def _check_numbers(self, cached: CachedPlan, desc: Descriptor, subject: str) -> None:
+        """The schema written must encrypt every field the generated class encrypts, by field number: the message is
+        written as its fields' numbers say, so a registry version that renamed a tagged field (and left it untagged),
+        or moved the tag to another number, would otherwise write it in clear. (The tag-removal check of
+        ``fieldcrypt.core.written`` compares paths, by name.)"""
+        written = number_paths(cached.runner.plan, desc)
+        lost = sorted(path for numbers, path in self._local_numbers.items() if numbers not in written)
+        if lost:
+            raise PolicyError(
+                f"the schema written (id {cached.schema_id}) does not encrypt the field numbers the generated class "
+                f"encrypts at {', '.join(lost)} (a field renamed or renumbered without its tag): they would be "
+                "written in clear; set fieldcrypt.allow.tag.removal=True to accept that",
+                subject=subject,
+            )
 
     def _prepared(self, message: Message, ctx: SerializationContext, subject: str, cached: CachedPlan) -> Any:
         if self._entries.latest_mode:
@@ -496,7 +514,10 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                     field_rules_for(shape.desc.full_name, shape.projector.project),
                 )
                 shape.projector.apply(decrypted, work)
-            found = lookalikes(message_tree(work))
+            out, reader = self._resolve(work, shape, subject, ctx, latest)
+            # ciphertext in untagged fields, looked for in the message as returned: a field the writer schema does not
+            # declare but the caller's class does (a record re-framed with an older schema's id) is seen there
+            found = lookalikes(message_tree(out))
             if found is not None:
                 untagged = review_lookalikes(
                     found,
@@ -505,9 +526,9 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                     subject,
                     self._names_of(cached),
                     self._on_untagged,
-                    None if plan.is_empty else lambda: message_tree(shape.cls.FromString(body)),
+                    None if plan.is_empty else lambda: message_tree(type(out).FromString(body)),
                 )
-            out = self._resolve(work, shape, subject, ctx, latest)
+            out = self._read_rules(out, reader, subject, ctx)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
@@ -520,7 +541,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
     def person_of(self, message: Message) -> str | None:
         """The data-subject id of a message this deserializer returned (None: its schema has none, or it is unset),
         as ``fieldcrypt verify --by data-subject`` groups records."""
-        name = message.DESCRIPTOR.full_name
+        name = type(message).DESCRIPTOR.full_name
         for shape in list(self._shapes.values()):
             if shape.desc.full_name == name:
                 return shape.cached.runner.person_of(shape.projector.project(message))
@@ -536,9 +557,10 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
 
     def _resolve(
         self, work: Message, shape: _Shape, subject: str | None, ctx: SerializationContext | None, latest: Any
-    ) -> Message:
-        """The decrypted message as confluent returns it: migrated to the latest schema's message (JSONata, as
-        confluent: through JSON) or in the caller's class, then the READ rules of the reader schema."""
+    ) -> tuple[Message, tuple[Any, Descriptor]]:
+        """The decrypted message as confluent returns it (before the READ rules): migrated to the latest schema's
+        message (JSONata, as confluent: through JSON) or in the caller's class; and the reader schema and message
+        type the READ rules run with."""
         source = shape.cached.source
         reader_raw = source
         reader_desc = shape.desc
@@ -555,9 +577,15 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                 msg = json_format.ParseDict(as_dict, reader_parsed.cls(reader_desc)())
         if not migrated and self._type is not None and type(msg) is not self._confluent_class:
             try:
-                msg = self._confluent_class.FromString(work.SerializeToString())
+                msg = self._confluent_class.FromString(type(work).SerializeToString(work))
             except DecodeError as exc:
                 raise malformed(exc, subject) from exc
+        return msg, (reader_raw, reader_desc)
+
+    def _read_rules(
+        self, msg: Message, reader: tuple[Any, Descriptor], subject: str | None, ctx: SerializationContext | None
+    ) -> Message:
+        reader_raw, reader_desc = reader
         if ctx is not None and subject is not None and reader_raw is not None:
             msg = read_rules(self, ctx, subject, reader_raw, None, msg, field_rules_for(reader_desc.full_name))
         return msg
