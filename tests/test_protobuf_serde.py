@@ -579,3 +579,38 @@ def test_tags_inside_a_map_entry_are_refused(registry: Any, keyring: Keyring) ->
     m = message("R", [field("m", 1, "message", type_name=".me.R.MEntry", repeated=True)], nested=[entry])
     with pytest.raises(PolicyError, match="map's entry"):
         ProtobufSerializer(cls(files(file(unique("me"), "me", [m])), "me.R"), registry, NO_DEPRECATED, keyring=keyring)
+
+
+def test_a_consumer_configured_otherwise_than_its_producers_learns_of_it(registry: Any, keyring: Keyring) -> None:
+    ser = ProtobufSerializer(customer_pb2.Customer, registry, NO_DEPRECATED, keyring=keyring)
+    data = ser(customer(), ctx())
+    other = {**NO_DEPRECATED, "fieldcrypt.tag.domains": {"PII": "contact"}}
+    with pytest.raises(ConfigurationError, match="disagrees with the producers"):
+        ProtobufDeserializer(customer_pb2.Customer, other, registry, keyring=keyring)(data, ctx())
+
+
+def test_tagged_extensions_and_any_fields_are_refused(registry: Any, keyring: Keyring) -> None:
+    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool
+    from google.protobuf.message_factory import GetMessageClass
+
+    ext = field("nickname", 1000, "string", tags=["PII"])
+    ext.extendee = ".google.protobuf.FieldOptions"
+    proto = file(
+        unique("ext"), "ex", [message("M", [field("x", 1, "string")])], deps=["google/protobuf/descriptor.proto"]
+    )
+    proto.extension.append(ext)
+    with pytest.raises(PolicyError, match="extension"):
+        ProtobufSerializer(cls(files(proto), "ex.M"), registry, NO_DEPRECATED, keyring=keyring)
+    m = message("A", [field("payload", 1, "message", type_name=".google.protobuf.Any", tags=["PII"])])
+    proto = file(unique("any"), "an", [m], deps=["google/protobuf/any.proto"])
+    pool = descriptor_pool.DescriptorPool()
+    for dep in (descriptor_pb2, any_pb2):
+        pool.AddSerializedFile(dep.DESCRIPTOR.serialized_pb)
+    from confluent_kafka.schema_registry.confluent import meta_pb2
+
+    pool.AddSerializedFile(meta_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(proto)
+    with pytest.raises(PolicyError, match="google.protobuf.Any"):
+        ProtobufSerializer(
+            GetMessageClass(pool.FindMessageTypeByName("an.A")), registry, NO_DEPRECATED, keyring=keyring
+        )
