@@ -299,7 +299,11 @@ BUILT = {
     "AvroDeserializerBuilder": [*_BUILT_DE, "return_record_name", "deserializer_init"],
     "JSONSerializerBuilder": [*_BUILT_SER, "json_encode", "serializer_init"],
     "JSONDeserializerBuilder": [*_BUILT_DE, "json_decode", "deserializer_init"],
-}
+    "ProtobufSerializerBuilder": ["registry_client", "registry_conf", "msg_type", "serializer_conf", "rule_conf",
+                                  "rule_registry", "serializer_init"],
+    "ProtobufDeserializerBuilder": ["registry_client", "registry_conf", "msg_type", "deserializer_conf", "rule_conf",
+                                    "rule_registry", "deserializer_init"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(BUILT))
@@ -307,15 +311,15 @@ BUILT = {
 def test_the_serde_builders_keep_what_fieldcrypts_builders_read(name: str, flavour: str) -> None:
     """fieldcrypt's builder twins read what the application set on confluent's builder (fieldcrypt.core.confluent
     built_values): each private attribute must hold the value given to the constructor."""
-    from confluent_kafka.schema_registry import avro, json_schema
+    from confluent_kafka.schema_registry import avro, json_schema, protobuf
 
     from fieldcrypt.core.confluent import BUILDER, built_values
 
-    module = avro if name.startswith("Avro") else json_schema
+    module = avro if name.startswith("Avro") else json_schema if name.startswith("JSON") else protobuf
     builder_cls = getattr(module, flavour + name)
     builder = builder_cls()
     for field in BUILT[name]:
         assert hasattr(builder, BUILDER[field]), (flavour + name, BUILDER[field])
     marker = object()
-    given = {"schema": marker}
-    assert built_values(builder_cls(**given))["schema"] is marker
+    given, field = ({"message_type": marker}, "msg_type") if module is protobuf else ({"schema": marker}, "schema")
+    assert built_values(builder_cls(**given))[field] is marker

@@ -129,3 +129,48 @@ def test_the_loop_never_waits_on_a_slow_key_store(keyring: Keyring, caplog: pyte
 
     asyncio.run(main())
     assert not [r for r in caplog.records if getattr(r, "event", None) == "serde.off_loop"]
+
+
+def test_protobuf_builders_build_fieldcrypt_serdes(keyring: Keyring) -> None:
+    from fieldcrypt.protobuf import (
+        AsyncProtobufDeserializerBuilder,
+        AsyncProtobufSerializerBuilder,
+        ProtobufDeserializerBuilder,
+        ProtobufSerializerBuilder,
+    )
+
+    sync_registry, async_registry = _clients()
+    conf = {"bootstrap.servers": "x"}
+    ser, rest = (
+        ProtobufSerializerBuilder(keyring=keyring, serializer_config=CONF)
+        .set_schema_registry_client(sync_registry)
+        .set_message_type(customer_pb2.Customer)
+        .build(conf, False)
+    )
+    de, _ = (
+        ProtobufDeserializerBuilder(schema_registry_client=sync_registry, message_type=customer_pb2.Customer)
+        .set_deserializer_config(CONF)
+        .set_keyring(keyring)
+        .build(conf, False)
+    )
+    assert type(ser) is ProtobufSerializer and type(de) is ProtobufDeserializer and rest == conf
+    data = ser(customer(1), ctx())
+    assert b"p1@example.com" not in data and de(data, ctx()) == customer(1)
+    with pytest.raises(ConfigurationError, match="keyring"):
+        ProtobufSerializerBuilder(schema_registry_client=sync_registry, message_type=customer_pb2.Customer).build(
+            conf, False
+        )
+
+    async def main() -> None:
+        aser, _ = await AsyncProtobufSerializerBuilder(
+            schema_registry_client=async_registry, message_type=customer_pb2.Customer, serializer_config=CONF,
+            keyring=keyring,
+        ).build(conf, False)  # fmt: skip
+        ade, _ = await AsyncProtobufDeserializerBuilder(
+            schema_registry_client=async_registry, message_type=customer_pb2.Customer, deserializer_config=CONF,
+            keyring=keyring,
+        ).build(conf, False)  # fmt: skip
+        assert type(aser) is AsyncProtobufSerializer and type(ade) is AsyncProtobufDeserializer
+        assert await ade(await aser(customer(2), ctx()), ctx()) == customer(2)
+
+    asyncio.run(main())

@@ -610,7 +610,7 @@ def test_tagged_extensions_and_any_fields_are_refused(registry: Any, keyring: Ke
 
     pool.AddSerializedFile(meta_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(proto)
-    with pytest.raises(PolicyError, match="google.protobuf.Any"):
+    with pytest.raises(PolicyError, match=r"google\.protobuf\.Any"):
         ProtobufSerializer(
             GetMessageClass(pool.FindMessageTypeByName("an.A")), registry, NO_DEPRECATED, keyring=keyring
         )

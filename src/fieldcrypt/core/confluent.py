@@ -239,6 +239,7 @@ BUILDER: dict[str, str] = {
     "rule_registry": "_rule_registry",
     "json_encode": "_json_encode",
     "json_decode": "_json_decode",
+    "msg_type": "_msg_type",
     "serializer_init": "_serializer_init",
     "deserializer_init": "_deserializer_init",
 }

@@ -10,11 +10,21 @@ private Protobuf API (docs/architecture.md).
 """
 
 from fieldcrypt.protobuf.aio import AsyncProtobufDeserializer, AsyncProtobufSerializer
+from fieldcrypt.protobuf.builders import (
+    AsyncProtobufDeserializerBuilder,
+    AsyncProtobufSerializerBuilder,
+    ProtobufDeserializerBuilder,
+    ProtobufSerializerBuilder,
+)
 from fieldcrypt.protobuf.serde import ProtobufDeserializer, ProtobufSerializer
 
 __all__ = [
     "AsyncProtobufDeserializer",
+    "AsyncProtobufDeserializerBuilder",
     "AsyncProtobufSerializer",
+    "AsyncProtobufSerializerBuilder",
     "ProtobufDeserializer",
+    "ProtobufDeserializerBuilder",
     "ProtobufSerializer",
+    "ProtobufSerializerBuilder",
 ]
