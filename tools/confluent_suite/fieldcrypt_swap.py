@@ -1,7 +1,8 @@
 """A pytest plugin that puts fieldcrypt's serde twins in place of confluent-kafka's, for confluent's own tests.
 
 Loaded by ``tools/confluent_suite/run.py`` (``-p fieldcrypt_swap``) before confluent's test modules import
-``AsyncAvroSerializer`` and the others from ``confluent_kafka.schema_registry.avro`` / ``.json_schema``: those names
+``AsyncAvroSerializer`` and the others from ``confluent_kafka.schema_registry.avro`` / ``.json_schema`` /
+``.protobuf``: those names
 (in the public modules and in ``_async`` / ``_sync``) become fieldcrypt's classes, with a default ``keyring=`` (a
 local KEK and an SQLite key store made for the run), so confluent's tests construct them unchanged.
 
