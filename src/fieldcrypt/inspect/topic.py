@@ -505,6 +505,20 @@ class RecordSchema:
     schema: Schema
 
 
+def _registry_format(schema_type: Any) -> str | None:
+    """The ``format`` a schema of this type is read with (a format's optional ``registry_format``: Protobuf's
+    ``serialized``), None for the registry's default form or a type no format reads."""
+    from fieldcrypt.errors import UnsupportedSchemaTypeError
+    from fieldcrypt.formats import format_for
+
+    try:
+        fmt = format_for(schema_type if isinstance(schema_type, str) or schema_type is None else str(schema_type))
+    except UnsupportedSchemaTypeError:
+        return None
+    found = getattr(fmt, "registry_format", None)
+    return found if isinstance(found, str) else None
+
+
 class Schemas:
     """Schema ids to their type and subject, asked of the registry once per id. The subject is the topic's own
     (``TOPIC-value``) when the schema is registered under it, else a ``TOPIC-...`` subject, else the first subject
@@ -529,6 +543,9 @@ class Schemas:
         try:
             with registry_errors(f"schema id {schema_id}"):
                 schema = self.registry.get_schema(schema_id)
+                wanted = _registry_format(schema.schema_type)
+                if wanted is not None:  # Protobuf: the form the format parses (a registry answers .proto text else)
+                    schema = self.registry.get_schema(schema_id, None, wanted)
             if not isinstance(schema.schema_str, str):
                 raise TypeError("schema_str")
         except FieldcryptError:

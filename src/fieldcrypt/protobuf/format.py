@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from fieldcrypt.core.format import Raw, Undecodable, ValueShape, Visit, Walker, text
 from fieldcrypt.core.plan import FieldPlan, TagCollector, TagRules
 from fieldcrypt.errors import MalformedRecordError
-from fieldcrypt.protobuf.confluent import ParsedProto, ParsedSchemas, is_map_field, is_repeated
+from fieldcrypt.protobuf.confluent import FORMAT_SERIALIZED, ParsedProto, ParsedSchemas, is_map_field, is_repeated
 from fieldcrypt.protobuf.policy import compile_protobuf, field_kind
 from fieldcrypt.protobuf.project import unknown_fields
 from fieldcrypt.protobuf.serde import ProtobufDeserializer, ProtobufSerializer, message_tree, read_indexes
@@ -78,6 +78,8 @@ class ProtobufFormat:
     suffixes: tuple[str, ...] = ()
     serializer: type = ProtobufSerializer
     deserializer: type = ProtobufDeserializer
+    #: the ``format`` registry reads of a Protobuf schema ask for (what ``parser`` reads); the tools read schemas so
+    registry_format = FORMAT_SERIALIZED
 
     def parser(self, registry: SchemaRegistryClient | None, *, writing: bool) -> Callable[[Schema], Any]:
         return ParsedSchemas(_PlainDeserializer(empty_pb2.Empty, {"use.deprecated.format": False}, registry))
