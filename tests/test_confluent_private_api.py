@@ -20,7 +20,29 @@ SCHEMA = '{"type": "record", "name": "R", "fields": [{"name": "a", "type": "stri
 JSON_SCHEMA = '{"type": "object", "properties": {"a": {"type": "string"}}}'
 
 METHODS = {
-    "_execute_rules": ["ser_ctx", "subject", "rule_mode", "source", "target", "message", "inline_tags"],
+    "_execute_rules": [
+        "ser_ctx",
+        "subject",
+        "rule_mode",
+        "source",
+        "target",
+        "message",
+        "inline_tags",
+        "field_transformer",
+        "original_message",
+    ],
+    "_execute_rules_with_phase": [
+        "ser_ctx",
+        "subject",
+        "rule_phase",
+        "rule_mode",
+        "source",
+        "target",
+        "message",
+        "inline_tags",
+        "field_transformer",
+        "original_message",
+    ],
     "_get_migrations": ["subject", "source_info", "target", "fmt"],
     "_execute_migrations": ["ser_ctx", "subject", "migrations", "message"],
     "_get_reader_schema": ["subject"],

@@ -38,6 +38,7 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
+    reading,
     refuse_encoding_rules,
     subject_of,
     track_original_key,
@@ -240,6 +241,10 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt.core.lookalike)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        with reading(data):  # (the bytes a rule's DLQ action sends)
+            return self._deserialize(data, ctx)
+
+    def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
             return None
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)

@@ -44,14 +44,16 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import attrs
 from confluent_kafka.schema_registry import RegisteredSchema, Schema, prefix_schema_id_serializer
 from confluent_kafka.schema_registry.common import serde as _serde
-from confluent_kafka.schema_registry.common.schema_registry_client import RuleMode, RuleSet
+from confluent_kafka.schema_registry.common.schema_registry_client import Rule, RuleKind, RuleMode, RulePhase, RuleSet
 from confluent_kafka.schema_registry.common.serde import DLQ_HEADER_PREFIX
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -81,6 +83,7 @@ __all__ = [
     "is_latest_mode",
     "migrate",
     "read_rules",
+    "reading",
     "refuse_encoding_rules",
     "registry_transport_error",
     "rest_client",
@@ -359,19 +362,51 @@ FieldRules = Callable[[Any, Schema, Any], tuple[Transformer, Any]]
 _REPLACED = frozenset({"ENCRYPT", "ENCRYPT_PAYLOAD"})
 
 
-def _domain_rules(schema: Schema | None) -> Schema | None:
-    """``schema`` without the rules fieldcrypt replaces, or None when no domain rule is left to run."""
+#: the name of the rule :func:`_domain_rules` adds for confluent's DLQ action to redact fieldcrypt's tagged fields
+REDACT_RULE = "fieldcrypt-redact"
+
+
+def _redaction(tags: frozenset[str], mode: RuleMode) -> Rule:
+    """A rule that never runs (disabled, and of a mode the rule list it is in never executes) but whose type and tags
+    tell confluent's DLQ action which fields to redact (``dlq.redact.rule.types``, default ``ENCRYPT``): the values
+    fieldcrypt encrypts, which a failing WRITE rule would otherwise tee to the dead-letter topic in clear."""
+    return Rule(REDACT_RULE, None, RuleKind.TRANSFORM, mode, "ENCRYPT", sorted(tags), None, None, None, None, True)
+
+
+def _domain_rules(schema: Schema | None, redact: frozenset[str] = frozenset()) -> Schema | None:
+    """``schema`` without the rules fieldcrypt replaces, or None when no domain rule is left to run. ``redact``: the
+    encryption tags, carried (with those of the schema's ENCRYPT rules) by a rule that never runs, for confluent's DLQ
+    action to redact."""
     rule_set = schema.rule_set if schema is not None else None
     if schema is None or rule_set is None or not rule_set.domain_rules:
         return None
     kept = [r for r in rule_set.domain_rules if str(r.type).upper() not in _REPLACED]
     if not kept:
         return None
-    if len(kept) == len(rule_set.domain_rules):
+    replaced = {t for r in rule_set.domain_rules if str(r.type).upper() in _REPLACED for t in (r.tags or ())}
+    tags = frozenset(redact) | replaced
+    if tags:  # (UPDOWN: never executed among domain rules, which run on WRITE and READ only)
+        kept.append(_redaction(tags, RuleMode.UPDOWN))
+    elif len(kept) == len(rule_set.domain_rules):
         return schema
     rules: RuleSet = attrs.evolve(rule_set, domain_rules=kept, encoding_rules=None)
     evolved: Schema = attrs.evolve(schema, rule_set=rules)
     return evolved
+
+
+#: the record's bytes as they arrived, while a deserializer reads it (:func:`reading`): what confluent's DLQ action
+#: sends when a READ or migration rule fails, as confluent's deserializers hand it over, never the decrypted record
+_WIRE: ContextVar[Any] = ContextVar("fieldcrypt_wire", default=None)
+
+
+@contextmanager
+def reading(data: Any) -> Iterator[None]:
+    """Around a deserializer's call: the record's bytes, for the rules it runs (:func:`read_rules`, :func:`migrate`)."""
+    token = _WIRE.set(data)
+    try:
+        yield
+    finally:
+        _WIRE.reset(token)
 
 
 def refuse_encoding_rules(schema: Schema | None, subject: str | None) -> None:
@@ -484,7 +519,8 @@ def write_rules(
 ) -> Any:
     """The WRITE domain rules of the schema written, on a deep copy of the plaintext record."""
     refuse_encoding_rules(written, subject)  # confluent would run them after encoding, on this path only
-    target = _domain_rules(written)
+    opts = getattr(serde, "_opts", None)
+    target = _domain_rules(written, opts.rules.encrypt if opts is not None else frozenset())
     if target is None or written is None:
         return value
     transformer, inline = field_rules(serde, written, None)
@@ -506,7 +542,8 @@ def read_rules(
     if target is None or reader_raw is None:
         return value
     transformer, inline = field_rules(serde, reader_raw, parsed)
-    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, transformer)
+    # the record's bytes as they arrived (as confluent's deserializers hand them over): what a DLQ action sends
+    return serde._execute_rules(ctx, subject, RuleMode.READ, None, target, value, inline, transformer, _WIRE.get())
 
 
 def migrate(
@@ -519,7 +556,16 @@ def migrate(
     migrations = serde._get_migrations(subject, writer_raw, latest, None)
     if not migrations:
         return value, False
-    return serde._execute_migrations(ctx, subject, migrations, value), True
+    # confluent's _execute_migrations, with the record's bytes as they arrived for a DLQ action (confluent migrates
+    # before its ENCRYPT executor decrypts; fieldcrypt after it decrypted: the record is plaintext here)
+    wire = _WIRE.get()
+    for m in migrations:
+        if m.source is not None and m.target is not None:
+            value = serde._execute_rules_with_phase(
+                ctx, subject, RulePhase.MIGRATION, m.rule_mode, m.source.schema, m.target.schema, value, None, None,
+                wire,
+            )  # fmt: skip
+    return value, True
 
 
 def has_migrations(*schemas: Schema | None) -> bool:

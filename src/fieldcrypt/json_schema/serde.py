@@ -35,6 +35,7 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
+    reading,
     refuse_encoding_rules,
     track_original_key,
     write_rules,
@@ -414,6 +415,10 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        with reading(data):  # (the bytes a rule's DLQ action sends)
+            return self._deserialize(data, ctx)
+
+    def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
             return None
         c = self._confluent

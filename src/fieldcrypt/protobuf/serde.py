@@ -37,6 +37,7 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
+    reading,
     refuse_encoding_rules,
     subject_of,
     track_original_key,
@@ -465,7 +466,8 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         if data is None:
             return None
         try:
-            return self._deserialize(data, ctx)
+            with reading(data):  # (the bytes a rule's DLQ action sends)
+                return self._deserialize(data, ctx)
         finally:
             track_original_key(data, ctx)
 
