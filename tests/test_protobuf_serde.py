@@ -614,3 +614,120 @@ def test_tagged_extensions_and_any_fields_are_refused(registry: Any, keyring: Ke
         ProtobufSerializer(
             GetMessageClass(pool.FindMessageTypeByName("an.A")), registry, NO_DEPRECATED, keyring=keyring
         )
+
+
+# -- found by the second review --------------------------------------------------------------------------------------
+
+
+def test_a_migration_the_reader_cannot_parse_names_no_value(registry: Any, keyring: Keyring) -> None:
+    from confluent_kafka.schema_registry.common.schema_registry_client import Rule, RuleKind, RuleMode, RuleSet
+    from confluent_kafka.schema_registry.rules.jsonata.jsonata_executor import JsonataExecutor
+
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    JsonataExecutor.register()
+    name = unique("mig")
+    v1_fields = [field("id", 1, "string"), field("email", 2, "string", tags=["PII"])]
+    V1 = cls(files(file(name, "mg", [message("P", v1_fields)])), "mg.P")
+    V2 = cls(files(file(name, "mg", [message("P", [field("id", 1, "string"), field("age", 3, "int32")])])), "mg.P")
+    registry.register_schema("customers-value", Schema(schema_text(V1), "PROTOBUF", []))
+    latest = {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True}
+    data = ProtobufSerializer(V1, registry, latest, keyring=keyring)(V1(id="1", email="ann.secret@example.com"), ctx())
+    expr = "$merge([$sift($, function($v, $k) {$k != 'email'}), {'age': $.'email'}])"
+    up = Rule("up", "", RuleKind.TRANSFORM, RuleMode.UPGRADE, "JSONATA", None, None, expr, None, None, False)
+    registry.register_schema("customers-value", Schema(schema_text(V2), "PROTOBUF", [], None, RuleSet([up], None)))
+    de = ProtobufDeserializer(V2, {**NO_DEPRECATED, "use.latest.version": True}, registry, keyring=keyring)
+    with pytest.raises(MalformedRecordError) as refused:
+        de(data, ctx())
+    assert "ann.secret" not in str(refused.value) and refused.value.__cause__ is None
+
+
+def test_person_of_names_the_person_of_the_record_just_read(registry: Any, keyring: Keyring) -> None:
+    ser, _ = serde(registry, keyring)
+    de = ProtobufDeserializer(None, NO_DEPRECATED, registry, keyring=keyring)
+    first = de(ser(customer(1), ctx()), ctx())
+    assert de.person_of(first) == "c-1"
+    second = de(ser(customer(2), ctx()), ctx())
+    assert de.person_of(second) == "c-2" and de.person_of(first) is None  # no longer known: never a guess
+
+
+def test_the_latest_schema_must_declare_the_message_in_its_own_file(registry: Any, keyring: Keyring) -> None:
+    from confluent_kafka.schema_registry import SchemaReference
+
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    a = file(unique("a"), "shop", [message("Order", [field("note", 1, "string", tags=["PII"])])])
+    b = file(
+        unique("b"), "shop", [message("Wrapper", [field("o", 1, "message", type_name=".shop.Order")])], deps=[a.name]
+    )
+    pool = files(a, b)
+    Order, Wrapper = cls(pool, "shop.Order"), cls(pool, "shop.Wrapper")
+    registry.register_schema(a.name, Schema(schema_text(Order), "PROTOBUF", []))
+    registry.register_schema(
+        "customers-value", Schema(schema_text(Wrapper), "PROTOBUF", [SchemaReference(a.name, a.name, 1)])
+    )
+    latest = {**NO_DEPRECATED, "auto.register.schemas": False, "use.latest.version": True}
+    with pytest.raises(PolicyError, match="in its own file"):
+        ProtobufSerializer(Order, registry, latest, keyring=keyring)(Order(note="x"), ctx())
+
+
+def test_lint_reports_every_message_of_the_file() -> None:
+    from fieldcrypt.lint import lint_schema
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    address = message("Address", [field("street", 1, "string", tags=["PII"])])
+    person = message("Customer", [field("email", 2, "string", tags=["PII"]), field("ssn", 4, "string")])
+    C = cls(files(file(unique("two"), "shop", [address, person])), "shop.Customer")
+    rows = {r.path: r.verdict for r in lint_schema(Schema(schema_text(C), "PROTOBUF")).rows}
+    assert rows["shop.Customer.email"] == "encrypted" and rows["shop.Address.street"] == "encrypted"
+
+
+def test_a_registry_inheriting_metadata_keeps_a_class_with_imports_writable(keyring: Keyring) -> None:
+    """Confluent's registry carries the latest version's metadata.tags into a version registered without any: the
+    new version keeps the tag, so a class with imports (references) is written, the field encrypted."""
+    from confluent_kafka.schema_registry import Metadata, MetadataTags
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from fieldcrypt.protobuf.confluent import schema_text
+
+    class Inheriting(SchemaRegistryClient.new_client({"url": "mock://x"}).__class__):  # type: ignore[misc]
+        def register_schema_full_response(self, subject_name: str, schema: Any, normalize_schemas: bool = False) -> Any:
+            if schema.metadata is None:
+                try:
+                    latest = self.get_latest_version(subject_name)
+                except SchemaRegistryError:
+                    latest = None
+                if latest is not None and latest.schema.metadata is not None:
+                    schema = Schema(schema.schema_str, schema.schema_type, schema.references, latest.schema.metadata)
+            return super().register_schema_full_response(subject_name, schema, normalize_schemas)
+
+    registry = Inheriting({"url": f"mock://{uuid.uuid4().hex}"})
+    common = file(unique("common"), "lib", [message("Address", [field("street", 1, "string")])])
+    fields = [field("ship_to", 1, "message", type_name=".lib.Address"), field("note", 2, "string")]
+    v1 = file(unique("order"), "shop", [message("Order", fields)], deps=[common.name])
+    O1 = cls(files(common, v1), "shop.Order")
+    refs = PlainSerializer(O1, registry, NO_DEPRECATED)._resolve_dependencies(ctx(), O1.DESCRIPTOR.file)
+    meta = Metadata(tags=MetadataTags({"shop.Order.note": ["PII"]}), properties=None, sensitive=None)
+    registry.register_schema("customers-value", Schema(schema_text(O1), "PROTOBUF", refs, meta))
+    v2 = file(v1.name.replace("order", "order2"), "shop", [message("Order", [*fields, field("extra", 3, "string")])],
+              deps=[common.name])  # fmt: skip
+    O2 = cls(files(common, v2), "shop.Order")
+    data = ProtobufSerializer(O2, registry, NO_DEPRECATED, keyring=keyring)(O2(note="secret note"), ctx())
+    assert b"secret note" not in data
+
+
+def test_the_asyncio_deserializer_takes_no_message_type(keyring: Keyring) -> None:
+    import asyncio
+
+    from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
+
+    from fieldcrypt.protobuf import AsyncProtobufDeserializer, AsyncProtobufSerializer
+
+    async def main() -> Any:
+        registry = AsyncSchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+        ser = await AsyncProtobufSerializer(customer_pb2.Customer, registry, NO_DEPRECATED, keyring=keyring)
+        de = await AsyncProtobufDeserializer(None, NO_DEPRECATED, registry, keyring=keyring)
+        return await de(await ser(customer(), ctx()), ctx())
+
+    out = asyncio.run(main())
+    assert out.email == "ann1@example.com" and out.address.street == "1 High Street"

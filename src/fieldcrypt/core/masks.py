@@ -224,7 +224,10 @@ MAX_MASK_LEN = 1024
 
 def apply_mask(fn: MaskFn, value: str) -> str:
     """``fn(value)``, checked: text that is valid Unicode. Any failure is a :class:`MaskError` that names neither the
-    value nor the exception's message (a plug-in's message may quote the value)."""
+    value nor the exception's message (a plug-in's message may quote the value). The view of an empty value is empty
+    (nothing to hide; its ciphertext's length shows it anyway): a Protobuf string left unset reads as ``""``."""
+    if value == "":
+        return ""
     failed: str | None = None
     builtin = fn in _BUILTIN_FNS
     try:

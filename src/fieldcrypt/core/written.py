@@ -199,7 +199,11 @@ class WriteEntries:
         lost = lost_before | set(by_version)
         if not lost:
             return (name, before), set()
-        if latest is not None and latest.schema is not None and lost <= self._inherited(latest.schema.metadata):
+        if (
+            latest is not None
+            and latest.schema is not None
+            and lost <= self._inherited(latest.schema.metadata, subject)
+        ):
             return (name, before), lost
         sources = []
         if lost_before:
@@ -283,7 +287,7 @@ class WriteEntries:
                 got = self._fetch_version(subject, number, 0, deleted=deleted)
                 if got is None or got.schema is None or got.schema.schema_str is None:
                     continue
-                found = (got, frozenset(encrypted_paths(self._plan_version(subject, got, "registered", key, verb))))
+                found = (got, frozenset(encrypted_paths(self._plan_version(subject, got, "a", key, verb))))
                 if len(self._versions) < 10_000:
                     self._versions[(subject, number)] = found
             yield (*found, deleted)
@@ -325,7 +329,7 @@ class WriteEntries:
                 raise mapped from exc
             reason = exc.reason if isinstance(exc, FieldcryptError) else f"not this format ({type(exc).__name__})"
             err = PolicyError(
-                f"the subject's {role} registered version (id {got.schema_id}) cannot be planned with this "
+                f"{role} registered version of the subject (id {got.schema_id}) cannot be planned with this "
                 f"configuration, so what it encrypts is unknown: {reason}; set fieldcrypt.allow.tag.removal=True "
                 f"to {verb} without comparing",
                 subject=subject,
@@ -428,11 +432,12 @@ class WriteEntries:
             return sent
         return got.schema
 
-    def _inherited(self, metadata: Any) -> set[str]:
+    def _inherited(self, metadata: Any, subject: str) -> set[str]:
         """What the local schema encrypts in a registry that inherits the latest version's ``metadata`` into a
         version registered without any. Nothing when the local schema has metadata of its own, or when those tags
-        do not fit it (then no registry could keep them)."""
-        local = self._configured.schema
+        do not fit it (then no registry could keep them). The local schema is the one registered for ``subject``
+        (Protobuf's: with the references of its imports)."""
+        local = self._to_register(subject) if self._to_register is not None else self._configured.schema
         tags = metadata.tags.tags if metadata is not None and metadata.tags is not None else None
         if not tags or local is None or local.metadata is not None:
             return set()

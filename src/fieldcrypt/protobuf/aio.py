@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import AsyncProtobufDeserializer as _ConfluentAsyncProtobufDeserializer
 from confluent_kafka.schema_registry.protobuf import AsyncProtobufSerializer as _ConfluentAsyncProtobufSerializer
+from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
 from fieldcrypt.core.aio import AsyncDeserializerTwin, AsyncSerializerTwin, built, confluent_part
@@ -56,7 +57,7 @@ class AsyncProtobufDeserializer(AsyncDeserializerTwin, _ConfluentAsyncProtobufDe
 
     async def __init__(  # type: ignore[misc]
         self,
-        message_type: type[Message],
+        message_type: type[Message] | None,
         conf: dict[str, Any] | None = None,
         schema_registry_client: AsyncSchemaRegistryClient | None = None,
         rule_conf: dict[str, Any] | None = None,
@@ -69,6 +70,8 @@ class AsyncProtobufDeserializer(AsyncDeserializerTwin, _ConfluentAsyncProtobufDe
             schema_registry_client,
             conf,
         )
-        await super().__init__(message_type, confluent_part(conf), schema_registry_client, rule_conf, rule_registry)
+        await super().__init__(
+            message_type or empty_pb2.Empty, confluent_part(conf), schema_registry_client, rule_conf, rule_registry
+        )  # (None: the sync twin returns the writer's messages; confluent's class needs one)
         #: what this deserializer has done (fieldcrypt.SerdeStats), as the sync twin counts it
         self.stats = self._fieldcrypt.stats

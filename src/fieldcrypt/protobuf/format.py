@@ -85,7 +85,8 @@ class ProtobufFormat:
         return ParsedSchemas(_PlainDeserializer(empty_pb2.Empty, {"use.deprecated.format": False}, registry))
 
     def compile(self, parsed: Any, rules: TagRules, collector: TagCollector | None = None) -> FieldPlan:
-        return compile_protobuf(parsed, rules, collector)
+        # schema lint (a collector) reports every message's fields; scan and verify plan the first message
+        return compile_protobuf(parsed, rules, collector, every_message=collector is not None)
 
     def refusals(self, parsed: Any) -> Sequence[tuple[str, str, str]]:
         return ()

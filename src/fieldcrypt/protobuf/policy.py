@@ -119,12 +119,14 @@ def compile_protobuf(
     root: str | None = None,
     *,
     fallback: bool = False,
+    every_message: bool = False,
 ) -> FieldPlan:
     """Compile a parsed Protobuf schema into the :class:`FieldPlan` of its message ``root`` (a full name; default:
     its first message, confluent's message index ``[0]``). A schema without that message is a ``PolicyError``, or,
     with ``fallback`` (another registered version of a subject, compared with for tag removal), planned through its
     top-level message of the same short name, else its first one. Every message, enum and file of the schema is
-    checked, used by the root or not."""
+    checked, used by the root or not. ``every_message`` (schema lint): the plan's ``leaves`` are those of every message
+    of the schema's own file, whichever a record is (each is encrypted when that message is written)."""
     compiler = _Compiler(collector or rules.collector(), rules)
     for f in parsed.files:
         compiler.file(f)
@@ -148,6 +150,11 @@ def compile_protobuf(
             named[name] = compiler.record(name, holding)
             leaves.extend(compiler.leaves[name])
     subject = compiler.data_subject(root, reachable)
+    if every_message:
+        own = {d.full_name for d in first}
+        for name in compiler.types:
+            if _in_file(name, own) and name not in reachable:
+                leaves.extend(compiler.leaves.get(name, ()))
     return FieldPlan(
         root=RefNode(root) if root in holding else None,
         named=named,
@@ -158,6 +165,11 @@ def compile_protobuf(
         decisions=tuple(compiler.tags.decisions),
         identity="",  # value paths start at the root message's full name, as an Avro record's do
     )
+
+
+def _in_file(name: str, own: set[str]) -> bool:
+    """Whether message ``name`` is one of ``own`` (a file's top-level messages) or nested in one."""
+    return any(name == o or name.startswith(o + ".") for o in own)
 
 
 class _Compiler:

@@ -320,9 +320,10 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
             return found
         parsed: ParsedProto = cached.parsed
         desc = parsed.message(self._root)
-        if desc is None:
+        if desc is None or desc.file is not parsed.file:
             raise PolicyError(
-                f"the schema written (id {cached.schema_id}) has no message {self._root}", subject=subject
+                f"the schema written (id {cached.schema_id}) declares no message {self._root} in its own file",
+                subject=subject,
             )
         if not self._opts.allow_tag_removal:
             self._check_numbers(cached, desc, subject)
@@ -410,6 +411,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         self._plans = _PlansById(self._shapes)
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._local: _Shape | None = None
+        self._last: tuple[int, _Shape] | None = None
         self._names: dict[int | str, dict[str, Any]] = {}
 
     def _plans_for(self, root: str) -> PlanCache:
@@ -531,6 +533,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                     None if plan.is_empty else lambda: message_tree(type(out).FromString(body)),
                 )
             out = self._read_rules(out, reader, subject, ctx)
+            self._last = (id(out), shape)  # (person_of: the shape the message returned was read with)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
@@ -541,13 +544,18 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         return out
 
     def person_of(self, message: Message) -> str | None:
-        """The data-subject id of a message this deserializer returned (None: its schema has none, or it is unset),
-        as ``fieldcrypt verify --by data-subject`` groups records."""
-        name = type(message).DESCRIPTOR.full_name
-        for shape in list(self._shapes.values()):
-            if shape.desc.full_name == name:
-                return shape.cached.runner.person_of(shape.projector.project(message))
-        return None
+        """The data-subject id of the message this deserializer returned last (None: another message, its schema has
+        no id, or it is unset), as ``fieldcrypt verify --by data-subject`` groups records."""
+        last = self._last
+        if last is None or last[0] != id(message):
+            return None  # not the message this deserializer returned last: its schema is not known here
+        shape = last[1]
+        if shape.cached.runner.plan.data_subject is None:
+            return None
+        try:
+            return shape.cached.runner.person_of(shape.projector.project(message))
+        except (KeyError, AttributeError, ValueError):
+            return None  # a message of another shape (a migration to the reader's message)
 
     def _names_of(self, cached: CachedPlan) -> dict[str, Any]:
         names = self._names.get(cached.schema_id)
@@ -576,7 +584,13 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
             as_dict = json_format.MessageToDict(work, True)
             as_dict, migrated = migrate(self, ctx, subject, source, latest, as_dict)
             if migrated:
-                msg = json_format.ParseDict(as_dict, reader_parsed.cls(reader_desc)())
+                try:
+                    msg = json_format.ParseDict(as_dict, reader_parsed.cls(reader_desc)())
+                except Exception:  # its message quotes the value (decrypted here): never chained
+                    raise MalformedRecordError(
+                        f"the migrated record does not fit the reader schema's message {reader_desc.full_name}",
+                        subject=subject,
+                    ) from None
         if not migrated and self._type is not None and type(msg) is not self._confluent_class:
             try:
                 msg = self._confluent_class.FromString(type(work).SerializeToString(work))
