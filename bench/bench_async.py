@@ -40,7 +40,7 @@ from confluent_kafka.schema_registry.json_schema import AsyncJSONSerializer as P
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 import fieldcrypt
-from fieldcrypt.avro import AsyncAvroDeserializer, AsyncAvroSerializer, AvroSerializer
+from fieldcrypt.avro import AsyncAvroDeserializer, AsyncAvroSerializer
 from fieldcrypt.core.aio import RegistryView  # noqa: F401  (imported so a broken shell fails the smoke run early)
 from fieldcrypt.json_schema import AsyncJSONDeserializer, AsyncJSONSerializer
 
@@ -142,25 +142,39 @@ async def concurrency(tmp: str, people: int, inflight: int, latency: float) -> d
         if f["name"] == "customerId":
             f["confluent:tags"] = ["DATA_SUBJECT_ID"]
     text = json.dumps(schema)
+
+    async def make(registry: Any, keyring: Any) -> Any:
+        return await AsyncAvroSerializer(registry, text, keyring=keyring)
+
+    return await cold_keys(tmp, people, inflight, latency, make, rec)
+
+
+async def cold_keys(
+    tmp: str,
+    people: int,
+    inflight: int,
+    latency: float,
+    make: Callable[[Any, Any], Awaitable[Any]],
+    record: Callable[[int], Any],
+) -> dict[str, dict[str, Any]]:
+    """--people new data subjects serialized with --concurrency calls in flight on one loop, a key store --latency
+    slower per call: the asyncio twin ``make(registry, keyring)`` returns (records of ``record(i)``), and the sync
+    twin it runs, called from a coroutine. One row per case."""
     rows: dict[str, dict[str, Any]] = {}
     for case in ("fieldcrypt-async", "sync-on-loop"):
-        store = fieldcrypt.create_key_store(f"sqlite:///{tmp}/{case}.db")
-        keyring = fieldcrypt.Keyring(store, fieldcrypt.create_local_kek(os.path.join(tmp, f"{case}.json")))
+        store = fieldcrypt.create_key_store(f"sqlite:///{tmp}/{case}-{uuid.uuid4().hex[:6]}.db")
+        keyring = fieldcrypt.Keyring(
+            store, fieldcrypt.create_local_kek(os.path.join(tmp, f"{case}-{uuid.uuid4().hex[:6]}.json"))
+        )
         registry = AsyncSchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
-        ser = await AsyncAvroSerializer(registry, text, keyring=keyring)
-        await ser(rec(10**9), CTX)  # registered, its policy recorded: only the per-person keys are cold below
+        ser = await make(registry, keyring)
+        await ser(record(10**9), CTX)  # registered, its policy recorded: only the per-person keys are cold below
         keyring.store = _LatentStore(keyring.store, latency)
-        records = [rec(i) for i in range(people)]  # one record per new person: every key lookup is cold
+        records = [record(i) for i in range(people)]  # one record per new person: every key lookup is cold
         limit = asyncio.Semaphore(inflight)
-        sync_ser: AvroSerializer = ser._fieldcrypt
+        sync_ser = ser._fieldcrypt
 
-        async def one(
-            r: dict[str, Any],
-            case: str = case,
-            sync_ser: AvroSerializer = sync_ser,
-            ser: Any = ser,
-            limit: asyncio.Semaphore = limit,
-        ) -> None:
+        async def one(r: Any, case: str = case, sync_ser: Any = sync_ser, ser: Any = ser, limit: Any = limit) -> None:
             async with limit:
                 if case == "fieldcrypt-async":
                     await ser(r, CTX)
@@ -168,7 +182,7 @@ async def concurrency(tmp: str, people: int, inflight: int, latency: float) -> d
                     sync_ser(r, CTX)  # blocks the loop for each cold lookup
                     await asyncio.sleep(0)
 
-        async def all_of(records: list[dict[str, Any]] = records, one: Any = one) -> None:
+        async def all_of(records: list[Any] = records, one: Any = one) -> None:
             await asyncio.gather(*(one(r) for r in records))
 
         took, stall = await _stalled(all_of)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench_async import _LatentStore, _stalled
+from bench_async import cold_keys
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
 from confluent_kafka.schema_registry.confluent import meta_pb2
 from confluent_kafka.schema_registry.protobuf import AsyncProtobufDeserializer as PlainAsyncDeserializer
@@ -165,41 +165,11 @@ async def throughput_async(cls: Any, records: list[Any], keyring: Any, repeat: i
 
 async def concurrency(tmp: str, people: int, inflight: int, latency: float) -> dict[str, dict[str, Any]]:
     cls = message_class(subject_tag=True)
-    rows: dict[str, dict[str, Any]] = {}
-    for case in ("fieldcrypt-async", "sync-on-loop"):
-        store = fieldcrypt.create_key_store(f"sqlite:///{tmp}/{case}.db")
-        keyring = fieldcrypt.Keyring(store, fieldcrypt.create_local_kek(os.path.join(tmp, f"{case}.json")))
-        registry = AsyncSchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
-        ser = await AsyncProtobufSerializer(cls, registry, CONF, keyring=keyring)
-        await ser(event(cls, 10**9), CTX)  # registered, its policy recorded: only the per-person keys are cold below
-        keyring.store = _LatentStore(keyring.store, latency)
-        records = [event(cls, i) for i in range(people)]
-        limit = asyncio.Semaphore(inflight)
-        sync_ser = ser._fieldcrypt
 
-        async def one(r: Any, case: str = case, sync_ser: Any = sync_ser, ser: Any = ser, limit: Any = limit) -> None:
-            async with limit:
-                if case == "fieldcrypt-async":
-                    await ser(r, CTX)
-                else:
-                    sync_ser(r, CTX)  # blocks the loop for each cold lookup
-                    await asyncio.sleep(0)
+    async def make(registry: Any, keyring: Any) -> Any:
+        return await AsyncProtobufSerializer(cls, registry, CONF, keyring=keyring)
 
-        async def all_of(records: list[Any] = records, one: Any = one) -> None:
-            await asyncio.gather(*(one(r) for r in records))
-
-        took, stall = await _stalled(all_of)
-        rows[case] = {
-            "case": f"cold {case}",
-            "people": people,
-            "concurrency": inflight,
-            "store_latency_ms": latency * 1000,
-            "rps": round(people / took),
-            "max_loop_stall_ms": round(stall * 1000, 1),
-        }
-        print(json.dumps(rows[case]), flush=True)
-        keyring.close()
-    return rows
+    return await cold_keys(tmp, people, inflight, latency, make, lambda i: event(cls, i))
 
 
 def main() -> None:

@@ -686,22 +686,11 @@ def test_a_registry_inheriting_metadata_keeps_a_class_with_imports_writable(keyr
     """Confluent's registry carries the latest version's metadata.tags into a version registered without any: the
     new version keeps the tag, so a class with imports (references) is written, the field encrypted."""
     from confluent_kafka.schema_registry import Metadata, MetadataTags
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     from fieldcrypt.protobuf.confluent import schema_text
+    from tests.test_tag_removal_writers import InheritingRegistry
 
-    class Inheriting(SchemaRegistryClient.new_client({"url": "mock://x"}).__class__):  # type: ignore[misc]
-        def register_schema_full_response(self, subject_name: str, schema: Any, normalize_schemas: bool = False) -> Any:
-            if schema.metadata is None:
-                try:
-                    latest = self.get_latest_version(subject_name)
-                except SchemaRegistryError:
-                    latest = None
-                if latest is not None and latest.schema.metadata is not None:
-                    schema = Schema(schema.schema_str, schema.schema_type, schema.references, latest.schema.metadata)
-            return super().register_schema_full_response(subject_name, schema, normalize_schemas)
-
-    registry = Inheriting({"url": f"mock://{uuid.uuid4().hex}"})
+    registry = InheritingRegistry({"url": f"mock://{uuid.uuid4().hex}"})
     common = file(unique("common"), "lib", [message("Address", [field("street", 1, "string")])])
     fields = [field("ship_to", 1, "message", type_name=".lib.Address"), field("note", 2, "string")]
     v1 = file(unique("order"), "shop", [message("Order", fields)], deps=[common.name])

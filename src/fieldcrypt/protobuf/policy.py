@@ -331,19 +331,14 @@ class _Compiler:
     # -- the plan of one root -----------------------------------------------------------------------------------------
     def holding(self) -> set[str]:
         """The message types whose values hold tagged values (directly, or through fields of such types)."""
-        held = {name for name, fields in self.types.items() if any(f.leaf is not None for f in fields)}
-        changed = True
-        while changed:
-            changed = False
-            for name, fields in self.types.items():
-                if name not in held and any(f.target in held for f in fields):
-                    held.add(name)
-                    changed = True
-        return held
+        return self._holders({name for name, fields in self.types.items() if any(f.leaf is not None for f in fields)})
 
     def _holding_subject(self) -> set[str]:
         """The message types whose values hold a data-subject id field (directly or through message fields)."""
-        held = set(self.subject_fields)
+        return self._holders(set(self.subject_fields))
+
+    def _holders(self, held: set[str]) -> set[str]:
+        """``held`` and every message type with a field of a type in it, to a fixed point (recursion included)."""
         changed = True
         while changed:
             changed = False
