@@ -26,12 +26,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench_async import cold_keys
+from bench_async import _rate, _sync_rate, cold_keys
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, SchemaRegistryClient
 from confluent_kafka.schema_registry.confluent import meta_pb2
 from confluent_kafka.schema_registry.protobuf import AsyncProtobufDeserializer as PlainAsyncDeserializer
@@ -99,25 +97,7 @@ def event(cls: Any, i: int) -> Any:
     )
 
 
-def _sync_rate(call: Callable[[Any], Any], items: list[Any], repeat: int) -> tuple[float, list[Any]]:
-    best, out = 0.0, []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = [call(x) for x in items]
-        best = max(best, len(items) / (time.perf_counter() - t0))
-    return best, out
-
-
-async def _rate(call: Callable[[Any], Awaitable[Any]], items: list[Any], repeat: int) -> tuple[float, list[Any]]:
-    best, out = 0.0, []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = [await call(x) for x in items]
-        best = max(best, len(items) / (time.perf_counter() - t0))
-    return best, out
-
-
-def throughput(cls: Any, records: list[Any], keyring: Any, repeat: int) -> dict[str, dict[str, Any]]:
+async def throughput(cls: Any, records: list[Any], keyring: Any, repeat: int) -> dict[str, dict[str, Any]]:
     registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     rows: dict[str, dict[str, Any]] = {}
     cases = (
@@ -130,8 +110,8 @@ def throughput(cls: Any, records: list[Any], keyring: Any, repeat: int) -> dict[
     )
     for name, s, d in cases:
         s(records[0], CTX)  # registered, keys made: warm
-        ser_rps, framed = _sync_rate(lambda r, s=s: s(r, CTX), records, repeat)
-        de_rps, back = _sync_rate(lambda b, d=d: d(b, CTX), framed, repeat)
+        ser_rps, framed = await _sync_rate(lambda r, s=s: s(r, CTX), records, repeat)
+        de_rps, back = await _sync_rate(lambda b, d=d: d(b, CTX), framed, repeat)
         assert back[-1].email == records[-1].email
         rows[name] = {"case": f"protobuf {name}", "ser_rps": round(ser_rps), "de_rps": round(de_rps)}
         print(json.dumps(rows[name]), flush=True)
@@ -188,7 +168,7 @@ def main() -> None:
     cls = message_class(subject_tag=False)
     records = [event(cls, i) for i in range(args.records)]
     print(f"# {args.records} records, best of {args.repeat}; python {sys.version.split()[0]}", flush=True)
-    sync_rows = throughput(cls, records, keyring, args.repeat)
+    sync_rows = asyncio.run(throughput(cls, records, keyring, args.repeat))
     async_rows = asyncio.run(throughput_async(cls, records, keyring, args.repeat))
     cold = asyncio.run(concurrency(tmp, args.people, args.concurrency, args.store_latency_ms / 1000))
     print("# ratios (serialize, deserialize)")
