@@ -567,6 +567,15 @@ class SqlKeyStore(KeyStore):
         rows = self._read(f"SELECT {_COLUMNS} FROM fieldcrypt_keys{clause} ORDER BY domain, person, version", args)
         return iter([_record(r) for r in rows])
 
+    def keys_of(self, domain: str | None, persons: Sequence[str]) -> list[KeyRecord]:
+        out: list[KeyRecord] = []
+        for cond, args in _conditions(domain, persons):  # _BATCH persons a statement, by the person index
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE {cond} ORDER BY domain, person, version", args
+            )
+            out += [_record(r) for r in rows]
+        return out
+
     def active_keys(self, domain: str, after: str | None = None, limit: int = _BATCH) -> list[KeyRecord]:
         # the partial unique index on (domain, person) WHERE state = 'active' serves this page
         sql = f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE domain = ? AND state = 'active'"

@@ -642,12 +642,7 @@ class KeyAdmin:
         domains: list[str | None] = [None] if domain is None else list(with_views(domain))
         if people is None:
             return [r for d in domains for r in self._src._call(lambda d=d: self._src.store.keys(d))]  # type: ignore[misc]
-        return [
-            r
-            for p in people
-            for d in domains
-            for r in self._src._call(lambda p=p, d=d: self._src.store.keys(d, p))  # type: ignore[misc]
-        ]
+        return list(self._src._call(lambda: self._src.store.keys_of(domain, people)))
 
     def _report(
         self,
