@@ -67,6 +67,20 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
         yield cond, args
 
 
+def _audit_row(entry: AuditEntry) -> list[Any]:
+    """An audit entry's column values, as ``fieldcrypt_audit`` holds them (after ``seq``)."""
+    return [
+        entry.at,
+        entry.actor,
+        entry.operation,
+        entry.domain,
+        entry.person or "",
+        ",".join(format_key_id(k) for k in entry.key_ids),
+        entry.reason,
+        entry.detail,
+    ]
+
+
 def _where(domain: str | None, person: str | None) -> tuple[str, list[Any]]:
     """A WHERE clause (empty without filters) and its arguments, for the domain and person given."""
     where, args = [], []
@@ -569,7 +583,7 @@ class SqlKeyStore(KeyStore):
 
     def keys_of(self, domain: str | None, persons: Sequence[str]) -> list[KeyRecord]:
         out: list[KeyRecord] = []
-        for cond, args in _conditions(domain, persons):  # _BATCH persons a statement, by the person index
+        for cond, args in self._person_conditions(domain, persons):  # by the person index
             rows = self._read(
                 f"SELECT {_COLUMNS} FROM fieldcrypt_keys WHERE {cond} ORDER BY domain, person, version", args
             )
@@ -603,7 +617,7 @@ class SqlKeyStore(KeyStore):
 
     def shredded_counts(self, domain: str | None, persons: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(persons, 0)
-        for cond, args in _conditions(domain, persons):
+        for cond, args in self._person_conditions(domain, persons):
             for person, n in self._read(
                 f"SELECT person, COUNT(*) FROM fieldcrypt_shredded WHERE {cond} GROUP BY person", args
             ):
@@ -615,7 +629,7 @@ class SqlKeyStore(KeyStore):
             return 0
         return sum(
             int(self._read(f"SELECT COUNT(*) FROM fieldcrypt_shredded WHERE {cond}", args)[0][0])
-            for cond, args in _conditions(domain, persons)
+            for cond, args in self._person_conditions(domain, persons)
         )
 
     def shred_log(self) -> Iterator[ShredRecord]:
@@ -667,28 +681,23 @@ class SqlKeyStore(KeyStore):
         ]
 
     # -- writes --------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _audit(ex: Execute, entry: AuditEntry) -> None:
-        SqlKeyStore._audits(ex, [entry])
+    def _audit(self, ex: Execute, entry: AuditEntry) -> None:
+        self._audits(ex, [entry])
 
-    @staticmethod
-    def _audits(ex: Execute, entries: Sequence[AuditEntry]) -> None:
+    def _person_conditions(self, domain: str | None, persons: Iterable[str] | None) -> Iterator[tuple[str, list[Any]]]:
+        """WHERE clauses selecting a domain's rows or some persons' rows (:func:`_conditions`: a few hundred persons
+        a clause); a dialect may select any number in one (PostgreSQL: arrays)."""
+        return _conditions(domain, persons)
+
+    def _audits(self, ex: Execute, entries: Sequence[AuditEntry]) -> None:
         """Append audit entries, in their order (their ``seq`` follows it), a statement per 100 of them: a shred of
-        100,000 persons writes one entry per person in 1,000 statements, not 100,000 round trips."""
+        100,000 persons writes one entry per person in 1,000 statements, not 100,000 round trips (a dialect may
+        write them in one)."""
         for i in range(0, len(entries), _AUDIT_BATCH):
             chunk = entries[i : i + _AUDIT_BATCH]
             args: list[Any] = []
             for entry in chunk:
-                args += [
-                    entry.at,
-                    entry.actor,
-                    entry.operation,
-                    entry.domain,
-                    entry.person or "",
-                    ",".join(format_key_id(k) for k in entry.key_ids),
-                    entry.reason,
-                    entry.detail,
-                ]
+                args += _audit_row(entry)
             ex(
                 "INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) VALUES "
                 + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk),
@@ -856,7 +865,7 @@ class SqlKeyStore(KeyStore):
         with self._tx() as ex:
             earlier: dict[str, int] = {}
             if people is not None:
-                for cond, args in _conditions(domain, people):
+                for cond, args in self._person_conditions(domain, people):
                     for person, n in ex(
                         f"SELECT person, COUNT(*) FROM fieldcrypt_shredded WHERE {cond} GROUP BY person", args
                     ):
@@ -872,7 +881,7 @@ class SqlKeyStore(KeyStore):
                         views,
                     )
                 )
-            for cond, args in _conditions(domain, people):
+            for cond, args in self._person_conditions(domain, people):
                 destroyed += self._delete(ex, cond, args, now)
             if people is None:
                 ids = tuple(r.key_id for r in destroyed)
@@ -942,8 +951,7 @@ class SqlKeyStore(KeyStore):
             out += deleted
         return out
 
-    @staticmethod
-    def _log_shreds(ex: Execute, records: Sequence[ShredRecord]) -> None:
+    def _log_shreds(self, ex: Execute, records: Sequence[ShredRecord]) -> None:
         for i in range(0, len(records), _BATCH):
             chunk = records[i : i + _BATCH]
             values = ", ".join("(?, ?, ?, ?)" for _ in chunk)

@@ -22,14 +22,23 @@ import hashlib
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._pg_roles import ACTS, FUNCTIONS, GRANTS, Act, function_ddl, signatures
-from fieldcrypt.keys._sql import _KEKS_HELD, TABLES, Execute, SqlKeyStore, _domain_record, _record, unrecorded_error
+from fieldcrypt.keys._sql import (
+    _KEKS_HELD,
+    TABLES,
+    Execute,
+    SqlKeyStore,
+    _audit_row,
+    _domain_record,
+    _record,
+    unrecorded_error,
+)
 from fieldcrypt.keys.store import (
     AuditEntry,
     BranchGone,
@@ -37,11 +46,13 @@ from fieldcrypt.keys.store import (
     KekChanged,
     KeyRecord,
     PseudonymKey,
+    ShredRecord,
     WrapFn,
     check_role,
     missing_store_error,
     redact_url,
     scrub,
+    with_views,
 )
 
 __all__ = ["PostgresKeyStore"]
@@ -138,6 +149,46 @@ def _sql(statement: str) -> str:
 
 class PostgresKeyStore(SqlKeyStore):
     _share = " FOR SHARE"
+
+    # -- set-based: any number of persons, audit entries or shred-log rows in one statement (arrays) ----------------
+    def _person_conditions(self, domain: str | None, persons: Iterable[str] | None) -> Iterator[tuple[str, list[Any]]]:
+        if persons is None:
+            yield from super()._person_conditions(domain, persons)
+            return
+        # %b: arrays sent in binary (psycopg's text form quotes each element with a regular expression)
+        cond, args = "person = ANY(%b)", [list(persons)]
+        if domain is not None:
+            cond += " AND domain = ANY(%b)"
+            args.append(list(with_views(domain)))
+        yield cond, args
+
+    def _audits(self, ex: Execute, entries: Sequence[AuditEntry]) -> None:
+        if len(entries) < 2:
+            super()._audits(ex, entries)
+            return
+        columns = list(zip(*(_audit_row(e) for e in entries), strict=True))
+        # in the entries' order (WITH ORDINALITY): each entry's seq follows it
+        ex(
+            "INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) "
+            "SELECT at, actor, operation, domain, person, key_ids, reason, detail FROM unnest(%b::float8[], "
+            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+            "AS e(at, actor, operation, domain, person, key_ids, reason, detail, n) ORDER BY n",
+            [list(c) for c in columns],
+        )
+
+    def _log_shreds(self, ex: Execute, records: Sequence[ShredRecord]) -> None:
+        if not records:
+            return
+        ex(
+            "INSERT INTO fieldcrypt_shredded (key_id, domain, person, shredded_at) "
+            "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[]) ON CONFLICT (key_id) DO NOTHING",
+            [
+                [r.key_id for r in records],
+                [r.domain for r in records],
+                [r.person or "" for r in records],
+                [r.shredded_at for r in records],
+            ],
+        )
 
     def __init__(self, url: str, *, create: bool = False, connect_timeout: int = 10) -> None:
         try:
