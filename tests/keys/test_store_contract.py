@@ -151,18 +151,19 @@ def test_a_shred_overlapping_a_rotation_destroys_the_new_key_too(store_url: str,
         other.close()
 
 
-def _held_shred(store_url: str, hold: str) -> tuple[KeyStore, threading.Event, threading.Event]:
-    """A second store whose shred stops at its first ``hold`` step (``_log_shreds``: right after the first DELETE
-    of a chunk; ``_audits``: after every DELETE) until released, its transaction open."""
+def _held_shred(store_url: str, hold: str, *, after: bool = False) -> tuple[KeyStore, threading.Event, threading.Event]:
+    """A second store whose shred stops at its first ``hold`` step (``_delete_pass`` with ``after``: right after the
+    first DELETE; ``_audits``: after every DELETE) until released, its transaction open."""
     other = open_store(store_url)
     reached, release = threading.Event(), threading.Event()
     step = getattr(other, hold)
 
     def held(*args: object) -> object:
+        done = step(*args) if after else None
         if not reached.is_set():
             reached.set()
             assert release.wait(30), "never released"
-        return step(*args)
+        return done if after else step(*args)
 
     setattr(other, hold, held)
     return other, reached, release
@@ -204,7 +205,7 @@ def test_a_shred_deletes_again_the_keys_committed_during_its_first_delete(store_
     and a rotation of a key the shred has deleted waits for it and then finds nothing to rotate."""
     p1 = store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
     keep = store.create("d", "q", "k", wrap_with(b"2"), 1.0, audit())
-    other, reached, release = _held_shred(store_url, "_log_shreds")
+    other, reached, release = _held_shred(store_url, "_delete_pass", after=True)
     outcome: list[object] = []
     rotation: list[object] = []
     shredding = threading.Thread(target=lambda: outcome.append(other.shred(None, ["p", "q2"], 3.0, audit("shred"))))

@@ -471,6 +471,9 @@ def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
         run = partial(kr.shred_domain, domain, reason=args.reason)
     else:
         raise UsageError("say what to shred: --domain, --data-subject or --from-file")
+    if args.yes and not args.dry_run:  # confirmed beforehand: no preview to show (a scripted shred of 100,000
+        report = run()  # persons would otherwise read their keys twice)
+        return report, EXIT_PENDING if report.pending else EXIT_OK
     plan = run(dry_run=True)
     if args.dry_run:
         return plan, EXIT_OK

@@ -903,13 +903,11 @@ class SqlKeyStore(KeyStore):
                     where = f"{batch}{i} of {len(groups)}" if len(groups) > 1 else audit.detail
                     ids = tuple(k for p in group for k in mine[p])
                     named = [p for p in group if mine[p] or earlier.get(p)] or list(group[:1])
-                    entry = _with(
-                        audit,
-                        person=" ".join(named),
-                        key_ids=ids,
-                        detail=_detail(len(ids), sum(earlier.get(p, 0) for p in group), where),
-                    )
-                    entries.append(entry)
+                    detail = _detail(len(ids), sum(earlier.get(p, 0) for p in group), where)
+                    entries.append(  # (the batch's entry, one field apart: no dataclasses.replace per person)
+                        AuditEntry(audit.at, audit.actor, audit.operation, audit.domain, " ".join(named), ids,
+                                   audit.reason, detail)
+                    )  # fmt: skip
                 self._audits(ex, entries)
         return destroyed
 
@@ -943,13 +941,19 @@ class SqlKeyStore(KeyStore):
         only this chunk's persons; SQLite's single writer makes every pass after the first find nothing."""
         out: list[ShredRecord] = []
         while True:
-            rows = ex(f"DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person", args)
-            if not rows:
+            deleted = self._delete_pass(ex, cond, args, now)
+            if not deleted:
                 break
-            deleted = [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
-            self._log_shreds(ex, deleted)
             out += deleted
         return out
+
+    def _delete_pass(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
+        """One DELETE of the keys ``cond`` selects, each deleted key logged in the shred log; what it deleted (a
+        dialect may do both in one statement)."""
+        rows = ex(f"DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person", args)
+        deleted = [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
+        self._log_shreds(ex, deleted)
+        return deleted
 
     def _log_shreds(self, ex: Execute, records: Sequence[ShredRecord]) -> None:
         for i in range(0, len(records), _BATCH):

@@ -621,7 +621,11 @@ class KeyAdmin:
                 f"`fieldcrypt keys shred-log {log_file} --force`"
             )
         shown_ = (
-            tuple(replace(r, person=names.get(r.person or "", r.person)) for r in destroyed) if names else destroyed
+            tuple(
+                ShredRecord(r.key_id, r.domain, names.get(r.person or "", r.person), r.shredded_at) for r in destroyed
+            )
+            if names
+            else destroyed
         )
         report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending)
         log.info(

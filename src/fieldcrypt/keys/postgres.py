@@ -176,6 +176,17 @@ class PostgresKeyStore(SqlKeyStore):
             [list(c) for c in columns],
         )
 
+    def _delete_pass(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
+        # the rows deleted and logged in one statement (READ COMMITTED: the log gets exactly the rows deleted)
+        rows = ex(
+            f"WITH d AS (DELETE FROM fieldcrypt_keys WHERE {cond} RETURNING key_id, domain, person), "
+            "logged AS (INSERT INTO fieldcrypt_shredded (key_id, domain, person, shredded_at) "
+            "SELECT key_id, domain, person, ? FROM d ON CONFLICT (key_id) DO NOTHING) "
+            "SELECT key_id, domain, person FROM d",
+            [*args, now],
+        )
+        return [ShredRecord(int(k), str(d), None if p == "" else str(p), now) for k, d, p in rows]
+
     def _log_shreds(self, ex: Execute, records: Sequence[ShredRecord]) -> None:
         if not records:
             return
