@@ -1173,3 +1173,16 @@ def test_audit_since_must_be_epoch_seconds(keyring: Keyring) -> None:
     with pytest.raises(ConfigurationError, match="epoch seconds"):
         keyring.audit(since="2020-01-01")  # type: ignore[arg-type]
     assert [e.operation for e in keyring.audit(since=0)] == ["kek-map", "pseudonymize", "create", "create"]
+
+
+def test_a_preview_lists_the_keys_in_the_order_the_persons_were_given(tmp_path: Path) -> None:
+    import fieldcrypt
+
+    with fieldcrypt.Keyring(
+        fieldcrypt.create_key_store(f"sqlite:///{tmp_path / 'order.db'}"),
+        fieldcrypt.create_local_kek(tmp_path / "k.json"),
+    ) as kr:
+        people = ["zed", "amy", "kim", "bob"]
+        made = {p: kr.encryption_key("d", p).key_id for p in people}
+        preview = kr.shred_persons([*people, "amy"], domain="d", reason="r", dry_run=True)
+        assert [r.key_id for r in preview.destroyed] == [made[p] for p in people]

@@ -324,7 +324,8 @@ def test_apply_shred_log_and_ids_never_reused(store: KeyStore) -> None:
     k = store.create("d", "p", "k", wrap_with(b"w"), 1.0, audit())
     other = store.create("d", "q", "k", wrap_with(b"w"), 1.0, audit())
     # a shred log from elsewhere (e.g. exported before this store was restored from a backup) names both keys
-    log = [ShredRecord(k.key_id, "d", "p", 2.0), ShredRecord(other.key_id, "d", "q", 2.0)]
+    # (times as a hand-made log may give them: an int beside a float)
+    log = [ShredRecord(k.key_id, "d", "p", 2), ShredRecord(other.key_id, "d", "q", 2.5)]
     assert sorted(store.apply_shred_log(log, audit("restore"))) == sorted([k.key_id, other.key_id])
     assert store.get(k.key_id) is None and store.shredded(k.key_id) is not None
     assert store.apply_shred_log(log, audit("restore")) == []

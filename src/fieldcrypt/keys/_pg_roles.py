@@ -108,7 +108,9 @@ _POLICY = Act("record encryption policies", ("producer", "admin"))
 
 #: the KeyStore methods of the PostgreSQL store, by what they do (a permission error names it)
 ACTS: dict[str, Act] = {
-    **dict.fromkeys(("get", "active", "keys", "active_keys", "branch", "active_branch", "branches"), _READ_KEYS),
+    **dict.fromkeys(
+        ("get", "active", "keys", "keys_of", "active_keys", "branch", "active_branch", "branches"), _READ_KEYS
+    ),
     **dict.fromkeys(("domains_in_use", "kek_usage"), _READ_KEYS),
     **dict.fromkeys(("domain_keks", "domains"), _READ_DOMAINS),
     **dict.fromkeys(("shredded", "shredded_keys", "shredded_counts", "count_shredded", "shred_log"), _READ_SHREDS),

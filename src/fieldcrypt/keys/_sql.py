@@ -70,7 +70,7 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
 def _audit_row(entry: AuditEntry) -> list[Any]:
     """An audit entry's column values, as ``fieldcrypt_audit`` holds them (after ``seq``)."""
     return [
-        entry.at,
+        float(entry.at),  # (a clock may give ints: one array type on PostgreSQL)
         entry.actor,
         entry.operation,
         entry.domain,

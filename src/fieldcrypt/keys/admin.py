@@ -646,7 +646,12 @@ class KeyAdmin:
         domains: list[str | None] = [None] if domain is None else list(with_views(domain))
         if people is None:
             return [r for d in domains for r in self._src._call(lambda d=d: self._src.store.keys(d))]  # type: ignore[misc]
-        return list(self._src._call(lambda: self._src.store.keys_of(domain, people)))
+        held = list(self._src._call(lambda: self._src.store.keys_of(domain, people)))
+        # in the order the persons were given (then domain, version), as a report lists them
+        pos: dict[str, int] = {}
+        for i, p in enumerate(people):
+            pos.setdefault(p, i)  # (a person given twice: their first place)
+        return sorted(held, key=lambda r: (pos.get(r.person or "", len(people)), r.domain, r.version))
 
     def _report(
         self,

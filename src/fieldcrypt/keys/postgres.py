@@ -197,7 +197,7 @@ class PostgresKeyStore(SqlKeyStore):
                 [r.key_id for r in records],
                 [r.domain for r in records],
                 [r.person or "" for r in records],
-                [r.shredded_at for r in records],
+                [float(r.shredded_at) for r in records],  # (ints and floats cannot share one binary array)
             ],
         )
 
