@@ -720,3 +720,20 @@ def test_the_asyncio_deserializer_takes_no_message_type(keyring: Keyring) -> Non
 
     out = asyncio.run(main())
     assert out.email == "ann1@example.com" and out.address.street == "1 High Street"
+
+
+@pytest.mark.parametrize("bad", [None, {}, "Customer", customer_pb2.Customer()])
+def test_a_message_type_that_is_no_generated_class_is_refused(registry: Any, keyring: Keyring, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="generated Protobuf message class"):
+        ProtobufSerializer(bad, registry, NO_DEPRECATED, keyring=keyring)
+    if bad is not None:  # (None: the deserializer's extension, returning the writer's messages)
+        with pytest.raises(ConfigurationError, match="generated Protobuf message class"):
+            ProtobufDeserializer(bad, NO_DEPRECATED, registry, keyring=keyring)
+
+
+@pytest.mark.parametrize("tag", ["", "  "])
+def test_an_empty_or_blank_tag_is_refused(registry: Any, keyring: Keyring, tag: str) -> None:
+    M = cls(files(file(unique("blank"), "bl", [message("M", [field("x", 1, "string", tags=[tag])])])), "bl.M")
+    with pytest.raises(PolicyError, match="empty or blank") as refused:
+        ProtobufSerializer(M, registry, NO_DEPRECATED, keyring=keyring)
+    assert refused.value.field_path == "bl.M.x"

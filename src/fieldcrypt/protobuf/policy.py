@@ -90,14 +90,18 @@ def field_kind(fd: FieldDescriptor) -> str:
     return name
 
 
-def _raw(options: Any, ext: Any) -> Any:
-    """The tags of one options message's confluent meta extension, or ``MISSING`` when it has none."""
+def _raw(options: Any, ext: Any, where: str) -> Any:
+    """The tags of one options message's confluent meta extension, or ``MISSING`` when it has none. An empty or
+    blank tag is refused here, naming the option (the collector's message speaks of Avro's and JSON's key)."""
     try:
         if not options.HasExtension(ext):
             return MISSING
-        return list(options.Extensions[ext].tags)
+        tags = list(options.Extensions[ext].tags)
     except KeyError:  # an options message confluent's meta does not extend
         return MISSING
+    if not all(t.strip() for t in tags):
+        raise PolicyError("confluent meta tags must be tag names; one is empty or blank", field_path=where)
+    return tags
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,8 @@ class _Compiler:
         if f.name in self._files:
             return
         self._files.add(f.name)
-        self._meta(_raw(f.GetOptions(), META.file_meta), f"file {f.name}", "a file")
+        where = f"file {f.name}"
+        self._meta(_raw(f.GetOptions(), META.file_meta, where), where, "a file")
         for enum in f.enum_types_by_name.values():
             self._enum(enum)
         for ext in f.extensions_by_name.values():
@@ -204,13 +209,15 @@ class _Compiler:
             )
 
     def _enum(self, enum: EnumDescriptor) -> None:
-        self._meta(_raw(enum.GetOptions(), META.enum_meta), f"enum {enum.full_name}", "an enum")
+        where = f"enum {enum.full_name}"
+        self._meta(_raw(enum.GetOptions(), META.enum_meta, where), where, "an enum")
         for value in enum.values:
             where = f"enum value {enum.full_name}.{value.name}"
-            self._meta(_raw(value.GetOptions(), META.enum_value_meta), where, "an enum value")
+            self._meta(_raw(value.GetOptions(), META.enum_value_meta, where), where, "an enum value")
 
     def _extension(self, ext: FieldDescriptor) -> None:
-        tags = self.tags.field(ext.full_name, _raw(ext.GetOptions(), META.field_meta), f"extension {ext.full_name}")
+        where = f"extension {ext.full_name}"
+        tags = self.tags.field(ext.full_name, _raw(ext.GetOptions(), META.field_meta, where), where)
         if tags:
             raise PolicyError(
                 "an extension field carries tags; fieldcrypt does not plan extensions: declare the field in the "
@@ -223,7 +230,7 @@ class _Compiler:
         if name in self.types:
             return
         self.types[name] = []  # (recursive types: visited once)
-        self._meta(_raw(desc.GetOptions(), META.message_meta), f"message {name}", "a message")
+        self._meta(_raw(desc.GetOptions(), META.message_meta, f"message {name}"), f"message {name}", "a message")
         for enum in desc.enum_types:
             self._enum(enum)
         for ext in desc.extensions:
@@ -247,7 +254,7 @@ class _Compiler:
 
     def _field(self, desc: Descriptor, fd: FieldDescriptor) -> _Field:
         full = fd.full_name
-        tags = self.tags.field(full, _raw(fd.GetOptions(), META.field_meta))
+        tags = self.tags.field(full, _raw(fd.GetOptions(), META.field_meta, full))
         rules = self.rules
         if rules.data_subject in tags:
             if tags & rules.encrypt:
@@ -290,8 +297,8 @@ class _Compiler:
         """A map's entry type is the map's structure: tags on it, its key or its value field (possible in a hand-built
         descriptor) are refused; the map field carries the tags of its values."""
         entry = fd.message_type
-        found = [_raw(entry.GetOptions(), META.message_meta)]
-        found += [_raw(f.GetOptions(), META.field_meta) for f in entry.fields]
+        found = [_raw(entry.GetOptions(), META.message_meta, fd.full_name)]
+        found += [_raw(f.GetOptions(), META.field_meta, fd.full_name) for f in entry.fields]
         if any(raw is not MISSING and raw for raw in found):
             raise PolicyError(
                 "a map's entry type carries tags: tag the map field itself (its values are then encrypted; keys are "

@@ -183,6 +183,13 @@ class _Shape:
     indexes: list[int]
 
 
+def _message_class(value: Any, what: str) -> None:
+    """``value`` is a generated message class (confluent's constructors would fail on anything else with an
+    AttributeError)."""
+    if not (isinstance(value, type) and issubclass(value, Message)):
+        raise ConfigurationError(f"{what} must be a generated Protobuf message class, not {type(value).__name__}")
+
+
 def _refuse_unknown(work: Message, subject: str | None, *, writing: bool) -> None:
     if unknown_fields(work):
         if writing:
@@ -210,6 +217,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         *,
         keyring: KeySource,
     ) -> None:
+        _message_class(msg_type, "msg_type")
         confluent_conf, self._opts = split_conf(conf)
         valid = [*default_conf(_ConfluentProtobufSerializer), *FIELDCRYPT_CONF, *WRITE_CONF]
         call_confluent_init(
@@ -381,6 +389,8 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         *,
         keyring: KeySource,
     ) -> None:
+        if message_type is not None:
+            _message_class(message_type, "message_type")
         conf, self._on_untagged = untagged_mode(conf)
         confluent_conf, self._opts = split_conf(conf, reading=True)
         outcomes = self._opts.outcomes
