@@ -14,7 +14,6 @@ and each value's position in the record is bound to it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -116,14 +115,9 @@ class Projector:
     # -- message -> dict ----------------------------------------------------------------------------------------
     def project(self, message: Message) -> Projection:
         node = self.plan.root
-        out = Projection(
-            self._record(node, message, self._ds or ()) if node is not None else self._subject_only(message)
-        )
+        out = Projection(self._record(node, message, self._ds or ()))
         out.message = message
         return out
-
-    def _subject_only(self, message: Message) -> dict[str, Any]:
-        return self._record(None, message, self._ds or ())
 
     def _named(self, node: Node | None) -> RecordNode | None:
         if isinstance(node, RefNode):
@@ -247,6 +241,3 @@ class Projector:
 def _set(msg: Message, name: str, v: Any) -> None:
     if getattr(msg, name) is not v:
         setattr(msg, name, v)
-
-
-Projected = Callable[[Message], dict[str, Any]]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -32,6 +32,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
 from fieldcrypt.core.confluent import (
+    FieldRules,
     configured,
     default_conf,
     is_latest_mode,
@@ -181,6 +182,11 @@ class _Shape:
     cls: type[Message]
     projector: Projector
     indexes: list[int]
+    #: confluent's rule transformer for records of this message (made once: a CSFLE read on a projection)
+    rules: FieldRules = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", field_rules_for(self.desc.full_name, self.projector.project))
 
 
 def _message_class(value: Any, what: str) -> None:
@@ -232,6 +238,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
         self.stats = SerdeStats("serializer")
         self._type = msg_type
         self._root = msg_type.DESCRIPTOR.full_name
+        self._rules = field_rules_for(self._root)  # confluent's rule transformer for this message (WRITE rules)
         local = local_parsed(msg_type)
         schema = self._confluent.schema
         assert schema is not None
@@ -357,7 +364,7 @@ class ProtobufSerializer(Reconfigurable, _ConfluentProtobufSerializer):
 
     def _prepared(self, message: Message, ctx: SerializationContext, subject: str, cached: CachedPlan) -> Any:
         if self._entries.latest_mode:
-            return write_rules(self, ctx, subject, cached.source, message, field_rules_for(self._root))
+            return write_rules(self, ctx, subject, cached.source, message, self._rules)
         return message
 
 
@@ -525,7 +532,7 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
                     domain,
                     ctx,
                     cached.parsed,
-                    field_rules_for(shape.desc.full_name, shape.projector.project),
+                    shape.rules,
                 )
                 shape.projector.apply(decrypted, work)
             out, reader = self._resolve(work, shape, subject, ctx, latest)
