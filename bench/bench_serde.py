@@ -31,6 +31,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentDe
 from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentSer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from limit import avro_limit, json_limit
 
 import fieldcrypt
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
@@ -51,6 +52,7 @@ SCHEMA: dict[str, Any] = {
         {"name": "timestamp", "type": "long"},
     ],
 }
+PII = [f["name"] for f in SCHEMA["fields"] if "confluent:tags" in f]
 LATEST = {"auto.register.schemas": False, "use.latest.version": True}
 JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -135,6 +137,7 @@ def main() -> None:
     rows["plain"] = measure(
         "plain", ConfluentSer(client, text, conf=LATEST), ConfluentDe(client), records, "plain", args.repeat
     )
+    rows["limit"] = measure("limit", *avro_limit(SCHEMA, PII), records, "limit", args.repeat)
     rows["fieldcrypt"] = measure(
         "fieldcrypt",
         AvroSerializer(client, text, conf=LATEST, keyring=keyring),
@@ -212,6 +215,7 @@ def main() -> None:
         "json-plain",
         args.repeat,
     )
+    rows["json-limit"] = measure("json-limit", *json_limit(JSON_SCHEMA, PII), records, "json-limit", args.repeat)
     rows["json-fieldcrypt"] = measure(
         "json-fieldcrypt",
         JSONSerializer(jtext, client, conf=LATEST, keyring=keyring),
@@ -288,10 +292,12 @@ def main() -> None:
 
     print("\n# ratios (higher is better for throughput; bytes: lower is better)")
     for a, b in [
+        ("fieldcrypt", "limit"),
         ("fieldcrypt", "plain"),
         ("fieldcrypt", "csfle"),
         ("fieldcrypt", "fieldcrypt-v1"),
         ("fieldcrypt-default", "plain-default"),
+        ("json-fieldcrypt", "json-limit"),
         ("json-fieldcrypt", "json-plain"),
         ("json-fieldcrypt", "json-csfle"),
         ("json-fieldcrypt-default", "json-plain-default"),

@@ -38,10 +38,11 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
-    reading,
     refuse_encoding_rules,
     subject_of,
     track_original_key,
+    wire_reset,
+    wire_set,
     write_rules,
 )
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
@@ -241,8 +242,11 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt.core.lookalike)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        with reading(data):  # (the bytes a rule's DLQ action sends)
+        token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+        try:
             return self._deserialize(data, ctx)
+        finally:
+            wire_reset(token)
 
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from fieldcrypt.core import compiled as _compiled
 from fieldcrypt.core.masks import MaskError, apply_mask, get_mask, view_domain
 from fieldcrypt.core.outcomes import STRICT, Denied, Erased, Outcomes
 from fieldcrypt.core.plan import (
@@ -58,6 +59,7 @@ _varint = _wire.varint
 _parse = _wire.parse_value
 _count_field = _wire.count_field
 _INDEX0 = _wire.varint(0)
+_compiled_slow = _compiled.SLOW
 _ENC_ERRORS: tuple[type[BaseException], ...] = (*CIPHER_ERRORS, UnicodeEncodeError)
 _DEC_ERRORS: tuple[type[BaseException], ...] = (*CIPHER_ERRORS, UnicodeDecodeError)
 _urandom = os.urandom  # the record nonce source (a module global so wire-format vectors can pin it)
@@ -237,6 +239,14 @@ class PlanRunner:
         self._recursive = any(_refers(n) for n in (plan.root, *plan.named.values()))  # nests as deep as its data
         self._subject_kinds = frozenset(plan.data_subject_kind.split("|"))
         self._string_ids = "string" in self._subject_kinds
+        # the common record shape, compiled into straight-line functions (fieldcrypt.core.compiled); None: the
+        # general walker does all. Both give the same bytes and the same outcomes.
+        self._fast_enc: Callable[[Any, RecordState], Any] | None = None
+        self._fast_dec: Callable[[Any, RecordState], Any] | None = None
+        if root is not None and not self._recursive:
+            self._fast_enc = _compiled.compile_encrypt(plan, self._root_path, sys.modules[__name__])
+            self._fast_dec = _compiled.compile_decrypt(plan, self._root_path, sys.modules[__name__])
+        self._checked_domains: set[str] = set()  # default domains seen not to be companion domains
 
     # -- public ------------------------------------------------------------------------------------------------
     def person_of(self, record: Any, error: type[FieldcryptError] = EncryptionError) -> str | None:
@@ -298,12 +308,8 @@ class PlanRunner:
         ``version``: the value format written (``fieldcrypt.format.version``)."""
         if self._enc_root is None:
             return record, None
-        if default_domain and companion_of(default_domain) is not None:
-            raise ConfigurationError(
-                f"the key domain {default_domain!r} ends in a suffix reserved for companion domains (masked views "
-                "'/masked', deterministic keys '/det'): set fieldcrypt.domain",
-                subject=subject,
-            )
+        if default_domain not in self._checked_domains:
+            self._check_domain(default_domain, subject)
         try:
             person = self.person_of(record)
         except FieldcryptError as exc:
@@ -315,10 +321,21 @@ class PlanRunner:
                 field_path=self.plan.data_subject_path,
             )
         state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
+        fast = self._fast_enc
         if version != 2:
             state.version = version
         else:
             state.ident = self.ident(default_domain)
+            if fast is not None:
+                try:
+                    out = fast(record, state)
+                except _loop.SIGNALS:
+                    raise
+                except BaseException:
+                    state.refused()
+                    raise
+                if out is not _compiled_slow:
+                    return out, state
             state.pending = []
         try:
             if not self._recursive:
@@ -339,6 +356,16 @@ class PlanRunner:
         except BaseException:
             state.refused()
             raise
+
+    def _check_domain(self, default_domain: str, subject: str | None) -> None:
+        if default_domain and companion_of(default_domain) is not None:
+            raise ConfigurationError(
+                f"the key domain {default_domain!r} ends in a suffix reserved for companion domains (masked views "
+                "'/masked', deterministic keys '/det'): set fieldcrypt.domain",
+                subject=subject,
+            )
+        if len(self._checked_domains) < 1000:
+            self._checked_domains.add(default_domain)
 
     def decrypt(
         self,
@@ -374,8 +401,13 @@ class PlanRunner:
         state = RecordState(keyring, subject, default_domain, person, outcomes, stats)
         state.version = 0  # not known until the first value
         state.ident = self.ident(default_domain)
+        fast = self._fast_dec
         try:
-            if not self._recursive:
+            if fast is not None:
+                out = fast(record, state)
+                if out is _compiled_slow:
+                    out = self._dec_root(record, self._root_path, state)
+            elif not self._recursive:
                 out = self._dec_root(record, self._root_path, state)
             else:
                 with _DEEP:

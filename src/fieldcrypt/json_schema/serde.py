@@ -35,9 +35,10 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
-    reading,
     refuse_encoding_rules,
     track_original_key,
+    wire_reset,
+    wire_set,
     write_rules,
 )
 from fieldcrypt.core.lookalike import candidates as lookalikes
@@ -415,8 +416,11 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        with reading(data):  # (the bytes a rule's DLQ action sends)
+        token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+        try:
             return self._deserialize(data, ctx)
+        finally:
+            wire_reset(token)
 
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:

@@ -38,10 +38,11 @@ from fieldcrypt.core.confluent import (
     is_latest_mode,
     migrate,
     read_rules,
-    reading,
     refuse_encoding_rules,
     subject_of,
     track_original_key,
+    wire_reset,
+    wire_set,
     write_rules,
 )
 from fieldcrypt.core.lookalike import candidates as lookalikes
@@ -485,8 +486,11 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         if data is None:
             return None
         try:
-            with reading(data):  # (the bytes a rule's DLQ action sends)
+            token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+            try:
                 return self._deserialize(data, ctx)
+            finally:
+                wire_reset(token)
         finally:
             track_original_key(data, ctx)
 
