@@ -240,6 +240,8 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
         self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt.core.lookalike)
+        #: (topic, field, schema id bytes) -> what reading a record of that kind decided (_open_lane)
+        self._lanes: dict[tuple[str, Any, bytes], tuple[Any, ...]] = {}
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
         token = wire_set(data)  # (the bytes a rule's DLQ action sends)
@@ -251,6 +253,10 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
             return None
+        if ctx is not None and type(data) is bytes and len(data) > 5 and data[0] == 0 and not ctx.headers:
+            lane = self._lanes.get((ctx.topic, ctx.field, data[1:5]))
+            if lane is not None:
+                return self._read_lane(lane, data, ctx)
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
             subject = subject_lookup(ctx, cached_subject, self, self._subjects, ctx, None)  # may ask the registry
@@ -319,11 +325,79 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
                         None if plan.is_empty else lambda: self._decode_again(payload, start, writer, plan.named_read),
                     )
                 out = self._resolve(record, cached, writer, subject, ctx, latest)
+                if latest is None and state is not None and ctx is not None and subject is not None:
+                    self._open_lane(data, ctx, subject, cached, writer, domain, outcomes)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
             if mapped is not None:
                 raise mapped from exc
+            raise
+        self.stats._record(state, untagged)  # counted once the record is done: one lock per record
+        return out
+
+    def _open_lane(
+        self,
+        data: bytes,
+        ctx: SerializationContext,
+        subject: str,
+        cached: CachedPlan,
+        writer: Any,
+        domain: str,
+        outcomes: Outcomes,
+    ) -> None:
+        """After a record read the general way: when every step it took is fixed by (topic, field, schema id), keep
+        what they decided, for :meth:`_read_lane` to read the next records of that kind with: prefix framing without
+        schema-id headers, no ``use.latest.version``, no reader schema and no record names to return, a writer
+        schema without rules, recursion or named-type unions, a plan that tags something."""
+        plan = cached.runner.plan
+        c = self._confluent
+        if (
+            type(data) is not bytes
+            or data[0] != 0
+            or ctx.headers
+            or self._latest_mode
+            or c.reader_schema is not None
+            or c.return_record_name
+            or plan.named_read
+            or plan.is_empty
+            or _is_bytes_schema(writer)
+            or is_recursive(writer)
+            or cached.source is None
+            or cached.source.rule_set is not None
+            or len(self._lanes) >= 10_000
+        ):
+            return
+        self._lanes[(ctx.topic, ctx.field, data[1:5])] = (subject, cached, writer, domain, outcomes)
+
+    def _read_lane(self, lane: tuple[Any, ...], data: bytes, ctx: SerializationContext) -> Any:
+        """:meth:`_deserialize` for a record of a kind read before (:meth:`_open_lane`): the same steps, without
+        deciding again what its kind fixed."""
+        subject, cached, writer, domain, outcomes = lane
+        untagged = None
+        try:
+            payload = io.BytesIO(data)
+            payload.seek(5)
+            try:
+                record = schemaless_reader(payload, writer, None, False)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
+            record, state = cached.runner.decrypt_counted(record, self._keyring, subject, domain, outcomes, self.stats)
+            found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
+            if found is not None:  # rare: judged against the record as it arrived
+                untagged = review_lookalikes(
+                    found,
+                    self._keyring,
+                    self.stats,
+                    subject,
+                    writer,
+                    self._on_untagged,
+                    lambda: self._decode_again(payload, 5, writer, False),
+                )
+            from_dict = self._confluent.from_dict
+            out = from_dict(record, ctx) if from_dict is not None else record
+        except Exception as exc:
+            refused(self.stats, exc)
             raise
         self.stats._record(state, untagged)  # counted once the record is done: one lock per record
         return out

@@ -171,7 +171,8 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
     """``dec(record, state) -> record | SLOW`` for a plan of the plain shape: decrypts, in place, a freshly decoded
     record whose tagged values are all intact version-2 values of one record, under keys this reader holds for the
     expected domain and person. Anything else (plaintext, another format, an unreadable, erased or denied value,
-    tampering) returns ``SLOW`` with the record untouched and the state's counts as they were."""
+    tampering) returns ``SLOW`` with the record untouched; the state's lookup counts are the caller's to reset
+    (the state is fresh: zero)."""
     leaves = _leaves(plan)
     if leaves is None:
         return None
@@ -190,6 +191,7 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "_OUT": (KeyNotFoundError, AccessDeniedError),
         "_ERR": FieldcryptError,
     }
+    one_domain = len({leaf.domain for _, leaf, _, _ in leaves}) == 1
     unwraps = {
         "string": [  # crypto.wire.decode_text: canonical unpadded base64 only
             "            m = len(x) & 3",
@@ -207,8 +209,6 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "        return _SLOW",
         "    get = v.get",
         "    keyring = st.keyring",
-        "    lookups = st.lookups",
-        "    misses = st.misses",
         "    leaf = None",
         "    last = None",
         "    i = 0",
@@ -251,24 +251,37 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
             "                st.lookups += 1",
             f"                leaf = _l{j}",
             "                last = keyring.decryption_key(kid, st)",
-            f"            if last.domain != {domain} or last.person != st.person:",
-            "                return _SLOW",
-            f"            pt = last.cipher.decrypt(nonce, body, last.ad_prefix2 + tail + _p{j})",
+            # the key's owner: checked when it is looked up, when every value has the same domain; else per value
+            *(
+                [
+                    f"                if last.domain != {domain} or last.person != st.person:",
+                    "                    return _SLOW",
+                ]
+                if one_domain
+                else []
+            ),
+            "                decrypt, pre = last.cipher.decrypt, last.ad_prefix2 + tail",
+            *(
+                []
+                if one_domain
+                else [
+                    f"            if last.domain != {domain} or last.person != st.person:",
+                    "                return _SLOW",
+                ]
+            ),
+            f"            pt = decrypt(nonce, body, pre + _p{j})",
             f"            t{j} = {out}",
             "            i += 1",
         ]
         tails.append(f"    if t{j} is not None:\n        v[_n{j}] = t{j}")
     lines += [
         "    except _OUT:",  # erased, denied, never stored: the general walker says which, with the outcomes
-        "        st.misses, st.lookups = misses, lookups",
         "        return _SLOW",
         "    except _ERR as exc:",  # the key store or KMS failed: as the general walker, not asked a second time
         "        raise exc.with_context(subject=st.subject, field_path=leaf.path) from exc",
         "    except _DEC:",  # not an intact version-2 value: plaintext, tampering, another format
-        "        st.misses, st.lookups = misses, lookups",
         "        return _SLOW",
         "    if i != (n or 0) or st.outcomes.min_version > 2:",
-        "        st.misses, st.lookups = misses, lookups",
         "        return _SLOW",
         *tails,
         "    st.count = i",

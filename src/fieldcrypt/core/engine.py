@@ -405,7 +405,8 @@ class PlanRunner:
         try:
             if fast is not None:
                 out = fast(record, state)
-                if out is _compiled_slow:
+                if out is _compiled_slow:  # left as it was, but the counts of lookups the fast path made
+                    state.lookups = state.misses = 0
                     out = self._dec_root(record, self._root_path, state)
             elif not self._recursive:
                 out = self._dec_root(record, self._root_path, state)

@@ -181,9 +181,10 @@ class Reconfigurable:
 
     def configure_subject_name_strategy(self, *args: Any, **kwargs: Any) -> None:
         super().configure_subject_name_strategy(*args, **kwargs)  # type: ignore[misc]
-        subjects = getattr(self, "_subjects", None)
-        if subjects is not None:
-            subjects.clear()
+        for cache in ("_subjects", "_lanes"):  # what was decided with the old strategy
+            found = getattr(self, cache, None)
+            if found is not None:
+                found.clear()
 
 
 def refuse_unrun(conf: Mapping[str, Any]) -> None:
