@@ -144,6 +144,8 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
+        #: (topic, field) -> (subject, plan, framing prefix, key domain) a record of that kind was written with
+        self._lanes: dict[tuple[str, Any], tuple[Any, ...]] = {}
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         try:
@@ -154,6 +156,10 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
     def _serialize(self, obj: object, ctx: SerializationContext | None) -> bytes | None:
         if obj is None:
             return None
+        if ctx is not None:
+            lane = self._lanes.get((ctx.topic, ctx.field))
+            if lane is not None:
+                return self._write_lane(lane, obj, ctx)
         c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             subject = cached_subject(self, self._subjects, ctx, c.schema_name)
@@ -180,6 +186,9 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
                 )
             if c.prefix_framing:
                 out = fo.getvalue()
+                if not self._entries.latest_mode and not _is_bytes_schema(cached.parsed) and len(self._lanes) < 10_000:
+                    # what this record's kind (topic, field) fixed, for the next ones (_write_lane)
+                    self._lanes[(ctx.topic, ctx.field)] = (subject, cached, prefix, domain)
             else:
                 assert c.schema_id_serializer is not None
                 out = c.schema_id_serializer(fo.getvalue(), ctx, schema_id)
@@ -187,6 +196,30 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
             refused(self.stats, exc)
             raise
         self.stats._wrote(state)  # counted once the record is done: one lock per record
+        return out
+
+    def _write_lane(self, lane: tuple[Any, ...], obj: object, ctx: SerializationContext) -> bytes:
+        """:meth:`_serialize` for a record of a (topic, field) written before with prefix framing, outside
+        ``use.latest.version``: its subject, schema id, plan and domain are what the first record found (the subject
+        name strategy is a function of topic, field and the serializer's schema; the entry of a subject outside
+        latest mode does not change)."""
+        subject, cached, prefix, domain = lane
+        c = self._confluent
+        try:
+            value = _loop.once("record", self._prepared, obj, ctx, subject, cached)
+            encrypted, state = cached.runner.encrypt_counted(
+                value, self._keyring, subject, domain, self.stats, self._opts.format_version
+            )
+            fo = io.BytesIO()
+            fo.write(prefix)
+            schemaless_writer(
+                fo, cached.parsed, encrypted, strict=c.strict, strict_allow_default=c.strict_allow_default
+            )
+            out = fo.getvalue()
+        except Exception as exc:
+            refused(self.stats, exc)
+            raise
+        self.stats._wrote(state)
         return out
 
     def _prepared(self, obj: object, ctx: SerializationContext, subject: str, cached: CachedPlan) -> Any:
