@@ -14,6 +14,7 @@ not exist).
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from fieldcrypt.cli._common import (
@@ -28,11 +29,15 @@ from fieldcrypt.cli._common import (
 )
 from fieldcrypt.cli.keys import keyring_of
 from fieldcrypt.cli.verify import (
+    add_merge_option,
     add_range_options,
     add_topic_options,
+    emit_merged,
+    merged_report,
     progress_of,
     range_of,
     summary_lines,
+    timed,
     topic_of,
 )
 
@@ -75,6 +80,7 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     g.add_argument("--list-detectors", action="store_true", help="list the detectors known and exit")
     p.add_argument("--keys", action="store_true", help="scan record keys too (default: values only)")
     add_range_options(p)
+    add_merge_option(p)
     add_policy_options(p)
     p.set_defaults(run=run)
 
@@ -155,12 +161,16 @@ def run(args: argparse.Namespace) -> int:
         ]
         emit(args, listed, lambda: table(listed))
         return EXIT_OK
+    merged = merged_report(args)
+    if merged is not None:
+        return emit_merged(args, merged, _LABELS)
     topic = topic_of(args)
     where = range_of(args)
     conf = policy_conf(args)
     kafka = args.settings.kafka_conf()
     registry = registry_client(args.settings.registry_conf(), args.timeout)
     settings = args.settings
+    started = time.monotonic()
     keyring = None
     if (settings.store and settings.keks) or args.store is not None or args.kek:
         keyring = keyring_of(args, needs_kek=True)  # a store or KEK given on the command line: both are needed
@@ -181,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if keyring is not None:
             keyring.close()
-    data = report.as_dict()
+    data = timed(report.as_dict(), time.monotonic() - started)
 
     def text() -> str | None:
         rows, quiet = _rows(report)

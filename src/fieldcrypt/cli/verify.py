@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -146,8 +147,86 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         help="count per key domain (as the key store records each value's key; default) or per data subject",
     )
     add_range_options(p)
+    add_merge_option(p)
     add_policy_options(p)
     p.set_defaults(run=run)
+
+
+def add_merge_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="REPORT",
+        help="merge the JSON reports (--json) of processes that each read some of the partitions (--partition) into "
+        "the report one reading of them all gives; reads no topic. A partition in two reports is refused",
+    )
+
+
+def merged_report(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The merged report of ``--merge`` files, or None when the command reads a topic."""
+    import json
+
+    from fieldcrypt.inspect.merge import merge_reports
+
+    if not args.merge:
+        return None
+    given = [f"--{k.replace('_', '-')}" for k in ("topic", "partition", "from_offset", "to_offset", "max_records")]
+    if args.topic_arg or any(getattr(args, k) is not None for k in ("topic", "partition", "from_offset", "to_offset",
+                                                                   "max_records")):  # fmt: skip
+        raise UsageError(f"--merge reads no topic: give the reports only (not TOPIC, {', '.join(given[1:])})")
+    loaded = []
+    for path in args.merge:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded.append((path, json.load(f)))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        except ValueError:
+            raise UsageError(f"{path}: not JSON (write each report with --json)") from None
+    return merge_reports(loaded)
+
+
+def emit_merged(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> int:
+    """Print a merged report (JSON with --json); the exit code one reading of every partition would end with."""
+    from types import SimpleNamespace
+
+    def text() -> str | None:
+        if "rows" in data:
+            shown = table(shown_rows(data["rows"]))
+            if shown is not None:
+                print(shown)
+        lines = [f"merged {len(data['shards'])} report(s):"]
+        for shard in data["shards"]:
+            rate = shard.get("records_per_second")
+            lines.append(
+                f"  {clean(shard['report'])}: partition(s) {', '.join(map(str, shard['partitions'])) or '(none)'}, "
+                f"{shard['records']} record(s)" + (f", {rate} records/s" if rate is not None else "")
+            )
+        spans = [SimpleNamespace(partition=s["partition"], start=s["from"], next=s["to"]) for s in data["partitions"]]
+        bad = data["bad_records"]
+        view = SimpleNamespace(
+            topic=data["topic"],
+            records=data["records"],
+            tombstones=data["tombstones"],
+            spans=spans,
+            bad=SimpleNamespace(count=bad["count"], by_reason=bad["by_reason"], first=bad["first"]),
+        )
+        untagged = untagged_lines(data.get("untagged_ciphertext", []))
+        print("\n".join([*lines, *untagged, *summary_lines(view, data["findings"], labels)]))
+        return None
+
+    code = EXIT_OK if data["clean"] else EXIT_FINDINGS
+    emit(args, data, text, code)
+    return code
+
+
+def timed(data: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The report with how long this process read, and its records per second (what a merge reports per shard)."""
+    data["run"] = {
+        "seconds": round(seconds, 3),
+        "records_per_second": round(data["records"] / seconds) if seconds > 0 else None,
+    }
+    return data
 
 
 def summary_lines(report: Any, findings: dict[str, int], labels: dict[str, str]) -> list[str]:
@@ -224,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
     from fieldcrypt.inspect.topic import registry_client
     from fieldcrypt.inspect.verify import verify_topic
 
+    merged = merged_report(args)
+    if merged is not None:
+        return emit_merged(args, merged, _LABELS)
     topic = topic_of(args)
     schema_type = _schema_type(args)
     where = range_of(args)
@@ -231,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
     kafka = args.settings.kafka_conf()
     registry = registry_client(args.settings.registry_conf(), args.timeout)
     kr = keyring_of(args, needs_kek=True)
+    started = time.monotonic()
     try:
         with quiet_record_logs(), progress_of(args, f"verify {topic}").running() as progress:
             report = verify_topic(
@@ -247,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         kr.close()
-    data = report.as_dict()
+    data = timed(report.as_dict(), time.monotonic() - started)
 
     def text() -> str | None:
         shown = table(shown_rows(data["rows"]))

@@ -32,8 +32,9 @@ SLOW: Any = object()
 _MAX_FIELDS = 64  # beyond: the general walker (the source grows with the fields; 64 values keep every index < 128)
 
 
-def _leaves(plan: FieldPlan) -> list[tuple[str, Leaf, Any, bool]] | None:
-    """(field name, leaf, default, tuple notation possible) per step of a plain root record, else None."""
+def _leaves(plan: FieldPlan) -> list[tuple[str, Leaf, Any]] | None:
+    """(field name, leaf, default) per step of a plain root record, else None. (A nullable leaf's value in Avro's
+    tuple notation is not a str or bytes: the compiled functions leave it to the general walker.)"""
     root = plan.root
     if not isinstance(root, RecordNode) or root.patterns or root.extra is not None:
         return None
@@ -41,14 +42,12 @@ def _leaves(plan: FieldPlan) -> list[tuple[str, Leaf, Any, bool]] | None:
         return None
     out = []
     for step in root.steps:
-        node, named = step.node, False
-        if isinstance(node, NullableNode):
-            node, named = node.child, node.name is not None
+        node = step.node.child if isinstance(step.node, NullableNode) else step.node
         if not isinstance(node, Leaf) or node.deterministic or node.mask is not None:
             return None
         if node.kind not in ("string", "bytes", "base64"):
             return None
-        out.append((step.name, node, step.default, named))
+        out.append((step.name, node, step.default))
     return out
 
 
@@ -87,7 +86,7 @@ def compile_encrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
     wraps = {"string": _wire.encode_text, "bytes": bytes, "base64": _wire.encode_base64}
     head = ["def enc(v, st):", "    if type(v) is not dict:", "        return _SLOW", "    get = v.get"]
     body: list[str] = []
-    for j, (name, leaf, default, _named) in enumerate(leaves):
+    for j, (name, leaf, default) in enumerate(leaves):
         ns[f"_n{j}"] = name
         ns[f"_l{j}"] = leaf
         ns[f"_p{j}"] = _wire.path_ad(f"{root_path}.{name}")
@@ -191,7 +190,7 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "_OUT": (KeyNotFoundError, AccessDeniedError),
         "_ERR": FieldcryptError,
     }
-    one_domain = len({leaf.domain for _, leaf, _, _ in leaves}) == 1
+    one_domain = len({leaf.domain for _, leaf, _ in leaves}) == 1
     unwraps = {
         "string": [  # crypto.wire.decode_text: canonical unpadded base64 only
             "            m = len(x) & 3",
@@ -216,7 +215,7 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "    try:",
     ]
     tails: list[str] = []
-    for j, (name, leaf, _default, _named) in enumerate(leaves):
+    for j, (name, leaf, _default) in enumerate(leaves):
         ns[f"_n{j}"] = name
         ns[f"_l{j}"] = leaf
         ns[f"_p{j}"] = _wire.path_ad(f"{root_path}.{name}")

@@ -1,0 +1,277 @@
+"""Merging the JSON reports of a scan or verify split across processes (``--partition``, one process per share of
+the partitions, on one machine or many) into the report one process reading every partition gives.
+
+Counts add up; the first partitions and offsets of each finding are kept in (partition, offset) order, up to the
+limit one report keeps; a partition read by two reports, reports of two topics, of two kinds, or read with different
+settings (detectors, record keys, decryption, ``--by``) are refused: their sum would not be one scan's answer.
+What cannot be summed is said so: the distinct deterministic ciphertexts of a field are counted under a key of each
+run, so a merged count is the largest share's, marked a lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fieldcrypt.errors import ConfigurationError
+
+__all__ = ["ReportError", "merge_reports"]
+
+MAX_OFFSETS = 20  # as inspect.scan and inspect.verify keep per field
+MAX_BAD = 20  # as inspect.topic.BadRecords keeps
+
+
+class ReportError(ConfigurationError):
+    """A report that cannot be merged: not one of ours, or not a share of the same reading."""
+
+
+def _get(report: Mapping[str, Any], key: str, kind: type | tuple[type, ...], name: str) -> Any:
+    value = report.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ReportError(f"{name}: {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _count(value: Any, name: str, key: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ReportError(f"{name}: {key!r} is not a count")
+    return value
+
+
+def _kind(report: Mapping[str, Any], name: str) -> str:
+    if "subjects" in report and "detectors" in report:
+        return "scan"
+    if "rows" in report and "by" in report:
+        return "verify"
+    raise ReportError(f"{name}: not the JSON report of fieldcrypt scan or verify (--json)")
+
+
+def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The merged report of ``(name, parsed JSON)`` pairs (name: a file name, for errors)."""
+    items = list(reports)
+    if not items:
+        raise ReportError("no report to merge")
+    for name, report in items:
+        if not isinstance(report, dict):
+            raise ReportError(f"{name}: not a JSON object")
+    kinds = {_kind(r, n) for n, r in items}
+    if len(kinds) > 1:
+        raise ReportError("the reports mix scan and verify reports")
+    kind = kinds.pop()
+    first_name, first = items[0]
+    topic = _get(first, "topic", str, first_name)
+    same = ("detectors", "keys_scanned", "decrypted") if kind == "scan" else ("by",)
+    seen: dict[int, str] = {}
+    shards = []
+    for name, r in items:
+        if r.get("topic") != topic:
+            raise ReportError(f"{name}: a report of topic {r.get('topic')!r}, the others of {topic!r}")
+        for key in same:
+            if r.get(key) != first.get(key):
+                raise ReportError(f"{name}: read with {key}={r.get(key)!r}, {first_name} with {first.get(key)!r}")
+        parts = []
+        for span in _get(r, "partitions", list, name):
+            p = span.get("partition") if isinstance(span, dict) else None
+            if type(p) is not int:
+                raise ReportError(f"{name}: a partition entry without a partition number")
+            if p in seen:
+                raise ReportError(
+                    f"partition {p} was read by {seen[p]} and by {name}: its records would be counted twice"
+                )
+            seen[p] = name
+            parts.append(p)
+        run = r.get("run") if isinstance(r.get("run"), dict) else {}
+        shards.append(
+            {
+                "report": name,
+                "partitions": sorted(parts),
+                "records": _count(r.get("records"), name, "records"),
+                "seconds": run.get("seconds"),
+                "records_per_second": run.get("records_per_second"),
+            }
+        )
+    merged: dict[str, Any] = {
+        "topic": topic,
+        "partitions": sorted((span for _, r in items for span in r["partitions"]), key=lambda s: s["partition"]),
+        "records": sum(s["records"] for s in shards),
+        "tombstones": sum(_count(r.get("tombstones", 0), n, "tombstones") for n, r in items),
+    }
+    if kind == "scan":
+        merged.update({k: first[k] for k in same})
+        merged["subjects"] = _merge_subjects(items)
+    else:
+        merged["by"] = first["by"]
+        merged["rows"] = _merge_rows(items, first["by"])
+        merged["untagged_ciphertext"] = _merge_untagged(items)
+    merged["bad_records"] = _merge_bad(items)
+    merged["findings"] = _findings(kind, merged)
+    merged["clean"] = not any(merged["findings"].values())
+    seconds = [s["seconds"] for s in shards if isinstance(s["seconds"], (int, float))]
+    merged["shards"] = shards
+    if seconds and len(seconds) == len(shards):
+        wall = max(seconds)
+        merged["run"] = {"seconds": wall, "records_per_second": round(merged["records"] / wall) if wall else None}
+    return merged
+
+
+def _offsets(entries: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Offsets of findings from every share, in (partition, offset) order, the first MAX_OFFSETS; and how many
+    more there were (returned to be added to the shares' own ``more_offsets``)."""
+    found = sorted({(o["partition"], o["offset"]) for e in entries for o in e.get("offsets", [])}, key=lambda po: po)
+    kept = found[:MAX_OFFSETS]
+    return [{"partition": p, "offset": o} for p, o in kept], len(found) - len(kept)
+
+
+_SUMMED_SCAN = (
+    "values",
+    "empty",
+    "ciphertext",
+    "with_view",
+    "deterministic",
+    "plaintext",
+    "readable",
+    "masked",
+    "erased",
+    "denied",
+    "tampered",
+    "unverified",
+    "flagged",
+)
+
+
+def _merge_subjects(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    subjects: dict[tuple[str, str], dict[str, Any]] = {}
+    fields: dict[tuple[str, str], dict[tuple[str, bool], list[dict[str, Any]]]] = {}
+    for name, r in items:
+        for s in _get(r, "subjects", list, name):
+            if not isinstance(s, dict) or not isinstance(s.get("subject"), str):
+                raise ReportError(f"{name}: a subject entry without a subject")
+            key = (s["subject"], s.get("part", "value"))
+            found = subjects.get(key)
+            if found is None:
+                found = subjects[key] = {
+                    "subject": s["subject"],
+                    "part": key[1],
+                    "schema_type": s.get("schema_type"),
+                    "schema_ids": set(),
+                    "records": 0,
+                }
+            elif s.get("schema_type") not in str(found["schema_type"]).split("+"):
+                found["schema_type"] = f"{found['schema_type']}+{s.get('schema_type')}"
+            found["schema_ids"].update(s.get("schema_ids", []))
+            found["records"] += _count(s.get("records"), name, "records")
+            for entry in s.get("fields", []):
+                fields.setdefault(key, {}).setdefault((entry["field"], bool(entry["tagged"])), []).append(entry)
+    out = []
+    for key, s in sorted(subjects.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        merged_fields = []
+        for _, shares in sorted(fields.get(key, {}).items(), key=lambda kv: (not kv[0][1], kv[0][0])):
+            f: dict[str, Any] = {}
+            for share in shares:
+                for k, v in share.items():
+                    if k in _SUMMED_SCAN:
+                        f[k] = f.get(k, 0) + v
+                    elif k == "detections":
+                        d = f.setdefault("detections", {})
+                        for det, n in v.items():
+                            d[det] = d.get(det, 0) + n
+                    elif k in ("distinct", "most_frequent"):  # per run keys: the largest share's, a lower bound
+                        f[k] = max(f.get(k, 0), v)
+                    elif k == "distinct_is_lower_bound":
+                        f[k] = bool(f.get(k)) or bool(v)
+                    elif k not in ("offsets", "more_offsets"):
+                        f.setdefault(k, v)
+            if "distinct" in f and sum(1 for share in shares if share.get("deterministic")) > 1:
+                f["distinct_is_lower_bound"] = True  # digests under each run's own key: not comparable across runs
+            if "detections" in f:
+                f["detections"] = dict(sorted(f["detections"].items()))
+            f["offsets"], more = _offsets(shares)
+            f["more_offsets"] = more + sum(share.get("more_offsets", 0) for share in shares)
+            ordered = {k: f[k] for k in shares[0] if k in f}  # the keys in one report's order
+            merged_fields.append({**ordered, **{k: v for k, v in f.items() if k not in ordered}})
+        out.append({**s, "schema_ids": sorted(s["schema_ids"]), "fields": merged_fields})
+    return out
+
+
+_SUMMED_ROW = ("records", "readable", "masked", "erased", "denied", "tampered", "plaintext")
+
+
+def _merge_rows(items: list[tuple[str, Any]], by: str) -> list[dict[str, Any]]:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for name, r in items:
+        for row in _get(r, "rows", list, name):
+            if not isinstance(row, dict):
+                raise ReportError(f"{name}: a row that is not an object")
+            ident = tuple((k, row.get(k)) for k in ((by,) if by != "domain" else ("domain", "key")))
+            found = rows.get(ident)
+            if found is None:
+                rows[ident] = found = {k: (0 if k in _SUMMED_ROW else v) for k, v in row.items()}
+                found["plaintext_fields"] = {}
+            for k in _SUMMED_ROW:
+                if k in row:
+                    found[k] += _count(row[k], name, k)
+            for path, n in row.get("plaintext_fields", {}).items():
+                found["plaintext_fields"][path] = found["plaintext_fields"].get(path, 0) + n
+    out = list(rows.values())
+    for row in out:
+        row["plaintext_fields"] = dict(sorted(row["plaintext_fields"].items()))
+    if by != "domain":
+        return sorted(out, key=lambda row: str(row.get(by)))
+    order = {"known": 0, "unknown": 1, "none": 2}
+    return sorted(out, key=lambda row: (order.get(str(row.get("key")), 3), str(row.get("domain"))))
+
+
+def _merge_untagged(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _, r in items:
+        for u in r.get("untagged_ciphertext", []):
+            found.setdefault((u["subject"], u["field"]), []).append(u)
+    out = []
+    for (subject, path), shares in sorted(found.items()):
+        offsets, more = _offsets(shares)
+        out.append(
+            {
+                "subject": subject,
+                "field": path,
+                "values": sum(u["values"] for u in shares),
+                "offsets": offsets,
+                "more_offsets": more + sum(u.get("more_offsets", 0) for u in shares),
+            }
+        )
+    return out
+
+
+def _merge_bad(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    count = 0
+    by_reason: dict[str, int] = {}
+    first: list[dict[str, Any]] = []
+    for name, r in items:
+        bad = _get(r, "bad_records", dict, name)
+        count += _count(bad.get("count"), name, "bad_records.count")
+        for reason, n in bad.get("by_reason", {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        first.extend(bad.get("first", []))
+    first.sort(key=lambda e: (e.get("partition", math.inf), e.get("offset", math.inf)))
+    first = first[:MAX_BAD]
+    return {"count": count, "by_reason": dict(sorted(by_reason.items())), "first": first, "more": count - len(first)}
+
+
+def _findings(kind: str, merged: dict[str, Any]) -> dict[str, int]:
+    bad = merged["bad_records"]
+    if kind == "scan":
+        fields = [f for s in merged["subjects"] for f in s["fields"]]
+        return {
+            "plaintext_in_tagged_fields": sum(f.get("plaintext", 0) for f in fields),
+            "personal_data_in_untagged_fields": sum(f.get("flagged", 0) for f in fields),
+            "ciphertext_in_untagged_fields": sum(f.get("ciphertext", 0) for f in fields if not f["tagged"]),
+            "tampered": sum(f.get("tampered", 0) for f in fields),
+            "records_not_examined": bad["count"],
+        }
+    tampered = bad["by_reason"].get("tampered", 0)
+    return {
+        "plaintext": sum(r.get("plaintext", 0) for r in merged["rows"]),
+        "untagged_ciphertext": sum(u["values"] for u in merged["untagged_ciphertext"]),
+        "tampered": tampered,
+        "bad_records": bad["count"] - tampered,
+    }
