@@ -56,7 +56,7 @@ def _conditions(domain: str | None, persons: Iterable[str] | None) -> Iterator[t
     if persons is None:
         yield in_domains, list(domains)
         return
-    people = list(persons)
+    people = sorted(persons)  # in index order: each batch reads and rewrites neighbouring index pages
     for i in range(0, len(people), _BATCH):
         chunk = people[i : i + _BATCH]
         cond = f"person IN ({', '.join('?' * len(chunk))})"

