@@ -152,6 +152,8 @@ def _shred_summary(report: ShredReport, reason: str) -> dict[str, Any]:
 
 #: the keys the shred confirmation lists before asking (``--dry-run`` lists every one)
 _PLAN_SHOWN = 50
+#: the data subjects a done shred lists in text (``--json`` lists every one; the audit log has an entry for each)
+_DONE_SHOWN = 1000
 
 
 def _plan_rows(report: ShredReport) -> list[dict[str, Any]]:
@@ -205,11 +207,20 @@ def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
     if report.dry_run:
         return table(_plan_rows(report))
     if summary["data_subjects"]:
+        subjects = summary["data_subjects"]
         rows = [
             {"data_subject": d["data_subject"], "outcome": d["outcome"], "keys": d["key_ids"]}
-            for d in summary["data_subjects"]
+            for d in subjects[:_DONE_SHOWN]
         ]
-        return table(rows)
+        shown = table(rows)
+        if len(subjects) <= _DONE_SHOWN:
+            return shown
+        outcomes: dict[str, int] = {}
+        for d in subjects:
+            outcomes[d["outcome"]] = outcomes.get(d["outcome"], 0) + 1
+        counted = ", ".join(f"{n} {clean(str(o))}" for o, n in sorted(outcomes.items()))
+        more = f"... and {len(subjects) - _DONE_SHOWN} more data subjects (--json lists them all); in all: {counted}"
+        return more if shown is None else f"{shown}\n{more}"
     if report.destroyed:
         return f"keys: {','.join(summary['key_ids'][:4])}" + (
             f",+{len(summary['key_ids']) - 4}" if len(summary["key_ids"]) > 4 else ""

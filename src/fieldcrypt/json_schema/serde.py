@@ -409,6 +409,8 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
         #: (writer schema id, reader schema id) -> the outcomes with the reader schema's nullability
         self._reader_outcomes: dict[tuple[int | str, int], Outcomes] = {}
         self._subjects: dict[tuple[str, str, str | None], str] = {}
+        #: (topic, field, schema id bytes) -> what reading a document of that kind decided (_open_lane)
+        self._lanes: dict[tuple[str, Any, bytes], tuple[Any, ...]] = {}
         self._latest_mode = is_latest_mode(self)
         self._readers: dict[int, _Parsed] = {}  # use.latest.version: parsed reader schemas by id
         #: what this deserializer has done: records, values read, erased, denied, key lookups, errors (never values)
@@ -425,6 +427,10 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
             return None
+        if ctx is not None and type(data) is bytes and len(data) > 5 and data[0] == 0 and not ctx.headers:
+            lane = self._lanes.get((ctx.topic, ctx.field, data[1:5]))
+            if lane is not None:
+                return self._read_lane(lane, data, ctx)
         c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
@@ -495,6 +501,8 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
                 document = read_rules(self, ctx, subject, reader_raw, None, document, _confluent.field_rules)
             if c.from_dict is not None:
                 document = c.from_dict(document, ctx)  # confluent passes ctx as it came
+            if state is not None and latest is None and ctx is not None and subject is not None:
+                self._open_lane(data, ctx, subject, cached, domain, outcomes)
         except Exception as exc:
             mapped = registry_failure(exc, "the subject or a schema this record needs", None, role="reader")
             refused(self.stats, mapped or exc)
@@ -502,6 +510,64 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
                 raise mapped from exc
             raise
         self.stats._record(state, untagged)  # counted once the record is done: one lock per record
+        return document
+
+    def _open_lane(
+        self, data: bytes, ctx: SerializationContext, subject: str, cached: CachedPlan, domain: str, outcomes: Outcomes
+    ) -> None:
+        """After a document read the general way: when every step it took is fixed by (topic, field, schema id), keep
+        what they decided for :meth:`_read_lane`: a registry, prefix framing without schema-id headers, no
+        ``use.latest.version``, a writer schema (and local schema) without rules, a plan that tags something."""
+        c = self._confluent
+        if (
+            type(data) is not bytes
+            or data[0] != 0
+            or ctx.headers
+            or c.registry is None
+            or self._latest_mode
+            or cached.runner.plan.is_empty
+            or cached.source is None
+            or cached.source.rule_set is not None
+            or (c.schema is not None and c.schema.rule_set is not None)
+            or len(self._lanes) >= 10_000
+        ):
+            return
+        self._lanes[(ctx.topic, ctx.field, data[1:5])] = (subject, cached, domain, outcomes)
+
+    def _read_lane(self, lane: tuple[Any, ...], data: bytes, ctx: SerializationContext) -> Any:
+        """:meth:`_deserialize` for a document of a kind read before (:meth:`_open_lane`): the same steps, without
+        deciding again what its kind fixed."""
+        subject, cached, domain, outcomes = lane
+        c = self._confluent
+        payload = data[5:]
+        untagged = None
+        try:
+            try:
+                document = c.json_decode(payload)  # type: ignore[misc]
+                if c.validate:
+                    _validate(cached.parsed, document, subject, MalformedRecordError)
+            except Exception as exc:
+                raise malformed(exc, subject) from exc
+            document, state = cached.runner.decrypt_counted(
+                document, self._keyring, subject, domain, outcomes, self.stats
+            )
+            found = lookalikes(document)
+            if found is not None:  # rare: judged against the document as it arrived
+                untagged = review_lookalikes(
+                    found,
+                    self._keyring,
+                    self.stats,
+                    subject,
+                    cached.parsed.schema,
+                    self._on_untagged,
+                    lambda: c.json_decode(payload),  # type: ignore[misc]
+                )
+            if c.from_dict is not None:
+                document = c.from_dict(document, ctx)
+        except Exception as exc:
+            refused(self.stats, exc)
+            raise
+        self.stats._record(state, untagged)
         return document
 
     def _outcomes_for(self, cached: CachedPlan, subject: str | None, latest: Any) -> Outcomes:

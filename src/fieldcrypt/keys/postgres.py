@@ -166,14 +166,11 @@ class PostgresKeyStore(SqlKeyStore):
         if len(entries) < 2:
             super()._audits(ex, entries)
             return
-        columns = list(zip(*(_audit_row(e) for e in entries), strict=True))
-        # in the entries' order (WITH ORDINALITY): each entry's seq follows it
-        ex(
-            "INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) "
-            "SELECT at, actor, operation, domain, person, key_ids, reason, detail FROM unnest(%b::float8[], "
-            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
-            "AS e(at, actor, operation, domain, person, key_ids, reason, detail, n) ORDER BY n",
-            [list(c) for c in columns],
+        # COPY (INSERT privilege only): rows in the entries' order, so each entry's seq follows it
+        copy = ex.copy  # type: ignore[attr-defined]  # this store's Execute (_tx)
+        copy(
+            "COPY fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) FROM STDIN",
+            (_audit_row(e) for e in entries),
         )
 
     def _delete_pass(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
@@ -535,6 +532,12 @@ class PostgresKeyStore(SqlKeyStore):
                         cur.execute(_sql(sql), tuple(args))
                         return list(cur.fetchall()) if cur.description is not None else []
 
+                    def copy(sql: str, rows: Iterable[Sequence[Any]]) -> None:
+                        with cur.copy(sql) as c:
+                            for row in rows:
+                                c.write_row(row)
+
+                    ex.copy = copy  # type: ignore[attr-defined]  # many rows at once (_audits)
                     yield ex
             except self._psycopg.Error as exc:
                 raise self._fail(exc) from exc
