@@ -152,3 +152,59 @@ def test_a_merge_that_would_count_wrong_is_refused(
         assert main(argv) not in (0, 7), argv
         _, err = capfd.readouterr()
         assert "Traceback" not in err
+
+
+def _scan_share(partition: int, **over: Any) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "topic": "t",
+        "detectors": ["email"],
+        "keys_scanned": False,
+        "decrypted": False,
+        "partitions": [{"partition": partition, "from": 0, "to": 5, "read": 5}],
+        "records": 5,
+        "tombstones": 0,
+        "subjects": [
+            {
+                "subject": "t-value",
+                "part": "value",
+                "schema_type": "AVRO",
+                "schema_ids": [1],
+                "records": 5,
+                "fields": [{"field": "$.email", "tagged": True, "values": 5, "ciphertext": 2, "plaintext": 3}],
+            }
+        ],
+        "bad_records": {"count": 0, "by_reason": {}, "first": []},
+    }
+    report.update(over)
+    return report
+
+
+def test_a_share_that_is_not_a_report_as_written_is_refused_before_anything_is_added(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt or hostile share cannot cancel another's findings (a negative count), crash the merge, or carry
+    keys no report writes into the merged one."""
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_scan_share(0)))
+    assert main(["scan", "--merge", str(good), "--json"]) == 7  # the plaintext of the one share is a finding
+    capfd.readouterr()
+    field = {"field": "$.email", "tagged": True, "values": 0, "plaintext": -3}
+    hostile = [
+        {"subjects": [{**_scan_share(1)["subjects"][0], "fields": [field]}]},  # cancels the other's plaintext
+        {"subjects": [{**_scan_share(1)["subjects"][0], "fields": [{"tagged": True}]}]},
+        {"subjects": [{**_scan_share(1)["subjects"][0], "schema_ids": [1, "a"]}]},
+        {"subjects": [{**_scan_share(1)["subjects"][0], "fields": [{**field, "plaintext": "5"}]}]},
+        {"subjects": [{**_scan_share(1)["subjects"][0], "fields": [{**field, "plaintext": 1, "note": "x"}]}]},
+        {"bad_records": {"count": 1, "by_reason": [1], "first": []}},
+        {"bad_records": {"count": 1, "by_reason": {"tampered": -1}, "first": "ab"}},
+        {"partitions": [{"partition": 1}]},
+        {"partitions": []},  # records read from no partition: could be given twice
+        {"secret": "value"},
+    ]
+    for i, over in enumerate(hostile):
+        bad = tmp_path / f"bad-{i}.json"
+        bad.write_text(json.dumps(_scan_share(1, **over)))
+        for argv in (["scan", "--merge", str(good), str(bad), "--json"], ["scan", "--merge", str(good), str(bad)]):
+            assert main(argv) == 3, over
+            said = "".join(capfd.readouterr())
+            assert "Traceback" not in said and bad.name in said

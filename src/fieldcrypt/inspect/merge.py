@@ -22,6 +22,12 @@ MAX_OFFSETS = 20  # as inspect.scan and inspect.verify keep per field
 MAX_BAD = 20  # as inspect.topic.BadRecords keeps
 
 
+#: the counts of a scan report's field, added up
+_SUMMED_SCAN = ("values", "empty", "ciphertext", "with_view", "deterministic", "plaintext", "readable", "masked",
+                "erased", "denied", "tampered", "unverified", "flagged")  # fmt: skip
+_SUMMED_SCAN_NAMES = _SUMMED_SCAN
+
+
 class ReportError(ConfigurationError):
     """A report that cannot be merged: not one of ours, or not a share of the same reading."""
 
@@ -47,6 +53,149 @@ def _kind(report: Mapping[str, Any], name: str) -> str:
     raise ReportError(f"{name}: not the JSON report of fieldcrypt scan or verify (--json)")
 
 
+# -- what a report holds: checked whole before anything is added up (a count that is not one, a key no report
+# -- writes, a value of another type: refused, naming the file and where)
+
+_SCAN_TOP = {"topic", "partitions", "records", "tombstones", "keys_scanned", "decrypted", "detectors", "subjects",
+             "bad_records", "findings", "clean", "run", "shards"}  # fmt: skip
+_VERIFY_TOP = {"topic", "by", "partitions", "records", "tombstones", "rows", "untagged_ciphertext", "bad_records",
+               "findings", "clean", "run", "shards"}  # fmt: skip
+_FIELD_KEYS = {"field", "tagged", "schema_path", "detections", "offsets", "more_offsets", "distinct",
+               "distinct_is_lower_bound", "most_frequent", *_SUMMED_SCAN_NAMES}  # fmt: skip
+_ROW_COUNTS = ("records", "readable", "masked", "erased", "denied", "tampered", "plaintext")
+
+
+def _fail(name: str, where: str, what: str) -> ReportError:
+    return ReportError(f"{name}: {where} {what}: not a report of fieldcrypt scan or verify (--json) as written")
+
+
+def _is_count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _counts(name: str, where: str, obj: Mapping[str, Any], keys: Iterable[str]) -> None:
+    for k in keys:
+        if k in obj and not _is_count(obj[k]):
+            raise _fail(name, f"{where}.{k}", "is not a count")
+
+
+def _obj(name: str, where: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _fail(name, where, "is not an object")
+    return v
+
+
+def _list(name: str, where: str, v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise _fail(name, where, "is not a list")
+    return v
+
+
+def _str(name: str, where: str, v: Any, none: bool = False) -> None:
+    if not (isinstance(v, str) or (none and v is None)):
+        raise _fail(name, where, "is not text")
+
+
+def _only(name: str, where: str, obj: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise _fail(name, where, f"holds {extra[0]!r}, which no report holds")
+
+
+def _check_offsets(name: str, where: str, obj: Mapping[str, Any]) -> None:
+    for i, o in enumerate(_list(name, f"{where}.offsets", obj.get("offsets", []))):
+        o = _obj(name, f"{where}.offsets[{i}]", o)
+        _only(name, f"{where}.offsets[{i}]", o, {"partition", "offset"})
+        if not (_is_count(o.get("partition")) and _is_count(o.get("offset"))):
+            raise _fail(name, f"{where}.offsets[{i}]", "is not a partition and an offset")
+    _counts(name, where, obj, ("more_offsets",))
+
+
+def _check(name: str, r: dict[str, Any], kind: str) -> None:
+    _only(name, "the report", r, _SCAN_TOP if kind == "scan" else _VERIFY_TOP)
+    _str(name, "topic", r.get("topic"))
+    _counts(name, "the report", r, ("records", "tombstones"))
+    if "records" not in r:
+        raise _fail(name, "records", "is missing")
+    parts = _list(name, "partitions", r.get("partitions"))
+    for i, span in enumerate(parts):
+        span = _obj(name, f"partitions[{i}]", span)
+        _only(name, f"partitions[{i}]", span, {"partition", "from", "to", "read"})
+        if not all(_is_count(span.get(k)) for k in ("partition", "from", "to")):
+            raise _fail(name, f"partitions[{i}]", "is not a partition with its offsets")
+        _counts(name, f"partitions[{i}]", span, ("read",))
+    if not parts and (r["records"] or r.get("tombstones")):
+        raise _fail(name, "partitions", "is empty, yet records were read")
+    bad = _obj(name, "bad_records", r.get("bad_records"))
+    _only(name, "bad_records", bad, {"count", "by_reason", "first", "more"})
+    _counts(name, "bad_records", bad, ("count", "more"))
+    for reason, n in _obj(name, "bad_records.by_reason", bad.get("by_reason", {})).items():
+        if not _is_count(n):
+            raise _fail(name, f"bad_records.by_reason.{reason}", "is not a count")
+    for i, e in enumerate(_list(name, "bad_records.first", bad.get("first", []))):
+        e = _obj(name, f"bad_records.first[{i}]", e)
+        if not (_is_count(e.get("partition")) and _is_count(e.get("offset"))):
+            raise _fail(name, f"bad_records.first[{i}]", "is not a partition and an offset")
+        _str(name, f"bad_records.first[{i}].reason", e.get("reason"))
+        _str(name, f"bad_records.first[{i}].detail", e.get("detail"))
+        if any(not isinstance(v, (str, int, float, bool)) and v is not None for v in e.values()):
+            raise _fail(name, f"bad_records.first[{i}]", "holds a value that is not text or a number")
+    if kind == "scan":
+        if not isinstance(r.get("keys_scanned"), bool) or not isinstance(r.get("decrypted"), bool):
+            raise _fail(name, "keys_scanned or decrypted", "is not true or false")
+        for i, d in enumerate(_list(name, "detectors", r.get("detectors"))):
+            _str(name, f"detectors[{i}]", d)
+        for i, sub in enumerate(_list(name, "subjects", r.get("subjects"))):
+            where = f"subjects[{i}]"
+            sub = _obj(name, where, sub)
+            _only(name, where, sub, {"subject", "part", "schema_type", "schema_ids", "records", "fields"})
+            for k in ("subject", "part", "schema_type"):
+                _str(name, f"{where}.{k}", sub.get(k))
+            if not all(_is_count(x) for x in _list(name, f"{where}.schema_ids", sub.get("schema_ids", []))):
+                raise _fail(name, f"{where}.schema_ids", "is not a list of schema ids")
+            _counts(name, where, sub, ("records",))
+            for j, f in enumerate(_list(name, f"{where}.fields", sub.get("fields", []))):
+                fw = f"{where}.fields[{j}]"
+                f = _obj(name, fw, f)
+                _only(name, fw, f, _FIELD_KEYS)
+                _str(name, f"{fw}.field", f.get("field"))
+                _str(name, f"{fw}.schema_path", f.get("schema_path"), none=True)
+                if not isinstance(f.get("tagged"), bool) or not isinstance(
+                    f.get("distinct_is_lower_bound", False), bool
+                ):
+                    raise _fail(name, fw, "says tagged or distinct_is_lower_bound with something not true or false")
+                _counts(name, fw, f, (*_SUMMED_SCAN, "distinct", "most_frequent"))
+                for det, n in _obj(name, f"{fw}.detections", f.get("detections", {})).items():
+                    if not _is_count(n):
+                        raise _fail(name, f"{fw}.detections.{det}", "is not a count")
+                _check_offsets(name, fw, f)
+        return
+    if r.get("by") not in ("domain", "data-subject"):
+        raise _fail(name, "by", "is not domain or data-subject")
+    for i, row in enumerate(_list(name, "rows", r.get("rows"))):
+        row = _obj(name, f"rows[{i}]", row)
+        names = {"domain", "key"} if r["by"] == "domain" else {r["by"]}
+        _only(name, f"rows[{i}]", row, {*names, *_ROW_COUNTS, "plaintext_fields"})
+        if r["by"] == "domain":
+            _str(name, f"rows[{i}].domain", row.get("domain"), none=True)
+            if row.get("key") not in ("known", "unknown", "none"):
+                raise _fail(name, f"rows[{i}].key", "is not known, unknown or none")
+        else:
+            _str(name, f"rows[{i}].{r['by']}", row.get(r["by"]))
+        _counts(name, f"rows[{i}]", row, _ROW_COUNTS)
+        for n in _obj(name, f"rows[{i}].plaintext_fields", row.get("plaintext_fields", {})).values():
+            if not _is_count(n):
+                raise _fail(name, f"rows[{i}].plaintext_fields", "holds a count that is not one")
+    for i, u in enumerate(_list(name, "untagged_ciphertext", r.get("untagged_ciphertext", []))):
+        u = _obj(name, f"untagged_ciphertext[{i}]", u)
+        _only(name, f"untagged_ciphertext[{i}]", u, {"subject", "field", "values", "offsets", "more_offsets"})
+        _str(name, f"untagged_ciphertext[{i}].subject", u.get("subject"))
+        _str(name, f"untagged_ciphertext[{i}].field", u.get("field"))
+        if not _is_count(u.get("values")):
+            raise _fail(name, f"untagged_ciphertext[{i}].values", "is not a count")
+        _check_offsets(name, f"untagged_ciphertext[{i}]", u)
+
+
 def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     """The merged report of ``(name, parsed JSON)`` pairs (name: a file name, for errors)."""
     items = list(reports)
@@ -55,6 +204,7 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     for name, report in items:
         if not isinstance(report, dict):
             raise ReportError(f"{name}: not a JSON object")
+        _check(name, report, _kind(report, name))
     kinds = {_kind(r, n) for n, r in items}
     if len(kinds) > 1:
         raise ReportError("the reports mix scan and verify reports")
@@ -121,23 +271,6 @@ def _offsets(entries: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]]
     found = sorted({(o["partition"], o["offset"]) for e in entries for o in e.get("offsets", [])}, key=lambda po: po)
     kept = found[:MAX_OFFSETS]
     return [{"partition": p, "offset": o} for p, o in kept], len(found) - len(kept)
-
-
-_SUMMED_SCAN = (
-    "values",
-    "empty",
-    "ciphertext",
-    "with_view",
-    "deterministic",
-    "plaintext",
-    "readable",
-    "masked",
-    "erased",
-    "denied",
-    "tampered",
-    "unverified",
-    "flagged",
-)
 
 
 def _merge_subjects(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
