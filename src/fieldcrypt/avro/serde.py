@@ -348,13 +348,10 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
                     )
                     found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
                 if found is not None:  # rare: judged against the record as it arrived
-                    untagged = review_lookalikes(
+                    untagged = self._review(
                         found,
-                        self._keyring,
-                        self.stats,
                         subject,
                         writer,
-                        self._on_untagged,
                         None if plan.is_empty else lambda: self._decode_again(payload, start, writer, plan.named_read),
                     )
                 out = self._resolve(record, cached, writer, subject, ctx, latest)
@@ -418,15 +415,7 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
             record, state = cached.runner.decrypt_counted(record, self._keyring, subject, domain, outcomes, self.stats)
             found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
             if found is not None:  # rare: judged against the record as it arrived
-                untagged = review_lookalikes(
-                    found,
-                    self._keyring,
-                    self.stats,
-                    subject,
-                    writer,
-                    self._on_untagged,
-                    lambda: self._decode_again(payload, 5, writer, False),
-                )
+                untagged = self._review(found, subject, writer, lambda: self._decode_again(payload, 5, writer, False))
             from_dict = self._confluent.from_dict
             out = from_dict(record, ctx) if from_dict is not None else record
         except Exception as exc:
@@ -434,6 +423,11 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
             raise
         self.stats._record(state, untagged)  # counted once the record is done: one lock per record
         return out
+
+    def _review(self, found: Any, subject: str | None, schema: Any, again: Any) -> list[str] | None:
+        """Values that look like ciphertext in untagged fields, judged (fieldcrypt.core.lookalike.review); ``again``:
+        the record as it arrived, decoded again (None when nothing was decrypted)."""
+        return review_lookalikes(found, self._keyring, self.stats, subject, schema, self._on_untagged, again)
 
     def _binary_schema(self, schema_id: int | str, writer: Any) -> bool:
         """Whether the writer's schema may hold bytes or fixed values (fieldcrypt.core.lookalike.has_binary), by id."""

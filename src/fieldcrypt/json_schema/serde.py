@@ -484,13 +484,10 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
                 )
             found = lookalikes(document)  # values that may be ciphertext, once decrypted (None: the usual answer)
             if found is not None:  # rare: judged against the document as it arrived
-                untagged = review_lookalikes(
+                untagged = self._review(
                     found,
-                    self._keyring,
-                    self.stats,
                     subject,
                     cached.parsed.schema,
-                    self._on_untagged,
                     None if cached.runner.plan.is_empty else lambda: c.json_decode(payload),  # type: ignore[misc]
                 )
             if ctx is not None and subject is not None:
@@ -553,15 +550,7 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
             )
             found = lookalikes(document)
             if found is not None:  # rare: judged against the document as it arrived
-                untagged = review_lookalikes(
-                    found,
-                    self._keyring,
-                    self.stats,
-                    subject,
-                    cached.parsed.schema,
-                    self._on_untagged,
-                    lambda: c.json_decode(payload),  # type: ignore[misc]
-                )
+                untagged = self._review(found, subject, cached.parsed.schema, lambda: c.json_decode(payload))  # type: ignore[misc]
             if c.from_dict is not None:
                 document = c.from_dict(document, ctx)
         except Exception as exc:
@@ -569,6 +558,11 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
             raise
         self.stats._record(state, untagged)
         return document
+
+    def _review(self, found: Any, subject: str | None, schema: Any, again: Any) -> list[str] | None:
+        """Values that look like ciphertext in untagged fields, judged (fieldcrypt.core.lookalike.review); ``again``:
+        the record as it arrived, decoded again (None when nothing was decrypted)."""
+        return review_lookalikes(found, self._keyring, self.stats, subject, schema, self._on_untagged, again)
 
     def _outcomes_for(self, cached: CachedPlan, subject: str | None, latest: Any) -> Outcomes:
         """What unreadable values read as when the document is validated against a reader schema (``latest``, None:
