@@ -170,10 +170,10 @@ def merged_report(args: argparse.Namespace) -> dict[str, Any] | None:
 
     if not args.merge:
         return None
-    given = [f"--{k.replace('_', '-')}" for k in ("topic", "partition", "from_offset", "to_offset", "max_records")]
-    if args.topic_arg or any(getattr(args, k) is not None for k in ("topic", "partition", "from_offset", "to_offset",
-                                                                   "max_records")):  # fmt: skip
-        raise UsageError(f"--merge reads no topic: give the reports only (not TOPIC, {', '.join(given[1:])})")
+    reading = ("topic", "partition", "from_offset", "to_offset", "max_records")
+    if args.topic_arg or any(getattr(args, k) is not None for k in reading):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in reading)
+        raise UsageError(f"--merge reads no topic: give the reports only (not TOPIC, {flags})")
     loaded = []
     for path in args.merge:
         try:

@@ -10,7 +10,6 @@ run, so a merged count is the largest share's, marked a lower bound.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,24 +24,10 @@ MAX_BAD = 20  # as inspect.topic.BadRecords keeps
 #: the counts of a scan report's field, added up
 _SUMMED_SCAN = ("values", "empty", "ciphertext", "with_view", "deterministic", "plaintext", "readable", "masked",
                 "erased", "denied", "tampered", "unverified", "flagged")  # fmt: skip
-_SUMMED_SCAN_NAMES = _SUMMED_SCAN
 
 
 class ReportError(ConfigurationError):
     """A report that cannot be merged: not one of ours, or not a share of the same reading."""
-
-
-def _get(report: Mapping[str, Any], key: str, kind: type | tuple[type, ...], name: str) -> Any:
-    value = report.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ReportError(f"{name}: {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
-    return value
-
-
-def _count(value: Any, name: str, key: str) -> int:
-    if type(value) is not int or value < 0:
-        raise ReportError(f"{name}: {key!r} is not a count")
-    return value
 
 
 def _kind(report: Mapping[str, Any], name: str) -> str:
@@ -61,7 +46,7 @@ _SCAN_TOP = {"topic", "partitions", "records", "tombstones", "keys_scanned", "de
 _VERIFY_TOP = {"topic", "by", "partitions", "records", "tombstones", "rows", "untagged_ciphertext", "bad_records",
                "findings", "clean", "run", "shards"}  # fmt: skip
 _FIELD_KEYS = {"field", "tagged", "schema_path", "detections", "offsets", "more_offsets", "distinct",
-               "distinct_is_lower_bound", "most_frequent", *_SUMMED_SCAN_NAMES}  # fmt: skip
+               "distinct_is_lower_bound", "most_frequent", *_SUMMED_SCAN}  # fmt: skip
 _ROW_COUNTS = ("records", "readable", "masked", "erased", "denied", "tampered", "plaintext")
 
 
@@ -77,6 +62,12 @@ def _counts(name: str, where: str, obj: Mapping[str, Any], keys: Iterable[str]) 
     for k in keys:
         if k in obj and not _is_count(obj[k]):
             raise _fail(name, f"{where}.{k}", "is not a count")
+
+
+def _required(name: str, where: str, obj: Mapping[str, Any], keys: Iterable[str]) -> None:
+    for k in keys:
+        if k not in obj:
+            raise _fail(name, f"{where}.{k}", "is missing")
 
 
 def _obj(name: str, where: str, v: Any) -> dict[str, Any]:
@@ -114,9 +105,8 @@ def _check_offsets(name: str, where: str, obj: Mapping[str, Any]) -> None:
 def _check(name: str, r: dict[str, Any], kind: str) -> None:
     _only(name, "the report", r, _SCAN_TOP if kind == "scan" else _VERIFY_TOP)
     _str(name, "topic", r.get("topic"))
+    _required(name, "the report", r, ("records", "bad_records"))
     _counts(name, "the report", r, ("records", "tombstones"))
-    if "records" not in r:
-        raise _fail(name, "records", "is missing")
     parts = _list(name, "partitions", r.get("partitions"))
     for i, span in enumerate(parts):
         span = _obj(name, f"partitions[{i}]", span)
@@ -128,6 +118,7 @@ def _check(name: str, r: dict[str, Any], kind: str) -> None:
         raise _fail(name, "partitions", "is empty, yet records were read")
     bad = _obj(name, "bad_records", r.get("bad_records"))
     _only(name, "bad_records", bad, {"count", "by_reason", "first", "more"})
+    _required(name, "bad_records", bad, ("count",))
     _counts(name, "bad_records", bad, ("count", "more"))
     for reason, n in _obj(name, "bad_records.by_reason", bad.get("by_reason", {})).items():
         if not _is_count(n):
@@ -149,6 +140,7 @@ def _check(name: str, r: dict[str, Any], kind: str) -> None:
             where = f"subjects[{i}]"
             sub = _obj(name, where, sub)
             _only(name, where, sub, {"subject", "part", "schema_type", "schema_ids", "records", "fields"})
+            _required(name, where, sub, ("records",))
             for k in ("subject", "part", "schema_type"):
                 _str(name, f"{where}.{k}", sub.get(k))
             if not all(_is_count(x) for x in _list(name, f"{where}.schema_ids", sub.get("schema_ids", []))):
@@ -158,6 +150,7 @@ def _check(name: str, r: dict[str, Any], kind: str) -> None:
                 fw = f"{where}.fields[{j}]"
                 f = _obj(name, fw, f)
                 _only(name, fw, f, _FIELD_KEYS)
+                _required(name, fw, f, ("field", "tagged"))
                 _str(name, f"{fw}.field", f.get("field"))
                 _str(name, f"{fw}.schema_path", f.get("schema_path"), none=True)
                 if not isinstance(f.get("tagged"), bool) or not isinstance(
@@ -201,16 +194,18 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     items = list(reports)
     if not items:
         raise ReportError("no report to merge")
+    kinds = set()
     for name, report in items:
         if not isinstance(report, dict):
             raise ReportError(f"{name}: not a JSON object")
-        _check(name, report, _kind(report, name))
-    kinds = {_kind(r, n) for n, r in items}
+        kind = _kind(report, name)
+        kinds.add(kind)
+        _check(name, report, kind)  # whole, before anything is added up
     if len(kinds) > 1:
         raise ReportError("the reports mix scan and verify reports")
     kind = kinds.pop()
     first_name, first = items[0]
-    topic = _get(first, "topic", str, first_name)
+    topic = first["topic"]
     same = ("detectors", "keys_scanned", "decrypted") if kind == "scan" else ("by",)
     seen: dict[int, str] = {}
     shards = []
@@ -221,10 +216,8 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
             if r.get(key) != first.get(key):
                 raise ReportError(f"{name}: read with {key}={r.get(key)!r}, {first_name} with {first.get(key)!r}")
         parts = []
-        for span in _get(r, "partitions", list, name):
-            p = span.get("partition") if isinstance(span, dict) else None
-            if type(p) is not int:
-                raise ReportError(f"{name}: a partition entry without a partition number")
+        for span in r["partitions"]:
+            p = span["partition"]
             if p in seen:
                 raise ReportError(
                     f"partition {p} was read by {seen[p]} and by {name}: its records would be counted twice"
@@ -236,7 +229,7 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
             {
                 "report": name,
                 "partitions": sorted(parts),
-                "records": _count(r.get("records"), name, "records"),
+                "records": r["records"],
                 "seconds": run.get("seconds"),
                 "records_per_second": run.get("records_per_second"),
             }
@@ -245,7 +238,7 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         "topic": topic,
         "partitions": sorted((span for _, r in items for span in r["partitions"]), key=lambda s: s["partition"]),
         "records": sum(s["records"] for s in shards),
-        "tombstones": sum(_count(r.get("tombstones", 0), n, "tombstones") for n, r in items),
+        "tombstones": sum(r.get("tombstones", 0) for _, r in items),
     }
     if kind == "scan":
         merged.update({k: first[k] for k in same})
@@ -276,10 +269,8 @@ def _offsets(entries: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]]
 def _merge_subjects(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     subjects: dict[tuple[str, str], dict[str, Any]] = {}
     fields: dict[tuple[str, str], dict[tuple[str, bool], list[dict[str, Any]]]] = {}
-    for name, r in items:
-        for s in _get(r, "subjects", list, name):
-            if not isinstance(s, dict) or not isinstance(s.get("subject"), str):
-                raise ReportError(f"{name}: a subject entry without a subject")
+    for _, r in items:
+        for s in r["subjects"]:
             key = (s["subject"], s.get("part", "value"))
             found = subjects.get(key)
             if found is None:
@@ -293,7 +284,7 @@ def _merge_subjects(items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
             elif s.get("schema_type") not in str(found["schema_type"]).split("+"):
                 found["schema_type"] = f"{found['schema_type']}+{s.get('schema_type')}"
             found["schema_ids"].update(s.get("schema_ids", []))
-            found["records"] += _count(s.get("records"), name, "records")
+            found["records"] += s["records"]
             for entry in s.get("fields", []):
                 fields.setdefault(key, {}).setdefault((entry["field"], bool(entry["tagged"])), []).append(entry)
     out = []
@@ -332,10 +323,8 @@ _SUMMED_ROW = ("records", "readable", "masked", "erased", "denied", "tampered", 
 
 def _merge_rows(items: list[tuple[str, Any]], by: str) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for name, r in items:
-        for row in _get(r, "rows", list, name):
-            if not isinstance(row, dict):
-                raise ReportError(f"{name}: a row that is not an object")
+    for _, r in items:
+        for row in r["rows"]:
             ident = tuple((k, row.get(k)) for k in ((by,) if by != "domain" else ("domain", "key")))
             found = rows.get(ident)
             if found is None:
@@ -343,7 +332,7 @@ def _merge_rows(items: list[tuple[str, Any]], by: str) -> list[dict[str, Any]]:
                 found["plaintext_fields"] = {}
             for k in _SUMMED_ROW:
                 if k in row:
-                    found[k] += _count(row[k], name, k)
+                    found[k] += row[k]
             for path, n in row.get("plaintext_fields", {}).items():
                 found["plaintext_fields"][path] = found["plaintext_fields"].get(path, 0) + n
     out = list(rows.values())
@@ -379,13 +368,13 @@ def _merge_bad(items: list[tuple[str, Any]]) -> dict[str, Any]:
     count = 0
     by_reason: dict[str, int] = {}
     first: list[dict[str, Any]] = []
-    for name, r in items:
-        bad = _get(r, "bad_records", dict, name)
-        count += _count(bad.get("count"), name, "bad_records.count")
+    for _, r in items:
+        bad = r["bad_records"]
+        count += bad["count"]
         for reason, n in bad.get("by_reason", {}).items():
             by_reason[reason] = by_reason.get(reason, 0) + n
         first.extend(bad.get("first", []))
-    first.sort(key=lambda e: (e.get("partition", math.inf), e.get("offset", math.inf)))
+    first.sort(key=lambda e: (e["partition"], e["offset"]))
     first = first[:MAX_BAD]
     return {"count": count, "by_reason": dict(sorted(by_reason.items())), "first": first, "more": count - len(first)}
 
