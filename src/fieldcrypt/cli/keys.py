@@ -9,12 +9,14 @@ every cell, since domains and data-subject ids come from producers.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from functools import partial
 from typing import Any
 
 from fieldcrypt.cli._common import (
+    EXIT_FINDINGS,
     EXIT_OK,
     EXIT_PENDING,
     NotFoundError,
@@ -347,12 +349,38 @@ def register(sub: Any, common: argparse.ArgumentParser, store: argparse.Argument
         help="list every key that would be destroyed (data subject, domain, key id); destroy nothing",
     )
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (needed without a terminal)")
-    c = cmd("audit", "show the audit log (append-only: who did what, when, why)")
+    c.add_argument(
+        "--receipt",
+        metavar="FILE",
+        help="write the request's receipt to FILE (JSON, mode 0600; it must not exist): the keys destroyed per data "
+        "subject (by pseudonym), the audit entries, sealed under --kek; check it with 'keys receipt verify FILE'",
+    )
+    c = cmd(
+        "audit",
+        "show the audit log (append-only and hash-chained: who did what, when, why)",
+        "Show the audit log, or with --verify check its hash chain (exit 7 naming the first entry edited, removed, "
+        "reordered or inserted, or a seal that does not hold) and with --seal seal its newest entry under --kek.",
+    )
+    c.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain from the first entry, and every seal whose KEK (--kek) is given; exit 7 on a break",
+    )
+    c.add_argument("--seal", action="store_true", help="seal the newest entry under --kek (a KEK only admins hold)")
     c.add_argument("--limit", type=int, default=None, help="only the newest N entries")
     c.add_argument("--data-subject", help="only entries naming this data subject")
     c.add_argument("--domain", help="with --data-subject: look for them in this key domain (and its companions) only")
     c.add_argument("--operation", choices=OPERATIONS, help="only entries of this operation")
     c.add_argument("--since", help="only entries at or after this ISO-8601 date or time (UTC unless given)")
+    c = cmd(
+        "receipt",
+        "check an erasure receipt against its seal and the key store",
+        "Check an erasure receipt written by 'keys shred --receipt FILE': its seal (under the KEK it names: pass it "
+        "with --kek), the audit chain up to its entries, those entries unchanged, and every key it names destroyed. "
+        "Exit 0 when all hold, 7 when one does not.",
+    )
+    c.add_argument("receipt_action", metavar="verify", choices=["verify"], help="verify (the one action)")
+    c.add_argument("file", help="the receipt file")
     c = cmd("shred-log", "export the shred log to a file (JSON lines; keep it apart from database backups)")
     c.add_argument(
         "file", help="the file to write (mode 0600; its directory must exist); a symbolic link is written through"
@@ -482,8 +510,9 @@ def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
         run = partial(kr.shred_domain, domain, reason=args.reason)
     else:
         raise UsageError("say what to shred: --domain, --data-subject or --from-file")
+    want = getattr(args, "receipt", None) is not None
     if args.yes and not args.dry_run:  # confirmed beforehand: no preview to show (a scripted shred of 100,000
-        report = run()  # persons would otherwise read their keys twice)
+        report = run(receipt=want)  # persons would otherwise read their keys twice)
         return report, EXIT_PENDING if report.pending else EXIT_OK
     plan = run(dry_run=True)
     if args.dry_run:
@@ -496,8 +525,59 @@ def _shred(args: argparse.Namespace, kr: Keyring) -> tuple[ShredReport, int]:
         if not _confirmed(sys.stdin.readline()):
             sys.stderr.write("not confirmed (only 'yes' destroys); nothing destroyed\n")
             raise NotConfirmed
-    report = run()
+    report = run(receipt=want)
     return report, EXIT_PENDING if report.pending else EXIT_OK
+
+
+def _chain_text(c: Any) -> str:
+    """``keys audit --verify`` in words: the verdict, the break, the seals."""
+    if c.broken is not None:
+        head = f"BROKEN at entry {c.broken.seq} ({c.broken.kind}): {c.broken.text}"
+    else:
+        head = f"audit chain intact: {c.entries} entries, head {c.head_seq} ({c.head_hash[:16]}...)"
+    lines = [head]
+    failing = [p for p in c.problems if p.why != "unchecked"]
+    unchecked = [p for p in c.problems if p.why == "unchecked"]
+    for p in failing:
+        what = "does not match the chain" if p.why == "mismatch" else "does not authenticate under its KEK (forged)"
+        lines.append(f"SEAL of entry {p.seq} by {p.kek_uri} {what}")
+    if c.sealed_seq:
+        lines.append(f"sealed through entry {c.sealed_seq}; {c.unsealed} entries after it are chained, not sealed")
+    elif c.entries:
+        lines.append(
+            "no seal checked: a rewrite of the whole chain would not show (seal it: "
+            "'fieldcrypt keys audit --seal --kek URI'; check seals by passing their KEK)"
+        )
+    if unchecked:
+        keks = sorted({p.kek_uri for p in unchecked})
+        lines.append(f"{len(unchecked)} seals not checked: their KEK is not given ({', '.join(keks)})")
+    return "\n".join(lines)
+
+
+def _receipt_text(path: str, c: Any) -> str:
+    verdict = "VALID" if c.ok else "NOT VALID"
+    lines = [f"receipt {clean(path)!r}: {verdict}"]
+    seal = {
+        "authentic": "seal authentic",
+        "forged": "SEAL FORGED: the receipt was changed, or not sealed by the KEK it names",
+        "unchecked": "SEAL NOT CHECKED: pass the KEK it names (--kek)",
+    }[c.seal]
+    lines.append(seal)
+    if c.chain.broken is not None:
+        lines.append(f"AUDIT CHAIN BROKEN at entry {c.chain.broken.seq}: {c.chain.broken.text}")
+    lines.append(
+        {
+            "same": "its audit entries are in the log, unchanged",
+            "changed": "ITS LAST AUDIT ENTRY WAS CHANGED",
+            "missing": "ITS LAST AUDIT ENTRY IS MISSING from the log",
+        }[c.entry]
+    )
+    if c.not_destroyed:
+        shown_ = ", ".join(f"{k} ({s})" for k, s in c.not_destroyed[:20])
+        lines.append(f"{len(c.not_destroyed)} of {c.keys} keys NOT DESTROYED: {shown_}")
+    else:
+        lines.append(f"all {c.keys} keys it names are destroyed")
+    return "\n".join(lines)
 
 
 def _confirmed(line: str) -> bool:
@@ -707,6 +787,21 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UsageError("--shred-log is empty; name the shred-log file to re-apply")
     if args.action == "shred" and not args.reason.strip():
         raise UsageError("--reason is empty or blank; say why (e.g. the erasure request's reference)")
+    if args.action == "shred" and args.receipt is not None:
+        _file_argument(args.receipt, "the receipt")
+        if args.dry_run:
+            raise UsageError("--receipt with --dry-run: a dry run destroys nothing, so it has no receipt")
+        if os.path.lexists(args.receipt):
+            raise UsageError(f"the receipt {clean(args.receipt)!r} already exists: name a new file (nothing destroyed)")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.receipt))):
+            raise UsageError(f"the directory of the receipt {clean(args.receipt)!r} does not exist (nothing destroyed)")
+    if args.action == "receipt" and not args.file.strip():
+        raise UsageError("the receipt file's path is empty")
+    if args.action == "audit" and (args.verify or args.seal):
+        listing = [f for f in ("limit", "data_subject", "domain", "operation", "since") if getattr(args, f) is not None]
+        if listing:
+            flags = ", ".join("--" + f.replace("_", "-") for f in listing)
+            raise UsageError(f"--verify and --seal work on the whole log: drop {flags}")
     if args.action == "audit":
         if args.limit is not None and args.limit < 0:
             raise UsageError("--limit must not be negative")
@@ -726,7 +821,12 @@ def _run_keys(args: argparse.Namespace) -> int:
         return _run_grant(args)
     if args.action == "migrate-pseudonyms":
         return _run_migrate(args)
-    kr = keyring_of(args, needs_kek=args.action in ("rewrap", "rotate"))
+    needs_kek = (
+        args.action in ("rewrap", "rotate", "receipt")
+        or (args.action == "audit" and args.seal)
+        or (args.action == "shred" and args.receipt is not None)
+    )
+    kr = keyring_of(args, needs_kek=needs_kek)
     progress = Progress(args.action, sys.stderr.isatty() if args.progress is None else args.progress)
     code = EXIT_OK
     try:
@@ -761,7 +861,23 @@ def _run_keys(args: argparse.Namespace) -> int:
         elif args.action == "shred":
             report, code = _shred(args, kr)
             summary = _shred_summary(report, args.reason)
+            if report.receipt is not None:
+                summary["receipt"] = str(report.receipt.write(args.receipt))
             emit(args, summary, lambda: _shred_text(summary, report), code)
+        elif args.action == "receipt":
+            check = kr.verify_receipt(args.file)
+            data = check.as_dict()
+            code = EXIT_OK if check.ok else EXIT_FINDINGS
+            emit(args, data, lambda: _receipt_text(args.file, check), code)
+        elif args.action == "audit" and args.seal:
+            made = kr.seal_audit()
+            data = {"sealed": made.seq, "hash": made.hash.hex(), "kek": made.kek_uri, "at": _time(made.at)}
+            said = f"audit log sealed at entry {made.seq} ({made.hash.hex()[:16]}...) by {made.kek_uri}"
+            emit(args, data, lambda: said)
+        elif args.action == "audit" and args.verify:
+            checked = kr.verify_audit()
+            code = EXIT_OK if checked.ok else EXIT_FINDINGS
+            emit(args, checked.as_dict(), lambda: _chain_text(checked), code)
         elif args.action == "audit":
             since = args.since_value
             entries = kr.audit(

@@ -56,7 +56,13 @@ FUNCTIONS = (
 )
 
 #: helpers the functions call (never granted: they run as the functions' owner)
-_HELPERS = (("fieldcrypt_lock", "text, bytea"), ("fieldcrypt_unused_id", "bigint"), ("fieldcrypt_key_id", "bigint"))
+_HELPERS = (
+    ("fieldcrypt_lock", "text, bytea"),
+    ("fieldcrypt_unused_id", "bigint"),
+    ("fieldcrypt_key_id", "bigint"),
+    ("fieldcrypt_audit_field", "text"),
+    ("fieldcrypt_audit_chain", ""),
+)
 
 _READ = (
     "fieldcrypt_keys, fieldcrypt_branches, fieldcrypt_domains, fieldcrypt_shredded, fieldcrypt_policies, "
@@ -70,11 +76,11 @@ GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
     # the pseudonym key is read wrapped: an auditor holding a KEK it is wrapped by computes pseudonyms (keys audit
     # --data-subject ID); one holding none reads pseudonyms only
     "auditor": (
-        "GRANT SELECT ON fieldcrypt_audit, fieldcrypt_shredded, fieldcrypt_domains, fieldcrypt_pseudonym_keys, "
-        "fieldcrypt_meta TO {role}",
+        "GRANT SELECT ON fieldcrypt_audit, fieldcrypt_audit_seals, fieldcrypt_shredded, fieldcrypt_domains, "
+        "fieldcrypt_pseudonym_keys, fieldcrypt_meta TO {role}",
     ),
     "admin": (
-        f"GRANT SELECT ON {_READ}, fieldcrypt_audit TO {{role}}",
+        f"GRANT SELECT ON {_READ}, fieldcrypt_audit, fieldcrypt_audit_seals TO {{role}}",
         "GRANT INSERT, UPDATE, DELETE ON fieldcrypt_keys TO {role}",
         # FOR SHARE (a rotation's check of its branch key) needs UPDATE; new branch keys come from the function
         "GRANT UPDATE, DELETE ON fieldcrypt_branches TO {role}",
@@ -83,7 +89,7 @@ GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
         # a retired KEK's copy of its domain's pseudonym key (kek retire)
         "GRANT DELETE ON fieldcrypt_pseudonym_keys TO {role}",
         # the shred log and the audit log: appended to, never changed
-        "GRANT INSERT ON fieldcrypt_shredded, fieldcrypt_audit TO {role}",
+        "GRANT INSERT ON fieldcrypt_shredded, fieldcrypt_audit, fieldcrypt_audit_seals TO {role}",
         "GRANT USAGE ON SEQUENCE fieldcrypt_audit_seq_seq TO {role}",
         "GRANT EXECUTE ON FUNCTION {functions} TO {role}",
     ),
@@ -120,7 +126,8 @@ ACTS: dict[str, Act] = {
     "drop_pseudonym_copy": Act("drop a retired KEK's copy of a pseudonym key", ("admin",)),
     "holds_persons": _READ_KEYS,
     "key_domains": _READ_KEYS,
-    "audit_log": Act("read the audit log", ("auditor", "admin")),
+    **dict.fromkeys(("audit_log", "audit_chain", "audit_seals"), Act("read the audit log", ("auditor", "admin"))),
+    "add_seal": Act("seal the audit log", ("admin",)),
     "create": _CREATE,
     "create_branch": _CREATE,
     "reserve": Act("charge encryption leases", ("producer", "admin")),
@@ -152,6 +159,44 @@ LANGUAGE sql SET search_path = pg_catalog, {schema}, pg_temp AS $$
         pg_catalog.convert_to(p_domain, 'UTF8'::name) || decode('00', 'hex') || p_rest), 1, 8), 'hex')
     )::bit(64)::bigint)
 $$;
+
+CREATE OR REPLACE FUNCTION fieldcrypt_audit_field(p text) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    -- a column as an audit entry's link covers it (fieldcrypt.keys.chain): its length, then its UTF-8 bytes
+    SELECT CASE WHEN p IS NULL THEN int4send(-1)
+                ELSE int4send(octet_length(convert_to(p, 'UTF8'::name))) || convert_to(p, 'UTF8'::name) END
+$$;
+
+CREATE OR REPLACE FUNCTION fieldcrypt_audit_chain() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
+DECLARE
+    v_seq bigint;
+    v_prev bytea;
+BEGIN
+    -- an entry the functions write: its seq and link, after the chain's head read under the chain's lock (held to
+    -- commit), as PostgresKeyStore links an admin's entries (which arrive linked)
+    IF NEW.hash IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM fieldcrypt_lock('fieldcrypt audit', pg_catalog.convert_to('chain', 'UTF8'::name));
+    SELECT a.seq, a.hash INTO v_seq, v_prev FROM fieldcrypt_audit a ORDER BY a.seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        v_seq := 0;
+        v_prev := decode(repeat('00', 32), 'hex');
+    END IF;
+    NEW.seq := v_seq + 1;
+    NEW.hash := sha256(COALESCE(v_prev, ''::bytea) || int8send(NEW.seq) || float8send(NEW.at)
+        || fieldcrypt_audit_field(NEW.actor) || fieldcrypt_audit_field(NEW.operation)
+        || fieldcrypt_audit_field(NEW.domain) || fieldcrypt_audit_field(NEW.person)
+        || fieldcrypt_audit_field(NEW.key_ids) || fieldcrypt_audit_field(NEW.reason)
+        || fieldcrypt_audit_field(NEW.detail));
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS fieldcrypt_audit_chain ON fieldcrypt_audit;
+
+CREATE TRIGGER fieldcrypt_audit_chain BEFORE INSERT ON fieldcrypt_audit
+    FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_chain();
 
 CREATE OR REPLACE FUNCTION fieldcrypt_key_id(p_id bigint) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, {schema}, pg_temp AS $$

@@ -31,7 +31,7 @@ from fieldcrypt.crypto.cipher import (
     wrap_handle,
 )
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyCorruptedError, format_key_id
-from fieldcrypt.keys import shredlog
+from fieldcrypt.keys import evidence, shredlog
 from fieldcrypt.keys._files import destination, shown
 from fieldcrypt.keys.kek import Kek, wrap_failure
 from fieldcrypt.keys.pseudonyms import add_copy as add_pseudonym_copy
@@ -45,6 +45,7 @@ from fieldcrypt.keys.store import (
     AuditEntry,
     DomainKeks,
     KeyRecord,
+    KeyStore,
     ShredRecord,
     WrapFn,
     check_id,
@@ -552,32 +553,64 @@ class KeyAdmin:
 
         return self._src._call(attempt, deadline)
 
-    def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
+    def shred_domain(
+        self, domain: str, *, reason: str = "", dry_run: bool = False, receipt: bool = False
+    ) -> ShredReport:
         """The work of :meth:`fieldcrypt.Keyring.shred_domain`, documented there."""
         check_id(domain, "domain")
-        return self._shred(f"domain {domain!r}", domain, None, reason, dry_run)
+        return self._shred(f"domain {domain!r}", domain, None, reason, dry_run, receipt)
 
     def shred_person(
-        self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False
+        self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False, receipt: bool = False
     ) -> ShredReport:
         """The work of :meth:`fieldcrypt.Keyring.shred_person`, documented there."""
         check_id(person, "data-subject id")
-        return self._shred("data subject", domain, [person], reason, dry_run)
+        return self._shred("data subject", domain, [person], reason, dry_run, receipt)
 
     def shred_persons(
-        self, persons: Iterable[str], *, domain: str | None = None, reason: str = "", dry_run: bool = False
+        self,
+        persons: Iterable[str],
+        *,
+        domain: str | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+        receipt: bool = False,
     ) -> ShredReport:
         """The work of :meth:`fieldcrypt.Keyring.shred_persons`, documented there."""
         people = check_shred_target(domain, persons)
         assert people is not None
-        return self._shred(_count(len(people), "data subject"), domain, people, reason, dry_run)
+        return self._shred(_count(len(people), "data subject"), domain, people, reason, dry_run, receipt)
+
+    def _check_receipt(self, dry_run: bool) -> None:
+        """Refuse a receipt that could not be made, before anything is destroyed."""
+        if dry_run:
+            raise ConfigurationError("a dry run destroys nothing, so it has no receipt: drop receipt (--receipt)")
+        evidence.sealing_kek(self, "a receipt")
+        store = self._src.store
+        if type(store).last_audit_span is KeyStore.last_audit_span:
+            raise ConfigurationError(f"key store {type(store).__name__} keeps no hash-chained audit log: no receipt")
+        if store.supports_pseudonyms and self._src._call(store.persons_form) != "pseudonyms":
+            raise ConfigurationError(
+                "this key store still names data subjects by their ids (made by an older fieldcrypt): a receipt "
+                "names them by pseudonyms only; run `fieldcrypt keys migrate-pseudonyms` first. Nothing was destroyed"
+            )
 
     def _shred(
-        self, target: str, domain: str | None, persons: list[str] | None, reason: str, dry_run: bool
+        self,
+        target: str,
+        domain: str | None,
+        persons: list[str] | None,
+        reason: str,
+        dry_run: bool,
+        receipt: bool = False,
     ) -> ShredReport:
         people = check_shred_target(domain, persons)
         if not isinstance(reason, str):
             raise ConfigurationError("reason must be a str")
+        if not isinstance(receipt, bool):
+            raise ConfigurationError("receipt must be True or False")
+        if receipt:
+            self._check_receipt(dry_run)
         now = self._src.clock.now()
         # the store names each person by a pseudonym per key domain; the report names them as the caller did
         # a dry run (the CLI's preview) leaves them for the shred that follows it (the next call takes them)
@@ -588,6 +621,11 @@ class KeyAdmin:
         )
         options = {"groups": groups} if groups is not None and self._src.store.supports_pseudonyms else {}
         if people is not None and not stored:  # no domain holds any data subject's key: nobody holds one
+            if receipt:
+                raise ConfigurationError(
+                    "no key domain holds data subjects' keys: there is nothing to erase and no audit entry to give a "
+                    "receipt for"
+                )
             return ShredReport(
                 target, (), 0, tuple(PersonShred(p, (), 0) for p in people), dry_run=dry_run, pending=False
             )
@@ -605,6 +643,8 @@ class KeyAdmin:
         self._src._pseudonyms_memo = None  # the ids are not kept past the shred
         batch = f"batch {uuid.uuid4().hex[:12]}" if people is not None and len(people) > 1 else ""
         audit = self._src._audit("shred", reason, domain=domain, detail=batch)
+        held = self._held(domain, stored) if receipt else []  # (their KEKs, for the receipt)
+        span_before = self._src.store.last_audit_span()
         destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, stored, now, audit, **options)))
         self._src._forget_shredded(destroyed)
         unlogged: OSError | None = None
@@ -628,6 +668,14 @@ class KeyAdmin:
             else destroyed
         )
         report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending)
+        if receipt:
+            try:
+                made = evidence.make_receipt(self, report, held, groups, reason, now, span_before)
+            except FieldcryptError as exc:
+                raise type(exc)(
+                    f"{_count(len(destroyed), 'key')} destroyed, but the receipt could not be made: {exc}"
+                ) from exc
+            report = replace(report, receipt=made)
         log.info(
             "shred %s",
             str(report),  # the text names no person; the report object does (a handler may log args as they are)

@@ -28,6 +28,8 @@ from fieldcrypt.keys.store import AuditEntry, DomainKeks, KeyRecord, KeyStore, S
 
 if TYPE_CHECKING:
     from fieldcrypt.keys.admin import KeyAdmin
+    from fieldcrypt.keys.chain import AuditCheck, Seal
+    from fieldcrypt.keys.evidence import Receipt, ReceiptCheck
 
 __all__ = [
     "KeyMeter",
@@ -183,23 +185,61 @@ class Keyring(KeySource):
         refused while it still wraps one, or while it is the primary."""
         return self._admin().retire_kek(domain, kek_uri, reason=reason)
 
-    def shred_domain(self, domain: str, *, reason: str = "", dry_run: bool = False) -> ShredReport:
-        """Destroy every key of a domain (all persons, all versions): its data is erased everywhere."""
-        return self._admin().shred_domain(domain, reason=reason, dry_run=dry_run)
+    def shred_domain(
+        self, domain: str, *, reason: str = "", dry_run: bool = False, receipt: bool = False
+    ) -> ShredReport:
+        """Destroy every key of a domain (all persons, all versions): its data is erased everywhere. With
+        ``receipt``, the report carries a sealed :class:`fieldcrypt.keys.evidence.Receipt` (``report.receipt``)."""
+        return self._admin().shred_domain(domain, reason=reason, dry_run=dry_run, receipt=receipt)
 
     def shred_person(
-        self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False
+        self, person: str, *, domain: str | None = None, reason: str = "", dry_run: bool = False, receipt: bool = False
     ) -> ShredReport:
-        """Destroy one person's keys in every domain (or one domain): their data is erased everywhere."""
-        return self._admin().shred_person(person, domain=domain, reason=reason, dry_run=dry_run)
+        """Destroy one person's keys in every domain (or one domain): their data is erased everywhere. With
+        ``receipt``, the report carries a sealed :class:`fieldcrypt.keys.evidence.Receipt` (``report.receipt``):
+        the request's evidence, naming the person by the pseudonyms the key store holds, sealed under this
+        keyring's KEK (refused before anything is destroyed when it holds none)."""
+        return self._admin().shred_person(person, domain=domain, reason=reason, dry_run=dry_run, receipt=receipt)
 
     def shred_persons(
-        self, persons: Iterable[str], *, domain: str | None = None, reason: str = "", dry_run: bool = False
+        self,
+        persons: Iterable[str],
+        *,
+        domain: str | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+        receipt: bool = False,
     ) -> ShredReport:
         """Destroy the keys of many persons in one transaction (e.g. a file of erasure requests). Every id must be
         a non-blank ``str`` and there must be at least one; otherwise ``ConfigurationError`` and nothing is
-        destroyed. The audit log gets one entry per person, naming the keys destroyed or "no key held"."""
-        return self._admin().shred_persons(persons, domain=domain, reason=reason, dry_run=dry_run)
+        destroyed. The audit log gets one entry per person, naming the keys destroyed or "no key held".
+        ``receipt``: as for :meth:`shred_person`, one receipt for the whole request."""
+        return self._admin().shred_persons(persons, domain=domain, reason=reason, dry_run=dry_run, receipt=receipt)
+
+    def verify_audit(self) -> AuditCheck:
+        """Check the audit log's hash chain from its first entry (naming the first entry edited, removed,
+        reordered or inserted) and each seal of it whose KEK this keyring holds (``fieldcrypt keys audit
+        --verify``)."""
+        from fieldcrypt.keys import evidence
+
+        return evidence.verify_audit(self._admin())
+
+    def seal_audit(self) -> Seal:
+        """Seal the audit log's newest entry under this keyring's KEK (one only key admins hold), so that a rewrite
+        of the whole chain up to it shows in :meth:`verify_audit` (``fieldcrypt keys audit --seal``)."""
+        from fieldcrypt.keys import evidence
+
+        return evidence.seal(self._admin())
+
+    def verify_receipt(self, receipt: Receipt | str | os.PathLike[str]) -> ReceiptCheck:
+        """Check an erasure receipt (a :class:`Receipt`, or the path of its file) against its seal (with the KEK
+        it names, if this keyring holds it) and the key store: the audit chain intact up to its entries, which are
+        unchanged, and every key it names destroyed (``fieldcrypt keys receipt verify FILE``)."""
+        from fieldcrypt.keys import evidence
+
+        if not isinstance(receipt, evidence.Receipt):
+            receipt = evidence.read_receipt(receipt)
+        return evidence.verify_receipt(self._admin(), receipt)
 
     def purge(self) -> bool:
         """Ask the store to drop every copy of destroyed rows from its files (SQLite: truncate the WAL), retrying

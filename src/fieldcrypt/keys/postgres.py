@@ -30,11 +30,11 @@ from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError
 from fieldcrypt.keys import _fork
 from fieldcrypt.keys._pg_roles import ACTS, FUNCTIONS, GRANTS, Act, function_ddl, signatures
 from fieldcrypt.keys._sql import (
+    _CHAIN_COLUMNS,
     _KEKS_HELD,
     TABLES,
     Execute,
     SqlKeyStore,
-    _audit_row,
     _domain_record,
     _record,
     unrecorded_error,
@@ -125,7 +125,24 @@ _SCHEMA = [
     "DROP TRIGGER IF EXISTS fieldcrypt_audit_append_only ON fieldcrypt_audit",
     "CREATE TRIGGER fieldcrypt_audit_append_only BEFORE UPDATE OR DELETE ON fieldcrypt_audit "
     "FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_append_only()",
+    # the chain (fieldcrypt.keys.chain): each entry's link; the functions' trigger fills it for their entries
+    "ALTER TABLE fieldcrypt_audit ADD COLUMN IF NOT EXISTS hash BYTEA",
+    """CREATE TABLE IF NOT EXISTS fieldcrypt_audit_seals (
+        seq         BIGINT NOT NULL,
+        hash        BYTEA NOT NULL,
+        at          DOUBLE PRECISION NOT NULL,
+        actor       TEXT NOT NULL,
+        kek_uri     TEXT NOT NULL,
+        tag         BYTEA NOT NULL,
+        PRIMARY KEY (seq, kek_uri))""",
+    "DROP TRIGGER IF EXISTS fieldcrypt_audit_seals_append_only ON fieldcrypt_audit_seals",
+    "CREATE TRIGGER fieldcrypt_audit_seals_append_only BEFORE UPDATE OR DELETE ON fieldcrypt_audit_seals "
+    "FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_append_only()",
 ]
+
+#: the lock every writer of the audit log takes before it reads the chain's head (held to commit), as the trigger
+#: ``fieldcrypt_audit_chain`` takes it: fieldcrypt_lock('fieldcrypt audit', 'chain')
+_CHAIN_LOCK = ("fieldcrypt audit", "chain")
 
 
 def _lock_id(domain: str, person: str) -> int:
@@ -162,16 +179,17 @@ class PostgresKeyStore(SqlKeyStore):
             args.append(list(with_views(domain)))
         yield cond, args
 
-    def _audits(self, ex: Execute, entries: Sequence[AuditEntry]) -> None:
-        if len(entries) < 2:
-            super()._audits(ex, entries)
+    def _chain_head(self, ex: Execute) -> tuple[int, bytes | None]:
+        ex("SELECT pg_advisory_xact_lock(?)", (_lock_id(*_CHAIN_LOCK),))
+        return super()._chain_head(ex)  # (a new statement: READ COMMITTED sees the last holder's commit)
+
+    def _append_audit_rows(self, ex: Execute, rows: Sequence[Sequence[Any]]) -> None:
+        if len(rows) < 2:
+            super()._append_audit_rows(ex, rows)
             return
-        # COPY (INSERT privilege only): rows in the entries' order, so each entry's seq follows it
+        # COPY (INSERT privilege only)
         copy = ex.copy  # type: ignore[attr-defined]  # this store's Execute (_tx)
-        copy(
-            "COPY fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail) FROM STDIN",
-            (_audit_row(e) for e in entries),
-        )
+        copy(f"COPY fieldcrypt_audit ({_CHAIN_COLUMNS}) FROM STDIN", rows)
 
     def _delete_pass(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:
         # the rows deleted and logged in one statement (READ COMMITTED: the log gets exactly the rows deleted)

@@ -4,6 +4,7 @@ rotation of a whole domain, per key (rotated, or skipped)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fieldcrypt.keys.store import ShredRecord
 
@@ -45,6 +46,8 @@ class ShredReport:
     persons: tuple[PersonShred, ...] = ()
     dry_run: bool = False
     pending: bool = False
+    #: the sealed receipt (:class:`fieldcrypt.keys.evidence.Receipt`) of a shred that asked for one, else None
+    receipt: Any = field(default=None, repr=False, compare=False)
 
     @property
     def noop(self) -> bool:

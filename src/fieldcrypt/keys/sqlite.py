@@ -61,7 +61,17 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
     person      TEXT    NOT NULL DEFAULT '',
     key_ids     TEXT    NOT NULL DEFAULT '',
     reason      TEXT    NOT NULL DEFAULT '',
-    detail      TEXT    NOT NULL DEFAULT ''
+    detail      TEXT    NOT NULL DEFAULT '',
+    hash        BLOB                           -- its link in the chain (fieldcrypt.keys.chain)
+);
+CREATE TABLE IF NOT EXISTS fieldcrypt_audit_seals (
+    seq         INTEGER NOT NULL,              -- the audit entry sealed (the chain's head then)
+    hash        BLOB    NOT NULL,              -- its hash
+    at          REAL    NOT NULL,
+    actor       TEXT    NOT NULL,
+    kek_uri     TEXT    NOT NULL,              -- the KEK that authenticates the seal
+    tag         BLOB    NOT NULL,
+    PRIMARY KEY (seq, kek_uri)
 );
 CREATE TABLE IF NOT EXISTS fieldcrypt_policies (
     fingerprint TEXT    PRIMARY KEY,           -- sha256 of (schema as registered, key domain)
@@ -101,7 +111,18 @@ CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_u BEFORE UPDATE ON fie
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_append_only_d BEFORE DELETE ON fieldcrypt_audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_seals_append_only_u BEFORE UPDATE ON fieldcrypt_audit_seals
+    BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_seals_append_only_d BEFORE DELETE ON fieldcrypt_audit_seals
+    BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
 """
+
+#: an entry without its link is refused (a writer of an older fieldcrypt would break the chain): created once the
+#: column exists (a store made before the chain gets it from initialize)
+_AUDIT_CHAINED = (
+    "CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_chained BEFORE INSERT ON fieldcrypt_audit WHEN NEW.hash IS NULL "
+    "BEGIN SELECT RAISE(ABORT, 'audit entries are hash-chained: an entry without its link is refused'); END"
+)
 
 
 _AUDIT_GUARD_U = (
@@ -161,6 +182,9 @@ class SqliteKeyStore(SqlKeyStore):
             db = self._connection()
             db.executescript(_SCHEMA)
             columns = {str(r[1]) for r in db.execute("PRAGMA table_info(fieldcrypt_keys)").fetchall()}
+            if "hash" not in {str(r[1]) for r in db.execute("PRAGMA table_info(fieldcrypt_audit)").fetchall()}:
+                db.execute("ALTER TABLE fieldcrypt_audit ADD COLUMN hash BLOB")  # a store made before the chain
+            db.execute(_AUDIT_CHAINED)
         except sqlite3.Error as exc:
             raise KeyStoreUnavailableError(f"cannot create the SQLite key store {self._path!r}") from exc
         with self._tx() as ex:

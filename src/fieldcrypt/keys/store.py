@@ -393,6 +393,23 @@ class KeyStore(abc.ABC):
         """Audit entries, oldest first (the newest ``limit`` if given); only those of ``person``, of ``operation``
         and at or after ``since`` (epoch seconds) when given."""
 
+    # -- the audit chain (fieldcrypt.keys.chain): stores that keep none say so when asked ---------------------------
+    def audit_chain(self, after: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` audit entries after seq ``after`` with their links (:data:`fieldcrypt.keys.chain.Row`)."""
+        raise ConfigurationError(f"key store {type(self).__name__} keeps no hash-chained audit log")
+
+    def audit_seals(self) -> list[Any]:
+        """The seals of the audit chain (:class:`fieldcrypt.keys.chain.Seal`), by seq."""
+        raise ConfigurationError(f"key store {type(self).__name__} keeps no hash-chained audit log")
+
+    def add_seal(self, seal: Any) -> None:
+        """Record a seal of the audit chain."""
+        raise ConfigurationError(f"key store {type(self).__name__} keeps no hash-chained audit log")
+
+    def last_audit_span(self) -> tuple[int, int, bytes] | None:
+        """(first seq, last seq, last hash) of the audit entries this thread's last write appended, or None."""
+        return None
+
     def publish_policy(self, fingerprint: str, policy: str, now: float) -> str:
         """Record the encryption policy producers use for one schema and key domain (``fingerprint``), unless one
         is recorded already; return the recorded one. Stores that keep no policies return ``policy``: producers and
