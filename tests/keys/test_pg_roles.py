@@ -385,3 +385,41 @@ def test_two_teams_on_the_shared_store_each_with_its_login_and_its_domains_keks(
     for keks in (support, analytics, payments):
         first = read(keks)[0]
         assert first["email"] == "<erased>" and first["diagnosis"] == "<erased>"
+
+
+def test_the_audit_chain_under_least_privilege(logins: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """Producers' entries (the functions' trigger) and an admin's (linked in Python, COPY) make one chain; an
+    admin seals it and writes a receipt; an auditor checks both; nobody but the owner can touch the seals."""
+    _owner, urls = logins
+    kek = create_local_kek(tmp_path / "kek.json")
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    _produce(urls["producer"], kek, registry, people=4)
+    receipt = tmp_path / "receipt.json"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli(["keys", "shred", "--from-file", str(_ids(tmp_path, ["p-0", "p-1"])), "--reason", "ERASE-9",
+                    "--yes", "--receipt", str(receipt), "--store", urls["admin"], "--kek", kek])  # fmt: skip
+    assert code == 0 and receipt.exists()
+    with Keyring(urls["admin"], kek) as admin:
+        admin.seal_audit()
+    for kek_given in ([], ["--kek", kek]):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert cli(["keys", "audit", "--verify", "--json", "--store", urls["auditor"], *kek_given]) == 0
+        report = json.loads(buf.getvalue())
+        assert report["ok"] and report["seals"] >= 1
+        assert (report["sealed_through"] == report["head"]["seq"]) == bool(kek_given)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli(["keys", "receipt", "verify", str(receipt), "--store", urls["auditor"], "--kek", kek]) == 0
+    for role in ("consumer", "producer", "auditor"):
+        _refused(urls[role], "INSERT INTO fieldcrypt_audit_seals VALUES (1, '\\x00', 1, 'x', 'k', '\\x00')")
+    for statement in ("DELETE FROM fieldcrypt_audit_seals", "UPDATE fieldcrypt_audit_seals SET tag = '\\x00'"):
+        _refused(urls["admin"], statement)
+    for role in ("consumer", "producer"):
+        _refused(urls[role], "SELECT * FROM fieldcrypt_audit_seals")
+
+
+def _ids(tmp_path: Path, ids: list[str]) -> Path:
+    p = tmp_path / "ids.txt"
+    p.write_text("\n".join(ids) + "\n")
+    return p

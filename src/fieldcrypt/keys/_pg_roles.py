@@ -78,6 +78,8 @@ GRANTS: dict[str, tuple[str, ...]] = {  # one entry per role of ROLES
     "auditor": (
         "GRANT SELECT ON fieldcrypt_audit, fieldcrypt_audit_seals, fieldcrypt_shredded, fieldcrypt_domains, "
         "fieldcrypt_pseudonym_keys, fieldcrypt_meta TO {role}",
+        # which key ids the store holds, nothing else of a key (a receipt's keys: destroyed, or restored?)
+        "GRANT SELECT (key_id) ON fieldcrypt_keys TO {role}",
     ),
     "admin": (
         f"GRANT SELECT ON {_READ}, fieldcrypt_audit, fieldcrypt_audit_seals TO {{role}}",
@@ -128,6 +130,7 @@ ACTS: dict[str, Act] = {
     "key_domains": _READ_KEYS,
     **dict.fromkeys(("audit_log", "audit_chain", "audit_seals"), Act("read the audit log", ("auditor", "admin"))),
     "add_seal": Act("seal the audit log", ("admin",)),
+    "key_ids_held": Act("see which key ids the store holds", ("consumer", "producer", "auditor", "admin")),
     "create": _CREATE,
     "create_branch": _CREATE,
     "reserve": Act("charge encryption leases", ("producer", "admin")),

@@ -770,6 +770,24 @@ class SqlKeyStore(KeyStore):
         (:data:`fieldcrypt.keys.chain.Row`)."""
         return self._read(_CHAIN_AFTER, (int(after), int(limit)))
 
+    def key_ids_held(self, key_ids: Sequence[int]) -> tuple[set[int], set[int]]:
+        """Of ``key_ids``: those the store holds, and those its shred log holds (reads key ids only: an auditor
+        may)."""
+        held: set[int] = set()
+        shredded: set[int] = set()
+        ids = [int(k) for k in key_ids]
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            held |= {
+                int(r[0]) for r in self._read(f"SELECT key_id FROM fieldcrypt_keys WHERE key_id IN ({marks})", chunk)
+            }
+            shredded |= {
+                int(r[0])
+                for r in self._read(f"SELECT key_id FROM fieldcrypt_shredded WHERE key_id IN ({marks})", chunk)
+            }
+        return held, shredded
+
     def audit_seals(self) -> list[chain.Seal]:
         rows = self._read("SELECT seq, hash, at, actor, kek_uri, tag FROM fieldcrypt_audit_seals ORDER BY seq, kek_uri")
         return [chain.Seal(int(q), bytes(h), float(a), str(w), str(k), bytes(t)) for q, h, a, w, k, t in rows]

@@ -361,16 +361,18 @@ def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
     else:
         entry = "same" if rows[0][9] is not None and bytes(rows[0][9]).hex() == doc["audit"]["last_hash"] else "changed"
     named = [k for s in doc["subjects"] for k in s["keys"]] + list(doc["keys"])
-    problems = []
+    problems: list[tuple[str, str]] = []
+    ids: dict[str, int] = {}
     for k in named:
         text = str(k.get("key_id", "")) if isinstance(k, dict) else ""
         try:
-            key_id = int(text, 16)
+            ids[text] = int(text, 16)
         except ValueError:
             problems.append((text, "unknown"))
-            continue
-        if src._call(lambda i=key_id: src.store.get(i)) is not None:  # type: ignore[misc]
-            problems.append((text, "present"))
-        elif src._call(lambda i=key_id: src.store.shredded(i)) is None:  # type: ignore[misc]
+    held, shredded = src._call(lambda: src.store.key_ids_held(sorted(set(ids.values()))))
+    for text, key_id in ids.items():
+        if key_id in held:
+            problems.append((text, "present"))  # in the store again: a restored backup, without the shred log
+        elif key_id not in shredded:
             problems.append((text, "unknown"))
     return ReceiptCheck(verdict, checked, entry, len(named), tuple(problems))

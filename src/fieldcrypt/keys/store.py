@@ -406,6 +406,11 @@ class KeyStore(abc.ABC):
         """Record a seal of the audit chain."""
         raise ConfigurationError(f"key store {type(self).__name__} keeps no hash-chained audit log")
 
+    def key_ids_held(self, key_ids: Sequence[int]) -> tuple[set[int], set[int]]:
+        """Of ``key_ids``: those the store holds, and those its shred log holds."""
+        held = {k for k in key_ids if self.get(k) is not None}
+        return held, {k for k in key_ids if self.shredded(k) is not None}
+
     def last_audit_span(self) -> tuple[int, int, bytes] | None:
         """(first seq, last seq, last hash) of the audit entries this thread's last write appended, or None."""
         return None
