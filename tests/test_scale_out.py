@@ -121,6 +121,25 @@ def test_three_processes_merged_count_what_one_process_counts(
 
 
 @pytest.mark.broker
+def test_one_data_subjects_proof_over_three_processes(
+    topic: dict[str, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The erasure proof of one person (verify --data-subject) for a topic read by several processes: merged, it
+    is what one process finds; shares of other persons or of all persons are not added to it."""
+    person = ["--data-subject", "cust-4", *topic["keys"]]
+    code, single = _one(capfd, "verify", topic["name"], *topic["cluster"], "--json", *person)
+    [row] = single["rows"]
+    assert row["erased"] > 0 and row["readable"] == 0 and single["data_subject"] == "cust-4"
+    files = _split("verify", topic, tmp_path, *person)
+    code_merged, merged = _one(capfd, "verify", "--merge", *map(str, files), "--json")
+    assert (code_merged, _counts(merged)) == (code, _counts(single))
+    (tmp_path / "o").mkdir()
+    other = _split("verify", topic, tmp_path / "o", "--data-subject", "cust-5", *topic["keys"])
+    assert main(["verify", "--merge", str(files[0]), str(other[1]), str(files[2])]) == 3
+    assert "data_subject" in capfd.readouterr().err
+
+
+@pytest.mark.broker
 def test_a_merge_that_would_count_wrong_is_refused(
     topic: dict[str, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -191,6 +191,45 @@ def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
     assert code == 0 and json.loads(out)["rows"][0]["records"] == 2
 
 
+@pytest.mark.broker
+def test_verify_one_data_subject_is_the_proof_of_their_erasure(
+    broker, http_registry, keyring: Keyring, store_url: str, kek_uri: str, capfd
+) -> None:
+    topic = f"verify-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    registry = SchemaRegistryClient({"url": http_registry.url})
+    producer = SerializingProducer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "value.serializer": AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring),
+        }
+    )
+    for i in range(6):
+        producer.produce(topic, value=customer(i % 3))
+    producer.flush(30)
+    keyring.shred_person("cust-1")
+    argv = [topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--store", store_url,
+            "--kek", kek_uri]  # fmt: skip
+    code, out, err = run(capfd, "verify", *argv, "--data-subject", "cust-1", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["data_subject"] == "cust-1" and [r["data-subject"] for r in report["rows"]] == ["cust-1"]
+    assert (report["rows"][0]["erased"], report["rows"][0]["readable"]) == (6, 0)
+    assert report["findings"]["readable_of_data_subject"] == 0 and report["records"] == 6
+    # a person not erased: their readable values are the finding (exit 7), counted, never shown
+    code, out, _ = run(capfd, "verify", *argv, "--data-subject", "cust-0")
+    assert code == 7 and "6 value(s) of the data subject still readable" in out
+    assert customer(0)["email"] not in out
+    # nobody of that id in the topic: nothing of theirs readable
+    code, out, _ = run(capfd, "verify", *argv, "--data-subject", "cust-9", "--json")
+    assert code == 0 and json.loads(out)["rows"] == [
+        {"data-subject": "cust-9", "records": 0, "readable": 0, "erased": 0, "denied": 0, "plaintext": 0,
+         "plaintext_fields": {}}
+    ]  # fmt: skip
+    code, _, err = run(capfd, "verify", *argv, "--data-subject", "cust-1", "--by", "domain")
+    assert code == 2 and "--data-subject" in err
+
+
 # --- what is around: topic, broker, registry ----------------------------------------------------------------------
 
 

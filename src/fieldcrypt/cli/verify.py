@@ -34,6 +34,7 @@ from fieldcrypt.cli._common import (
     add_policy_options,
     clean,
     emit,
+    given,
     policy_conf,
     table,
 )
@@ -143,8 +144,14 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--by",
         choices=BY,
-        default="domain",
+        default=None,
         help="count per key domain (as the key store records each value's key; default) or per data subject",
+    )
+    p.add_argument(
+        "--data-subject",
+        metavar="ID",
+        help="count only this person's values (by the records' data-subject field), never printing one; exit 7 if "
+        "any is readable or in clear (the proof of an erasure: every one erased). Implies --by data-subject",
     )
     add_range_options(p)
     add_merge_option(p)
@@ -287,6 +294,7 @@ _LABELS = {
     "untagged_ciphertext": "ciphertext value(s) in untagged fields",
     "tampered": "tampered record(s)",
     "bad_records": "other bad record(s)",
+    "readable_of_data_subject": "value(s) of the data subject still readable",
 }
 
 
@@ -307,6 +315,10 @@ def run(args: argparse.Namespace) -> int:
     if merged is not None:
         return emit_merged(args, merged, _LABELS)
     topic = topic_of(args)
+    person = given(args.data_subject, "--data-subject")
+    if person is not None and args.by == "domain":
+        raise UsageError("--data-subject counts one person's values: drop --by domain")
+    by = "data-subject" if person is not None else (args.by or "domain")
     schema_type = _schema_type(args)
     where = range_of(args)
     conf = policy_conf(args)
@@ -321,11 +333,12 @@ def run(args: argparse.Namespace) -> int:
                 topic,
                 kafka,
                 registry,
-                by=args.by,
+                by=by,
                 timeout=args.timeout,
                 fmt=schema_type,
                 conf=conf,
                 progress=progress,
+                data_subject=person,
                 **where,
             )
     finally:

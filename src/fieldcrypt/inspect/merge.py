@@ -43,8 +43,8 @@ def _kind(report: Mapping[str, Any], name: str) -> str:
 
 _SCAN_TOP = {"topic", "partitions", "records", "tombstones", "keys_scanned", "decrypted", "detectors", "subjects",
              "bad_records", "findings", "clean", "run", "shards"}  # fmt: skip
-_VERIFY_TOP = {"topic", "by", "partitions", "records", "tombstones", "rows", "untagged_ciphertext", "bad_records",
-               "findings", "clean", "run", "shards"}  # fmt: skip
+_VERIFY_TOP = {"topic", "by", "data_subject", "partitions", "records", "tombstones", "rows", "untagged_ciphertext",
+               "bad_records", "findings", "clean", "run", "shards"}  # fmt: skip
 _FIELD_KEYS = {"field", "tagged", "schema_path", "detections", "offsets", "more_offsets", "distinct",
                "distinct_is_lower_bound", "most_frequent", *_SUMMED_SCAN}  # fmt: skip
 _ROW_COUNTS = ("records", "readable", "masked", "erased", "denied", "tampered", "plaintext")
@@ -165,6 +165,10 @@ def _check(name: str, r: dict[str, Any], kind: str) -> None:
         return
     if r.get("by") not in ("domain", "data-subject"):
         raise _fail(name, "by", "is not domain or data-subject")
+    if "data_subject" in r:
+        _str(name, "data_subject", r["data_subject"])
+        if r["by"] != "data-subject":
+            raise _fail(name, "data_subject", "is given with by domain")
     for i, row in enumerate(_list(name, "rows", r.get("rows"))):
         row = _obj(name, f"rows[{i}]", row)
         names = {"domain", "key"} if r["by"] == "domain" else {r["by"]}
@@ -206,7 +210,7 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     kind = kinds.pop()
     first_name, first = items[0]
     topic = first["topic"]
-    same = ("detectors", "keys_scanned", "decrypted") if kind == "scan" else ("by",)
+    same = ("detectors", "keys_scanned", "decrypted") if kind == "scan" else ("by", "data_subject")
     seen: dict[int, str] = {}
     shards = []
     for name, r in items:
@@ -245,6 +249,8 @@ def merge_reports(reports: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         merged["subjects"] = _merge_subjects(items)
     else:
         merged["by"] = first["by"]
+        if first.get("data_subject") is not None:
+            merged["data_subject"] = first["data_subject"]
         merged["rows"] = _merge_rows(items, first["by"])
         merged["untagged_ciphertext"] = _merge_untagged(items)
     merged["bad_records"] = _merge_bad(items)
@@ -391,9 +397,12 @@ def _findings(kind: str, merged: dict[str, Any]) -> dict[str, int]:
             "records_not_examined": bad["count"],
         }
     tampered = bad["by_reason"].get("tampered", 0)
-    return {
+    found = {
         "plaintext": sum(r.get("plaintext", 0) for r in merged["rows"]),
         "untagged_ciphertext": sum(u["values"] for u in merged["untagged_ciphertext"]),
         "tampered": tampered,
         "bad_records": bad["count"] - tampered,
     }
+    if merged.get("data_subject") is not None:
+        found["readable_of_data_subject"] = sum(r.get("readable", 0) for r in merged["rows"])
+    return found

@@ -215,6 +215,9 @@ class VerifyReport:
     topic: str
     by: str
     rows: dict[str, Counts] = field(default_factory=dict)
+    #: with ``data_subject``: only that person's row is kept (``by`` is data-subject), and their readable values
+    #: are a finding (the proof of an erasure: every value of theirs erased, none readable nor in clear)
+    data_subject: str | None = None
     bad: BadRecords = field(default_factory=BadRecords)
     spans: list[Span] = field(default_factory=list)
     records: int = 0
@@ -224,12 +227,15 @@ class VerifyReport:
 
     def findings(self) -> dict[str, int]:
         tampered = self.bad.by_reason.get("tampered", 0)
-        return {
+        found = {
             "plaintext": sum(r.plaintext for r in self.rows.values()),
             "untagged_ciphertext": sum(u.values for u in self.untagged.values()),
             "tampered": tampered,
             "bad_records": self.bad.count - tampered,
         }
+        if self.data_subject is not None:
+            found["readable_of_data_subject"] = sum(r.readable for r in self.rows.values())
+        return found
 
     @property
     def clean(self) -> bool:
@@ -239,6 +245,7 @@ class VerifyReport:
         return {
             "topic": self.topic,
             "by": self.by,
+            **({} if self.data_subject is None else {"data_subject": self.data_subject}),
             "partitions": [s.as_dict() for s in self.spans],
             "records": self.records,
             "tombstones": self.tombstones,
@@ -426,13 +433,21 @@ def verify_topic(
     to_offset: int | None = None,
     max_records: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    data_subject: str | None = None,
 ) -> VerifyReport:
     """Read ``topic`` (all of it, or the range given) and count, per key domain (``by="domain"``) or data subject
     (``by="data-subject"``), what its encrypted values read as. ``conf``: fieldcrypt conf keys for the deserializers
     (``fieldcrypt.tags``, ``fieldcrypt.plaintext.tags``, ``fieldcrypt.tag.domains``, ``fieldcrypt.domain``);
-    ``fmt``: ``avro`` or ``json`` to check every record's schema type against."""
+    ``fmt``: ``avro`` or ``json`` to check every record's schema type against. ``data_subject``: count only that
+    person's values (by the data-subject field of each record, as written), and count their readable ones as a
+    finding: the proof, after an erasure, that none of theirs remains readable or in clear."""
     if by not in BY:
         raise ConfigurationError(f"by must be one of: {', '.join(BY)} (not {by!r})")
+    if data_subject is not None:
+        if not isinstance(data_subject, str) or not data_subject.strip():
+            raise ConfigurationError("data_subject must be a non-blank str (the id as records hold it)")
+        if by != "data-subject":
+            raise ConfigurationError("data_subject counts per data subject: by must be 'data-subject'")
     if fmt is not None and fmt not in keys():
         raise ConfigurationError(f"fmt must be {' or '.join(keys())}")
     wanted = format_by_key(fmt).schema_type if fmt is not None else None
@@ -446,7 +461,9 @@ def verify_topic(
         return found
 
     schemas = Schemas(registry, topic)
-    report = VerifyReport(topic, by)
+    report = VerifyReport(topic, by, data_subject=data_subject)
+    if data_subject is not None:
+        report.row(data_subject)  # their row, even if no record of theirs is found
     with TopicReader(
         topic,
         kafka_conf,
@@ -522,6 +539,8 @@ def verify_topic(
                     key = person(record) or "-"
                 else:
                     key = (plan.runner.person_of(record) if plan is not None else None) or "-"
+                if data_subject is not None and key != data_subject:
+                    continue  # another person's record (its untagged-field findings are not this proof's)
                 row = report.row(key)
                 row.records += 1
                 row.values += read[0]
