@@ -135,19 +135,86 @@ def timed_cli(*argv: str) -> float:
 
 def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]:
     kek = fieldcrypt.create_local_kek(tmp / f"kek-{uuid.uuid4().hex}.json")
+    sample = random.sample(range(people), batch)
     with store_url(kind, tmp) as owner_url:
         fill_s = fill(owner_url, people, kek=kek)
         with admin_login(owner_url) as url:
-            return _shred_as(kind, tmp, url, people, batch, fill_s, kek)
+            row = _shred_as(kind, tmp, url, people, batch, fill_s, kek, sample)
+    # the same shred of the same people in a store filled alike, its audit log written without the hash chain (as
+    # before issue 22): what the chain costs, measured side by side
+    with store_url(kind, tmp) as owner_url:
+        fill(owner_url, people, kek=kek)
+        with admin_login(owner_url) as url, unchained(owner_url):
+            base = _shred_as(kind, tmp, url, people, batch, 0.0, kek, sample, quiet=True)
+    key = f"shred_{batch}_from_file_s"
+    row[f"shred_{batch}_unchained_s"] = base[key]
+    row["audit_chain_cost"] = f"{(row[key] / base[key] - 1) * 100:+.1f}%"
+    print(json.dumps({"bench": "audit-chain", "store": kind, "chained_s": row[key], "unchained_s": base[key],
+                      "cost": row["audit_chain_cost"]}), flush=True)  # fmt: skip
+    return row
 
 
-def _shred_as(kind: str, tmp: Path, url: str, people: int, batch: int, fill_s: float, kek: str) -> dict[str, Any]:
+@contextlib.contextmanager
+def unchained(owner_url: str) -> Iterator[None]:
+    """Within: audit entries written as before the hash chain (no link, no lock, no head read; the store's guard
+    against unlinked entries lifted for it). A baseline for the bench only."""
+    from fieldcrypt.keys import _sql
+
+    def plain(self: Any, ex: Any, entries: Any) -> None:
+        rows = [_sql._audit_row(e) for e in entries]
+        cols = "at, actor, operation, domain, person, key_ids, reason, detail"
+        if owner_url.startswith("postgresql") and len(rows) > 1:
+            ex.copy(f"COPY fieldcrypt_audit ({cols}) FROM STDIN", rows)
+            return
+        for i in range(0, len(rows), 100):
+            chunk = rows[i : i + 100]
+            marks = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+            ex(f"INSERT INTO fieldcrypt_audit ({cols}) VALUES {marks}", [v for r in chunk for v in r])
+
+    if owner_url.startswith("sqlite"):
+        import sqlite3
+
+        db = sqlite3.connect(owner_url[len("sqlite:///") :])
+        if "hash" in {r[1] for r in db.execute("PRAGMA table_info(fieldcrypt_audit)")}:
+            # the table as it was before the chain (its entries so far are the fill's: not needed here)
+            db.executescript(
+                "DROP TABLE fieldcrypt_audit; CREATE TABLE fieldcrypt_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "at REAL NOT NULL, actor TEXT NOT NULL, operation TEXT NOT NULL, domain TEXT, person TEXT NOT NULL "
+                "DEFAULT '', key_ids TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL "
+                "DEFAULT '');"
+            )
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE fieldcrypt_audit DISABLE TRIGGER fieldcrypt_audit_chain")
+    saved = _sql.SqlKeyStore._audits
+    _sql.SqlKeyStore._audits = plain  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _sql.SqlKeyStore._audits = saved  # type: ignore[method-assign]
+
+
+def _shred_as(
+    kind: str,
+    tmp: Path,
+    url: str,
+    people: int,
+    batch: int,
+    fill_s: float,
+    kek: str,
+    sample: list[int],
+    *,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """The shreds of bench_shred, run with the key store URL ``url`` (PostgreSQL: an admin role's login) and a KEK
     of the store's pseudonym key (the CLI hashes each id it is given; one KEK unwrap per command)."""
     s = ["--store", url, "--kek", kek, "--reason", "bench", "--yes"]
     one = timed_cli("keys", "shred", "--data-subject", person(people // 2), *s)
     ids = tmp / "erasures.txt"
-    ids.write_text("\n".join(person(i) for i in random.sample(range(people), batch)) + "\n")
+    ids.write_text("\n".join(person(i) for i in sample) + "\n")
     many = timed_cli("keys", "shred", "--from-file", str(ids), *s)
     again = timed_cli("keys", "shred", "--data-subject", person(people // 2), *s)
     # the batch re-run: a no-op
@@ -167,7 +234,8 @@ def _shred_as(kind: str, tmp: Path, url: str, people: int, batch: int, fill_s: f
         f"shred_{batch}_again_noop_s": round(file_again, 3),
         "keys_left": left,
     }
-    print(json.dumps(row), flush=True)
+    if not quiet:
+        print(json.dumps(row), flush=True)
     return row
 
 

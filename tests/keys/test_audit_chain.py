@@ -150,17 +150,18 @@ def test_an_entry_written_outside_fieldcrypt_is_an_insertion(store_url: str, tmp
     kek = create_local_kek(tmp_path / "kek.json")
     _history(store_url, kek)
     last = _seqs(store_url)[-1]
-    _sql(
+    _sql(  # (no link: NULL where the column allows it, else empty)
         store_url,
-        "INSERT INTO fieldcrypt_audit (seq, at, actor, operation, domain, person, key_ids, reason, detail) "
-        f"VALUES ({last + 1}, 1.0, 'mallory', 'restore', NULL, '', '', '', '')",
+        "INSERT INTO fieldcrypt_audit (seq, at, actor, operation, domain, person, key_ids, reason, detail, hash) "
+        f"VALUES ({last + 1}, 1.0, 'mallory', 'restore', NULL, '', '', '', '', ?)",
+        args=(b"" if store_url.startswith("sqlite") else None,),
     )
     code, report = _verify(store_url)
     assert code == 7 and report["break"]["kind"] == "inserted" and report["break"]["seq"] == last + 1
     if store_url.startswith("sqlite"):  # with its guard in place, SQLite refuses an entry without its link
         db = sqlite3.connect(store_url[len("sqlite:///") :])
         create_key_store(store_url)  # (keys init: puts the guards back)
-        with pytest.raises(sqlite3.IntegrityError, match="hash-chained"):
+        with pytest.raises(sqlite3.IntegrityError, match="hash"):
             db.execute("INSERT INTO fieldcrypt_audit (at, actor, operation) VALUES (1, 'x', 'create')")
 
 
@@ -249,6 +250,10 @@ def test_an_older_store_is_chained_once_and_a_gap_in_a_chained_one_is_never_laun
     code = cli(["keys", "init", "--store", url])
     assert code == 0
     assert _verify(url)[0] == 0
+    db = sqlite3.connect(url[len("sqlite:///") :])
+    with pytest.raises(sqlite3.IntegrityError, match="hash-chained"):  # its column is nullable: a trigger guards it
+        db.execute("INSERT INTO fieldcrypt_audit (at, actor, operation) VALUES (1, 'x', 'create')")
+    db.close()
     # a chained store with an entry added without its link: `keys init` leaves it for --verify to name
     _sql(
         url,

@@ -199,7 +199,7 @@ END $$;
 DROP TRIGGER IF EXISTS fieldcrypt_audit_chain ON fieldcrypt_audit;
 
 CREATE TRIGGER fieldcrypt_audit_chain BEFORE INSERT ON fieldcrypt_audit
-    FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_chain();
+    FOR EACH ROW WHEN (NEW.hash IS NULL) EXECUTE FUNCTION fieldcrypt_audit_chain();
 
 CREATE OR REPLACE FUNCTION fieldcrypt_key_id(p_id bigint) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, {schema}, pg_temp AS $$

@@ -716,14 +716,10 @@ class SqlKeyStore(KeyStore):
             return
         seq, prev = self._chain_head(ex)
         first = seq + 1
-        rows: list[list[Any]] = []
-        for entry in entries:
-            seq += 1
-            row = _audit_row(entry)
-            prev = chain.link(prev, seq, row)
-            rows.append([seq, *row, prev])
-        self._append_audit_rows(ex, rows)
-        self._spans().last = (first, seq, prev)
+        rows = [_audit_row(entry) for entry in entries]
+        hashes = chain.links(prev, first, rows)
+        self._append_audit_rows(ex, [[first + i, *row, h] for i, (row, h) in enumerate(zip(rows, hashes, strict=True))])
+        self._spans().last = (first, first + len(rows) - 1, hashes[-1])
 
     def _spans(self) -> threading.local:
         spans: threading.local = self.__dict__.setdefault("_audit_spans", threading.local())

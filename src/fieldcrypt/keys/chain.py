@@ -60,6 +60,45 @@ def link(prev: bytes | None, seq: int, row: Sequence[Any]) -> bytes:
     return hashlib.sha256(b"".join(parts)).digest()
 
 
+def links(prev: bytes | None, seq: int, rows: Sequence[Sequence[Any]]) -> list[bytes]:
+    """The hashes of consecutive entries from ``seq`` on (each row as for :func:`link`), the first following
+    ``prev``: :func:`link` over a batch, the columns a batch repeats (actor, operation, domain, reason) encoded
+    once."""
+    out: list[bytes] = []
+    memo: dict[Any, bytes] = {}
+    sha, q, d = hashlib.sha256, _Q.pack, _D.pack
+    for at, actor, operation, domain, person, key_ids, reason, detail in rows:
+        head = memo.get((actor, operation, domain))
+        if head is None:
+            head = memo[(actor, operation, domain)] = _text(actor) + _text(operation) + _text(domain)
+        tail = memo.get(reason)
+        if tail is None:
+            tail = memo[reason] = _text(reason)
+        p = person.encode("utf-8")
+        k = key_ids.encode("utf-8")
+        t = detail.encode("utf-8")
+        prev = sha(
+            b"".join(
+                (
+                    prev or b"",
+                    q(seq),
+                    d(float(at)),
+                    head,
+                    _I.pack(len(p)),
+                    p,
+                    _I.pack(len(k)),
+                    k,
+                    tail,
+                    _I.pack(len(t)),
+                    t,
+                )
+            )
+        ).digest()
+        out.append(prev)
+        seq += 1
+    return out
+
+
 def seal_context(seq: int, digest: bytes, at: float, actor: str) -> bytes:
     """The associated data of a seal of the entry (seq, digest), made at ``at`` by ``actor``."""
     return _SEAL + _Q.pack(int(seq)) + bytes(digest) + _D.pack(float(at)) + actor.encode("utf-8")
@@ -153,7 +192,7 @@ def _classify(rows: list[Row], j: int) -> ChainBreak:
     prev_seq = int(rows[j - 1][0]) if j else 0
     prev = bytes(rows[j - 1][9]) if j and rows[j - 1][9] is not None else (GENESIS if not j else None)
     nxt = rows[j + 1] if j + 1 < len(rows) else None
-    if r[9] is None:
+    if r[9] is None or len(r[9]) != len(GENESIS):
         return ChainBreak(seq, "inserted", f"entry {seq} carries no chain link: it was written outside fieldcrypt")
     if seq > prev_seq + 1:
         gone = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1} to {seq - 1}"

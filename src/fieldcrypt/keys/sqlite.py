@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS fieldcrypt_audit (
     key_ids     TEXT    NOT NULL DEFAULT '',
     reason      TEXT    NOT NULL DEFAULT '',
     detail      TEXT    NOT NULL DEFAULT '',
-    hash        BLOB                           -- its link in the chain (fieldcrypt.keys.chain)
+    hash        BLOB    NOT NULL               -- its link in the chain (fieldcrypt.keys.chain)
 );
 CREATE TABLE IF NOT EXISTS fieldcrypt_audit_seals (
     seq         INTEGER NOT NULL,              -- the audit entry sealed (the chain's head then)
@@ -117,8 +117,9 @@ CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_seals_append_only_d BEFORE DELETE 
     BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
 """
 
-#: an entry without its link is refused (a writer of an older fieldcrypt would break the chain): created once the
-#: column exists (a store made before the chain gets it from initialize)
+#: an entry without its link is refused (a writer of an older fieldcrypt would break the chain): a new store's column
+#: is NOT NULL; a store made before the chain gets the column from initialize (SQLite adds no NOT NULL column
+#: without a default), and this trigger instead
 _AUDIT_CHAINED = (
     "CREATE TRIGGER IF NOT EXISTS fieldcrypt_audit_chained BEFORE INSERT ON fieldcrypt_audit WHEN NEW.hash IS NULL "
     "BEGIN SELECT RAISE(ABORT, 'audit entries are hash-chained: an entry without its link is refused'); END"
@@ -182,9 +183,11 @@ class SqliteKeyStore(SqlKeyStore):
             db = self._connection()
             db.executescript(_SCHEMA)
             columns = {str(r[1]) for r in db.execute("PRAGMA table_info(fieldcrypt_keys)").fetchall()}
-            if "hash" not in {str(r[1]) for r in db.execute("PRAGMA table_info(fieldcrypt_audit)").fetchall()}:
+            audit = {str(r[1]): bool(r[3]) for r in db.execute("PRAGMA table_info(fieldcrypt_audit)").fetchall()}
+            if "hash" not in audit:
                 db.execute("ALTER TABLE fieldcrypt_audit ADD COLUMN hash BLOB")  # a store made before the chain
-            db.execute(_AUDIT_CHAINED)
+            if not audit.get("hash"):  # (nullable: an upgraded store's)
+                db.execute(_AUDIT_CHAINED)
         except sqlite3.Error as exc:
             raise KeyStoreUnavailableError(f"cannot create the SQLite key store {self._path!r}") from exc
         with self._tx() as ex:
