@@ -109,8 +109,8 @@ def main() -> None:
             )
     print("\n".join(lines))
     shreds = [
-        "| shred (store, as) | people in store | one | batch from a file | batch again (no-op) |",
-        "|---|---|---|---|---|",
+        "| shred (store, as) | people in store | one | batch from a file | batch again (no-op) | audit chain's cost |",
+        "|---|---|---|---|---|---|",
     ]
     for r in life:
         if r.get("bench") == "shred":
@@ -121,7 +121,8 @@ def main() -> None:
             n = batch[len("shred_") : -len("_from_file_s")]
             shreds.append(
                 f"| {r['store']} ({r['shred_as']}) | {r['people']} | {r['shred_one_s']} s | {n} people: "
-                f"{r[batch]} s ({round(int(n) / r[batch])} people/s) | {r[again]} s |"
+                f"{r[batch]} s ({round(int(n) / r[batch]) if r[batch] else '-'} people/s) | {r[again]} s "
+                f"| {r.get('audit_chain_cost', '-')} |"
             )
     print("\n" + "\n".join(shreds))
     for m in memory:
