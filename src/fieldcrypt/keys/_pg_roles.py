@@ -61,7 +61,10 @@ _HELPERS = (
     ("fieldcrypt_unused_id", "bigint"),
     ("fieldcrypt_key_id", "bigint"),
     ("fieldcrypt_audit_field", "text"),
-    ("fieldcrypt_audit_chain", ""),
+    (
+        "fieldcrypt_audit_append",
+        "double precision, text, text, text, text, text, text, text",
+    ),
 )
 
 _READ = (
@@ -170,36 +173,36 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 ELSE int4send(octet_length(convert_to(p, 'UTF8'::name))) || convert_to(p, 'UTF8'::name) END
 $$;
 
-CREATE OR REPLACE FUNCTION fieldcrypt_audit_chain() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema}, pg_temp AS $$
+CREATE OR REPLACE FUNCTION fieldcrypt_audit_append(
+    p_at double precision, p_actor text, p_operation text, p_domain text, p_person text, p_key_ids text,
+    p_reason text, p_detail text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, {schema}, pg_temp AS $$
 DECLARE
     v_seq bigint;
     v_prev bytea;
 BEGIN
-    -- an entry the functions write: its seq and link, after the chain's head read under the chain's lock (held to
-    -- commit), as PostgresKeyStore links an admin's entries (which arrive linked)
-    IF NEW.hash IS NOT NULL THEN
-        RETURN NEW;
-    END IF;
+    -- an entry the functions write, linked after the chain's head read under the chain's lock (held to commit), as
+    -- PostgresKeyStore links an admin's entries (a function, not a trigger: a row trigger would make every COPY of
+    -- a batch shred's entries insert row by row)
     PERFORM fieldcrypt_lock('fieldcrypt audit', pg_catalog.convert_to('chain', 'UTF8'::name));
     SELECT a.seq, a.hash INTO v_seq, v_prev FROM fieldcrypt_audit a ORDER BY a.seq DESC LIMIT 1;
     IF NOT FOUND THEN
         v_seq := 0;
         v_prev := decode(repeat('00', 32), 'hex');
     END IF;
-    NEW.seq := v_seq + 1;
-    NEW.hash := sha256(COALESCE(v_prev, ''::bytea) || int8send(NEW.seq) || float8send(NEW.at)
-        || fieldcrypt_audit_field(NEW.actor) || fieldcrypt_audit_field(NEW.operation)
-        || fieldcrypt_audit_field(NEW.domain) || fieldcrypt_audit_field(NEW.person)
-        || fieldcrypt_audit_field(NEW.key_ids) || fieldcrypt_audit_field(NEW.reason)
-        || fieldcrypt_audit_field(NEW.detail));
-    RETURN NEW;
+    v_seq := v_seq + 1;
+    INSERT INTO fieldcrypt_audit (seq, at, actor, operation, domain, person, key_ids, reason, detail, hash)
+        VALUES (v_seq, p_at, p_actor, p_operation, p_domain, p_person, p_key_ids, p_reason, p_detail,
+                sha256(COALESCE(v_prev, ''::bytea) || int8send(v_seq) || float8send(p_at)
+                    || fieldcrypt_audit_field(p_actor) || fieldcrypt_audit_field(p_operation)
+                    || fieldcrypt_audit_field(p_domain) || fieldcrypt_audit_field(p_person)
+                    || fieldcrypt_audit_field(p_key_ids) || fieldcrypt_audit_field(p_reason)
+                    || fieldcrypt_audit_field(p_detail)));
 END $$;
 
 DROP TRIGGER IF EXISTS fieldcrypt_audit_chain ON fieldcrypt_audit;
 
-CREATE TRIGGER fieldcrypt_audit_chain BEFORE INSERT ON fieldcrypt_audit
-    FOR EACH ROW WHEN (NEW.hash IS NULL) EXECUTE FUNCTION fieldcrypt_audit_chain();
+DROP FUNCTION IF EXISTS fieldcrypt_audit_chain();
 
 CREATE OR REPLACE FUNCTION fieldcrypt_key_id(p_id bigint) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, {schema}, pg_temp AS $$
@@ -288,10 +291,9 @@ BEGIN
     INSERT INTO fieldcrypt_keys (key_id, domain, person, version, kek_uri, wrapped, created_at, state, encryptions,
                                  branch_id)
         VALUES (v_id, p_domain, p_person, v_version, v_kek, p_wrapped, p_now, 'active', p_charge, p_branch_id);
-    INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
-        VALUES (p_at, p_actor, p_operation, p_domain, p_person,
-                CASE WHEN held THEN fieldcrypt_key_id(cur.key_id) || ',' ELSE '' END || fieldcrypt_key_id(v_id),
-                p_reason, p_detail);
+    PERFORM fieldcrypt_audit_append(p_at, p_actor, p_operation, p_domain, p_person,
+        CASE WHEN held THEN fieldcrypt_key_id(cur.key_id) || ',' ELSE '' END || fieldcrypt_key_id(v_id),
+        p_reason, p_detail);
     RETURN QUERY SELECT 'created', v_id, v_version, v_kek, p_wrapped, p_now, 'active'::text, p_charge, p_branch_id;
 END $$;
 
@@ -344,10 +346,9 @@ BEGIN
     END IF;
     INSERT INTO fieldcrypt_branches (branch_id, domain, version, state, kek_uri, wrapped, created_at)
         VALUES (v_id, p_domain, v_version, 'active', p_kek_uri, p_wrapped, p_now);
-    INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
-        VALUES (p_at, p_actor, p_operation, p_domain, '',
-                CASE WHEN held THEN fieldcrypt_key_id(cur.branch_id) || ',' ELSE '' END || fieldcrypt_key_id(v_id),
-                p_reason, 'branch key, wrapped by ' || p_kek_uri);
+    PERFORM fieldcrypt_audit_append(p_at, p_actor, p_operation, p_domain, '',
+        CASE WHEN held THEN fieldcrypt_key_id(cur.branch_id) || ',' ELSE '' END || fieldcrypt_key_id(v_id),
+        p_reason, 'branch key, wrapped by ' || p_kek_uri);
     RETURN QUERY SELECT 'created', v_id, v_version, p_kek_uri, p_wrapped, p_now, 'active'::text;
 END $$;
 
@@ -401,8 +402,8 @@ BEGIN
         INSERT INTO fieldcrypt_domains (domain, primary_kek, accepted, created_at)
             VALUES (p_domain, p_kek_uri, '[]', p_now) ON CONFLICT (domain) DO NOTHING;
         IF FOUND THEN
-            INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
-                VALUES (p_at, p_actor, p_operation, p_domain, p_person, '', p_reason, 'primary ' || p_kek_uri);
+            PERFORM fieldcrypt_audit_append(p_at, p_actor, p_operation, p_domain, p_person, '', p_reason,
+                'primary ' || p_kek_uri);
         END IF;
     END IF;
     RETURN QUERY SELECT d.domain, d.primary_kek, d.accepted FROM fieldcrypt_domains d
@@ -460,9 +461,8 @@ BEGIN
         VALUES (p_domain, p_kek_uri, p_wrapped, p_fingerprint, extract(epoch FROM clock_timestamp()))
         ON CONFLICT (domain, kek_uri) DO NOTHING;
     IF FOUND THEN
-        INSERT INTO fieldcrypt_audit (at, actor, operation, domain, person, key_ids, reason, detail)
-            VALUES (p_at, p_actor, 'pseudonymize', p_domain, '', '', p_reason,
-                    'pseudonym key ' || p_fingerprint || ' wrapped by ' || p_kek_uri);
+        PERFORM fieldcrypt_audit_append(p_at, p_actor, 'pseudonymize', p_domain, '', '', p_reason,
+            'pseudonym key ' || p_fingerprint || ' wrapped by ' || p_kek_uri);
     END IF;
     RETURN p_fingerprint;
 END $$;

@@ -7,7 +7,7 @@ column it holds, so an entry edited, removed, reordered or inserted afterwards b
     hash(0) = 32 zero bytes
 
 The store computes it as it appends (PostgreSQL's functions compute the same bytes in SQL:
-``fieldcrypt_audit_chain`` in :mod:`fieldcrypt.keys._pg_roles`), under a lock that keeps the chain linear however
+``fieldcrypt_audit_append`` in :mod:`fieldcrypt.keys._pg_roles`), under a lock that keeps the chain linear however
 many processes append at once. Whoever can write the database can recompute a whole chain, so the head is also
 **sealed**: a seal is the (seq, hash) of an entry, authenticated under a KEK an admin holds (an AEAD ciphertext of
 the hash with the seal's context as associated data, so an AWS, GCP or Vault KEK seals as a local keyset does).

@@ -125,7 +125,7 @@ _SCHEMA = [
     "DROP TRIGGER IF EXISTS fieldcrypt_audit_append_only ON fieldcrypt_audit",
     "CREATE TRIGGER fieldcrypt_audit_append_only BEFORE UPDATE OR DELETE ON fieldcrypt_audit "
     "FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_append_only()",
-    # the chain (fieldcrypt.keys.chain): each entry's link; the functions' trigger fills it for their entries
+    # the chain (fieldcrypt.keys.chain): each entry's link (the functions write theirs with fieldcrypt_audit_append)
     "ALTER TABLE fieldcrypt_audit ADD COLUMN IF NOT EXISTS hash BYTEA",
     """CREATE TABLE IF NOT EXISTS fieldcrypt_audit_seals (
         seq         BIGINT NOT NULL,
@@ -140,8 +140,8 @@ _SCHEMA = [
     "FOR EACH ROW EXECUTE FUNCTION fieldcrypt_audit_append_only()",
 ]
 
-#: the lock every writer of the audit log takes before it reads the chain's head (held to commit), as the trigger
-#: ``fieldcrypt_audit_chain`` takes it: fieldcrypt_lock('fieldcrypt audit', 'chain')
+#: the lock every writer of the audit log takes before it reads the chain's head (held to commit), as the functions'
+#: ``fieldcrypt_audit_append`` takes it: fieldcrypt_lock('fieldcrypt audit', 'chain')
 _CHAIN_LOCK = ("fieldcrypt audit", "chain")
 #: the types of _CHAIN_COLUMNS, for a binary COPY
 _CHAIN_TYPES = ("int8", "float8", "text", "text", "text", "text", "text", "text", "text", "bytea")
@@ -254,6 +254,13 @@ class PostgresKeyStore(SqlKeyStore):
                 for statement in function_ddl(str(schema)):
                     ex(statement.replace("%", "%%"), ())  # %ROWTYPE is no placeholder
                 self._upgrade(ex, time.time())
+                # every entry linked (a new store's, or an upgraded one's relinked): an unlinked one is refused from
+                # now on (a store with one already is left as it is, for `keys audit --verify` to name it)
+                ex(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM fieldcrypt_audit WHERE hash IS NULL) THEN "
+                    "ALTER TABLE fieldcrypt_audit ALTER COLUMN hash SET NOT NULL; END IF; END $$",
+                    (),
+                )
         except _Denied:
             user = self._user()
             raise ConfigurationError(
