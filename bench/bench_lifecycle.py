@@ -205,7 +205,12 @@ def unchained(owner_url: str) -> Iterator[None]:
         import psycopg
 
         with psycopg.connect(owner_url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE fieldcrypt_audit DISABLE TRIGGER fieldcrypt_audit_chain")
+            conn.execute("ALTER TABLE fieldcrypt_audit ALTER COLUMN hash DROP NOT NULL")
+            # entries numbered by the sequence again, as before the chain (linked ones carry their own numbers)
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('fieldcrypt_audit', 'seq'), "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM fieldcrypt_audit), false)"
+            )
     saved = _sql.SqlKeyStore._audits
     _sql.SqlKeyStore._audits = plain  # type: ignore[method-assign]
     try:
