@@ -38,10 +38,12 @@ from fieldcrypt.keys._files import check_path, destination, shown
 from fieldcrypt.keys.pseudonyms import NO_KEK
 
 if TYPE_CHECKING:
-    from fieldcrypt.keys.admin import KeyAdmin
     from fieldcrypt.keys.kek import Kek
     from fieldcrypt.keys.report import ShredReport
     from fieldcrypt.keys.store import KeyRecord
+
+#: a :class:`fieldcrypt.keys.admin.KeyAdmin`, which imports this module (so it is not imported back)
+KeyAdmin = Any
 
 __all__ = ["Receipt", "ReceiptCheck", "read_receipt", "seal", "verify_audit", "verify_receipt"]
 
@@ -67,7 +69,7 @@ SCOPE = {
 
 
 def sealing_kek(admin: KeyAdmin, what: str) -> Kek:
-    kek = admin._src.kek
+    kek: Kek = admin._src.kek
     if kek.uri == NO_KEK:
         raise ConfigurationError(
             f"{what} is sealed under a KEK an admin holds: pass --kek URI (a KEK of yours), set FIELDCRYPT_KEK, or "
@@ -77,7 +79,8 @@ def sealing_kek(admin: KeyAdmin, what: str) -> Kek:
 
 
 def _kek_by_uri(admin: KeyAdmin, uri: str) -> Kek | None:
-    for kek in admin._src.keks:
+    keks: list[Kek] = list(admin._src.keks)
+    for kek in keks:
         if kek.uri == uri:
             return kek
     return None
@@ -142,7 +145,7 @@ def _all_rows(admin: KeyAdmin, until: int | None = None) -> list[tuple[Any, ...]
     out: list[tuple[Any, ...]] = []
     after = -(2**62)
     while True:
-        rows = admin._src._call(lambda a=after: store.audit_chain(a, 5000))  # type: ignore[misc]
+        rows = admin._src._call(lambda a=after: store.audit_chain(a, 5000))
         for r in rows:
             if until is not None and int(r[0]) > until:
                 return out
