@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from pg import pg_schema_url
 
-from fieldcrypt import Keyring, create_key_store
+from fieldcrypt import Keyring, create_key_store, open_store
 from fieldcrypt.cli import main as cli
+from fieldcrypt.errors import ConfigurationError
 from fieldcrypt.keys import chain
 from fieldcrypt.keys.kek import create_local_kek
 
@@ -260,3 +261,96 @@ def test_an_older_store_is_chained_once_and_a_gap_in_a_chained_one_is_never_laun
     assert cli(["keys", "init", "--store", url]) == 0
     code, report = _verify(url)
     assert code == 7 and report["break"]["kind"] == "inserted"
+
+
+def test_what_the_check_cannot_link_is_a_break_never_a_traceback(store_url: str, tmp_path: Path) -> None:
+    kek = create_local_kek(tmp_path / "kek.json")
+    _history(store_url, kek)
+    if store_url.startswith("sqlite"):  # SQLite keeps whatever type is written
+        for statement in ("UPDATE fieldcrypt_audit SET hash = 'abc' WHERE seq = 2",
+                          "UPDATE fieldcrypt_audit SET at = 'x' WHERE seq = 3"):  # fmt: skip
+            _sql(store_url, statement)
+            code, report = _verify(store_url)
+            assert code == 7 and report["break"]["seq"] in (2, 3)
+    with Keyring(store_url, kek) as kr:
+        with pytest.raises(ConfigurationError, match="broken"):  # a broken chain is not sealed
+            kr.seal_audit() if store_url.startswith("sqlite") else _break_and_seal(store_url, kr)
+
+
+def _break_and_seal(url: str, kr: Keyring) -> None:
+    _sql(url, "UPDATE fieldcrypt_audit SET reason = 'x' WHERE seq = 2")
+    kr.seal_audit()
+
+
+def test_an_entry_time_that_is_no_number_is_refused_by_every_writer(store_url: str, tmp_path: Path) -> None:
+    from fieldcrypt.keys.store import AuditEntry
+
+    kek = create_local_kek(tmp_path / "kek.json")
+    _history(store_url, kek)
+    store = open_store(store_url)
+    try:
+        for at in (float("nan"), float("inf")):
+            with pytest.raises(ConfigurationError, match="finite"):
+                store.append_audit(AuditEntry(at=at, actor="x", operation="shred"))
+    finally:
+        store.close()
+    if store_url.startswith("postgresql"):  # the producers' functions too (a NaN's bits would survive as written)
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as conn, pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT fieldcrypt_claim_domain('d-nan', 'k', 1.0, 'NaN'::float8, 'x', 'kek-map', '', 'r')")
+    assert _verify(store_url)[0] == 0
+
+
+def test_a_postgresql_session_rounding_floats_reads_the_chain_exactly(tmp_path: Path) -> None:
+    with pg_schema_url() as url:
+        create_key_store(url)
+        kek = create_local_kek(tmp_path / "kek.json")
+        _history(url, kek)
+        rounded = url + "%20-cextra_float_digits%3D0"  # (options=-csearch_path=... -cextra_float_digits=0)
+        code, report = _verify(rounded)
+        assert code == 0 and report["ok"]
+
+
+def test_a_store_older_than_the_chain_says_so_once_and_a_sealed_one_is_never_relinked(tmp_path: Path) -> None:
+    kek = create_local_kek(tmp_path / "kek.json")
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    create_key_store(url)
+    _history(url, kek)
+    _sql(url, "ALTER TABLE fieldcrypt_audit DROP COLUMN hash", "DROP TABLE fieldcrypt_audit_seals")
+    assert cli(["keys", "init", "--store", url]) == 0
+    with Keyring(url, kek) as kr:
+        [said] = kr.audit(operation="audit-chain")
+        assert "linked as they were found" in said.detail
+        kr.seal_audit()
+    # every link wiped (a column dropped and added again) on a sealed store: `keys init` does not relink it
+    _sql(url, "ALTER TABLE fieldcrypt_audit DROP COLUMN hash", "ALTER TABLE fieldcrypt_audit ADD COLUMN hash BLOB")
+    assert cli(["keys", "init", "--store", url]) == 0
+    code, report = _verify(url, kek)
+    assert code == 7 and report["break"]["kind"] == "inserted" and report["break"]["seq"] == 1
+
+
+def test_migrating_pseudonyms_never_relinks_a_broken_chain(tmp_path: Path) -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from test_pseudonyms import old_store
+
+    from fieldcrypt.keys.keyring import migrate_pseudonyms
+
+    kek = create_local_kek(tmp_path / "kek.json")
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    create_key_store(url)
+    old_store(url, kek, SchemaRegistryClient.new_client({"url": "mock://chain-migration"}))
+
+    def broken() -> chain.ChainBreak | None:  # (a store still in clear opens no Keyring: its rows, checked)
+        store = open_store(url)
+        try:
+            return chain.check(store.audit_chain(0, 10_000), [], lambda s: None).broken
+        finally:
+            store.close()
+
+    assert broken() is None  # (keys init linked what the older version wrote)
+    _sql(url, "UPDATE fieldcrypt_audit SET reason = 'rewritten' WHERE seq = 2")
+    with pytest.raises(ConfigurationError, match="broken at entry 2"):
+        migrate_pseudonyms(url, kek)
+    found = broken()
+    assert found is not None and found.seq == 2  # still named, not laundered

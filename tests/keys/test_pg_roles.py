@@ -423,3 +423,47 @@ def _ids(tmp_path: Path, ids: list[str]) -> Path:
     p = tmp_path / "ids.txt"
     p.write_text("\n".join(ids) + "\n")
     return p
+
+
+def _keys_made(url: str, kek: str, base: int) -> None:
+    with Keyring(url, kek) as kr:
+        for i in range(20):
+            kr.encryption_key("customers-value", f"c{base}-{i}")
+
+
+def _shreds_made(url: str, kek: str) -> None:
+    with Keyring(url, kek) as kr:
+        for i in range(10):
+            kr.shred_persons([f"c0-{i}", f"c1-{i}"], reason="concurrent")
+
+
+def test_the_chain_holds_whatever_the_logins_session_defaults(
+    logins: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Logins whose sessions default to REPEATABLE READ and round floats read back as text: producers and an admin
+    write at once, and an auditor checks the chain intact (fieldcrypt sets what it relies on itself)."""
+    import multiprocessing
+
+    _owner, urls = logins
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        for role in ("producer", "admin", "auditor"):
+            name = urls[role].split("://", 1)[1].split("@", 1)[0]
+            conn.execute(f"ALTER ROLE {name} SET default_transaction_isolation = 'repeatable read'")
+            conn.execute(f"ALTER ROLE {name} SET extra_float_digits = 0")
+    kek = create_local_kek(tmp_path / "kek.json")
+    with Keyring(urls["producer"], kek) as kr:
+        kr.encryption_key("customers-value", "first")
+        with kr.store._tx() as ex:  # (the session's default says otherwise)
+            assert ex("SHOW transaction_isolation", ()) == [("read committed",)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_keys_made, args=(urls["producer"], kek, b)) for b in range(2)]
+    procs.append(ctx.Process(target=_shreds_made, args=(urls["admin"], kek)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+        assert p.exitcode == 0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli(["keys", "audit", "--verify", "--json", "--store", urls["auditor"]]) == 0
+    assert json.loads(buf.getvalue())["entries"] >= 41

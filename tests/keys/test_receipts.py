@@ -161,3 +161,89 @@ def test_what_is_not_a_receipt_is_refused_by_name(shop: tuple[str, str], tmp_pat
     (tmp_path / "r.json").write_text(content)
     code, _ = _run("keys", "receipt", "verify", str(tmp_path / "r.json"), "--store", url, "--kek", kek)
     assert code == 3
+
+
+def test_a_receipt_resealed_by_a_kek_holder_still_fails_against_the_audit_log(
+    shop: tuple[str, str], tmp_path: Path
+) -> None:
+    """The seal is symmetric: whoever holds the KEK can seal anything. What the receipt says must also be what its
+    audit entries say: a receipt moved to another person, or another request, is refused."""
+    import base64
+    import hashlib
+
+    from fieldcrypt.keys import evidence
+
+    url, kek = shop
+    path = _receipt(url, kek, tmp_path)  # carol's
+    with Keyring(url, kek) as kr:
+        alice = kr._stored("orders-value", "alice@example.com", create=False)
+        for change in ("person", "reason"):
+            doc = json.loads(path.read_text())
+            if change == "person":
+                doc["subjects"][0]["references"] = [alice]
+            else:
+                doc["request"]["reason"] = "ERASE-other"
+            body = {k: v for k, v in doc.items() if k != "seal"}
+            digest = hashlib.sha256(evidence._canonical(body)).digest()
+            tag = kr.kek.aead.encrypt(digest, evidence._RECEIPT_AD)
+            doc["seal"]["tag"] = base64.b64encode(tag).decode()
+            forged = tmp_path / f"forged-{change}.json"
+            forged.write_text(json.dumps(doc))
+            checked = kr.verify_receipt(forged)
+            assert checked.seal == "authentic" and not checked.ok and checked.mismatches, change
+
+
+def test_a_receipt_with_a_key_given_twice_is_refused(shop: tuple[str, str], tmp_path: Path) -> None:
+    url, kek = shop
+    path = _receipt(url, kek, tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace('"destroyed": 2,', '"destroyed": 250,\n  "destroyed": 2,', 1))
+    code, _ = _run("keys", "receipt", "verify", str(path), "--store", url, "--kek", kek)
+    assert code == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["audit"].update(last_seq=2**70),
+        lambda d: d["subjects"][0]["keys"][0].update(key_id="0x" + "f" * 400),
+        lambda d: d.update(subjects=[[[[[]]]]]),
+        lambda d: d["request"].pop("reason"),
+    ],
+)
+def test_a_receipt_out_of_shape_is_refused_by_name_never_a_traceback(
+    shop: tuple[str, str], tmp_path: Path, change: Any
+) -> None:
+    url, kek = shop
+    path = _receipt(url, kek, tmp_path)
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    code, _ = _run("keys", "receipt", "verify", str(path), "--store", url, "--kek", kek)
+    assert code == 3
+    with Keyring(url, kek) as kr, pytest.raises(ConfigurationError):
+        kr.verify_receipt(evidence_receipt(doc))
+
+
+def evidence_receipt(doc: dict[str, Any]) -> Any:
+    from fieldcrypt.keys.evidence import Receipt
+
+    return Receipt(doc)
+
+
+def test_a_reason_that_is_not_text_destroys_nothing(shop: tuple[str, str], tmp_path: Path) -> None:
+    url, kek = shop
+    with Keyring(url, kek) as kr:
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            kr.shred_person("carol", reason="ticket \udcff")  # (a byte that is not UTF-8, as argv gives it)
+        assert len(kr.keys(person="carol")) == 2
+
+
+def test_the_receipt_file_is_taken_before_the_shred(shop: tuple[str, str], tmp_path: Path) -> None:
+    url, kek = shop
+    long_name = tmp_path / ("r" * 300 + ".json")
+    code = cli(["keys", "shred", "--data-subject", "carol", "--reason", "R", "--yes", "--receipt", str(long_name),
+                "--store", url, "--kek", kek])  # fmt: skip
+    assert code in (2, 3)
+    with Keyring(url, kek) as kr:
+        assert len(kr.keys(person="carol")) == 2  # nothing destroyed: the file could not be made

@@ -30,7 +30,7 @@ from fieldcrypt.cli._common import (
 )
 from fieldcrypt.cli._config import Settings, kek_setting
 from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyNotFoundError, format_key_id
-from fieldcrypt.keys import shredlog
+from fieldcrypt.keys import evidence, shredlog
 from fieldcrypt.keys.kek import DEFAULT_KMS_TIMEOUT, Kek, create_local_kek
 from fieldcrypt.keys.keyring import Keyring, ShredReport, SkippedRotation, migrate_pseudonyms
 from fieldcrypt.keys.pseudonyms import NO_KEK
@@ -572,6 +572,8 @@ def _receipt_text(path: str, c: Any) -> str:
             "missing": "ITS LAST AUDIT ENTRY IS MISSING from the log",
         }[c.entry]
     )
+    for m in c.mismatches:
+        lines.append(f"ITS AUDIT ENTRIES DIFFER: {m}")
     if c.not_destroyed:
         shown_ = ", ".join(f"{k} ({s})" for k, s in c.not_destroyed[:20])
         lines.append(f"{len(c.not_destroyed)} of {c.keys} keys NOT DESTROYED: {shown_}")
@@ -797,6 +799,8 @@ def _check_usage(args: argparse.Namespace) -> None:
             raise UsageError(f"the directory of the receipt {clean(args.receipt)!r} does not exist (nothing destroyed)")
     if args.action == "receipt" and not args.file.strip():
         raise UsageError("the receipt file's path is empty")
+    if args.action == "audit" and args.verify and args.seal:
+        raise UsageError("--verify or --seal, not both (--seal checks the chain before it seals it)")
     if args.action == "audit" and (args.verify or args.seal):
         listing = [f for f in ("limit", "data_subject", "domain", "operation", "since") if getattr(args, f) is not None]
         if listing:
@@ -859,10 +863,19 @@ def _run_keys(args: argparse.Namespace) -> int:
                 ),
             )
         elif args.action == "shred":
-            report, code = _shred(args, kr)
+            reserved = None if args.receipt is None else evidence.reserve(args.receipt)  # (before any key is gone)
+            try:
+                report, code = _shred(args, kr)
+            except BaseException:
+                if reserved is not None:
+                    reserved.unlink(missing_ok=True)
+                raise
             summary = _shred_summary(report, args.reason)
-            if report.receipt is not None:
-                summary["receipt"] = str(report.receipt.write(args.receipt))
+            if reserved is not None:
+                if report.receipt is None:  # a dry run, or not confirmed: nothing destroyed, no receipt
+                    reserved.unlink(missing_ok=True)
+                else:
+                    summary["receipt"] = str(report.receipt.write(reserved, overwrite=True))
             emit(args, summary, lambda: _shred_text(summary, report), code)
         elif args.action == "receipt":
             check = kr.verify_receipt(args.file)

@@ -184,6 +184,10 @@ BEGIN
     -- an entry the functions write, linked after the chain's head read under the chain's lock (held to commit), as
     -- PostgresKeyStore links an admin's entries (a function, not a trigger: a row trigger would make every COPY of
     -- a batch shred's entries insert row by row)
+    IF p_at IS NULL OR p_at = 'NaN'::float8 OR p_at IN ('Infinity'::float8, '-Infinity'::float8) THEN
+        RAISE EXCEPTION 'fieldcrypt_audit_append: the time of an audit entry must be a finite number'
+            USING ERRCODE = '22023';
+    END IF;
     PERFORM fieldcrypt_lock('fieldcrypt audit', pg_catalog.convert_to('chain', 'UTF8'::name));
     SELECT a.seq, a.hash INTO v_seq, v_prev FROM fieldcrypt_audit a ORDER BY a.seq DESC LIMIT 1;
     IF NOT FOUND THEN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -162,15 +163,29 @@ class SqlKeyStore(KeyStore):
         with an audit entry each. A domain whose keys several KEKs wrap is left for an admin (``fieldcrypt kek map``,
         :meth:`unrecorded_domains`): which of them is genuine is not something key rows, which anyone who can write
         them can plant, may decide."""
-        if not ex("SELECT 1 FROM fieldcrypt_audit WHERE hash IS NOT NULL LIMIT 1", ()) and ex(
-            "SELECT 1 FROM fieldcrypt_audit LIMIT 1", ()
+        if (
+            not ex("SELECT 1 FROM fieldcrypt_audit WHERE hash IS NOT NULL LIMIT 1", ())
+            and not ex("SELECT 1 FROM fieldcrypt_audit_seals LIMIT 1", ())
+            and ex("SELECT 1 FROM fieldcrypt_audit LIMIT 1", ())
         ):
-            # a store made before the audit log was chained: its entries so far become the chain's start (once: a
-            # store with any chained entry is never relinked here, so an entry added or changed outside fieldcrypt
-            # stays a break for `keys audit --verify` to name, not something an upgrade launders)
+            # a store made before the audit log was chained: its entries so far become the chain's start, and an entry
+            # says so (once: a store with any chained entry or any seal is never relinked here, so an entry added or
+            # changed outside fieldcrypt stays a break for `keys audit --verify` to name, not something an upgrade
+            # launders)
+            (count,) = ex("SELECT COUNT(*) FROM fieldcrypt_audit", ())[0]
             self._lift_audit_guard(ex)
             self._relink(ex)
             self._restore_audit_guard(ex)
+            self._audit(
+                ex,
+                AuditEntry(
+                    at=now,
+                    actor="fieldcrypt keys init",
+                    operation="audit-chain",
+                    reason="the audit log is hash-chained from here on",
+                    detail=f"the {count} entries written before the chain were linked as they were found",
+                ),
+            )
         rows = ex(
             "SELECT k.domain, MIN(k.kek_uri) FROM fieldcrypt_keys k "
             "WHERE NOT EXISTS (SELECT 1 FROM fieldcrypt_domains d WHERE d.domain = k.domain) "
@@ -308,6 +323,9 @@ class SqlKeyStore(KeyStore):
                     f"a migration of key store {self!r} to pseudonyms began under the pseudonym key {began}, not "
                     f"{fingerprint}: finish it with a keyring holding a KEK of that key"
                 )
+            first = ex(f"SELECT MIN(seq) FROM fieldcrypt_audit WHERE {self._in_clear}", ())[0][0]
+            if first is not None:
+                self._check_relink(ex, int(first))
             self._meta(ex, "migration", fingerprint)
             self._meta(ex, "persons", "migrating")
             (total,) = ex(f"SELECT COUNT(*) FROM fieldcrypt_keys WHERE {self._in_clear}", ())[0]
@@ -355,15 +373,17 @@ class SqlKeyStore(KeyStore):
             # domain of its first key
             entries = ex(f"SELECT seq, domain, person, key_ids FROM fieldcrypt_audit WHERE {self._in_clear}", ())
             if entries:
+                start = min(int(e[0]) for e in entries)
+                self._check_relink(ex, start)
                 self._lift_audit_guard(ex)
                 for seq, domain, p, key_ids in entries:
                     where = str(domain or "") or self._domain_of_keys(ex, str(key_ids or ""))
                     ex("UPDATE fieldcrypt_audit SET person = ? WHERE seq = ?", (of(where, str(p)), seq))
-                self._relink(ex)  # the entries changed, so their links did: the chain is relinked (and says so)
+                self._relink(ex, start)  # the entries changed, so their links did: relinked from the first (said so)
                 self._restore_audit_guard(ex)
             detail = f"data-subject ids replaced by pseudonyms (key {fingerprint}); {done} data keys rewrapped"
             if entries:
-                detail += f"; the audit chain relinked over {len(entries)} entries rewritten"
+                detail += f"; the audit chain relinked from entry {start} ({len(entries)} entries rewritten)"
             self._audit(ex, _with(audit, domain=None, person=None, detail=detail))
             self._meta(ex, "persons", "pseudonyms")
         return done
@@ -714,10 +734,19 @@ class SqlKeyStore(KeyStore):
         another. The rows go in a statement per 90 of them (a dialect may write them all in one)."""
         if not entries:
             return
+        rows = [_audit_row(entry) for entry in entries]
+        for row in rows:
+            if not math.isfinite(row[0]):
+                raise ConfigurationError("the time of an audit entry must be a finite number of epoch seconds")
         seq, prev = self._chain_head(ex)
         first = seq + 1
-        rows = [_audit_row(entry) for entry in entries]
-        hashes = chain.links(prev, first, rows)
+        try:
+            hashes = chain.links(prev, first, rows)
+        except (UnicodeEncodeError, AttributeError, TypeError):
+            raise ConfigurationError(
+                "an audit entry's actor, reason or detail is not text that UTF-8 can hold (a lone surrogate from a "
+                "byte that is not UTF-8?): nothing was done"
+            ) from None
         self._append_audit_rows(ex, [[first + i, *row, h] for i, (row, h) in enumerate(zip(rows, hashes, strict=True))])
         self._spans().last = (first, first + len(rows) - 1, hashes[-1])
 
@@ -748,12 +777,17 @@ class SqlKeyStore(KeyStore):
                 [v for row in chunk for v in row],
             )
 
-    def _relink(self, ex: Execute) -> None:
-        """Recompute every entry's link in seq order (within a transaction that lifted the audit log's guard)."""
-        prev: bytes = chain.GENESIS
+    def _relink(self, ex: Execute, start: int = 0) -> None:
+        """Recompute the links of the entries from seq ``start`` on, in seq order (within a transaction that lifted
+        the audit log's guard)."""
+        prev: bytes | None = chain.GENESIS
         after = -1
+        if start > 0:
+            before = ex("SELECT seq, hash FROM fieldcrypt_audit WHERE seq < ? ORDER BY seq DESC LIMIT 1", (start,))
+            if before:
+                after, prev = int(before[0][0]), None if before[0][1] is None else bytes(before[0][1])
         while True:
-            rows = ex(_CHAIN_AFTER, (after, _CHAIN_PAGE))
+            rows = self._chain_rows(ex(self._chain_select, (after, _CHAIN_PAGE)))
             if not rows:
                 return
             for r in rows:
@@ -761,10 +795,39 @@ class SqlKeyStore(KeyStore):
                 ex("UPDATE fieldcrypt_audit SET hash = ? WHERE seq = ?", (prev, r[0]))
             after = int(rows[-1][0])
 
+    def _check_relink(self, ex: Execute, start: int) -> None:
+        """Refuse to relink the audit log from entry ``start`` on when its chain is broken (relinking would hide the
+        break) or an entry from there on is sealed (the seal would no longer hold)."""
+        rows: list[tuple[Any, ...]] = []
+        after = -(2**62)
+        while True:
+            page = self._chain_rows(ex(self._chain_select, (after, _CHAIN_PAGE)))
+            rows += page
+            if len(page) < _CHAIN_PAGE:
+                break
+            after = int(page[-1][0])
+        broken = chain.check(rows, [], lambda s: None).broken
+        if broken is not None:
+            raise ConfigurationError(
+                f"the audit log's chain is broken at entry {broken.seq} ({broken.kind}): rewriting its entries would "
+                "hide that; check it with `fieldcrypt keys audit --verify`. Nothing was migrated"
+            )
+        if ex("SELECT 1 FROM fieldcrypt_audit_seals WHERE seq >= ? LIMIT 1", (start,)):
+            raise ConfigurationError(
+                f"audit entries from {start} on name data subjects by their ids, and a seal covers them: rewriting "
+                "them would break the seal. Nothing was migrated"
+            )
+
     def audit_chain(self, after: int = 0, limit: int = _CHAIN_PAGE) -> list[tuple[Any, ...]]:
         """Up to ``limit`` audit entries after seq ``after``, in seq order, as the chain check reads them
         (:data:`fieldcrypt.keys.chain.Row`)."""
-        return self._read(_CHAIN_AFTER, (int(after), int(limit)))
+        return self._chain_rows(self._read(self._chain_select, (int(after), int(limit))))
+
+    #: the statement reading audit entries after a seq (a dialect may read ``at`` as its bytes: _chain_rows)
+    _chain_select = _CHAIN_AFTER
+
+    def _chain_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return rows
 
     def key_ids_held(self, key_ids: Sequence[int]) -> tuple[set[int], set[int]]:
         """Of ``key_ids``: those the store holds, and those its shred log holds (reads key ids only: an auditor

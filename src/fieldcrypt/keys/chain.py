@@ -151,15 +151,12 @@ class AuditCheck:
     seals: int = 0
     sealed_seq: int = 0
     problems: tuple[SealProblem, ...] = ()
+    #: entries after the last seal that holds (chained, but a rewrite of them would not show)
+    unsealed: int = 0
 
     @property
     def ok(self) -> bool:
         return self.broken is None and all(p.why == "unchecked" for p in self.problems)
-
-    @property
-    def unsealed(self) -> int:
-        """Entries after the last seal that holds (chained, but a rewrite of them would not show)."""
-        return max(0, self.head_seq - self.sealed_seq) if self.entries else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -181,8 +178,21 @@ class AuditCheck:
 Row = Sequence[Any]
 
 
+def _digest(value: Any) -> bytes | None:
+    """A link as stored: 32 bytes, or None for anything else (NULL, empty, text, a number)."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == len(GENESIS):
+        return bytes(value)
+    return None
+
+
 def _links(prev: bytes | None, seq: int, row: Row) -> bool:
-    return row[9] is not None and link(prev, seq, row[1:9]) == bytes(row[9])
+    digest = _digest(row[9])
+    if digest is None:
+        return False
+    try:
+        return link(prev, seq, row[1:9]) == digest
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError, struct.error):  # a column of another type
+        return False
 
 
 def _classify(rows: list[Row], j: int) -> ChainBreak:
@@ -190,26 +200,26 @@ def _classify(rows: list[Row], j: int) -> ChainBreak:
     r = rows[j]
     seq = int(r[0])
     prev_seq = int(rows[j - 1][0]) if j else 0
-    prev = bytes(rows[j - 1][9]) if j and rows[j - 1][9] is not None else (GENESIS if not j else None)
+    prev = _digest(rows[j - 1][9]) if j else GENESIS
     nxt = rows[j + 1] if j + 1 < len(rows) else None
-    if r[9] is None or len(r[9]) != len(GENESIS):
+    if _digest(r[9]) is None:
         return ChainBreak(seq, "inserted", f"entry {seq} carries no chain link: it was written outside fieldcrypt")
     if seq > prev_seq + 1:
         gone = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1} to {seq - 1}"
         return ChainBreak(seq, "removed", f"entry {gone} was removed (entry {seq} no longer follows its predecessor)")
     if nxt is not None:
         n_seq = int(nxt[0])
-        if _links(bytes(r[9]), n_seq, nxt):
+        if _links(_digest(r[9]), n_seq, nxt):
             return ChainBreak(seq, "edited", f"entry {seq} was edited after it was written")
-        if nxt[9] is not None and _links(bytes(nxt[9]), n_seq, r):
+        if _digest(nxt[9]) is not None and _links(_digest(nxt[9]), n_seq, r):
             return ChainBreak(seq, "reordered", f"entries {seq} and {n_seq} were swapped")
         if _links(prev, n_seq - 1, nxt):
             return ChainBreak(seq, "inserted", f"entry {seq} was inserted (the entries after it were renumbered)")
-        if _links(bytes(r[9]), n_seq + 1, nxt):
+        if _links(_digest(r[9]), n_seq + 1, nxt):
             return ChainBreak(
                 seq, "removed", f"an entry before {seq} was removed (the entries after it were renumbered)"
             )
-    hashes = [(GENESIS, 0)] + [(bytes(x[9]), int(x[0])) for x in rows if x[9] is not None and int(x[0]) != seq]
+    hashes = [(GENESIS, 0)] + [(d, int(x[0])) for x in rows if (d := _digest(x[9])) is not None and int(x[0]) != seq]
     for h, s in hashes:
         # written as entry s + 1 after the entry now at s, or (two entries swapped) as entry s after it
         for written in (s + 1, s):
@@ -225,15 +235,16 @@ def check(
     seals: Iterable[Seal],
     authentic: Callable[[Seal], bool | None],
 ) -> AuditCheck:
-    """Check an audit log (``rows`` in seq order) and its seals. ``authentic(seal)``: True if the tag
-    authenticates under its KEK, False if not, None if that KEK is not at hand."""
+    """Check an audit log (``rows`` in seq order) and its seals (read before the rows: a seal names an entry the rows
+    hold, unless the log lost it). ``authentic(seal)``: True if the tag authenticates under its KEK, False if not,
+    None if that KEK is not at hand."""
     listed = list(rows)
     hashes: dict[int, bytes | None] = {}
     broken: ChainBreak | None = None
     prev: bytes | None = GENESIS
     for j, r in enumerate(listed):
         seq = int(r[0])
-        hashes[seq] = None if r[9] is None else bytes(r[9])
+        hashes[seq] = _digest(r[9])
         if broken is None and not _links(prev, seq, r):  # (a gap the chain covers is no removal: an old store's)
             broken = _classify(listed, j)
         prev = hashes[seq]
@@ -253,12 +264,14 @@ def check(
         else:
             sealed = max(sealed, s.seq)
     last = listed[-1] if listed else None
+    unsealed = sum(1 for r in listed if int(r[0]) > sealed)
     return AuditCheck(
         entries=len(listed),
         head_seq=int(last[0]) if last is not None else 0,
-        head_hash=(bytes(last[9]).hex() if last is not None and last[9] is not None else ""),
+        head_hash=(_digest(last[9]) or b"").hex() if last is not None else "",
         broken=broken,
         seals=count,
         sealed_seq=sealed,
         problems=tuple(problems),
+        unsealed=unsealed,
     )

@@ -26,13 +26,14 @@ import datetime
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fieldcrypt.errors import ConfigurationError, KeyStoreUnavailableError, format_key_id
+from fieldcrypt.errors import ConfigurationError, FieldcryptError, KeyStoreUnavailableError, format_key_id
 from fieldcrypt.keys import chain
 from fieldcrypt.keys._files import check_path, destination, shown
 from fieldcrypt.keys.pseudonyms import NO_KEK
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 KeyAdmin = Any
 
 __all__ = ["Receipt", "ReceiptCheck", "read_receipt", "seal", "verify_audit", "verify_receipt"]
+
+log = logging.getLogger("fieldcrypt.keys")
 
 RECEIPT = "fieldcrypt erasure receipt"
 _VERSION = 1
@@ -114,6 +117,12 @@ def seal(admin: KeyAdmin) -> chain.Seal:
     """Seal the audit chain's head (as it is now) under the keyring's KEK, and record the seal in the store."""
     src = admin._src
     kek = sealing_kek(admin, "a seal of the audit log")
+    checked = verify_audit(admin)
+    if checked.broken is not None:  # a seal on a broken chain proves nothing: say what is wrong instead
+        raise ConfigurationError(
+            f"the audit log's chain is broken at entry {checked.broken.seq} ({checked.broken.kind}): "
+            f"{checked.broken.text}; not sealed"
+        )
     head = src._call(lambda: _head(admin))
     if head is None:
         raise ConfigurationError("the audit log is empty: nothing to seal")
@@ -158,8 +167,9 @@ def _all_rows(admin: KeyAdmin, until: int | None = None) -> list[tuple[Any, ...]
 def verify_audit(admin: KeyAdmin, *, until: int | None = None) -> chain.AuditCheck:
     """Check the audit chain (to entry ``until`` if given) and every seal in it whose KEK this keyring holds."""
     src = admin._src
-    rows = _all_rows(admin, until)
+    # the seals first: each names an entry the rows read after it hold (a seal made meanwhile is not a mismatch)
     seals = [s for s in src._call(src.store.audit_seals) if until is None or s.seq <= until]
+    rows = _all_rows(admin, until)
 
     def authentic(s: chain.Seal) -> bool | None:
         kek = _kek_by_uri(admin, s.kek_uri)
@@ -206,6 +216,31 @@ class Receipt:
             f.flush()
             os.fsync(f.fileno())
         return p
+
+
+def reserve(path: str | os.PathLike[str]) -> Path:
+    """Create the receipt's file, empty (mode 0600), before the shred it is for: a name that cannot be written, or
+    that exists, is refused while nothing is destroyed yet. Returns the file to write (a link's target)."""
+    asked = check_path(path, "the receipt")
+    try:
+        p = destination(asked, "the receipt")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the receipt {str(asked)!r}: {exc.strerror or type(exc).__name__} (nothing was destroyed)"
+        ) from None
+    name = shown(asked, p)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"the receipt {name} already exists: name a new file (nothing was destroyed)"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the receipt {name}: {exc.strerror or type(exc).__name__} (nothing was destroyed)"
+        ) from None
+    os.close(fd)
+    return p
 
 
 def make_receipt(
@@ -259,11 +294,15 @@ def make_receipt(
     digest_body = hashlib.sha256(_canonical(body)).digest()
     tag = admin._wrap_with(kek, "a receipt", lambda: kek.aead.encrypt(digest_body, _RECEIPT_AD))
     body["seal"] = {"kek": kek.uri, "tag": base64.b64encode(tag).decode("ascii")}
-    # the audit chain's head sealed too: rewriting the chain later shows without the receipt
-    at_seal = src.clock.now()
-    ad = chain.seal_context(last, digest, at_seal, src.actor)
-    seal_tag = admin._wrap_with(kek, "an audit seal", lambda: kek.aead.encrypt(digest, ad))
-    src._call(lambda: src.store.add_seal(chain.Seal(last, digest, float(at_seal), src.actor, kek.uri, seal_tag)))
+    # the audit chain's head sealed too, so rewriting the chain later shows without the receipt: best effort (the
+    # receipt pins the chain by itself; a login that may not add seals still gets its receipt)
+    try:
+        at_seal = src.clock.now()
+        ad = chain.seal_context(last, digest, at_seal, src.actor)
+        seal_tag = admin._wrap_with(kek, "an audit seal", lambda: kek.aead.encrypt(digest, ad))
+        src._call(lambda: src.store.add_seal(chain.Seal(last, digest, float(at_seal), src.actor, kek.uri, seal_tag)))
+    except FieldcryptError as exc:
+        log.warning("the receipt is written, but the audit log was not sealed at its entries: %s", exc)
     return Receipt(body)
 
 
@@ -276,38 +315,84 @@ def _store_name(url: str) -> str:
 _KEYS = {"receipt", "version", "request", "store", "subjects", "keys", "destroyed", "audit", "scope", "seal"}
 
 
+#: the largest receipt file read (a receipt of 1,000,000 data subjects is about 300 MB)
+_MAX_RECEIPT = 1 << 30
+_SEQ_MAX = (1 << 63) - 1
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
 def read_receipt(path: str | os.PathLike[str]) -> Receipt:
     """A receipt file, checked for its shape (not yet for its seal: :func:`verify_receipt`)."""
     name = str(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        with open(path, "rb") as f:
+            if not os.path.isfile(path):
+                raise ConfigurationError(f"the receipt {name!r} is not a regular file")
+            data = f.read(_MAX_RECEIPT + 1)
     except OSError as exc:
         raise ConfigurationError(f"cannot read the receipt {name!r}: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigurationError(f"the receipt {name!r} is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("receipt") != RECEIPT:
+    if len(data) > _MAX_RECEIPT:
+        raise ConfigurationError(f"the receipt {name!r} is larger than any receipt fieldcrypt writes")
+    try:
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError, JSONDecodeError, a duplicate key)
+        why = str(exc) if str(exc).startswith("duplicate key") else "not JSON"
+        raise ConfigurationError(f"the receipt {name!r} is not as written: {why}") from None
+    check_shape(doc, name)
+    return Receipt(doc)
+
+
+def check_shape(doc: Any, name: str) -> None:
+    """Refuse (``ConfigurationError`` naming ``name``) a receipt that is not as :func:`make_receipt` writes one."""
+    if not isinstance(doc, Mapping) or doc.get("receipt") != RECEIPT:
         raise ConfigurationError(f"{name!r} is not a fieldcrypt erasure receipt")
     if doc.get("version") != _VERSION:
         raise ConfigurationError(f"the receipt {name!r} is of version {doc.get('version')!r}; this reads {_VERSION}")
     if set(doc) != _KEYS:
         extra, missing = sorted(set(doc) - _KEYS), sorted(_KEYS - set(doc))
         raise ConfigurationError(f"the receipt {name!r} is not as written (unknown: {extra}, missing: {missing})")
-    audit, sealed = doc["audit"], doc["seal"]
+    audit, sealed, request = doc["audit"], doc["seal"], doc["request"]
+
+    def seq(v: Any) -> bool:
+        return type(v) is int and 0 < v <= _SEQ_MAX
+
+    def key(k: Any) -> bool:
+        return isinstance(k, Mapping) and isinstance(k.get("key_id"), str) and len(k["key_id"]) <= 18
+
     ok = (
-        isinstance(audit, dict)
-        and all(isinstance(audit.get(k), int) and not isinstance(audit.get(k), bool) for k in ("first_seq", "last_seq"))
+        isinstance(audit, Mapping)
+        and seq(audit.get("first_seq"))
+        and seq(audit.get("last_seq"))
+        and audit["first_seq"] <= audit["last_seq"]
         and isinstance(audit.get("last_hash"), str)
-        and isinstance(sealed, dict)
+        and isinstance(request, Mapping)
+        and isinstance(request.get("reason"), str)
+        and isinstance(request.get("actor"), str)
+        and isinstance(sealed, Mapping)
         and isinstance(sealed.get("kek"), str)
         and isinstance(sealed.get("tag"), str)
         and isinstance(doc["subjects"], list)
         and isinstance(doc["keys"], list)
-        and all(isinstance(s, dict) and isinstance(s.get("keys"), list) for s in doc["subjects"])
+        and all(key(k) for k in doc["keys"])
+        and all(
+            isinstance(s, Mapping)
+            and isinstance(s.get("keys"), list)
+            and all(key(k) for k in s["keys"])
+            and isinstance(s.get("references"), list)
+            and all(isinstance(r, str) for r in s["references"])
+            for s in doc["subjects"]
+        )
     )
     if not ok:
-        raise ConfigurationError(f"the receipt {name!r} is not as written (its audit, seal or keys are malformed)")
-    return Receipt(doc)
+        raise ConfigurationError(f"the receipt {name!r} is not as written (its request, audit, seal or keys)")
 
 
 @dataclass(frozen=True)
@@ -322,11 +407,17 @@ class ReceiptCheck:
     entry: str
     keys: int
     not_destroyed: tuple[tuple[str, str], ...] = ()
+    #: where the audit entries the receipt names do not say what it says (empty: they do)
+    mismatches: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return (
-            self.seal == "authentic" and self.chain.broken is None and self.entry == "same" and not self.not_destroyed
+            self.seal == "authentic"
+            and self.chain.broken is None
+            and self.entry == "same"
+            and not self.not_destroyed
+            and not self.mismatches
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -337,12 +428,14 @@ class ReceiptCheck:
             "entry": self.entry,
             "keys": self.keys,
             "not_destroyed": [{"key_id": k, "state": s} for k, s in self.not_destroyed],
+            "entries_differ": list(self.mismatches),
         }
 
 
 def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
     """Check ``receipt`` against its seal and the key store (see the module's docstring)."""
     src = admin._src
+    check_shape(receipt.document, "receipt")
     doc = dict(receipt.document)
     sealed = doc.pop("seal")
     try:
@@ -356,18 +449,21 @@ def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
         expected = hashlib.sha256(_canonical(doc)).digest()
         opened = _opens(admin, kek, tag, expected, _RECEIPT_AD) if tag else False
         verdict = "unchecked" if opened is None else "authentic" if opened else "forged"
-    last = int(doc["audit"]["last_seq"])
+    first, last = int(doc["audit"]["first_seq"]), int(doc["audit"]["last_seq"])
     checked = verify_audit(admin, until=last)
-    rows = src._call(lambda: src.store.audit_chain(last - 1, 1))
-    if not rows or int(rows[0][0]) != last:
+    entries = _entries(admin, first, last)
+    if not entries or int(entries[-1][0]) != last:
         entry = "missing"
     else:
-        entry = "same" if rows[0][9] is not None and bytes(rows[0][9]).hex() == doc["audit"]["last_hash"] else "changed"
+        link = entries[-1][9]
+        entry = (
+            "same" if chain._digest(link) is not None and bytes(link).hex() == doc["audit"]["last_hash"] else "changed"
+        )
     named = [k for s in doc["subjects"] for k in s["keys"]] + list(doc["keys"])
     problems: list[tuple[str, str]] = []
     ids: dict[str, int] = {}
     for k in named:
-        text = str(k.get("key_id", "")) if isinstance(k, dict) else ""
+        text = str(k["key_id"])
         try:
             ids[text] = int(text, 16)
         except ValueError:
@@ -378,4 +474,52 @@ def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
             problems.append((text, "present"))  # in the store again: a restored backup, without the shred log
         elif key_id not in shredded:
             problems.append((text, "unknown"))
-    return ReceiptCheck(verdict, checked, entry, len(named), tuple(problems))
+    differ = _differences(doc, entries, first, last, set(ids.values())) if entry != "missing" else []
+    return ReceiptCheck(verdict, checked, entry, len(named), tuple(problems), tuple(differ))
+
+
+def _entries(admin: KeyAdmin, first: int, last: int) -> list[tuple[Any, ...]]:
+    """The audit entries with seq ``first`` to ``last``, as the chain check reads them."""
+    src = admin._src
+    out: list[tuple[Any, ...]] = []
+    after = first - 1
+    while after < last:
+        rows = src._call(lambda a=after: src.store.audit_chain(a, min(5000, last - a)))
+        out += [r for r in rows if int(r[0]) <= last]
+        if not rows:
+            break
+        after = int(rows[-1][0])
+    return out
+
+
+def _differences(
+    doc: Mapping[str, Any], entries: list[tuple[Any, ...]], first: int, last: int, key_ids: set[int]
+) -> list[str]:
+    """Where the audit entries a receipt names do not say what the receipt says: each is a shred of its request
+    (reason, actor), the keys they name are the receipt's keys, and each data subject it names is named there."""
+    out: list[str] = []
+    request = doc["request"]
+    if not entries or int(entries[0][0]) != first:
+        out.append(f"audit entry {first}, the receipt's first, is not in the log")
+    logged: set[int] = set()
+    persons: set[str] = set()
+    for r in entries:
+        seq, operation, actor, reason = int(r[0]), r[3], r[2], r[7]
+        if operation != "shred" or reason != request["reason"] or actor != request["actor"]:
+            out.append(f"audit entry {seq} is not a shred of this request (its operation, reason or actor differ)")
+        persons.update(str(r[5] or "").split())
+        for text in str(r[6] or "").split(","):
+            if text:
+                try:
+                    logged.add(int(text, 16))
+                except ValueError:
+                    out.append(f"audit entry {seq} names a key id that is not one")
+    if logged != key_ids:
+        out.append(
+            f"the audit entries {first} to {last} name {len(logged)} keys destroyed, the receipt {len(key_ids)}, "
+            "not the same ones"
+        )
+    for s in doc["subjects"]:
+        if s["keys"] and not set(s["references"]) <= persons:
+            out.append("a data subject of the receipt is not named in its audit entries")
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import shlex
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -143,6 +144,7 @@ _SCHEMA = [
 #: the lock every writer of the audit log takes before it reads the chain's head (held to commit), as the functions'
 #: ``fieldcrypt_audit_append`` takes it: fieldcrypt_lock('fieldcrypt audit', 'chain')
 _CHAIN_LOCK = ("fieldcrypt audit", "chain")
+_F8 = struct.Struct(">d")
 #: the types of _CHAIN_COLUMNS, for a binary COPY
 _CHAIN_TYPES = ("int8", "float8", "text", "text", "text", "text", "text", "text", "text", "bytea")
 
@@ -180,6 +182,16 @@ class PostgresKeyStore(SqlKeyStore):
             cond += " AND domain = ANY(%b)"
             args.append(list(with_views(domain)))
         yield cond, args
+
+    # ``at`` read as its 8 bytes (float8send): the link covers them, and a float read back as text depends on the
+    # session's extra_float_digits
+    _chain_select = (
+        "SELECT seq, float8send(at), actor, operation, domain, person, key_ids, reason, detail, hash "
+        "FROM fieldcrypt_audit WHERE seq > ? ORDER BY seq LIMIT ?"
+    )
+
+    def _chain_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [(r[0], _F8.unpack(bytes(r[1]))[0], *r[2:]) for r in rows]
 
     def _chain_head(self, ex: Execute) -> tuple[int, bytes | None]:
         ex("SELECT pg_advisory_xact_lock(?)", (_lock_id(*_CHAIN_LOCK),))
@@ -307,6 +319,9 @@ class PostgresKeyStore(SqlKeyStore):
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
+                # every transaction READ COMMITTED, whatever the role's or database's default: the audit chain's
+                # head and the shred's DELETE passes read what the last lock holder committed
+                self._conn.isolation_level = self._psycopg.IsolationLevel.READ_COMMITTED
             except self._psycopg.Error as exc:
                 # not chained: a driver's message about a malformed URL may quote it, secrets included
                 reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self.url)

@@ -603,6 +603,7 @@ OPERATIONS = (
     "kek-promote",
     "kek-retire",
     "pseudonymize",
+    "audit-chain",
 )
 
 
