@@ -411,6 +411,9 @@ def test_the_audit_chain_under_least_privilege(logins: tuple[str, dict[str, str]
         assert (report["sealed_through"] == report["head"]["seq"]) == bool(kek_given)
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli(["keys", "receipt", "verify", str(receipt), "--store", urls["auditor"], "--kek", kek]) == 0
+    with Keyring(urls["admin"], kek) as admin:  # each fieldcrypt role given is an entry of the chain too
+        granted = [e.detail for e in admin.audit(operation="grant")]
+        assert all(any(f"fieldcrypt {r} " in d for d in granted) for r in ("consumer", "producer", "auditor", "admin"))
     for role in ("consumer", "producer", "auditor"):
         _refused(urls[role], "INSERT INTO fieldcrypt_audit_seals VALUES (1, '\\x00', 1, 'x', 'k', '\\x00')")
     for statement in ("DELETE FROM fieldcrypt_audit_seals", "UPDATE fieldcrypt_audit_seals SET tag = '\\x00'"):

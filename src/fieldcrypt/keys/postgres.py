@@ -547,6 +547,21 @@ class PostgresKeyStore(SqlKeyStore):
                         statement = sql.SQL(template).format(role=ident, functions=sql.SQL(signatures()))
                         cur.execute(statement)
                         done.append(statement.as_string(conn))
+
+                    def ex(q: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                        cur.execute(_sql(q), tuple(args))
+                        return list(cur.fetchall()) if cur.description is not None else []
+
+                    # the grant is a key admin's act like any other: in the audit log, in the same transaction
+                    self._audit(
+                        ex,
+                        AuditEntry(
+                            at=time.time(),
+                            actor=f"fieldcrypt keys grant (database role {self._user()})",
+                            operation="grant",
+                            detail=f"database role {dbrole} is a fieldcrypt {role} ({len(done)} statements)",
+                        ),
+                    )
             except self._psycopg.Error as exc:
                 raise self._fail(exc) from exc
         return done

@@ -604,6 +604,7 @@ OPERATIONS = (
     "kek-retire",
     "pseudonymize",
     "audit-chain",
+    "grant",
 )
 
 
