@@ -204,29 +204,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _shred_text(summary: dict[str, Any], report: ShredReport) -> str | None:
+def _shred_text(report: ShredReport) -> str | None:
     print(clean(str(report)))
     if report.dry_run:
         return table(_plan_rows(report))
-    if summary["data_subjects"]:
-        subjects = summary["data_subjects"]
+    if report.persons:
+        subjects = report.persons
         rows = [
-            {"data_subject": d["data_subject"], "outcome": d["outcome"], "keys": d["key_ids"]}
-            for d in subjects[:_DONE_SHOWN]
+            {"data_subject": p.person, "outcome": p.outcome, "keys": [format_key_id(k) for k in p.key_ids]}
+            for p in subjects[:_DONE_SHOWN]
         ]
         shown = table(rows)
         if len(subjects) <= _DONE_SHOWN:
             return shown
         outcomes: dict[str, int] = {}
-        for d in subjects:
-            outcomes[d["outcome"]] = outcomes.get(d["outcome"], 0) + 1
+        for p in subjects:
+            outcomes[p.outcome] = outcomes.get(p.outcome, 0) + 1
         counted = ", ".join(f"{n} {clean(str(o))}" for o, n in sorted(outcomes.items()))
         more = f"... and {len(subjects) - _DONE_SHOWN} more data subjects (--json lists them all); in all: {counted}"
         return more if shown is None else f"{shown}\n{more}"
     if report.destroyed:
-        return f"keys: {','.join(summary['key_ids'][:4])}" + (
-            f",+{len(summary['key_ids']) - 4}" if len(summary["key_ids"]) > 4 else ""
-        )
+        ids = [format_key_id(r.key_id) for r in report.destroyed[:5]]
+        return f"keys: {','.join(ids[:4])}" + (f",+{len(report.destroyed) - 4}" if len(report.destroyed) > 4 else "")
     return None
 
 
@@ -870,13 +869,25 @@ def _run_keys(args: argparse.Namespace) -> int:
                 if reserved is not None:
                     reserved.unlink(missing_ok=True)
                 raise
-            summary = _shred_summary(report, args.reason)
+            written = None
             if reserved is not None:
                 if report.receipt is None:  # a dry run, or not confirmed: nothing destroyed, no receipt
                     reserved.unlink(missing_ok=True)
                 else:
-                    summary["receipt"] = str(report.receipt.write(reserved, overwrite=True))
-            emit(args, summary, lambda: _shred_text(summary, report), code)
+                    written = str(report.receipt.write(reserved, overwrite=True))
+            # the JSON report only for --json (100,000 persons' rows cost a few tenths of a second)
+            summary = _shred_summary(report, args.reason) if args.json else None
+            if summary is not None and written is not None:
+                summary["receipt"] = written
+
+            def text() -> str | None:
+                out = _shred_text(report)
+                if written is None:
+                    return out
+                line = f"receipt written to {clean(written)} (check it: fieldcrypt keys receipt verify FILE)"
+                return line if out is None else f"{out}\n{line}"
+
+            emit(args, summary, text, code)
         elif args.action == "receipt":
             check = kr.verify_receipt(args.file)
             data = check.as_dict()

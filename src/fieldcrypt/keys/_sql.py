@@ -754,6 +754,12 @@ class SqlKeyStore(KeyStore):
         spans: threading.local = self.__dict__.setdefault("_audit_spans", threading.local())
         return spans
 
+    def last_shred_counts(self) -> dict[str, int] | None:
+        """Per data subject (as stored) of this thread's last shred of persons: their keys the shred log held before
+        it (the report's "already erased"), or None."""
+        counts: dict[str, int] | None = getattr(self._spans(), "earlier", None)
+        return counts
+
     def last_audit_span(self) -> tuple[int, int, bytes] | None:
         """(first seq, last seq, last hash) of the audit entries this thread's last write appended."""
         span: tuple[int, int, bytes] | None = getattr(self._spans(), "last", None)
@@ -1064,6 +1070,8 @@ class SqlKeyStore(KeyStore):
                                    audit.reason, detail)
                     )  # fmt: skip
                 self._audits(ex, entries)
+        if people is not None:
+            self._spans().earlier = earlier  # (after the commit: counts a report may take as they were)
         return destroyed
 
     def _delete(self, ex: Execute, cond: str, args: Sequence[Any], now: float) -> list[ShredRecord]:

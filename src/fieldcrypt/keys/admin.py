@@ -645,7 +645,11 @@ class KeyAdmin:
         audit = self._src._audit("shred", reason, domain=domain, detail=batch)
         held = self._held(domain, stored) if receipt else []  # (their KEKs, for the receipt)
         span_before = self._src.store.last_audit_span()
+        counts_before = self._src.store.last_shred_counts()
         destroyed = tuple(self._src._call(lambda: self._src.store.shred(domain, stored, now, audit, **options)))
+        earlier = self._src.store.last_shred_counts()
+        if earlier is counts_before:  # (not this shred's: the report reads the shred log)
+            earlier = None
         self._src._forget_shredded(destroyed)
         unlogged: OSError | None = None
         if log_file is not None:
@@ -667,7 +671,7 @@ class KeyAdmin:
             if names
             else destroyed
         )
-        report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending)
+        report = self._report(target, domain, people, shown_, names, dry_run=False, pending=pending, earlier=earlier)
         if receipt:
             try:
                 made = evidence.make_receipt(self, report, held, groups, reason, now, span_before)
@@ -711,6 +715,7 @@ class KeyAdmin:
         *,
         dry_run: bool,
         pending: bool,
+        earlier: dict[str, int] | None = None,
     ) -> ShredReport:
         previously = 0
         persons: tuple[PersonShred, ...] = ()
@@ -718,13 +723,18 @@ class KeyAdmin:
             mine: dict[str, list[int]] = {p: [] for p in people}
             for r in destroyed:
                 mine.setdefault(r.person or "", []).append(r.key_id)
-            by_stored = self._src._call(lambda: self._src.store.shredded_counts(domain, list(names) or people))
             counts: dict[str, int] = {}
-            for p, n in by_stored.items():
-                counts[names.get(p, p)] = counts.get(names.get(p, p), 0) + n
-            persons = tuple(
-                PersonShred(p, tuple(mine[p]), counts.get(p, 0) - (0 if dry_run else len(mine[p]))) for p in people
-            )
+            if earlier is not None and not dry_run:  # the shred counted them before it destroyed anything
+                for p, n in earlier.items():
+                    counts[names.get(p, p)] = counts.get(names.get(p, p), 0) + n
+                persons = tuple(PersonShred(p, tuple(mine[p]), counts.get(p, 0)) for p in people)
+            else:
+                by_stored = self._src._call(lambda: self._src.store.shredded_counts(domain, list(names) or people))
+                for p, n in by_stored.items():
+                    counts[names.get(p, p)] = counts.get(names.get(p, p), 0) + n
+                persons = tuple(
+                    PersonShred(p, tuple(mine[p]), counts.get(p, 0) - (0 if dry_run else len(mine[p]))) for p in people
+                )
             previously = sum(p.previously_shredded for p in persons)
         elif not destroyed:
             previously = self._src._call(lambda: self._src.store.count_shredded(domain, None))

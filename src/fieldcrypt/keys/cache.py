@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from fieldcrypt.clock import Clock
@@ -81,9 +81,26 @@ class TtlCache(Generic[K, V]):
                     dropped += 1
         return dropped
 
+    def put_many(self, items: Iterable[tuple[K, V]]) -> None:
+        """:meth:`put` of each (key, value), in order, under one lock and one reading of the clock (only the last
+        ``max_entries`` can stay)."""
+        with self._lock:
+            until = self._clock.now() + self.ttl
+            for key, value in items:
+                self._data[key] = (until, value)
+                self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
     def discard(self, key: K) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    def discard_many(self, keys: Iterable[K]) -> None:
+        with self._lock:
+            if self._data:
+                for key in keys:
+                    self._data.pop(key, None)
 
     def swap(self, key: K, old: V, new: V) -> None:
         """Replace ``old``, the live value of ``key``, by ``new``, keeping its expiry (nothing if it changed)."""

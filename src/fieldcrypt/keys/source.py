@@ -1303,12 +1303,12 @@ class KeySource:
     # -- _unwrap, _store_new_key and _created: the caches learn what it changed ---------------------------------------
     def _forget_shredded(self, destroyed: Iterable[ShredRecord]) -> None:
         """Keys this process destroyed: dropped from the caches, remembered as shredded."""
-        gone: set[int] = set()
-        for r in destroyed:
-            self._by_id.discard(r.key_id)
-            self._erased.put(r.key_id, r)
-            gone.add(r.key_id)
-        self._active.discard_where(lambda key: key.key_id in gone)  # keyed by id as records name it, not as stored
+        records = list(destroyed)
+        gone = {r.key_id for r in records}
+        self._by_id.discard_many(gone)
+        self._erased.put_many((r.key_id, r) for r in records[-self._erased.max_entries :])
+        if len(self._active):
+            self._active.discard_where(lambda key: key.key_id in gone)  # keyed by id as records name it
 
     def _forget_restored(self, key_ids: Iterable[int]) -> None:
         """Keys destroyed again after a restore: dropped, and every active key looked up anew."""

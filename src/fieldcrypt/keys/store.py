@@ -411,6 +411,11 @@ class KeyStore(abc.ABC):
         held = {k for k in key_ids if self.get(k) is not None}
         return held, {k for k in key_ids if self.shredded(k) is not None}
 
+    def last_shred_counts(self) -> dict[str, int] | None:
+        """Per data subject (as stored), the keys the shred log held before this thread's last shred of persons;
+        None if the store does not say (a report then reads the shred log again)."""
+        return None
+
     def last_audit_span(self) -> tuple[int, int, bytes] | None:
         """(first seq, last seq, last hash) of the audit entries this thread's last write appended, or None."""
         return None
