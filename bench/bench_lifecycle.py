@@ -1,6 +1,7 @@
 """Key lifecycle at scale: shredding in a store of 1,000,000 people, and per-person encryption throughput.
 
     python bench/bench_lifecycle.py [--people 1000000] [--batch 10000] [--records 200000] [--stores sqlite,postgresql]
+                                    [--shred-all] [--skip-throughput]
 
 1. Shred: fills each key store with --people persons (one key each in one domain; the rows are bulk-inserted with
    random wrapped bytes, since shredding never unwraps), then times `fieldcrypt keys shred --data-subject ID`
@@ -140,6 +141,25 @@ def bench_shred(kind: str, tmp: Path, people: int, batch: int) -> dict[str, Any]
         with admin_login(owner_url) as url:
             row = _shred_as(kind, tmp, url, people, batch, fill_s, kek, random.sample(range(people), batch))
     row.update(chain_cost(kind, tmp, people, batch, kek))
+    return row
+
+
+def bench_shred_all(kind: str, tmp: Path, people: int) -> dict[str, Any]:
+    """Every person of a store of ``people`` at once: `fieldcrypt keys shred --from-file` of all their ids (the CLI
+    in process, its start-up included; PostgreSQL as the admin role)."""
+    kek = fieldcrypt.create_local_kek(tmp / f"kek-{uuid.uuid4().hex}.json")
+    with store_url(kind, tmp) as owner_url:
+        fill(owner_url, people, kek=kek)
+        with admin_login(owner_url) as url:
+            ids = tmp / "everyone.txt"
+            ids.write_text("\n".join(person(i) for i in range(people)) + "\n")
+            took = timed_cli("keys", "shred", "--from-file", str(ids), "--store", url, "--kek", kek, "--reason",
+                             "bench", "--yes")  # fmt: skip
+            store = fieldcrypt.open_store(url)
+            left = sum(1 for _ in store.keys(DOMAIN))
+            store.close()
+    row = {"bench": "shred-all", "store": kind, "people": people, "shred_all_s": round(took, 1), "keys_left": left}
+    print(json.dumps(row), flush=True)
     return row
 
 
@@ -373,6 +393,7 @@ def main() -> None:
     ap.add_argument("--hot", type=int, default=20_000)
     ap.add_argument("--stores", default="sqlite,postgresql")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--shred-all", action="store_true", help="also shred every person of a store of --people at once")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fieldcrypt-bench-"))
     print(f"# python {sys.version.split()[0]}; {args.people} people", flush=True)
@@ -386,6 +407,8 @@ def main() -> None:
                 print(f"# postgresql skipped: {type(exc).__name__}", flush=True)
                 continue
         bench_shred(kind, tmp, args.people, args.batch)
+        if args.shred_all:
+            bench_shred_all(kind, tmp, args.people)
     if not args.skip_throughput:
         bench_per_person("sqlite", tmp, args.people, args.records, args.hot)
 

@@ -43,8 +43,11 @@ def test_bench_lifecycle_smoke() -> None:
         "10",
         "--stores",
         "sqlite",
+        "--shred-all",
     )
     assert "40 people" in out
+    assert '"bench": "shred-all", "store": "sqlite", "people": 40' in out and '"keys_left": 0' in out
+    assert '"bench": "audit-chain"' in out
 
 
 @pytest.mark.slow
