@@ -153,10 +153,8 @@ def test_verify_help_says_the_format_comes_from_the_registry(capsys) -> None:
     assert "--format" not in text  # the old, confusable spelling is hidden
 
 
-@pytest.mark.broker
-def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
-    broker, http_registry, keyring: Keyring, store_url: str, kek_uri: str, capfd
-) -> None:
+def _six_records_cust_1_erased(broker: Any, http_registry: Any, keyring: Keyring) -> str:
+    """A new topic of 6 records of cust-0, cust-1 and cust-2 (two each, in one produce batch), cust-1 then shredded."""
     topic = f"verify-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic)
     registry = SchemaRegistryClient({"url": http_registry.url})
@@ -170,6 +168,14 @@ def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
         producer.produce(topic, value=customer(i % 3))  # one batch: Tansu then reports a high watermark of 1
     producer.flush(30)
     keyring.shred_person("cust-1")
+    return topic
+
+
+@pytest.mark.broker
+def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
+    broker, http_registry, keyring: Keyring, store_url: str, kek_uri: str, capfd
+) -> None:
+    topic = _six_records_cust_1_erased(broker, http_registry, keyring)
     argv = [topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--json"]
     start = time.monotonic()
     code, out, err = run(capfd, "verify", *argv, "--store", store_url, "--kek", kek_uri, "--by", "data-subject")
@@ -195,19 +201,7 @@ def test_verify_clean_topic_exits_0_and_reads_a_batched_produce_to_its_end(
 def test_verify_one_data_subject_is_the_proof_of_their_erasure(
     broker, http_registry, keyring: Keyring, store_url: str, kek_uri: str, capfd
 ) -> None:
-    topic = f"verify-{uuid.uuid4().hex[:8]}"
-    broker.create_topic(topic)
-    registry = SchemaRegistryClient({"url": http_registry.url})
-    producer = SerializingProducer(
-        {
-            "bootstrap.servers": broker.bootstrap_servers,
-            "value.serializer": AvroSerializer(registry, load_schema("customer_event.avsc"), keyring=keyring),
-        }
-    )
-    for i in range(6):
-        producer.produce(topic, value=customer(i % 3))
-    producer.flush(30)
-    keyring.shred_person("cust-1")
+    topic = _six_records_cust_1_erased(broker, http_registry, keyring)
     argv = [topic, "-b", broker.bootstrap_servers, "--schema-registry", http_registry.url, "--store", store_url,
             "--kek", kek_uri]  # fmt: skip
     code, out, err = run(capfd, "verify", *argv, "--data-subject", "cust-1", "--json")

@@ -238,15 +238,20 @@ def test_many_processes_appending_at_once_keep_the_chain_linear(store_url: str, 
     assert code == 0 and report["ok"], report["break"]
 
 
-def test_an_older_store_is_chained_once_and_a_gap_in_a_chained_one_is_never_laundered(tmp_path: Path) -> None:
+def _older(tmp_path: Path) -> tuple[str, str]:
+    """A SQLite store with some history, as a fieldcrypt before the chain left it (no links, no seals table), then
+    upgraded by `keys init`."""
     kek = create_local_kek(tmp_path / "kek.json")
     url = f"sqlite:///{tmp_path / 'old.db'}"
     create_key_store(url)
     _history(url, kek)
-    # the store as an older fieldcrypt left it: no links, no seals table
     _sql(url, "ALTER TABLE fieldcrypt_audit DROP COLUMN hash", "DROP TABLE fieldcrypt_audit_seals")
-    code = cli(["keys", "init", "--store", url])
-    assert code == 0
+    assert cli(["keys", "init", "--store", url]) == 0
+    return url, kek
+
+
+def test_an_older_store_is_chained_once_and_a_gap_in_a_chained_one_is_never_laundered(tmp_path: Path) -> None:
+    url, _kek = _older(tmp_path)
     assert _verify(url)[0] == 0
     db = sqlite3.connect(url[len("sqlite:///") :])
     with pytest.raises(sqlite3.IntegrityError, match="hash-chained"):  # its column is nullable: a trigger guards it
@@ -313,12 +318,7 @@ def test_a_postgresql_session_rounding_floats_reads_the_chain_exactly(tmp_path: 
 
 
 def test_a_store_older_than_the_chain_says_so_once_and_a_sealed_one_is_never_relinked(tmp_path: Path) -> None:
-    kek = create_local_kek(tmp_path / "kek.json")
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    create_key_store(url)
-    _history(url, kek)
-    _sql(url, "ALTER TABLE fieldcrypt_audit DROP COLUMN hash", "DROP TABLE fieldcrypt_audit_seals")
-    assert cli(["keys", "init", "--store", url]) == 0
+    url, kek = _older(tmp_path)
     with Keyring(url, kek) as kr:
         [said] = kr.audit(operation="audit-chain")
         assert "linked as they were found" in said.detail
