@@ -198,8 +198,7 @@ def unchained(owner_url: str) -> Iterator[None]:
     against unlinked entries lifted for it). A baseline for the bench only."""
     from fieldcrypt.keys import _sql
 
-    def plain(self: Any, ex: Any, entries: Any) -> None:
-        rows = [_sql._audit_row(e) for e in entries]
+    def plain(self: Any, ex: Any, rows: Any) -> None:  # (the entries' columns, _sql._audit_row's)
         cols = "at, actor, operation, domain, person, key_ids, reason, detail"
         if owner_url.startswith("postgresql") and len(rows) > 1:
             ex.copy(f"COPY fieldcrypt_audit ({cols}) FROM STDIN", rows)
@@ -232,12 +231,12 @@ def unchained(owner_url: str) -> Iterator[None]:
                 "SELECT setval(pg_get_serial_sequence('fieldcrypt_audit', 'seq'), "
                 "(SELECT COALESCE(MAX(seq), 0) + 1 FROM fieldcrypt_audit), false)"
             )
-    saved = _sql.SqlKeyStore._audits
-    _sql.SqlKeyStore._audits = plain  # type: ignore[method-assign]
+    saved = _sql.SqlKeyStore._audit_rows
+    _sql.SqlKeyStore._audit_rows = plain  # type: ignore[method-assign]
     try:
         yield
     finally:
-        _sql.SqlKeyStore._audits = saved  # type: ignore[method-assign]
+        _sql.SqlKeyStore._audit_rows = saved  # type: ignore[method-assign]
 
 
 def _shred_as(

@@ -153,7 +153,8 @@ def test_a_shred_overlapping_a_rotation_destroys_the_new_key_too(store_url: str,
 
 def _held_shred(store_url: str, hold: str, *, after: bool = False) -> tuple[KeyStore, threading.Event, threading.Event]:
     """A second store whose shred stops at its first ``hold`` step (``_delete_pass`` with ``after``: right after the
-    first DELETE; ``_audits``: after every DELETE) until released, its transaction open."""
+    first DELETE; ``_audit_rows``: after every DELETE, before the audit chain's lock) until released, its transaction
+    open."""
     other = open_store(store_url)
     reached, release = threading.Event(), threading.Event()
     step = getattr(other, hold)
@@ -179,7 +180,7 @@ def test_an_open_shred_does_not_block_other_persons_key_writes(store_url: str, s
     store.create("d", "p", "k", wrap_with(b"1"), 1.0, audit())
     q = store.create("d", "q", "k", wrap_with(b"2"), 1.0, audit())
     r = store.create("d", "r", "k", wrap_with(b"3"), 1.0, audit())
-    other, reached, release = _held_shred(store_url, "_audits")
+    other, reached, release = _held_shred(store_url, "_audit_rows")
     outcome: list[object] = []
     shredding = threading.Thread(target=lambda: outcome.append(other.shred(None, ["p"], 3.0, audit("shred"))))
     shredding.start()

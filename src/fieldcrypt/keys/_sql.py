@@ -732,9 +732,11 @@ class SqlKeyStore(KeyStore):
         """Append audit entries, in their order, each linked to the one before (:mod:`fieldcrypt.keys.chain`): the
         chain's head is read under the chain's lock (held to commit), so concurrent writers append one after
         another. The rows go in a statement per 90 of them (a dialect may write them all in one)."""
-        if not entries:
-            return
-        rows = [_audit_row(entry) for entry in entries]
+        if entries:
+            self._audit_rows(ex, [_audit_row(entry) for entry in entries])
+
+    def _audit_rows(self, ex: Execute, rows: list[list[Any]]) -> None:
+        """:meth:`_audits` of entries given as their columns (:func:`_audit_row`), linked and written in place."""
         for row in rows:
             if not math.isfinite(row[0]):
                 raise ConfigurationError("the time of an audit entry must be a finite number of epoch seconds")
@@ -1061,18 +1063,18 @@ class SqlKeyStore(KeyStore):
                 batch = f"{audit.detail}, " if audit.detail else ""
                 # one entry per person (a group: their pseudonyms in each key domain searched), naming them by their
                 # pseudonyms in the domains where keys of theirs were destroyed, now or before (by the first one if
-                # none): never linking a domain they hold no key in
-                entries = []
+                # none): never linking a domain they hold no key in. Written as the entries' columns (_audit_row's),
+                # the batch's own apart from person, key ids and detail: no AuditEntry per person
+                at, actor, operation, domain_, _p, _k, reason, _d = _audit_row(audit)
+                rows: list[list[Any]] = []
                 for i, group in enumerate(groups, 1):
                     where = f"{batch}{i} of {len(groups)}" if len(groups) > 1 else audit.detail
-                    ids = tuple(k for p in group for k in mine[p])
+                    held = [k for p in group for k in mine[p]]
                     named = [p for p in group if mine[p] or earlier.get(p)] or list(group[:1])
-                    detail = _detail(len(ids), sum(earlier.get(p, 0) for p in group), where)
-                    entries.append(  # (the batch's entry, one field apart: no dataclasses.replace per person)
-                        AuditEntry(audit.at, audit.actor, audit.operation, audit.domain, " ".join(named), ids,
-                                   audit.reason, detail)
-                    )  # fmt: skip
-                self._audits(ex, entries)
+                    detail = _detail(len(held), sum(earlier.get(p, 0) for p in group), where)
+                    key_ids = ",".join([f"0x{k:08x}" for k in held]) if held else ""
+                    rows.append([at, actor, operation, domain_, " ".join(named), key_ids, reason, detail])
+                self._audit_rows(ex, rows)
         if people is not None:
             self._spans().earlier = earlier  # (after the commit: counts a report may take as they were)
         return destroyed
