@@ -406,3 +406,13 @@ def test_concurrent_first_use_in_many_processes_creates_one_key(store_url: str, 
     assert len(ids) == 1
     assert [k.key_id for k in store.keys("shared")] == list(ids)
     assert len(store.audit_log()) == 1
+
+
+def test_a_shred_of_persons_takes_exactly_them_whatever_their_ids_hold(store: KeyStore) -> None:
+    """Persons are matched whole: an id with a space is not two ids, and ids without one are not split either (the
+    PostgreSQL store sends a batch as one string when no id holds a space)."""
+    for person in ("a b", "a", "b", "c", "d e f"):
+        store.create("d", person, "k", wrap_with(person.encode()), 1.0, audit())
+    assert sorted(r.person or "" for r in store.shred(None, ["a b", "c"], 2.0, audit("shred"))) == ["a b", "c"]
+    assert sorted(r.person or "" for r in store.shred(None, ["a", "x", "d"], 2.0, audit("shred"))) == ["a"]
+    assert sorted(r.person or "" for r in store.keys("d")) == ["b", "d e f"]

@@ -1069,9 +1069,15 @@ class SqlKeyStore(KeyStore):
                 rows: list[list[Any]] = []
                 for i, group in enumerate(groups, 1):
                     where = f"{batch}{i} of {len(groups)}" if len(groups) > 1 else audit.detail
-                    held = [k for p in group for k in mine[p]]
-                    named = [p for p in group if mine[p] or earlier.get(p)] or list(group[:1])
-                    detail = _detail(len(held), sum(earlier.get(p, 0) for p in group), where)
+                    if len(group) == 1:  # (one key domain searched: the common case, without the loops below)
+                        named = list(group)
+                        held = mine[group[0]]
+                        before = earlier.get(group[0], 0)
+                    else:
+                        held = [k for p in group for k in mine[p]]
+                        named = [p for p in group if mine[p] or earlier.get(p)] or list(group[:1])
+                        before = sum(earlier.get(p, 0) for p in group)
+                    detail = _detail(len(held), before, where)
                     key_ids = ",".join([f"0x{k:08x}" for k in held]) if held else ""
                     rows.append([at, actor, operation, domain_, " ".join(named), key_ids, reason, detail])
                 self._audit_rows(ex, rows)

@@ -176,8 +176,15 @@ class PostgresKeyStore(SqlKeyStore):
         if persons is None:
             yield from super()._person_conditions(domain, persons)
             return
-        # %b: arrays sent in binary (psycopg's text form quotes each element with a regular expression)
-        cond, args = "person = ANY(%b)", [list(persons)]
+        people = list(persons)
+        args: list[Any]
+        if any(" " in p for p in people):
+            # %b: arrays sent in binary (psycopg's text form quotes each element with a regular expression)
+            cond, args = "person = ANY(%b)", [people]
+        else:
+            # one string split by the server: psycopg dumps a list element by element in Python (0.15 s per 100,000),
+            # and no person here holds a space (pseudonyms never do; an id in clear that does takes the array above)
+            cond, args = "person = ANY(string_to_array(%s, ' '))", [" ".join(people)]
         if domain is not None:
             cond += " AND domain = ANY(%b)"
             args.append(list(with_views(domain)))
