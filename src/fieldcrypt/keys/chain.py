@@ -53,11 +53,8 @@ def _text(value: Any) -> bytes:
 
 def link(prev: bytes | None, seq: int, row: Sequence[Any]) -> bytes:
     """The hash of the entry at ``seq`` whose columns after ``seq`` are ``row`` (at, actor, operation, domain,
-    person, key_ids, reason, detail), following the entry whose hash is ``prev``."""
-    at, *texts = row
-    parts = [prev or b"", _Q.pack(int(seq)), _D.pack(float(at))]
-    parts += [_text(t) for t in texts]
-    return hashlib.sha256(b"".join(parts)).digest()
+    person, key_ids, reason, detail), following the entry whose hash is ``prev``: :func:`links` of one."""
+    return links(prev, seq, [row])[0]
 
 
 def links(prev: bytes | None, seq: int, rows: Sequence[Sequence[Any]]) -> list[bytes]:
@@ -191,7 +188,7 @@ def _links(prev: bytes | None, seq: int, row: Row) -> bool:
         return False
     try:
         return link(prev, seq, row[1:9]) == digest
-    except (TypeError, ValueError, OverflowError, UnicodeEncodeError, struct.error):  # a column of another type
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError, AttributeError, struct.error):  # another type
         return False
 
 

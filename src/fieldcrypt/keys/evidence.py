@@ -149,7 +149,8 @@ def _head(admin: KeyAdmin) -> tuple[int, bytes] | None:
     return int(rows[0][0]), bytes(rows[0][9])
 
 
-def _all_rows(admin: KeyAdmin, until: int | None = None) -> list[tuple[Any, ...]]:
+def _rows(admin: KeyAdmin, until: int | None = None) -> list[tuple[Any, ...]]:
+    """The audit entries (to seq ``until`` if given), in seq order, read a page at a time."""
     store = admin._src.store
     out: list[tuple[Any, ...]] = []
     after = -(2**62)
@@ -166,10 +167,15 @@ def _all_rows(admin: KeyAdmin, until: int | None = None) -> list[tuple[Any, ...]
 
 def verify_audit(admin: KeyAdmin, *, until: int | None = None) -> chain.AuditCheck:
     """Check the audit chain (to entry ``until`` if given) and every seal in it whose KEK this keyring holds."""
+    return _verified(admin, until)[0]
+
+
+def _verified(admin: KeyAdmin, until: int | None) -> tuple[chain.AuditCheck, list[tuple[Any, ...]]]:
+    """:func:`verify_audit`, and the entries it read."""
     src = admin._src
     # the seals first: each names an entry the rows read after it hold (a seal made meanwhile is not a mismatch)
     seals = [s for s in src._call(src.store.audit_seals) if until is None or s.seq <= until]
-    rows = _all_rows(admin, until)
+    rows = _rows(admin, until)
 
     def authentic(s: chain.Seal) -> bool | None:
         kek = _kek_by_uri(admin, s.kek_uri)
@@ -177,7 +183,7 @@ def verify_audit(admin: KeyAdmin, *, until: int | None = None) -> chain.AuditChe
             return None
         return _opens(admin, kek, s.tag, s.hash, chain.seal_context(s.seq, s.hash, s.at, s.actor))
 
-    return chain.check(rows, seals, authentic)
+    return chain.check(rows, seals, authentic), rows
 
 
 # -- receipts ---------------------------------------------------------------------------------------------------------
@@ -450,8 +456,8 @@ def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
         opened = _opens(admin, kek, tag, expected, _RECEIPT_AD) if tag else False
         verdict = "unchecked" if opened is None else "authentic" if opened else "forged"
     first, last = int(doc["audit"]["first_seq"]), int(doc["audit"]["last_seq"])
-    checked = verify_audit(admin, until=last)
-    entries = _entries(admin, first, last)
+    checked, rows = _verified(admin, last)
+    entries = [r for r in rows if int(r[0]) >= first]  # (the chain check read them: not read again)
     if not entries or int(entries[-1][0]) != last:
         entry = "missing"
     else:
@@ -476,20 +482,6 @@ def verify_receipt(admin: KeyAdmin, receipt: Receipt) -> ReceiptCheck:
             problems.append((text, "unknown"))
     differ = _differences(doc, entries, first, last, set(ids.values())) if entry != "missing" else []
     return ReceiptCheck(verdict, checked, entry, len(named), tuple(problems), tuple(differ))
-
-
-def _entries(admin: KeyAdmin, first: int, last: int) -> list[tuple[Any, ...]]:
-    """The audit entries with seq ``first`` to ``last``, as the chain check reads them."""
-    src = admin._src
-    out: list[tuple[Any, ...]] = []
-    after = first - 1
-    while after < last:
-        rows = src._call(lambda a=after: src.store.audit_chain(a, min(5000, last - a)))
-        out += [r for r in rows if int(r[0]) <= last]
-        if not rows:
-            break
-        after = int(rows[-1][0])
-    return out
 
 
 def _differences(
