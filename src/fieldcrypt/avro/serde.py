@@ -46,6 +46,7 @@ from fieldcrypt.core.confluent import (
     write_rules,
 )
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
+from fieldcrypt.core.lookalike import avro_screen
 from fieldcrypt.core.lookalike import has_binary
 from fieldcrypt.core.lookalike import mode_of as untagged_mode
 from fieldcrypt.core.lookalike import review as review_lookalikes
@@ -144,11 +145,15 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         # the subject name strategy is a function of (topic, field, schema name); the schema name is fixed here
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._policy = PolicyCheck(self._keyring, writing=True, stats=self.stats)
-        #: (topic, field) -> (subject, plan, framing prefix, key domain) a record of that kind was written with
-        self._lanes: dict[tuple[str, Any], tuple[Any, ...]] = {}
+        #: (topic, field) -> the writer of the next records of that kind (:meth:`_lane`)
+        self._lanes: dict[tuple[str, Any], Callable[[object, SerializationContext], bytes]] = {}
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
         try:
+            if ctx is not None and obj is not None:
+                lane = self._lanes.get((ctx.topic, ctx.field))
+                if lane is not None:
+                    return lane(obj, ctx)
             return self._serialize(obj, ctx)
         finally:
             track_original_key(obj, ctx)  # as confluent: its DLQ action names the key of a value that failed
@@ -156,10 +161,6 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
     def _serialize(self, obj: object, ctx: SerializationContext | None) -> bytes | None:
         if obj is None:
             return None
-        if ctx is not None:
-            lane = self._lanes.get((ctx.topic, ctx.field))
-            if lane is not None:
-                return self._write_lane(lane, obj, ctx)
         c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             subject = cached_subject(self, self._subjects, ctx, c.schema_name)
@@ -187,8 +188,8 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
             if c.prefix_framing:
                 out = fo.getvalue()
                 if not self._entries.latest_mode and not _is_bytes_schema(cached.parsed) and len(self._lanes) < 10_000:
-                    # what this record's kind (topic, field) fixed, for the next ones (_write_lane)
-                    self._lanes[(ctx.topic, ctx.field)] = (subject, cached, prefix, domain)
+                    # what this record's kind (topic, field) fixed, for the next ones (_lane)
+                    self._lanes[(ctx.topic, ctx.field)] = self._lane(subject, cached, prefix, domain)
             else:
                 assert c.schema_id_serializer is not None
                 out = c.schema_id_serializer(fo.getvalue(), ctx, schema_id)
@@ -198,29 +199,42 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         self.stats._wrote(state)  # counted once the record is done: one lock per record
         return out
 
-    def _write_lane(self, lane: tuple[Any, ...], obj: object, ctx: SerializationContext) -> bytes:
-        """:meth:`_serialize` for a record of a (topic, field) written before with prefix framing, outside
-        ``use.latest.version``: its subject, schema id, plan and domain are what the first record found (the subject
+    def _lane(
+        self, subject: str, cached: CachedPlan, prefix: bytes, domain: str
+    ) -> Callable[[object, SerializationContext], bytes]:
+        """:meth:`_serialize` for the next records of a (topic, field) written with prefix framing, outside
+        ``use.latest.version``: their subject, schema id, plan and domain are what this record found (the subject
         name strategy is a function of topic, field and the serializer's schema; the entry of a subject outside
-        latest mode does not change)."""
-        subject, cached, prefix, domain = lane
-        c = self._confluent
-        try:
-            value = _loop.once("record", self._prepared, obj, ctx, subject, cached)
-            encrypted, state = cached.runner.encrypt_counted(
-                value, self._keyring, subject, domain, self.stats, self._opts.format_version
-            )
-            fo = io.BytesIO()
-            fo.write(prefix)
-            schemaless_writer(
-                fo, cached.parsed, encrypted, strict=c.strict, strict_allow_default=c.strict_allow_default
-            )
-            out = fo.getvalue()
-        except Exception as exc:
-            refused(self.stats, exc)
-            raise
-        self.stats._wrote(state)
-        return out
+        latest mode does not change), bound once into one function."""
+        c, stats, parsed, prepared = self._confluent, self.stats, cached.parsed, self._prepared
+        encrypt = cached.runner.writer(self._keyring, subject, domain, stats, self._opts.format_version)
+        to_dict, active, once, wrote, new_buffer = c.to_dict, _loop.active, _loop.once, stats._wrote, io.BytesIO
+        # fastavro's defaults, passed only when they are not (a keyword argument costs a little on every record)
+        flags = {"strict": True} if c.strict else {}
+        if c.strict_allow_default:
+            flags["strict_allow_default"] = True
+
+        def write(obj: object, ctx: SerializationContext) -> bytes:
+            try:
+                if to_dict is None and active() is None:
+                    value = obj  # what _prepared gives outside latest mode without to_dict (once(): outside a replay)
+                else:
+                    value = once("record", prepared, obj, ctx, subject, cached)
+                encrypted, state = encrypt(value)
+                fo = new_buffer()
+                fo.write(prefix)
+                if flags:
+                    schemaless_writer(fo, parsed, encrypted, **flags)
+                else:
+                    schemaless_writer(fo, parsed, encrypted)
+                out = fo.getvalue()
+            except Exception as exc:
+                refused(stats, exc)
+                raise
+            wrote(state)
+            return out
+
+        return write
 
     def _prepared(self, obj: object, ctx: SerializationContext, subject: str, cached: CachedPlan) -> Any:
         c = self._confluent
@@ -273,10 +287,14 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
         self._latest_mode = is_latest_mode(self)
         self._binary: dict[int | str, bool] = {}  # schema id -> may hold bytes/fixed values (fieldcrypt.core.lookalike)
-        #: (topic, field, schema id bytes) -> what reading a record of that kind decided (_open_lane)
-        self._lanes: dict[tuple[str, Any, bytes], tuple[Any, ...]] = {}
+        #: (topic, field, schema id bytes) -> the reader of the next records of that kind (_open_lane)
+        self._lanes: dict[tuple[str, Any, bytes], Callable[[bytes, SerializationContext], Any]] = {}
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
+        if ctx is not None and type(data) is bytes and len(data) > 5 and data[0] == 0 and not ctx.headers:
+            lane = self._lanes.get((ctx.topic, ctx.field, data[1:5]))
+            if lane is not None:  # (a lane's schema has no rules: nothing reads the wire bytes set below)
+                return lane(data, ctx)
         token = wire_set(data)  # (the bytes a rule's DLQ action sends)
         try:
             return self._deserialize(data, ctx)
@@ -286,10 +304,6 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
             return None
-        if ctx is not None and type(data) is bytes and len(data) > 5 and data[0] == 0 and not ctx.headers:
-            lane = self._lanes.get((ctx.topic, ctx.field, data[1:5]))
-            if lane is not None:
-                return self._read_lane(lane, data, ctx)
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             check_framing(data)
             subject = subject_lookup(ctx, cached_subject, self, self._subjects, ctx, None)  # may ask the registry
@@ -377,7 +391,7 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         outcomes: Outcomes,
     ) -> None:
         """After a record read the general way: when every step it took is fixed by (topic, field, schema id), keep
-        what they decided, for :meth:`_read_lane` to read the next records of that kind with: prefix framing without
+        what they decided, for :meth:`_lane` to read the next records of that kind with: prefix framing without
         schema-id headers, no ``use.latest.version``, no reader schema and no record names to return, a writer
         schema without rules, recursion or named-type unions, a plan that tags something."""
         plan = cached.runner.plan
@@ -398,31 +412,39 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
             or len(self._lanes) >= 10_000
         ):
             return
-        self._lanes[(ctx.topic, ctx.field, data[1:5])] = (subject, cached, writer, domain, outcomes)
+        self._lanes[(ctx.topic, ctx.field, data[1:5])] = self._lane(subject, cached, writer, domain, outcomes)
 
-    def _read_lane(self, lane: tuple[Any, ...], data: bytes, ctx: SerializationContext) -> Any:
-        """:meth:`_deserialize` for a record of a kind read before (:meth:`_open_lane`): the same steps, without
-        deciding again what its kind fixed."""
-        subject, cached, writer, domain, outcomes = lane
-        untagged = None
-        try:
-            payload = io.BytesIO(data)
-            payload.seek(5)
+    def _lane(
+        self, subject: str, cached: CachedPlan, writer: Any, domain: str, outcomes: Outcomes
+    ) -> Callable[[bytes, SerializationContext], Any]:
+        """:meth:`_deserialize` for the next records of a kind read before (:meth:`_open_lane`): the same steps,
+        without deciding again what its kind fixed, bound once into one function."""
+        stats, review, again = self.stats, self._review, self._decode_again
+        decrypt = cached.runner.reader(self._keyring, subject, domain, outcomes, stats)
+        from_dict, counted, new_buffer = self._confluent.from_dict, stats._record, io.BytesIO
+        screen = avro_screen(writer)  # lookalikes(record, b"", False) for this schema's records
+
+        def read(data: bytes, ctx: SerializationContext) -> Any:
+            untagged = None
             try:
-                record = schemaless_reader(payload, writer, None, False)
+                payload = new_buffer(data)
+                payload.seek(5)
+                try:
+                    record = schemaless_reader(payload, writer, None, False)
+                except Exception as exc:
+                    raise malformed(exc, subject) from exc
+                record, state = decrypt(record)
+                found = screen(record)  # decrypted: what is left looks like ciphertext
+                if found is not None:  # rare: judged against the record as it arrived
+                    untagged = review(found, subject, writer, lambda: again(payload, 5, writer, False))
+                out = from_dict(record, ctx) if from_dict is not None else record
             except Exception as exc:
-                raise malformed(exc, subject) from exc
-            record, state = cached.runner.decrypt_counted(record, self._keyring, subject, domain, outcomes, self.stats)
-            found = lookalikes(record, b"", False)  # decrypted: what is left looks like ciphertext
-            if found is not None:  # rare: judged against the record as it arrived
-                untagged = self._review(found, subject, writer, lambda: self._decode_again(payload, 5, writer, False))
-            from_dict = self._confluent.from_dict
-            out = from_dict(record, ctx) if from_dict is not None else record
-        except Exception as exc:
-            refused(self.stats, exc)
-            raise
-        self.stats._record(state, untagged)  # counted once the record is done: one lock per record
-        return out
+                refused(stats, exc)
+                raise
+            counted(state, untagged)  # counted once the record is done: one lock per record
+            return out
+
+        return read
 
     def _review(self, found: Any, subject: str | None, schema: Any, again: Any) -> list[str] | None:
         """Values that look like ciphertext in untagged fields, judged (fieldcrypt.core.lookalike.review); ``again``:

@@ -84,6 +84,7 @@ def compile_encrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "_NONCE": _wire.NONCE_LEN,
     }
     wraps = {"string": _wire.encode_text, "bytes": bytes, "base64": _wire.encode_base64}
+    one_domain = len({leaf.domain for _, leaf, _ in leaves}) == 1
     head = ["def enc(v, st):", "    if type(v) is not dict:", "        return _SLOW", "    get = v.get"]
     body: list[str] = []
     for j, (name, leaf, default) in enumerate(leaves):
@@ -115,22 +116,31 @@ def compile_encrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         else:
             ns[f"_dm{j}"] = leaf.domain
             domain = f"_dm{j}"
+        # one key domain for every value (the common case): the key and what the values take from it are looked up
+        # once per record (again only when its budget is spent); else per value, from the record's keys
+        rebind = "            e, hk, pre = k.cipher.encrypt, k.header2, k.ad_prefix2 + tail"
+        fetch = (
+            ["        if k is None:", f"            k = keys.get({domain}) or _kw(_l{j}, st)", rebind]
+            if one_domain
+            else [f"        k = keys.get({domain}) or _kw(_l{j}, st)", rebind.replace("            ", "        ", 1)]
+        )
         body += [
             f"    if d{j} is None:",
             f"        out[_n{j}] = None",
             f"    elif d{j} is not _M:",
-            f"        k = keys.get({domain}) or _kw(_l{j}, st)",
+            *fetch,
             "        while _next(k.budget[0], None) is None:",
             f"            k = _renew(_l{j}, st, k)",
+            rebind,
             "        if i:",
             "            nonce = r8 + _pack(low ^ i)",  # crypto.wire.derive_nonce
-            "            h = k.header2 + _V[i]",
+            "            h = hk + _V[i]",
             "        else:",
             "            nonce = st.nonce = _eng._urandom(_NONCE)",
             "            r8, low = nonce[:8], _low(nonce, 8)[0]",
-            "            h = k.header2 + _I0 + nonce + cnt",
+            "            h = hk + _I0 + nonce + cnt",
             "        try:",
-            f"            ct = k.cipher.encrypt(nonce, d{j}, k.ad_prefix2 + tail + _p{j})",
+            f"            ct = e(nonce, d{j}, pre + _p{j})",
             "        except _ENC:",
             f"            raise _fail(_l{j}, st, k) from None",
             (
@@ -150,7 +160,7 @@ def compile_encrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
             "    tail = st.ident + cnt",
             "    keys = st.keys",
             "    i = 0",
-            "    r8 = low = None",
+            "    r8 = low = k = None",
             *body,
             "    st.count = n",
             "    return out",
@@ -293,3 +303,35 @@ def compile_decrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
         "",
     ]
     return _build("\n".join(lines), ns, "dec")
+
+
+def compile_screen(
+    texts: list[str], others: list[str], full: Callable[[Any], Any], text_range: tuple[str, str]
+) -> Callable[[Any], Any]:
+    """``screen(record) -> full(record) | None`` for decoded records of one schema: ``texts`` name the fields always
+    read as a ``str``, ``others`` those that may hold anything but a number or a bool (a union, a container,
+    bytes, a logical type); the fields left out hold numbers or bools only. A record in which no text field falls in
+    ``text_range`` and no other field holds text in it, bytes or a container, holds no value ``full`` (the walk of
+    ``fieldcrypt.core.lookalike.candidates``) would find: None, without the walk. Anything else: ``full(record)``.
+    Any record not a dict, or missing a field: ``full(record)``. The source is built from indexes alone."""
+    ns: dict[str, Any] = {"_full": full, "_lo": text_range[0], "_hi": text_range[1]}
+    lines = ["def screen(v):", "    if type(v) is not dict:", "        return _full(v)", "    try:"]
+    for j, name in enumerate(others):
+        ns[f"_o{j}"] = name
+        lines += [
+            f"        x = v[_o{j}]",
+            "        t = type(x)",
+            "        if t is str:",
+            "            if _lo <= x < _hi:",
+            "                return _full(v)",
+            "        elif t is bytes or t is dict or t is list or t is tuple:",
+            "            return _full(v)",
+        ]
+    if texts:
+        for j, name in enumerate(texts):
+            ns[f"_t{j}"] = name
+        lines.append("        " + " or ".join(f"_lo <= v[_t{j}] < _hi" for j in range(len(texts))) + ":")
+        lines[-1] = "        if " + lines[-1].lstrip()
+        lines.append("            return _full(v)")
+    lines += ["    except (KeyError, TypeError):", "        return _full(v)", "    return None", ""]
+    return _build("\n".join(lines), ns, "screen")

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Collection, Mapping
+from functools import partial
 from typing import Any
 
 from fieldcrypt.core import compiled as _compiled
@@ -76,36 +77,43 @@ NOT_A_CIPHERTEXT = "the field does not hold a fieldcrypt ciphertext"
 class RecordState:
     """What one record's values share: subject, default domain, person, keys in use, record nonce and value count;
     and its counts (values, outcomes, key lookups), added to the serde's ``SerdeStats`` once the record is done.
-    It is the keyring's ``KeyMeter`` for the record's lookups."""
+    It is the keyring's ``KeyMeter`` for the record's lookups.
+
+    One is made per record: the attributes every record sets are slots set here; the others are class-level
+    defaults, set on the instance (its ``__dict__``) only by the records that need them (a record read with an
+    erased value, a masked view, the general walker's pending values...)."""
 
     __slots__ = (
+        "__dict__",
         "count",
         "default_domain",
-        "denied",
-        "deterministic",
-        "erased",
         "ident",
         "keyring",
         "keys",
-        "last_key",
-        "last_missing",
         "lookups",
-        "masked",
         "misses",
         "nonce",
         "outcomes",
-        "pending",
         "person",
-        "plain",
-        "seen",
         "stats",
-        "stood_in",
         "subject",
-        "total",
-        "unreadable",
-        "version",
-        "view_ids",
     )
+
+    # rarely set: class-level defaults (immutable; a record that needs one sets its own)
+    erased = 0  # read side: values whose key was shredded
+    denied = 0  # read side: values this consumer has no key for
+    stood_in = 0  # read side: of them, values null or the placeholder replaced (Outcomes.apply)
+    deterministic = 0  # deterministic values so far (not record-bound: no index, not in the count)
+    last_key: DataKey | None = None  # read side: the key of the previous value
+    last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
+    plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
+    unreadable: list[tuple[bool, str]] | None = None  # read side: (erased, path) of unreadable values
+    masked: list[str] | None = None  # read side: paths of values read as their masked view
+    view_ids: set[int] | None = None  # read side: the view keys looked up (one lookup counted per key)
+    seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
+    version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
+    pending: list[_Pending] | None = None  # version 2, write side: values sealed once the count is known
+    total: int | None = None  # version 2, read side: the count value 0 carries
 
     def __init__(
         self,
@@ -120,28 +128,14 @@ class RecordState:
         self.stats = stats
         self.lookups = 0  # data-key lookups made of the keyring (one per key, not per value)
         self.misses = 0  # of them, those that needed the key store
-        self.erased = 0  # read side: values whose key was shredded
-        self.denied = 0  # read side: values this consumer has no key for
-        self.stood_in = 0  # read side: of them, values null or the placeholder replaced (Outcomes.apply)
         self.keyring = keyring
         self.subject = subject
         self.default_domain = default_domain
         self.person = person
         self.keys: dict[str, DataKey] = {}
         self.count = 0  # encrypted values so far: the next value's index (see crypto.wire)
-        self.deterministic = 0  # deterministic values so far (not record-bound: no index, not in the count)
         self.nonce: bytes | None = None  # the record nonce
-        self.last_key: DataKey | None = None  # read side: the key of the previous value
-        self.last_missing: int | None = None  # read side: the id of the previous value's key when it was unreadable
-        self.plain: list[str] | None = None  # read side: paths of tagged values accepted as plaintext
-        self.unreadable: list[tuple[bool, str]] | None = None  # read side: (erased, path) of unreadable values
-        self.masked: list[str] | None = None  # read side: paths of values read as their masked view
-        self.view_ids: set[int] | None = None  # read side: the view keys looked up (one lookup counted per key)
-        self.seen: list[tuple[str, Any]] | None = None  # tagged_values: (path, value) of each tagged value, as it is
-        self.version = _wire.LATEST_VERSION  # write side: the format written; read side: of the record's values
         self.ident = b""  # version 2: lp(schema identity), bound into every value's associated data
-        self.pending: list[_Pending] | None = None  # version 2, write side: values sealed once the count is known
-        self.total: int | None = None  # version 2, read side: the count value 0 carries
 
     # the keyring's KeyMeter protocol
     def key_miss(self) -> None:
@@ -310,16 +304,7 @@ class PlanRunner:
             return record, None
         if default_domain not in self._checked_domains:
             self._check_domain(default_domain, subject)
-        try:
-            person = self.person_of(record)
-        except FieldcryptError as exc:
-            raise exc.with_context(subject=subject) from None
-        if person is None and self._subject_names is not None:
-            raise EncryptionError(
-                "the record has no data-subject id, so its per-person key cannot be chosen",
-                subject=subject,
-                field_path=self.plan.data_subject_path,
-            )
+        person = self._person_to_write(record, subject)
         state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
         fast = self._fast_enc
         if version != 2:
@@ -337,6 +322,64 @@ class PlanRunner:
                 if out is not _compiled_slow:
                     return out, state
             state.pending = []
+        return self._walk_encrypt(record, state), state
+
+    def writer(
+        self, keyring: KeySource, subject: str | None, default_domain: str, stats: SerdeStats | None, version: int
+    ) -> Callable[[Any], tuple[Any, RecordState | None]]:
+        """``encrypt_counted`` with its arguments fixed, for a serde that writes many records of one kind (its lanes):
+        what depends only on them (the domain check, the associated data's identity) is done once, here; the records
+        give the same bytes, errors and counts as through :meth:`encrypt_counted`."""
+        fast = self._fast_enc
+        if self._enc_root is None or fast is None or version != 2:
+            return partial(
+                self.encrypt_counted,
+                keyring=keyring,
+                subject=subject,
+                default_domain=default_domain,
+                stats=stats,
+                version=version,
+            )
+        if default_domain not in self._checked_domains:
+            self._check_domain(default_domain, subject)
+        ident = self.ident(default_domain)
+        per_person = self._subject_names is not None
+        person_to_write, walk = self._person_to_write, self._walk_encrypt
+
+        def write(record: Any) -> tuple[Any, RecordState | None]:
+            state = RecordState(
+                keyring, subject, default_domain, person_to_write(record, subject) if per_person else None, STRICT, stats
+            )
+            state.ident = ident
+            try:
+                out = fast(record, state)
+            except _loop.SIGNALS:
+                raise
+            except BaseException:
+                state.refused()
+                raise
+            if out is not _compiled_slow:
+                return out, state
+            state.pending = []
+            return walk(record, state), state
+
+        return write
+
+    def _person_to_write(self, record: Any, subject: str | None) -> str | None:
+        try:
+            person = self.person_of(record)
+        except FieldcryptError as exc:
+            raise exc.with_context(subject=subject) from None
+        if person is None and self._subject_names is not None:
+            raise EncryptionError(
+                "the record has no data-subject id, so its per-person key cannot be chosen",
+                subject=subject,
+                field_path=self.plan.data_subject_path,
+            )
+        return person
+
+    def _walk_encrypt(self, record: Any, state: RecordState) -> Any:
+        """The general walker's encryption of ``record`` (compiled plans leave every other shape to it)."""
         try:
             if not self._recursive:
                 out = self._enc_root(record, self._root_path, state)
@@ -346,11 +389,11 @@ class PlanRunner:
             if state.pending:  # version 2: every value binds the record's value count, known only now
                 final = _seal(state.pending, state)
                 if final is not _NOT_ROOT:
-                    return final, state  # the record is that one value
-            return out, state
+                    return final  # the record is that one value
+            return out
         except RecursionError:
             state.refused()
-            raise EncryptionError("the record is nested too deeply to encrypt", subject=subject) from None
+            raise EncryptionError("the record is nested too deeply to encrypt", subject=state.subject) from None
         except _loop.SIGNALS:  # an asyncio serde's attempt stopped for I/O: it runs again (fieldcrypt.core.aio)
             raise
         except BaseException:
@@ -394,13 +437,46 @@ class PlanRunner:
         """:meth:`decrypt`, and the record's state to count, as :meth:`encrypt_counted`."""
         if self._dec_root is None:
             return record, None
-        try:
-            person = self.person_of(record, DecryptionError)
-        except FieldcryptError as exc:
-            raise exc.with_context(subject=subject) from None
-        state = RecordState(keyring, subject, default_domain, person, outcomes, stats)
+        state = RecordState(keyring, subject, default_domain, self._person_to_read(record, subject), outcomes, stats)
         state.version = 0  # not known until the first value
         state.ident = self.ident(default_domain)
+        return self._decrypt_in(record, state), state
+
+    def reader(
+        self, keyring: KeySource, subject: str | None, default_domain: str, outcomes: Outcomes, stats: SerdeStats | None
+    ) -> Callable[[Any], tuple[Any, RecordState | None]]:
+        """``decrypt_counted`` with its arguments fixed (as :meth:`writer`), for a serde's lanes."""
+        if self._dec_root is None:
+            return partial(
+                self.decrypt_counted,
+                keyring=keyring,
+                subject=subject,
+                default_domain=default_domain,
+                outcomes=outcomes,
+                stats=stats,
+            )
+        ident = self.ident(default_domain)
+        per_person = self._subject_names is not None
+        person_to_read, decrypt_in = self._person_to_read, self._decrypt_in
+
+        def read(record: Any) -> tuple[Any, RecordState | None]:
+            person = person_to_read(record, subject) if per_person else None
+            state = RecordState(keyring, subject, default_domain, person, outcomes, stats)
+            state.version = 0  # not known until the first value
+            state.ident = ident
+            return decrypt_in(record, state), state
+
+        return read
+
+    def _person_to_read(self, record: Any, subject: str | None) -> str | None:
+        try:
+            return self.person_of(record, DecryptionError)
+        except FieldcryptError as exc:
+            raise exc.with_context(subject=subject) from None
+
+    def _decrypt_in(self, record: Any, state: RecordState) -> Any:
+        """Decrypt ``record`` in place with a fresh ``state`` (:meth:`decrypt_counted`), checking the record whole."""
+        subject = state.subject
         fast = self._fast_dec
         try:
             if fast is not None:
@@ -440,7 +516,7 @@ class PlanRunner:
                 subject=subject,
                 field_path=plain[0],
             )
-        return out, state
+        return out
 
     # -- compilation: write side --------------------------------------------------------------------------------
     def _enc(self, node: Node) -> Step:

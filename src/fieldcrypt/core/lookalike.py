@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fieldcrypt.core.compiled import compile_screen
 from fieldcrypt.crypto import wire as _wire
 from fieldcrypt.errors import (
     AccessDeniedError,
@@ -183,6 +184,32 @@ def avro_candidates(record: Any, payload: bytes, screen: bool) -> Found | None:
     if screen and _AVRO_TEXT.search(payload) is None:
         return None
     return candidates(record)
+
+
+_NUMBERS = frozenset({"int", "long", "float", "double", "boolean", "null"})
+
+
+def avro_screen(schema: Any) -> Callable[[Any], Found | None]:
+    """:func:`candidates` for the records one parsed Avro record schema decodes to (as fastavro's reader gives
+    them, record names not returned), without walking every field: plain ``string`` fields are range-tested in one
+    expression, fields of primitive number types are skipped (fastavro reads them as numbers, never text), every
+    other field is tested as the walk tests it; a record that may hold a candidate is walked whole. Any other schema:
+    :func:`candidates` itself."""
+    if not isinstance(schema, dict) or schema.get("type") != "record" or not isinstance(schema.get("fields"), list):
+        return candidates
+    texts: list[str] = []
+    others: list[str] = []
+    for f in schema["fields"]:
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            return candidates
+        t = f.get("type")
+        if t == "string":
+            texts.append(f["name"])
+        elif not (isinstance(t, str) and t in _NUMBERS):
+            others.append(f["name"])
+    if len(texts) + len(others) > 64:
+        return candidates
+    return compile_screen(texts, others, candidates, (_TEXT_LO, _TEXT_HI))
 
 
 def has_binary(schema: Any) -> bool:
