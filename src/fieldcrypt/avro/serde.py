@@ -46,8 +46,7 @@ from fieldcrypt.core.confluent import (
     write_rules,
 )
 from fieldcrypt.core.lookalike import avro_candidates as lookalikes
-from fieldcrypt.core.lookalike import avro_screen
-from fieldcrypt.core.lookalike import has_binary
+from fieldcrypt.core.lookalike import avro_screen, has_binary
 from fieldcrypt.core.lookalike import mode_of as untagged_mode
 from fieldcrypt.core.lookalike import review as review_lookalikes
 from fieldcrypt.core.outcomes import Outcomes

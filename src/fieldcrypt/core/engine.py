@@ -347,9 +347,8 @@ class PlanRunner:
         person_to_write, walk = self._person_to_write, self._walk_encrypt
 
         def write(record: Any) -> tuple[Any, RecordState | None]:
-            state = RecordState(
-                keyring, subject, default_domain, person_to_write(record, subject) if per_person else None, STRICT, stats
-            )
+            person = person_to_write(record, subject) if per_person else None
+            state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
             state.ident = ident
             try:
                 out = fast(record, state)
