@@ -379,6 +379,7 @@ class PlanRunner:
 
     def _walk_encrypt(self, record: Any, state: RecordState) -> Any:
         """The general walker's encryption of ``record`` (compiled plans leave every other shape to it)."""
+        assert self._enc_root is not None  # (the callers return plans that tag nothing as they are)
         try:
             if not self._recursive:
                 out = self._enc_root(record, self._root_path, state)
@@ -477,6 +478,7 @@ class PlanRunner:
         """Decrypt ``record`` in place with a fresh ``state`` (:meth:`decrypt_counted`), checking the record whole."""
         subject = state.subject
         fast = self._fast_dec
+        assert self._dec_root is not None  # (the callers return plans that tag nothing as they are)
         try:
             if fast is not None:
                 out = fast(record, state)
