@@ -129,6 +129,20 @@ def test_registry_client_internals_used_still_exist() -> None:
     assert wildcard_to_regexp("**.ssn")
 
 
+def test_the_key_trackers_are_confluents_own() -> None:
+    """A lane forgets the record key through the context variable confluent's DLQ action reads
+    (``get_original_key``); remembering is confluent's own function."""
+    from confluent_kafka.schema_registry.common import serde as common_serde
+
+    from fieldcrypt.core.confluent import key_trackers
+
+    remember, forget = key_trackers()
+    remember(b"k")
+    assert common_serde.get_original_key() == b"k"
+    forget()
+    assert common_serde.get_original_key() is None
+
+
 def test_rule_helpers_used_still_exist() -> None:
     assert callable(common_avro.transform) and callable(common_avro.get_inline_tags)
     assert callable(common_json.transform) and common_json.DEFAULT_SPEC is not None

@@ -26,7 +26,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer as _ConfluentAvroDeserializer
 from confluent_kafka.schema_registry.avro import AvroSerializer as _ConfluentAvroSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
-from confluent_kafka.serialization import SerializationContext
+from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import schemaless_reader, schemaless_writer
 
 from fieldcrypt.avro.confluent import ParsedSchemas, field_rules
@@ -36,6 +36,7 @@ from fieldcrypt.core.confluent import (
     configured,
     default_conf,
     is_latest_mode,
+    key_trackers,
     migrate,
     read_rules,
     refuse_encoding_rules,
@@ -148,11 +149,11 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         self._lanes: dict[tuple[str, Any], Callable[[object, SerializationContext], bytes]] = {}
 
     def __call__(self, obj: object, ctx: SerializationContext | None = None) -> bytes | None:
+        if ctx is not None and obj is not None:
+            lane = self._lanes.get((ctx.topic, ctx.field))
+            if lane is not None:
+                return lane(obj, ctx)  # (which tracks the key as below)
         try:
-            if ctx is not None and obj is not None:
-                lane = self._lanes.get((ctx.topic, ctx.field))
-                if lane is not None:
-                    return lane(obj, ctx)
             return self._serialize(obj, ctx)
         finally:
             track_original_key(obj, ctx)  # as confluent: its DLQ action names the key of a value that failed
@@ -188,7 +189,7 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
                 out = fo.getvalue()
                 if not self._entries.latest_mode and not _is_bytes_schema(cached.parsed) and len(self._lanes) < 10_000:
                     # what this record's kind (topic, field) fixed, for the next ones (_lane)
-                    self._lanes[(ctx.topic, ctx.field)] = self._lane(subject, cached, prefix, domain)
+                    self._lanes[(ctx.topic, ctx.field)] = self._lane(subject, cached, prefix, domain, ctx)
             else:
                 assert c.schema_id_serializer is not None
                 out = c.schema_id_serializer(fo.getvalue(), ctx, schema_id)
@@ -199,7 +200,7 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         return out
 
     def _lane(
-        self, subject: str, cached: CachedPlan, prefix: bytes, domain: str
+        self, subject: str, cached: CachedPlan, prefix: bytes, domain: str, first: SerializationContext
     ) -> Callable[[object, SerializationContext], bytes]:
         """:meth:`_serialize` for the next records of a (topic, field) written with prefix framing, outside
         ``use.latest.version``: their subject, schema id, plan and domain are what this record found (the subject
@@ -212,26 +213,34 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
         flags = {"strict": True} if c.strict else {}
         if c.strict_allow_default:
             flags["strict_allow_default"] = True
+        remember, forget = key_trackers()  # track_original_key, for this lane's field
+        is_key = first.field == MessageField.KEY
 
         def write(obj: object, ctx: SerializationContext) -> bytes:
             try:
-                if to_dict is None and active() is None:
-                    value = obj  # what _prepared gives outside latest mode without to_dict (once(): outside a replay)
+                try:
+                    if to_dict is None and active() is None:
+                        value = obj  # what _prepared gives outside latest mode without to_dict (once(): no replay)
+                    else:
+                        value = once("record", prepared, obj, ctx, subject, cached)
+                    encrypted, state = encrypt(value)
+                    fo = new_buffer()
+                    fo.write(prefix)
+                    if flags:
+                        schemaless_writer(fo, parsed, encrypted, **flags)
+                    else:
+                        schemaless_writer(fo, parsed, encrypted)
+                    out = fo.getvalue()
+                except Exception as exc:
+                    refused(stats, exc)
+                    raise
+                wrote(state)
+                return out
+            finally:
+                if is_key:
+                    remember(obj)
                 else:
-                    value = once("record", prepared, obj, ctx, subject, cached)
-                encrypted, state = encrypt(value)
-                fo = new_buffer()
-                fo.write(prefix)
-                if flags:
-                    schemaless_writer(fo, parsed, encrypted, **flags)
-                else:
-                    schemaless_writer(fo, parsed, encrypted)
-                out = fo.getvalue()
-            except Exception as exc:
-                refused(stats, exc)
-                raise
-            wrote(state)
-            return out
+                    forget()
 
         return write
 

@@ -47,6 +47,7 @@ import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import attrs
@@ -168,6 +169,14 @@ def track_original_key(obj: Any, ctx: SerializationContext | None) -> None:
         _serde.set_original_key(obj)
     else:
         _serde.clear_original_key()  # type: ignore[no-untyped-call]
+
+
+def key_trackers() -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """(remember, forget): what :func:`track_original_key` calls for a KEY record and for any other, for a serde
+    that decided the field once (its lanes)."""
+    # forget: clear_original_key's one step, bound (a call fewer per record; the private name is checked by
+    # tests/test_confluent_private_api.py)
+    return _serde.set_original_key, partial(_serde._ORIGINAL_KEY.set, None)
 
 
 def subject_of(serde: Any, ctx: SerializationContext | None, record_name: str | None) -> str | None:

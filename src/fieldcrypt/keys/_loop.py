@@ -99,9 +99,9 @@ def current() -> Replay | None:
     return None
 
 
-def active() -> Replay | None:
-    """The replay of the call running in this context, on the loop or in the executor for it."""
-    return _CURRENT.get()
+#: the replay of the call running in this context, on the loop or in the executor for it (``active()``; None
+#: outside one)
+active: Callable[[], Replay | None] = _CURRENT.get
 
 
 @contextlib.contextmanager
