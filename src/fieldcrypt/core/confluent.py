@@ -171,7 +171,7 @@ def track_original_key(obj: Any, ctx: SerializationContext | None) -> None:
         _serde.clear_original_key()  # type: ignore[no-untyped-call]
 
 
-def key_trackers() -> tuple[Callable[[Any], None], Callable[[], None]]:
+def key_trackers() -> tuple[Callable[[Any], None], Callable[[], object]]:
     """(remember, forget): what :func:`track_original_key` calls for a KEY record and for any other, for a serde
     that decided the field once (its lanes)."""
     # forget: clear_original_key's one step, bound (a call fewer per record; the private name is checked by
