@@ -227,3 +227,66 @@ def test_shapes_the_compiler_leaves_to_the_general_walker() -> None:
     ]:
         runner = PlanRunner(compile_avro(fastavro.parse_schema(schema), rules))
         assert runner._fast_enc is None and runner._fast_dec is None, json.dumps(schema)
+
+
+def _lane_outcome(fn: Any, record: Any) -> tuple[str, Any]:
+    """As :func:`_outcome`, for a function of the record alone that returns (out, state) and leaves the counting to
+    its caller (the serdes' lanes count once the record is done)."""
+    stats = SerdeStats("x")
+    try:
+        with mock.patch("fieldcrypt.core.engine._urandom", return_value=NONCE):
+            out, state = fn(stats)(record)
+    except Exception as exc:
+        return "raised", (type(exc).__name__, str(exc), _counts(stats))
+    if state is not None:
+        stats._record(state)
+    return "ok", (out, _counts(stats))
+
+
+@pytest.mark.parametrize("per_person", [True, False])
+def test_a_lanes_writer_and_reader_give_what_the_runner_gives(keyring: fieldcrypt.Keyring, per_person: bool) -> None:
+    """``PlanRunner.writer`` / ``reader`` (what a serde's lane calls per record, arguments fixed once) against
+    ``encrypt`` / ``decrypt``: the same bytes, errors and counts for every record shape, tampering, erasure."""
+    runner = PlanRunner(_avro_plan(AVRO, per_person))
+    for record in WRITES:
+        a = _lane_outcome(lambda st: runner.writer(keyring, "s-value", "s-value", st, 2), record)
+        b = _outcome(runner.encrypt, record, keyring, "s-value", "s-value")
+        assert a == b, record
+    written = _written(runner, keyring, WRITES[0])
+    outcomes = Outcomes(on_plaintext="accept", on_erased="null", on_denied="null")
+    for record in _tampered(written):
+        a = _lane_outcome(lambda st: runner.reader(keyring, "s-value", "s-value", outcomes, st), copy.deepcopy(record))
+        b = _outcome(runner.decrypt, copy.deepcopy(record), keyring, "s-value", "s-value", outcomes)
+        assert a == b, record
+
+
+def test_a_key_renewed_within_a_record_is_used_for_the_values_after_it(tmp_path: Path) -> None:
+    """A lease of one encryption: the compiled writer renews the key before every value (the key it looked up once
+    for the record is then the renewed one) and writes what the general walker writes."""
+    kek = fieldcrypt.create_local_kek(str(tmp_path / "kek.json"))
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path}/keys.db")
+    keyring = fieldcrypt.Keyring(store, kek, rotation=fieldcrypt.RotationPolicy(max_encryptions=1000, lease=1))
+    fast, general = _runners(_avro_plan(AVRO, per_person=False))
+    record = WRITES[0]
+    general.encrypt(record, keyring, "s-value", "s-value")  # the key made: each run below starts with none leased
+    a = _outcome(fast.encrypt, record, keyring, "s-value", "s-value")
+    b = _outcome(general.encrypt, record, keyring, "s-value", "s-value")
+    assert a == b and a[0] == "ok" and a[1][1]["key_lookups"] == 5  # one lookup, four renewals
+    assert fast.decrypt(copy.deepcopy(a[1][0]), keyring, "s-value", "s-value") == {**record, "blob": b"\x00\x01"}
+    assert keyring.store.active("s-value", None).encryptions >= 8  # four values a record, each leased on its own
+
+
+def test_a_key_rotated_within_a_record_encrypts_the_values_after_it(tmp_path: Path) -> None:
+    """At most two encryptions a key: a record of four values rotates in the middle; the compiled writer, like the
+    general walker, writes the values after the rotation under the new key (none beyond the old key's cap)."""
+    from fieldcrypt.core.lookalike import key_id_of
+
+    kek = fieldcrypt.create_local_kek(str(tmp_path / "kek.json"))
+    store = fieldcrypt.create_key_store(f"sqlite:///{tmp_path}/keys.db")
+    keyring = fieldcrypt.Keyring(store, kek, rotation=fieldcrypt.RotationPolicy(max_encryptions=2, lease=1))
+    fast, general = _runners(_avro_plan(AVRO, per_person=False))
+    for runner in (fast, general):
+        out = runner.encrypt(WRITES[0], keyring, "s-value", "s-value")
+        ids = [key_id_of(out[name]) for name in ("email", "note", "blob", "city")]
+        assert ids[0] == ids[1] != ids[2] == ids[3], ids  # two values a key
+        assert runner.decrypt(copy.deepcopy(out), keyring, "s-value", "s-value") == {**WRITES[0]}
