@@ -35,6 +35,7 @@ from fieldcrypt import (
     create_local_kek,
 )
 from fieldcrypt.avro import AvroDeserializer, AvroSerializer
+from fieldcrypt.core.lookalike import key_id_of
 from fieldcrypt.crypto import wire
 from fieldcrypt.json_schema import JSONDeserializer, JSONSerializer
 
@@ -381,3 +382,31 @@ def test_a_record_naming_a_key_store_pseudonym_as_its_data_subject_is_refused(
         _, de = serdes("json", registry, reader)
         with pytest.raises(DecryptionError, match="pseudonym"):
             de(forged, value_ctx())
+
+
+def test_a_record_naming_a_pseudonym_is_refused_when_its_key_is_cached_under_that_name(
+    registry: SchemaRegistryClient, store_url: str, kek_uri: str
+) -> None:
+    """The same forgery, read by a consumer whose cache holds the person's key as the key store names it (looked up
+    by id for no record): the key's name is the record's data subject then, and the record is still refused."""
+    schema = {
+        "type": "object",
+        "title": "P",
+        "properties": {
+            "cid": {"type": "string", "confluent:tags": ["DATA_SUBJECT_ID"]},
+            "note": {"type": "string", "confluent:tags": ["PII"]},
+        },
+        "required": ["cid", "note"],
+    }
+    with Keyring(store_url, kek_uri) as producer:
+        data = JSONSerializer(json.dumps(schema), registry, keyring=producer)({"cid": "c-1", "note": "x"}, value_ctx())
+        pseudonym = producer._stored("orders-value", "c-1")
+    forged = data.replace(b'"c-1"', json.dumps(pseudonym).encode())
+    with Keyring(store_url, kek_uri) as reader:
+        reader.decryption_key(key_id_of(json.loads(forged[5:])["note"]))  # cached, named by the pseudonym
+        de = JSONDeserializer(None, schema_registry_client=registry, keyring=reader)
+        with pytest.raises(DecryptionError, match="pseudonym"):
+            de(forged, value_ctx())
+        assert de(data, value_ctx()) == {"cid": "c-1", "note": "x"}  # the person's own record reads
+        with pytest.raises(DecryptionError, match="pseudonym"):
+            de(forged, value_ctx())  # and the forgery still does not, with the key cached for the person

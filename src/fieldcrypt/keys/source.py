@@ -529,7 +529,14 @@ class KeySource:
         :meth:`encryption_key`."""
         cached = self._by_id.get(key_id)
         if cached is not None:
-            return cached if cached.person is None else self._for_reader(cached, _reader(meter))
+            if cached.person is None:
+                return cached
+            reader = _reader(meter)
+            if reader is not None and cached.person == reader and cached.owner == reader:
+                # given out for this data subject before (_for_reader): its id was checked then, and the key proves
+                # it is the one it was made for
+                return cached
+            return self._for_reader(cached, reader)
         reader = _reader(meter)
         self._check_reader(reader, key_id)
         replay = _loop.current()
