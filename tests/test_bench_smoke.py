@@ -146,7 +146,15 @@ def test_bench_memory_smoke() -> None:
 def test_bench_run_all_smoke() -> None:
     """The one command that runs every bench and prints the ratios side by side."""
     out = _run("bench/run.py", "--smoke")
-    for line in ("| fieldcrypt vs limit |", "| json-fieldcrypt vs json-limit |", "| fieldcrypt vs csfle |"):
+    for line in (
+        "| fieldcrypt vs limit |",
+        "| fieldcrypt-default vs limit |",
+        "| json-fieldcrypt vs json-limit |",
+        "| fieldcrypt vs csfle |",
+        "| fieldcrypt-default vs limit (interleaved) |",
+        "| json-fieldcrypt-default vs json-limit (interleaved) |",
+        "| per-person vs per-domain (interleaved) |",
+    ):
         assert line in out
     assert "| sqlite (file owner) |" in out and "memory:" in out
 
