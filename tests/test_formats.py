@@ -30,6 +30,29 @@ def test_the_registry_maps_schema_types_to_formats() -> None:
     assert format_by_key("json") is format_for("JSON")
 
 
+def test_the_registry_names_each_format_as_the_format_does() -> None:
+    """The registry knows each format's names without importing it (a ``fieldcrypt keys`` command imports none of
+    them); they are the format's own."""
+    for (key, name, schema_type, _), fmt in zip(registry_module._REGISTERED, formats(), strict=True):
+        assert (fmt.key, fmt.name, fmt.schema_type) == (key, name, schema_type)
+    assert registry_module.keys() == [f.key for f in formats()]
+    assert registry_module.supported() == "Avro, JSON Schema and Protobuf"
+
+
+def test_a_keys_command_imports_no_format_nor_schema_tool() -> None:
+    """``fieldcrypt keys ...`` starts without the formats (confluent's registry client, jsonschema, protobuf)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fieldcrypt.cli import main; main(['keys', 'list', '--help']);"
+        "print(sorted(m for m in sys.modules if m.startswith(('fieldcrypt.avro', 'fieldcrypt.json_schema', "
+        "'fieldcrypt.protobuf', 'fieldcrypt.inspect.lint', 'confluent_kafka.schema_registry'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.parametrize("schema_type", ["THRIFT", "garbage", "", "JSONX"])
 def test_an_unknown_schema_type_is_refused_naming_the_supported_ones(schema_type: str) -> None:
     with pytest.raises(UnsupportedSchemaTypeError) as raised:
@@ -60,7 +83,10 @@ def test_a_format_plugs_in_through_the_registry_alone(monkeypatch: pytest.Monkey
             return super().shape(calls)
 
     toy = Toy()
-    monkeypatch.setattr(registry_module, "_REGISTERED", (*formats(), toy))
+    monkeypatch.setattr(
+        registry_module, "_REGISTERED", (*registry_module._REGISTERED, ("toy", "Toy", "TOY", lambda: toy))
+    )
+    monkeypatch.setattr(registry_module, "_loaded", None)
     assert format_for("toy") is toy and format_by_key("toy") is toy
     properties = {"email": {"type": "string", "confluent:tags": ["PII"]}, "n": {"type": "integer"}}
     text = json.dumps({"type": "object", "properties": properties})
@@ -79,5 +105,6 @@ def test_a_format_plugs_in_through_the_registry_alone(monkeypatch: pytest.Monkey
     assert [leaf.path for leaf in cached.runner.plan.leaves] == ["$.email"]
     assert scan_formats.decode(record, cached, b'{"email": "a@b.c", "n": 1}') == {"email": "a@b.c", "n": 1}
 
-    monkeypatch.setattr(registry_module, "_REGISTERED", formats()[:3])
+    monkeypatch.setattr(registry_module, "_REGISTERED", registry_module._REGISTERED[:3])
+    monkeypatch.setattr(registry_module, "_loaded", None)
     assert "fieldcrypt's serdes are Avro, JSON Schema and Protobuf" in lint_schema(text, "TOY").findings[0].message

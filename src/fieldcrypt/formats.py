@@ -2,35 +2,53 @@
 
 It sits above the format folders (it imports them) and below the tools that inspect schemas and topics
 (``fieldcrypt.inspect``, the CLI), which reach every format through it. Nothing in ``fieldcrypt.core`` or a format
-folder imports it. A new format (a folder implementing the interface) is registered by adding its ``FORMAT`` to
-:data:`_REGISTERED`. Unknown types fail closed: only a schema type of None (what confluent's registry reports for
-Avro) defaults to Avro.
+folder imports it. A new format (a folder implementing the interface) is registered by adding a line naming it and
+the module holding its ``FORMAT`` to :data:`_REGISTERED`. Unknown types fail closed: only a schema type of None
+(what confluent's registry reports for Avro) defaults to Avro.
 """
 
 from __future__ import annotations
 
-from fieldcrypt.avro.format import FORMAT as AVRO
-from fieldcrypt.core.format import SchemaFormat
+import importlib
+from typing import TYPE_CHECKING
+
 from fieldcrypt.errors import UnsupportedSchemaTypeError
-from fieldcrypt.json_schema.format import FORMAT as JSON
-from fieldcrypt.protobuf.format import FORMAT as PROTOBUF
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fieldcrypt.core.format import SchemaFormat
 
 __all__ = ["format_by_key", "format_for", "formats", "keys", "supported"]
 
-#: the registered formats, in the order they are listed
-_REGISTERED: tuple[SchemaFormat, ...] = (AVRO, JSON, PROTOBUF)
+#: the registered formats, in the order they are listed: (CLI name, name, registry schema type, the module holding
+#: its ``FORMAT``, or a function returning it). Known without importing the format folders, which bring confluent's
+#: registry clients, jsonschema and protobuf (a few tenths of a second): a command that reads no schema (``fieldcrypt
+#: keys ...``) imports none of them.
+#: ``tests/test_formats.py`` checks that each module's ``FORMAT`` says the same.
+_REGISTERED: tuple[tuple[str, str, str, str | Callable[[], SchemaFormat]], ...] = (
+    ("avro", "Avro", "AVRO", "fieldcrypt.avro.format"),
+    ("json", "JSON Schema", "JSON", "fieldcrypt.json_schema.format"),
+    ("protobuf", "Protobuf", "PROTOBUF", "fieldcrypt.protobuf.format"),
+)
 #: the schema type confluent's registry and serdes mean when they give none
 _DEFAULT = "AVRO"
+_loaded: tuple[SchemaFormat, ...] | None = None
 
 
 def formats() -> tuple[SchemaFormat, ...]:
-    """Every registered format."""
-    return _REGISTERED
+    """Every registered format (their folders imported on the first call)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = tuple(
+            importlib.import_module(where).FORMAT if isinstance(where, str) else where() for *_, where in _REGISTERED
+        )
+    return _loaded
 
 
 def supported() -> str:
     """The registered formats' names, for messages: ``Avro, JSON Schema and Protobuf``."""
-    names = [f.name for f in _REGISTERED]
+    names = [name for _, name, _, _ in _REGISTERED]
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -38,10 +56,10 @@ def format_for(schema_type: str | None) -> SchemaFormat:
     """The format of a registry ``schemaType`` (case-insensitive; None is Avro, as confluent reads it). Raises
     ``UnsupportedSchemaTypeError`` naming the type and the supported ones for any other."""
     wanted = _DEFAULT if schema_type is None else str(schema_type).upper()
-    for fmt in _REGISTERED:
-        if fmt.schema_type == wanted:
-            return fmt
-    types = ", ".join(f.schema_type for f in _REGISTERED)
+    for i, (_, _, kind, _) in enumerate(_REGISTERED):
+        if kind == wanted:
+            return formats()[i]
+    types = ", ".join(kind for _, _, kind, _ in _REGISTERED)
     raise UnsupportedSchemaTypeError(
         f"schema type {schema_type!r} is not one fieldcrypt reads (supported: {types}: {supported()})"
     )
@@ -49,12 +67,12 @@ def format_for(schema_type: str | None) -> SchemaFormat:
 
 def format_by_key(key: str) -> SchemaFormat:
     """The format the CLI names ``key`` (``avro``, ``json``); ``UnsupportedSchemaTypeError`` for another."""
-    for fmt in _REGISTERED:
-        if fmt.key == key:
-            return fmt
+    for i, (name, _, _, _) in enumerate(_REGISTERED):
+        if name == key:
+            return formats()[i]
     raise UnsupportedSchemaTypeError(f"format {key!r} is not one fieldcrypt reads ({', '.join(keys())})")
 
 
 def keys() -> list[str]:
     """The CLI names of the registered formats."""
-    return [f.key for f in _REGISTERED]
+    return [name for name, _, _, _ in _REGISTERED]

@@ -124,8 +124,9 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     return {"common": common, "store": store, "cluster": cluster}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line (docs/cli.md is generated from it)."""
+def build_parser(area: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line (docs/cli.md is generated from it). ``area``: a command named on the command line;
+    only its module is imported (``keys`` needs none of the schema and topic tools' imports: a quicker start)."""
     parents = _parents()
     p = ArgumentParser(
         prog="fieldcrypt",
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="area", metavar="COMMAND")
     _keys.register(sub, parents["common"], parents["store"])
     for name in _COMMANDS:
+        if area in _AREAS and name != area:
+            continue
         module = __import__(f"fieldcrypt.cli.{name}", fromlist=["register"])
         module.register(sub, parents)
     return p
@@ -147,6 +150,17 @@ _COMMANDS = [
     for name in ("schema", "verify", "scan", "dev")
     if os.path.exists(os.path.join(os.path.dirname(__file__), f"{name}.py"))
 ]
+
+
+#: every command's name
+_AREAS = frozenset({"keys", "kek", *_COMMANDS})  # (kek and keys: the keys module)
+
+
+def _area(argv: Sequence[str]) -> str | None:
+    """The command the arguments name: the first word that is not an option (the top level takes no option with a
+    value), if it is a command."""
+    word = next((w for w in argv if not w.startswith("-")), None)
+    return word if word in _AREAS else None
 
 
 def _error(args: argparse.Namespace | None, json_wanted: bool, exc: BaseException, code: int) -> int:
@@ -181,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_wanted = "--json" in argv
     args: argparse.Namespace | None = None
     try:
-        parser = build_parser()
+        parser = build_parser(_area(argv))
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version
