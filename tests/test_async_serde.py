@@ -666,3 +666,23 @@ def test_a_mapping_conf_and_a_cleared_cluster_id_resolver_behave_as_with_the_syn
         return await ser(customer(1), value_ctx())  # type: ignore[no-any-return]
 
     assert b"person1@example.com" not in asyncio.run(main())
+
+
+def test_the_async_avro_twins_read_and_write_through_one_lane_a_kind(keyring: Keyring) -> None:
+    """After its first record of a kind, the asyncio Avro twin writes and reads the next ones through the same lane
+    as the sync twin (a lane is built once, not once a record)."""
+    _, aregistry = _clients()
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        ser, de = await _async_serdes("avro", aregistry, keyring)
+        writes, reads = [], []
+        for i in range(4):
+            data = await ser(customer(i), value_ctx())
+            await de(data, value_ctx())
+            writes.append(list(ser._fieldcrypt._lanes.values()))
+            reads.append(list(de._fieldcrypt._lanes.values()))
+        return writes, reads
+
+    writes, reads = asyncio.run(go())
+    assert len(writes[0]) == 1 and all(w == writes[0] for w in writes)  # the same lane object each time
+    assert len(reads[0]) == 1 and all(r == reads[0] for r in reads)

@@ -240,3 +240,18 @@ def test_keys_help_says_what_the_commands_do(capsys) -> None:
     assert "it lists every key it will destroy (data subject, domain, key id) and asks you to type yes" in shred
     assert "list every key that would be destroyed (data subject, domain, key id); destroy nothing" in shred
     assert "the file to write (mode 0600; its directory must exist)" in helped("keys", "shred-log")
+
+
+@pytest.mark.parametrize(
+    "argv", [("-h", "keys"), ("--help", "schema"), ("--", "keys"), ("-", "scan"), ("bogus",), ("keys",)]
+)
+def test_the_top_level_lists_every_command_whatever_follows(capsys, argv: tuple[str, ...]) -> None:
+    """A command line that does not begin with a command gets the whole command line (its help or its error lists
+    every command), although one that does imports that command's module alone."""
+    code, out, err = run(capsys, *argv)
+    text = out + err
+    if argv == ("keys",):
+        assert code == 0 and "shred" in text  # the keys help
+        return
+    for command in ("keys", "schema", "verify", "scan", "dev"):
+        assert command in text, (argv, text)

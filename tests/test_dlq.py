@@ -125,3 +125,70 @@ def test_a_failing_write_rule_redacts_the_tagged_fields(fmt: str, keyring: Keyri
         ser(record, ctx)
     [sent] = producer.sent
     assert SECRET.encode() not in sent and b"email" in sent  # the record, its tagged value redacted
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json", "protobuf"])
+@pytest.mark.parametrize("asyncio_twin", [False, True])
+def test_reading_tracks_the_record_key_as_confluents_deserializers_do(
+    fmt: str, asyncio_twin: bool, keyring: Keyring
+) -> None:
+    """A KEY read is remembered for the DLQ action of the value read next; a VALUE read forgets it: on the first
+    record of a kind and on the later ones (a lane), with the sync and the asyncio twins."""
+    import asyncio
+
+    from confluent_kafka.schema_registry.common.serde import get_original_key, set_original_key
+
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    if fmt == "protobuf":
+        conf = {"use.deprecated.format": False}
+        ser: Any = ProtobufSerializer(customer_pb2.Customer, registry, conf, keyring=keyring)
+        record: Any = customer_pb2.Customer(id="c-1", email=SECRET, loyalty_points=1)
+    elif fmt == "avro":
+        ser, record = AvroSerializer(registry, json.dumps(AVRO), keyring=keyring), {"email": SECRET, "n": 1}
+    else:
+        ser, record = JSONSerializer(json.dumps(JSON_SCHEMA), registry, keyring=keyring), {"email": SECRET, "n": 1}
+    key_ctx, value_ctx = SerializationContext("t", MessageField.KEY), SerializationContext("t", MessageField.VALUE)
+    key, value = ser(record, key_ctx), ser(record, value_ctx)
+    if asyncio_twin:
+        from fieldcrypt.avro import AsyncAvroDeserializer
+        from fieldcrypt.json_schema import AsyncJSONDeserializer
+        from fieldcrypt.protobuf import AsyncProtobufDeserializer
+
+        twin = {"avro": AsyncAvroDeserializer, "json": AsyncJSONDeserializer, "protobuf": AsyncProtobufDeserializer}
+
+        async def reads() -> list[Any]:
+            if fmt == "protobuf":
+                de = await twin[fmt](customer_pb2.Customer, {"use.deprecated.format": False}, registry, keyring=keyring)
+            elif fmt == "avro":
+                de = await twin[fmt](registry, keyring=keyring)
+            else:
+                de = await twin[fmt](None, schema_registry_client=registry, keyring=keyring)
+            keyring.clear_cache()  # cold keys: the first reads run in the loop's executor (a copied context)
+            seen = []
+            for _ in range(3):
+                await de(key, key_ctx)
+                seen.append(get_original_key())
+                await de(value, value_ctx)
+                seen.append(get_original_key())
+            return seen
+
+        seen = asyncio.run(reads())
+    else:
+        if fmt == "protobuf":
+            de: Any = ProtobufDeserializer(
+                customer_pb2.Customer, {"use.deprecated.format": False}, registry, keyring=keyring
+            )
+        elif fmt == "avro":
+            de = AvroDeserializer(registry, keyring=keyring)
+        else:
+            de = JSONDeserializer(None, schema_registry_client=registry, keyring=keyring)
+        seen = []
+        for _ in range(3):
+            set_original_key("stale key of another record")
+            de(key, key_ctx)
+            seen.append(get_original_key())
+            de(value, value_ctx)
+            seen.append(get_original_key())
+        de(key, key_ctx)
+        assert de(None, value_ctx) is None and get_original_key() is None  # a null value forgets it too
+    assert seen == [key, None] * 3

@@ -83,10 +83,7 @@ def test_a_format_plugs_in_through_the_registry_alone(monkeypatch: pytest.Monkey
             return super().shape(calls)
 
     toy = Toy()
-    monkeypatch.setattr(
-        registry_module, "_REGISTERED", (*registry_module._REGISTERED, ("toy", "Toy", "TOY", lambda: toy))
-    )
-    monkeypatch.setattr(registry_module, "_loaded", None)
+    monkeypatch.setattr(registry_module, "_REGISTERED", (*registry_module._REGISTERED, toy))
     assert format_for("toy") is toy and format_by_key("toy") is toy
     properties = {"email": {"type": "string", "confluent:tags": ["PII"]}, "n": {"type": "integer"}}
     text = json.dumps({"type": "object", "properties": properties})
@@ -106,5 +103,7 @@ def test_a_format_plugs_in_through_the_registry_alone(monkeypatch: pytest.Monkey
     assert scan_formats.decode(record, cached, b'{"email": "a@b.c", "n": 1}') == {"email": "a@b.c", "n": 1}
 
     monkeypatch.setattr(registry_module, "_REGISTERED", registry_module._REGISTERED[:3])
-    monkeypatch.setattr(registry_module, "_loaded", None)
+    assert format_for("AVRO").key == "avro"
     assert "fieldcrypt's serdes are Avro, JSON Schema and Protobuf" in lint_schema(text, "TOY").findings[0].message
+    monkeypatch.setattr(registry_module, "_REGISTERED", (toy, *registry_module._REGISTERED))  # first in the list
+    assert format_for("AVRO").key == "avro" and format_for("TOY") is toy and formats()[0] is toy

@@ -10,45 +10,54 @@ the module holding its ``FORMAT`` to :data:`_REGISTERED`. Unknown types fail clo
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fieldcrypt.errors import UnsupportedSchemaTypeError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from fieldcrypt.core.format import SchemaFormat
 
 __all__ = ["format_by_key", "format_for", "formats", "keys", "supported"]
 
 #: the registered formats, in the order they are listed: (CLI name, name, registry schema type, the module holding
-#: its ``FORMAT``, or a function returning it). Known without importing the format folders, which bring confluent's
-#: registry clients, jsonschema and protobuf (a few tenths of a second): a command that reads no schema (``fieldcrypt
-#: keys ...``) imports none of them.
-#: ``tests/test_formats.py`` checks that each module's ``FORMAT`` says the same.
-_REGISTERED: tuple[tuple[str, str, str, str | Callable[[], SchemaFormat]], ...] = (
+#: its ``FORMAT``), or a format object itself. The lines are known without importing the format folders, which bring
+#: confluent's registry clients, jsonschema and protobuf (a few tenths of a second): a command that reads no schema
+#: (``fieldcrypt keys ...``) imports none of them. ``tests/test_formats.py`` checks that each ``FORMAT`` agrees.
+_REGISTERED: tuple[tuple[str, str, str, str] | SchemaFormat, ...] = (
     ("avro", "Avro", "AVRO", "fieldcrypt.avro.format"),
     ("json", "JSON Schema", "JSON", "fieldcrypt.json_schema.format"),
     ("protobuf", "Protobuf", "PROTOBUF", "fieldcrypt.protobuf.format"),
 )
 #: the schema type confluent's registry and serdes mean when they give none
 _DEFAULT = "AVRO"
-_loaded: tuple[SchemaFormat, ...] | None = None
+#: (the ``_REGISTERED`` they were loaded for, the formats): loaded again when ``_REGISTERED`` is another tuple
+_loaded: tuple[Any, tuple[SchemaFormat, ...]] = (None, ())
+
+
+def _names(entry: tuple[str, str, str, str] | SchemaFormat) -> tuple[str, str, str]:
+    """(CLI name, name, schema type) of a registered line, without importing its format."""
+    if isinstance(entry, tuple):
+        return entry[0], entry[1], entry[2]
+    return entry.key, entry.name, entry.schema_type
 
 
 def formats() -> tuple[SchemaFormat, ...]:
     """Every registered format (their folders imported on the first call)."""
     global _loaded
-    if _loaded is None:
-        _loaded = tuple(
-            importlib.import_module(where).FORMAT if isinstance(where, str) else where() for *_, where in _REGISTERED
+    registered = _REGISTERED
+    if _loaded[0] is not registered:
+        _loaded = (
+            registered,
+            tuple(
+                importlib.import_module(entry[3]).FORMAT if isinstance(entry, tuple) else entry for entry in registered
+            ),
         )
-    return _loaded
+    return _loaded[1]
 
 
 def supported() -> str:
     """The registered formats' names, for messages: ``Avro, JSON Schema and Protobuf``."""
-    names = [name for _, name, _, _ in _REGISTERED]
+    names = [_names(entry)[1] for entry in _REGISTERED]
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -56,10 +65,10 @@ def format_for(schema_type: str | None) -> SchemaFormat:
     """The format of a registry ``schemaType`` (case-insensitive; None is Avro, as confluent reads it). Raises
     ``UnsupportedSchemaTypeError`` naming the type and the supported ones for any other."""
     wanted = _DEFAULT if schema_type is None else str(schema_type).upper()
-    for i, (_, _, kind, _) in enumerate(_REGISTERED):
-        if kind == wanted:
-            return formats()[i]
-    types = ", ".join(kind for _, _, kind, _ in _REGISTERED)
+    for fmt in formats() if any(_names(e)[2] == wanted for e in _REGISTERED) else ():
+        if fmt.schema_type == wanted:
+            return fmt
+    types = ", ".join(_names(entry)[2] for entry in _REGISTERED)
     raise UnsupportedSchemaTypeError(
         f"schema type {schema_type!r} is not one fieldcrypt reads (supported: {types}: {supported()})"
     )
@@ -67,12 +76,12 @@ def format_for(schema_type: str | None) -> SchemaFormat:
 
 def format_by_key(key: str) -> SchemaFormat:
     """The format the CLI names ``key`` (``avro``, ``json``); ``UnsupportedSchemaTypeError`` for another."""
-    for i, (name, _, _, _) in enumerate(_REGISTERED):
-        if name == key:
-            return formats()[i]
+    for fmt in formats() if key in keys() else ():
+        if fmt.key == key:
+            return fmt
     raise UnsupportedSchemaTypeError(f"format {key!r} is not one fieldcrypt reads ({', '.join(keys())})")
 
 
 def keys() -> list[str]:
     """The CLI names of the registered formats."""
-    return [name for name, _, _, _ in _REGISTERED]
+    return [_names(entry)[0] for entry in _REGISTERED]

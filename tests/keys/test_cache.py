@@ -33,3 +33,19 @@ def test_rejects_bad_bounds() -> None:
         TtlCache(0, 60, FakeClock())
     with pytest.raises(ConfigurationError):
         TtlCache(10, 0, FakeClock())
+
+
+def test_the_system_clock_is_read_when_asked(monkeypatch) -> None:
+    """A cache on the system clock reads ``time.time`` at each lookup (never a copy taken when it was made), so an
+    application or a test that moves the time moves the cache's expiry with it."""
+    import time
+
+    from fieldcrypt.clock import SystemClock
+    from fieldcrypt.keys.cache import TtlCache
+
+    cache: TtlCache[str, str] = TtlCache(10, 60.0, SystemClock())
+    cache.put("k", "v")
+    assert cache.get("k") == "v"
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert cache.get("k") is None

@@ -161,6 +161,10 @@ class AvroSerializer(Reconfigurable, _ConfluentAvroSerializer):
     def _serialize(self, obj: object, ctx: SerializationContext | None) -> bytes | None:
         if obj is None:
             return None
+        if ctx is not None:  # (the asyncio twin's way in: __call__ looks for a lane itself)
+            lane = self._lanes.get((ctx.topic, ctx.field))
+            if lane is not None:
+                return lane(obj, ctx)
         c = self._confluent
         try:  # one try for the whole record: a refused record is counted and logged (never with a value)
             subject = cached_subject(self, self._subjects, ctx, c.schema_name)
@@ -302,12 +306,15 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         if ctx is not None and type(data) is bytes and len(data) > 5 and data[0] == 0 and not ctx.headers:
             lane = self._lanes.get((ctx.topic, ctx.field, data[1:5]))
             if lane is not None:  # (a lane's schema has no rules: nothing reads the wire bytes set below)
-                return lane(data, ctx)
-        token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+                return lane(data, ctx)  # (which tracks the key as below)
         try:
-            return self._deserialize(data, ctx)
+            token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+            try:
+                return self._deserialize(data, ctx)
+            finally:
+                wire_reset(token)
         finally:
-            wire_reset(token)
+            track_original_key(data, ctx)  # as confluent: a record key, for the DLQ action of the value read next
 
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:
@@ -420,10 +427,12 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
             or len(self._lanes) >= 10_000
         ):
             return
-        self._lanes[(ctx.topic, ctx.field, data[1:5])] = self._lane(subject, cached, writer, domain, outcomes)
+        self._lanes[(ctx.topic, ctx.field, data[1:5])] = self._lane(
+            subject, cached, writer, domain, outcomes, ctx.field
+        )
 
     def _lane(
-        self, subject: str, cached: CachedPlan, writer: Any, domain: str, outcomes: Outcomes
+        self, subject: str, cached: CachedPlan, writer: Any, domain: str, outcomes: Outcomes, field: Any
     ) -> Callable[[bytes, SerializationContext], Any]:
         """:meth:`_deserialize` for the next records of a kind read before (:meth:`_open_lane`): the same steps,
         without deciding again what its kind fixed, bound once into one function."""
@@ -431,26 +440,34 @@ class AvroDeserializer(Reconfigurable, _ConfluentAvroDeserializer):
         decrypt = cached.runner.reader(self._keyring, subject, domain, outcomes, stats)
         from_dict, counted, new_buffer = self._confluent.from_dict, stats._record, io.BytesIO
         screen = avro_screen(writer)  # lookalikes(record, b"", False) for this schema's records
+        remember, forget = key_trackers()  # track_original_key, for this lane's field
+        is_key = field == MessageField.KEY
 
         def read(data: bytes, ctx: SerializationContext) -> Any:
-            untagged = None
             try:
-                payload = new_buffer(data)
-                payload.seek(5)
+                untagged = None
                 try:
-                    record = schemaless_reader(payload, writer, None, False)
+                    payload = new_buffer(data)
+                    payload.seek(5)
+                    try:
+                        record = schemaless_reader(payload, writer, None, False)
+                    except Exception as exc:
+                        raise malformed(exc, subject) from exc
+                    record, state = decrypt(record)
+                    found = screen(record)  # decrypted: what is left looks like ciphertext
+                    if found is not None:  # rare: judged against the record as it arrived
+                        untagged = review(found, subject, writer, lambda: again(payload, 5, writer, False))
+                    out = from_dict(record, ctx) if from_dict is not None else record
                 except Exception as exc:
-                    raise malformed(exc, subject) from exc
-                record, state = decrypt(record)
-                found = screen(record)  # decrypted: what is left looks like ciphertext
-                if found is not None:  # rare: judged against the record as it arrived
-                    untagged = review(found, subject, writer, lambda: again(payload, 5, writer, False))
-                out = from_dict(record, ctx) if from_dict is not None else record
-            except Exception as exc:
-                refused(stats, exc)
-                raise
-            counted(state, untagged)  # counted once the record is done: one lock per record
-            return out
+                    refused(stats, exc)
+                    raise
+                counted(state, untagged)  # counted once the record is done: one lock per record
+                return out
+            finally:
+                if is_key:
+                    remember(data)
+                else:
+                    forget()
 
         return read
 

@@ -157,10 +157,9 @@ _AREAS = frozenset({"keys", "kek", *_COMMANDS})  # (kek and keys: the keys modul
 
 
 def _area(argv: Sequence[str]) -> str | None:
-    """The command the arguments name: the first word that is not an option (the top level takes no option with a
-    value), if it is a command."""
-    word = next((w for w in argv if not w.startswith("-")), None)
-    return word if word in _AREAS else None
+    """The command the arguments begin with, if they do (anything before it, ``--help`` included: None, the whole
+    command line)."""
+    return argv[0] if argv and argv[0] in _AREAS else None
 
 
 def _error(args: argparse.Namespace | None, json_wanted: bool, exc: BaseException, code: int) -> int:

@@ -299,4 +299,7 @@ class AsyncDeserializerTwin(AsyncTwin):
     stats: SerdeStats
 
     async def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        return await run(partial(self._fieldcrypt, data, ctx), self.stats)
+        try:
+            return await run(partial(self._fieldcrypt, data, ctx), self.stats)
+        finally:
+            track_original_key(data, ctx)  # as the serializer twin: the call may have run in a copied context

@@ -418,11 +418,14 @@ class JSONDeserializer(Reconfigurable, _ConfluentJSONDeserializer):
         self._policy = PolicyCheck(self._keyring, writing=False, stats=self.stats)
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        token = wire_set(data)  # (the bytes a rule's DLQ action sends)
         try:
-            return self._deserialize(data, ctx)
+            token = wire_set(data)  # (the bytes a rule's DLQ action sends)
+            try:
+                return self._deserialize(data, ctx)
+            finally:
+                wire_reset(token)
         finally:
-            wire_reset(token)
+            track_original_key(data, ctx)  # as confluent: a record key, for the DLQ action of the value read next
 
     def _deserialize(self, data: bytes | None, ctx: SerializationContext | None) -> Any:
         if data is None:

@@ -33,8 +33,8 @@ class TtlCache(Generic[K, V]):
         self.max_entries = max_entries
         self.ttl = float(ttl)
         self._clock = clock
-        # the time, read on every lookup: the system clock's own function (one call fewer), else the clock's
-        self._now: Callable[[], float] = time.time if type(clock) is SystemClock else clock.now
+        # a lookup reads the system clock inline (a call fewer on the hot path), any other clock through its now()
+        self._system = type(clock) is SystemClock
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
         # guards writes only: held around a few dict operations (microseconds), never while a key store or KMS is
         # called, so the async door may read from the event loop (get() takes it only to drop an expired entry)
@@ -46,7 +46,7 @@ class TtlCache(Generic[K, V]):
         """The live value, or None. ``count=False`` for a re-check that should not skew the hit rate."""
         entry = self._data.get(key)
         if entry is not None:
-            if entry[0] > self._now():
+            if entry[0] > (time.time() if self._system else self._clock.now()):
                 self.hits += count
                 try:
                     self._data.move_to_end(key)
@@ -62,7 +62,7 @@ class TtlCache(Generic[K, V]):
     def put(self, key: K, value: V, expires_at: float | None = None) -> None:
         """Cache ``value`` until ``ttl`` seconds from now, or until ``expires_at`` if that is sooner."""
         with self._lock:
-            until = self._now() + self.ttl
+            until = self._clock.now() + self.ttl
             self._data[key] = (until if expires_at is None else min(until, expires_at), value)
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
@@ -70,7 +70,7 @@ class TtlCache(Generic[K, V]):
 
     def sweep(self) -> int:
         """Drop every expired entry now, without waiting for a lookup; returns how many were dropped."""
-        now = self._now()
+        now = time.time() if self._system else self._clock.now()
         # a copy taken in one C call: get() moves entries to the end without the lock, which would break a
         # Python-level iteration ("OrderedDict mutated during iteration") and kill the sweeper thread. The scan runs
         # outside the lock, so a lookup never waits for it; the lock covers only the deletions, each re-checked (an
@@ -88,7 +88,7 @@ class TtlCache(Generic[K, V]):
         """:meth:`put` of each (key, value), in order, under one lock and one reading of the clock (only the last
         ``max_entries`` can stay)."""
         with self._lock:
-            until = self._now() + self.ttl
+            until = self._clock.now() + self.ttl
             for key, value in items:
                 self._data[key] = (until, value)
                 self._data.move_to_end(key)

@@ -483,9 +483,9 @@ class ProtobufDeserializer(Reconfigurable, _ConfluentProtobufDeserializer):
         return found
 
     def __call__(self, data: bytes | None, ctx: SerializationContext | None = None) -> Any:
-        if data is None:
-            return None
         try:
+            if data is None:  # (a key tracked as confluent does, for None too)
+                return None
             token = wire_set(data)  # (the bytes a rule's DLQ action sends)
             try:
                 return self._deserialize(data, ctx)
