@@ -65,9 +65,10 @@ def format_for(schema_type: str | None) -> SchemaFormat:
     """The format of a registry ``schemaType`` (case-insensitive; None is Avro, as confluent reads it). Raises
     ``UnsupportedSchemaTypeError`` naming the type and the supported ones for any other."""
     wanted = _DEFAULT if schema_type is None else str(schema_type).upper()
-    for fmt in formats() if any(_names(e)[2] == wanted for e in _REGISTERED) else ():
-        if fmt.schema_type == wanted:
-            return fmt
+    if wanted in (_names(entry)[2] for entry in _REGISTERED):  # (an unknown type imports no format)
+        for fmt in formats():
+            if fmt.schema_type == wanted:
+                return fmt
     types = ", ".join(_names(entry)[2] for entry in _REGISTERED)
     raise UnsupportedSchemaTypeError(
         f"schema type {schema_type!r} is not one fieldcrypt reads (supported: {types}: {supported()})"
@@ -76,9 +77,10 @@ def format_for(schema_type: str | None) -> SchemaFormat:
 
 def format_by_key(key: str) -> SchemaFormat:
     """The format the CLI names ``key`` (``avro``, ``json``); ``UnsupportedSchemaTypeError`` for another."""
-    for fmt in formats() if key in keys() else ():
-        if fmt.key == key:
-            return fmt
+    if key in keys():  # (an unknown name imports no format)
+        for fmt in formats():
+            if fmt.key == key:
+                return fmt
     raise UnsupportedSchemaTypeError(f"format {key!r} is not one fieldcrypt reads ({', '.join(keys())})")
 
 

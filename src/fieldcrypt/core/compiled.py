@@ -118,11 +118,13 @@ def compile_encrypt(plan: FieldPlan, root_path: str, engine: Any) -> Callable[[A
             domain = f"_dm{j}"
         # one key domain for every value (the common case): the key and what the values take from it are looked up
         # once per record (again only when its budget is spent); else per value, from the record's keys
-        rebind = "            e, hk, pre = k.cipher.encrypt, k.header2, k.ad_prefix2 + tail"
+        lookup, bind = (
+            f"k = keys.get({domain}) or _kw(_l{j}, st)",
+            "e, hk, pre = k.cipher.encrypt, k.header2, k.ad_prefix2 + tail",
+        )
+        rebind = " " * 12 + bind
         fetch = (
-            ["        if k is None:", f"            k = keys.get({domain}) or _kw(_l{j}, st)", rebind]
-            if one_domain
-            else [f"        k = keys.get({domain}) or _kw(_l{j}, st)", rebind.replace("            ", "        ", 1)]
+            ["        if k is None:", " " * 12 + lookup, rebind] if one_domain else [" " * 8 + lookup, " " * 8 + bind]
         )
         body += [
             f"    if d{j} is None:",
@@ -327,11 +329,9 @@ def compile_screen(
             "        elif t is bytes or t is dict or t is list or t is tuple:",
             "            return _full(v)",
         ]
-    if texts:
-        for j, name in enumerate(texts):
-            ns[f"_t{j}"] = name
-        lines.append("        " + " or ".join(f"_lo <= v[_t{j}] < _hi" for j in range(len(texts))) + ":")
-        lines[-1] = "        if " + lines[-1].lstrip()
-        lines.append("            return _full(v)")
+    if texts:  # one expression for every text field
+        ns.update({f"_t{j}": name for j, name in enumerate(texts)})
+        tests = " or ".join(f"_lo <= v[_t{j}] < _hi" for j in range(len(texts)))
+        lines += [f"        if {tests}:", "            return _full(v)"]
     lines += ["    except (KeyError, TypeError):", "        return _full(v)", "    return None", ""]
     return _build("\n".join(lines), ns, "screen")

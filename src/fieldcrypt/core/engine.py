@@ -306,23 +306,11 @@ class PlanRunner:
             self._check_domain(default_domain, subject)
         person = self._person_to_write(record, subject)
         state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
-        fast = self._fast_enc
         if version != 2:
             state.version = version
-        else:
-            state.ident = self.ident(default_domain)
-            if fast is not None:
-                try:
-                    out = fast(record, state)
-                except _loop.SIGNALS:
-                    raise
-                except BaseException:
-                    state.refused()
-                    raise
-                if out is not _compiled_slow:
-                    return out, state
-            state.pending = []
-        return self._walk_encrypt(record, state), state
+            return self._walk_encrypt(record, state), state
+        state.ident = self.ident(default_domain)
+        return self._encrypt_v2(record, state), state
 
     def writer(
         self, keyring: KeySource, subject: str | None, default_domain: str, stats: SerdeStats | None, version: int
@@ -344,12 +332,21 @@ class PlanRunner:
             self._check_domain(default_domain, subject)
         ident = self.ident(default_domain)
         per_person = self._subject_names is not None
-        person_to_write, walk = self._person_to_write, self._walk_encrypt
+        person_to_write, encrypt_v2 = self._person_to_write, self._encrypt_v2
 
         def write(record: Any) -> tuple[Any, RecordState | None]:
             person = person_to_write(record, subject) if per_person else None
             state = RecordState(keyring, subject, default_domain, person, STRICT, stats)
             state.ident = ident
+            return encrypt_v2(record, state), state
+
+        return write
+
+    def _encrypt_v2(self, record: Any, state: RecordState) -> Any:
+        """Encrypt ``record`` in value format 2 with a fresh ``state``: by the compiled function when there is one and
+        the record is of its shape, else by the general walker."""
+        fast = self._fast_enc
+        if fast is not None:
             try:
                 out = fast(record, state)
             except _loop.SIGNALS:
@@ -358,11 +355,9 @@ class PlanRunner:
                 state.refused()
                 raise
             if out is not _compiled_slow:
-                return out, state
-            state.pending = []
-            return walk(record, state), state
-
-        return write
+                return out
+        state.pending = []
+        return self._walk_encrypt(record, state)
 
     def _person_to_write(self, record: Any, subject: str | None) -> str | None:
         try:
